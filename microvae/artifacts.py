@@ -1,0 +1,454 @@
+"""Stage artifacts: one HDF5 file per stage, self-describing, written atomically.
+
+Every artifact is an HDF5 file whose root attributes say what it is and where it came from:
+
+=====================  ==========================================================================
+``microvae_artifact``  the kind: ``"atoms"``, ``"patches"``, ``"encoded"``
+``schema_version``     integer, :data:`SCHEMA_VERSION` when written by this microvae
+``microvae_version``   the package version that wrote it
+``created``            ISO 8601 time (UTC)
+``command_line``       the command as typed (``sys.argv`` joined)
+``parameters``         JSON object of every parameter of the stage, defaults included
+``inputs``             JSON list of ``{"path", "sha256", "role"}`` for every file read
+``upstream``           JSON list of the provenance of the artifacts this one was made from, each
+                       with its own ``upstream`` (the full chain back to the raw scans)
+``fingerprint``        SHA-256 over stage, parameters and input hashes: equal fingerprints mean
+                       the artifact is up to date
+=====================  ==========================================================================
+
+Each dataset carries ``units`` and ``description`` attributes (see ``docs/schema.md``).
+
+The rules every stage shares live here: :func:`plan_output` decides whether a stage runs (new
+output), is skipped (up to date) or is refused (exists with other inputs or parameters and no
+``force``); :func:`atomic_h5` writes to a temporary file beside the target and renames it into place
+only when everything was written, so an interrupted stage never leaves a half-written artifact;
+:func:`output_lock` stops two processes from writing the same path at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, OutputError
+
+SCHEMA_VERSION = 1
+ARTIFACT_KINDS = ("atoms", "patches", "encoded")
+
+
+@dataclass
+class Provenance:
+    """Where an artifact came from. Stored as root attributes of the artifact."""
+
+    stage: str
+    parameters: dict[str, Any]
+    inputs: list[dict[str, str]]
+    upstream: list[dict[str, Any]] = field(default_factory=list)
+    command_line: str = field(default_factory=lambda: " ".join(sys.argv))
+    microvae_version: str = __version__
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def fingerprint(self) -> str:
+        return compute_fingerprint(self.stage, self.parameters, self.inputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["fingerprint"] = self.fingerprint
+        return record
+
+
+def compute_fingerprint(stage: str, parameters: dict[str, Any], inputs: list[dict[str, str]]) -> str:
+    """Hash of what determines a stage's output: its name, its parameters and its inputs' contents.
+
+    Input paths do not enter the hash (a moved file is still the same input); their hashes and roles do.
+    """
+    payload = {
+        "stage": stage,
+        "schema_version": SCHEMA_VERSION,
+        "parameters": parameters,
+        "inputs": sorted((entry.get("role", ""), entry["sha256"]) for entry in inputs),
+    }
+    text = json.dumps(payload, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
+# ----------------------------------------------------------------------------------------------
+# Deciding whether a stage runs
+
+
+@dataclass
+class OutputPlan:
+    """What to do about an output path: ``"write"`` it or ``"skip"`` it (already up to date)."""
+
+    action: str
+    reason: str
+
+
+def plan_output(path: str | Path, fingerprint: str, force: bool = False) -> OutputPlan:
+    """Decide whether a stage writes ``path``.
+
+    Returns ``skip`` when ``path`` is an artifact with the same fingerprint (same stage, parameters
+    and input contents), ``write`` when it does not exist or ``force`` is set.
+
+    Raises:
+        OutputError: ``path`` exists but holds other inputs or parameters (or is not a microvae
+            artifact), and ``force`` is not set; or its folder cannot be written.
+    """
+    path = Path(path)
+    check_writable_location(path)
+    if not path.exists():
+        return OutputPlan("write", "new output")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; expected a file path for the output artifact")
+    existing = _read_fingerprint(path)
+    if existing == fingerprint:
+        return OutputPlan("skip", "up to date (same inputs and parameters)")
+    if force:
+        return OutputPlan("write", "overwriting (--force)")
+    if existing is None:
+        raise OutputError(f"{path}: exists and is not a microvae artifact; choose another output or pass --force to overwrite it")
+    raise OutputError(f"{path}: exists with other inputs or parameters; pass --force to overwrite it, or choose another output")
+
+
+def _read_fingerprint(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            value = handle.attrs.get("fingerprint")
+    except Exception:
+        return None
+    return _as_str(value) if value is not None else None
+
+
+def check_writable_location(path: str | Path) -> None:
+    """Raise OutputError unless the folder that will hold ``path`` exists (or can be made) and is writable."""
+    folder = Path(path).resolve().parent
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{path}: cannot create the output folder, {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: output location {probe} is not writable")
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+
+
+@contextlib.contextmanager
+def atomic_h5(path: str | Path, provenance: Provenance, kind: str) -> Iterator[Any]:
+    """Open a temporary HDF5 file beside ``path``; on success stamp it and rename it into place.
+
+    On any exception the temporary file is removed and ``path`` is left as it was (an older
+    artifact there survives intact).
+
+    Yields:
+        an ``h5py.File`` open for writing.
+    """
+    import h5py
+
+    if kind not in ARTIFACT_KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle_fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle_fd)
+    try:
+        with output_lock(path):
+            with h5py.File(temp_name, "w") as handle:
+                _write_provenance(handle, provenance, kind)
+                yield handle
+            _fsync(temp_name)
+            os.replace(temp_name, path)
+    except OSError as error:
+        _remove_quietly(temp_name)
+        raise OutputError(f"{path}: cannot write ({error.strerror or error}); the previous file, if any, is unchanged") from error
+    except BaseException:
+        _remove_quietly(temp_name)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); rename it into place on success.
+
+    For outputs other than HDF5 artifacts (PNG previews, TIFF maps, JSON). On failure the temporary
+    file is removed and ``path`` is unchanged.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
+    try:
+        yield temp
+        os.replace(temp, path)
+    except OSError as error:
+        _remove_quietly(temp)
+        raise OutputError(f"{path}: cannot write ({error.strerror or error})") from error
+    except BaseException:
+        _remove_quietly(temp)
+        raise
+
+
+def _write_provenance(handle, provenance: Provenance, kind: str) -> None:
+    record = provenance.to_dict()
+    handle.attrs["microvae_artifact"] = kind
+    handle.attrs["schema_version"] = int(record["schema_version"])
+    handle.attrs["microvae_version"] = record["microvae_version"]
+    handle.attrs["created"] = record["created"]
+    handle.attrs["command_line"] = record["command_line"]
+    handle.attrs["stage"] = record["stage"]
+    handle.attrs["parameters"] = to_json(record["parameters"])
+    handle.attrs["inputs"] = to_json(record["inputs"])
+    handle.attrs["upstream"] = to_json(record["upstream"])
+    handle.attrs["fingerprint"] = record["fingerprint"]
+
+
+def write_dataset(group, name: str, data: np.ndarray, units: str, description: str, chunks=None, **attrs: Any):
+    """Create a dataset with ``units`` and ``description`` attributes (and any others given)."""
+    data = np.asarray(data)
+    options: dict[str, Any] = {}
+    if data.ndim >= 1 and data.size > 4096:
+        options["compression"] = "gzip"
+        options["compression_opts"] = 1
+        options["chunks"] = chunks if chunks is not None else True
+    dataset = group.create_dataset(name, data=data, **options)
+    dataset.attrs["units"] = units
+    dataset.attrs["description"] = description
+    for key, value in attrs.items():
+        dataset.attrs[key] = value
+    return dataset
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _remove_quietly(path: str | Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold ``<path>.lock`` (holding our pid) while writing ``path``.
+
+    A second process that wants the same output is refused with a message naming the owner. A lock
+    whose owner is no longer running (a crash, SIGKILL) is stale and is taken over.
+    """
+    lock = Path(str(path) + ".lock")
+    for _attempt in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and _pid_alive(owner) and owner != os.getpid():
+                raise OutputError(f"{path}: another microvae process (pid {owner}) is writing this output; wait for it or choose another path")
+            _remove_quietly(lock)  # stale: its owner is gone
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(str(os.getpid()))
+        try:
+            yield
+        finally:
+            _remove_quietly(lock)
+        return
+    raise OutputError(f"{path}: could not take the lock file {lock}")
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class ArtifactHeader:
+    """The root attributes of an artifact, decoded."""
+
+    path: Path
+    kind: str
+    schema_version: int
+    microvae_version: str
+    parameters: dict[str, Any]
+    inputs: list[dict[str, str]]
+    upstream: list[dict[str, Any]]
+    fingerprint: str
+    stage: str
+    created: str
+    command_line: str
+
+    def provenance_record(self) -> dict[str, Any]:
+        """This artifact's provenance as an entry for a downstream artifact's ``upstream`` list."""
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "stage": self.stage,
+            "fingerprint": self.fingerprint,
+            "parameters": self.parameters,
+            "inputs": self.inputs,
+            "upstream": self.upstream,
+            "created": self.created,
+            "microvae_version": self.microvae_version,
+        }
+
+
+def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactHeader:
+    """Open ``path`` and check that it is a microvae artifact of ``expected_kind``.
+
+    Raises:
+        InputError: missing, not HDF5, not a microvae artifact, of another kind, or of a schema
+            version this microvae cannot read.
+    """
+    import h5py
+
+    path = Path(path)
+    wanted = f"a microvae '{expected_kind}' artifact" if expected_kind else "a microvae artifact"
+    if not path.exists():
+        raise InputError(f"{path}: no such file (expected {wanted})")
+    try:
+        with h5py.File(path, "r") as handle:
+            attrs = dict(handle.attrs)
+    except Exception as error:
+        raise InputError(f"{path}: not a readable HDF5 file (expected {wanted}); is it truncated or of another format?") from error
+    if "microvae_artifact" not in attrs:
+        raise InputError(f"{path}: HDF5 file without microvae provenance (expected {wanted})")
+    kind = _as_str(attrs["microvae_artifact"])
+    if expected_kind and kind != expected_kind:
+        raise InputError(f"{path}: is a microvae '{kind}' artifact, expected {wanted}")
+    version = int(attrs.get("schema_version", 0))
+    if version != SCHEMA_VERSION:
+        relation = "newer" if version > SCHEMA_VERSION else "older"
+        raise InputError(
+            f"{path}: artifact schema version {version} is {relation} than this microvae ({__version__}) reads "
+            f"(version {SCHEMA_VERSION}); rerun the stage that made it with this microvae"
+        )
+    return ArtifactHeader(
+        path=path,
+        kind=kind,
+        schema_version=version,
+        microvae_version=_as_str(attrs.get("microvae_version", "")),
+        parameters=json.loads(_as_str(attrs.get("parameters", "{}"))),
+        inputs=json.loads(_as_str(attrs.get("inputs", "[]"))),
+        upstream=json.loads(_as_str(attrs.get("upstream", "[]"))),
+        fingerprint=_as_str(attrs.get("fingerprint", "")),
+        stage=_as_str(attrs.get("stage", "")),
+        created=_as_str(attrs.get("created", "")),
+        command_line=_as_str(attrs.get("command_line", "")),
+    )
+
+
+def require_datasets(handle, path: str | Path, names: list[str], kind: str) -> None:
+    """Raise InputError naming the first dataset that a ``kind`` artifact lacks."""
+    for name in names:
+        if name not in handle:
+            raise InputError(f"{path}: '{kind}' artifact lacks dataset '{name}'; the file is incomplete or damaged")
+
+
+def _as_str(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# The table of source images, shared by every artifact
+
+
+@dataclass
+class ImageRecord:
+    """One source scan as artifacts remember it (everything except its pixels)."""
+
+    source: str
+    frame: int
+    sha256: str
+    height: int
+    width: int
+    n_channels: int
+    pixel_size: float
+    unit: str
+
+    @property
+    def name(self) -> str:
+        base = Path(self.source.split(":/")[0]).name
+        return f"{base}[{self.frame}]" if self.frame else base
+
+
+def write_image_table(handle, records: list[ImageRecord]) -> None:
+    """Write ``/images``: one row per source scan, indexed by the artifacts' ``image_index``."""
+    import h5py
+
+    group = handle.create_group("images")
+    group.attrs["description"] = "source scans; row i is image_index i of the per-patch/per-atom datasets"
+    string_type = h5py.string_dtype()
+    write_dataset(group, "source", np.array([r.source for r in records], dtype=object).astype(string_type), "", "path as given by the user (with :/dataset for HDF5)")
+    write_dataset(group, "frame", np.array([r.frame for r in records], dtype=np.int32), "", "frame index within a multi-frame file")
+    write_dataset(group, "sha256", np.array([r.sha256 for r in records], dtype=object).astype(string_type), "", "SHA-256 of the source file")
+    write_dataset(group, "shape", np.array([[r.height, r.width] for r in records], dtype=np.int64).reshape(-1, 2), "px", "(height, width) of the scan")
+    write_dataset(group, "n_channels", np.array([r.n_channels for r in records], dtype=np.int32), "", "co-registered channels")
+    write_dataset(group, "pixel_size", np.array([r.pixel_size for r in records], dtype=np.float64), "see pixel_unit", "calibrated size of one pixel (1.0 with unit 'px' when the file had none)")
+    write_dataset(group, "pixel_unit", np.array([r.unit for r in records], dtype=object).astype(string_type), "", "unit of pixel_size")
+
+
+def read_image_table(handle) -> list[ImageRecord]:
+    group = handle["images"]
+    count = len(group["source"])
+    return [
+        ImageRecord(
+            source=_as_str(group["source"][index]),
+            frame=int(group["frame"][index]),
+            sha256=_as_str(group["sha256"][index]),
+            height=int(group["shape"][index][0]),
+            width=int(group["shape"][index][1]),
+            n_channels=int(group["n_channels"][index]),
+            pixel_size=float(group["pixel_size"][index]),
+            unit=_as_str(group["pixel_unit"][index]),
+        )
+        for index in range(count)
+    ]

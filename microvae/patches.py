@@ -1,0 +1,257 @@
+"""Cutting patches around atoms or on a grid, in real space or as FFT magnitudes, and normalising them.
+
+Geometry. A patch of window W centred at (row, col) holds, at its pixel (i, j), the source image
+sampled at ``(row + i − W//2, col + j − W//2)``: the centre lands on pixel (W//2, W//2) (for even W,
+the lower-right of the four central pixels). With ``subpixel=True`` (the default for atom-centred
+patches) the source is sampled by bilinear interpolation at the exact float centre, so every atom
+sits at the same place in its patch; with ``subpixel=False`` the centre is rounded to the nearest
+pixel and pixels are copied unchanged.
+
+Edges. ``edge="skip"`` (the default) drops every patch whose window would reach outside the
+image and reports how many were dropped; ``edge="reflect"`` keeps them, filling the outside by
+mirror reflection about the edge pixels, and flags them in ``edge_padded``.
+
+FFT patches (``fft=True``). Each real-space patch (before normalisation) has its mean subtracted,
+is multiplied by a 2D Hann window (the outer product of ``numpy.hanning(W)``), Fourier transformed
+(``numpy.fft.fft2``), shifted so that zero frequency is at (W//2, W//2) (``numpy.fft.fftshift``), and
+replaced by ``log(1 + |F|)``, the log-magnitude. Phase is discarded, so FFT patches are invariant to
+shifts of the lattice inside the window.
+
+Normalisation (applied last, in real space or to the log-magnitudes):
+
+* ``"image"`` (default): per source image, map the 0.1 and 99.9 percentiles of its patches' values to 0
+  and 1 and clip to [0, 1] (Bernoulli-compatible, robust to hot pixels, comparable across scans
+  whose dose differs).
+* ``"global"``: the same with one pair of percentiles over all patches of all images.
+* ``"patch"``: each patch min–max to [0, 1] (discards absolute intensity).
+* ``"zscore"``: each patch to mean 0, sd 1 (for a Gaussian likelihood).
+* ``"none"``: raw values.
+
+For ``image`` and ``global`` the (offset, scale) used are recorded per patch, so that
+``value = normalised · scale + offset`` undoes it, and new scans can be treated identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InputError, ParameterError
+
+NORMALISATIONS = ("image", "global", "patch", "zscore", "none")
+EDGE_POLICIES = ("skip", "reflect")
+
+
+@dataclass
+class PatchParams:
+    """Parameters of patch extraction (lengths in pixels)."""
+
+    window: int = 32
+    fft: bool = False
+    normalize: str = "image"
+    edge: str = "skip"
+    subpixel: bool = True
+    grid_step: int | None = None
+    percentiles: tuple[float, float] = (0.1, 99.9)
+
+    def validate(self) -> None:
+        if self.window < 4 or self.window > 1024:
+            raise ParameterError(f"--window {self.window} is out of range; expected 4 to 1024 pixels")
+        if self.normalize not in NORMALISATIONS:
+            raise ParameterError(f"unknown normalisation {self.normalize!r}; expected one of {', '.join(NORMALISATIONS)}")
+        if self.edge not in EDGE_POLICIES:
+            raise ParameterError(f"unknown edge policy {self.edge!r}; expected one of {', '.join(EDGE_POLICIES)}")
+        if self.grid_step is not None and self.grid_step < 1:
+            raise ParameterError(f"--grid {self.grid_step} must be a positive number of pixels")
+
+
+@dataclass
+class PatchSet:
+    """Patches cut from one or more images.
+
+    Attributes:
+        patches: (N, C, W, W) float32.
+        coords: (N, 2) float64 (row, col) of each patch centre in source pixels.
+        image_index: (N,) int index of the source image.
+        centre_index: (N,) int index of the patch's centre in that image's list of centres.
+        edge_padded: (N,) bool, True where the window reached outside the image (``edge="reflect"``).
+        norm_offset, norm_scale: (N,) float64; ``raw = patches · scale + offset`` (identity for
+            ``patch``/``zscore``/``none``, which are recorded as per-patch values too).
+        skipped: number of centres dropped at the edges (``edge="skip"``).
+    """
+
+    patches: np.ndarray
+    coords: np.ndarray
+    image_index: np.ndarray
+    centre_index: np.ndarray
+    edge_padded: np.ndarray
+    norm_offset: np.ndarray
+    norm_scale: np.ndarray
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return int(len(self.patches))
+
+
+def grid_centres(shape: tuple[int, int], window: int, step: int) -> np.ndarray:
+    """Centres of a regular grid of patches that fit entirely inside an (H, W) image.
+
+    The first centre is (W//2, W//2) from the top-left corner, then every ``step`` pixels.
+
+    Returns:
+        (N, 2) float64 (row, col).
+    """
+    height, width = shape
+    half = window // 2
+    rows = np.arange(half, height - (window - half) + 1, step)
+    cols = np.arange(half, width - (window - half) + 1, step)
+    grid_r, grid_c = np.meshgrid(rows, cols, indexing="ij")
+    return np.stack([grid_r.ravel(), grid_c.ravel()], axis=1).astype(np.float64)
+
+
+def window_fits(centres: np.ndarray, shape: tuple[int, int], window: int, subpixel: bool) -> np.ndarray:
+    """(N,) True where the whole window around each centre lies inside the image."""
+    height, width = shape
+    half = window // 2
+    if subpixel:
+        low_r, low_c = centres[:, 0] - half, centres[:, 1] - half
+        high_r, high_c = centres[:, 0] + (window - 1 - half), centres[:, 1] + (window - 1 - half)
+        return (low_r >= 0) & (low_c >= 0) & (high_r <= height - 1) & (high_c <= width - 1)
+    rounded = np.round(centres)
+    return (rounded[:, 0] - half >= 0) & (rounded[:, 1] - half >= 0) & (rounded[:, 0] + window - half <= height) & (rounded[:, 1] + window - half <= width)
+
+
+def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: bool) -> np.ndarray:
+    """Sample (N, C, W, W) patches from a (C, H, W) image around float ``centres`` (N, 2).
+
+    Outside the image, values are mirrored about the edge pixels (only reached with ``edge="reflect"``).
+    """
+    channels = image.shape[0]
+    half = window // 2
+    offsets = np.arange(window, dtype=np.float64) - half
+    count = len(centres)
+    out = np.empty((count, channels, window, window), dtype=np.float32)
+    if count == 0:
+        return out
+    if subpixel:
+        rows = centres[:, 0, None, None] + offsets[None, :, None]
+        cols = centres[:, 1, None, None] + offsets[None, None, :]
+        rows, cols = np.broadcast_arrays(rows, cols)
+        for channel in range(channels):
+            sampled = ndimage.map_coordinates(image[channel], [rows.ravel(), cols.ravel()], order=1, mode="mirror")
+            out[:, channel] = sampled.reshape(count, window, window)
+        return out
+    pad = window
+    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+    base = np.round(centres).astype(np.int64) + pad - half
+    index = np.arange(window)
+    rows = base[:, 0, None, None] + index[None, :, None]
+    cols = base[:, 1, None, None] + index[None, None, :]
+    for channel in range(channels):
+        out[:, channel] = padded[channel][rows, cols]
+    return out
+
+
+def fft_magnitude(patches: np.ndarray) -> np.ndarray:
+    """log(1 + |fftshift(fft2(hann · (p − mean p)))|) of (N, C, W, W) patches, as float32."""
+    window = patches.shape[-1]
+    hann = np.outer(np.hanning(window), np.hanning(window))
+    centred = patches - patches.mean(axis=(-2, -1), keepdims=True)
+    spectrum = np.fft.fftshift(np.fft.fft2(centred * hann), axes=(-2, -1))
+    return np.log1p(np.abs(spectrum)).astype(np.float32)
+
+
+def normalise(patches: np.ndarray, image_index: np.ndarray, method: str, percentiles: tuple[float, float] = (0.1, 99.9)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalise (N, C, W, W) patches; returns (normalised, offset (N,), scale (N,)).
+
+    ``raw ≈ normalised · scale + offset`` for ``image``/``global``/``patch``/``zscore`` (exactly,
+    except where ``image``/``global`` clipped). Statistics are over all channels together.
+    """
+    count = len(patches)
+    offset = np.zeros(count)
+    scale = np.ones(count)
+    if count == 0 or method == "none":
+        return patches.astype(np.float32), offset, scale
+    if method in ("image", "global"):
+        groups = np.zeros(count, dtype=np.int64) if method == "global" else image_index
+        out = np.empty_like(patches, dtype=np.float32)
+        for group in np.unique(groups):
+            members = groups == group
+            values = patches[members]
+            sample = values.ravel()
+            if sample.size > 4_000_000:
+                sample = sample[:: sample.size // 4_000_000 + 1]
+            low, high = np.percentile(sample, percentiles)
+            span = high - low if high > low else 1.0
+            out[members] = np.clip((values - low) / span, 0.0, 1.0)
+            offset[members], scale[members] = low, span
+        return out, offset, scale
+    flat = patches.reshape(count, -1)
+    if method == "patch":
+        low, high = flat.min(axis=1), flat.max(axis=1)
+        span = np.where(high > low, high - low, 1.0)
+        offset, scale = low.astype(np.float64), span.astype(np.float64)
+    elif method == "zscore":
+        mean, sd = flat.mean(axis=1), flat.std(axis=1)
+        offset, scale = mean.astype(np.float64), np.where(sd > 0, sd, 1.0).astype(np.float64)
+    else:
+        raise ParameterError(f"unknown normalisation {method!r}")
+    out = (patches - offset[:, None, None, None]) / scale[:, None, None, None]
+    return out.astype(np.float32), offset, scale
+
+
+def extract_patches(images: list[np.ndarray], centres: list[np.ndarray], params: PatchParams, labels: list[str] | None = None) -> PatchSet:
+    """Cut, transform and normalise patches from several (C, H, W) images.
+
+    Args:
+        images: one (C, H, W) array per source image (all with the same C).
+        centres: one (Ni, 2) array of (row, col) centres per image.
+        params: window, FFT, normalisation and edge policy.
+        labels: image names for error messages.
+
+    Raises:
+        InputError: an image is smaller than the window, channel counts differ, or no patch fits.
+    """
+    params.validate()
+    labels = labels or [f"image {i}" for i in range(len(images))]
+    channel_counts = {image.shape[0] for image in images}
+    if len(channel_counts) > 1:
+        raise InputError(f"images have different channel counts {sorted(channel_counts)}; co-registered inputs must agree")
+    window = params.window
+    all_patches, all_coords, all_index, all_centre_index, all_padded, skipped = [], [], [], [], [], 0
+    for index, (image, image_centres) in enumerate(zip(images, centres)):
+        height, width = image.shape[1:]
+        if height < window or width < window:
+            raise InputError(f"{labels[index]}: image is {height}×{width} pixels, smaller than the {window}×{window} window; use a smaller --window")
+        image_centres = np.asarray(image_centres, dtype=np.float64).reshape(-1, 2)
+        subpixel = params.subpixel and params.grid_step is None
+        fits = window_fits(image_centres, (height, width), window, subpixel)
+        centre_index = np.arange(len(image_centres))
+        if params.edge == "skip":
+            skipped += int((~fits).sum())
+            image_centres, centre_index, fits = image_centres[fits], centre_index[fits], fits[fits]
+        patches = cut_patches(image, image_centres, window, subpixel)
+        all_patches.append(patches)
+        all_coords.append(image_centres if subpixel else np.round(image_centres))
+        all_index.append(np.full(len(image_centres), index, dtype=np.int32))
+        all_centre_index.append(centre_index)
+        all_padded.append(~fits)
+    patches = np.concatenate(all_patches) if all_patches else np.zeros((0, 1, window, window), np.float32)
+    if len(patches) == 0:
+        raise InputError(f"no patch of {window}×{window} pixels fits inside the image(s) ({skipped} dropped at the edges); use a smaller --window or --edge reflect")
+    if params.fft:
+        patches = fft_magnitude(patches)
+    image_index = np.concatenate(all_index)
+    normalised, offset, scale = normalise(patches, image_index, params.normalize, params.percentiles)
+    return PatchSet(
+        patches=normalised,
+        coords=np.concatenate(all_coords),
+        image_index=image_index,
+        centre_index=np.concatenate(all_centre_index),
+        edge_padded=np.concatenate(all_padded),
+        norm_offset=offset,
+        norm_scale=scale,
+        skipped=skipped,
+    )

@@ -1,0 +1,65 @@
+"""Shared fixtures: the real files in ../shared (skipped cleanly where absent) and small writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REALDATA = SHARED / "realdata"
+SAMPLE_DATA = REPO / "sample_data"
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip("../shared/realdata is not present (only developers' checkouts and CI have it)")
+    return REALDATA
+
+
+def write_sxm(path: Path, channels: dict[str, np.ndarray], scan_range_m=(5e-9, 5e-9), scan_dir: str = "down") -> Path:
+    """Write a minimal Nanonis .sxm file: text header, \\x1a\\x04, big-endian float32 data.
+
+    Each channel is stored forward then backward, rows as the instrument scanned them.
+    """
+    first = next(iter(channels.values()))
+    rows, cols = first.shape
+    info = "\tChannel\tName\tUnit\tDirection\tCalibration\tOffset\n"
+    for index, name in enumerate(channels):
+        info += f"\t{index}\t{name}\tm\tboth\t1.000E+0\t0.000E+0\n"
+    header = (
+        ":NANONIS_VERSION:\n2\n:SCANIT_TYPE:\n              FLOAT            MSBFIRST\n"
+        ":REC_DATE:\n01.01.2026\n:REC_TIME:\n12:00:00\n:ACQ_TIME:\n10.0\n"
+        f":SCAN_PIXELS:\n       {cols}       {rows}\n:SCAN_TIME:\n1.0 1.0\n"
+        f":SCAN_RANGE:\n           {scan_range_m[0]:.6E}           {scan_range_m[1]:.6E}\n"
+        ":SCAN_OFFSET:\n0.0 0.0\n:SCAN_ANGLE:\n            0.000E+0\n"
+        f":SCAN_DIR:\n{scan_dir}\n:BIAS:\n1.0\n:DATA_INFO:\n{info}\n:SCANIT_END:\n\n\n"
+    )
+    stored = []
+    for plane in channels.values():
+        plane = np.asarray(plane, dtype=np.float64)
+        if scan_dir == "up":
+            plane = plane[::-1]
+        stored.append(plane)
+        stored.append(plane[:, ::-1])
+    with open(path, "wb") as handle:
+        handle.write(header.encode())
+        handle.write(b"\x1a\x04")
+        handle.write(np.stack(stored).astype(">f4").tobytes())
+    return path
+
+
+@pytest.fixture
+def lattice_tif(tmp_path):
+    """A 192×192 synthetic lattice saved as float32 TIFF with an ImageJ calibration of 0.02 nm/px."""
+    import tifffile
+
+    from microvae.synthetic import make_lattice
+
+    lattice = make_lattice(shape=(192, 192), seed=5)
+    path = tmp_path / "lattice.tif"
+    tifffile.imwrite(path, lattice.image, imagej=True, resolution=(1 / 0.02, 1 / 0.02), metadata={"unit": "nm"})
+    return path, lattice
