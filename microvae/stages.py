@@ -7,6 +7,7 @@ optional callback ``progress(description, completed, total)``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -253,3 +254,90 @@ def _atom_centres_for(atoms_path: Path, scans: list[Scan]) -> tuple[list[np.ndar
         centres.append(coords[members])
         rows.append(members.astype(np.int64))
     return centres, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs for train and encode: a patches artifact, or a bare image stack
+
+
+@dataclass
+class PatchInput:
+    """Patches to train on or encode, with what is known of where they came from.
+
+    Attributes:
+        images: (N, C, W, W) float32.
+        path: the file read.
+        sha256: content hash of the file.
+        kind: ``"patches"`` (a microvae artifact) or ``"stack"`` (.npy/.tif/.h5 array).
+        header: the artifact header for ``patches`` inputs (provenance, recipe), else None.
+        coords, image_index: per-patch (row, col) and source image for ``patches`` inputs, else None.
+    """
+
+    images: np.ndarray
+    path: Path
+    sha256: str
+    kind: str
+    header: artifacts.ArtifactHeader | None = None
+    coords: np.ndarray | None = None
+    image_index: np.ndarray | None = None
+    records: list[ImageRecord] | None = None
+    recipe: dict[str, Any] | None = None
+
+
+def load_patch_input(spec: str | Path) -> PatchInput:
+    """Read a patches artifact, or an image stack (N, H, W) / (N, C, H, W) from .npy, .tif or .h5[:/dataset].
+
+    Raises:
+        InputError: missing, unreadable, another artifact kind, or not a stack of square patches.
+    """
+    import h5py
+
+    from .images import file_sha256, split_dataset_path
+
+    spec = str(spec)
+    file_part, dataset = split_dataset_path(spec)
+    path = Path(file_part)
+    if not path.is_file():
+        raise InputError(f"{spec}: no such file (expected a patches artifact from 'microvae extract' or an image stack)")
+    sha = file_sha256(path)
+    is_artifact = False
+    if path.suffix.lower() in (".h5", ".hdf5", ".hdf") and dataset is None:
+        try:
+            with h5py.File(path, "r") as handle:
+                is_artifact = "microvae_artifact" in handle.attrs
+        except Exception as error:
+            raise InputError(f"{spec}: not a readable HDF5 file; is it truncated?") from error
+    if is_artifact:
+        header = artifacts.read_header(path, "patches")
+        with h5py.File(path, "r") as handle:
+            artifacts.require_datasets(handle, path, ["patches", "coords", "image_index", "images"], "patches")
+            images = handle["patches"][()].astype(np.float32, copy=False)
+            coords = handle["coords"][()]
+            image_index = handle["image_index"][()]
+            records = artifacts.read_image_table(handle)
+            recipe = json.loads(artifacts._as_str(handle.attrs.get("recipe", "{}")))
+        stack = PatchInput(images, path, sha, "patches", header, coords, image_index, records, recipe)
+    else:
+        array = _read_stack(spec)
+        stack = PatchInput(array, path, sha, "stack")
+    _check_stack(stack.images, spec)
+    return stack
+
+
+def _read_stack(spec: str) -> np.ndarray:
+    from .images import read_scans
+
+    scans = read_scans(spec, stack_as="frames")
+    shapes = {scan.data.shape for scan in scans}
+    if len(shapes) != 1:
+        raise InputError(f"{spec}: frames have different shapes {sorted(shapes)}; expected a stack of equal patches")
+    return np.stack([scan.data for scan in scans]).astype(np.float32, copy=False)
+
+
+def _check_stack(images: np.ndarray, spec: str) -> None:
+    if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+        raise InputError(f"{spec}: patches of shape {images.shape[1:]}; expected (C, W, W) square patches")
+    if len(images) < 2:
+        raise InputError(f"{spec}: holds {len(images)} patch(es); training needs at least 2")
+    if not np.isfinite(images).all():
+        raise InputError(f"{spec}: patches contain NaN or Inf values")

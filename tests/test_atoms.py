@@ -77,3 +77,16 @@ def test_noise_only_image_finds_few_atoms():
     noise = np.random.default_rng(0).normal(size=(128, 128))
     table, estimate = find_atoms(noise)
     assert not estimate.periodic or len(table) < 50
+
+
+def test_real_srtio3_both_sublattices(realdata):
+    """Experimental ADF-STEM of SrTiO3 (atomap test data): bright Sr and dim Ti-O columns are both found."""
+    from microvae.images import read_scans
+
+    (scan,) = read_scans(realdata / "atomap_SrTiO3_ADF_cropped.hdf5")
+    table, estimate = find_atoms(scan.data[0])
+    assert estimate.periodic and 18 < estimate.spacing_px < 24  # Sr to Ti-O along a row: about 21 px
+    assert 200 < len(table) < 280
+    # two populations of intensity: the dimmest quarter is clearly weaker than the brightest quarter
+    low, high = np.percentile(table.intensity, [25, 75])
+    assert high > 1.5 * low

@@ -147,3 +147,18 @@ def test_nan_constant_wrong_dimensionality(tmp_path):
     np.save(tmp_path / "five.npy", np.zeros((2, 2, 2, 8, 8)) + np.arange(8))
     with pytest.raises(InputError, match="expected an image"):
         read_scans(tmp_path / "five.npy")
+
+
+def test_emd_through_rosettasciio_keeps_calibration(tmp_path):
+    from rsciio.emd import file_writer
+
+    data = np.random.default_rng(4).random((32, 48)).astype(np.float32)
+    axes = [
+        {"name": "y", "size": 32, "scale": 0.05, "offset": 0.0, "units": "nm", "navigate": False},
+        {"name": "x", "size": 48, "scale": 0.05, "offset": 0.0, "units": "nm", "navigate": False},
+    ]
+    signal = {"data": data, "axes": axes, "metadata": {"General": {"title": "haadf"}, "Signal": {"signal_type": ""}}, "original_metadata": {}}
+    file_writer(str(tmp_path / "scan.emd"), signal)
+    (scan,) = read_scans(tmp_path / "scan.emd")
+    np.testing.assert_allclose(scan.data[0], data)
+    assert scan.unit == "nm" and scan.pixel_size == pytest.approx(0.05)
