@@ -48,10 +48,15 @@ def _root(
     _state["debug"] = debug
 
 
-from . import extract as _extract  # noqa: E402  (registers the subcommands)
-from . import find_atoms as _find_atoms  # noqa: E402,F401
+from . import encode as _encode  # noqa: E402  (importing registers the subcommands, in pipeline order)
+from . import export as _export  # noqa: E402
+from . import extract as _extract  # noqa: E402
+from . import find_atoms as _find_atoms  # noqa: E402
+from . import pictures as _pictures  # noqa: E402
+from . import pipeline as _pipeline  # noqa: E402
+from . import train as _train  # noqa: E402
 
-del _extract, _find_atoms
+del _encode, _export, _extract, _find_atoms, _pictures, _pipeline, _train
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,7 +44,7 @@ from . import __version__
 from .errors import InputError, OutputError
 
 SCHEMA_VERSION = 1
-ARTIFACT_KINDS = ("atoms", "patches", "encoded")
+ARTIFACT_KINDS = ("atoms", "patches", "encoded", "maps")
 
 
 @dataclass

@@ -79,3 +79,93 @@ def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", c
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.ndarray | None, pixel_size: float = 1.0, unit: str = "px", title: str = "") -> None:
+    """Write a PNG of one (H, W) map over the scan in grey, with a colour bar and a scale bar.
+
+    Class maps (``name == "class"``) use discrete colours and a legend; angle maps a cyclic colour map
+    in degrees; other maps viridis between their 1st and 99th percentiles. Missing pixels show the scan.
+    """
+    plt = _pyplot()
+    from matplotlib import colors as mcolors
+
+    height, width = values.shape
+    size = min(10.0, max(5.0, width / 100.0))
+    figure, axis = plt.subplots(figsize=(size + 1.6, size * height / width + 0.6), dpi=100)
+    if scan is not None:
+        low, high = _display_range(scan)
+        axis.imshow(scan, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+    if name == "class":
+        n_classes = int(values.max()) + 1 if (values >= 0).any() else 1
+        palette = plt.get_cmap("tab10")
+        shown = np.ma.masked_less(values, 0)
+        cmap = mcolors.ListedColormap([palette(k % 10) for k in range(max(n_classes, 1))])
+        axis.imshow(shown, cmap=cmap, vmin=-0.5, vmax=max(n_classes, 1) - 0.5, alpha=0.45 if scan is not None else 1.0, interpolation="nearest")
+        from matplotlib.patches import Patch
+
+        counts = [int((values == k).sum()) for k in range(n_classes)]
+        handles = [Patch(color=palette(k % 10), label=f"class {k} ({100 * counts[k] / max(values.size, 1):.0f}% of pixels)") for k in range(n_classes)]
+        axis.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
+    else:
+        finite = values[np.isfinite(values)]
+        shown = np.ma.masked_invalid(values)
+        if name.startswith("angle"):
+            image = axis.imshow(np.degrees(shown), cmap="twilight", vmin=-180, vmax=180, alpha=0.6 if scan is not None else 1.0, interpolation="nearest")
+            label = "angle (degrees)"
+        else:
+            low, high = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+            if high <= low:
+                high = low + 1e-6
+            image = axis.imshow(shown, cmap="viridis", vmin=low, vmax=high, alpha=0.6 if scan is not None else 1.0, interpolation="nearest")
+            label = name
+        figure.colorbar(image, ax=axis, fraction=0.04, pad=0.01, label=label)
+    axis.set_xlim(-0.5, width - 0.5)
+    axis.set_ylim(height - 0.5, -0.5)
+    add_scale_bar(axis, width, pixel_size, unit)
+    axis.set_title(title or name, fontsize=10)
+    axis.set_xlabel("col (px)")
+    axis.set_ylabel("row (px)")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def save_latent_scatter(path: str | Path, z_mean: np.ndarray, classes: np.ndarray, title: str = "") -> None:
+    """Scatter of the first two continuous latents (or latent 0 against patch index), coloured by class."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 5.5), dpi=100)
+    palette = plt.get_cmap("tab10")
+    x = z_mean[:, 0] if z_mean.shape[1] >= 1 else np.arange(len(classes))
+    y = z_mean[:, 1] if z_mean.shape[1] >= 2 else np.zeros(len(classes))
+    for k in np.unique(classes):
+        members = classes == k
+        axis.scatter(x[members], y[members], s=4, color=palette(int(k) % 10), alpha=0.6, label=f"class {k} ({int(members.sum())})", linewidths=0)
+    axis.set_xlabel("z0")
+    axis.set_ylabel("z1" if z_mean.shape[1] >= 2 else "")
+    axis.legend(fontsize=8, markerscale=3)
+    axis.set_title(title or "continuous latents by class", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def save_image_grid(path: str | Path, images: np.ndarray, row_labels: list[str], col_labels: list[str], title: str = "") -> None:
+    """Write a PNG of a (rows, cols, C, W, W) image grid (channel 0), with row and column labels."""
+    plt = _pyplot()
+    rows, cols = images.shape[:2]
+    figure, axes = plt.subplots(rows, cols, figsize=(cols * 1.1 + 0.8, rows * 1.1 + 0.6), dpi=100, squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            axis = axes[r, c]
+            axis.imshow(images[r, c, 0], cmap="gray", interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c == 0 and row_labels:
+                axis.set_ylabel(row_labels[r], fontsize=8)
+            if r == rows - 1 and col_labels:
+                axis.set_xlabel(col_labels[c], fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)

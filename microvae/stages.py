@@ -17,7 +17,7 @@ import numpy as np
 from . import artifacts
 from .artifacts import ImageRecord, Provenance, write_dataset
 from .atoms import FindAtomsParams, find_atoms
-from .errors import InputError, ParameterError
+from .errors import InputError, OutputError, ParameterError
 from .images import Scan, read_scans
 from .patches import PatchParams, extract_patches
 
@@ -341,3 +341,452 @@ def _check_stack(images: np.ndarray, spec: str) -> None:
         raise InputError(f"{spec}: holds {len(images)} patch(es); training needs at least 2")
     if not np.isfinite(images).all():
         raise InputError(f"{spec}: patches contain NaN or Inf values")
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+
+RUN_PROVENANCE = "provenance.json"
+RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json")
+
+
+def choose_likelihood(images: np.ndarray, requested: str) -> str:
+    """``auto``: Bernoulli when every value lies in [0, 1] (normalised patches), else Gaussian."""
+    inside_unit = float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    if requested == "auto":
+        return "bernoulli" if inside_unit else "gaussian"
+    if requested == "bernoulli" and not inside_unit:
+        raise ParameterError(
+            f"--likelihood bernoulli needs values in [0, 1], the patches span [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
+            "use --likelihood gaussian or extract with --normalize image"
+        )
+    return requested
+
+
+def run_train(
+    patches: str | Path,
+    run_dir: str | Path,
+    model_config,
+    train_config,
+    force: bool = False,
+    progress: Callable[[dict], None] | None = None,
+) -> StageResult:
+    """Train a j-trVAE on a patches artifact or image stack, in a run folder that resumes.
+
+    ``model_config.image_size`` and ``channels`` are taken from the data. The run folder holds
+    ``provenance.json`` (inputs, upstream chain, extraction recipe), ``config.json``,
+    ``checkpoints/last.pt`` and ``final.pt``, ``log.csv`` and ``loss.png``. Running the same command
+    again continues from the last checkpoint (or says the run is complete); other inputs or settings
+    are refused unless ``force``, which clears the run's own files first.
+    """
+    from .training import fit
+
+    run_dir = Path(run_dir)
+    source = load_patch_input(patches)
+    model_config.image_size = int(source.images.shape[-1])
+    model_config.channels = int(source.images.shape[1])
+    model_config.likelihood = choose_likelihood(source.images, model_config.likelihood)
+    model_config.validate()
+    train_config.validate()
+    parameters = {"model": model_config.to_dict(), "train": {k: v for k, v in train_config.to_dict().items() if k not in ("epochs", "checkpoint_every", "device")}}
+    inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}]
+    provenance = Provenance(stage="train", parameters=parameters, inputs=inputs, upstream=[source.header.provenance_record()] if source.header else [])
+    record = {
+        **provenance.to_dict(),
+        "recipe": source.recipe,
+        "input_kind": source.kind,
+        "patch_shape": list(source.images.shape[1:]),
+        "training_images": [asdict(r) for r in source.records] if source.records else [],
+    }
+    status = _prepare_run_dir(run_dir, provenance.fingerprint, train_config.epochs, force)
+    if status == "complete":
+        return StageResult("up-to-date", run_dir, notes=[f"run complete ({train_config.epochs} epochs) with these inputs and settings"])
+    artifacts.check_writable_location(run_dir / RUN_PROVENANCE)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with artifacts.atomic_file(run_dir / RUN_PROVENANCE) as temp:
+        temp.write_text(json.dumps(record, indent=2, default=artifacts._json_default))
+    result = fit(source.images, model_config, train_config, run_dir, progress=progress)
+    _save_training_statistics(result.model, source.images, run_dir, train_config.device)
+    last = result.history[-1] if result.history else {}
+    notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"]
+    if result.resumed_from_epoch is not None:
+        notes.append(f"resumed from epoch {result.resumed_from_epoch}")
+    summary = {"epochs": result.epochs_completed, "loss": last.get("loss"), "val_loss": last.get("val_loss"), "run_dir": str(run_dir)}
+    return StageResult("written", run_dir, summary, notes)
+
+
+def _save_training_statistics(model, images: np.ndarray, run_dir: Path, device: str) -> None:
+    """Reconstruction error and negative ELBO of the training patches, for out-of-distribution checks."""
+    from .encoding import patch_scores, write_training_statistics
+    from .training import encode_array
+
+    recon_error = encode_array(model, images, device=device)["recon_error"]
+    neg_elbo = patch_scores(model, images, device=device)
+    write_training_statistics(run_dir, recon_error, neg_elbo)
+
+
+def _prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -> str:
+    """``new``, ``resume`` or ``complete``; clears the run's own files under ``force`` when settings differ."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"{run_dir}: exists and is not a folder; the run needs a folder")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return "new"
+    record_path = run_dir / RUN_PROVENANCE
+    record = None
+    if record_path.exists():
+        try:
+            record = json.loads(record_path.read_text())
+        except ValueError:
+            record = None
+    if record is not None and record.get("fingerprint") == fingerprint:
+        log = run_dir / "log.csv"
+        final = run_dir / "checkpoints" / "final.pt"
+        if final.exists() and log.exists() and sum(1 for _ in log.open()) - 1 >= epochs:
+            return "complete"
+        return "resume"
+    if not force:
+        what = "another microvae run (other inputs or settings)" if record is not None else "files that are not a microvae run"
+        raise OutputError(f"{run_dir}: holds {what}; pass --force to replace the run, or choose another folder")
+    import shutil
+
+    for name in RUN_FILES:
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    return "new"
+
+
+def read_run_provenance(run_dir: str | Path) -> dict[str, Any]:
+    """The ``provenance.json`` of a run folder ({} for runs trained through the library only)."""
+    path = Path(run_dir) / RUN_PROVENANCE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as error:
+        raise InputError(f"{path}: unreadable run provenance ({error})") from error
+
+
+# ----------------------------------------------------------------------------------------------
+# encode
+
+
+def run_encode(
+    run_dir: str | Path,
+    patches: str | Path,
+    output: str | Path,
+    device: str = "auto",
+    batch_size: int = 1024,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> StageResult:
+    """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact.
+
+    Datasets: ``class_probs`` (N, K), ``class`` (N,), ``z_mean``/``z_sd`` (N, D), ``angle_rad`` (N,),
+    ``angle_concentration`` (N,), ``shift_px``/``shift_sd_px`` (N, 2), ``recon_error`` (N,), and for
+    patches artifacts ``coords`` (N, 2), ``image_index`` (N,) and ``/images``.
+    """
+    from .training import encode_array, load_run
+
+    progress = progress or _noop
+    run_dir = Path(run_dir)
+    output = Path(output)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run folder (expected the output folder of 'microvae train')")
+    model, configs = load_run(run_dir, device="cpu")
+    run_record = read_run_provenance(run_dir)
+    source = load_patch_input(patches)
+    model_config = configs["model"]
+    expected = (model_config.channels, model_config.image_size, model_config.image_size)
+    if tuple(source.images.shape[1:]) != expected:
+        raise InputError(f"{patches}: patches are {'×'.join(map(str, source.images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}")
+    _check_recipe_matches(run_record.get("recipe"), source.recipe, patches, run_dir)
+    checkpoint = run_dir / "checkpoints" / ("final.pt" if (run_dir / "checkpoints" / "final.pt").exists() else "last.pt")
+    from .images import file_sha256
+
+    inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}, {"path": str(checkpoint), "sha256": file_sha256(checkpoint), "role": "model"}]
+    upstream = ([source.header.provenance_record()] if source.header else []) + ([{k: v for k, v in run_record.items() if k != "recipe"}] if run_record else [])
+    provenance = Provenance(stage="encode", parameters={"run_epoch": configs["epoch"], "batch_size": batch_size}, inputs=inputs, upstream=upstream)
+    plan = artifacts.plan_output(output, provenance.fingerprint, force)
+    if plan.action == "skip":
+        return StageResult("up-to-date", output, notes=[plan.reason])
+    from .encoding import patch_scores, read_training_statistics, scan_summaries
+
+    progress("encoding", 0, 2)
+    encoded = encode_array(model, source.images, batch_size=batch_size, device=device)
+    progress("encoding", 1, 2)
+    encoded["neg_elbo"] = patch_scores(model, source.images, batch_size=batch_size, device=device)
+    progress("encoding", 2, 2)
+    count = len(source.images)
+    training_stats = read_training_statistics(run_dir)
+    image_index = source.image_index if source.image_index is not None else np.zeros(count, np.int32)
+    names = [record.name for record in source.records] if source.records else [source.path.name]
+    summaries = scan_summaries(image_index, encoded["recon_error"], encoded["neg_elbo"], names, training_stats)
+    with artifacts.atomic_h5(output, provenance, "encoded") as handle:
+        if source.coords is not None:
+            write_dataset(handle, "coords", source.coords, "px", "patch centre (row, col) in source pixels (from the patches artifact)", axes="row,col")
+            write_dataset(handle, "image_index", source.image_index, "", "row of /images the patch was cut from")
+            artifacts.write_image_table(handle, source.records)
+        else:
+            write_dataset(handle, "image_index", np.zeros(count, np.int32), "", "all patches come from one stack (no source images)")
+        descriptions = {
+            "class_probs": ("", "q(y|x): probability of each class (columns sum to 1)"),
+            "class": ("", "argmax of class_probs"),
+            "z_mean": ("latent units", "mean of q(z|x), continuous latents (prior N(0, 1))"),
+            "z_sd": ("latent units", "sd of q(z|x)"),
+            "angle_rad": ("rad", "posterior angle of the patch's rotation relative to the learned canonical frame, in (−π, π], counter-clockwise in (row, col) display coordinates as documented in microvae.nets"),
+            "angle_concentration": ("", "sharpness of q(angle|x): |mean|/sd of the projected-normal's 2D vector (large = certain)"),
+            "shift_px": ("px", "posterior mean shift (row, col) of the object relative to the patch centre"),
+            "shift_sd_px": ("px", "posterior sd of the shift"),
+            "recon_error": ("normalised intensity²", "mean squared error between the patch and its reconstruction from the posterior means (argmax class)"),
+            "neg_elbo": ("nats", "negative ELBO of the patch under the model (β = 1, one fixed-seed draw): high means poorly explained"),
+        }
+        for name, (units, description) in descriptions.items():
+            write_dataset(handle, name, encoded[name], units, description)
+        handle.attrs["n_classes"] = int(model_config.n_classes)
+        handle.attrs["latent_dim"] = int(model_config.latent_dim)
+        handle.attrs["rotation"] = bool(model_config.rotation)
+        handle.attrs["translation"] = bool(model_config.translation)
+        handle.attrs["run_dir"] = str(run_dir)
+        handle.attrs["window"] = int(source.images.shape[-1])
+        handle.attrs["scan_summaries"] = artifacts.to_json(summaries)
+        if training_stats:
+            handle.attrs["training_statistics"] = artifacts.to_json({k: asdict(v) for k, v in training_stats.items()})
+    counts = np.bincount(encoded["class"], minlength=max(model_config.n_classes, 1))
+    notes = [f"{count} patches encoded; patches per class: {counts.tolist()}"]
+    for entry in summaries:
+        if "neg_elbo_ratio" in entry:
+            notes.append(
+                f"{entry['scan']}: recon error {entry['recon_error_ratio']:.2f}× and −ELBO {entry['neg_elbo_ratio']:.2f}× the training data's; "
+                f"{100 * entry['beyond_training_p99']:.1f}% of patches beyond the training 99th percentile"
+            )
+    summary = {"patches": count, "class_counts": counts.tolist(), "mean_recon_error": float(encoded["recon_error"].mean()), "scans": summaries}
+    return StageResult("written", output, summary, notes)
+
+
+def _check_recipe_matches(run_recipe: dict | None, patch_recipe: dict | None, patches, run_dir) -> None:
+    """Refuse patches extracted differently from the training patches (FFT vs real space, normalisation, window)."""
+    if not run_recipe or not patch_recipe:
+        return
+    trained = run_recipe.get("extract") or {}
+    given = patch_recipe.get("extract") or {}
+    for key in ("fft", "normalize", "window"):
+        if key in trained and key in given and trained[key] != given[key]:
+            raise InputError(f"{patches}: extracted with {key}={given[key]!r} but the model in {run_dir} was trained on {key}={trained[key]!r}; re-extract with the run's settings")
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+EXPORT_FORMATS = ("h5", "tiff", "png")
+PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "z")
+
+
+def run_export(
+    encoded: str | Path,
+    outdir: str | Path,
+    formats: tuple[str, ...] = EXPORT_FORMATS,
+    radius: float | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> StageResult:
+    """Render an encoded artifact's per-patch values as maps on each source scan's pixel grid.
+
+    Writes into ``outdir``: ``maps.h5`` (a ``maps`` artifact: ``/image_NN/<map>`` datasets and the
+    ``/images`` table), ``<scan>_<map>.tif`` (ImageJ-calibrated), ``<scan>_<map>.png`` overlays and
+    ``latents.png``. ``radius`` defaults to half the patch window.
+    """
+    import h5py
+
+    from .export import build_maps, write_tiff
+
+    progress = progress or _noop
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise ParameterError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; expected a comma-separated subset of {','.join(EXPORT_FORMATS)}")
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"{outdir}: exists and is not a folder; export writes a folder of maps")
+    header = artifacts.read_header(encoded, "encoded")
+    with h5py.File(encoded, "r") as handle:
+        if "coords" not in handle or "images" not in handle:
+            raise InputError(f"{encoded}: has no patch coordinates (it was encoded from a bare stack); maps need patches from 'microvae extract'")
+        artifacts.require_datasets(handle, encoded, ["class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error", "image_index"], "encoded")
+        data = {name: handle[name][()] for name in ("coords", "image_index", "class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error")}
+        records = artifacts.read_image_table(handle)
+        window = int(handle.attrs.get("window", 0)) or None
+    radius = float(radius if radius is not None else (window / 2.0 if window else 8.0))
+    parameters = {"formats": sorted(formats), "radius_px": radius}
+    provenance = Provenance(stage="export", parameters=parameters, inputs=[{"path": str(encoded), "sha256": header.fingerprint, "role": "encoded"}], upstream=[header.provenance_record()])
+    plan = artifacts.plan_output(outdir / "maps.h5", provenance.fingerprint, force)
+    if plan.action == "skip":
+        return StageResult("up-to-date", outdir, notes=[plan.reason])
+    outdir.mkdir(parents=True, exist_ok=True)
+    all_maps = []
+    written = []
+    for index, record in enumerate(records):
+        progress("rendering maps", index, len(records))
+        members = data["image_index"] == index
+        per_patch = {name: data[name][members] for name in ("class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error")}
+        scan_maps = build_maps((record.height, record.width), data["coords"][members], per_patch, radius)
+        all_maps.append(scan_maps)
+        label = _scan_label(index, record)
+        if "tiff" in formats:
+            for name, values in scan_maps.maps.items():
+                target = outdir / f"{label}_{name}.tif"
+                with artifacts.atomic_file(target) as temp:
+                    write_tiff(temp, values, record.pixel_size, record.unit)
+                written.append(target)
+        if "png" in formats:
+            written.extend(_write_map_pngs(outdir, label, record, scan_maps))
+    progress("rendering maps", len(records), len(records))
+    if "png" in formats:
+        from .plots import save_latent_scatter
+
+        target = outdir / "latents.png"
+        with artifacts.atomic_file(target) as temp:
+            save_latent_scatter(temp, data["z_mean"], data["class"], title=f"{len(data['class'])} patches: continuous latents by class")
+        written.append(target)
+    with artifacts.atomic_h5(outdir / "maps.h5", provenance, "maps") as handle:
+        artifacts.write_image_table(handle, records)
+        handle.attrs["radius_px"] = radius
+        handle.attrs["rule"] = "each pixel takes the value of the nearest patch centre within radius_px (Voronoi cells of the rounded centres); NaN (class: -1) elsewhere"
+        for index, scan_maps in enumerate(all_maps):
+            group = handle.create_group(f"image_{index:02d}")
+            group.attrs["source"] = records[index].source
+            group.attrs["coverage"] = scan_maps.coverage
+            for name, values in scan_maps.maps.items():
+                write_dataset(group, name, values, scan_maps.units[name], scan_maps.descriptions[name], axes="row,col")
+    notes = [f"{len(records)} scan(s); {len(written)} TIFF/PNG files; coverage " + ", ".join(f"{m.coverage:.0%}" for m in all_maps)]
+    summary = {"scans": len(records), "files": len(written) + 1, "coverage": [round(m.coverage, 4) for m in all_maps]}
+    return StageResult("written", outdir, summary, notes)
+
+
+def _scan_label(index: int, record: ImageRecord) -> str:
+    """A file-name-safe label for a scan: ``NN_<stem>``."""
+    import re
+
+    stem = Path(record.source.split(":/")[0]).stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "scan"
+    return f"{index:02d}_{stem}" + (f"_f{record.frame}" if record.frame else "")
+
+
+def _write_map_pngs(outdir: Path, label: str, record: ImageRecord, scan_maps) -> list[Path]:
+    from .plots import save_map_overlay
+
+    scan = _try_read_scan(record)
+    written = []
+    for name, values in scan_maps.maps.items():
+        if "_class" in name or name.startswith("class_prob") or not name.startswith(PNG_MAPS_PREFIXES):
+            continue
+        target = outdir / f"{label}_{name}.png"
+        with artifacts.atomic_file(target) as temp:
+            save_map_overlay(temp, name, values, scan, record.pixel_size, record.unit, title=f"{record.name}: {name}")
+        written.append(target)
+    return written
+
+
+def _try_read_scan(record: ImageRecord) -> np.ndarray | None:
+    """The scan's first channel when its file is still where it was and unchanged, else None."""
+    try:
+        scans = read_scans(record.source)
+    except InputError:
+        return None
+    for scan in scans:
+        if scan.frame == record.frame and scan.sha256 == record.sha256:
+            return scan.data[0]
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# encode --pretrained on raw scans: replay the run's extraction recipe
+
+
+def is_patch_input(spec: str | Path) -> bool:
+    """True for a patches artifact or a bare stack (.npy), False for a scan to extract patches from."""
+    import h5py
+
+    from .images import split_dataset_path
+
+    file_part, dataset = split_dataset_path(str(spec))
+    path = Path(file_part)
+    if path.suffix.lower() == ".npy":
+        return True
+    if path.suffix.lower() in (".h5", ".hdf5", ".hdf") and dataset is None and path.is_file():
+        try:
+            with h5py.File(path, "r") as handle:
+                return artifacts._as_str(handle.attrs.get("microvae_artifact", "")) == "patches"
+        except Exception:
+            return False
+    return False
+
+
+def run_encode_scans(
+    run_dir: str | Path,
+    scans: list[str],
+    output: str | Path,
+    find_atoms_overrides: dict[str, Any] | None = None,
+    ignore_calibration: bool = False,
+    device: str = "auto",
+    batch_size: int = 1024,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[StageResult]:
+    """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode.
+
+    Intermediate artifacts go to ``<output stem>_work/`` beside the output (reused when up to date).
+    A scan whose channel count, or calibrated pixel size (beyond 2 %), differs from the training
+    scans' is refused with a message that says what differs.
+
+    Returns the results of the stages run (find-atoms when the recipe is atom-centred, extract, encode).
+    """
+    from .images import LENGTH_UNITS_M
+
+    run_dir = Path(run_dir)
+    output = Path(output)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run folder (expected the output folder of 'microvae train')")
+    record = read_run_provenance(run_dir)
+    recipe = record.get("recipe") or {}
+    extract_settings = dict(recipe.get("extract") or {})
+    if not extract_settings:
+        raise InputError(f"{run_dir}: the run was trained on a bare stack, so it has no extraction recipe to replay; extract patches with 'microvae extract' and pass the patches artifact")
+    channels = int(record.get("patch_shape", [1])[0])
+    scan_list = [scan for spec in scans for scan in read_scans(spec, stack_as=extract_settings.get("stack_as", "frames"))]
+    training_images = record.get("training_images") or []
+    for scan in scan_list:
+        if scan.n_channels != channels:
+            raise InputError(f"{scan.name}: has {scan.n_channels} channel(s) but the model in {run_dir} was trained on {channels}")
+        if training_images and not ignore_calibration:
+            reference = training_images[0]
+            ref_size, ref_unit = float(reference["pixel_size"]), reference["unit"]
+            if ref_unit in LENGTH_UNITS_M and scan.unit in LENGTH_UNITS_M:
+                ratio = (scan.pixel_size * LENGTH_UNITS_M[scan.unit]) / (ref_size * LENGTH_UNITS_M[ref_unit])
+                if abs(ratio - 1.0) > 0.02:
+                    raise InputError(
+                        f"{scan.name}: pixel size {scan.pixel_size:g} {scan.unit} differs from the training scans' {ref_size:g} {ref_unit} "
+                        f"({ratio:.2f}×): the model's patches would show objects at another scale; resample the scan, or pass --ignore-calibration"
+                    )
+    work = output.parent / f"{output.stem}_work"
+    results = []
+    atoms_path = None
+    grid_step = extract_settings.get("grid_step")
+    mode = extract_settings.get("mode", "grid" if grid_step else "atoms")
+    if mode == "atoms":
+        settings = {k: v for k, v in (recipe.get("find_atoms") or {}).items()}
+        channel = int(settings.pop("channel", 0))
+        stack_as = settings.pop("stack_as", "frames")
+        settings.update({k: v for k, v in (find_atoms_overrides or {}).items() if v is not None})
+        params = FindAtomsParams(**{k: v for k, v in settings.items() if k in FindAtomsParams.__dataclass_fields__})
+        atoms_path = work / "atoms.h5"
+        results.append(run_find_atoms(scans, atoms_path, params, channel=channel, stack_as=stack_as, force=True, progress=progress))
+    patch_params = PatchParams(**{k: v for k, v in extract_settings.items() if k in PatchParams.__dataclass_fields__})
+    if mode == "atoms":
+        patch_params.grid_step = None
+    patches_path = work / "patches.h5"
+    results.append(run_extract(scans, patches_path, patch_params, atoms=atoms_path, stack_as=extract_settings.get("stack_as", "frames"), force=True, progress=progress))
+    results.append(run_encode(run_dir, patches_path, output, device=device, batch_size=batch_size, force=force, progress=progress))
+    return results

@@ -1,0 +1,68 @@
+"""``microvae encode``: latents, classes, angles and shifts for every patch, with a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from microvae.errors import ParameterError
+from microvae.stages import is_patch_input, run_encode, run_encode_scans
+
+from .console import progress_bar, report, stderr
+from .main import app
+
+
+@app.command(
+    "encode",
+    help=(
+        "Encode patches with a trained run and write an encoded artifact (HDF5): class probabilities, "
+        "class, continuous latents (mean, sd), angle (rad), shift (px), reconstruction error and "
+        "negative ELBO per patch, with each patch's coordinates in its source scan, and a per-scan "
+        "comparison with the training data (a scan far outside it has a much higher −ELBO).\n\n"
+        "INPUT is a patches artifact (or stack) with the run's shape and extraction settings, or "
+        "raw scans in any readable format: then the run's recorded recipe (find-atoms and extract "
+        "settings) is replayed on them first, with intermediate artifacts in <OUTPUT stem>_work/.\n\n"
+        "Examples:\n\n"
+        "  microvae encode run/ patches.h5 -o encoded.h5\n\n"
+        "  microvae encode --pretrained run/ new_scan_*.dm4 -o new_encoded.h5"
+    ),
+)
+def encode_command(
+    inputs: List[str] = typer.Argument(..., help="[RUN_DIR] INPUT...: the run folder (unless --pretrained), then a patches artifact or scans.", show_default=False),
+    output: Path = typer.Option(..., "-o", "--output", help="Encoded artifact to write (.h5).", show_default=False),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Run folder of a trained model (instead of the first argument).", show_default=False),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Override the recipe's atom spacing (px) when replaying it on scans.", show_default=False),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help="Override the recipe's column width σ (px) when replaying it on scans.", show_default=False),
+    threshold_rel: Optional[float] = typer.Option(None, "--threshold-rel", help="Override the recipe's relative detection threshold.", show_default=False),
+    invert: Optional[bool] = typer.Option(None, "--invert/--no-invert", help="Override the recipe's dark-column setting.", show_default=False),
+    ignore_calibration: bool = typer.Option(False, "--ignore-calibration", help="Accept scans whose pixel size differs from the training scans'."),
+    device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
+    batch_size: int = typer.Option(1024, "--batch-size", "-b", help="Patches per forward pass."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an output made from other inputs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
+    json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
+) -> None:
+    if pretrained is None:
+        if len(inputs) < 2:
+            raise ParameterError("give the run folder and at least one input: microvae encode RUN_DIR INPUT... -o OUT (or --pretrained RUN_DIR INPUT...)")
+        run_dir, inputs = Path(inputs[0]), inputs[1:]
+    else:
+        run_dir = pretrained
+    patch_inputs = [is_patch_input(spec) for spec in inputs]
+    with progress_bar(quiet) as progress:
+        if all(patch_inputs):
+            if len(inputs) != 1:
+                raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
+            result = run_encode(run_dir, inputs[0], output, device=device, batch_size=batch_size, force=force, progress=progress)
+        elif any(patch_inputs):
+            raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
+        else:
+            overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
+            results = run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, device=device, batch_size=batch_size, force=force, progress=progress)
+            if not quiet and not json_summary:
+                for step in results[:-1]:
+                    stderr.print(f"  {step.output}: {step.status}")
+            result = results[-1]
+    report(result, quiet, json_summary)

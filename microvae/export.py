@@ -1,0 +1,95 @@
+"""Maps of classes, latents, angles, shifts and reconstruction error on each source scan's pixel grid.
+
+:func:`build_maps` turns an encoded artifact's per-patch values into named (H, W) maps for one
+scan (see :mod:`microvae.maps` for the rendering rule); :func:`write_tiff` writes one map with
+ImageJ calibration so that Fiji and tifffile read the pixel size.
+
+Map names and contents (float32, NaN where no patch covers the pixel, unless stated):
+
+==========================  ==================================================================
+``class``                   argmax class, int16, −1 where missing
+``class_prob_{k}``          q(y = k | x)
+``z{d}``                    posterior mean of continuous latent d
+``z{d}_class{k}``           the same, only where the class is k (the paper's Fig. 5d–e)
+``angle_rad``               posterior angle, radians in (−π, π]
+``shift_row_px``            posterior shift along rows, pixels
+``shift_col_px``            posterior shift along columns, pixels
+``recon_error``             mean squared reconstruction error of the patch
+==========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .maps import nearest_centre
+
+MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²"}
+
+
+@dataclass
+class ScanMaps:
+    """All maps of one scan: ``maps[name]`` is (H, W); ``units[name]`` and ``descriptions[name]`` describe it."""
+
+    maps: dict[str, np.ndarray]
+    units: dict[str, str]
+    descriptions: dict[str, str]
+    coverage: float
+
+
+def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np.ndarray], radius: float) -> ScanMaps:
+    """Render every per-patch quantity of one scan onto its (H, W) grid.
+
+    Args:
+        shape: (H, W) of the scan.
+        coords: (N, 2) patch centres (row, col) in this scan.
+        encoded: per-patch arrays of this scan's patches: ``class`` (N,), ``class_probs`` (N, K),
+            ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2), ``recon_error`` (N,).
+        radius: pixels farther than this from every centre are missing.
+    """
+    lookup = nearest_centre(shape, coords, radius)
+    maps: dict[str, np.ndarray] = {}
+    descriptions: dict[str, str] = {}
+    classes = encoded["class"].astype(np.int16)
+    maps["class"] = lookup.render(classes, fill=-1).astype(np.int16)
+    descriptions["class"] = "argmax of q(y|x) of the nearest patch; −1 where no patch is within reach"
+    class_probs = encoded["class_probs"]
+    if class_probs.shape[1] > 1:
+        for k in range(class_probs.shape[1]):
+            maps[f"class_prob_{k}"] = lookup.render(class_probs[:, k].astype(np.float32))
+            descriptions[f"class_prob_{k}"] = f"q(y = {k} | x)"
+    z_mean = encoded["z_mean"]
+    for d in range(z_mean.shape[1]):
+        maps[f"z{d}"] = lookup.render(z_mean[:, d].astype(np.float32))
+        descriptions[f"z{d}"] = f"posterior mean of continuous latent {d}"
+        if class_probs.shape[1] > 1:
+            for k in range(class_probs.shape[1]):
+                masked = np.where(classes == k, z_mean[:, d], np.nan).astype(np.float32)
+                maps[f"z{d}_class{k}"] = lookup.render(masked)
+                descriptions[f"z{d}_class{k}"] = f"latent {d} where the class is {k}, NaN elsewhere"
+    maps["angle_rad"] = lookup.render(encoded["angle_rad"].astype(np.float32))
+    descriptions["angle_rad"] = "posterior rotation angle, radians in (−π, π]"
+    maps["shift_row_px"] = lookup.render(encoded["shift_px"][:, 0].astype(np.float32))
+    maps["shift_col_px"] = lookup.render(encoded["shift_px"][:, 1].astype(np.float32))
+    descriptions["shift_row_px"] = "posterior shift of the object along rows, pixels"
+    descriptions["shift_col_px"] = "posterior shift of the object along columns, pixels"
+    maps["recon_error"] = lookup.render(encoded["recon_error"].astype(np.float32))
+    descriptions["recon_error"] = "mean squared reconstruction error of the nearest patch"
+    units = {name: MAP_UNITS.get(name, "latent units" if name.startswith("z") else "") for name in maps}
+    return ScanMaps(maps, units, descriptions, float(lookup.covered.mean()))
+
+
+def write_tiff(path, array: np.ndarray, pixel_size: float, unit: str) -> None:
+    """Write a 2D map as an ImageJ TIFF (float32 or int16) with its calibration when the scan had one."""
+    import tifffile
+
+    array = np.asarray(array)
+    if array.dtype.kind == "f":
+        array = array.astype(np.float32)
+    kwargs = {}
+    if unit not in ("px", "", "unknown") and pixel_size > 0:
+        imagej_unit = {"µm": "um", "μm": "um"}.get(unit, unit)
+        kwargs = {"resolution": (1.0 / pixel_size, 1.0 / pixel_size), "metadata": {"unit": imagej_unit}}
+    tifffile.imwrite(path, array, imagej=True, **kwargs)

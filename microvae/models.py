@@ -1,0 +1,434 @@
+"""The j-trVAE family: a joint (discrete + continuous) VAE whose rotation and translation are latents.
+
+Generative model (paper Eq. 1), for an image x with P pixels:
+
+    z ~ N(0, I_D)                        continuous latents
+    y ~ Cat(1/K)                         discrete class (absent when K = 0)
+    v ~ N(mu0, I_2),  angle = atan2(v)   rotation: the angle of a 2D Gaussian vector, i.e. a
+                                         Projected Normal; mu0 = (c0, 0) with c0 =
+                                         ``angle_prior_concentration`` (0: uniform on the circle)
+    s ~ N(0, sigma_s² I_2)               shift in grid units (one unit = half the patch width)
+    x ~ p(x | decoder(R(angle)ᵀ(grid - s), z, y))   Bernoulli (logits) or Gaussian (mean, fixed sd)
+
+Variational posterior: one encoder gives q(z|x) = N(m_z, sd_z²), q(v|x) = N(m_v, sd_v² I_2),
+q(s|x) = N(m_s, sd_s²) and q(y|x) = Cat(softmax(logits)); z, v and s do not depend on y.
+
+Why the rotation KL is taken on v (and is correct): the angle enters the likelihood only through
+atan2(v), so the model with latent v has exactly the same marginal p(x) as the model with a
+Projected-Normal angle. The ELBO of the v-model, with the analytic Gaussian
+KL(q(v|x) ‖ p(v)), is therefore a valid lower bound on the same log p(x); it is looser than an
+ELBO on the angle alone by E_q[KL(q(|v| | angle) ‖ p(|v| | angle))] ≥ 0 (data processing: the
+Gaussian KL upper-bounds the KL of the projected distributions). It is analytic (no estimator
+variance) and lets the encoder sharpen the angle by growing |m_v| / sd_v.
+
+The discrete class is marginalised exactly by parallel enumeration:
+ELBO(x) = Σ_y q(y|x)·E_q[log p(x | z, v, s, y)] - KL_z - KL_v - KL_s - KL_y, with one draw of
+(z, v, s) shared by all K classes and the decoder run for all K classes in one batched pass.
+Loss (paper Eq. 2): recon + β_τ(t)·(KL_v + KL_s) + β_z·KL_z + β_y(t)·KL_y.
+
+:func:`pyro_model` / :func:`pyro_guide` state the same model in Pyro for reference; the test
+suite checks that :meth:`JTRVAE.loss_terms` equals Pyro's ``TraceEnum_ELBO`` on the same draws.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import config_enumerate
+from pyro.ops.indexing import Vindex
+from torch import Tensor, nn
+
+from .errors import ParameterError
+from .nets import MLPEncoder, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, transform_coordinates
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+DECODERS = ("mlp", "conv")
+KL_ESTIMATORS = ("analytic", "sample")
+
+
+@dataclass
+class JTRVAEConfig:
+    """Architecture, priors and KL schedule of a :class:`JTRVAE`.
+
+    Attributes:
+        image_size: patch side W in pixels (square patches).
+        channels: image channels C.
+        n_classes: K, values of the discrete latent; 0 = none (rVAE / rtVAE / VAE).
+        latent_dim: D, continuous latents besides rotation and shift (paper: 2).
+        rotation: learn a rotation latent.
+        translation: learn a 2D shift latent.
+        likelihood: 'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
+            identity output: any intensity range).
+        gaussian_sd: sd of the Gaussian likelihood, in image intensity units.
+        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
+            broadcast decoder with latent skip connections).
+        encoder_hidden: MLP encoder widths (paper: 2 × 256).
+        decoder_hidden: MLP decoder widths (paper: 3 × 256).
+        conv_channels: conv decoder channels per layer.
+        activation: hidden activation (paper: tanh).
+        shift_prior_sd: sd of the shift prior per axis in grid units, i.e. in units of the
+            half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
+        angle_prior_concentration: c0 ≥ 0; the angle prior is the Projected Normal of N((c0, 0), I):
+            uniform on the circle for 0, concentrated around angle 0 for large c0.
+        beta_z: constant weight of KL_z (paper: 1).
+        beta_tau_start, beta_tau_end: weight of the rotation + shift KL, decreased linearly over the
+            first ``anneal_fraction`` of the epochs, then constant.
+        beta_y_start, beta_y_end: the same for the discrete KL (start lower than β_τ: the paper
+            penalises the continuous channel several times more than the discrete one early on).
+        anneal_fraction: fraction of the epochs over which the β's are annealed.
+    """
+
+    image_size: int = 28
+    channels: int = 1
+    n_classes: int = 4
+    latent_dim: int = 2
+    rotation: bool = True
+    translation: bool = True
+    likelihood: str = "bernoulli"
+    gaussian_sd: float = 0.1
+    decoder: str = "mlp"
+    encoder_hidden: tuple[int, ...] = (256, 256)
+    decoder_hidden: tuple[int, ...] = (256, 256, 256)
+    conv_channels: tuple[int, ...] = (64, 64, 64)
+    activation: str = "tanh"
+    shift_prior_sd: float = 0.1
+    angle_prior_concentration: float = 0.0
+    beta_z: float = 1.0
+    beta_tau_start: float = 10.0
+    beta_tau_end: float = 1.0
+    beta_y_start: float = 3.0
+    beta_y_end: float = 1.0
+    anneal_fraction: float = 0.2
+
+    def validate(self) -> None:
+        """Raise :class:`ParameterError` for values out of range or inconsistent."""
+        checks = [
+            (self.image_size >= 2, f"image_size must be >= 2, got {self.image_size}"),
+            (self.channels >= 1, f"channels must be >= 1, got {self.channels}"),
+            (self.n_classes >= 0 and self.n_classes != 1, f"n_classes must be 0 (none) or >= 2, got {self.n_classes}"),
+            (self.latent_dim >= 0, f"latent_dim must be >= 0, got {self.latent_dim}"),
+            (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}"),
+            (self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}"),
+            (self.gaussian_sd > 0, f"gaussian_sd must be > 0, got {self.gaussian_sd}"),
+            (self.shift_prior_sd > 0, f"shift_prior_sd must be > 0, got {self.shift_prior_sd}"),
+            (self.angle_prior_concentration >= 0, "angle_prior_concentration must be >= 0"),
+            (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
+            (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
+            (len(self.conv_channels) >= 1 and min(self.conv_channels) >= 1, "conv_channels needs positive widths"),
+            (min(self.beta_z, self.beta_tau_start, self.beta_tau_end, self.beta_y_start, self.beta_y_end) >= 0,
+             "KL weights must be >= 0"),
+            (0 <= self.anneal_fraction <= 1, f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ParameterError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JTRVAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ParameterError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+def beta_schedule(epoch: float, n_epochs: int, config: JTRVAEConfig) -> dict[str, float]:
+    """KL weights at (0-based, possibly fractional) ``epoch`` of ``n_epochs``.
+
+    β_τ and β_y go linearly from their start to their end values over the first
+    ``anneal_fraction · n_epochs`` epochs (at least one), then stay constant; β_z is constant.
+    """
+    anneal_epochs = max(config.anneal_fraction * n_epochs, 1.0)
+    progress = min(max(epoch / anneal_epochs, 0.0), 1.0)
+
+    def ramp(start: float, end: float) -> float:
+        return start + (end - start) * progress
+
+    return {
+        "beta_z": config.beta_z,
+        "beta_tau": ramp(config.beta_tau_start, config.beta_tau_end),
+        "beta_y": ramp(config.beta_y_start, config.beta_y_end),
+    }
+
+
+class JTRVAE(nn.Module):
+    """Joint rotation- and translation-invariant VAE (j-trVAE) and its sub-cases.
+
+    K = 0 gives an rVAE / rtVAE, rotation and translation off a (spatial-decoder) joint VAE, all off
+    a plain VAE. Images are (B, C, W, W); shifts are reported in pixels (row, col); angles in
+    radians, counter-clockwise as displayed (see :mod:`microvae.nets` for the conventions).
+    """
+
+    def __init__(self, config: JTRVAEConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c, w = config.channels, config.image_size
+        self.n_enumerated = max(config.n_classes, 1)
+        self.half_width_px = (w - 1) / 2.0
+        self.register_buffer("grid", coordinate_grid(w), persistent=False)                    # (P, 2)
+        self.register_buffer("angle_prior_mean", torch.tensor([config.angle_prior_concentration, 0.0]),
+                             persistent=False)
+        self.encoder = MLPEncoder(c * w * w, config.latent_dim, config.n_classes, config.rotation,
+                                  config.translation, config.encoder_hidden, config.activation)
+        self._start_at_prior_scale(self.encoder.head)
+        if config.decoder == "mlp":
+            self.decoder = SpatialMLPDecoder(config.latent_dim, config.n_classes, c, config.decoder_hidden,
+                                             config.activation)
+        else:
+            self.decoder = SpatialBroadcastDecoder(config.latent_dim, config.n_classes, (w, w), c,
+                                                   config.conv_channels, activation=config.activation)
+
+    def _start_at_prior_scale(self, head: nn.Linear) -> None:
+        """Start the posterior sd of the shift at the prior's (an sd of 1 grid unit costs ~50 nats)."""
+        if self.config.translation:
+            with torch.no_grad():
+                head.bias[self.encoder.head_slice("shift_log_sd")] = math.log(self.config.shift_prior_sd)
+
+    # --- inference -------------------------------------------------------------------------
+
+    def posterior(self, x: Tensor) -> dict[str, Tensor]:
+        """Parameters of q(·|x) for (B, C, W, W) images; shifts in grid units.
+
+        Keys: class_logits (B, K') with K' = max(K, 1) (zeros when K = 0); z_mean, z_sd (B, D);
+        angle_vec_mean (B, 2), angle_vec_sd (B, 1) when rotation is on; shift_mean, shift_sd (B, 2)
+        (row, col) when translation is on.
+        """
+        head = self.encoder(x)
+        out = {"z_mean": head["z_mean"], "z_sd": torch.exp(head["z_log_sd"])}
+        out["class_logits"] = head.get("class_logits", x.new_zeros(x.shape[0], 1))
+        if self.config.rotation:
+            out["angle_vec_mean"] = head["angle_vec_mean"]
+            out["angle_vec_sd"] = torch.exp(head["angle_vec_log_sd"])
+        if self.config.translation:
+            out["shift_mean"] = head["shift_mean"]
+            out["shift_sd"] = torch.exp(head["shift_log_sd"])
+        return out
+
+    def encode(self, x: Tensor) -> dict[str, Tensor]:
+        """Posterior summaries of (B, C, W, W) images.
+
+        Returns class_probs (B, K') (K' = max(K, 1); all ones when K = 0), z_mean, z_sd (B, D),
+        angle_rad (B,) (mode of the angle posterior; zeros when rotation is off),
+        angle_concentration (B,) (|m_v| / sd_v: larger is sharper), shift (B, 2) and shift_sd (B, 2)
+        in pixels (row, col) (zeros when translation is off).
+        """
+        post = self.posterior(x)
+        batch = x.shape[0]
+        out = {"class_probs": torch.softmax(post["class_logits"], dim=1), "z_mean": post["z_mean"], "z_sd": post["z_sd"]}
+        if self.config.rotation:
+            m = post["angle_vec_mean"]
+            out["angle_rad"] = torch.atan2(m[:, 1], m[:, 0])
+            out["angle_concentration"] = m.norm(dim=1) / post["angle_vec_sd"][:, 0]
+        else:
+            out["angle_rad"] = x.new_zeros(batch)
+            out["angle_concentration"] = x.new_full((batch,), math.inf)
+        if self.config.translation:
+            out["shift"] = post["shift_mean"] * self.half_width_px
+            out["shift_sd"] = post["shift_sd"] * self.half_width_px
+        else:
+            out["shift"] = x.new_zeros(batch, 2)
+            out["shift_sd"] = x.new_zeros(batch, 2)
+        return out
+
+    # --- generation ------------------------------------------------------------------------
+
+    def decoder_logits(self, z: Tensor, angle_rad: Tensor | None, shift: Tensor | None,
+                       pixel_index: Tensor | None = None, class_vectors: Tensor | None = None) -> Tensor:
+        """Decoder outputs: (B, K', P, C) logits (Bernoulli) or means (Gaussian) for every class.
+
+        ``shift`` is in grid units; ``pixel_index`` (P',) restricts the output to those pixels
+        (MLP decoder only); with (B, K) ``class_vectors`` only that class is decoded: (B, 1, P, C).
+        """
+        grid = self.grid if pixel_index is None else self.grid[pixel_index]
+        coords = transform_coordinates(grid, angle_rad, shift)
+        return self.decoder(coords, z, class_vectors)
+
+    def decode(self, z: Tensor, class_onehot: Tensor | None = None, angle_rad: Tensor | None = None,
+               shift: Tensor | None = None) -> Tensor:
+        """Image means (B, C, W, W) for latents z (B, D).
+
+        Args:
+            class_onehot: (B, K) one-hot (or any probability vector: the class enters the decoder
+                linearly, so a soft vector mixes the class inputs); ignored when K = 0.
+            angle_rad: (B,) counter-clockwise rotation, or None for 0.
+            shift: (B, 2) shift in pixels (row, col), or None for 0.
+        """
+        batch, w = z.shape[0], self.config.image_size
+        shift_grid = None if shift is None else shift / self.half_width_px
+        if self.config.n_classes > 0 and class_onehot is None:
+            raise ParameterError("decode needs class_onehot when the model has a discrete latent")
+        class_vectors = class_onehot if self.config.n_classes > 0 else None
+        logits = self.decoder_logits(z, angle_rad, shift_grid, class_vectors=class_vectors)[:, 0]  # (B, P, C)
+        mean = torch.sigmoid(logits) if self.config.likelihood == "bernoulli" else logits
+        return mean.transpose(1, 2).reshape(batch, -1, w, w)
+
+    # --- objective -------------------------------------------------------------------------
+
+    def loss_terms(self, x: Tensor, generator: torch.Generator | None = None, *, pixel_fraction: float = 1.0,
+                   kl_estimator: str = "analytic", noise: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Negative-ELBO terms per image, in nats, for (B, C, W, W) images.
+
+        The class is marginalised exactly: ``recon = Σ_y q(y|x) · (-log p(x | z, v, s, y))`` over all
+        K classes in one batched decoder pass, with one reparametrised draw of (z, v, s).
+
+        Args:
+            generator: source of the standard-normal draws (and of the pixel subset); None = torch's
+                global generator.
+            pixel_fraction: score a random subset of this fraction of the pixels (the same for the
+                whole batch) and rescale by P / P' — an unbiased estimate of the full
+                reconstruction term that makes the MLP decoder proportionally cheaper.
+            kl_estimator: 'analytic' (closed-form Gaussian KLs) or 'sample' (single-sample
+                log q - log p at the draw; unbiased, as Pyro's Trace ELBOs estimate it).
+            noise: standard-normal draws to use instead of drawing: 'z' (B, D), 'angle_vec' (B, 2),
+                'shift' (B, 2).
+
+        Returns:
+            dict of (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift),
+            kl_y; and class_probs (B, K').
+        """
+        if kl_estimator not in KL_ESTIMATORS:
+            raise ParameterError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
+        post = self.posterior(x)
+        draws = noise if noise is not None else self._standard_normal_draws(x, generator)
+        z = post["z_mean"] + post["z_sd"] * draws["z"]
+        angle_rad = angle_vec = shift = None
+        if self.config.rotation:  # the posterior has no angle/shift keys when those latents are off
+            angle_vec = post["angle_vec_mean"] + post["angle_vec_sd"] * draws["angle_vec"]
+            angle_rad = torch.atan2(angle_vec[:, 1], angle_vec[:, 0])
+        if self.config.translation:
+            shift = post["shift_mean"] + post["shift_sd"] * draws["shift"]
+
+        pixel_index, pixel_weight = self._pixel_subset(pixel_fraction, generator, x.device)
+        outputs = self.decoder_logits(z, angle_rad, shift, pixel_index).float()           # (B, K', P', C)
+        target = x.flatten(2).transpose(1, 2)                                              # (B, P, C)
+        if pixel_index is not None:
+            target = target[:, pixel_index]
+        nll = self._negative_log_likelihood(outputs, target.unsqueeze(1)) * pixel_weight   # (B, K')
+
+        class_log_probs = torch.log_softmax(post["class_logits"].float(), dim=1)
+        class_probs = class_log_probs.exp()
+        terms = {"recon": (class_probs * nll).sum(1), "class_probs": class_probs}
+        terms["kl_y"] = (class_probs * (class_log_probs + math.log(self.n_enumerated))).sum(1)  # 0 when K = 0
+        kl = _gaussian_kl if kl_estimator == "analytic" else _sampled_gaussian_kl
+        zero = torch.zeros_like(terms["recon"])
+        one = torch.ones((), device=x.device)
+        terms["kl_z"] = kl(post["z_mean"], post["z_sd"], 0.0 * one, one, z)
+        terms["kl_angle"] = zero if angle_vec is None else kl(
+            post["angle_vec_mean"], post["angle_vec_sd"].expand(-1, 2), self.angle_prior_mean, one, angle_vec)
+        terms["kl_shift"] = zero if shift is None else kl(
+            post["shift_mean"], post["shift_sd"], 0.0 * one, self.config.shift_prior_sd * one, shift)
+        terms["kl_tau"] = terms["kl_angle"] + terms["kl_shift"]
+        return terms
+
+    @staticmethod
+    def weighted_loss(terms: dict[str, Tensor], betas: dict[str, float]) -> Tensor:
+        """Batch mean of recon + β_τ·KL_τ + β_z·KL_z + β_y·KL_y (a scalar to minimise)."""
+        per_image = (terms["recon"] + betas["beta_tau"] * terms["kl_tau"] + betas["beta_z"] * terms["kl_z"]
+                     + betas["beta_y"] * terms["kl_y"])
+        return per_image.mean()
+
+    def _standard_normal_draws(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
+        batch, kw = x.shape[0], {"generator": generator, "device": x.device, "dtype": torch.float32}
+        return {"z": torch.randn(batch, self.config.latent_dim, **kw), "angle_vec": torch.randn(batch, 2, **kw),
+                "shift": torch.randn(batch, 2, **kw)}
+
+    def _pixel_subset(self, fraction: float, generator: torch.Generator | None, device) -> tuple[Tensor | None, float]:
+        if not 0 < fraction <= 1:
+            raise ParameterError(f"pixel_fraction must be in (0, 1], got {fraction}")
+        n_pixels = self.grid.shape[0]
+        keep = max(1, round(fraction * n_pixels))
+        if keep == n_pixels:
+            return None, 1.0
+        if self.config.decoder != "mlp":
+            raise ParameterError("pixel_fraction < 1 needs the MLP decoder (the conv decoder renders whole images)")
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        index = torch.randperm(n_pixels, generator=generator, device=gen_device)[:keep].to(device)
+        return index, n_pixels / keep
+
+    def _negative_log_likelihood(self, outputs: Tensor, target: Tensor) -> Tensor:
+        """-log p summed over pixels and channels: outputs (B, K', P, C), target (B, 1, P, C) → (B, K')."""
+        if self.config.likelihood == "bernoulli":
+            per_pixel = F.binary_cross_entropy_with_logits(outputs, target.expand_as(outputs), reduction="none")
+        else:
+            sd = self.config.gaussian_sd
+            per_pixel = 0.5 * ((target - outputs) / sd) ** 2 + math.log(sd) + 0.5 * math.log(2 * math.pi)
+        return per_pixel.sum((2, 3))
+
+
+def _gaussian_kl(mean: Tensor, sd: Tensor, prior_mean: Tensor, prior_sd: Tensor, sample: Tensor) -> Tensor:
+    """KL(N(mean, sd²) ‖ N(prior_mean, prior_sd²)) summed over the last axis; ``sample`` is unused."""
+    var_ratio = (sd / prior_sd) ** 2
+    return 0.5 * (var_ratio + ((mean - prior_mean) / prior_sd) ** 2 - 1.0 - torch.log(var_ratio)).sum(-1)
+
+
+def _sampled_gaussian_kl(mean: Tensor, sd: Tensor, prior_mean: Tensor, prior_sd: Tensor, sample: Tensor) -> Tensor:
+    """Single-sample estimate log q(sample) - log p(sample), summed over the last axis (unbiased)."""
+    log_q = torch.distributions.Normal(mean, sd).log_prob(sample)
+    log_p = torch.distributions.Normal(prior_mean.expand_as(sample), prior_sd.expand_as(sample)).log_prob(sample)
+    return (log_q - log_p).sum(-1)
+
+
+# --- the same model in Pyro (reference formulation) ------------------------------------------
+
+def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) -> None:
+    """p(x, z, v, s, y) of ``vae`` as a Pyro model; the class site 'y' is enumerated by the ELBO.
+
+    KL weights enter as ``poutine.scale`` on the latent sites of both model and guide.
+    """
+    betas = betas or {}
+    cfg, batch = vae.config, x.shape[0]
+    pyro.module("decoder", vae.decoder)
+    target = x.flatten(2).transpose(1, 2).reshape(batch, -1)                                # (B, P·C)
+    with pyro.plate("data", batch):
+        with poutine.scale(scale=betas.get("beta_z", 1.0)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(batch, cfg.latent_dim), 1.0).to_event(1))
+        angle_rad = shift = None
+        with poutine.scale(scale=betas.get("beta_tau", 1.0)):
+            if cfg.rotation:
+                v = pyro.sample("angle_vec", dist.Normal(vae.angle_prior_mean.expand(batch, 2), 1.0).to_event(1))
+                angle_rad = torch.atan2(v[..., 1], v[..., 0])
+            if cfg.translation:
+                shift = pyro.sample("shift", dist.Normal(x.new_zeros(batch, 2), cfg.shift_prior_sd).to_event(1))
+        outputs = vae.decoder_logits(z, angle_rad, shift).flatten(2)                         # (B, K', P·C)
+        if cfg.n_classes > 0:
+            with poutine.scale(scale=betas.get("beta_y", 1.0)):
+                y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(batch, cfg.n_classes)))
+            outputs = Vindex(outputs)[torch.arange(batch, device=x.device), y]             # (..., B, P·C)
+        else:
+            outputs = outputs[:, 0]
+        if cfg.likelihood == "bernoulli":
+            likelihood = dist.Bernoulli(logits=outputs, validate_args=False)
+        else:
+            likelihood = dist.Normal(outputs, cfg.gaussian_sd)
+        pyro.sample("x", likelihood.to_event(1), obs=target)
+
+
+@config_enumerate
+def pyro_guide(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) -> None:
+    """q(z, v, s, y | x) of ``vae`` as a Pyro guide; 'y' is marked for parallel enumeration."""
+    betas = betas or {}
+    cfg, batch = vae.config, x.shape[0]
+    pyro.module("encoder", vae.encoder)
+    post = vae.posterior(x)
+    with pyro.plate("data", batch):
+        with poutine.scale(scale=betas.get("beta_z", 1.0)):
+            pyro.sample("z", dist.Normal(post["z_mean"], post["z_sd"]).to_event(1))
+        with poutine.scale(scale=betas.get("beta_tau", 1.0)):
+            if cfg.rotation:
+                pyro.sample("angle_vec", dist.Normal(post["angle_vec_mean"], post["angle_vec_sd"].expand(-1, 2)).to_event(1))
+            if cfg.translation:
+                pyro.sample("shift", dist.Normal(post["shift_mean"], post["shift_sd"]).to_event(1))
+        if cfg.n_classes > 0:
+            with poutine.scale(scale=betas.get("beta_y", 1.0)):
+                pyro.sample("y", dist.Categorical(logits=post["class_logits"]))

@@ -1,0 +1,222 @@
+"""Networks of the j-trVAE: a multi-head MLP encoder and two spatial decoders.
+
+Coordinate convention (the only one in microvae):
+
+* :func:`coordinate_grid` lists pixel centres as (row, col) pairs in [-1, 1], row-major
+  (pixel ``(i, j)`` of an H×W image is entry ``i·W + j``; ``row = -1 + 2 i / (H - 1)``). Rows point
+  down as the image is displayed (``origin='upper'``). One grid unit is ``(W - 1) / 2`` pixels.
+* A decoder draws its canonical image ``g`` at transformed coordinates:
+  ``image(x) = g(R(angle)ᵀ (x - shift))`` with ``R(a) = [[cos a, -sin a], [sin a, cos a]]`` acting on
+  (row, col). The rendered content therefore appears rotated by ``+angle`` COUNTER-CLOCKWISE as
+  displayed and shifted by ``+shift`` (row, col) — the same convention as :mod:`microvae.cards`.
+  (The paper writes the transform as ``R(γ)x + s``; that is this one with ``γ → -γ``, ``s → -R s``.)
+
+Decoders return logits for every class at once: the class-independent part of the first layer
+(coordinates and z) is computed once per sample, and each class adds only its bias row, so
+enumerating K classes costs K times the later layers but never K concatenations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import ParameterError
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus, "gelu": nn.GELU}
+
+
+def activation_layer(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ParameterError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def coordinate_grid(height: int, width: int | None = None) -> Tensor:
+    """Pixel centres as (row, col) in [-1, 1], row-major; shape (H·W, 2), float32.
+
+    ``coordinate_grid(H, W)[i * W + j] == (-1 + 2 i / (H - 1), -1 + 2 j / (W - 1))``.
+    """
+    width = height if width is None else width
+    if height < 2 or width < 2:
+        raise ParameterError(f"a coordinate grid needs at least 2×2 pixels, got {height}×{width}")
+    rows = torch.linspace(-1.0, 1.0, height)
+    cols = torch.linspace(-1.0, 1.0, width)
+    row, col = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack([row.reshape(-1), col.reshape(-1)], dim=1)
+
+
+def transform_coordinates(grid: Tensor, angle_rad: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+    """Pull the output grid back into the decoder's canonical frame: ``u = R(angle)ᵀ (x - shift)``.
+
+    Args:
+        grid: (P, 2) output pixel coordinates (row, col) in grid units.
+        angle_rad: (B,) rotation of the rendered content, counter-clockwise as displayed, or None.
+        shift: (B, 2) translation (row, col) of the rendered content in grid units, or None.
+
+    Returns:
+        (B, P, 2) canonical coordinates (row, col); B = 1 when both angle and shift are None.
+    """
+    coords = grid.unsqueeze(0)
+    if shift is not None:
+        coords = coords - shift.unsqueeze(1)
+    if angle_rad is not None:
+        cos, sin = torch.cos(angle_rad)[:, None], torch.sin(angle_rad)[:, None]
+        row, col = coords[..., 0], coords[..., 1]
+        coords = torch.stack([cos * row + sin * col, -sin * row + cos * col], dim=-1)
+    return coords
+
+
+def mlp(in_features: int, hidden: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear + activation layers; output width ``hidden[-1]`` (``in_features`` if hidden is empty)."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_features, width), activation_layer(activation)]
+        in_features = width
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """Inference network: one MLP trunk, one linear layer for all heads.
+
+    Input (B, C, H, W) images; output a dict of
+    ``z_mean``, ``z_log_sd`` (B, D); ``class_logits`` (B, K) when K > 0;
+    ``angle_vec_mean`` (B, 2), ``angle_vec_log_sd`` (B, 1) when rotation is on (the angle is the
+    direction of a 2D Gaussian vector, see :mod:`microvae.models`);
+    ``shift_mean``, ``shift_log_sd`` (B, 2) in grid units (row, col) when translation is on.
+    """
+
+    def __init__(self, in_features: int, latent_dim: int, n_classes: int, rotation: bool, translation: bool,
+                 hidden: Sequence[int] = (256, 256), activation: str = "tanh"):
+        super().__init__()
+        self.trunk = mlp(in_features, hidden, activation)
+        sizes = {"z_mean": latent_dim, "z_log_sd": latent_dim}
+        if n_classes > 0:
+            sizes["class_logits"] = n_classes
+        if rotation:
+            sizes.update(angle_vec_mean=2, angle_vec_log_sd=1)
+        if translation:
+            sizes.update(shift_mean=2, shift_log_sd=2)
+        self.head_sizes = sizes
+        self.head = nn.Linear(hidden[-1] if hidden else in_features, sum(sizes.values()))
+
+    def head_slice(self, name: str) -> slice:
+        """Where head ``name`` sits in the output of ``self.head``."""
+        start = 0
+        for key, size in self.head_sizes.items():
+            if key == name:
+                return slice(start, start + size)
+            start += size
+        raise KeyError(name)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out = self.head(self.trunk(x.flatten(1)))
+        return dict(zip(self.head_sizes, out.split(list(self.head_sizes.values()), dim=1)))
+
+
+class LatentInput(nn.Module):
+    """Affine map of (z, one-hot class) split into a shared part and a per-class bias table.
+
+    ``forward(z)`` → (B, F) for ``W_z z + b``; ``class_bias`` (K, F) holds the one-hot columns of
+    the weight, so that ``W [z, onehot(k)] + b = forward(z) + class_bias[k]``. Weights are drawn as
+    PyTorch draws a Linear layer with ``fan_in`` inputs (the width of the concatenated input).
+    """
+
+    def __init__(self, latent_dim: int, n_classes: int, features: int, fan_in: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(fan_in)
+        self.from_z = nn.Parameter(torch.empty(features, latent_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(features).uniform_(-bound, bound))
+        if n_classes > 0:
+            self.class_bias = nn.Parameter(torch.empty(n_classes, features).uniform_(-bound, bound))
+        else:  # one implicit class whose bias is already in `bias`
+            self.register_buffer("class_bias", torch.zeros(1, features), persistent=False)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.addmm(self.bias, z, self.from_z.t())
+
+    def class_rows(self, class_vectors: Tensor | None) -> Tensor:
+        """(1, K', F) bias rows of every class, or (B, 1, F) for given (B, K) class vectors."""
+        if class_vectors is None:
+            return self.class_bias.unsqueeze(0)
+        return (class_vectors.to(self.class_bias.dtype) @ self.class_bias).unsqueeze(1)
+
+
+def _uniform_init_(layer: nn.Module, fan_in: int) -> nn.Module:
+    bound = 1.0 / math.sqrt(fan_in)
+    for p in layer.parameters():
+        nn.init.uniform_(p, -bound, bound)
+    return layer
+
+
+class SpatialMLPDecoder(nn.Module):
+    """Spatial generator: an MLP applied to every (transformed) pixel coordinate, conditioned on z, y.
+
+    ``forward(coords, z)``: coords (B, P, 2) canonical (row, col) per pixel, z (B, D) →
+    logits (B, K', P, C) for every class (K' = max(K, 1)); ``coords`` may have batch size 1.
+    ``forward(coords, z, class_vectors)`` with (B, K) one-hot (or soft) class vectors → (B, 1, P, C).
+    """
+
+    def __init__(self, latent_dim: int, n_classes: int, out_channels: int = 1,
+                 hidden: Sequence[int] = (256, 256, 256), activation: str = "tanh"):
+        super().__init__()
+        if not hidden:
+            raise ParameterError("the spatial MLP decoder needs at least one hidden layer")
+        self.n_classes = max(n_classes, 1)
+        fan_in = 2 + latent_dim + n_classes
+        self.from_coords = _uniform_init_(nn.Linear(2, hidden[0], bias=False), fan_in)
+        self.from_latents = LatentInput(latent_dim, n_classes, hidden[0], fan_in)
+        self.first_activation = activation_layer(activation)
+        self.rest = mlp(hidden[0], hidden[1:], activation)
+        self.out = nn.Linear(hidden[-1], out_channels)
+
+    def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
+        shared = self.from_coords(coords) + self.from_latents(z).unsqueeze(1)              # (B, P, H)
+        first = shared.unsqueeze(1) + self.from_latents.class_rows(class_vectors).unsqueeze(2)  # (B, K', P, H)
+        return self.out(self.rest(self.first_activation(first)))
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Convolutional spatial-broadcast decoder with latent skip connections to every layer.
+
+    The transformed coordinates enter as two input channels; (z, one-hot y) enters every layer as a
+    per-channel bias (a 1×1 convolution of the tiled latent vector, which is the skip connection),
+    split into a shared part and a per-class table as in :class:`SpatialMLPDecoder`.
+
+    ``forward(coords, z)``: coords (B, H·W, 2) canonical (row, col) per pixel in row-major order,
+    z (B, D) → logits (B, K', H·W, C); with (B, K) ``class_vectors`` → (B, 1, H·W, C).
+    """
+
+    def __init__(self, latent_dim: int, n_classes: int, image_shape: tuple[int, int], out_channels: int = 1,
+                 channels: Sequence[int] = (64, 64, 64), kernel_size: int = 3, activation: str = "tanh"):
+        super().__init__()
+        if not channels:
+            raise ParameterError("the spatial broadcast decoder needs at least one hidden layer")
+        self.image_shape = tuple(image_shape)
+        self.n_classes = max(n_classes, 1)
+        widths = [2, *channels]
+        pad = kernel_size // 2
+        fan_ins = [a * kernel_size**2 + latent_dim + n_classes for a in widths[:-1]]
+        self.convs = nn.ModuleList(
+            _uniform_init_(nn.Conv2d(a, b, kernel_size, padding=pad, bias=False), f)
+            for a, b, f in zip(widths[:-1], widths[1:], fan_ins))
+        self.skips = nn.ModuleList(LatentInput(latent_dim, n_classes, b, f) for b, f in zip(channels, fan_ins))
+        self.activation = activation_layer(activation)
+        self.out = nn.Conv2d(channels[-1], out_channels, 1)
+
+    def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
+        batch, (height, width) = z.shape[0], self.image_shape
+        grid = coords.transpose(1, 2).reshape(-1, 2, height, width).expand(batch, -1, -1, -1)
+        h = self.convs[0](grid) + self.skips[0](z)[:, :, None, None]                     # (B, C0, H, W)
+        rows = self.skips[0].class_rows(class_vectors)                                    # (B or 1, K', C0)
+        h = h.unsqueeze(1) + rows[:, :, :, None, None]                                    # (B, K', C0, H, W)
+        k = h.shape[1]
+        h = self.activation(h).flatten(0, 1)
+        for conv, skip in zip(self.convs[1:], self.skips[1:]):
+            bias = skip(z)[:, None, :] + skip.class_rows(class_vectors)                   # (B, K', Cl)
+            h = self.activation(conv(h) + bias.reshape(batch * k, -1, 1, 1))
+        logits = self.out(h)                                                              # (B·K', C, H, W)
+        return logits.reshape(batch, k, logits.shape[1], height * width).transpose(2, 3)

@@ -1,0 +1,153 @@
+"""One command for a whole study: find-atoms → extract → train → encode → export from a TOML file.
+
+Every stage keeps its own rules (an up-to-date artifact is reused, an interrupted training run
+resumes), so rerunning the same command after a crash finishes the work. The pipeline owns its
+output folder: a stage whose settings or inputs changed is redone and replaces its artifact (and
+so are the stages after it, whose inputs then changed), without asking for ``--force``.
+
+Config sections and their keys (all optional; defaults are the subcommands' defaults)::
+
+    [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel
+    [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel
+    [train]        classes, latent_dim, rotation, translation, epochs, batch_size, lr, seed,
+                   likelihood, decoder, hidden, shift_prior_sd, beta_tau_start, beta_y_start,
+                   anneal_fraction, checkpoint_every, val_fraction, device, amp
+    [encode]       batch_size, device
+    [export]       formats (list of "h5", "tiff", "png"), radius
+
+Outputs in the output folder: ``atoms.h5``, ``patches.h5``, ``run/``, ``encoded.h5``, ``maps/``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .atoms import FindAtomsParams
+from .errors import InputError, ParameterError
+from .patches import PatchParams
+
+SECTIONS = {
+    "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as"},
+    "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel"},
+    "train": {
+        "classes", "latent_dim", "rotation", "translation", "epochs", "batch_size", "lr", "seed", "likelihood", "decoder",
+        "hidden", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction", "checkpoint_every", "val_fraction",
+        "device", "amp",
+    },
+    "encode": {"batch_size", "device"},
+    "export": {"formats", "radius"},
+}
+
+
+@dataclass
+class PipelineConfig:
+    """The parsed TOML: one dict of settings per section."""
+
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        return dict(self.sections.get(name, {}))
+
+
+def read_config(path: str | Path) -> PipelineConfig:
+    """Parse and check a pipeline TOML file.
+
+    Raises:
+        InputError: missing or not valid TOML.
+        ParameterError: unknown sections or keys (named, with the allowed ones).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such config file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not valid TOML ({error})") from error
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise ParameterError(f"{path}: unknown section [{name}]; expected {', '.join(f'[{s}]' for s in SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ParameterError(f"{path}: '{name}' must be a section [{name}]")
+        unknown = set(values) - SECTIONS[name]
+        if unknown:
+            raise ParameterError(f"{path}: unknown key(s) {', '.join(sorted(unknown))} in [{name}]; allowed: {', '.join(sorted(SECTIONS[name]))}")
+    return PipelineConfig(raw)
+
+
+def find_atoms_params(config: PipelineConfig) -> tuple[FindAtomsParams, int, str]:
+    values = config.section("find_atoms")
+    channel = int(values.pop("channel", 0))
+    stack_as = str(values.pop("stack_as", "frames"))
+    return FindAtomsParams(**values), channel, stack_as
+
+
+def extract_params(config: PipelineConfig) -> tuple[PatchParams, str]:
+    values = config.section("extract")
+    mode = values.pop("mode", "atoms")
+    if mode not in ("atoms", "grid"):
+        raise ParameterError(f"[extract] mode must be 'atoms' or 'grid', got {mode!r}")
+    params = PatchParams(**values)
+    if mode == "grid" and params.grid_step is None:
+        params.grid_step = max(1, params.window // 2)
+    if mode == "atoms":
+        params.grid_step = None
+    return params, mode
+
+
+def train_configs(config: PipelineConfig):
+    from .models import JTRVAEConfig
+    from .training import TrainConfig
+
+    values = config.section("train")
+    hidden = int(values.pop("hidden", 256))
+    model_keys = {"latent_dim", "rotation", "translation", "likelihood", "decoder", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction"}
+    model_values = {key: values.pop(key) for key in list(values) if key in model_keys}
+    model_values.setdefault("likelihood", "auto")
+    model = JTRVAEConfig(n_classes=int(values.pop("classes", 3)), encoder_hidden=(hidden, hidden), decoder_hidden=(hidden, hidden, hidden), **model_values)
+    train = TrainConfig(**values)
+    return model, train
+
+
+StageCallback = Callable[[str, Any], None]
+
+
+def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, on_stage: StageCallback | None = None, progress=None, train_progress=None) -> list:
+    """Run every stage in order; returns the list of :class:`~microvae.stages.StageResult`.
+
+    ``on_stage(name, result)`` is called after each stage (for the CLI's report).
+    """
+    from . import stages
+
+    config = read_config(config_path)
+    force = True  # the pipeline owns its folder: changed stages replace their artifacts; unchanged ones are reused
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    on_stage = on_stage or (lambda name, result: None)
+    results = []
+    patch_params, mode = extract_params(config)
+    atoms_path = None
+    if mode == "atoms":
+        params, channel, stack_as = find_atoms_params(config)
+        atoms_path = outdir / "atoms.h5"
+        result = stages.run_find_atoms(scans, atoms_path, params, channel=channel, stack_as=stack_as, preview=outdir / "atoms.png", force=force, progress=progress)
+        on_stage("find-atoms", result)
+        results.append(result)
+    result = stages.run_extract(scans, outdir / "patches.h5", patch_params, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress)
+    on_stage("extract", result)
+    results.append(result)
+    model_config, train_config = train_configs(config)
+    result = stages.run_train(outdir / "patches.h5", outdir / "run", model_config, train_config, force=force, progress=train_progress)
+    on_stage("train", result)
+    results.append(result)
+    encode = config.section("encode")
+    result = stages.run_encode(outdir / "run", outdir / "patches.h5", outdir / "encoded.h5", device=encode.get("device", train_config.device), batch_size=int(encode.get("batch_size", 1024)), force=force, progress=progress)
+    on_stage("encode", result)
+    results.append(result)
+    export = config.section("export")
+    result = stages.run_export(outdir / "encoded.h5", outdir / "maps", tuple(export.get("formats", ("h5", "tiff", "png"))), radius=export.get("radius"), force=force, progress=progress)
+    on_stage("export", result)
+    results.append(result)
+    return results

@@ -1,0 +1,520 @@
+"""Training a :class:`~microvae.models.JTRVAE` in a run folder that can be resumed bit-exactly.
+
+Run folder::
+
+    config.json              model and training settings
+    checkpoints/last.pt      written every ``checkpoint_every`` epochs (atomically)
+    checkpoints/final.pt     written when training ends
+    log.csv                  one row per epoch
+    loss.png                 loss curves
+
+A checkpoint holds only state_dicts and plain data (loadable with ``torch.load(path,
+weights_only=True)``): model and optimiser state, completed epochs, the β schedule position, the
+states of the shuffling and noise generators, of torch's / numpy's / Python's global generators and
+of the AMP grad scaler, the per-epoch history, and both configs. Calling :func:`fit` again on the
+same folder resumes from ``last.pt``; on CPU with a fixed seed an interrupted-then-resumed run ends
+with bit-identical weights to an uninterrupted one (all randomness of training comes from two
+dedicated generators whose states are checkpointed).
+
+The data stay resident on the device as one tensor; batches are slices through a permutation.
+The library never prints: pass ``progress`` to observe training.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import InputError, MicrovaeError, ParameterError
+from .models import JTRVAE, JTRVAEConfig, beta_schedule
+
+CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
+CHECKPOINT_VERSION = 1
+# settings that may change when a run is resumed (everything else must match the checkpoint)
+RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device")
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        epochs: total epochs (a resumed run continues up to this number).
+        batch_size: images per optimisation step.
+        lr: Adam learning rate (paper: 5e-4 to 1e-3).
+        seed: seeds the initial weights, the validation split, shuffling and the noise draws.
+        checkpoint_every: write ``checkpoints/last.pt`` every this many epochs (and at the end).
+        device: 'auto' (CUDA when available), 'cpu' or 'cuda' (or 'cuda:N').
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        val_fraction: fraction of the images held out for the validation loss (0 = none).
+        pixel_fraction: score this random fraction of the pixels per step (unbiased; MLP decoder
+            only; 1 = all pixels). See :meth:`JTRVAE.loss_terms`.
+    """
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 5
+    device: str = "auto"
+    amp: bool = False
+    val_fraction: float = 0.1
+    pixel_fraction: float = 1.0
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (0 < self.pixel_fraction <= 1, f"pixel_fraction must be in (0, 1], got {self.pixel_fraction}"),
+            (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ParameterError(message)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: the trained model (on its training device) and the per-epoch history."""
+
+    model: JTRVAE
+    run_dir: Path
+    history: list[dict] = field(default_factory=list)
+    epochs_completed: int = 0
+    resumed_from_epoch: int | None = None
+    checkpoint: Path | None = None
+
+
+ProgressCallback = Callable[[dict], None]
+
+
+def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfig, run_dir: Path | str,
+        progress: ProgressCallback | None = None) -> FitResult:
+    """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``.
+
+    ``progress`` receives a dict after every batch (``event='batch'``: epoch, step, steps, loss,
+    recon, kl_z, kl_tau, kl_y, samples_per_s) and after every epoch (``event='epoch'``: the log
+    row). An exception raised by the callback stops training; the last checkpoint stays valid.
+    """
+    model_config.validate()
+    train_config.validate()
+    run_dir = Path(run_dir)
+    data = _check_images(images, model_config)
+    device = resolve_device(train_config.device)
+    paths = _RunPaths(run_dir)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    checkpoint = _load_resumable_checkpoint(paths.last, model_config, train_config)
+    _write_config(paths.config, model_config, train_config)
+
+    model = build_model(model_config, train_config.seed).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    use_amp = train_config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    shuffle_gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + 1)
+    history: list[dict] = []
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model_state"])
+        optimizer.load_state_dict(checkpoint["optimizer_state"])
+        scaler.load_state_dict(checkpoint["scaler_state"])
+        shuffle_gen.set_state(checkpoint["shuffle_generator"])
+        noise_gen.set_state(checkpoint["noise_generator"])
+        _set_global_rng_states(checkpoint["rng"])
+        history = list(checkpoint["history"])
+        start_epoch = int(checkpoint["epoch"])
+
+    train_x, val_x = _split(torch.from_numpy(data).to(device), train_config.val_fraction, train_config.seed)
+    all_x = torch.from_numpy(data).to(device)
+    state = _TrainingState(model, optimizer, scaler, shuffle_gen, noise_gen, model_config, train_config, history)
+
+    for epoch in range(start_epoch, train_config.epochs):
+        row = _train_one_epoch(state, train_x, epoch, use_amp, progress)
+        row.update(_evaluate(model, val_x, all_x, epoch, state))
+        history.append(row)
+        completed = epoch + 1
+        if completed % train_config.checkpoint_every == 0 or completed == train_config.epochs:
+            _save_checkpoint(paths.last, state, completed)
+            write_log(paths.log, history)
+            plot_losses(paths.plot, history)
+        if progress is not None:
+            progress({"event": "epoch", **row})
+
+    _atomic_copy(paths.last, paths.final)
+    write_log(paths.log, history)
+    plot_losses(paths.plot, history)
+    model.eval()
+    return FitResult(model, run_dir, history, len(history), start_epoch if checkpoint is not None else None,
+                     paths.final)
+
+
+# --- building blocks of fit ---------------------------------------------------------------
+
+@dataclass
+class _RunPaths:
+    run_dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.checkpoints / "final.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "log.csv"
+
+    @property
+    def plot(self) -> Path:
+        return self.run_dir / "loss.png"
+
+
+@dataclass
+class _TrainingState:
+    model: JTRVAE
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    shuffle_gen: torch.Generator
+    noise_gen: torch.Generator
+    model_config: JTRVAEConfig
+    train_config: TrainConfig
+    history: list[dict]
+
+
+TERMS = ("recon", "kl_z", "kl_tau", "kl_y")
+
+
+def _train_one_epoch(state: _TrainingState, train_x: torch.Tensor, epoch: int, use_amp: bool,
+                     progress: ProgressCallback | None) -> dict:
+    """One pass over the training images in shuffled batches; returns the epoch's mean terms."""
+    model, cfg = state.model, state.train_config
+    model.train()
+    betas = beta_schedule(epoch, cfg.epochs, state.model_config)
+    order = torch.randperm(train_x.shape[0], generator=state.shuffle_gen).to(train_x.device)
+    batches = order.split(cfg.batch_size)
+    sums = torch.zeros(len(TERMS) + 1, device=train_x.device, dtype=torch.float64)
+    started = time.perf_counter()
+    for step, index in enumerate(batches):
+        x = train_x[index]
+        with torch.autocast(device_type=train_x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            terms = model.loss_terms(x, state.noise_gen, pixel_fraction=cfg.pixel_fraction)
+        loss = model.weighted_loss(terms, betas)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        batch_sums = torch.stack([loss.detach()] + [terms[k].detach().mean() for k in TERMS]) * len(index)
+        sums += batch_sums.double()
+        if progress is not None:
+            values = batch_sums.cpu().tolist()
+            progress({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": len(batches),
+                      **{k: v / len(index) for k, v in zip(("loss",) + TERMS, values)},
+                      "samples_per_s": (step * cfg.batch_size + len(index)) / (time.perf_counter() - started)})
+    seconds = time.perf_counter() - started
+    means = (sums / train_x.shape[0]).cpu().tolist()
+    if not all(math.isfinite(v) for v in means):
+        raise MicrovaeError(f"training diverged at epoch {epoch + 1} (loss is not finite); "
+                            f"try a lower learning rate than {cfg.lr}")
+    row = {"epoch": epoch + 1, **dict(zip(("loss",) + TERMS, means)), **betas}
+    row["samples_per_s"] = train_x.shape[0] / seconds
+    row["seconds"] = seconds
+    return row
+
+
+@torch.no_grad()
+def _evaluate(model: JTRVAE, val_x: torch.Tensor, all_x: torch.Tensor, epoch: int, state: _TrainingState) -> dict:
+    """Validation loss (no optimiser step, own generator) and images per argmax class."""
+    model.eval()
+    betas = beta_schedule(epoch, state.train_config.epochs, state.model_config)
+    out: dict = {"val_loss": float("nan"), "val_recon": float("nan")}
+    batch = max(state.train_config.batch_size, 256)
+    if val_x.shape[0] > 0:
+        gen = torch.Generator(device=val_x.device).manual_seed(state.train_config.seed * 100_003 + epoch)
+        loss_sum = recon_sum = 0.0
+        for x in val_x.split(batch):
+            terms = model.loss_terms(x, gen)
+            loss_sum += float(model.weighted_loss(terms, betas)) * x.shape[0]
+            recon_sum += float(terms["recon"].sum())
+        out = {"val_loss": loss_sum / val_x.shape[0], "val_recon": recon_sum / val_x.shape[0]}
+    counts = torch.zeros(model.n_enumerated, dtype=torch.long, device=all_x.device)
+    for x in all_x.split(batch):
+        counts += torch.bincount(model.posterior(x)["class_logits"].argmax(1), minlength=model.n_enumerated)
+    out.update({f"n_class_{k}": int(c) for k, c in enumerate(counts.cpu().tolist())})
+    return out
+
+
+def build_model(config: JTRVAEConfig, seed: int) -> JTRVAE:
+    """A freshly initialised model, its weights drawn from ``seed`` without touching global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return JTRVAE(config)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → CUDA when available else CPU; 'cuda' without CUDA is a :class:`ParameterError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError("device 'cuda' requested but no CUDA device is available; use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise ParameterError(f"unknown device {name!r}") from error
+
+
+def _check_images(images: np.ndarray, config: JTRVAEConfig) -> np.ndarray:
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise InputError(f"expected images as an (N, C, H, W) array, got {getattr(images, 'shape', type(images))}")
+    n, c, h, w = images.shape
+    if (c, h, w) != (config.channels, config.image_size, config.image_size):
+        raise ParameterError(f"images are {c}×{h}×{w} but the model expects "
+                             f"{config.channels}×{config.image_size}×{config.image_size}")
+    if n < 2:
+        raise InputError(f"need at least 2 images to train, got {n}")
+    data = np.ascontiguousarray(images, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise InputError("images contain NaN or infinite values")
+    if config.likelihood == "bernoulli" and (data.min() < 0 or data.max() > 1):
+        raise InputError(f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
+                         "normalise the patches or use the Gaussian likelihood")
+    return data
+
+
+def _split(data: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic (train, validation) split from ``seed``; at least one training image."""
+    n = data.shape[0]
+    n_val = min(int(round(val_fraction * n)), n - 1)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(data.device)
+    return data[order[n_val:]], data[order[:n_val]]
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+def _save_checkpoint(path: Path, state: _TrainingState, completed_epochs: int) -> None:
+    schedule = beta_schedule(max(completed_epochs - 1, 0), state.train_config.epochs, state.model_config)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": completed_epochs,
+        "schedule": {"epoch": completed_epochs, "n_epochs": state.train_config.epochs, **schedule},
+        "model_state": state.model.state_dict(),
+        "optimizer_state": state.optimizer.state_dict(),
+        "scaler_state": state.scaler.state_dict(),
+        "shuffle_generator": state.shuffle_gen.get_state(),
+        "noise_generator": state.noise_gen.get_state(),
+        "rng": _global_rng_states(),
+        "history": state.history,
+        "model_config": state.model_config.to_dict(),
+        "train_config": state.train_config.to_dict(),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    _atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """Read a checkpoint with ``weights_only=True``; :class:`InputError` if unreadable or foreign."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise InputError(f"{path}: no such checkpoint") from error
+    except Exception as error:  # corrupt file, foreign pickle
+        raise InputError(f"{path}: not a readable microvae checkpoint ({error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a microvae j-trVAE checkpoint")
+    return payload
+
+
+def _load_resumable_checkpoint(path: Path, model_config: JTRVAEConfig, train_config: TrainConfig) -> dict | None:
+    if not path.exists():
+        return None
+    checkpoint = load_checkpoint(path)
+    if checkpoint["model_config"] != model_config.to_dict():
+        raise ParameterError(f"{path.parent.parent}: the run was started with different model settings; "
+                             "use a new run folder to change them")
+    saved = {k: v for k, v in checkpoint["train_config"].items() if k not in RESUMABLE_CHANGES}
+    given = {k: v for k, v in train_config.to_dict().items() if k not in RESUMABLE_CHANGES}
+    if saved != given:
+        changed = sorted(k for k in given if saved.get(k) != given[k])
+        raise ParameterError(f"{path.parent.parent}: cannot resume with changed training settings "
+                             f"({', '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
+    return checkpoint
+
+
+def _global_rng_states() -> dict:
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "state": list(mt_state), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_global_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = states["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_copy(source: Path, target: Path) -> None:
+    _atomic_write_bytes(target, source.read_bytes())
+
+
+def _write_config(path: Path, model_config: JTRVAEConfig, train_config: TrainConfig) -> None:
+    text = json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict()}, indent=2)
+    _atomic_write_bytes(path, (text + "\n").encode())
+
+
+# --- log and plot --------------------------------------------------------------------------
+
+def write_log(path: Path, history: list[dict]) -> None:
+    """Write the per-epoch history as CSV (columns: union of the rows' keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in history:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def plot_losses(path: Path, history: list[dict]) -> None:
+    """Loss curves (total, reconstruction, KL terms, validation) against epoch, as PNG (Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not history:
+        return
+    figure = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    epochs = [row["epoch"] for row in history]
+    for key, style in (("loss", "-"), ("recon", "-"), ("val_loss", "--")):
+        left.plot(epochs, [row[key] for row in history], style, label=key)
+    left.set_xlabel("epoch")
+    left.set_ylabel("nats per image")
+    left.legend()
+    for key in ("kl_z", "kl_tau", "kl_y"):
+        right.plot(epochs, [row[key] for row in history], label=key)
+    right.set_xlabel("epoch")
+    right.set_ylabel("KL (nats per image)")
+    right.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    _atomic_write_bytes(path, buffer.getvalue())
+
+
+# --- using a trained model -----------------------------------------------------------------
+
+@torch.no_grad()
+def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto") -> dict[str, np.ndarray]:
+    """Encode (N, C, H, W) images with a trained model; numpy arrays out.
+
+    Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
+    angle_rad (N,), angle_concentration (N,), shift_px (N, 2) (row, col), shift_sd_px (N, 2), and
+    recon_error (N,): mean squared error between each image and its reconstruction from the
+    posterior means with the argmax class.
+    """
+    data = _check_images(images, model.config)
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(data), batch_size):
+        x = torch.from_numpy(data[start:start + batch_size]).to(target)
+        enc = model.encode(x)
+        classes = enc["class_probs"].argmax(1)
+        onehot = torch.nn.functional.one_hot(classes, model.n_enumerated).float()
+        recon = model.decode(enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None,
+                             enc["shift"] if model.config.translation else None)
+        batch = {"class_probs": enc["class_probs"], "class": classes, "z_mean": enc["z_mean"], "z_sd": enc["z_sd"],
+                 "angle_rad": enc["angle_rad"], "angle_concentration": enc["angle_concentration"],
+                 "shift_px": enc["shift"], "shift_sd_px": enc["shift_sd"],
+                 "recon_error": ((recon - x) ** 2).flatten(1).mean(1)}
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(value.cpu().numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
+    """Rebuild the model of a run folder from config.json and its final (else last) checkpoint.
+
+    Returns (model in eval mode, {'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}).
+    """
+    paths = _RunPaths(Path(run_dir))
+    if not paths.config.exists():
+        raise InputError(f"{paths.run_dir}: not a training run folder (no config.json)")
+    try:
+        settings = json.loads(paths.config.read_text())
+        model_config = JTRVAEConfig.from_dict(settings["model"])
+        train_config = TrainConfig.from_dict(settings["train"])
+    except (ValueError, KeyError, TypeError, ParameterError) as error:
+        raise InputError(f"{paths.config}: unreadable run configuration ({error})") from error
+    source = paths.final if paths.final.exists() else paths.last
+    checkpoint = load_checkpoint(source)
+    model = JTRVAE(model_config)
+    model.load_state_dict(checkpoint["model_state"])
+    model = model.to(resolve_device(device)).eval()
+    return model, {"model": model_config, "train": train_config, "epoch": int(checkpoint["epoch"])}

@@ -1,0 +1,93 @@
+"""train and encode through the command line: run folders, resume, provenance, mismatches."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from microvae.cli.main import main
+
+from .test_cli import run_cli
+
+
+@pytest.fixture(scope="module")
+def patches_file(tmp_path_factory):
+    """A small grid-patches artifact from the synthetic lattice (16×16, about 200 patches)."""
+    import tifffile
+
+    from microvae.synthetic import make_lattice
+
+    folder = tmp_path_factory.mktemp("train")
+    lattice = make_lattice(shape=(128, 128), seed=9)
+    scan = folder / "scan.tif"
+    tifffile.imwrite(scan, lattice.image)
+    patches = folder / "patches.h5"
+    with pytest.raises(SystemExit) as done:
+        main(["extract", str(scan), "--grid", "8", "--window", "16", "-o", str(patches), "-q"])
+    assert done.value.code == 0
+    return patches
+
+
+TINY = ["--hidden", "32", "--batch-size", "32", "--device", "cpu", "-q"]
+
+
+def test_train_resume_encode(tmp_path, patches_file, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "2", "--checkpoint-every", "1", *TINY], capsys)
+    assert code == 0, err
+    for name in ("config.json", "provenance.json", "log.csv", "loss.png", "checkpoints/last.pt", "checkpoints/final.pt"):
+        assert (run / name).exists(), name
+    checkpoint = torch.load(run / "checkpoints" / "final.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2
+    record = json.loads((run / "provenance.json").read_text())
+    assert record["recipe"]["extract"]["window"] == 16 and record["upstream"][0]["kind"] == "patches"
+
+    code, out, _ = run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "2", *TINY[:-1]], capsys)
+    assert code == 0 and "up to date" in out
+    code, _, err = run_cli(["train", patches_file, "-o", run, "--classes", "3", "--epochs", "2", *TINY], capsys)
+    assert code == 2 and "--force" in err
+    # more epochs with the same settings continue the run
+    code, _, err = run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "3", "--checkpoint-every", "1", *TINY], capsys)
+    assert code == 0, err
+    assert torch.load(run / "checkpoints" / "final.pt", weights_only=True)["epoch"] == 3
+    assert len((run / "log.csv").read_text().strip().splitlines()) == 1 + 3
+
+    encoded = tmp_path / "encoded.h5"
+    code, _, err = run_cli(["encode", run, patches_file, "-o", encoded, "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    with h5py.File(encoded) as handle, h5py.File(patches_file) as source:
+        count = len(source["patches"])
+        assert handle.attrs["microvae_artifact"] == "encoded"
+        assert handle["class_probs"].shape == (count, 2)
+        np.testing.assert_allclose(handle["class_probs"][()].sum(1), 1.0, atol=1e-5)
+        assert handle["z_mean"].shape == (count, 2) and handle["angle_rad"].shape == (count,)
+        assert handle["shift_px"].attrs["units"] == "px"
+        np.testing.assert_array_equal(handle["coords"][()], source["coords"][()])
+        assert np.all(np.abs(handle["angle_rad"][()]) <= np.pi + 1e-6)
+
+
+def test_encode_refuses_mismatched_patches(tmp_path, patches_file, capsys):
+    run = tmp_path / "run"
+    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.random.default_rng(0).random((10, 1, 20, 20)).astype(np.float32))
+    code, _, err = run_cli(["encode", run, wrong, "-o", tmp_path / "e.h5"], capsys)
+    assert code == 2 and "1×20×20" in err and "1×16×16" in err
+    code, _, err = run_cli(["encode", tmp_path / "nowhere", patches_file, "-o", tmp_path / "e.h5"], capsys)
+    assert code == 2 and "no such run folder" in err
+    code, _, err = run_cli(["train", tmp_path / "e.h5", "-o", tmp_path / "run2"], capsys)
+    assert code == 2 and "no such file" in err
+    assert not (tmp_path / "e.h5").exists()
+
+
+def test_train_on_a_bare_npy_stack(tmp_path, capsys):
+    stack = np.random.default_rng(1).random((64, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "stack.npy", stack)
+    code, _, err = run_cli(["train", tmp_path / "stack.npy", "-o", tmp_path / "run", "--classes", "0", "--epochs", "1", *TINY], capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert record["input_kind"] == "stack" and record["parameters"]["model"]["image_size"] == 12
