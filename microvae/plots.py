@@ -34,7 +34,7 @@ def add_scale_bar(axis, width_px: int, pixel_size: float, unit: str) -> None:
     axis.text(x0 + bar_px / 2, y0 - 0.015 * width_px, f"{length:g} {unit}", color="white", ha="center", va="bottom", fontsize=9, fontweight="bold")
 
 
-def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray, title: str = "", pixel_size: float = 1.0, unit: str = "px", values: np.ndarray | None = None) -> None:
+def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray, title: str = "", pixel_size: float = 1.0, unit: str = "px", values: np.ndarray | None = None, values_label: str = "fitted intensity") -> None:
     """Write a PNG of the (H, W) image with a marker on every (row, col) position.
 
     ``values`` (N,), if given, colours the markers (for example fitted intensity).
@@ -50,7 +50,7 @@ def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray
         axis.scatter(positions[:, 1], positions[:, 0], s=marker_size, facecolors="none", edgecolors="#ff3b30", linewidths=0.8)
     else:
         points = axis.scatter(positions[:, 1], positions[:, 0], s=marker_size, c=values, cmap="plasma", linewidths=0)
-        figure.colorbar(points, ax=axis, fraction=0.035, pad=0.01, label="fitted intensity")
+        figure.colorbar(points, ax=axis, fraction=0.035, pad=0.01, label=values_label)
     axis.set_xlim(-0.5, width - 0.5)
     axis.set_ylim(height - 0.5, -0.5)
     add_scale_bar(axis, width, pixel_size, unit)

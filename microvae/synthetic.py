@@ -220,3 +220,61 @@ def score_detection(true_positions: np.ndarray, found_positions: np.ndarray, rad
     else:
         rmse = float("nan")
     return DetectionScore(f1=f1, precision=precision, recall=recall, rmse_px=rmse, n_true=len(true_positions), n_found=len(found_positions))
+
+
+@dataclass
+class TwoPhaseImage:
+    """A two-region scan with displacement variants, and its ground truth per column.
+
+    Attributes:
+        image: (H, W) float32.
+        positions: (N, 2) (row, col) of the columns present.
+        sublattice: (N,) 0 bright, 1 dim.
+        region: (N,) 0 left of the boundary, 1 right of it (the two phases differ in the dim
+            columns' brightness).
+        variant: (N,) +1 or −1: the direction along rows in which the dim column is displaced
+            (horizontal stripe domains); 0 for bright columns.
+        boundary_col: column of the vertical phase boundary (pixels).
+    """
+
+    image: np.ndarray
+    positions: np.ndarray
+    sublattice: np.ndarray
+    region: np.ndarray
+    variant: np.ndarray
+    boundary_col: float
+
+
+def make_two_phase_lattice(
+    shape: tuple[int, int] = (256, 256),
+    spacing_px: float = 14.0,
+    sigma_px: float = 1.8,
+    dim_ratios: tuple[float, float] = (0.3, 0.75),
+    displacement_px: float = 1.5,
+    domain_px: float = 64.0,
+    jitter_px: float = 0.1,
+    dose: float = 2000.0,
+    read_noise: float = 0.01,
+    background: float = 0.2,
+    seed: int = 0,
+) -> TwoPhaseImage:
+    """Two phases side by side (dim columns at ``dim_ratios[0]`` left, ``[1]`` right of the middle),
+    with the dim columns displaced by ±``displacement_px`` along rows in horizontal stripes of
+    ``domain_px`` (a ferroelectric-like polarisation pattern, as in the paper's BFO film).
+    """
+    rng = np.random.default_rng(seed)
+    height, width = shape
+    margin = 4 * sigma_px + 2
+    sites, labels = lattice_sites(shape, spacing_px, 0.0, True, margin)
+    boundary = (width - 1) / 2.0
+    region = (sites[:, 1] >= boundary).astype(int)
+    stripe = np.floor(sites[:, 0] / domain_px).astype(int)
+    variant = np.where(labels == 1, np.where(stripe % 2 == 0, 1, -1), 0)
+    positions = sites.copy()
+    positions[:, 0] += variant * displacement_px
+    positions += rng.normal(0.0, jitter_px, size=positions.shape)
+    amplitudes = np.where(labels == 0, 1.0, np.where(region == 0, dim_ratios[0], dim_ratios[1]))
+    clean = render_gaussians(shape, positions, amplitudes, sigma_px) + slow_background(shape, background, rng)
+    counts = rng.poisson(np.clip(clean, 0, None) * dose).astype(np.float64)
+    noisy = counts / dose + rng.normal(0.0, read_noise, size=clean.shape)
+    return TwoPhaseImage(noisy.astype(np.float32), positions, labels, region, variant, boundary)

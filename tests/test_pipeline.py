@@ -1,0 +1,115 @@
+"""The whole study from one config: reuse, resume after a crash, and replay on a new scan."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+
+from microvae.errors import ParameterError
+from microvae.pipeline import read_config, run_pipeline
+from microvae.stages import run_encode_scans
+from microvae.synthetic import make_lattice
+
+CONFIG = """
+[find_atoms]
+refine = "com"
+
+[extract]
+window = 12
+
+[train]
+classes = 2
+latent_dim = 2
+translation = false
+epochs = 3
+checkpoint_every = 1
+hidden = 24
+batch_size = 32
+device = "cpu"
+
+[export]
+formats = ["h5", "tiff"]
+"""
+
+
+@pytest.fixture
+def study(tmp_path):
+    config = tmp_path / "study.toml"
+    config.write_text(CONFIG)
+    scan = tmp_path / "scan.tif"
+    tifffile.imwrite(scan, make_lattice(shape=(112, 112), seed=21).image, imagej=True, resolution=(50, 50), metadata={"unit": "nm"})
+    return config, scan, tmp_path / "out"
+
+
+def test_pipeline_reuses_and_resumes_after_a_crash(study):
+    config, scan, out = study
+
+    class Crash(Exception):
+        pass
+
+    def crash_in_epoch_two(event):
+        if event.get("event") == "batch" and event["epoch"] == 2:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        run_pipeline(config, [str(scan)], out, train_progress=crash_in_epoch_two)
+    assert (out / "atoms.h5").exists() and (out / "patches.h5").exists()
+    assert not (out / "encoded.h5").exists()
+    statuses = {}
+    run_pipeline(config, [str(scan)], out, on_stage=lambda name, result: statuses.setdefault(name, result.status))
+    assert statuses == {"find-atoms": "up-to-date", "extract": "up-to-date", "train": "written", "encode": "written", "export": "written"}
+    log = (out / "run" / "log.csv").read_text().strip().splitlines()
+    assert len(log) == 1 + 3  # epochs 1 (before the crash), 2 and 3 (after resuming)
+    with h5py.File(out / "maps" / "maps.h5") as handle:
+        assert handle["image_00/class"].shape == (112, 112)
+
+    again = {}
+    run_pipeline(config, [str(scan)], out, on_stage=lambda name, result: again.setdefault(name, result.status))
+    assert set(again.values()) == {"up-to-date"}
+
+    # a changed window redoes extract and everything after it
+    config.write_text(CONFIG.replace("window = 12", "window = 10"))
+    changed = {}
+    run_pipeline(config, [str(scan)], out, on_stage=lambda name, result: changed.setdefault(name, result.status))
+    assert changed["find-atoms"] == "up-to-date" and changed["extract"] == "written" and changed["train"] == "written"
+
+
+def test_pretrained_replay_on_a_new_scan(study):
+    config, scan, out = study
+    run_pipeline(config, [str(scan)], out)
+    new_scan = scan.parent / "new.tif"
+    tifffile.imwrite(new_scan, make_lattice(shape=(112, 112), seed=22).image, imagej=True, resolution=(50, 50), metadata={"unit": "nm"})
+    results = run_encode_scans(out / "run", [str(new_scan)], scan.parent / "new_encoded.h5", device="cpu")
+    assert [r.status for r in results] == ["written", "written", "written"]
+    with h5py.File(scan.parent / "new_encoded.h5") as handle:
+        assert handle["z_mean"].shape[1] == 2 and len(handle["coords"]) > 50
+        summaries = json.loads(handle.attrs["scan_summaries"])
+        assert summaries[0]["scan"] == "new.tif" and 0.5 < summaries[0]["neg_elbo_ratio"] < 2.0
+    with h5py.File(scan.parent / "new_encoded_work" / "patches.h5") as handle:
+        assert handle.attrs["window"] == 12  # the run's recipe, not restated
+
+    other_scale = scan.parent / "zoomed.tif"
+    tifffile.imwrite(other_scale, make_lattice(shape=(112, 112), seed=23).image, imagej=True, resolution=(25, 25), metadata={"unit": "nm"})
+    from microvae.errors import InputError
+
+    with pytest.raises(InputError, match="pixel size 0.04 nm differs"):
+        run_encode_scans(out / "run", [str(other_scale)], scan.parent / "zoomed.h5", device="cpu")
+
+
+def test_config_errors_name_the_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[train]\nclases = 3\n")
+    with pytest.raises(ParameterError, match="clases"):
+        read_config(path)
+    path.write_text("[trian]\n")
+    with pytest.raises(ParameterError, match=r"\[trian\]"):
+        read_config(path)
+    path.write_text("not toml = = =")
+    from microvae.errors import InputError
+
+    with pytest.raises(InputError, match="not valid TOML"):
+        read_config(path)
