@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -74,7 +74,9 @@ def train_command(
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),
     likelihood: str = typer.Option("auto", "--likelihood", help="'bernoulli' (values in [0,1]), 'gaussian', or 'auto' (Bernoulli when the data lie in [0,1])."),
-    decoder: str = typer.Option("mlp", "--decoder", help="'mlp' (paper's spatial generator, 3×256 tanh) or 'conv' (spatial broadcast with latent skips)."),
+    decoder: str = typer.Option("mlp", "--decoder", help="'mlp' (paper's spatial generator, 3×256 tanh), 'resample' (canonical image rendered once per class and resampled at the rotated grid: same model family, ~100× faster) or 'conv' (spatial broadcast with latent skips)."),
+    class_rotations: int = typer.Option(0, "--class-rotations", help="Pool the class posterior over this many rotated copies of each patch (its own network; 0: off)."),
+    beta_z_start: Optional[float] = typer.Option(None, "--beta-z-start", help="Initial weight of the z KL, annealed to 1 like the others [default: constant 1, as the paper].", show_default=False),
     hidden: int = typer.Option(256, "--hidden", help="Width of the hidden layers (paper: 256; encoder 2 layers, MLP decoder 3 layers)."),
     shift_prior_sd: float = typer.Option(0.1, "--shift-prior", help="Prior sd of the shift, in units of the patch half-width."),
     beta_tau: float = typer.Option(10.0, "--beta-tau-start", help="Initial weight of the angle+shift KL (annealed to 1 over --anneal-fraction)."),
@@ -101,6 +103,8 @@ def train_command(
         beta_tau_start=beta_tau,
         beta_y_start=beta_y,
         anneal_fraction=anneal_fraction,
+        class_rotations=class_rotations,
+        beta_z_start=beta_z_start,
     )
     train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every, device=device, amp=amp, val_fraction=val_fraction)
     with training_progress(quiet or json_summary, epochs) as progress:

@@ -45,10 +45,10 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor, nn
 
 from .errors import ParameterError
-from .nets import MLPEncoder, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, transform_coordinates
+from .nets import MLPEncoder, ResampleDecoder, mlp, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, rotated_copies, transform_coordinates
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-DECODERS = ("mlp", "conv")
+DECODERS = ("mlp", "conv", "resample")
 KL_ESTIMATORS = ("analytic", "sample")
 
 
@@ -66,8 +66,13 @@ class JTRVAEConfig:
         likelihood: 'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
             identity output: any intensity range).
         gaussian_sd: sd of the Gaussian likelihood, in image intensity units.
-        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
-            broadcast decoder with latent skip connections).
+        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate), 'conv' (spatial
+            broadcast decoder with latent skip connections) or 'resample' (an MLP renders each
+            class's canonical image once, sampled at the transformed grid by bilinear
+            interpolation: the same model family, ~100× cheaper).
+        class_rotations: R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
+            (mean of their log-probabilities), so that it is nearly rotation invariant by
+            construction instead of having to learn it; 0 = the class head of the shared encoder.
         encoder_hidden: MLP encoder widths (paper: 2 × 256).
         decoder_hidden: MLP decoder widths (paper: 3 × 256).
         conv_channels: conv decoder channels per layer.
@@ -82,6 +87,9 @@ class JTRVAEConfig:
         beta_y_start, beta_y_end: the same for the discrete KL (start lower than β_τ: the paper
             penalises the continuous channel several times more than the discrete one early on).
         anneal_fraction: fraction of the epochs over which the β's are annealed.
+        beta_z_start: if set, β_z too starts at this value and decreases linearly to ``beta_z``
+            over ``anneal_fraction`` of the epochs (a strong early penalty on z keeps the class,
+            not z, carrying the identity of the object); None = β_z constant, as in the paper.
     """
 
     image_size: int = 28
@@ -105,6 +113,8 @@ class JTRVAEConfig:
     beta_y_start: float = 3.0
     beta_y_end: float = 1.0
     anneal_fraction: float = 0.2
+    class_rotations: int = 0
+    beta_z_start: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`ParameterError` for values out of range or inconsistent."""
@@ -124,6 +134,7 @@ class JTRVAEConfig:
             (min(self.beta_z, self.beta_tau_start, self.beta_tau_end, self.beta_y_start, self.beta_y_end) >= 0,
              "KL weights must be >= 0"),
             (0 <= self.anneal_fraction <= 1, f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}"),
+            (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -155,7 +166,7 @@ def beta_schedule(epoch: float, n_epochs: int, config: JTRVAEConfig) -> dict[str
         return start + (end - start) * progress
 
     return {
-        "beta_z": config.beta_z,
+        "beta_z": config.beta_z if config.beta_z_start is None else ramp(config.beta_z_start, config.beta_z),
         "beta_tau": ramp(config.beta_tau_start, config.beta_tau_end),
         "beta_y": ramp(config.beta_y_start, config.beta_y_end),
     }
@@ -182,9 +193,17 @@ class JTRVAE(nn.Module):
         self.encoder = MLPEncoder(c * w * w, config.latent_dim, config.n_classes, config.rotation,
                                   config.translation, config.encoder_hidden, config.activation)
         self._start_at_prior_scale(self.encoder.head)
+        if config.n_classes > 0 and config.class_rotations > 0:
+            # its own network: pooling over rotations wants rotation-invariant features, while the
+            # main trunk must keep the orientation to infer the angle
+            self.class_encoder = nn.Sequential(mlp(c * w * w, config.encoder_hidden, config.activation),
+                                               nn.Linear(config.encoder_hidden[-1], config.n_classes))
         if config.decoder == "mlp":
             self.decoder = SpatialMLPDecoder(config.latent_dim, config.n_classes, c, config.decoder_hidden,
                                              config.activation)
+        elif config.decoder == "resample":
+            self.decoder = ResampleDecoder(config.latent_dim, config.n_classes, (w, w), c, config.decoder_hidden,
+                                           config.activation)
         else:
             self.decoder = SpatialBroadcastDecoder(config.latent_dim, config.n_classes, (w, w), c,
                                                    config.conv_channels, activation=config.activation)
@@ -207,6 +226,10 @@ class JTRVAE(nn.Module):
         head = self.encoder(x)
         out = {"z_mean": head["z_mean"], "z_sd": torch.exp(head["z_log_sd"])}
         out["class_logits"] = head.get("class_logits", x.new_zeros(x.shape[0], 1))
+        if self.config.n_classes > 0 and self.config.class_rotations > 0:
+            copies = self.config.class_rotations
+            pooled = self.class_encoder(rotated_copies(x, copies).flatten(1))
+            out["class_logits"] = torch.log_softmax(pooled, dim=1).view(x.shape[0], copies, -1).mean(1)
         if self.config.rotation:
             out["angle_vec_mean"] = head["angle_vec_mean"]
             out["angle_vec_sd"] = torch.exp(head["angle_vec_log_sd"])

@@ -11,7 +11,8 @@ Config sections and their keys (all optional; defaults are the subcommands' defa
     [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel
     [train]        classes, latent_dim, rotation, translation, epochs, batch_size, lr, seed,
                    likelihood, decoder, hidden, shift_prior_sd, beta_tau_start, beta_y_start,
-                   anneal_fraction, checkpoint_every, val_fraction, device, amp
+                   beta_z_start, class_rotations, anneal_fraction, checkpoint_every, val_fraction,
+                   device, amp
     [encode]       batch_size, device
     [export]       formats (list of "h5", "tiff", "png"), radius
 
@@ -35,7 +36,7 @@ SECTIONS = {
     "train": {
         "classes", "latent_dim", "rotation", "translation", "epochs", "batch_size", "lr", "seed", "likelihood", "decoder",
         "hidden", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction", "checkpoint_every", "val_fraction",
-        "device", "amp",
+        "device", "amp", "class_rotations", "beta_z_start",
     },
     "encode": {"batch_size", "device"},
     "export": {"formats", "radius"},
@@ -103,7 +104,7 @@ def train_configs(config: PipelineConfig):
 
     values = config.section("train")
     hidden = int(values.pop("hidden", 256))
-    model_keys = {"latent_dim", "rotation", "translation", "likelihood", "decoder", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction"}
+    model_keys = {"latent_dim", "rotation", "translation", "likelihood", "decoder", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction", "class_rotations", "beta_z_start"}
     model_values = {key: values.pop(key) for key in list(values) if key in model_keys}
     model_values.setdefault("likelihood", "auto")
     model = JTRVAEConfig(n_classes=int(values.pop("classes", 3)), encoder_hidden=(hidden, hidden), decoder_hidden=(hidden, hidden, hidden), **model_values)
