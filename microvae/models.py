@@ -105,6 +105,8 @@ class JTRVAEConfig:
     decoder_hidden: tuple[int, ...] = (256, 256, 256)
     conv_channels: tuple[int, ...] = (64, 64, 64)
     activation: str = "tanh"
+    latent_skips: bool = False
+    coordinate_gain: float = 1.0
     shift_prior_sd: float = 0.1
     angle_prior_concentration: float = 0.0
     beta_z: float = 1.0
@@ -200,7 +202,7 @@ class JTRVAE(nn.Module):
                                                nn.Linear(config.encoder_hidden[-1], config.n_classes))
         if config.decoder == "mlp":
             self.decoder = SpatialMLPDecoder(config.latent_dim, config.n_classes, c, config.decoder_hidden,
-                                             config.activation)
+                                             config.activation, config.latent_skips, config.coordinate_gain)
         elif config.decoder == "resample":
             self.decoder = ResampleDecoder(config.latent_dim, config.n_classes, (w, w), c, config.decoder_hidden,
                                            config.activation)

@@ -158,25 +158,41 @@ class SpatialMLPDecoder(nn.Module):
     ``forward(coords, z)``: coords (B, P, 2) canonical (row, col) per pixel, z (B, D) →
     logits (B, K', P, C) for every class (K' = max(K, 1)); ``coords`` may have batch size 1.
     ``forward(coords, z, class_vectors)`` with (B, K) one-hot (or soft) class vectors → (B, 1, P, C).
+
+    The first layer sees [coords, z, onehot(y)] (the paper's decoder). With ``latent_skips`` every
+    further hidden layer also receives (z, y) as an added bias (skip connections, as in the
+    convolutional decoder). ``coordinate_gain`` multiplies the initial coordinate weights: larger
+    values start the network with sharper features (spatial MLPs are otherwise slow to learn edges).
     """
 
     def __init__(self, latent_dim: int, n_classes: int, out_channels: int = 1,
-                 hidden: Sequence[int] = (256, 256, 256), activation: str = "tanh"):
+                 hidden: Sequence[int] = (256, 256, 256), activation: str = "tanh",
+                 latent_skips: bool = False, coordinate_gain: float = 1.0):
         super().__init__()
         if not hidden:
             raise ParameterError("the spatial MLP decoder needs at least one hidden layer")
         self.n_classes = max(n_classes, 1)
         fan_in = 2 + latent_dim + n_classes
         self.from_coords = _uniform_init_(nn.Linear(2, hidden[0], bias=False), fan_in)
+        with torch.no_grad():
+            self.from_coords.weight.mul_(coordinate_gain)
         self.from_latents = LatentInput(latent_dim, n_classes, hidden[0], fan_in)
-        self.first_activation = activation_layer(activation)
-        self.rest = mlp(hidden[0], hidden[1:], activation)
+        self.activation = activation_layer(activation)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:]))
+        self.skips = nn.ModuleList(LatentInput(latent_dim, n_classes, b, a + latent_dim + n_classes)
+                                   for a, b in zip(hidden[:-1], hidden[1:])) if latent_skips else None
         self.out = nn.Linear(hidden[-1], out_channels)
 
     def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
         shared = self.from_coords(coords) + self.from_latents(z).unsqueeze(1)              # (B, P, H)
-        first = shared.unsqueeze(1) + self.from_latents.class_rows(class_vectors).unsqueeze(2)  # (B, K', P, H)
-        return self.out(self.rest(self.first_activation(first)))
+        h = self.activation(shared.unsqueeze(1) + self.from_latents.class_rows(class_vectors).unsqueeze(2))  # (B, K', P, H)
+        for index, layer in enumerate(self.hidden):
+            h = layer(h)
+            if self.skips is not None:
+                skip = self.skips[index]
+                h = h + (skip(z).unsqueeze(1) + skip.class_rows(class_vectors)).unsqueeze(2)
+            h = self.activation(h)
+        return self.out(h)
 
 
 class SpatialBroadcastDecoder(nn.Module):
