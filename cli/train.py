@@ -82,6 +82,7 @@ def train_command(
     beta_tau: float = typer.Option(10.0, "--beta-tau-start", help="Initial weight of the angle+shift KL (annealed to 1 over --anneal-fraction)."),
     beta_y: float = typer.Option(3.0, "--beta-y-start", help="Initial weight of the class KL (annealed to 1)."),
     anneal_fraction: float = typer.Option(0.2, "--anneal-fraction", help="Fraction of epochs over which the KL weights decrease."),
+    pixel_fraction: float = typer.Option(1.0, "--pixel-fraction", help="Score a random fraction of the pixels per step (unbiased; makes the 'mlp' decoder proportionally cheaper)."),
     checkpoint_every: int = typer.Option(5, "--checkpoint-every", help="Epochs between checkpoints."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
@@ -106,7 +107,7 @@ def train_command(
         class_rotations=class_rotations,
         beta_z_start=beta_z_start,
     )
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every, device=device, amp=amp, val_fraction=val_fraction)
+    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every, device=device, amp=amp, val_fraction=val_fraction, pixel_fraction=pixel_fraction)
     with training_progress(quiet or json_summary, epochs) as progress:
         result = run_train(patches, output, model_config, train_config, force=force, progress=progress)
     report(result, quiet, json_summary)

@@ -12,7 +12,7 @@ Config sections and their keys (all optional; defaults are the subcommands' defa
     [train]        classes, latent_dim, rotation, translation, epochs, batch_size, lr, seed,
                    likelihood, decoder, hidden, shift_prior_sd, beta_tau_start, beta_y_start,
                    beta_z_start, class_rotations, anneal_fraction, checkpoint_every, val_fraction,
-                   device, amp
+                   pixel_fraction, device, amp
     [encode]       batch_size, device
     [export]       formats (list of "h5", "tiff", "png"), radius
 
@@ -36,7 +36,7 @@ SECTIONS = {
     "train": {
         "classes", "latent_dim", "rotation", "translation", "epochs", "batch_size", "lr", "seed", "likelihood", "decoder",
         "hidden", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction", "checkpoint_every", "val_fraction",
-        "device", "amp", "class_rotations", "beta_z_start",
+        "device", "amp", "class_rotations", "beta_z_start", "pixel_fraction",
     },
     "encode": {"batch_size", "device"},
     "export": {"formats", "radius"},
