@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -181,22 +180,14 @@ def atomic_h5(path: str | Path, provenance: Provenance, kind: str) -> Iterator[A
     if kind not in ARTIFACT_KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle_fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle_fd)
     try:
-        with output_lock(path):
-            with h5py.File(temp_name, "w") as handle:
-                _write_provenance(handle, provenance, kind)
-                yield handle
-            _fsync(temp_name)
-            os.replace(temp_name, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        _remove_quietly(temp_name)
-        raise OutputError(f"{path}: cannot write ({error.strerror or error}); the previous file, if any, is unchanged") from error
-    except BaseException:
-        _remove_quietly(temp_name)
-        raise
+        raise OutputError(f"{path}: cannot create its folder ({error.strerror or error})") from error
+    with output_lock(path), atomic_file(path) as temp:
+        with h5py.File(temp, "w") as handle:
+            _write_provenance(handle, provenance, kind)
+            yield handle
 
 
 @contextlib.contextmanager
@@ -207,14 +198,18 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     file is removed and ``path`` is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot create its folder ({error.strerror or error})") from error
     temp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
     try:
         yield temp
+        _fsync(temp)
         os.replace(temp, path)
     except OSError as error:
         _remove_quietly(temp)
-        raise OutputError(f"{path}: cannot write ({error.strerror or error})") from error
+        raise OutputError(f"{path}: cannot write ({error.strerror or error}); the previous file, if any, is unchanged") from error
     except BaseException:
         _remove_quietly(temp)
         raise

@@ -20,3 +20,10 @@ class OutputError(MicrovaeError):
 
 class ParameterError(MicrovaeError):
     """A parameter is out of range or inconsistent with the data."""
+
+
+def raise_first_failure(checks: list[tuple[bool, str]]) -> None:
+    """Raise :class:`ParameterError` with the message of the first ``(ok, message)`` pair that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise ParameterError(message)

@@ -44,7 +44,7 @@ from pyro.infer import config_enumerate
 from pyro.ops.indexing import Vindex
 from torch import Tensor, nn
 
-from .errors import ParameterError
+from .errors import ParameterError, raise_first_failure
 from .nets import MLPEncoder, ResampleDecoder, mlp, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, rotated_copies, transform_coordinates
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -138,9 +138,7 @@ class JTRVAEConfig:
             (0 <= self.anneal_fraction <= 1, f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}"),
             (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ParameterError(message)
+        raise_first_failure(checks)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import InputError, MicrovaeError, ParameterError
+from .errors import InputError, MicrovaeError, ParameterError, raise_first_failure
 from .models import JTRVAE, JTRVAEConfig, beta_schedule
 
 CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
@@ -83,9 +83,7 @@ class TrainConfig:
             (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ParameterError(message)
+        raise_first_failure(checks)
 
     def to_dict(self) -> dict:
         return asdict(self)
