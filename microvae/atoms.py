@@ -99,8 +99,11 @@ class FindAtomsParams:
             raise ParameterError(f"--threshold-rel {self.threshold_rel} is out of range; expected 0 ≤ value < 1")
 
 
-def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None) -> tuple[AtomTable, LatticeEstimate]:
+def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None, progress=None) -> tuple[AtomTable, LatticeEstimate]:
     """Find and refine atomic columns in one (H, W) image.
+
+    ``progress(completed, total)``, if given, is called as the Gaussian refinement works through its
+    chunks of columns (the slow part on large scans).
 
     Returns:
         the atoms (positions inside the image, row-major order) and the lattice estimate used
@@ -119,7 +122,7 @@ def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None) -> tupl
         threshold = automatic_threshold(image, response, sigma, spacing, params.method, params.threshold_rel)
     peaks, scores = find_peaks(response, spacing, threshold)
     if params.refine == "gaussian":
-        table = refine_gaussian(image, peaks, sigma, spacing)
+        table = refine_gaussian(image, peaks, sigma, spacing, progress=progress)
     elif params.refine == "com":
         positions = refine_center_of_mass(image, peaks, sigma, spacing)
         table = AtomTable(positions, response[peaks[:, 0], peaks[:, 1]], np.full(len(peaks), sigma), scores, np.ones(len(peaks), bool))
@@ -343,7 +346,7 @@ def refine_center_of_mass(image: np.ndarray, peaks: np.ndarray, sigma_px: float,
     return positions
 
 
-def refine_gaussian(image: np.ndarray, peaks: np.ndarray, sigma_px: float, spacing_px: float, iterations: int = 12, chunk: int = 16384) -> AtomTable:
+def refine_gaussian(image: np.ndarray, peaks: np.ndarray, sigma_px: float, spacing_px: float, iterations: int = 12, chunk: int = 16384, progress=None) -> AtomTable:
     """Fit ``A·exp(−d²/2s²) + b0 + b_r·y + b_c·x`` around each peak by batched Levenberg–Marquardt.
 
     Two passes: all seven parameters free (giving each column's width), then the width fixed at
@@ -370,9 +373,13 @@ def refine_gaussian(image: np.ndarray, peaks: np.ndarray, sigma_px: float, spaci
     ok = np.empty(count, bool)
     # Pass 1: every parameter free, to measure the column width. Pass 2: width fixed at the median
     # of the good pass-1 fits and a flat background, which lowers the variance of the positions.
+    chunks_done, chunks_total = 0, 2 * ((count + chunk - 1) // chunk)
     for fixed_width in (None, True):
         free = (0, 1, 2, 3, 4, 5, 6) if fixed_width is None else (0, 1, 2, 4)
         for first in range(0, count, chunk):
+            if progress is not None:
+                progress(chunks_done, chunks_total)
+            chunks_done += 1
             part = slice(first, min(first + chunk, count))
             windows = _windows(image, centres[part], radius)
             initial = start[part] - centres[part]
@@ -384,6 +391,8 @@ def refine_gaussian(image: np.ndarray, peaks: np.ndarray, sigma_px: float, spaci
             ok[part] = good
         if fixed_width is None and ok.any():
             sigma_px = float(np.median(width[ok]))
+    if progress is not None:
+        progress(chunks_total, chunks_total)
     return AtomTable(positions, amplitude, width, np.zeros(count), ok)
 
 

@@ -181,7 +181,7 @@ def _club(row, col):
 
 
 def _diamond(row, col):
-    return np.abs(row) / 0.95 + np.abs(col) / 0.62 <= 1.0
+    return np.abs(row) / 0.92 + np.abs(col) / 0.74 <= 1.0
 
 
 # --- sampling ------------------------------------------------------------------------------

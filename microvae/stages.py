@@ -99,7 +99,7 @@ def run_find_atoms(
         progress("finding atoms", index, len(scans))
         if not 0 <= channel < scan.n_channels:
             raise ParameterError(f"{scan.name}: --channel {channel} does not exist; the scan has {scan.n_channels} channel(s)")
-        table, estimate = find_atoms(scan.data[channel], params)
+        table, estimate = find_atoms(scan.data[channel], params, progress=lambda done, total: progress(f"refining {scan.name}", done, total))
         if len(table) == 0:
             raise InputError(
                 f"{scan.name}: no atoms found (estimated spacing {estimate.spacing_px:.1f} px, σ {estimate.sigma_px:.2f} px); "
