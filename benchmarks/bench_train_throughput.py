@@ -4,9 +4,8 @@ the resample decoder uses 2×256) at 28×28 and 48×48 with K = 4, rotation and 
 
     python benchmarks/bench_train_throughput.py [--threads N] [--steps S]
 
-Writes results/train_throughput.json and .md. Peers (pyroVED jiVAE, AtomAI jrVAE) are not run by this
-script yet; ../shared/notes/peers.md reports their figures on the same kind of machine (pyroVED jiVAE,
-28², width 256: about 20 samples/s; 48², width 256: about 5.4 samples/s).
+Writes results/train_throughput.json and .md. The side-by-side run against pyroVED's jiVAE and AtomAI's
+jrVAE is bench_peers.py, which reuses this script's paper_config, training_step and time_steps.
 """
 
 from __future__ import annotations
@@ -20,18 +19,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from microvae.models import JTRVAE, JTRVAEConfig, beta_schedule
+from microvae.models import JTRVAEConfig, beta_schedule
+from microvae.training import TrainConfig, build_model
 
 
-def measure(size: int, decoder: str, batch: int, steps: int, pixel_fraction: float = 1.0) -> float:
+def paper_config(size: int, decoder: str = "mlp", **changes) -> JTRVAEConfig:
+    """The paper's widths (encoder 2×256; MLP decoder 3×256, resample decoder 2×256), K = 4, D = 2,
+    rotation and translation on; every other field at microvae's default unless given in ``changes``."""
     hidden = (256, 256, 256) if decoder == "mlp" else (256, 256)
-    config = JTRVAEConfig(image_size=size, n_classes=4, latent_dim=2, decoder=decoder, encoder_hidden=(256, 256), decoder_hidden=hidden)
-    torch.manual_seed(0)
-    model = JTRVAE(config)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(batch, 1, size, size)
+    return JTRVAEConfig(**(dict(image_size=size, n_classes=4, latent_dim=2, decoder=decoder,
+                                encoder_hidden=(256, 256), decoder_hidden=hidden) | changes))
+
+
+def training_step(config: JTRVAEConfig, x: torch.Tensor, pixel_fraction: float = 1.0, seed: int = 0):
+    """(step, model): ``step()`` is one iteration of microvae.training's inner loop on the batch ``x``
+    (loss terms with the class enumerated, β-weighted loss, backward, Adam), on ``x``'s device."""
+    model = build_model(config, seed).to(x.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=TrainConfig().lr)
     betas = beta_schedule(0, 10, config)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
 
     def step():
         terms = model.loss_terms(x, generator, pixel_fraction=pixel_fraction)
@@ -40,11 +46,31 @@ def measure(size: int, decoder: str, batch: int, steps: int, pixel_fraction: flo
         loss.backward()
         optimizer.step()
 
-    step()  # warm-up
-    started = time.perf_counter()
-    for _ in range(steps):
+    return step, model
+
+
+def time_steps(step, batch: int, *, steps: int | None = None, seconds: float | None = None, warmup: int = 1,
+               device: torch.device | str = "cpu") -> dict:
+    """Run ``warmup`` untimed steps, then either ``steps`` steps or whole steps until ``seconds`` have
+    passed (at least one); CUDA is synchronised before the clock starts and before it stops."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    for _ in range(warmup):
         step()
-    return batch * steps / (time.perf_counter() - started)
+    sync()
+    done, started = 0, time.perf_counter()
+    while True:
+        step()
+        done += 1
+        if (done >= steps) if steps is not None else (time.perf_counter() - started >= (seconds or 0.0)):
+            break
+    sync()
+    elapsed = time.perf_counter() - started
+    return {"steps": done, "samples": done * batch, "seconds": elapsed, "samples_per_s": done * batch / elapsed}
+
+
+def measure(size: int, decoder: str, batch: int, steps: int, pixel_fraction: float = 1.0) -> float:
+    step, _ = training_step(paper_config(size, decoder), torch.rand(batch, 1, size, size), pixel_fraction)
+    return time_steps(step, batch, steps=steps)["samples_per_s"]
 
 
 def main() -> None:

@@ -9,12 +9,17 @@ from typing import Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from microvae.models import JTRVAEConfig
+from microvae.models import JTRVAEConfig as M
 from microvae.stages import run_train
-from microvae.training import TrainConfig
+from microvae.training import TrainConfig as T
+from microvae.training import configs_from_settings
 
 from .console import report, stderr
 from .main import app
+
+
+def _widths(widths: tuple[int, ...]) -> str:
+    return "×".join(str(w) for w in widths) if len(set(widths)) > 1 else f"{len(widths)}×{widths[0]}"
 
 
 @contextlib.contextmanager
@@ -57,57 +62,54 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
         "Model: discrete class y (--classes K, marginalised exactly), continuous z (--latent-dim D), an "
         "angle (projected normal) and a 2D shift that transform the decoder's coordinate grid. "
         "--classes 0 gives an rVAE; --no-rotation --no-translation --classes 0 a plain VAE.\n\n"
+        "The defaults are the recipe validated on synthetic cards with known classes (matched accuracy "
+        "0.92-0.98 over six seeds at ±60°); the paper's own settings are named in each option's help.\n\n"
         "Examples:\n\n"
         "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n\n"
-        "  microvae train patches.h5 -o run/ --classes 2 --no-translation   # atom-centred STEM patches"
+        "  microvae train patches.h5 -o run/ --classes 2 --no-translation   # atom-centred STEM patches\n\n"
+        "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp   # any orientation, on a GPU"
     ),
 )
 def train_command(
     patches: str = typer.Argument(..., help="Patches artifact (.h5) or image stack (.npy, .tif, .h5[:/dataset]).", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; reused to resume).", show_default=False),
     classes: int = typer.Option(3, "--classes", "-k", help="Number of discrete classes K (0: no discrete latent)."),
-    latent_dim: int = typer.Option(2, "--latent-dim", "-d", help="Continuous latents D besides angle and shift."),
+    latent_dim: int = typer.Option(M.latent_dim, "--latent-dim", "-d", help="Continuous latents D besides angle and shift."),
     rotation: bool = typer.Option(True, "--rotation/--no-rotation", help="Learn a rotation latent."),
     translation: bool = typer.Option(True, "--translation/--no-translation", help="Learn a shift latent (turn off for atom-centred or FFT patches)."),
     epochs: int = typer.Option(100, "--epochs", "-e", help="Total epochs (a resumed run continues up to this number)."),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", help="Patches per optimisation step."),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
+    batch_size: int = typer.Option(T.batch_size, "--batch-size", "-b", help="Patches per optimisation step."),
+    lr: float = typer.Option(T.lr, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),
     likelihood: str = typer.Option("auto", "--likelihood", help="'bernoulli' (values in [0,1]), 'gaussian', or 'auto' (Bernoulli when the data lie in [0,1])."),
-    decoder: str = typer.Option("mlp", "--decoder", help="'mlp' (paper's spatial generator, 3×256 tanh), 'resample' (canonical image rendered once per class and resampled at the rotated grid: same model family, ~100× faster) or 'conv' (spatial broadcast with latent skips)."),
-    class_rotations: int = typer.Option(0, "--class-rotations", help="Pool the class posterior over this many rotated copies of each patch (its own network; 0: off)."),
-    beta_z_start: Optional[float] = typer.Option(None, "--beta-z-start", help="Initial weight of the z KL, annealed to 1 like the others [default: constant 1, as the paper].", show_default=False),
-    hidden: int = typer.Option(256, "--hidden", help="Width of the hidden layers (paper: 256; encoder 2 layers, MLP decoder 3 layers)."),
-    shift_prior_sd: float = typer.Option(0.1, "--shift-prior", help="Prior sd of the shift, in units of the patch half-width."),
-    beta_tau: float = typer.Option(10.0, "--beta-tau-start", help="Initial weight of the angle+shift KL (annealed to 1 over --anneal-fraction)."),
-    beta_y: float = typer.Option(3.0, "--beta-y-start", help="Initial weight of the class KL (annealed to 1)."),
-    anneal_fraction: float = typer.Option(0.2, "--anneal-fraction", help="Fraction of epochs over which the KL weights decrease."),
-    pixel_fraction: float = typer.Option(1.0, "--pixel-fraction", help="Score a random fraction of the pixels per step (unbiased; makes the 'mlp' decoder proportionally cheaper)."),
-    checkpoint_every: int = typer.Option(5, "--checkpoint-every", help="Epochs between checkpoints."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
+    decoder: str = typer.Option(M.decoder, "--decoder", help="'mlp' (the paper's spatial generator), 'conv' (spatial broadcast with latent skips) or 'resample' (experimental: canonical image resampled at the rotated grid; ~100× faster but less accurate classes)."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help=f"One width for every hidden layer, in the paper's layout (encoder 2 layers, MLP decoder 3; the paper: 256) [default: encoder {_widths(M.encoder_hidden)}, decoder {_widths(M.decoder_hidden)}].", show_default=False),
+    pixel_fraction: float = typer.Option(T.pixel_fraction, "--pixel-fraction", help="Score this random fraction of the pixels per step (unbiased; 1 = all). The MLP decoder's cost is proportional to it."),
+    class_balance: float = typer.Option(M.class_balance, "--class-balance", help="Weight of the penalty on unequal class usage, KL(mean q(y|x) ‖ uniform) per batch (0: the paper's objective). Keeps classes from merging or dying."),
+    canonical_class_head: bool = typer.Option(M.canonical_class_head, "--canonical-class-head/--shared-class-head", help="q(y|x) reads the patch turned back to the canonical frame (pose-invariant classes), or the shared encoder's head (the paper)."),
+    class_rotations: int = typer.Option(M.class_rotations, "--class-rotations", help="Pool the class posterior over this many rotated copies of each patch instead (0: off)."),
+    angle_prior: float = typer.Option(M.angle_prior_concentration, "--angle-prior", help="Concentration of the angle prior around 0 (0: uniform on the circle; 2: a quarter turn costs 4 nats). Lower it for scans with large rotations."),
+    shift_prior_sd: float = typer.Option(M.shift_prior_sd, "--shift-prior", help="Prior sd of the shift, in units of the patch half-width."),
+    beta_z_start: Optional[float] = typer.Option(M.beta_z_start, "--beta-z-start", help="Initial weight of the z KL, annealed to 1 over the z window (holds z back while angle and classes form)."),
+    beta_tau: float = typer.Option(M.beta_tau_start, "--beta-tau-start", help="Initial weight of the angle+shift KL (annealed to 1; the paper: 10)."),
+    beta_y: float = typer.Option(M.beta_y_start, "--beta-y-start", help="Initial weight of the class KL (annealed to 1 over the first tenth of the epochs; keeps q(y|x) soft while the angle is learned)."),
+    checkpoint_every: int = typer.Option(T.checkpoint_every, "--checkpoint-every", help="Epochs between checkpoints."),
+    val_fraction: float = typer.Option(T.val_fraction, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
     amp: bool = typer.Option(False, "--amp", help="bf16 mixed precision on CUDA."),
     force: bool = typer.Option(False, "--force", help="Replace a run folder made from other inputs or settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
-    model_config = JTRVAEConfig(
-        n_classes=classes,
-        latent_dim=latent_dim,
-        rotation=rotation,
-        translation=translation,
-        likelihood=likelihood if likelihood != "auto" else "auto",
-        decoder=decoder,
-        encoder_hidden=(hidden, hidden),
-        decoder_hidden=(hidden, hidden, hidden),
-        shift_prior_sd=shift_prior_sd,
-        beta_tau_start=beta_tau,
-        beta_y_start=beta_y,
-        anneal_fraction=anneal_fraction,
-        class_rotations=class_rotations,
-        beta_z_start=beta_z_start,
-    )
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every, device=device, amp=amp, val_fraction=val_fraction, pixel_fraction=pixel_fraction)
+    settings = dict(classes=classes, latent_dim=latent_dim, rotation=rotation, translation=translation, epochs=epochs,
+                    batch_size=batch_size, lr=lr, seed=seed, likelihood=likelihood, decoder=decoder,
+                    pixel_fraction=pixel_fraction, class_balance=class_balance, canonical_class_head=canonical_class_head,
+                    class_rotations=class_rotations, angle_prior_concentration=angle_prior, shift_prior_sd=shift_prior_sd,
+                    beta_z_start=beta_z_start, beta_tau_start=beta_tau, beta_y_start=beta_y,
+                    checkpoint_every=checkpoint_every, val_fraction=val_fraction, device=device, amp=amp)
+    if hidden is not None:
+        settings["hidden"] = hidden
+    model_config, train_config = configs_from_settings(settings)
     with training_progress(quiet or json_summary, epochs) as progress:
         result = run_train(patches, output, model_config, train_config, force=force, progress=progress)
     report(result, quiet, json_summary)

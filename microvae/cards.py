@@ -4,9 +4,9 @@ Each sample is one suit (clubs, spades, diamonds, hearts) drawn in a canonical f
 rotated, sheared, scaled and shifted. The ground truth (class and every transform parameter) is
 returned with the images, so a model's classes and rotation latent can be scored.
 
-Shapes: hearts are two lobes over a point; spades are the same body turned upside down plus a
+Shapes: hearts are two lobes over a point; spades are exactly the heart turned upside down plus a
 small stem, so that once rotation is factored out spades and hearts differ only by the stem
-(the paper's point); clubs are three lobes on the same stem; diamonds a tall rhombus.
+(the paper's point); clubs are three lobes on a stem; diamonds a tall rhombus.
 
 Conventions (shared with :mod:`microvae.nets`):
 
@@ -166,10 +166,12 @@ def _heart(row, col):
 
 
 def _spade(row, col):
-    """The heart body turned upside down (point up), lifted to make room for the stem."""
-    shrink = 0.85
-    body = _heart_body((-0.14 - row) / shrink, col / shrink)  # tip at row ≈ -0.92, lobes down to ≈ 0.52
-    return body | _stem(row, col)
+    """Exactly the heart turned upside down (point up, lobes down to row 0.78), plus a small flared
+    stem whose foot reaches row 0.99: once the rotation is factored out, the stem is the only
+    difference between a spade and a heart."""
+    flare = 0.05 + 0.25 * np.clip((row - 0.72) / 0.27, 0.0, 1.0) ** 2
+    stem = (row >= 0.4) & (row <= 0.99) & (np.abs(col) <= flare)
+    return _heart_body(-row, col) | stem
 
 
 def _club(row, col):
@@ -181,7 +183,7 @@ def _club(row, col):
 
 
 def _diamond(row, col):
-    return np.abs(row) / 0.92 + np.abs(col) / 0.74 <= 1.0
+    return np.abs(row) / 0.95 + np.abs(col) / 0.62 <= 1.0
 
 
 # --- sampling ------------------------------------------------------------------------------

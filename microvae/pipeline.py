@@ -9,10 +9,10 @@ Config sections and their keys (all optional; defaults are the subcommands' defa
 
     [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel
     [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel
-    [train]        classes, latent_dim, rotation, translation, epochs, batch_size, lr, seed,
-                   likelihood, decoder, hidden, shift_prior_sd, beta_tau_start, beta_y_start,
-                   beta_z_start, class_rotations, anneal_fraction, checkpoint_every, val_fraction,
-                   pixel_fraction, device, amp
+    [train]        classes, hidden, and any field of JTRVAEConfig (latent_dim, rotation, translation,
+                   likelihood, decoder, class_balance, beta_*_start, ...) or TrainConfig (epochs,
+                   batch_size, lr, seed, pixel_fraction, device, amp, ...); absent keys take the
+                   library defaults, the recipe validated on the cards
     [encode]       batch_size, device
     [export]       formats (list of "h5", "tiff", "png"), radius
 
@@ -29,15 +29,12 @@ from typing import Any, Callable
 from .atoms import FindAtomsParams
 from .errors import InputError, ParameterError
 from .patches import PatchParams
+from .training import setting_names
 
 SECTIONS = {
     "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as"},
     "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel"},
-    "train": {
-        "classes", "latent_dim", "rotation", "translation", "epochs", "batch_size", "lr", "seed", "likelihood", "decoder",
-        "hidden", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction", "checkpoint_every", "val_fraction",
-        "device", "amp", "class_rotations", "beta_z_start", "pixel_fraction",
-    },
+    "train": setting_names(),
     "encode": {"batch_size", "device"},
     "export": {"formats", "radius"},
 }
@@ -99,17 +96,10 @@ def extract_params(config: PipelineConfig) -> tuple[PatchParams, str]:
 
 
 def train_configs(config: PipelineConfig):
-    from .models import JTRVAEConfig
-    from .training import TrainConfig
+    """(JTRVAEConfig, TrainConfig) from the [train] section; absent keys take the library defaults."""
+    from .training import configs_from_settings
 
-    values = config.section("train")
-    hidden = int(values.pop("hidden", 256))
-    model_keys = {"latent_dim", "rotation", "translation", "likelihood", "decoder", "shift_prior_sd", "beta_tau_start", "beta_y_start", "anneal_fraction", "class_rotations", "beta_z_start"}
-    model_values = {key: values.pop(key) for key in list(values) if key in model_keys}
-    model_values.setdefault("likelihood", "auto")
-    model = JTRVAEConfig(n_classes=int(values.pop("classes", 3)), encoder_hidden=(hidden, hidden), decoder_hidden=(hidden, hidden, hidden), **model_values)
-    train = TrainConfig(**values)
-    return model, train
+    return configs_from_settings(config.section("train"))
 
 
 StageCallback = Callable[[str, Any], None]

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The main job on the shipped real STEM scan: find atoms, cut patches, write previews.
-# Outputs go to ./sample_output (or the folder given as the first argument).
+# The main job on the shipped real STEM scan (an oxide interface): find atoms, cut a patch around each,
+# train a two-class j-trVAE, encode every patch and export class, latent and angle maps.
+# Outputs go to ./sample_output (or the folder given as the first argument). Rerunning reuses what is
+# up to date and resumes an interrupted training.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-sample_output}"
-mkdir -p "$out"
-scan="$here/scifireaders_SI-Survey_Image.dm3"
-microvae find-atoms "$scan" -o "$out/atoms.h5" --preview "$out/atoms.png"
-microvae extract "$scan" --atoms "$out/atoms.h5" --window 32 -o "$out/patches.h5" --preview "$out/patches.png"
-echo "done: $out/atoms.h5 $out/patches.h5 and PNG previews in $out/"
+microvae pipeline "$here/pipeline.toml" "$here/scifireaders_SI-Survey_Image.dm3" -o "$out"
+echo "done: maps in $out/maps/ (PNG previews, TIFF, HDF5); run folder $out/run/"

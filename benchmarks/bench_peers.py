@@ -1,0 +1,308 @@
+"""microvae's j-trVAE against pyroVED's jiVAE and AtomAI's jrVAE, side by side in one run.
+
+Throughput (default): samples/s of the full training step (forward, ELBO, backward, optimiser step) on
+one fixed batch of cards, after warm-up, for the paper's network (encoder 2×256, spatial MLP decoder
+3×256, tanh), K = 4 classes, 2 continuous latents, rotation and translation on, at 28×28 and 48×48:
+
+  - microvae: microvae.training's step (class enumerated), all pixels and the default pixel_fraction;
+  - pyroVED 0.3.0 ``jiVAE``: ``SVItrainer(enumerate_parallel=True).svi.step`` (TraceEnum_ELBO);
+  - AtomAI 0.8.1 ``jrVAE`` (discrete_dim [4], translation on): its own ``train_epoch`` over one batch
+    (Gumbel-softmax: one decoder pass per image instead of K).
+
+Quality (``--quality``): ±12°, ±60°, ±120° cards (3000, 28×28, seed 1); microvae with its default
+recipe and pyroVED's jiVAE with its documented recipe, same epochs and batch size; matched accuracy,
+ARI, and the circular correlation of the learned angle with the true one within each suit (mean).
+
+    python benchmarks/bench_peers.py [--sizes 28 48] [--threads 1] [--device cpu] [--seconds 20] [--json out.json]
+    python benchmarks/bench_peers.py --quick                   # smoke run: 28×28, 3 s per measurement
+    python benchmarks/bench_peers.py --quality [--epochs 45] [--device cuda]   # --quality --quick: smoke run
+
+Run it with a Python that has the peers (see benchmarks/README.md: a throw-away venv that shares the
+system torch); a peer that does not import is reported as 'not installed'. Writes results/peers.{json,md}
+(--quality: peers_quality.*; --quick: *_quick.*); --json also writes the JSON to the path given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train_throughput import paper_config, time_steps, training_step  # noqa: E402
+
+from microvae.cards import make_cards  # noqa: E402
+from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy  # noqa: E402
+from microvae.models import JTRVAEConfig  # noqa: E402
+from microvae.training import TrainConfig, encode_array, fit  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NOTES: list[str] = []
+warnings.filterwarnings("ignore", message="torch.meshgrid")  # AtomAI's coordinate grid
+
+
+# --- importing the peers ------------------------------------------------------------------
+
+def _stub_torchvision_if_broken() -> None:
+    """pyroVED and AtomAI import torchvision at module level but use it only for plots (make_grid) and
+    for CNN backbones that jrVAE never builds. PyPI's torchvision wheels are CUDA builds whose
+    extension does not load beside a CPU-only torch; then a stub stands in (recorded in the notes)."""
+    try:
+        import torchvision  # noqa: F401
+        return
+    except Exception as error:  # ImportError, or RuntimeError/OSError from a mismatched build
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+        del sys.modules[name]
+    package, utils, models = (types.ModuleType(n) for n in ("torchvision", "torchvision.utils", "torchvision.models"))
+    package.__path__, package.utils, package.models = [], utils, models
+
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("torchvision is stubbed in bench_peers.py")
+
+    utils.make_grid = unavailable
+    for name in ("mobilenet_v2", "resnet50", "vgg16"):
+        setattr(models, name, unavailable)
+    sys.modules.update({"torchvision": package, "torchvision.utils": utils, "torchvision.models": models})
+    NOTES.append(f"torchvision replaced by a stub (plots and CNN backbones only) because it did not import: {reason}")
+
+
+def import_peer(name: str):
+    """The peer's module, or an ImportError whose message says why it is not available."""
+    if importlib.util.find_spec(name) is None:
+        raise ImportError(f"No module named {name!r}")
+    _stub_torchvision_if_broken()
+    try:
+        if name == "pyroved":
+            import pyroved
+            return pyroved
+        import atomai.models
+        return atomai.models
+    except Exception as error:
+        raise ImportError(f"{type(error).__name__}: {error}") from error
+
+
+def version(module_name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+    try:
+        return dist_version(module_name)
+    except PackageNotFoundError:
+        return None
+
+
+def count(*modules: torch.nn.Module) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+# --- one training step per model ----------------------------------------------------------
+
+def microvae_step(x: torch.Tensor, pixel_fraction: float, bare: bool):
+    changes = {"latent_skips": False, "canonical_class_head": False} if bare else {}
+    step, model = training_step(paper_config(x.shape[-1], **changes), x, pixel_fraction)
+    return step, count(model)
+
+
+def pyroved_step(x: torch.Tensor):
+    pv = import_peer("pyroved")
+    size, device = x.shape[-1], str(x.device)
+    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"],
+                            hidden_dim_e=[256, 256], hidden_dim_d=[256, 256, 256], device=device)
+    trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device)
+    images = x[:, 0]
+    return (lambda: trainer.svi.step(images, scale_factor=[1.0, 1.0])), count(model.encoder_z, model.decoder)
+
+
+def atomai_step(x: torch.Tensor):
+    models = import_peer("atomai")
+    size, device = x.shape[-1], x.device
+    model = models.jrVAE((size, size), latent_dim=2, discrete_dim=[4], translation=True,
+                         numlayers_encoder=2, numhidden_encoder=256, numlayers_decoder=3, numhidden_decoder=256)
+    model.device = str(device)  # AtomAI picks CUDA whenever it is present; follow --device instead
+    model.x_coord = model.x_coord.to(device)
+    model.encoder_net.to(device)
+    model.decoder_net.to(device)
+    images = x[:, 0]
+    model.dx_prior, model.kdict_["phi_prior"] = 0.1, 0.1  # what jrVAE.fit sets (its defaults)
+    model.compile_trainer((images, None), None, training_cycles=1, batch_size=len(images))
+    model.loss = "mse"  # jrVAE.fit's default; its "ce" calls np.product, which NumPy 2 removed
+    model.train_iterator = [(images,)]  # so that train_epoch() is exactly one step on this batch
+    return model.train_epoch, count(model.encoder_net, model.decoder_net)
+
+
+def throughput(args) -> dict:
+    device = torch.device(args.device)
+    default_fraction = TrainConfig().pixel_fraction
+    models = [("microvae j-trVAE, all pixels", lambda x: microvae_step(x, 1.0, args.bare)),
+              (f"microvae j-trVAE, pixel_fraction {default_fraction:g} (default)",
+               lambda x: microvae_step(x, default_fraction, args.bare)),
+              ("pyroVED 0.3.0 jiVAE (SVI, TraceEnum_ELBO)", pyroved_step),
+              ("AtomAI 0.8.1 jrVAE (Gumbel-softmax)", atomai_step)]
+    warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
+    rows = []
+    for size in args.sizes:
+        x = torch.from_numpy(make_cards(args.batch, size=size, max_angle_deg=60.0, seed=0).images).to(device)
+        for name, build in models:
+            row = {"model": name, "size": size, "batch": args.batch}
+            cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+            try:
+                step, params = build(x)
+                row.update(status="ok", params=params, **time_steps(step, args.batch, seconds=args.seconds,
+                                                                    warmup=warmup, device=device))
+            except ImportError as error:
+                row.update(status="not installed", error=str(error))
+            except Exception as error:  # a peer that breaks is a row, not a crash
+                row.update(status="failed", error=f"{type(error).__name__}: {error}")
+            finally:
+                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn  # the peers set them
+            rows.append(row)
+            rate = f"{row['samples_per_s']:9.1f} samples/s ({row['steps']} steps, {row['seconds']:.1f} s)" \
+                if row["status"] == "ok" else f"{row['status']}: {row['error'][:200]}"
+            print(f"{size}×{size}  {name:58s} {rate}", flush=True)
+    return {"rows": rows, "warmup_steps": warmup}
+
+
+def throughput_table(rows: list[dict]) -> list[str]:
+    lines = ["| model | size | steps | samples | seconds | samples/s | microvae (all pixels) / this | "
+             "microvae (default pixel_fraction) / this |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        size = f"{row['size']}×{row['size']}"
+        if row["status"] != "ok":
+            lines.append(f"| {row['model']} | {size} | | | | {row['status']} | | |")
+            continue
+        mine = [r for r in rows if r["size"] == row["size"] and r["model"].startswith("microvae") and r["status"] == "ok"]
+        ratios = ["" if row["model"].startswith("microvae") or len(mine) <= i
+                  else f"{mine[i]['samples_per_s'] / row['samples_per_s']:.2f}×" for i in (0, 1)]
+        lines.append(f"| {row['model']} | {size} | {row['steps']} | {row['samples']} | {row['seconds']:.1f} | "
+                     f"{row['samples_per_s']:.1f} | {ratios[0]} | {ratios[1]} |")
+    return lines
+
+
+# --- quality on the cards -----------------------------------------------------------------
+
+def train_microvae(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
+    train = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, val_fraction=0.0,
+                        checkpoint_every=args.epochs)
+    with tempfile.TemporaryDirectory() as run_dir:
+        model = fit(images, JTRVAEConfig(image_size=images.shape[-1]), train, run_dir).model
+    encoded = encode_array(model, images, device=args.device)
+    return encoded["class"], encoded["angle_rad"]
+
+
+def train_pyroved(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
+    """jiVAE's docstring recipe: SVItrainer(lr=1e-3, enumerate_parallel=True), KL scale [40 for 10 epochs,
+    then 40 → 3 over 40 epochs, then 3] on the continuous latents and 3 on the discrete one."""
+    pv = import_peer("pyroved")
+    size, device, widths = images.shape[-1], args.device, JTRVAEConfig()
+    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"], seed=args.seed,
+                            hidden_dim_e=list(widths.encoder_hidden), hidden_dim_d=list(widths.decoder_hidden),
+                            device=device)
+    trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device, seed=args.seed)
+    x = torch.from_numpy(images[:, 0])
+    loader = pv.utils.init_dataloader(x, batch_size=TrainConfig().batch_size)
+    kl_scale = torch.cat([torch.ones(10) * 40, torch.linspace(40, 3, 40)])
+    for epoch in range(args.epochs):
+        trainer.step(loader, scale_factor=[float(kl_scale[min(epoch, len(kl_scale) - 1)]), 3.0])
+    with torch.no_grad():  # its encode() moves data to CUDA whenever present, so call the encoder directly
+        loc, _, alpha = (torch.cat(t) for t in zip(*(model.encoder_z(b.to(device)) for b in x.split(256))))
+    return alpha.argmax(1).cpu().numpy(), loc[:, 0].cpu().numpy()  # its angle is the first latent, in radians
+
+
+def quality(args) -> dict:
+    rows = []
+    for angle in args.angles:
+        cards = make_cards(args.n, size=28, max_angle_deg=angle, seed=1)
+        for name, train in (("microvae j-trVAE (defaults)", train_microvae), ("pyroVED 0.3.0 jiVAE", train_pyroved)):
+            row, started = {"model": name, "max_angle_deg": angle, "epochs": args.epochs}, time.perf_counter()
+            try:
+                predicted, angles = train(cards.images, args)
+                per_suit = [circular_correlation(cards.angle_rad[cards.labels == s], angles[cards.labels == s])
+                            for s in range(4)]
+                row.update(status="ok", accuracy=matched_accuracy(cards.labels, predicted),
+                           ari=adjusted_rand_index(cards.labels, predicted), angle_corr=float(np.mean(per_suit)),
+                           angle_corr_per_suit=per_suit, class_counts=np.bincount(predicted, minlength=4).tolist())
+            except ImportError as error:
+                row.update(status="not installed", error=str(error))
+            except Exception as error:
+                row.update(status="failed", error=f"{type(error).__name__}: {error}")
+            row["seconds"] = time.perf_counter() - started
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return {"rows": rows, "n": args.n, "seed": args.seed, "batch_size": TrainConfig().batch_size}
+
+
+def quality_table(rows: list[dict]) -> list[str]:
+    lines = ["| ±angle | model | matched accuracy | ARI | angle corr (mean over suits) | class counts | s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = (f"{r['accuracy']:.3f} | {r['ari']:.3f} | {r['angle_corr']:.3f} | {r['class_counts']}"
+                 if r["status"] == "ok" else f"{r['status']} | | |")
+        lines.append(f"| {r['max_angle_deg']:g}° | {r['model']} | {cells} | {r['seconds']:.0f} |")
+    return lines
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes (default 28 48; --quick: 28)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="time budget per measurement, in whole steps (default 20; --quick: 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--bare", action="store_true",
+                        help="microvae without its additions to the paper's network (latent skips, canonical class head)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 28×28, 3 s per measurement; with --quality 300 cards, ±60°, 2 epochs "
+                             "(results in *_quick.*)")
+    parser.add_argument("--quality", action="store_true", help="train on the cards and score classes and angles instead")
+    parser.add_argument("--epochs", type=int, default=45, help="--quality: epochs for both models")
+    parser.add_argument("--angles", type=float, nargs="+", default=[12.0, 60.0, 120.0], help="--quality: ±max angles")
+    parser.add_argument("--n", type=int, default=3000, help="--quality: number of cards")
+    parser.add_argument("--seed", type=int, default=0, help="--quality: training seed")
+    parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    if args.quick and args.quality:
+        args.n, args.epochs, args.angles = 300, 2, [60.0]
+    args.sizes = args.sizes or ([28] if args.quick else [28, 48])
+    args.seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 20.0)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available")
+    torch.set_num_threads(args.threads)
+
+    result = quality(args) if args.quality else throughput(args)
+    lines = (quality_table if args.quality else throughput_table)(result["rows"])
+    meta = {"command": " ".join(["python", "benchmarks/bench_peers.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "threads": args.threads,
+            "batch": args.batch, "seconds_per_measurement": args.seconds, "microvae_bare": args.bare,
+            "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "load": [round(v, 2) for v in os.getloadavg()],
+            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+            "versions": {name: version(name) for name in ("torch", "numpy", "pyro-ppl", "pyroved", "atomai", "torchvision")},
+            "notes": NOTES}
+    stem = ("peers_quality" if args.quality else "peers") + ("_quick" if args.quick else "")
+    RESULTS.mkdir(exist_ok=True)
+    payload = json.dumps({"meta": meta, **result}, indent=2)
+    (RESULTS / f"{stem}.json").write_text(payload)
+    if args.json is not None:
+        args.json.write_text(payload)
+    table = "\n".join([f"<!-- {meta['command']} | {meta['date']} | device {args.device}, {args.threads} thread(s), "
+                       f"load {meta['load']} | {meta['versions']} -->", *lines, *(f"\nNote: {n}" for n in NOTES)])
+    (RESULTS / f"{stem}.md").write_text(table + "\n")
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The j-trVAE: coordinate conventions, the factored decoder, the exact enumerated ELBO (checked
+against Pyro's TraceEnum_ELBO), the KL schedule, and the cards: ≥ 0.95 matched accuracy at ±60°."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO
+
+from microvae.cards import make_cards
+from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
+from microvae.models import JTRVAE, JTRVAEConfig, beta_schedule, pyro_guide, pyro_model
+from microvae.nets import SpatialMLPDecoder, coordinate_grid, transform_coordinates
+from microvae.training import TrainConfig, build_model, encode_array, fit
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the same arithmetic on any machine, no slowdown from shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def small_config(**changes) -> JTRVAEConfig:
+    return JTRVAEConfig(**(dict(image_size=9, latent_dim=2, encoder_hidden=(16,), decoder_hidden=(16, 16)) | changes))
+
+
+# --- coordinates and decoders ----------------------------------------------------------------
+
+def test_coordinate_grid_is_row_col_in_minus_one_to_one_row_major():
+    grid = coordinate_grid(3, 5)
+    assert grid.shape == (15, 2)
+    torch.testing.assert_close(grid[0], torch.tensor([-1.0, -1.0]))
+    torch.testing.assert_close(grid[1], torch.tensor([-1.0, -0.5]))        # next column
+    torch.testing.assert_close(grid[5], torch.tensor([0.0, -1.0]))         # next row
+    torch.testing.assert_close(grid[-1], torch.tensor([1.0, 1.0]))
+
+
+def test_plus_90_degrees_turns_the_rendered_image_counter_clockwise():
+    """Exact for the spatial MLP decoder (a function of each pixel's coordinates alone); the conv
+    decoder's kernels are not rotation symmetric, so it can only learn the rotation approximately."""
+    torch.manual_seed(0)
+    size = 9
+    decoder = SpatialMLPDecoder(2, 0, hidden=(32, 32), latent_skips=True, coordinate_gain=3.0)
+    z = torch.randn(1, 2)
+    grid = coordinate_grid(size)
+    upright = decoder(transform_coordinates(grid, torch.zeros(1)), z)[0, 0, :, 0].view(size, size)
+    turned = decoder(transform_coordinates(grid, torch.tensor([math.pi / 2])), z)[0, 0, :, 0].view(size, size)
+    # torch.rot90(k=1) over (row, col) turns an image counter-clockwise as displayed (rows down)
+    torch.testing.assert_close(turned, torch.rot90(upright, 1), atol=1e-5, rtol=0)
+    assert not torch.allclose(turned, upright, atol=1e-3)
+
+
+def test_positive_row_shift_moves_the_content_down():
+    torch.manual_seed(1)
+    model = JTRVAE(small_config(n_classes=0, latent_dim=1))
+    z = torch.randn(1, 1)
+    still = model.decode(z)[0, 0]
+    moved = model.decode(z, shift=torch.tensor([[2.0, 0.0]]))[0, 0]       # pixels (row, col)
+    torch.testing.assert_close(moved[2:], still[:-2], atol=1e-5, rtol=0)
+
+
+def test_factored_first_layer_equals_the_concatenated_decoder():
+    """Class-independent part once + a per-class bias row == concatenating [coords, z, onehot(y)]."""
+    torch.manual_seed(2)
+    k, d = 3, 2
+    decoder = SpatialMLPDecoder(d, k, hidden=(8, 8), latent_skips=False)
+    coords, z = torch.randn(4, 5, 2), torch.randn(4, d)
+    first = torch.nn.Linear(2 + d + k, 8)
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([decoder.from_coords.weight, decoder.from_latents.from_z,
+                                      decoder.from_latents.class_bias.t()], dim=1))
+        first.bias.copy_(decoder.from_latents.bias)
+    expected = []
+    for y in range(k):
+        onehot = torch.nn.functional.one_hot(torch.full((4, 5), y), k).float()
+        h = torch.tanh(first(torch.cat([coords, z[:, None].expand(-1, 5, -1), onehot], dim=-1)))
+        expected.append(decoder.out(torch.tanh(decoder.hidden[0](h))))
+    torch.testing.assert_close(decoder(coords, z), torch.stack(expected, dim=1), atol=1e-5, rtol=0)
+    # one class at a time (decode) equals the matching slice of the all-class output
+    onehot = torch.eye(k)[[2, 0, 1, 2]]
+    torch.testing.assert_close(decoder(coords, z, onehot)[:, 0], decoder(coords, z)[torch.arange(4), [2, 0, 1, 2]])
+
+
+def test_canonical_view_undoes_the_decoders_pose():
+    torch.manual_seed(3)
+    model = JTRVAE(small_config(image_size=15, n_classes=0, latent_dim=1))
+    z = torch.randn(1, 1)
+    upright = model.decode(z)
+    angle, shift_px = torch.tensor([0.6]), torch.tensor([[1.0, -1.5]])
+    posed = model.decode(z, angle_rad=angle, shift=shift_px)
+    back = model.canonical_view(posed, angle, shift_px / model.half_width_px)
+    inner = (slice(None), slice(None), slice(4, 11), slice(4, 11))        # away from the corners
+    torch.testing.assert_close(back[inner], upright[inner], atol=0.03, rtol=0)
+
+
+# --- the objective ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings", [
+    dict(n_classes=4),                                                      # j-trVAE
+    dict(n_classes=0),                                                      # rtVAE
+    dict(n_classes=3, rotation=False),                                      # j-tVAE
+    dict(n_classes=3, translation=False, decoder="conv"),                   # j-rVAE, conv decoder
+    dict(n_classes=0, rotation=False, translation=False, likelihood="gaussian"),  # plain VAE
+])
+def test_loss_terms_shapes_and_sub_cases(settings):
+    torch.manual_seed(4)
+    model = JTRVAE(small_config(**settings))
+    x = torch.rand(5, 1, 9, 9)
+    terms = model.loss_terms(x, torch.Generator().manual_seed(0))
+    for name in ("recon", "kl_z", "kl_angle", "kl_shift", "kl_tau", "kl_y"):
+        assert terms[name].shape == (5,) and torch.isfinite(terms[name]).all(), name
+        assert (terms[name] >= -1e-5).all() or name == "recon" and settings.get("likelihood") == "gaussian"
+    assert terms["class_probs"].shape == (5, max(settings["n_classes"], 1))
+    if settings["n_classes"] == 0:
+        assert torch.all(terms["kl_y"] == 0)
+    if not settings.get("rotation", True):
+        assert torch.all(terms["kl_angle"] == 0)
+    if not settings.get("translation", True):
+        assert torch.all(terms["kl_shift"] == 0)
+    encoded = model.encode(x)
+    assert encoded["angle_rad"].shape == (5,) and encoded["shift"].shape == (5, 2)
+
+
+def test_recon_is_the_class_posterior_weighted_sum_of_per_class_reconstructions():
+    torch.manual_seed(5)
+    model = JTRVAE(small_config(n_classes=3))
+    x = torch.rand(4, 1, 9, 9)
+    noise = {"z": torch.randn(4, 2), "angle_vec": torch.randn(4, 2), "shift": torch.randn(4, 2)}
+    terms = model.loss_terms(x, noise=noise)
+    post = model.posterior(x)
+    z = post["z_mean"] + post["z_sd"] * noise["z"]
+    v = post["angle_vec_mean"] + post["angle_vec_sd"] * noise["angle_vec"]
+    s = post["shift_mean"] + post["shift_sd"] * noise["shift"]
+    per_class = []
+    for y in range(3):
+        mean = model.decode(z, torch.eye(3)[[y] * 4], torch.atan2(v[:, 1], v[:, 0]), s * model.half_width_px)
+        per_class.append(torch.nn.functional.binary_cross_entropy(mean, x, reduction="none").flatten(1).sum(1))
+    expected = (torch.softmax(post["class_logits"], 1) * torch.stack(per_class, 1)).sum(1)
+    torch.testing.assert_close(terms["recon"], expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("betas", [None, {"beta_z": 1.0, "beta_tau": 3.0, "beta_y": 7.0}])
+@pytest.mark.parametrize("settings", [dict(n_classes=4), dict(n_classes=2, translation=False, likelihood="gaussian"),
+                                      dict(n_classes=0), dict(n_classes=2, decoder="resample")])
+def test_enumerated_elbo_matches_pyro_traceenum(settings, betas):
+    """Our one-pass Σ_y q(y|x)·ELBO(x, y) equals TraceEnum_ELBO with 'y' enumerated in parallel,
+    on the same model, batch and continuous draws (the guide's draws are replayed into ours)."""
+    torch.manual_seed(6)
+    model = JTRVAE(small_config(**settings))
+    x = torch.rand(6, 1, 9, 9)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(11)
+    guide_trace = poutine.trace(pyro_guide).get_trace(model, x, betas)
+    post = model.posterior(x)
+    noise = {"z": (guide_trace.nodes["z"]["value"] - post["z_mean"]) / post["z_sd"],
+             "angle_vec": torch.zeros(6, 2), "shift": torch.zeros(6, 2)}
+    if model.config.rotation:
+        noise["angle_vec"] = (guide_trace.nodes["angle_vec"]["value"] - post["angle_vec_mean"]) / post["angle_vec_sd"]
+    if model.config.translation:
+        noise["shift"] = (guide_trace.nodes["shift"]["value"] - post["shift_mean"]) / post["shift_sd"]
+    if "y" in guide_trace.nodes:
+        guide_trace.remove_node("y")                       # y is enumerated, not replayed
+    replayed_guide = poutine.replay(pyro_guide, trace=guide_trace)
+    theirs = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(pyro_model, replayed_guide, model, x, betas)
+
+    terms = model.loss_terms(x, noise=noise, kl_estimator="sample")
+    weights = betas or {"beta_z": 1.0, "beta_tau": 1.0, "beta_y": 1.0}
+    ours = model.weighted_loss(terms, weights) * x.shape[0]
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-3)
+    # and so are the gradients with respect to every weight that either objective uses
+    parameters = [p for p in model.parameters()]
+    mine = torch.autograd.grad(ours, parameters, allow_unused=True, retain_graph=True)
+    reference = torch.autograd.grad(theirs, parameters, allow_unused=True)
+    for a, b in zip(mine, reference):
+        a = torch.zeros_like(b) if a is None and b is not None else a
+        b = torch.zeros_like(a) if b is None and a is not None else b
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_analytic_kl_is_the_mean_of_the_sampled_estimate():
+    torch.manual_seed(7)
+    model = JTRVAE(small_config(n_classes=0, angle_prior_concentration=1.5, shift_prior_sd=0.3))
+    x = torch.rand(2, 1, 9, 9).repeat(4000, 1, 1, 1)
+    with torch.no_grad():
+        analytic = model.loss_terms(x[:2], torch.Generator().manual_seed(0))
+        sampled = model.loss_terms(x, torch.Generator().manual_seed(1), kl_estimator="sample")
+    for name in ("kl_z", "kl_angle", "kl_shift"):
+        estimate = sampled[name].view(4000, 2).mean(0)
+        error = sampled[name].view(4000, 2).std(0) / math.sqrt(4000)
+        assert torch.all((estimate - analytic[name]).abs() < 5 * error + 1e-3), name
+
+
+def test_beta_schedule_windows():
+    config = JTRVAEConfig()                  # the defaults: y 30 → 1 over 0–10 %, z 3 → 1 over 10–30 %
+    at = {e: beta_schedule(e, 100, config) for e in (0, 5, 10, 20, 30, 60)}
+    assert (at[0]["beta_z"], at[0]["beta_tau"], at[0]["beta_y"]) == (3.0, 1.0, 30.0)
+    assert at[5]["beta_y"] == pytest.approx(15.5)
+    assert (at[10]["beta_z"], at[10]["beta_y"]) == (3.0, 1.0)        # continuous weighted 3× the discrete
+    assert at[20]["beta_z"] == pytest.approx(2.0)
+    for epoch in (30, 60):                                            # the plain ELBO from then on
+        assert (at[epoch]["beta_z"], at[epoch]["beta_tau"], at[epoch]["beta_y"]) == (1.0, 1.0, 1.0)
+    assert at[60]["class_balance"] == config.class_balance
+    paper = JTRVAEConfig(beta_tau_start=10, beta_y_start=3, beta_z_start=None, beta_y_window=None, anneal_fraction=0.2,
+                         class_balance=0.0)
+    assert beta_schedule(10, 100, paper) == {"beta_z": 1.0, "beta_tau": 5.5, "beta_y": 2.0, "class_balance": 0.0}
+
+
+def test_class_balance_penalises_unequal_class_usage_only():
+    uniform_confident = torch.eye(4)[[0, 1, 2, 3]]                    # every class used once
+    collapsed = torch.eye(4)[[0, 0, 0, 0]]
+    terms = {name: torch.zeros(4) for name in ("recon", "kl_tau", "kl_z", "kl_y")}
+    betas = {"beta_z": 1.0, "beta_tau": 1.0, "beta_y": 1.0, "class_balance": 2.0}
+    assert JTRVAE.weighted_loss(terms | {"class_probs": uniform_confident}, betas) == pytest.approx(0.0, abs=1e-6)
+    assert JTRVAE.weighted_loss(terms | {"class_probs": collapsed}, betas) == pytest.approx(2.0 * math.log(4))
+
+
+# --- the cards ----------------------------------------------------------------------------------
+
+CARDS = dict(n=3000, size=28, max_angle_deg=60.0, seed=1)
+EPOCHS = 45
+
+
+@pytest.fixture(scope="module")
+def cards():
+    return make_cards(**CARDS)
+
+
+def test_untrained_or_collapsed_models_fail_the_metric(cards):
+    """Negative controls: the bar below is far above what learning nothing scores."""
+    untrained = build_model(JTRVAEConfig(), seed=0)
+    predicted = encode_array(untrained, cards.images, device="cpu")["class"]
+    assert matched_accuracy(cards.labels, predicted) < 0.45
+    assert matched_accuracy(cards.labels, np.zeros_like(cards.labels)) == pytest.approx(0.25)   # one class
+    shuffled = np.random.default_rng(0).permutation(cards.labels)
+    assert matched_accuracy(cards.labels, shuffled) < 0.3 and abs(adjusted_rand_index(cards.labels, shuffled)) < 0.01
+
+
+@pytest.mark.slow
+def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
+    """The default recipe, 3000 cards of 28×28, 45 epochs (about 4 minutes on one core): matched
+    accuracy of argmax q(y|x) ≥ 0.95, and the learned angle turns with the true one.
+
+    Measured with this recipe: 0.986 here (CPU, seed 0); on a GPU 0.98, 0.97, 0.97, 0.92, 0.97, 0.98
+    for seeds 0–5. The angle follows the true one within three suits (circular correlation ≈ 0.95);
+    the hearts' class tends to learn its canonical heart turned by about 50° and, the heart being
+    nearly three-fold symmetric (two lobes and a point), wraps the angle into ±60° (a sawtooth,
+    correlation ≈ -0.5), so the angle is asserted for three of the four suits."""
+    train = TrainConfig(epochs=EPOCHS, seed=0, checkpoint_every=EPOCHS, device="cpu", val_fraction=0.0)
+    result = fit(cards.images, JTRVAEConfig(), train, tmp_path / "run")
+    encoded = encode_array(result.model, cards.images, device="cpu")
+    predicted = encoded["class"]
+    accuracy = matched_accuracy(cards.labels, predicted)
+    assert accuracy >= 0.95, f"matched accuracy {accuracy:.3f}"
+    assert adjusted_rand_index(cards.labels, predicted) > 0.85
+    correlations = sorted(circular_correlation(cards.angle_rad[cards.labels == suit], encoded["angle_rad"][cards.labels == suit])
+                          for suit in range(4))
+    assert correlations[1] > 0.85, correlations               # the best three suits

@@ -1,0 +1,128 @@
+"""fit(): run folder, weights-only checkpoints, bit-exact resume, side-effect-free validation, encoding."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from microvae.errors import InputError, ParameterError
+from microvae.models import JTRVAEConfig
+from microvae.training import TrainConfig, encode_array, fit, load_run
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_problem(n=80, size=10):
+    images = np.random.default_rng(0).random((n, 1, size, size)).astype(np.float32)
+    model = JTRVAEConfig(image_size=size, n_classes=3, encoder_hidden=(16,), decoder_hidden=(16, 16))
+    return images, model
+
+
+def train_config(**changes):
+    return TrainConfig(**(dict(epochs=4, batch_size=16, seed=5, checkpoint_every=1, device="cpu", val_fraction=0.25,
+                               pixel_fraction=0.5) | changes))
+
+
+@pytest.mark.parametrize("decoder", ["mlp", "resample"])
+def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, decoder):
+    images, model = tiny_problem()
+    model.decoder = decoder
+    straight = fit(images, model, train_config(), tmp_path / "straight")
+
+    def crash_in_epoch_three(event):
+        if event["event"] == "batch" and event["epoch"] == 3 and event["step"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(images, model, train_config(), tmp_path / "resumed", progress=crash_in_epoch_three)
+    torch.rand(3), np.random.rand(2)                      # unrelated use of the global generators
+    resumed = fit(images, model, train_config(), tmp_path / "resumed")
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_completed == 4
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert [row["loss"] for row in straight.history] == [row["loss"] for row in resumed.history]
+
+
+def test_run_folder_contents_and_weights_only_checkpoint(tmp_path):
+    images, model = tiny_problem()
+    events = []
+    fit(images, model, train_config(epochs=2), tmp_path / "run", progress=events.append)
+    run = tmp_path / "run"
+    settings = json.loads((run / "config.json").read_text())
+    assert settings["model"]["n_classes"] == 3 and settings["train"]["epochs"] == 2
+    checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.load(run / "checkpoints" / "final.pt", weights_only=True)["epoch"] == 2
+    assert {"model_state", "optimizer_state", "scaler_state", "shuffle_generator", "noise_generator", "rng",
+            "schedule", "epoch", "history"} <= set(checkpoint)
+    assert {"torch", "numpy", "python"} <= set(checkpoint["rng"])
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert {"loss", "recon", "kl_z", "kl_tau", "kl_y", "beta_z", "beta_tau", "beta_y", "val_loss",
+            "n_class_0", "n_class_1", "n_class_2", "samples_per_s"} <= set(rows[0])
+    assert sum(int(rows[-1][f"n_class_{k}"]) for k in range(3)) == len(images)
+    assert (run / "loss.png").stat().st_size > 1000
+    assert {e["event"] for e in events} == {"batch", "epoch"}
+    assert not list(run.glob("**/*.tmp"))                 # no temporary files left behind
+
+
+def test_validation_has_no_effect_on_training(tmp_path):
+    """Changing only the held-out images changes the validation loss but not a single weight."""
+    images, model = tiny_problem()
+    n_val = round(0.25 * len(images))
+    held_out = np.random.default_rng(5).permutation(len(images))[:n_val]   # fit's split for seed 5
+    other = images.copy()
+    other[held_out] = 1.0 - other[held_out]
+    a = fit(images, model, train_config(epochs=2), tmp_path / "a")
+    b = fit(other, model, train_config(epochs=2), tmp_path / "b")
+    for name, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[name]), name
+    assert a.history[-1]["val_loss"] != b.history[-1]["val_loss"]
+
+
+def test_encode_array_and_load_run(tmp_path):
+    images, model = tiny_problem()
+    result = fit(images, model, train_config(epochs=1), tmp_path / "run")
+    loaded, configs = load_run(tmp_path / "run")
+    assert configs["model"] == model and configs["epoch"] == 1
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(value.cpu(), loaded.state_dict()[name]), name
+    encoded = encode_array(loaded, images[:7], batch_size=3, device="cpu")
+    assert encoded["class_probs"].shape == (7, 3) and encoded["class"].shape == (7,)
+    np.testing.assert_allclose(encoded["class_probs"].sum(1), 1.0, rtol=1e-5)
+    assert encoded["z_mean"].shape == encoded["z_sd"].shape == (7, 2)
+    assert encoded["angle_rad"].shape == (7,) and encoded["shift_px"].shape == (7, 2)
+    assert (encoded["recon_error"] >= 0).all() and encoded["recon_error"].shape == (7,)
+
+
+def test_resuming_with_other_model_settings_is_refused(tmp_path):
+    images, model = tiny_problem()
+    fit(images, model, train_config(epochs=1), tmp_path / "run")
+    with pytest.raises(ParameterError):
+        fit(images, JTRVAEConfig(image_size=10, n_classes=2, encoder_hidden=(16,), decoder_hidden=(16, 16)),
+            train_config(epochs=2), tmp_path / "run")
+    with pytest.raises(ParameterError):
+        fit(images, model, train_config(epochs=2, lr=1e-2), tmp_path / "run")
+
+
+def test_bad_inputs_raise_user_errors(tmp_path):
+    images, model = tiny_problem()
+    with pytest.raises(InputError):
+        fit(images * 3.0, model, train_config(), tmp_path / "a")          # not in [0, 1] for Bernoulli
+    with pytest.raises(ParameterError):
+        fit(images[:, :, :8, :8], model, train_config(), tmp_path / "b")   # wrong patch size
+    with pytest.raises(InputError):
+        load_run(tmp_path / "missing")
