@@ -63,3 +63,15 @@ def lattice_tif(tmp_path):
     path = tmp_path / "lattice.tif"
     tifffile.imwrite(path, lattice.image, imagej=True, resolution=(1 / 0.02, 1 / 0.02), metadata={"unit": "nm"})
     return path, lattice
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread: the same arithmetic (so the same trained model) on any machine, and
+    no slowdown when other processes share the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

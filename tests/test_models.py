@@ -19,13 +19,7 @@ from microvae.nets import SpatialMLPDecoder, coordinate_grid, transform_coordina
 from microvae.training import TrainConfig, build_model, encode_array, fit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the same arithmetic on any machine, no slowdown from shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def small_config(**changes) -> JTRVAEConfig:

@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-import torch
 from scipy import ndimage
 
 from microvae.images import read_scans
@@ -28,15 +27,11 @@ def interface_row(image: np.ndarray, margin: int = 40) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_sample_pipeline_splits_the_interface(tmp_path):
     """Away from the interface (± 60 px), ≥ 90 % of the columns on each side are in that side's
     majority class, and the two sides' majority classes differ. Measured: 96 % / 98 % (seed 0)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)                      # the same arithmetic on any machine
-    try:
-        run_pipeline(SAMPLE / "pipeline.toml", [str(SCAN)], tmp_path / "study")
-    finally:
-        torch.set_num_threads(before)
+    run_pipeline(SAMPLE / "pipeline.toml", [str(SCAN)], tmp_path / "study")
     image = read_scans(str(SCAN))[0].data[0].astype(np.float64)
     boundary = interface_row(image)
     assert 180 < boundary < 340                   # the interface crosses the middle of the scan
