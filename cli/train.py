@@ -73,11 +73,11 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
 def train_command(
     patches: str = typer.Argument(..., help="Patches artifact (.h5) or image stack (.npy, .tif, .h5[:/dataset]).", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; reused to resume).", show_default=False),
-    classes: int = typer.Option(3, "--classes", "-k", help="Number of discrete classes K (0: no discrete latent)."),
+    classes: int = typer.Option(M.n_classes, "--classes", "-k", help="Number of discrete classes K (0: no discrete latent)."),
     latent_dim: int = typer.Option(M.latent_dim, "--latent-dim", "-d", help="Continuous latents D besides angle and shift."),
     rotation: bool = typer.Option(True, "--rotation/--no-rotation", help="Learn a rotation latent."),
     translation: bool = typer.Option(True, "--translation/--no-translation", help="Learn a shift latent (turn off for atom-centred or FFT patches)."),
-    epochs: int = typer.Option(100, "--epochs", "-e", help="Total epochs (a resumed run continues up to this number)."),
+    epochs: int = typer.Option(T.epochs, "--epochs", "-e", help="Total epochs (a resumed run continues up to this number)."),
     batch_size: int = typer.Option(T.batch_size, "--batch-size", "-b", help="Patches per optimisation step."),
     lr: float = typer.Option(T.lr, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from .atoms import FindAtomsParams
 from .errors import InputError, ParameterError
 from .patches import PatchParams
-from .training import setting_names
+from .training import configs_from_settings, setting_names
 
 SECTIONS = {
     "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as"},
@@ -97,8 +97,6 @@ def extract_params(config: PipelineConfig) -> tuple[PatchParams, str]:
 
 def train_configs(config: PipelineConfig):
     """(JTRVAEConfig, TrainConfig) from the [train] section; absent keys take the library defaults."""
-    from .training import configs_from_settings
-
     return configs_from_settings(config.section("train"))
 
 
