@@ -3,7 +3,8 @@ correlation of the learned angle with the true one (per suit, then averaged), ov
 and seeds. One line per run, then a summary table.
 
     python benchmarks/bench_cards_quality.py [--angles 12 60 120] [--seeds 0 1 2] [--epochs 45] [--device auto]
-        [--set decoder=resample --set class_balance=0]     # any JTRVAEConfig field, to compare recipes
+        [--set class_balance=0 --set latent_dim=1]      # any JTRVAEConfig field, to compare recipes
+        [--train-set pixel_fraction=0.1]               # any TrainConfig field
 
 Writes results/cards_quality.json and .md (a CUDA GPU makes a run take seconds; one CPU core, minutes).
 """
@@ -55,10 +56,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", dest="settings", action="append", default=[], help="NAME=VALUE for JTRVAEConfig")
+    parser.add_argument("--train-set", dest="train_settings", action="append", default=[], help="NAME=VALUE for TrainConfig")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = parse_settings(args.settings)
+    train_settings = parse_settings(args.train_settings)
     rows = []
     for angle in args.angles:
         cards = make_cards(args.n, size=args.size, max_angle_deg=angle, seed=1)
@@ -66,7 +69,7 @@ def main() -> None:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as run_dir:
                 train = TrainConfig(epochs=args.epochs, seed=seed, device=args.device, val_fraction=0.0,
-                                    checkpoint_every=args.epochs)
+                                    checkpoint_every=args.epochs, **train_settings)
                 result = fit(cards.images, JTRVAEConfig(image_size=args.size, **settings), train, run_dir)
                 row = {"max_angle_deg": angle, "seed": seed, **score(cards, encode_array(result.model, cards.images, device=args.device)),
                        "final_loss": result.history[-1]["loss"],
@@ -74,7 +77,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"settings": settings, "epochs": args.epochs, "n": args.n, "size": args.size, "device": args.device,
+    meta = {"settings": settings, "train_settings": train_settings, "pixel_fraction": TrainConfig(**train_settings).pixel_fraction, "epochs": args.epochs, "n": args.n, "size": args.size, "device": args.device,
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     (args.out / "cards_quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"<!-- python benchmarks/bench_cards_quality.py | {meta} -->",

@@ -82,7 +82,7 @@ def train_command(
     lr: float = typer.Option(T.lr, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),
     likelihood: str = typer.Option("auto", "--likelihood", help="'bernoulli' (values in [0,1]), 'gaussian', or 'auto' (Bernoulli when the data lie in [0,1])."),
-    decoder: str = typer.Option(M.decoder, "--decoder", help="'mlp' (the paper's spatial generator), 'conv' (spatial broadcast with latent skips) or 'resample' (experimental: canonical image resampled at the rotated grid; ~100× faster but less accurate classes)."),
+    decoder: str = typer.Option(M.decoder, "--decoder", help="'mlp' (the paper's spatial generator) or 'conv' (spatial broadcast with latent skips)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help=f"One width for every hidden layer, in the paper's layout (encoder 2 layers, MLP decoder 3; the paper: 256) [default: encoder {_widths(M.encoder_hidden)}, decoder {_widths(M.decoder_hidden)}].", show_default=False),
     pixel_fraction: float = typer.Option(T.pixel_fraction, "--pixel-fraction", help="Score this random fraction of the pixels per step (unbiased; 1 = all). The MLP decoder's cost is proportional to it."),
     class_balance: float = typer.Option(M.class_balance, "--class-balance", help="Weight of the penalty on unequal class usage, KL(mean q(y|x) ‖ uniform) per batch (0: the paper's objective). Keeps classes from merging or dying."),

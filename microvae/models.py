@@ -54,10 +54,10 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor, nn
 
 from .errors import ParameterError, raise_first_failure
-from .nets import MLPEncoder, ResampleDecoder, mlp, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, rotated_copies, transform_coordinates
+from .nets import MLPEncoder, mlp, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, rotated_copies, transform_coordinates
 
 LIKELIHOODS = ("bernoulli", "gaussian")
-DECODERS = ("mlp", "conv", "resample")
+DECODERS = ("mlp", "conv")
 KL_ESTIMATORS = ("analytic", "sample")
 
 
@@ -78,10 +78,8 @@ class JTRVAEConfig:
         likelihood: 'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
             identity output: any intensity range).
         gaussian_sd: sd of the Gaussian likelihood, in image intensity units.
-        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate), 'conv' (spatial
-            broadcast decoder with latent skip connections) or 'resample' (an MLP renders each
-            class's canonical image once, sampled at the transformed grid by bilinear
-            interpolation: the same model family, ~100× cheaper).
+        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
+            broadcast decoder with latent skip connections).
         class_rotations: R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
             (mean of their log-probabilities), so that it is nearly rotation invariant by
             construction instead of having to learn it; 0 = no pooling. Takes precedence over
@@ -249,9 +247,6 @@ class JTRVAE(nn.Module):
         if config.decoder == "mlp":
             self.decoder = SpatialMLPDecoder(config.latent_dim, config.n_classes, c, config.decoder_hidden,
                                              config.activation, config.latent_skips, config.coordinate_gain)
-        elif config.decoder == "resample":
-            self.decoder = ResampleDecoder(config.latent_dim, config.n_classes, (w, w), c, config.decoder_hidden,
-                                           config.activation)
         else:
             self.decoder = SpatialBroadcastDecoder(config.latent_dim, config.n_classes, (w, w), c,
                                                    config.conv_channels, activation=config.activation)
@@ -318,7 +313,11 @@ class JTRVAE(nn.Module):
         angle_concentration (B,) (|m_v| / sd_v: larger is sharper), shift (B, 2) and shift_sd (B, 2)
         in pixels (row, col) (zeros when translation is off).
         """
-        post = self.posterior(x)
+        return self.summarise(self.posterior(x))
+
+    def summarise(self, post: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The summaries of :meth:`encode` from posterior parameters as :meth:`posterior` returns them."""
+        x = post["z_mean"]
         batch = x.shape[0]
         out = {"class_probs": torch.softmax(post["class_logits"], dim=1), "z_mean": post["z_mean"], "z_sd": post["z_sd"]}
         if self.config.rotation:
@@ -371,7 +370,8 @@ class JTRVAE(nn.Module):
     # --- objective -------------------------------------------------------------------------
 
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None, *, pixel_fraction: float = 1.0,
-                   kl_estimator: str = "analytic", noise: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                   kl_estimator: str = "analytic", noise: dict[str, Tensor] | None = None,
+                   posterior: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Negative-ELBO terms per image, in nats, for (B, C, W, W) images.
 
         The class is marginalised exactly: ``recon = Σ_y q(y|x) · (-log p(x | z, v, s, y))`` over all
@@ -388,6 +388,8 @@ class JTRVAE(nn.Module):
                 log q - log p at the draw; unbiased, as Pyro's Trace ELBOs estimate it).
             noise: standard-normal draws to use instead of drawing: 'z' (B, D), 'angle_vec' (B, 2),
                 'shift' (B, 2).
+            posterior: parameters of q(·|x) to use instead of the encoder's (as :meth:`posterior`
+                returns them; per-sample refinement optimises these against the fixed decoder).
 
         Returns:
             dict of (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift),
@@ -395,7 +397,7 @@ class JTRVAE(nn.Module):
         """
         if kl_estimator not in KL_ESTIMATORS:
             raise ParameterError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-        post = {name: value.float() for name, value in self.posterior(x).items()}   # KLs in float32 under AMP
+        post = {name: value.float() for name, value in (posterior or self.posterior(x)).items()}  # KLs in float32 under AMP
         draws = noise if noise is not None else self._standard_normal_draws(x, generator)
         z = post["z_mean"] + post["z_sd"] * draws["z"]
         angle_rad = angle_vec = shift = None

@@ -238,50 +238,6 @@ class SpatialBroadcastDecoder(nn.Module):
         return logits.reshape(batch, k, logits.shape[1], height * width).transpose(2, 3)
 
 
-class ResampleDecoder(nn.Module):
-    """Render each class's image in the canonical frame once, then sample it at the transformed grid.
-
-    An MLP maps (z, one-hot class) to a (C, H, W) canonical image of logits; the output pixel whose
-    canonical coordinates are ``u`` (from :func:`transform_coordinates`) reads that image at ``u`` by
-    bilinear interpolation (``grid_sample``, border padding). This is the same model family as the
-    spatial MLP decoder (the image is a function of R(γ)ᵀ(x − s), z and y) at a cost independent of
-    the number of pixels per MLP evaluation: about 100× cheaper at 28×28 with the paper's widths.
-    """
-
-    def __init__(self, latent_dim: int, n_classes: int, image_shape: tuple[int, int], out_channels: int = 1,
-                 hidden: Sequence[int] = (256, 256), activation: str = "tanh"):
-        super().__init__()
-        self.latent_dim, self.n_classes = latent_dim, n_classes
-        self.image_shape, self.out_channels = image_shape, out_channels
-        height, width = image_shape
-        layers = mlp(latent_dim + n_classes, hidden, activation)
-        last = hidden[-1] if hidden else latent_dim + n_classes
-        self.render = nn.Sequential(layers, nn.Linear(last, out_channels * height * width))
-
-    def canonical(self, z: Tensor, class_vectors: Tensor | None) -> Tensor:
-        """(B, C, H, W) canonical images for latents z (B, D) and class vectors (B, K) (or none)."""
-        inputs = z if class_vectors is None else torch.cat([z, class_vectors.to(z.dtype)], dim=1)
-        if inputs.shape[1] == 0:
-            inputs = z.new_zeros(z.shape[0], 0)
-        return self.render(inputs).view(-1, self.out_channels, *self.image_shape)
-
-    def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
-        """coords (B or 1, P, 2) canonical (row, col); z (B, D) → (B, K', P, C) (K' = 1 given class_vectors)."""
-        batch = z.shape[0]
-        if class_vectors is None and self.n_classes > 0:
-            eye = torch.eye(self.n_classes, device=z.device, dtype=z.dtype)
-            classes = eye.repeat(batch, 1)                                     # (B·K, K)
-            latents = z.repeat_interleave(self.n_classes, dim=0)
-            per_sample = self.n_classes
-        else:
-            classes, latents, per_sample = class_vectors, z, 1
-        images = self.canonical(latents, classes)                              # (B·K', C, H, W)
-        points = coords.expand(batch, -1, -1).flip(-1)                         # grid_sample wants (x=col, y=row)
-        points = points.repeat_interleave(per_sample, dim=0).unsqueeze(1)      # (B·K', 1, P, 2)
-        sampled = torch.nn.functional.grid_sample(images, points.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=True)
-        return sampled[:, :, 0].transpose(1, 2).reshape(batch, per_sample, -1, self.out_channels)
-
-
 def rotated_copies(x: Tensor, count: int) -> Tensor:
     """(B·count, C, H, W): each image rotated by 0, 2π/count, … (bilinear, zeros outside)."""
     batch = x.shape[0]

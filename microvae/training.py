@@ -29,7 +29,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,6 +38,7 @@ import torch
 
 from .errors import InputError, MicrovaeError, ParameterError, raise_first_failure
 from .models import JTRVAE, JTRVAEConfig, beta_schedule
+from .refine import RefineConfig, refine_posterior
 
 CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -60,8 +61,9 @@ class TrainConfig:
         amp: bf16 autocast on CUDA (ignored on CPU).
         val_fraction: fraction of the images held out for the validation loss (0 = none).
         pixel_fraction: score this random fraction of the pixels per step (unbiased; 1 = all
-            pixels; ignored by the conv decoder). 0.1 makes a step of the MLP decoder ~8× cheaper
-            than all pixels, and reached the same class accuracy. See :meth:`JTRVAE.loss_terms`.
+            pixels; ignored by the conv decoder). 0.05 makes a step of the MLP decoder ~15× cheaper
+            than all pixels; on the ±60° cards (CPU, seeds 0–2) it reached 0.99/0.88/0.97 matched
+            accuracy against 0.99/0.66/0.95 with 0.1. See :meth:`JTRVAE.loss_terms`.
     """
 
     epochs: int = 50
@@ -72,7 +74,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = False
     val_fraction: float = 0.1
-    pixel_fraction: float = 0.1
+    pixel_fraction: float = 0.05
 
     def validate(self) -> None:
         checks = [
@@ -505,21 +507,35 @@ def plot_losses(path: Path, history: list[dict]) -> None:
 # --- using a trained model -----------------------------------------------------------------
 
 @torch.no_grad()
-def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto") -> dict[str, np.ndarray]:
+def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto",
+                 refine: RefineConfig | None = None) -> dict[str, np.ndarray]:
     """Encode (N, C, H, W) images with a trained model; numpy arrays out.
 
     Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
     angle_rad (N,), angle_concentration (N,), shift_px (N, 2) (row, col), shift_sd_px (N, 2), and
     recon_error (N,): mean squared error between each image and its reconstruction from the
     posterior means with the argmax class.
+
+    With ``refine`` (steps > 0) every patch's posterior is first optimised against the fixed
+    decoder (:mod:`microvae.refine`) and the summaries are those of the refined posterior; then
+    ``neg_elbo_encoder`` and ``neg_elbo_refined`` (N,) give each patch's negative ELBO (nats) before
+    and after, on the same draws.
     """
     data = _check_images(images, model.config)
     target = resolve_device(device)
     model = model.to(target).eval()
     parts: dict[str, list[np.ndarray]] = {}
+    refining = refine is not None and refine.steps > 0
     for start in range(0, len(data), batch_size):
         x = torch.from_numpy(data[start:start + batch_size]).to(target)
-        enc = model.encode(x)
+        if refining:
+            batch_refine = replace(refine, seed=refine.seed + start)
+            posterior, before, after = refine_posterior(model, x, model.posterior(x), batch_refine)
+            enc = model.summarise(posterior)
+            parts.setdefault("neg_elbo_encoder", []).append(before.cpu().numpy())
+            parts.setdefault("neg_elbo_refined", []).append(after.cpu().numpy())
+        else:
+            enc = model.encode(x)
         classes = enc["class_probs"].argmax(1)
         onehot = torch.nn.functional.one_hot(classes, model.n_enumerated).float()
         recon = model.decode(enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None,

@@ -25,7 +25,7 @@ def small_config(**changes) -> JTRVAEConfig:
                                 decoder_hidden=(32, 32)) | changes))
 
 
-@pytest.mark.parametrize("decoder", ["mlp", "conv", "resample"])
+@pytest.mark.parametrize("decoder", ["mlp", "conv"])
 def test_loss_terms_on_cuda_equal_the_cpu_ones(decoder):
     """Same weights, same images, same standard-normal draws: the same ELBO terms on both devices."""
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -32,7 +32,7 @@ def train_config(**changes):
                                pixel_fraction=0.5) | changes))
 
 
-@pytest.mark.parametrize("decoder", ["mlp", "resample"])
+@pytest.mark.parametrize("decoder", ["mlp", "conv"])
 def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, decoder):
     images, model = tiny_problem()
     model.decoder = decoder
