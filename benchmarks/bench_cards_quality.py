@@ -77,7 +77,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"settings": settings, "train_settings": train_settings, "pixel_fraction": TrainConfig(**train_settings).pixel_fraction, "epochs": args.epochs, "n": args.n, "size": args.size, "device": args.device,
+    meta = {"settings": settings, "train_settings": train_settings, "scored_fraction": TrainConfig(**train_settings).scored_fraction(args.size ** 2), "epochs": args.epochs, "n": args.n, "size": args.size, "device": args.device,
             "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
     (args.out / "cards_quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"<!-- python benchmarks/bench_cards_quality.py | {meta} -->",

@@ -81,9 +81,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for size in (28, 48):
-        for fraction in sorted({1.0, 0.25, TrainConfig().pixel_fraction}, reverse=True):
+        for fraction in sorted({1.0, 0.25, TrainConfig().scored_fraction(size * size)}, reverse=True):
             rate = measure(size, args.batch, args.steps, fraction)
-            label = "mlp" + ("" if fraction == 1.0 else f" (pixel_fraction {fraction:g})")
+            label = "mlp" + ("" if fraction == 1.0 else f" (pixel_fraction {fraction:.3g})")
             rows.append({"size": size, "decoder": label, "samples_per_s": rate})
             print(f"{size}×{size}  {label:28s} {rate:9.1f} samples/s", flush=True)
     results = Path(__file__).parent / "results"

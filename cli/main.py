@@ -51,6 +51,7 @@ def _root(
 from . import encode as _encode  # noqa: E402  (importing registers the subcommands, in pipeline order)
 from . import export as _export  # noqa: E402
 from . import extract as _extract  # noqa: E402
+from . import compare as _compare  # noqa: E402
 from . import diagnose as _diagnose  # noqa: E402
 from . import find_atoms as _find_atoms  # noqa: E402
 from . import pictures as _pictures  # noqa: E402

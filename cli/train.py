@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from microvae.models import JTRVAEConfig as M
-from microvae.stages import run_train
+from microvae.stages import run_train, run_train_ensemble
 from microvae.training import TrainConfig as T
 from microvae.training import configs_from_settings
 
@@ -67,7 +67,8 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
         "Examples:\n\n"
         "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n\n"
         "  microvae train patches.h5 -o run/ --classes 2 --no-translation   # atom-centred STEM patches\n\n"
-        "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp   # any orientation, on a GPU"
+        "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp   # any orientation, on a GPU\n\n"
+        "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5   # 5 seeds: class uncertainty and stability"
     ),
 )
 def train_command(
@@ -85,6 +86,7 @@ def train_command(
     decoder: str = typer.Option(M.decoder, "--decoder", help="'mlp' (the paper's spatial generator) or 'conv' (spatial broadcast with latent skips)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help=f"One width for every hidden layer, in the paper's layout (encoder 2 layers, MLP decoder 3; the paper: 256) [default: encoder {_widths(M.encoder_hidden)}, decoder {_widths(M.decoder_hidden)}].", show_default=False),
     pixel_fraction: float = typer.Option(T.pixel_fraction, "--pixel-fraction", help="Score this random fraction of the pixels per step (unbiased; 1 = all). The MLP decoder's cost is proportional to it."),
+    min_pixels: int = typer.Option(T.min_pixels, "--min-pixels", help="But score at least this many pixels per patch and step (subtle classes need enough of them)."),
     class_balance: float = typer.Option(M.class_balance, "--class-balance", help="Weight of the penalty on unequal class usage, KL(mean q(y|x) ‖ uniform) per batch (0: the paper's objective). Keeps classes from merging or dying."),
     canonical_class_head: bool = typer.Option(M.canonical_class_head, "--canonical-class-head/--shared-class-head", help="q(y|x) reads the patch turned back to the canonical frame (pose-invariant classes), or the shared encoder's head (the paper)."),
     class_rotations: int = typer.Option(M.class_rotations, "--class-rotations", help="Pool the class posterior over this many rotated copies of each patch instead (0: off)."),
@@ -97,19 +99,36 @@ def train_command(
     val_fraction: float = typer.Option(T.val_fraction, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
     amp: bool = typer.Option(False, "--amp", help="bf16 mixed precision on CUDA."),
+    ensemble: int = typer.Option(0, "--ensemble", help="Train M runs with seeds SEED…SEED+M−1 in OUTPUT/member_i, align their classes, and record their agreement (encode then reports per-patch class agreement as an uncertainty map; the mean pairwise ARI helps choose --classes). 0 = one run.", min=0, show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace a run folder made from other inputs or settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
     settings = dict(classes=classes, latent_dim=latent_dim, rotation=rotation, translation=translation, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, likelihood=likelihood, decoder=decoder,
-                    pixel_fraction=pixel_fraction, class_balance=class_balance, canonical_class_head=canonical_class_head,
+                    pixel_fraction=pixel_fraction, min_pixels=min_pixels, class_balance=class_balance, canonical_class_head=canonical_class_head,
                     class_rotations=class_rotations, angle_prior_concentration=angle_prior, shift_prior_sd=shift_prior_sd,
                     beta_z_start=beta_z_start, beta_tau_start=beta_tau, beta_y_start=beta_y,
                     checkpoint_every=checkpoint_every, val_fraction=val_fraction, device=device, amp=amp)
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)
-    with training_progress(quiet or json_summary, epochs) as progress:
-        result = run_train(patches, output, model_config, train_config, force=force, progress=progress)
+    if ensemble:
+        offset = {"epochs": 0}
+
+        def member_done(index: int, result) -> None:
+            offset["epochs"] += epochs
+            if not (quiet or json_summary):
+                stderr.print(f"  member {index} (seed {seed + index}): {result.status}")
+
+        with training_progress(quiet or json_summary, epochs * ensemble) as progress:
+            def member_progress(event: dict) -> None:
+                if progress is not None:
+                    progress({**event, "epoch": offset["epochs"] + event["epoch"]} if "epoch" in event else event)
+
+            result = run_train_ensemble(patches, output, model_config, train_config, ensemble, force=force,
+                                        progress=member_progress, on_member=member_done)
+    else:
+        with training_progress(quiet or json_summary, epochs) as progress:
+            result = run_train(patches, output, model_config, train_config, force=force, progress=progress)
     report(result, quiet, json_summary)

@@ -15,6 +15,9 @@ Map names and contents (float32, NaN where no patch covers the pixel, unless sta
 ``shift_row_px``            posterior shift along rows, pixels
 ``shift_col_px``            posterior shift along columns, pixels
 ``recon_error``             mean squared reconstruction error of the patch
+``neg_elbo``                negative ELBO of the patch, nats (when the encoded artifact has it)
+``class_agreement``         ensembles: fraction of members agreeing with the consensus class
+``class_prob_sd``           ensembles: sd of the aligned class posteriors over members
 ==========================  ==================================================================
 """
 
@@ -26,7 +29,12 @@ import numpy as np
 
 from .maps import nearest_centre
 
-MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²"}
+MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²", "neg_elbo": "nats"}
+OPTIONAL_MAPS = {
+    "neg_elbo": "negative ELBO of the nearest patch (high: poorly explained by the model)",
+    "class_agreement": "fraction of ensemble members whose class equals the consensus class (low: uncertain)",
+    "class_prob_sd": "sd over ensemble members of the aligned class posterior (high: uncertain)",
+}
 
 
 @dataclass
@@ -46,7 +54,8 @@ def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np
         shape: (H, W) of the scan.
         coords: (N, 2) patch centres (row, col) in this scan.
         encoded: per-patch arrays of this scan's patches: ``class`` (N,), ``class_probs`` (N, K),
-            ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2), ``recon_error`` (N,).
+            ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2), ``recon_error`` (N,); and
+            any of :data:`OPTIONAL_MAPS` (N,) that the artifact has.
         radius: pixels farther than this from every centre are missing.
     """
     lookup = nearest_centre(shape, coords, radius)
@@ -77,6 +86,10 @@ def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np
     descriptions["shift_col_px"] = "posterior shift of the object along columns, pixels"
     maps["recon_error"] = lookup.render(encoded["recon_error"].astype(np.float32))
     descriptions["recon_error"] = "mean squared reconstruction error of the nearest patch"
+    for name, description in OPTIONAL_MAPS.items():
+        if name in encoded:
+            maps[name] = lookup.render(encoded[name].astype(np.float32))
+            descriptions[name] = description
     units = {name: MAP_UNITS.get(name, "latent units" if name.startswith("z") else "") for name in maps}
     return ScanMaps(maps, units, descriptions, float(lookup.covered.mean()))
 

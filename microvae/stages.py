@@ -415,6 +415,59 @@ def run_train(
     return StageResult("written", run_dir, summary, notes)
 
 
+def run_train_ensemble(
+    patches: str | Path,
+    run_dir: str | Path,
+    model_config,
+    train_config,
+    members: int,
+    force: bool = False,
+    progress: Callable[[dict], None] | None = None,
+    on_member: Callable[[int, StageResult], None] | None = None,
+) -> StageResult:
+    """Train ``members`` runs with seeds seed, seed + 1, … in ``run_dir/member_i`` (each resumes like
+    :func:`run_train`), then align their classes to member 0's and write ``ensemble.json``
+    (:mod:`microvae.ensemble`). Rerunning finishes what an interruption left."""
+    import copy
+    from dataclasses import replace
+
+    from .ensemble import build_record, member_dir
+    from .training import encode_array, load_run
+
+    if members < 2:
+        raise ParameterError(f"an ensemble needs at least 2 members, got {members}")
+    if model_config.n_classes < 2:
+        raise ParameterError("an ensemble aligns classes: give --classes 2 or more")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise OutputError(f"{run_dir}: exists and is not a folder; the ensemble needs a folder")
+    if run_dir.is_dir() and (run_dir / RUN_PROVENANCE).exists():
+        raise OutputError(f"{run_dir}: holds an ordinary (single) run; choose another folder for the ensemble")
+    seeds = [train_config.seed + index for index in range(members)]
+    statuses = []
+    for index, seed in enumerate(seeds):
+        result = run_train(patches, member_dir(run_dir, index), copy.deepcopy(model_config), replace(train_config, seed=seed), force=force, progress=progress)
+        statuses.append(result.status)
+        if on_member is not None:
+            on_member(index, result)
+    source = load_patch_input(patches)
+    labels = []
+    for index in range(members):
+        model, _ = load_run(member_dir(run_dir, index), device="cpu")
+        labels.append(encode_array(model, source.images, device=train_config.device)["class"])
+    record = build_record(labels, model_config.n_classes, [member_dir(run_dir, i).name for i in range(members)], seeds)
+    record.write(run_dir)
+    counts = [np.bincount(label, minlength=model_config.n_classes).tolist() for label in labels]
+    notes = [f"{members} members (seeds {seeds[0]}–{seeds[-1]}); mean pairwise ARI of their classes {record.mean_pairwise_ari:.3f} "
+             "(near 1: stable classes; compare across --classes to choose K)", f"patches per class, by member: {counts}"]
+    if min(record.classes_used) < model_config.n_classes:
+        notes.append(f"some members fill fewer than {model_config.n_classes} classes (classes used: {record.classes_used}): their agreement says little")
+    status = "up-to-date" if all(s == "up-to-date" for s in statuses) else "written"
+    summary = {"members": members, "mean_pairwise_ari": record.mean_pairwise_ari, "pairwise_ari": record.pairwise_ari,
+               "classes_used": record.classes_used, "run_dir": str(run_dir)}
+    return StageResult(status, run_dir, summary, notes)
+
+
 def _save_training_statistics(model, images: np.ndarray, run_dir: Path, device: str) -> None:
     """Reconstruction error and negative ELBO of the training patches, for out-of-distribution checks."""
     from .encoding import patch_scores, write_training_statistics
@@ -499,11 +552,17 @@ def run_encode(
     refine.validate()
     from .training import encode_array, load_run
 
+    from .ensemble import member_dir, read_record
+
     progress = progress or _noop
     run_dir = Path(run_dir)
     output = Path(output)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run folder (expected the output folder of 'microvae train')")
+    ensemble = read_record(run_dir)
+    ensemble_dir = run_dir if ensemble else None
+    if ensemble:
+        run_dir = member_dir(run_dir, 0)       # latents, angles and provenance come from member 0
     model, configs = load_run(run_dir, device="cpu")
     run_record = read_run_provenance(run_dir)
     source = load_patch_input(patches)
@@ -518,6 +577,11 @@ def run_encode(
     inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}, {"path": str(checkpoint), "sha256": file_sha256(checkpoint), "role": "model"}]
     upstream = ([source.header.provenance_record()] if source.header else []) + ([{k: v for k, v in run_record.items() if k != "recipe"}] if run_record else [])
     parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size}
+    if ensemble:
+        parameters["ensemble"] = {"members": ensemble.members, "permutations": ensemble.permutations}
+        inputs += [{"path": str(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"),
+                    "sha256": file_sha256(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"), "role": "model"}
+                   for i in range(1, len(ensemble.members))]
     if refine.steps:
         parameters["refine"] = asdict(refine)
     provenance = Provenance(stage="encode", parameters=parameters, inputs=inputs, upstream=upstream)
@@ -530,10 +594,12 @@ def run_encode(
     encoded = encode_array(model, source.images, batch_size=batch_size, device=device, refine=refine)
     progress("encoding", 1, 2)
     if refine.steps:
-        encoded["neg_elbo"] = encoded["neg_elbo_refined"]
+        encoded["neg_elbo"] = encoded["neg_elbo_refined"].astype(np.float64)
     else:
         encoded["neg_elbo"] = patch_scores(model, source.images, batch_size=batch_size, device=device)
     progress("encoding", 2, 2)
+    if ensemble:
+        encoded.update(_ensemble_classes(ensemble_dir, ensemble, source.images, encoded["class_probs"], batch_size, device, progress))
     count = len(source.images)
     training_stats = read_training_statistics(run_dir)
     image_index = source.image_index if source.image_index is not None else np.zeros(count, np.int32)
@@ -558,6 +624,11 @@ def run_encode(
             "recon_error": ("normalised intensity²", "mean squared error between the patch and its reconstruction from the posterior means (argmax class)"),
             "neg_elbo": ("nats", "negative ELBO of the patch under the model (β = 1, one fixed-seed draw): high means poorly explained"),
         }
+        if ensemble:
+            descriptions["class_probs"] = ("", f"q(y|x) averaged over the {len(ensemble.members)} ensemble members after aligning their classes to member 0's (columns sum to 1)")
+            descriptions["class"] = ("", "argmax of the ensemble's class_probs")
+            descriptions["class_agreement"] = ("", "fraction of ensemble members whose own argmax class equals `class` (1/M to 1; low = uncertain)")
+            descriptions["class_prob_sd"] = ("", "sd over ensemble members of the aligned q(y|x), mean over classes")
         if refine.steps:
             descriptions["neg_elbo"] = ("nats", f"negative ELBO of the patch after {refine.steps} steps of per-sample refinement of its posterior (β = 1, mean of {refine.eval_draws} fixed-seed draws)")
             descriptions["neg_elbo_encoder"] = ("nats", "negative ELBO with the encoder's posterior, before refinement (the same draws)")
@@ -567,13 +638,19 @@ def run_encode(
         handle.attrs["latent_dim"] = int(model_config.latent_dim)
         handle.attrs["rotation"] = bool(model_config.rotation)
         handle.attrs["translation"] = bool(model_config.translation)
-        handle.attrs["run_dir"] = str(run_dir)
+        handle.attrs["run_dir"] = str(ensemble_dir or run_dir)
+        if ensemble:
+            handle.attrs["ensemble_members"] = len(ensemble.members)
+            handle.attrs["ensemble_mean_pairwise_ari"] = ensemble.mean_pairwise_ari
         handle.attrs["window"] = int(source.images.shape[-1])
         handle.attrs["scan_summaries"] = artifacts.to_json(summaries)
         if training_stats:
             handle.attrs["training_statistics"] = artifacts.to_json({k: asdict(v) for k, v in training_stats.items()})
     counts = np.bincount(encoded["class"], minlength=max(model_config.n_classes, 1))
     notes = [f"{count} patches encoded; patches per class: {counts.tolist()}"]
+    if ensemble:
+        notes.append(f"ensemble of {len(ensemble.members)}: all members agree on {100 * (encoded['class_agreement'] == 1).mean():.1f}% of patches "
+                     f"(mean agreement {encoded['class_agreement'].mean():.3f}; training-set pairwise ARI {ensemble.mean_pairwise_ari:.3f})")
     for entry in summaries:
         if "neg_elbo_ratio" in entry:
             notes.append(
@@ -588,6 +665,23 @@ def run_encode(
         notes.append(f"refinement ({refine.steps} steps): mean −ELBO {before.mean():.2f} → {after.mean():.2f} nats; "
                      f"{100 * (after < before).mean():.1f}% of patches improved")
     return StageResult("written", output, summary, notes)
+
+
+def _ensemble_classes(ensemble_dir: Path, ensemble, images: np.ndarray, first_probs: np.ndarray, batch_size: int, device: str, progress) -> dict[str, np.ndarray]:
+    """Consensus class, class_probs, class_agreement and class_prob_sd of an ensemble's members."""
+    from .ensemble import consensus, member_dir, permute_probs
+    from .training import encode_array, load_run
+
+    aligned = [permute_probs(first_probs, np.asarray(ensemble.permutations[0]))]
+    for index in range(1, len(ensemble.members)):
+        progress("encoding ensemble members", index, len(ensemble.members))
+        model, configs = load_run(member_dir(ensemble_dir, index), device="cpu")
+        probs = encode_array(model, images, batch_size=batch_size, device=device)["class_probs"]
+        aligned.append(permute_probs(probs, np.asarray(ensemble.permutations[index])))
+    progress("encoding ensemble members", len(ensemble.members), len(ensemble.members))
+    combined = consensus(np.stack(aligned))
+    return {"class_probs": combined.class_probs.astype(np.float32), "class": combined.labels,
+            "class_agreement": combined.agreement.astype(np.float32), "class_prob_sd": combined.prob_sd.astype(np.float32)}
 
 
 def _check_recipe_matches(run_recipe: dict | None, patch_recipe: dict | None, patches, run_dir) -> None:
@@ -605,7 +699,7 @@ def _check_recipe_matches(run_recipe: dict | None, patch_recipe: dict | None, pa
 # export
 
 EXPORT_FORMATS = ("h5", "tiff", "png")
-PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "z")
+PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z")
 
 
 def run_export(
@@ -624,7 +718,7 @@ def run_export(
     """
     import h5py
 
-    from .export import build_maps, write_tiff
+    from .export import OPTIONAL_MAPS, build_maps, write_tiff
 
     progress = progress or _noop
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
@@ -639,7 +733,8 @@ def run_export(
         if "coords" not in handle or "images" not in handle:
             raise InputError(f"{encoded}: has no patch coordinates (it was encoded from a bare stack); maps need patches from 'microvae extract'")
         artifacts.require_datasets(handle, encoded, ["class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error", "image_index"], "encoded")
-        data = {name: handle[name][()] for name in ("coords", "image_index", "class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error")}
+        per_patch_names = ["class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error"] + [name for name in OPTIONAL_MAPS if name in handle]
+        data = {name: handle[name][()] for name in ["coords", "image_index", *per_patch_names]}
         records = artifacts.read_image_table(handle)
         window = int(handle.attrs.get("window", 0)) or None
     radius = float(radius if radius is not None else (window / 2.0 if window else 8.0))
@@ -654,7 +749,7 @@ def run_export(
     for index, record in enumerate(records):
         progress("rendering maps", index, len(records))
         members = data["image_index"] == index
-        per_patch = {name: data[name][members] for name in ("class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error")}
+        per_patch = {name: data[name][members] for name in per_patch_names}
         scan_maps = build_maps((record.height, record.width), data["coords"][members], per_patch, radius)
         all_maps.append(scan_maps)
         label = _scan_label(index, record)
@@ -775,7 +870,9 @@ def run_encode_scans(
     output = Path(output)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run folder (expected the output folder of 'microvae train')")
-    record = read_run_provenance(run_dir)
+    from .ensemble import member_dir, read_record
+
+    record = read_run_provenance(member_dir(run_dir, 0) if read_record(run_dir) else run_dir)
     recipe = record.get("recipe") or {}
     extract_settings = dict(recipe.get("extract") or {})
     if not extract_settings:

@@ -90,3 +90,25 @@ def test_real_srtio3_both_sublattices(realdata):
     # two populations of intensity: the dimmest quarter is clearly weaker than the brightest quarter
     low, high = np.percentile(table.intensity, [25, 75])
     assert high > 1.5 * low
+
+
+def test_two_phase_lattice_ground_truth():
+    """Regions by the boundary, variants by stripe, dim columns displaced by ±displacement along rows,
+    and the dim columns' brightness differs between the regions as stated."""
+    from microvae.synthetic import lattice_sites, make_two_phase_lattice
+
+    truth = make_two_phase_lattice(shape=(256, 256), displacement_px=1.5, jitter_px=0.0, dose=1e9, read_noise=0.0, seed=2)
+    np.testing.assert_array_equal(truth.region, (truth.positions[:, 1] >= truth.boundary_col).astype(int))
+    dim = truth.sublattice == 1
+    assert set(np.unique(truth.variant[dim])) == {-1, 1} and (truth.variant[~dim] == 0).all()
+    sites, _ = lattice_sites((256, 256), 14.0, 0.0, True, 4 * 1.8 + 2)
+    np.testing.assert_allclose(truth.positions[:, 0] - sites[:, 0], 1.5 * truth.variant, atol=1e-9)
+    stripes = np.floor(sites[dim, 0] / 64.0).astype(int)
+    np.testing.assert_array_equal(truth.variant[dim], np.where(stripes % 2 == 0, 1, -1))
+    pixel = np.round(truth.positions).astype(int)
+    inside = ((pixel >= 0) & (pixel < 256)).all(1)
+    peaks = np.full(len(pixel), np.nan)
+    peaks[inside] = truth.image[pixel[inside, 0], pixel[inside, 1]]
+    left, right = np.nanmedian(peaks[dim & (truth.region == 0)]), np.nanmedian(peaks[dim & (truth.region == 1)])
+    bright = np.nanmedian(peaks[~dim])
+    assert left / bright == pytest.approx(0.2, abs=0.05) and right / bright == pytest.approx(0.65, abs=0.07)

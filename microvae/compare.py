@@ -1,0 +1,128 @@
+"""Did two runs learn the same thing? A map between their latent spaces, and the tolerance it reaches.
+
+Two VAEs that learned the same structure need not share coordinates: their latents may be rotated,
+reflected or rescaled against each other, their classes permuted, and their canonical frames
+turned. Following the diffusion-VAE thesis' Δ-reduction, :func:`compare_runs` fits the simplest map
+that carries run A's latent code into run B's — for the continuous latents an affine map
+z_B = W z_A + b, for the classes a permutation (Hungarian matching of the two runs' assignments on
+the same patches), for the canonical frame one global angle offset — such that B's decoder on the
+mapped code renders what A's decoder renders. The reached tolerance Δ is the root-mean-square
+difference of the two renderings over A's codes of the patches (intensity units of the model's
+output), also given relative to the spread of A's renderings: near 0 means B can reproduce
+everything A expresses; near 1 means it cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .ensemble import align_labels
+from .errors import InputError
+
+
+@dataclass
+class Comparison:
+    """Result of :func:`compare_runs`.
+
+    Attributes:
+        delta: RMS difference between A's and B's renderings after the map (output intensity units).
+        delta_relative: ``delta`` over the RMS deviation of A's renderings from their mean image.
+        delta_identity: the same RMS difference with the identity map (no fit), for reference.
+        latent_map: (D_B, D_A) matrix W of z_B = W z_A + b.
+        latent_offset: (D_B,) b.
+        angle_offset_rad: the global turn φ of B's canonical frame: B renders at angle φ.
+        class_map: for each class of A, the matched class of B (empty without classes).
+        class_agreement: fraction of patches whose A class maps to their B class.
+        patches: number of patches used.
+    """
+
+    delta: float
+    delta_relative: float
+    delta_identity: float
+    latent_map: np.ndarray
+    latent_offset: np.ndarray
+    angle_offset_rad: float
+    class_map: list[int]
+    class_agreement: float
+    patches: int
+
+    def to_dict(self) -> dict:
+        return {"delta": self.delta, "delta_relative": self.delta_relative, "delta_identity": self.delta_identity,
+                "latent_map": self.latent_map.tolist(), "latent_offset": self.latent_offset.tolist(),
+                "angle_offset_rad": self.angle_offset_rad, "class_map": self.class_map,
+                "class_agreement": self.class_agreement, "patches": self.patches}
+
+
+def _render(model, z: torch.Tensor, onehot: torch.Tensor | None, angle_rad: torch.Tensor | None) -> torch.Tensor:
+    """(N, C·W·W) output means in the canonical frame (no shift); ``angle_rad`` turns it."""
+    return model.decode(z, onehot, angle_rad if model.config.rotation else None, None).flatten(1)
+
+
+def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: float = 0.05, seed: int = 0) -> Comparison:
+    """Fit the map from run A's latent code to run B's on (N, C, W, W) ``images`` (both models fixed).
+
+    The map's parameters (W, b, φ) are fitted by Adam (``steps`` full-batch steps) to the mean
+    squared difference between A's and B's renderings of A's posterior means, keeping the best seen;
+    W starts at the least-squares map between the two runs' own posterior means on the same patches.
+    """
+    from .training import encode_array
+
+    for name, model in (("A", model_a), ("B", model_b)):
+        config = model.config
+        if (config.channels, config.image_size) != (model_a.config.channels, model_a.config.image_size):
+            raise InputError(f"run {name} renders {config.channels}×{config.image_size}² patches but run A {model_a.config.channels}×{model_a.config.image_size}²; compare runs trained on the same patch shape")
+    if (model_a.config.n_classes > 0) != (model_b.config.n_classes > 0) or model_a.config.n_classes != model_b.config.n_classes:
+        raise InputError(f"run A has {model_a.config.n_classes} classes and run B {model_b.config.n_classes}; comparison needs the same number")
+    encoded_a = encode_array(model_a, images, device="cpu")
+    encoded_b = encode_array(model_b, images, device="cpu")
+    n_classes = model_a.config.n_classes
+    class_map, agreement = [], float("nan")
+    onehot_a = onehot_b = None
+    if n_classes > 0:
+        permutation = align_labels(encoded_b["class"], encoded_a["class"], n_classes)      # A's k → B's permutation[k]
+        class_map = permutation.tolist()
+        agreement = float((permutation[encoded_a["class"]] == encoded_b["class"]).mean())
+        onehot_a = torch.nn.functional.one_hot(torch.from_numpy(encoded_a["class"]), n_classes).float()
+        onehot_b = torch.nn.functional.one_hot(torch.from_numpy(permutation[encoded_a["class"]]), n_classes).float()
+    z_a = torch.from_numpy(encoded_a["z_mean"]).float()
+    z_b = torch.from_numpy(encoded_b["z_mean"]).float()
+    d_a, d_b = z_a.shape[1], z_b.shape[1]
+    # start from the least-squares affine map between the two runs' own codes of the same patches
+    design = torch.cat([z_a, torch.ones(len(z_a), 1)], 1)
+    start = torch.linalg.lstsq(design, z_b).solution if d_b and d_a else torch.zeros(d_a + 1, d_b)
+    weight = start[:d_a].T.clone().requires_grad_(True)                      # (D_B, D_A)
+    offset = start[d_a].clone().requires_grad_(True)                         # (D_B,)
+    angle = torch.zeros(1, requires_grad=True)
+    with torch.no_grad():
+        target = _render(model_a, z_a, onehot_a, torch.zeros(len(z_a)))
+        identity = (_render(model_b, z_a, onehot_b, torch.zeros(len(z_a))) - target).pow(2).mean().sqrt().item() if d_a == d_b else float("nan")
+    parameters = [weight, offset] + ([angle] if model_b.config.rotation else [])
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    requires_grad = [p.requires_grad for p in model_b.parameters()]
+    model_b.requires_grad_(False)
+    best = (math.inf, None)
+    try:
+        for _ in range(steps + 1):
+            mapped = z_a @ weight.T + offset
+            rendered = _render(model_b, mapped, onehot_b, angle.expand(len(z_a)))
+            loss = (rendered - target).pow(2).mean()
+            if loss.item() < best[0]:          # Adam's first steps can leave an exact starting map
+                best = (loss.item(), [p.detach().clone() for p in (weight, offset, angle)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for parameter, flag in zip(model_b.parameters(), requires_grad):
+            parameter.requires_grad_(flag)
+    weight, offset, angle = best[1]
+    with torch.no_grad():
+        rendered = _render(model_b, z_a @ weight.T + offset, onehot_b, angle.expand(len(z_a)))
+        delta = (rendered - target).pow(2).mean().sqrt().item()
+        spread = (target - target.mean(0)).pow(2).mean().sqrt().item()
+    angle_offset = float(np.angle(np.exp(1j * angle.item())))
+    return Comparison(delta, delta / max(spread, 1e-12), identity, weight.detach().numpy(), offset.detach().numpy(),
+                      angle_offset, class_map, agreement, int(len(images)))
