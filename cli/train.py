@@ -9,6 +9,7 @@ from typing import Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from microvae.errors import ParameterError
 from microvae.models import JTRVAEConfig as M
 from microvae.stages import run_train, run_train_ensemble
 from microvae.training import TrainConfig as T
@@ -68,7 +69,8 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
         "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n\n"
         "  microvae train patches.h5 -o run/ --classes 2 --no-translation   # atom-centred STEM patches\n\n"
         "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp   # any orientation, on a GPU\n\n"
-        "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5   # 5 seeds: class uncertainty and stability"
+        "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5   # 5 seeds: class uncertainty and stability\n\n"
+        "  microvae train patches.h5 -o semi/ --classes 4 --labels known.csv   # rows 'patch_index,class'"
     ),
 )
 def train_command(
@@ -99,6 +101,8 @@ def train_command(
     val_fraction: float = typer.Option(T.val_fraction, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
     amp: bool = typer.Option(False, "--amp", help="bf16 mixed precision on CUDA."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (semi-supervised): a CSV of patch_index,class rows or a .npy array with −1 for unknown. Labelled patches train the class posterior; the rest are inferred.", show_default=False),
+    label_weight: float = typer.Option(M.label_weight, "--label-weight", help="Weight of −log q(label|x) per labelled patch (Kingma et al.'s α)."),
     ensemble: int = typer.Option(0, "--ensemble", help="Train M runs with seeds SEED…SEED+M−1 in OUTPUT/member_i, align their classes, and record their agreement (encode then reports per-patch class agreement as an uncertainty map; the mean pairwise ARI helps choose --classes). 0 = one run.", min=0, show_default=False),
     force: bool = typer.Option(False, "--force", help="Replace a run folder made from other inputs or settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -106,13 +110,15 @@ def train_command(
 ) -> None:
     settings = dict(classes=classes, latent_dim=latent_dim, rotation=rotation, translation=translation, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, likelihood=likelihood, decoder=decoder,
-                    pixel_fraction=pixel_fraction, min_pixels=min_pixels, class_balance=class_balance, canonical_class_head=canonical_class_head,
+                    pixel_fraction=pixel_fraction, min_pixels=min_pixels, class_balance=class_balance, label_weight=label_weight, canonical_class_head=canonical_class_head,
                     class_rotations=class_rotations, angle_prior_concentration=angle_prior, shift_prior_sd=shift_prior_sd,
                     beta_z_start=beta_z_start, beta_tau_start=beta_tau, beta_y_start=beta_y,
                     checkpoint_every=checkpoint_every, val_fraction=val_fraction, device=device, amp=amp)
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)
+    if ensemble and labels is not None:
+        raise ParameterError("--labels and --ensemble together are not supported yet; train the labelled run on its own")
     if ensemble:
         offset = {"epochs": 0}
 
@@ -130,5 +136,5 @@ def train_command(
                                         progress=member_progress, on_member=member_done)
     else:
         with training_progress(quiet or json_summary, epochs) as progress:
-            result = run_train(patches, output, model_config, train_config, force=force, progress=progress)
+            result = run_train(patches, output, model_config, train_config, force=force, progress=progress, labels=labels)
     report(result, quiet, json_summary)

@@ -153,6 +153,7 @@ class JTRVAEConfig:
     beta_tau_window: tuple[float, float] | None = None
     beta_y_window: tuple[float, float] | None = (0.0, 0.1)
     class_balance: float = 20.0
+    label_weight: float = 50.0
 
     def validate(self) -> None:
         """Raise :class:`ParameterError` for values out of range or inconsistent."""
@@ -179,6 +180,7 @@ class JTRVAEConfig:
              "β windows must be (begin, end) with 0 <= begin <= end <= 1"),
             (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
             (self.class_balance >= 0, f"class_balance must be >= 0, got {self.class_balance}"),
+            (self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}"),
         ]
         raise_first_failure(checks)
 
@@ -215,6 +217,7 @@ def beta_schedule(epoch: float, n_epochs: int, config: JTRVAEConfig) -> dict[str
         "beta_tau": ramp(config.beta_tau_start, config.beta_tau_end, config.beta_tau_window),
         "beta_y": ramp(config.beta_y_start, config.beta_y_end, config.beta_y_window),
         "class_balance": config.class_balance,
+        "label_weight": config.label_weight,
     }
 
 
@@ -371,7 +374,7 @@ class JTRVAE(nn.Module):
 
     def loss_terms(self, x: Tensor, generator: torch.Generator | None = None, *, pixel_fraction: float = 1.0,
                    kl_estimator: str = "analytic", noise: dict[str, Tensor] | None = None,
-                   posterior: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                   posterior: dict[str, Tensor] | None = None, labels: Tensor | None = None) -> dict[str, Tensor]:
         """Negative-ELBO terms per image, in nats, for (B, C, W, W) images.
 
         The class is marginalised exactly: ``recon = Σ_y q(y|x) · (-log p(x | z, v, s, y))`` over all
@@ -390,6 +393,10 @@ class JTRVAE(nn.Module):
                 'shift' (B, 2).
             posterior: parameters of q(·|x) to use instead of the encoder's (as :meth:`posterior`
                 returns them; per-sample refinement optimises these against the fixed decoder).
+            labels: (B,) known classes for semi-supervised training, −1 where unknown. A labelled
+                image's class is observed, as in Kingma et al.'s M2 model: its reconstruction uses
+                that class only, it has no class KL, and ``class_nll`` = −log q(label | x) trains
+                the class posterior (weighted by ``label_weight`` in :meth:`weighted_loss`).
 
         Returns:
             dict of (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift),
@@ -416,8 +423,16 @@ class JTRVAE(nn.Module):
 
         class_log_probs = torch.log_softmax(post["class_logits"].float(), dim=1)
         class_probs = class_log_probs.exp()
-        terms = {"recon": (class_probs * nll).sum(1), "class_probs": class_probs}
-        terms["kl_y"] = (class_probs * (class_log_probs + math.log(self.n_enumerated))).sum(1)  # 0 when K = 0
+        class_weights = class_probs
+        kl_y = (class_probs * (class_log_probs + math.log(self.n_enumerated))).sum(1)  # 0 when K = 0
+        class_nll = torch.zeros_like(kl_y)
+        if labels is not None and self.config.n_classes > 0:
+            known = labels >= 0
+            observed = F.one_hot(labels.clamp_min(0), self.n_enumerated).to(class_probs.dtype)
+            class_weights = torch.where(known[:, None], observed, class_probs)
+            kl_y = torch.where(known, torch.zeros_like(kl_y), kl_y)
+            class_nll = torch.where(known, -class_log_probs.gather(1, labels.clamp_min(0)[:, None])[:, 0], class_nll)
+        terms = {"recon": (class_weights * nll).sum(1), "class_probs": class_probs, "kl_y": kl_y, "class_nll": class_nll}
         kl = _gaussian_kl if kl_estimator == "analytic" else _sampled_gaussian_kl
         zero = torch.zeros_like(terms["recon"])
         one = torch.ones((), device=x.device)
@@ -436,6 +451,8 @@ class JTRVAE(nn.Module):
         per_image = (terms["recon"] + betas["beta_tau"] * terms["kl_tau"] + betas["beta_z"] * terms["kl_z"]
                      + betas["beta_y"] * terms["kl_y"])
         loss = per_image.mean()
+        if betas.get("label_weight", 0.0) and "class_nll" in terms:
+            loss = loss + betas["label_weight"] * terms["class_nll"].mean()
         balance = betas.get("class_balance", 0.0)
         if balance:
             loss = loss + balance * marginal_class_kl(terms["class_probs"])

@@ -370,8 +370,12 @@ def run_train(
     train_config,
     force: bool = False,
     progress: Callable[[dict], None] | None = None,
+    labels: str | Path | None = None,
 ) -> StageResult:
     """Train a j-trVAE on a patches artifact or image stack, in a run folder that resumes.
+
+    ``labels`` names a file of known classes for some patches (semi-supervised training, see
+    :func:`read_labels`); its hash joins the run's provenance.
 
     ``model_config.image_size`` and ``channels`` are taken from the data. The run folder holds
     ``provenance.json`` (inputs, upstream chain, extraction recipe), ``config.json``,
@@ -390,6 +394,13 @@ def run_train(
     train_config.validate()
     parameters = {"model": model_config.to_dict(), "train": {k: v for k, v in train_config.to_dict().items() if k not in ("epochs", "checkpoint_every", "device")}}
     inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}]
+    known = None
+    if labels is not None:
+        from .images import file_sha256
+
+        known = read_labels(labels, len(source.images), model_config.n_classes)
+        inputs.append({"path": str(labels), "sha256": file_sha256(Path(labels)), "role": "labels"})
+        parameters["labelled_patches"] = int((known >= 0).sum())
     provenance = Provenance(stage="train", parameters=parameters, inputs=inputs, upstream=[source.header.provenance_record()] if source.header else [])
     record = {
         **provenance.to_dict(),
@@ -405,10 +416,12 @@ def run_train(
     run_dir.mkdir(parents=True, exist_ok=True)
     with artifacts.atomic_file(run_dir / RUN_PROVENANCE) as temp:
         temp.write_text(json.dumps(record, indent=2, default=artifacts._json_default))
-    result = fit(source.images, model_config, train_config, run_dir, progress=progress)
+    result = fit(source.images, model_config, train_config, run_dir, progress=progress, labels=known)
     _save_training_statistics(result.model, source.images, run_dir, train_config.device)
     last = result.history[-1] if result.history else {}
     notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"]
+    if known is not None:
+        notes.append(f"semi-supervised: {int((known >= 0).sum())} labelled patches ({100 * (known >= 0).mean():.1f}%)")
     if result.resumed_from_epoch is not None:
         notes.append(f"resumed from epoch {result.resumed_from_epoch}")
     summary = {"epochs": result.epochs_completed, "loss": last.get("loss"), "val_loss": last.get("val_loss"), "run_dir": str(run_dir)}
@@ -466,6 +479,45 @@ def run_train_ensemble(
     summary = {"members": members, "mean_pairwise_ari": record.mean_pairwise_ari, "pairwise_ari": record.pairwise_ari,
                "classes_used": record.classes_used, "run_dir": str(run_dir)}
     return StageResult(status, run_dir, summary, notes)
+
+
+def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
+    """Known classes of some patches, as (count,) int64 with −1 for unknown.
+
+    ``path`` is a CSV of ``patch_index,class`` rows (a header line is allowed; indices are rows of
+    the patches artifact, 0-based) or a .npy array of ``count`` integers with −1 for unknown.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such labels file (expected a CSV of patch_index,class rows or a .npy array)")
+    if path.suffix.lower() == ".npy":
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise InputError(f"{path}: not a readable .npy array ({error})") from error
+        if labels.shape != (count,) or labels.dtype.kind not in "iu":
+            raise InputError(f"{path}: expected {count} integers (one per patch, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
+        labels = labels.astype(np.int64)
+    else:
+        labels = np.full(count, -1, dtype=np.int64)
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            fields = [f.strip() for f in line.replace(";", ",").split(",")]
+            if not line.strip() or (number == 1 and not fields[0].lstrip("-").isdigit()):
+                continue
+            try:
+                index, label = int(fields[0]), int(fields[1])
+            except (ValueError, IndexError):
+                raise InputError(f"{path}:{number}: expected 'patch_index,class', got {line.strip()!r}") from None
+            if not 0 <= index < count:
+                raise InputError(f"{path}:{number}: patch index {index} is outside 0…{count - 1}")
+            labels[index] = label
+    if n_classes < 1:
+        raise ParameterError("labels need a model with classes: give --classes 1 or more")
+    if labels.min(initial=-1) < -1 or labels.max(initial=-1) >= n_classes:
+        raise InputError(f"{path}: classes must lie in 0…{n_classes - 1} (−1 = unknown), got {labels.min()}…{labels.max()}")
+    if not (labels >= 0).any():
+        raise InputError(f"{path}: labels no patch (every entry is −1)")
+    return labels
 
 
 def _save_training_statistics(model, images: np.ndarray, run_dir: Path, device: str) -> None:

@@ -163,8 +163,11 @@ ProgressCallback = Callable[[dict], None]
 
 
 def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfig, run_dir: Path | str,
-        progress: ProgressCallback | None = None) -> FitResult:
+        progress: ProgressCallback | None = None, labels: np.ndarray | None = None) -> FitResult:
     """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``.
+
+    ``labels`` (N,) makes it semi-supervised: the known class of each image, −1 where unknown (see
+    :meth:`JTRVAE.loss_terms`); the validation loss ignores them.
 
     ``progress`` receives a dict after every batch (``event='batch'``: epoch, step, steps, loss,
     recon, kl_z, kl_tau, kl_y, samples_per_s) and after every epoch (``event='epoch'``: the log
@@ -174,6 +177,7 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     train_config.validate()
     run_dir = Path(run_dir)
     data = _check_images(images, model_config)
+    known = _check_labels(labels, len(data), model_config.n_classes) if labels is not None else None
     device = resolve_device(train_config.device)
     paths = _RunPaths(run_dir)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -200,10 +204,11 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
 
     all_x = torch.from_numpy(data).to(device)                      # resident on the device for the whole run
     train_x, val_x = _split(all_x, train_config.val_fraction, train_config.seed)
+    train_y = _split(torch.from_numpy(known).to(device), train_config.val_fraction, train_config.seed)[0] if known is not None else None
     state = _TrainingState(model, optimizer, scaler, shuffle_gen, noise_gen, model_config, train_config, history)
 
     for epoch in range(start_epoch, train_config.epochs):
-        row = _train_one_epoch(state, train_x, epoch, use_amp, progress)
+        row = _train_one_epoch(state, train_x, epoch, use_amp, progress, train_y)
         row.update(_evaluate(model, val_x, all_x, epoch, state))
         history.append(row)
         completed = epoch + 1
@@ -269,8 +274,9 @@ TERMS = ("recon", "kl_z", "kl_tau", "kl_y")
 
 
 def _train_one_epoch(state: _TrainingState, train_x: torch.Tensor, epoch: int, use_amp: bool,
-                     progress: ProgressCallback | None) -> dict:
-    """One pass over the training images in shuffled batches; returns the epoch's mean terms."""
+                     progress: ProgressCallback | None, train_y: torch.Tensor | None = None) -> dict:
+    """One pass over the training images (and their labels, −1 = unknown) in shuffled batches;
+    returns the epoch's mean terms."""
     model, cfg = state.model, state.train_config
     model.train()
     betas = beta_schedule(epoch, cfg.epochs, state.model_config)
@@ -281,7 +287,8 @@ def _train_one_epoch(state: _TrainingState, train_x: torch.Tensor, epoch: int, u
     for step, index in enumerate(batches):
         x = train_x[index]
         with torch.autocast(device_type=train_x.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            terms = model.loss_terms(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()))
+            terms = model.loss_terms(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()),
+                                     labels=None if train_y is None else train_y[index])
         loss = model.weighted_loss(terms, betas)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
@@ -362,6 +369,20 @@ def _check_images(images: np.ndarray, config: JTRVAEConfig) -> np.ndarray:
         raise InputError(f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
                          "normalise the patches or use the Gaussian likelihood")
     return data
+
+
+def _check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
+    """(N,) int64 labels in [−1, K): −1 = unknown."""
+    labels = np.asarray(labels)
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be {count} integers (one per image, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
+    if n_classes < 1:
+        raise ParameterError("labels need a model with classes (--classes 1 or more)")
+    if labels.min(initial=-1) < -1 or labels.max(initial=-1) >= n_classes:
+        raise InputError(f"labels must lie in 0…{n_classes - 1} (or −1 for unknown), got {labels.min()}…{labels.max()}")
+    if not (labels >= 0).any():
+        raise InputError("no image has a label (all −1)")
+    return labels.astype(np.int64)
 
 
 def _split(data: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
