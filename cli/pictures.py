@@ -10,7 +10,7 @@ import typer
 
 from microvae import artifacts
 from microvae.errors import ParameterError
-from microvae.generation import generate, latent_grid, prior_quantiles, traversal
+from microvae.generation import generate, latent_grid, sweep_values, traversal
 from microvae.plots import save_image_grid
 from microvae.training import load_run
 
@@ -38,7 +38,7 @@ def manifold_command(
     model, configs = load_run(run_dir)
     config = configs["model"]
     written = []
-    quantiles = prior_quantiles(steps)
+    quantiles = sweep_values(config, steps)
     row_labels = [f"class {k}" for k in range(config.n_classes)] if config.n_classes else ["all"]
     for d in range(config.latent_dim):
         images = traversal(model, d, steps)

@@ -78,6 +78,7 @@ def train_command(
     output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; reused to resume).", show_default=False),
     classes: int = typer.Option(M.n_classes, "--classes", "-k", help="Number of discrete classes K (0: no discrete latent)."),
     latent_dim: int = typer.Option(M.latent_dim, "--latent-dim", "-d", help="Continuous latents D besides angle and shift."),
+    latent_geometry: str = typer.Option(M.latent_geometry, "--latent-geometry", help="'euclidean' (Gaussian prior), 'circle' (-d 1) or 'torus' (-d 2): angles with a uniform prior and wrapped-normal posterior, for periodic factors. Use with --beta-z-start 0 (KL warm-up; without it the circle posterior collapsed in our tests)."),
     rotation: bool = typer.Option(True, "--rotation/--no-rotation", help="Learn a rotation latent."),
     translation: bool = typer.Option(True, "--translation/--no-translation", help="Learn a shift latent (turn off for atom-centred or FFT patches)."),
     epochs: int = typer.Option(T.epochs, "--epochs", "-e", help="Total epochs (a resumed run continues up to this number)."),
@@ -108,7 +109,7 @@ def train_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
-    settings = dict(classes=classes, latent_dim=latent_dim, rotation=rotation, translation=translation, epochs=epochs,
+    settings = dict(classes=classes, latent_dim=latent_dim, latent_geometry=latent_geometry, rotation=rotation, translation=translation, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, likelihood=likelihood, decoder=decoder,
                     pixel_fraction=pixel_fraction, min_pixels=min_pixels, class_balance=class_balance, label_weight=label_weight, canonical_class_head=canonical_class_head,
                     class_rotations=class_rotations, angle_prior_concentration=angle_prior, shift_prior_sd=shift_prior_sd,

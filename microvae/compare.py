@@ -75,6 +75,8 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
         config = model.config
         if (config.channels, config.image_size) != (model_a.config.channels, model_a.config.image_size):
             raise InputError(f"run {name} renders {config.channels}×{config.image_size}² patches but run A {model_a.config.channels}×{model_a.config.image_size}²; compare runs trained on the same patch shape")
+    if model_a.config.latent_geometry != "euclidean" or model_b.config.latent_geometry != "euclidean":
+        raise InputError("compare maps Euclidean latents; for circular latents (a rotation/reflection map) it is not implemented yet")
     if (model_a.config.n_classes > 0) != (model_b.config.n_classes > 0) or model_a.config.n_classes != model_b.config.n_classes:
         raise InputError(f"run A has {model_a.config.n_classes} classes and run B {model_b.config.n_classes}; comparison needs the same number")
     encoded_a = encode_array(model_a, images, device="cpu")

@@ -44,13 +44,21 @@ def generate(model, z: np.ndarray, classes: np.ndarray | None = None, angle_rad:
     return model.decode(z_t, onehot, angle, shift).cpu().numpy()
 
 
+def sweep_values(config, steps: int) -> np.ndarray:
+    """Values a latent is swept through: the prior's quantiles, or for circular latents ``steps``
+    angles evenly around the circle (radians, from −π)."""
+    if config.latent_geometry != "euclidean":
+        return (-np.pi + 2 * np.pi * np.arange(steps) / steps).astype(np.float32)
+    return prior_quantiles(steps)
+
+
 def traversal(model, latent: int, steps: int = 9) -> np.ndarray:
     """Images (K', steps, C, W, W): rows are classes, columns sweep latent ``latent``, others at 0."""
     config = model.config
     if not 0 <= latent < config.latent_dim:
         raise ParameterError(f"latent {latent} does not exist; the model has {config.latent_dim}")
     rows = max(config.n_classes, 1)
-    values = prior_quantiles(steps)
+    values = sweep_values(config, steps)
     z = np.zeros((rows * steps, config.latent_dim), np.float32)
     z[:, latent] = np.tile(values, rows)
     classes = np.repeat(np.arange(rows), steps) if config.n_classes > 0 else None
@@ -62,7 +70,7 @@ def latent_grid(model, class_index: int | None, steps: int = 9) -> np.ndarray:
     config = model.config
     if config.latent_dim < 2:
         raise ParameterError("a 2D latent grid needs at least 2 continuous latents")
-    values = prior_quantiles(steps)
+    values = sweep_values(config, steps)
     grid_rows, grid_cols = np.meshgrid(values, values, indexing="ij")
     z = np.zeros((steps * steps, config.latent_dim), np.float32)
     z[:, 0] = grid_cols.ravel()

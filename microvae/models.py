@@ -54,6 +54,7 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor, nn
 
 from .errors import ParameterError, raise_first_failure
+from . import circular
 from .nets import MLPEncoder, mlp, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, rotated_copies, transform_coordinates
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -73,6 +74,9 @@ class JTRVAEConfig:
         channels: image channels C.
         n_classes: K, values of the discrete latent; 0 = none (rVAE / rtVAE / VAE).
         latent_dim: D, continuous latents besides rotation and shift (paper: 2).
+        latent_geometry: 'euclidean' (Gaussian prior, the paper's), 'circle' (D = 1) or 'torus'
+            (D = 2): each latent is an angle with a uniform prior and a wrapped-normal posterior
+            (:mod:`microvae.circular`), for factors that are periodic (a phase, a cyclic shift).
         rotation: learn a rotation latent.
         translation: learn a 2D shift latent.
         likelihood: 'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
@@ -127,6 +131,7 @@ class JTRVAEConfig:
     channels: int = 1
     n_classes: int = 4
     latent_dim: int = 2
+    latent_geometry: str = "euclidean"
     rotation: bool = True
     translation: bool = True
     likelihood: str = "bernoulli"
@@ -163,6 +168,9 @@ class JTRVAEConfig:
             (self.channels >= 1, f"channels must be >= 1, got {self.channels}"),
             (self.n_classes >= 0 and self.n_classes != 1, f"n_classes must be 0 (none) or >= 2, got {self.n_classes}"),
             (self.latent_dim >= 0, f"latent_dim must be >= 0, got {self.latent_dim}"),
+            (self.latent_geometry in circular.GEOMETRIES, f"latent_geometry must be one of {circular.GEOMETRIES}, got {self.latent_geometry!r}"),
+            (self.latent_geometry != "circle" or self.latent_dim == 1, f"a circle latent has latent_dim 1, got {self.latent_dim}"),
+            (self.latent_geometry != "torus" or self.latent_dim == 2, f"a torus latent has latent_dim 2, got {self.latent_dim}"),
             (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}"),
             (self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}"),
             (self.gaussian_sd > 0, f"gaussian_sd must be > 0, got {self.gaussian_sd}"),
@@ -239,8 +247,11 @@ class JTRVAE(nn.Module):
         self.register_buffer("grid", coordinate_grid(w), persistent=False)                    # (P, 2)
         self.register_buffer("angle_prior_mean", torch.tensor([config.angle_prior_concentration, 0.0]),
                              persistent=False)
+        self.circular_latents = config.latent_geometry != "euclidean"
+        decoder_latent = 2 * config.latent_dim if self.circular_latents else config.latent_dim   # (cos, sin) per angle
         self.encoder = MLPEncoder(c * w * w, config.latent_dim, config.n_classes, config.rotation,
-                                  config.translation, config.encoder_hidden, config.activation)
+                                  config.translation, config.encoder_hidden, config.activation,
+                                  mean_size=decoder_latent)
         self._start_at_prior_scale(self.encoder.head)
         if config.n_classes > 0 and (config.class_rotations > 0 or config.canonical_class_head):
             # its own network: pooling over rotations wants rotation-invariant features, while the
@@ -248,10 +259,10 @@ class JTRVAE(nn.Module):
             self.class_encoder = nn.Sequential(mlp(c * w * w, config.encoder_hidden, config.activation),
                                                nn.Linear(config.encoder_hidden[-1], config.n_classes))
         if config.decoder == "mlp":
-            self.decoder = SpatialMLPDecoder(config.latent_dim, config.n_classes, c, config.decoder_hidden,
+            self.decoder = SpatialMLPDecoder(decoder_latent, config.n_classes, c, config.decoder_hidden,
                                              config.activation, config.latent_skips, config.coordinate_gain)
         else:
-            self.decoder = SpatialBroadcastDecoder(config.latent_dim, config.n_classes, (w, w), c,
+            self.decoder = SpatialBroadcastDecoder(decoder_latent, config.n_classes, (w, w), c,
                                                    config.conv_channels, activation=config.activation)
 
     def _start_at_prior_scale(self, head: nn.Linear) -> None:
@@ -265,12 +276,18 @@ class JTRVAE(nn.Module):
     def posterior(self, x: Tensor) -> dict[str, Tensor]:
         """Parameters of q(·|x) for (B, C, W, W) images; shifts in grid units.
 
-        Keys: class_logits (B, K') with K' = max(K, 1) (zeros when K = 0); z_mean, z_sd (B, D);
+        Keys: class_logits (B, K') with K' = max(K, 1) (zeros when K = 0); z_mean, z_sd (B, D)
+        (for circular latents: mean angle in radians and the wrapped normal's σ);
         angle_vec_mean (B, 2), angle_vec_sd (B, 1) when rotation is on; shift_mean, shift_sd (B, 2)
         (row, col) when translation is on.
         """
         head = self.encoder(x)
         out = {"z_mean": head["z_mean"], "z_sd": torch.exp(head["z_log_sd"])}
+        if self.circular_latents:       # angles: the direction of the head's 2D vector per latent
+            d = self.config.latent_dim
+            out["z_mean"] = torch.atan2(head["z_mean"][:, d:], head["z_mean"][:, :d])
+            # σ = MAX_SD · sigmoid(h − log 9): 0.3 at h = 0, never above MAX_SD, and never without a gradient
+            out["z_sd"] = circular.MAX_SD * torch.sigmoid(head["z_log_sd"] - math.log(9.0))
         out["class_logits"] = head.get("class_logits", x.new_zeros(x.shape[0], 1))
         if self.config.n_classes > 0 and self.config.class_rotations > 0:
             copies = self.config.class_rotations
@@ -349,7 +366,7 @@ class JTRVAE(nn.Module):
         """
         grid = self.grid if pixel_index is None else self.grid[pixel_index]
         coords = transform_coordinates(grid, angle_rad, shift)
-        return self.decoder(coords, z, class_vectors)
+        return self.decoder(coords, circular.features(z) if self.circular_latents else z, class_vectors)
 
     def decode(self, z: Tensor, class_onehot: Tensor | None = None, angle_rad: Tensor | None = None,
                shift: Tensor | None = None) -> Tensor:
@@ -407,6 +424,8 @@ class JTRVAE(nn.Module):
         post = {name: value.float() for name, value in (posterior or self.posterior(x)).items()}  # KLs in float32 under AMP
         draws = noise if noise is not None else self._standard_normal_draws(x, generator)
         z = post["z_mean"] + post["z_sd"] * draws["z"]
+        if self.circular_latents:
+            z = circular.wrap(z)
         angle_rad = angle_vec = shift = None
         if self.config.rotation:  # the posterior has no angle/shift keys when those latents are off
             angle_vec = post["angle_vec_mean"] + post["angle_vec_sd"] * draws["angle_vec"]
@@ -436,7 +455,10 @@ class JTRVAE(nn.Module):
         kl = _gaussian_kl if kl_estimator == "analytic" else _sampled_gaussian_kl
         zero = torch.zeros_like(terms["recon"])
         one = torch.ones((), device=x.device)
-        terms["kl_z"] = kl(post["z_mean"], post["z_sd"], 0.0 * one, one, z)
+        if self.circular_latents:   # single-sample estimate log q(θ) + log 2π, unbiased (see microvae.circular)
+            terms["kl_z"] = (circular.log_prob(z, post["z_mean"], post["z_sd"]) + math.log(2 * math.pi)).sum(1)
+        else:
+            terms["kl_z"] = kl(post["z_mean"], post["z_sd"], 0.0 * one, one, z)
         terms["kl_angle"] = zero if angle_vec is None else kl(
             post["angle_vec_mean"], post["angle_vec_sd"].expand(-1, 2), self.angle_prior_mean, one, angle_vec)
         terms["kl_shift"] = zero if shift is None else kl(
@@ -507,6 +529,7 @@ def _sampled_gaussian_kl(mean: Tensor, sd: Tensor, prior_mean: Tensor, prior_sd:
 
 def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) -> None:
     """p(x, z, v, s, y) of ``vae`` as a Pyro model; the class site 'y' is enumerated by the ELBO.
+    (Euclidean latents only.)
 
     KL weights enter as ``poutine.scale`` on the latent sites of both model and guide.
     """

@@ -83,17 +83,18 @@ class MLPEncoder(nn.Module):
     """Inference network: one MLP trunk, one linear layer for all heads.
 
     Input (B, C, H, W) images; output a dict of
-    ``z_mean``, ``z_log_sd`` (B, D); ``class_logits`` (B, K) when K > 0;
+    ``z_mean`` (B, D) (or (B, ``mean_size``): 2D direction vectors for circular latents),
+    ``z_log_sd`` (B, D); ``class_logits`` (B, K) when K > 0;
     ``angle_vec_mean`` (B, 2), ``angle_vec_log_sd`` (B, 1) when rotation is on (the angle is the
     direction of a 2D Gaussian vector, see :mod:`microvae.models`);
     ``shift_mean``, ``shift_log_sd`` (B, 2) in grid units (row, col) when translation is on.
     """
 
     def __init__(self, in_features: int, latent_dim: int, n_classes: int, rotation: bool, translation: bool,
-                 hidden: Sequence[int] = (256, 256), activation: str = "tanh"):
+                 hidden: Sequence[int] = (256, 256), activation: str = "tanh", mean_size: int | None = None):
         super().__init__()
         self.trunk = mlp(in_features, hidden, activation)
-        sizes = {"z_mean": latent_dim, "z_log_sd": latent_dim}
+        sizes = {"z_mean": latent_dim if mean_size is None else mean_size, "z_log_sd": latent_dim}
         if n_classes > 0:
             sizes["class_logits"] = n_classes
         if rotation:

@@ -205,7 +205,7 @@ def test_beta_schedule_windows():
     assert at[60]["class_balance"] == config.class_balance
     paper = JTRVAEConfig(beta_tau_start=10, beta_y_start=3, beta_z_start=None, beta_y_window=None, anneal_fraction=0.2,
                          class_balance=0.0)
-    assert beta_schedule(10, 100, paper) == {"beta_z": 1.0, "beta_tau": 5.5, "beta_y": 2.0, "class_balance": 0.0}
+    assert beta_schedule(10, 100, paper) == {"beta_z": 1.0, "beta_tau": 5.5, "beta_y": 2.0, "class_balance": 0.0, "label_weight": paper.label_weight}
 
 
 def test_class_balance_penalises_unequal_class_usage_only():

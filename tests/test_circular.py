@@ -1,0 +1,80 @@
+"""Circular latents (--latent-geometry circle|torus): the wrapped normal, its KL, and a periodic factor
+learned with winding number ±1."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from microvae import circular
+from microvae.models import JTRVAEConfig
+from microvae.training import TrainConfig, encode_array, fit
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("sd", [0.05, 0.5, 1.5, 3.0])
+def test_wrapped_normal_density_matches_its_samples(sd):
+    theta = torch.linspace(-math.pi, math.pi, 2001, dtype=torch.float64)
+    mean, scale = torch.tensor(2.8, dtype=torch.float64), torch.tensor(sd, dtype=torch.float64)
+    density = circular.log_prob(theta, mean, scale).exp()
+    assert torch.trapezoid(density, theta).item() == pytest.approx(1.0, abs=1e-6)
+    draws = circular.sample(mean, scale, torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    # the draws' empirical distribution function equals the density's integral (Kolmogorov distance)
+    cdf = torch.cumulative_trapezoid(density, theta).numpy()
+    empirical = np.searchsorted(np.sort(draws.numpy()), theta[1:].numpy()) / len(draws)
+    assert np.abs(cdf - empirical).max() < 0.005
+
+
+@pytest.mark.parametrize("sd", [0.1, 0.7, 2.0])
+def test_sampled_kl_estimate_agrees_with_quadrature(sd):
+    """E_q[log q(θ) + log 2π] over reparametrised draws (what training uses) equals the KL by
+    numerical integration; and the KL is that of N(0, σ²) vs uniform for small σ."""
+    scale = torch.tensor(sd, dtype=torch.float64)
+    draws = circular.sample(torch.tensor(0.3, dtype=torch.float64), scale, torch.randn(400_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    sampled = (circular.log_prob(draws, torch.tensor(0.3, dtype=torch.float64), scale) + math.log(2 * math.pi)).mean().item()
+    exact = circular.kl_to_uniform(scale).item()
+    assert sampled == pytest.approx(exact, abs=0.01)
+    if sd <= 0.1:
+        assert exact == pytest.approx(math.log(2 * math.pi) - 0.5 * math.log(2 * math.pi * math.e * sd**2), abs=1e-6)
+    assert circular.kl_to_uniform(torch.tensor(3.0)).item() < 1e-3      # wide = uniform
+
+
+def cyclic_stripes(count: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(count, 1, size, size) stripes with two periods across the patch, shifted by a phase in [0, 2π)."""
+    phase = np.random.default_rng(seed).uniform(0, 2 * math.pi, count)
+    col = np.arange(size)
+    rows = 0.5 + 0.4 * np.cos(2 * math.pi * 2 * col[None] / size + phase[:, None])      # (count, size)
+    return np.repeat(rows[:, None, None, :], size, axis=2).astype(np.float32), phase
+
+
+def test_a_cyclic_shift_is_learned_as_one_turn_of_a_circle_latent():
+    """Stripes shifted by a phase uniform on the circle: the circle latent winds once (measured:
+    winding 1, recon error 6 % of the pixel variance, the angle ≈ the phase)."""
+    images, phase = cyclic_stripes(800)
+    # KL warm-up (β_z from 0): with the default start of 3 the circle posterior went uniform (σ → 3)
+    # within the first epochs and never came back, even after 60 epochs (recon error = the variance)
+    config = JTRVAEConfig(image_size=16, n_classes=0, latent_dim=1, latent_geometry="circle", rotation=False, translation=False,
+                          encoder_hidden=(64,), decoder_hidden=(64, 64), beta_z_start=0.0)
+    with tempfile.TemporaryDirectory() as run:
+        model = fit(images, config, TrainConfig(epochs=20, seed=0, device="cpu", val_fraction=0.0, checkpoint_every=20), run).model
+    encoded = encode_array(model, images, device="cpu")
+    assert abs(circular.winding_number(phase, encoded["z_mean"][:, 0])) == 1
+    assert encoded["recon_error"].mean() < 0.1 * images.var()        # it reconstructs: the angle carries the phase
+    corr = abs(np.mean(np.exp(1j * (encoded["z_mean"][:, 0] - phase))))  # |circular mean of the difference|
+    corr_mirror = abs(np.mean(np.exp(1j * (encoded["z_mean"][:, 0] + phase))))
+    assert max(corr, corr_mirror) > 0.8            # the angle follows the phase up to a turn and a reflection (measured 0.89)
+
+
+def test_geometry_validation():
+    from microvae.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="circle latent"):
+        JTRVAEConfig(latent_dim=2, latent_geometry="circle").validate()
+    with pytest.raises(ParameterError, match="latent_geometry"):
+        JTRVAEConfig(latent_geometry="sphere").validate()
+    JTRVAEConfig(latent_dim=2, latent_geometry="torus").validate()
