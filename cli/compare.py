@@ -11,8 +11,7 @@ import typer
 
 from microvae import artifacts
 from microvae.compare import compare_runs
-from microvae.errors import InputError
-from microvae.stages import load_patch_input
+from microvae.stages import patches_for_model
 from microvae.training import load_run
 
 from .console import stderr, stdout
@@ -42,15 +41,9 @@ def compare_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary lines."),
     json_summary: bool = typer.Option(False, "--json", help="Print the comparison as one JSON line on stdout."),
 ) -> None:
-    source = load_patch_input(patches)
-    images = source.images
-    if limit and len(images) > limit:
-        images = images[:: math.ceil(len(images) / limit)]
     model_a, configs_a = load_run(run_a)
     model_b, _ = load_run(run_b)
-    expected = (configs_a["model"].channels, configs_a["model"].image_size, configs_a["model"].image_size)
-    if tuple(images.shape[1:]) != expected:
-        raise InputError(f"{patches}: patches are {'×'.join(map(str, images.shape[1:]))} (C×W×W) but run {run_a} was trained on {'×'.join(map(str, expected))}")
+    images = patches_for_model(patches, configs_a["model"], run_a, limit)
     result = compare_runs(model_a, model_b, images, steps=steps)
     record = {"run_a": str(run_a), "run_b": str(run_b), "patches": str(patches), **result.to_dict()}
     if output is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Optional
 
@@ -12,8 +11,7 @@ from rich.table import Table
 
 from microvae import artifacts
 from microvae.diagnose import invariance_report, report_dict
-from microvae.errors import InputError
-from microvae.stages import load_patch_input
+from microvae.stages import patches_for_model
 from microvae.training import load_run
 
 from .console import stderr, stdout
@@ -43,19 +41,12 @@ def diagnose_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
     json_summary: bool = typer.Option(False, "--json", help="Print the report as one JSON line on stdout."),
 ) -> None:
-    source = load_patch_input(patches)
-    images = source.images
-    if limit and len(images) > limit:
-        images = images[:: math.ceil(len(images) / limit)]
     reports = {}
     for role, folder in (("model", run_dir), ("reference", reference)):
         if folder is None:
             continue
         model, configs = load_run(folder, device="cpu")
-        config = configs["model"]
-        expected = (config.channels, config.image_size, config.image_size)
-        if tuple(images.shape[1:]) != expected:
-            raise InputError(f"{patches}: patches are {'×'.join(map(str, images.shape[1:]))} (C×W×W) but the model in {folder} was trained on {'×'.join(map(str, expected))}")
+        images = patches_for_model(patches, configs["model"], folder, limit)
         reports[role] = {"run_dir": str(folder), "patches": int(len(images)),
                          **report_dict(invariance_report(model, images, device=device))}
     if output is not None:

@@ -22,6 +22,7 @@ import torch
 
 from .ensemble import align_labels
 from .errors import InputError
+from .refine import frozen
 
 
 @dataclass
@@ -104,22 +105,16 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
         identity = (_render(model_b, z_a, onehot_b, torch.zeros(len(z_a))) - target).pow(2).mean().sqrt().item() if d_a == d_b else float("nan")
     parameters = [weight, offset] + ([angle] if model_b.config.rotation else [])
     optimizer = torch.optim.Adam(parameters, lr=lr)
-    requires_grad = [p.requires_grad for p in model_b.parameters()]
-    model_b.requires_grad_(False)
     best = (math.inf, None)
-    try:
+    with frozen(model_b):
         for _ in range(steps + 1):
-            mapped = z_a @ weight.T + offset
-            rendered = _render(model_b, mapped, onehot_b, angle.expand(len(z_a)))
+            rendered = _render(model_b, z_a @ weight.T + offset, onehot_b, angle.expand(len(z_a)))
             loss = (rendered - target).pow(2).mean()
             if loss.item() < best[0]:          # Adam's first steps can leave an exact starting map
                 best = (loss.item(), [p.detach().clone() for p in (weight, offset, angle)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    finally:
-        for parameter, flag in zip(model_b.parameters(), requires_grad):
-            parameter.requires_grad_(flag)
     weight, offset, angle = best[1]
     with torch.no_grad():
         rendered = _render(model_b, z_a @ weight.T + offset, onehot_b, angle.expand(len(z_a)))

@@ -14,7 +14,9 @@ logits, z mean and log sd, the angle's 2D mean and log sd, the shift's mean and 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -59,6 +61,21 @@ def negative_elbo(model, x: Tensor, posterior: dict[str, Tensor], draws: list[di
     return total / len(draws)
 
 
+@contextlib.contextmanager
+def frozen(model) -> Iterator:
+    """Within the block, ``model`` is in eval mode and its parameters take no gradients; both are
+    restored afterwards (gradients still flow *through* the model to other leaves)."""
+    was_training = model.training
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for parameter, flag in zip(model.parameters(), requires_grad):
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+
+
 def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: RefineConfig) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Optimise the posterior parameters of one batch against the fixed decoder.
 
@@ -81,22 +98,13 @@ def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: Ref
     leaves = {name: (value.clamp_min(1e-8).log() if name in _LOG_SD else value).clone().requires_grad_(True)
               for name, value in start.items()}
     optimizer = torch.optim.Adam(leaves.values(), lr=config.lr)
-    was_training = model.training
-    requires_grad = [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)
-    try:
-        with torch.enable_grad():
-            for _ in range(config.steps):
-                current = _from_leaves(leaves)
-                terms = model.loss_terms(x, generator, posterior=current)
-                loss = (terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]).sum()   # per-patch terms are independent
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-    finally:
-        for parameter, flag in zip(model.parameters(), requires_grad):
-            parameter.requires_grad_(flag)
-        model.train(was_training)
+    with frozen(model), torch.enable_grad():
+        for _ in range(config.steps):
+            terms = model.loss_terms(x, generator, posterior=_from_leaves(leaves))
+            loss = (terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]).sum()   # per-patch terms are independent
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     refined = {name: value.detach() for name, value in _from_leaves(leaves).items()}
     with torch.no_grad():
         after = negative_elbo(model, x, refined, eval_draws)
