@@ -81,8 +81,10 @@ def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", c
     plt.close(figure)
 
 
-def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.ndarray | None, pixel_size: float = 1.0, unit: str = "px", title: str = "") -> None:
-    """Write a PNG of one (H, W) map over the scan in grey, with a colour bar and a scale bar.
+def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.ndarray | None, pixel_size: float = 1.0, unit: str = "px", title: str = "",
+                     values_unit: str = "") -> None:
+    """Write a PNG of one (H, W) map over the scan in grey, with a colour bar (labelled with the map's
+    name and ``values_unit``) and a scale bar.
 
     Class maps (``name == "class"``) use discrete colours and a legend; angle maps a cyclic colour map
     in degrees; other maps viridis between their 1st and 99th percentiles. Missing pixels show the scan.
@@ -118,7 +120,7 @@ def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.n
             if high <= low:
                 high = low + 1e-6
             image = axis.imshow(shown, cmap="viridis", vmin=low, vmax=high, alpha=0.6 if scan is not None else 1.0, interpolation="nearest")
-            label = name
+            label = f"{name} ({values_unit})" if values_unit else name
         figure.colorbar(image, ax=axis, fraction=0.04, pad=0.01, label=label)
     axis.set_xlim(-0.5, width - 0.5)
     axis.set_ylim(height - 0.5, -0.5)

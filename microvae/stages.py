@@ -869,7 +869,8 @@ def _write_map_pngs(outdir: Path, label: str, record: ImageRecord, scan_maps) ->
             continue
         target = outdir / f"{label}_{name}.png"
         with artifacts.atomic_file(target) as temp:
-            save_map_overlay(temp, name, values, scan, record.pixel_size, record.unit, title=f"{record.name}: {name}")
+            save_map_overlay(temp, name, values, scan, record.pixel_size, record.unit, title=f"{record.name}: {name}",
+                             values_unit=scan_maps.units.get(name, ""))
         written.append(target)
     return written
 
