@@ -22,7 +22,8 @@ from .main import app
     "compare",
     help=(
         "Fit the simplest map from run A's latent code to run B's (an affine map of the continuous "
-        "latents, a permutation of the classes, one turn of the canonical frame) such that B's decoder "
+        "latents, or for circular latents a reflection and turn of each angle; a permutation of the "
+        "classes; one turn of the canonical frame) such that B's decoder "
         "on the mapped code renders what A's decoder renders for the patches, and report the tolerance "
         "Δ reached: the RMS difference of the two renderings, also relative to the spread of A's "
         "renderings (near 0: B expresses everything A does; near 1: it does not). Run it both ways: "

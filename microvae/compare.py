@@ -3,8 +3,9 @@
 Two VAEs that learned the same structure need not share coordinates: their latents may be rotated,
 reflected or rescaled against each other, their classes permuted, and their canonical frames
 turned. Following the diffusion-VAE thesis' Δ-reduction, :func:`compare_runs` fits the simplest map
-that carries run A's latent code into run B's — for the continuous latents an affine map
-z_B = W z_A + b, for the classes a permutation (Hungarian matching of the two runs' assignments on
+that carries run A's latent code into run B's — for Euclidean latents an affine map
+z_B = W z_A + b, for circular ones a rotation and reflection of each angle (θ_B = ±θ_A + φ, and for
+a torus possibly its two angles swapped), for the classes a permutation (Hungarian matching of the two runs' assignments on
 the same patches), for the canonical frame one global angle offset — such that B's decoder on the
 mapped code renders what A's decoder renders. The reached tolerance Δ is the root-mean-square
 difference of the two renderings over A's codes of the patches (intensity units of the model's
@@ -14,6 +15,7 @@ everything A expresses; near 1 means it cannot.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -33,8 +35,9 @@ class Comparison:
         delta: RMS difference between A's and B's renderings after the map (output intensity units).
         delta_relative: ``delta`` over the RMS deviation of A's renderings from their mean image.
         delta_identity: the same RMS difference with the identity map (no fit), for reference.
-        latent_map: (D_B, D_A) matrix W of z_B = W z_A + b.
-        latent_offset: (D_B,) b.
+        latent_map: (D_B, D_A) matrix W of z_B = W z_A + b (for circular latents a signed
+            permutation: each angle kept or reflected, a torus' two angles possibly swapped).
+        latent_offset: (D_B,) b (for circular latents the turn φ of each angle, radians).
         angle_offset_rad: the global turn φ of B's canonical frame: B renders at angle φ.
         class_map: for each class of A, the matched class of B (empty without classes).
         class_agreement: fraction of patches whose A class maps to their B class.
@@ -63,6 +66,28 @@ def _render(model, z: torch.Tensor, onehot: torch.Tensor | None, angle_rad: torc
     return model.decode(z, onehot, angle_rad if model.config.rotation else None, None).flatten(1)
 
 
+def _fit_map(model_b, z_a, onehot_b, target, weight, offset, learn_weight: bool, steps: int, lr: float):
+    """Adam on (W if ``learn_weight``, b, frame angle φ) for the squared difference between B's
+    rendering of W z_A + b and ``target``; returns (best loss, W, b, φ), the best seen (Adam's first
+    steps can leave an exact starting map)."""
+    weight = weight.clone().requires_grad_(learn_weight)
+    offset = offset.clone().requires_grad_(True)
+    angle = torch.zeros(1, requires_grad=True)
+    parameters = ([weight] if learn_weight else []) + [offset] + ([angle] if model_b.config.rotation else [])
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    best = (math.inf, None)
+    with frozen(model_b):
+        for _ in range(steps + 1):
+            rendered = _render(model_b, z_a @ weight.T + offset, onehot_b, angle.expand(len(z_a)))
+            loss = (rendered - target).pow(2).mean()
+            if loss.item() < best[0]:
+                best = (loss.item(), [p.detach().clone() for p in (weight, offset, angle)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return (best[0], *best[1])
+
+
 def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: float = 0.05, seed: int = 0) -> Comparison:
     """Fit the map from run A's latent code to run B's on (N, C, W, W) ``images`` (both models fixed).
 
@@ -76,8 +101,11 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
         config = model.config
         if (config.channels, config.image_size) != (model_a.config.channels, model_a.config.image_size):
             raise InputError(f"run {name} renders {config.channels}×{config.image_size}² patches but run A {model_a.config.channels}×{model_a.config.image_size}²; compare runs trained on the same patch shape")
-    if model_a.config.latent_geometry != "euclidean" or model_b.config.latent_geometry != "euclidean":
-        raise InputError("compare maps Euclidean latents; for circular latents (a rotation/reflection map) it is not implemented yet")
+    if model_a.config.latent_geometry != model_b.config.latent_geometry or (
+            model_a.config.latent_geometry != "euclidean" and model_a.config.latent_dim != model_b.config.latent_dim):
+        raise InputError(f"run A's latents are {model_a.config.latent_geometry} (D = {model_a.config.latent_dim}) and run B's "
+                         f"{model_b.config.latent_geometry} (D = {model_b.config.latent_dim}); compare needs the same geometry")
+    circular_latents = model_a.config.latent_geometry != "euclidean"
     if (model_a.config.n_classes > 0) != (model_b.config.n_classes > 0) or model_a.config.n_classes != model_b.config.n_classes:
         raise InputError(f"run A has {model_a.config.n_classes} classes and run B {model_b.config.n_classes}; comparison needs the same number")
     encoded_a = encode_array(model_a, images, device="cpu")
@@ -94,28 +122,26 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
     z_a = torch.from_numpy(encoded_a["z_mean"]).float()
     z_b = torch.from_numpy(encoded_b["z_mean"]).float()
     d_a, d_b = z_a.shape[1], z_b.shape[1]
-    # start from the least-squares affine map between the two runs' own codes of the same patches
-    design = torch.cat([z_a, torch.ones(len(z_a), 1)], 1)
-    start = torch.linalg.lstsq(design, z_b).solution if d_b and d_a else torch.zeros(d_a + 1, d_b)
-    weight = start[:d_a].T.clone().requires_grad_(True)                      # (D_B, D_A)
-    offset = start[d_a].clone().requires_grad_(True)                         # (D_B,)
-    angle = torch.zeros(1, requires_grad=True)
     with torch.no_grad():
         target = _render(model_a, z_a, onehot_a, torch.zeros(len(z_a)))
         identity = (_render(model_b, z_a, onehot_b, torch.zeros(len(z_a))) - target).pow(2).mean().sqrt().item() if d_a == d_b else float("nan")
-    parameters = [weight, offset] + ([angle] if model_b.config.rotation else [])
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    best = (math.inf, None)
-    with frozen(model_b):
-        for _ in range(steps + 1):
-            rendered = _render(model_b, z_a @ weight.T + offset, onehot_b, angle.expand(len(z_a)))
-            loss = (rendered - target).pow(2).mean()
-            if loss.item() < best[0]:          # Adam's first steps can leave an exact starting map
-                best = (loss.item(), [p.detach().clone() for p in (weight, offset, angle)])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    weight, offset, angle = best[1]
+    if circular_latents:
+        # θ_B = P S θ_A + φ: try every signed permutation P S (the symmetries of the torus that keep
+        # its grid), fit the offsets φ (started at the circular mean of the two runs' differences)
+        candidates = []
+        for order in itertools.permutations(range(d_a)):
+            for signs in itertools.product((1.0, -1.0), repeat=d_a):
+                weight = torch.zeros(d_b, d_a)
+                weight[torch.arange(d_a), torch.tensor(order)] = torch.tensor(signs)
+                start = torch.atan2(torch.sin(z_b - z_a @ weight.T).mean(0), torch.cos(z_b - z_a @ weight.T).mean(0))
+                candidates.append(_fit_map(model_b, z_a, onehot_b, target, weight, start, False, steps, lr))
+        loss, weight, offset, angle = min(candidates, key=lambda fit: fit[0])
+        offset = torch.atan2(torch.sin(offset), torch.cos(offset))
+    else:
+        # start from the least-squares affine map between the two runs' own codes of the same patches
+        design = torch.cat([z_a, torch.ones(len(z_a), 1)], 1)
+        start = torch.linalg.lstsq(design, z_b).solution if d_b and d_a else torch.zeros(d_a + 1, d_b)
+        loss, weight, offset, angle = _fit_map(model_b, z_a, onehot_b, target, start[:d_a].T, start[d_a], True, steps, lr)
     with torch.no_grad():
         rendered = _render(model_b, z_a @ weight.T + offset, onehot_b, angle.expand(len(z_a)))
         delta = (rendered - target).pow(2).mean().sqrt().item()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import tempfile
 
 import numpy as np
 import pytest
@@ -82,3 +83,29 @@ def test_compare_through_the_cli(tmp_path, trained, capsys):
     np.save(tmp_path / "small.npy", images[:, :, :8, :8])
     code, _, err = run_cli(["compare", run, run, tmp_path / "small.npy", "-q"], capsys)
     assert code == 2 and "small.npy" in err
+
+
+def test_a_reflected_and_turned_circle_latent_is_recovered():
+    """Circle latents: B = A with θ_B = −θ_A + 1.0 rad; compare finds the reflection and the turn."""
+    from .test_circular import cyclic_stripes
+
+    images, _ = cyclic_stripes(400)
+    config = JTRVAEConfig(image_size=16, n_classes=0, latent_dim=1, latent_geometry="circle", rotation=False, translation=False,
+                          encoder_hidden=(32,), decoder_hidden=(32, 32), beta_z_start=0.0)
+    with tempfile.TemporaryDirectory() as run:
+        model = fit(images, config, TrainConfig(epochs=4, seed=0, device="cpu", val_fraction=0.0, checkpoint_every=4), run).model
+    sign, turn = -1.0, 1.0
+    other = copy.deepcopy(model)
+    mix = torch.tensor([[math.cos(turn), math.sin(turn)], [-sign * math.sin(turn), sign * math.cos(turn)]])   # f(θ) = M f(θ_B)
+    direction = torch.tensor([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]]) @ torch.diag(torch.tensor([1.0, sign]))
+    with torch.no_grad():
+        for module in other.decoder.modules():
+            if isinstance(module, LatentInput):
+                module.from_z.copy_(module.from_z @ mix)
+        rows = other.encoder.head_slice("z_mean")
+        other.encoder.head.weight[rows] = direction @ other.encoder.head.weight[rows]
+        other.encoder.head.bias[rows] = direction @ other.encoder.head.bias[rows]
+    result = compare_runs(model, other, images[:200], steps=30)
+    assert result.latent_map.tolist() == [[-1.0]]
+    assert abs(math.remainder(result.latent_offset[0] - turn, 2 * math.pi)) < 0.02
+    assert result.delta_relative < 0.01
