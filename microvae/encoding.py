@@ -37,7 +37,7 @@ def patch_scores(model, images: np.ndarray, batch_size: int = 1024, device: str 
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)).to(target)
         terms = model.loss_terms(x, generator)
-        parts.append((terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]).double().cpu().numpy())
+        parts.append(model.negative_elbo(terms).double().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros(0)
 
 

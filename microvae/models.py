@@ -467,6 +467,11 @@ class JTRVAE(nn.Module):
         return terms
 
     @staticmethod
+    def negative_elbo(terms: dict[str, Tensor]) -> Tensor:
+        """(B,) negative ELBO in nats at β = 1 from :meth:`loss_terms`: recon + KL_z + KL_τ + KL_y."""
+        return terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]
+
+    @staticmethod
     def weighted_loss(terms: dict[str, Tensor], betas: dict[str, float]) -> Tensor:
         """Batch mean of recon + β_τ·KL_τ + β_z·KL_z + β_y·KL_y (a scalar to minimise), plus
         ``class_balance``·KL(q̄(y) ‖ uniform) when ``betas`` has a nonzero 'class_balance'."""

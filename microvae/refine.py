@@ -52,12 +52,12 @@ class RefineConfig:
             raise ParameterError(f"eval_draws must be ≥ 1, got {self.eval_draws}")
 
 
-def negative_elbo(model, x: Tensor, posterior: dict[str, Tensor], draws: list[dict[str, Tensor]]) -> Tensor:
+def negative_elbo_over_draws(model, x: Tensor, posterior: dict[str, Tensor], draws: list[dict[str, Tensor]]) -> Tensor:
     """(B,) negative ELBO in nats (β = 1, analytic KLs) averaged over the given standard-normal draws."""
     total = x.new_zeros(x.shape[0])
     for noise in draws:
         terms = model.loss_terms(x, noise=noise, posterior=posterior)
-        total = total + terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]
+        total = total + model.negative_elbo(terms)
     return total / len(draws)
 
 
@@ -92,7 +92,7 @@ def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: Ref
     eval_draws = [model._standard_normal_draws(x, generator) for _ in range(config.eval_draws)]
     start = {name: value.detach().float() for name, value in posterior.items()}
     with torch.no_grad():
-        before = negative_elbo(model, x, start, eval_draws)
+        before = negative_elbo_over_draws(model, x, start, eval_draws)
     if config.steps == 0:
         return start, before, before
     leaves = {name: (value.clamp_min(1e-8).log() if name in _LOG_SD else value).clone().requires_grad_(True)
@@ -101,13 +101,13 @@ def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: Ref
     with frozen(model), torch.enable_grad():
         for _ in range(config.steps):
             terms = model.loss_terms(x, generator, posterior=_from_leaves(leaves))
-            loss = (terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]).sum()   # per-patch terms are independent
+            loss = model.negative_elbo(terms).sum()   # per-patch terms are independent
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     refined = {name: value.detach() for name, value in _from_leaves(leaves).items()}
     with torch.no_grad():
-        after = negative_elbo(model, x, refined, eval_draws)
+        after = negative_elbo_over_draws(model, x, refined, eval_draws)
     return refined, before, after
 
 

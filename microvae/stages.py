@@ -458,7 +458,7 @@ def run_train_ensemble(
     import copy
     from dataclasses import replace
 
-    from .ensemble import build_record, member_dir
+    from .ensemble import build_record, member_dir, read_record
     from .training import encode_array, load_run
 
     if members < 2:
@@ -477,19 +477,25 @@ def run_train_ensemble(
         statuses.append(result.status)
         if on_member is not None:
             on_member(index, result)
-    source = load_patch_input(patches)
-    labels = []
-    for index in range(members):
-        model, _ = load_run(member_dir(run_dir, index), device="cpu")
-        labels.append(encode_array(model, source.images, device=train_config.device)["class"])
-    record = build_record(labels, model_config.n_classes, [member_dir(run_dir, i).name for i in range(members)], seeds)
-    record.write(run_dir)
-    counts = [np.bincount(label, minlength=model_config.n_classes).tolist() for label in labels]
+    names = [member_dir(run_dir, i).name for i in range(members)]
+    status = "up-to-date" if all(s == "up-to-date" for s in statuses) else "written"
+    record = read_record(run_dir) if status == "up-to-date" else None
+    if record is None or record.members != names or record.seeds != seeds:     # align the (new) members
+        source = load_patch_input(patches)
+        labels = []
+        for index in range(members):
+            model, _ = load_run(member_dir(run_dir, index), device="cpu")
+            labels.append(encode_array(model, source.images, device=train_config.device)["class"])
+        record = build_record(labels, model_config.n_classes, names, seeds)
+        record.write(run_dir)
+        status = "written"
+        counts = [np.bincount(label, minlength=model_config.n_classes).tolist() for label in labels]
     notes = [f"{members} members (seeds {seeds[0]}–{seeds[-1]}); mean pairwise ARI of their classes {record.mean_pairwise_ari:.3f} "
-             "(near 1: stable classes; compare across --classes to choose K)", f"patches per class, by member: {counts}"]
+             "(near 1: stable classes; compare across --classes to choose K)"]
+    if status == "written":
+        notes.append(f"patches per class, by member: {counts}")
     if min(record.classes_used) < model_config.n_classes:
         notes.append(f"some members fill fewer than {model_config.n_classes} classes (classes used: {record.classes_used}): their agreement says little")
-    status = "up-to-date" if all(s == "up-to-date" for s in statuses) else "written"
     summary = {"members": members, "mean_pairwise_ari": record.mean_pairwise_ari, "pairwise_ari": record.pairwise_ari,
                "classes_used": record.classes_used, "run_dir": str(run_dir)}
     return StageResult(status, run_dir, summary, notes)
@@ -501,6 +507,8 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
     ``path`` is a CSV of ``patch_index,class`` rows (a header line is allowed; indices are rows of
     the patches artifact, 0-based) or a .npy array of ``count`` integers with −1 for unknown.
     """
+    from .training import check_labels
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such labels file (expected a CSV of patch_index,class rows or a .npy array)")
@@ -509,9 +517,6 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
             labels = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as error:
             raise InputError(f"{path}: not a readable .npy array ({error})") from error
-        if labels.shape != (count,) or labels.dtype.kind not in "iu":
-            raise InputError(f"{path}: expected {count} integers (one per patch, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
-        labels = labels.astype(np.int64)
     else:
         labels = np.full(count, -1, dtype=np.int64)
         for number, line in enumerate(path.read_text().splitlines(), 1):
@@ -525,13 +530,10 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
             if not 0 <= index < count:
                 raise InputError(f"{path}:{number}: patch index {index} is outside 0…{count - 1}")
             labels[index] = label
-    if n_classes < 1:
-        raise ParameterError("labels need a model with classes: give --classes 1 or more")
-    if labels.min(initial=-1) < -1 or labels.max(initial=-1) >= n_classes:
-        raise InputError(f"{path}: classes must lie in 0…{n_classes - 1} (−1 = unknown), got {labels.min()}…{labels.max()}")
-    if not (labels >= 0).any():
-        raise InputError(f"{path}: labels no patch (every entry is −1)")
-    return labels
+    try:
+        return check_labels(labels, count, n_classes)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
 
 
 def _save_training_statistics(model, images: np.ndarray, run_dir: Path, device: str) -> None:

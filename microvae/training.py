@@ -177,7 +177,7 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     train_config.validate()
     run_dir = Path(run_dir)
     data = _check_images(images, model_config)
-    known = _check_labels(labels, len(data), model_config.n_classes) if labels is not None else None
+    known = check_labels(labels, len(data), model_config.n_classes) if labels is not None else None
     device = resolve_device(train_config.device)
     paths = _RunPaths(run_dir)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -371,8 +371,8 @@ def _check_images(images: np.ndarray, config: JTRVAEConfig) -> np.ndarray:
     return data
 
 
-def _check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
-    """(N,) int64 labels in [−1, K): −1 = unknown."""
+def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
+    """(N,) int64 labels in [−1, K): −1 = unknown; refused with a message otherwise."""
     labels = np.asarray(labels)
     if labels.shape != (count,) or labels.dtype.kind not in "iu":
         raise InputError(f"labels must be {count} integers (one per image, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
