@@ -284,3 +284,34 @@ def make_two_phase_lattice(
     counts = rng.poisson(np.clip(clean, 0, None) * dose).astype(np.float64)
     noisy = counts / dose + rng.normal(0.0, read_noise, size=clean.shape)
     return TwoPhaseImage(noisy.astype(np.float32), positions, labels, region, variant, boundary)
+
+
+def score_two_phase(truth: TwoPhaseImage, coords: np.ndarray, classes: np.ndarray, class_probs: np.ndarray,
+                    z_mean: np.ndarray, margin_px: float = 20.0) -> dict:
+    """How well encoded patches of a two-phase lattice recover its regions and variants.
+
+    Args:
+        coords: (N, 2) patch centres (row, col) in pixels; each is matched to its nearest column.
+        classes, class_probs, z_mean: (N,), (N, K), (N, D) as ``encode`` writes them.
+        margin_px: only patches farther than this from the boundary column are scored.
+
+    Returns: patches, median_match_px (centre to nearest true column), bright_only (every patch is
+    on a bright column), region_accuracy (matched accuracy of the argmax class), class_confidence
+    (mean max q(y|x)), and variant_corr_per_region (per region, the best |corr(z_k, variant)| of the
+    nearest dim column's variant).
+    """
+    from scipy.spatial import cKDTree       # scipy is imported only where it is used
+    from .metrics import matched_accuracy
+
+    distance, nearest = cKDTree(truth.positions).query(coords)
+    region = truth.region[nearest]
+    dim = np.flatnonzero(truth.sublattice == 1)
+    variant = truth.variant[dim][cKDTree(truth.positions[dim]).query(coords)[1]]
+    far = np.abs(coords[:, 1] - truth.boundary_col) > margin_px
+    correlations = [max((abs(np.corrcoef(z_mean[m, k], variant[m])[0, 1]) for k in range(z_mean.shape[1])), default=0.0)
+                    for m in ((region == 0) & far, (region == 1) & far)]
+    return {"patches": int(len(coords)), "median_match_px": float(np.median(distance)),
+            "bright_only": bool((truth.sublattice[nearest] == 0).all()),
+            "region_accuracy": float(matched_accuracy(region[far], classes[far])),
+            "class_confidence": float(class_probs.max(1).mean()),
+            "variant_corr_per_region": [round(float(c), 3) for c in correlations]}

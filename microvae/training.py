@@ -288,7 +288,8 @@ def _train_one_epoch(state: _TrainingState, train_x: torch.Tensor, epoch: int, u
         x = train_x[index]
         with torch.autocast(device_type=train_x.device.type, dtype=torch.bfloat16, enabled=use_amp):
             terms = model.loss_terms(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()),
-                                     labels=None if train_y is None else train_y[index])
+                                     labels=None if train_y is None else train_y[index],
+                                     use_z=betas["z_active"] > 0)
         loss = model.weighted_loss(terms, betas)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
@@ -323,7 +324,7 @@ def _evaluate(model: JTRVAE, val_x: torch.Tensor, all_x: torch.Tensor, epoch: in
         gen = torch.Generator(device=val_x.device).manual_seed(state.train_config.seed * 100_003 + epoch)
         loss_sum = recon_sum = 0.0
         for x in val_x.split(batch):
-            terms = model.loss_terms(x, gen)
+            terms = model.loss_terms(x, gen, use_z=betas["z_active"] > 0)
             loss_sum += float(model.weighted_loss(terms, betas)) * x.shape[0]
             recon_sum += float(terms["recon"].sum())
         out = {"val_loss": loss_sum / val_x.shape[0], "val_recon": recon_sum / val_x.shape[0]}

@@ -14,7 +14,7 @@ from pyro.infer import TraceEnum_ELBO
 
 from microvae.cards import make_cards
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
-from microvae.models import JTRVAE, JTRVAEConfig, beta_schedule, pyro_guide, pyro_model
+from microvae.models import JTRVAE, JTRVAEConfig, beta_schedule, class_imbalance, pyro_guide, pyro_model
 from microvae.nets import SpatialMLPDecoder, coordinate_grid, transform_coordinates
 from microvae.training import TrainConfig, build_model, encode_array, fit
 
@@ -205,16 +205,50 @@ def test_beta_schedule_windows():
     assert at[60]["class_balance"] == config.class_balance
     paper = JTRVAEConfig(beta_tau_start=10, beta_y_start=3, beta_z_start=None, beta_y_window=None, anneal_fraction=0.2,
                          class_balance=0.0)
-    assert beta_schedule(10, 100, paper) == {"beta_z": 1.0, "beta_tau": 5.5, "beta_y": 2.0, "class_balance": 0.0, "label_weight": paper.label_weight}
+    assert beta_schedule(10, 100, paper) == {"beta_z": 1.0, "beta_tau": 5.5, "beta_y": 2.0, "class_balance": 0.0, "label_weight": paper.label_weight, "class_balance_unbiased": 0.0, "z_active": 1.0}
 
 
 def test_class_balance_penalises_unequal_class_usage_only():
-    uniform_confident = torch.eye(4)[[0, 1, 2, 3]]                    # every class used once
-    collapsed = torch.eye(4)[[0, 0, 0, 0]]
     terms = {name: torch.zeros(4) for name in ("recon", "kl_tau", "kl_z", "kl_y")}
     betas = {"beta_z": 1.0, "beta_tau": 1.0, "beta_y": 1.0, "class_balance": 2.0}
+    collapsed = torch.eye(4)[[0, 0, 0, 0]]
+    uniform = torch.full((4, 4), 0.25)
+    uniform_confident = torch.eye(4)[[0, 1, 2, 3]]                    # every class used once
     assert JTRVAE.weighted_loss(terms | {"class_probs": uniform_confident}, betas) == pytest.approx(0.0, abs=1e-6)
     assert JTRVAE.weighted_loss(terms | {"class_probs": collapsed}, betas) == pytest.approx(2.0 * math.log(4))
+    unbiased = betas | {"class_balance_unbiased": 1.0}
+    assert JTRVAE.weighted_loss(terms | {"class_probs": collapsed}, unbiased) == pytest.approx(2.0 * 2 * (0.75 ** 2 + 3 * 0.25 ** 2))
+    assert JTRVAE.weighted_loss(terms | {"class_probs": uniform}, unbiased) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_z_delay_switches_the_continuous_latents_off_early():
+    config = JTRVAEConfig(image_size=8, n_classes=2, latent_dim=2, z_delay=0.3)
+    assert [beta_schedule(e, 10, config)["z_active"] for e in (0, 2, 3, 9)] == [0.0, 0.0, 1.0, 1.0]
+    model = build_model(config, seed=0)
+    x = torch.rand(4, 1, 8, 8)
+    noise = {"z": torch.randn(4, 2), "angle_vec": torch.randn(4, 2), "shift": torch.randn(4, 2)}
+    post = model.posterior(x)
+    moved = post | {"z_mean": post["z_mean"] + 5.0}
+    off = [model.loss_terms(x, noise=noise, posterior=p, use_z=False) for p in (post, moved)]
+    on = [model.loss_terms(x, noise=noise, posterior=p) for p in (post, moved)]
+    assert torch.equal(off[0]["recon"], off[1]["recon"]) and float(off[0]["kl_z"].abs().max()) == 0.0
+    assert not torch.allclose(on[0]["recon"], on[1]["recon"])
+
+
+def test_class_imbalance_is_unbiased_and_does_not_favour_uniform_posteriors():
+    """Confident posteriors from equally used classes cost nothing on average over random batches
+    (the batch KL charged them for chance imbalance), and a skewed usage is estimated without bias."""
+    generator = torch.Generator().manual_seed(0)
+
+    def mean_over_batches(usage: torch.Tensor) -> float:
+        classes = torch.multinomial(usage, 32 * 4000, replacement=True, generator=generator).view(4000, 32)
+        return float(torch.stack([class_imbalance(torch.eye(len(usage))[c]) for c in classes]).mean())
+
+    assert abs(mean_over_batches(torch.tensor([0.5, 0.5]))) < 2e-3
+    skewed = torch.tensor([0.7, 0.3])
+    assert mean_over_batches(skewed) == pytest.approx(0.5 * 2 * float(((skewed - 0.5) ** 2).sum()), rel=0.05)
+    confident_batch = torch.eye(2)[torch.arange(32) % 2]                  # 16 of each: a lucky batch
+    assert class_imbalance(confident_batch) < 0                           # below its mean of 0 by chance
 
 
 # --- the cards ----------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import tifffile
 from microvae.errors import ParameterError
 from microvae.pipeline import read_config, run_pipeline
 from microvae.stages import run_encode_scans
-from microvae.synthetic import make_lattice
+from microvae.synthetic import make_lattice, make_two_phase_lattice, score_two_phase
 
 CONFIG = """
 [find_atoms]
@@ -113,3 +113,57 @@ def test_config_errors_name_the_key(tmp_path):
 
     with pytest.raises(InputError, match="not valid TOML"):
         read_config(path)
+
+
+TWO_PHASE_CONFIG = """
+[find_atoms]
+refine = "com"
+threshold_rel = 0.88
+
+[extract]
+window = 20
+
+[train]
+classes = 2
+rotation = false
+translation = false
+epochs = 30
+seed = 0
+device = "cpu"
+z_delay = 0.34
+class_balance_unbiased = true
+beta_y_start = 1.0
+
+[export]
+formats = ["h5"]
+"""
+
+
+def _two_phase_scan(folder, seed):
+    truth = make_two_phase_lattice(shape=(256, 256), seed=seed)
+    path = folder / f"two_phase_{seed}.tif"
+    tifffile.imwrite(path, truth.image, imagej=True, resolution=(50.0, 50.0), metadata={"unit": "nm"})
+    return truth, str(path)
+
+
+def _scores(truth, encoded):
+    with h5py.File(encoded) as handle:
+        return score_two_phase(truth, handle["coords"][:], handle["class"][:], handle["class_probs"][:], handle["z_mean"][:])
+
+
+def test_two_phase_lattice_regions_by_class_variants_by_z(tmp_path):
+    """The phases recipe (README, benchmarks/bench_two_phase.py) on the synthetic two-region,
+    two-variant lattice, about 20 s: the class splits the regions with confidence and z follows the
+    displacement variant, on the training scan and on a new scan through the recorded recipe.
+    Measured: accuracy 1.00, confidence 1.00, |corr| ≈ 0.9 for training seeds 0, 1, 2, 4 (seed 3:
+    0.93, 0.55); without the recipe 0.56–0.77 and q(y|x) ≈ 0.5."""
+    config = tmp_path / "study.toml"
+    config.write_text(TWO_PHASE_CONFIG)
+    truth, scan = _two_phase_scan(tmp_path, 0)
+    run_pipeline(config, [scan], tmp_path / "study")
+    new_truth, new_scan = _two_phase_scan(tmp_path, 1)
+    run_encode_scans(tmp_path / "study" / "run", [new_scan], tmp_path / "new.h5", device="cpu")
+    for score in (_scores(truth, tmp_path / "study" / "encoded.h5"), _scores(new_truth, tmp_path / "new.h5")):
+        assert score["bright_only"] and score["median_match_px"] < 0.5, score
+        assert score["region_accuracy"] >= 0.95 and score["class_confidence"] >= 0.9, score
+        assert min(score["variant_corr_per_region"]) >= 0.8, score
