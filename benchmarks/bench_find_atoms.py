@@ -10,18 +10,22 @@ truth, in one run, and are scored the same way:
 * one-to-one matching within 3 px (``microvae.synthetic.score_detection``): F1, precision, recall,
   and the RMSE (px) of the matched pairs;
 * time: ``time.perf_counter`` around the locate call only (not image generation, not scoring),
-  best of N repeats (3 on 1024², 1 on 4096²).
+  best of N repeats (3 on 1024², 2 on 4096², blob_log once on 4096²); the load average is
+  recorded with each case (the machine may be shared).
 
-microvae gets NO parameters: it estimates the spacing and σ from the image itself. The peers get
+microvae gets NO parameters: it estimates the spacing and σ from the image itself. Its CPU engine
+(numpy/scipy, ``device="cpu"``) always runs; its torch engine runs on CUDA (``device="cuda"``) when
+torch sees a GPU, and the run says so when it does not. The peers get
 parameters derived from the known lattice, and their free choices (trackpy's diameter,
 separation, percentile and minmass; blob_log's threshold) are calibrated once, at the start of
 the run, on a separate medium-SNR image (a different seed from every benchmark image). The
-calibration results are printed and saved too.
+calibration results are printed and saved too. trackpy runs at its best with numba installed
+(``pip install -e .[bench]`` brings it); the run records whether it was.
 
 Usage::
 
-    python benchmarks/bench_find_atoms.py              # full run (1024² × 3 SNR + 4096² high SNR)
-    python benchmarks/bench_find_atoms.py --skip-4096  # without the 4096² case
+    python benchmarks/bench_find_atoms.py              # full run (1024² × 3 SNR + 4096² high and medium SNR)
+    python benchmarks/bench_find_atoms.py --skip-4096  # without the 4096² cases
     python benchmarks/bench_find_atoms.py --quick      # smoke run: 512² cases only
 
 Writes benchmarks/results/find_atoms.{json,md} (``--quick``: find_atoms_quick.{json,md}).
@@ -46,7 +50,7 @@ from microvae.synthetic import SNR_PRESETS, LatticeImage, make_lattice, match_po
 
 MARGIN = 3.0  # px: score only columns at least this far inside the image
 MATCH_RADIUS = 3.0  # px
-CALIBRATION_SEED = 1000  # calibration image; the benchmark images use seeds 1–4
+CALIBRATION_SEED = 1000  # calibration image; the benchmark images use seeds 1–5
 BLOB_LOG_BUDGET_S = 120.0  # skip blob_log on 4096² if its extrapolated time exceeds this
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,12 +86,21 @@ def best_time(locate, image: np.ndarray, repeats: int) -> tuple[float, np.ndarra
 # The methods. Each takes an image and returns (N, 2) float (row, col) positions.
 
 
-def microvae_locator(refine: str):
+def microvae_locator(refine: str, device: str = "cpu"):
     def locate(image: np.ndarray) -> np.ndarray:
-        table, _ = find_atoms(image, FindAtomsParams(method="log", refine=refine))  # no lattice parameters given
-        return table.positions
+        table, _ = find_atoms(image, FindAtomsParams(method="log", refine=refine, device=device))  # no lattice parameters given
+        return table.positions  # numpy, on the host: a CUDA run is timed to the end of the transfer back
 
     return locate
+
+
+def cuda_device_name() -> str | None:
+    """The GPU the torch engine would use, or None (no torch, or torch without a CUDA device)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 @dataclass
@@ -200,6 +213,12 @@ def machine_info() -> dict:
         numba_version = numba.__version__
     except ImportError:
         numba_version = None
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -219,6 +238,8 @@ def machine_info() -> dict:
         "scikit-image": skimage.__version__,
         "trackpy": trackpy.__version__,
         "numba": numba_version,
+        "torch": torch_version,
+        "cuda_device": cuda_device_name(),
     }
 
 
@@ -227,13 +248,13 @@ def fmt(value: float, digits: int) -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    lines = ["| case | method | F1 | precision | recall | RMSE (px) | time (s) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| case | method | F1 | precision | recall | RMSE (px) | time (s) | load avg |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r.get("skipped"):
-            lines.append(f"| {r['case']} | {r['method']} | skipped | | | | {r['skipped']} |")
+            lines.append(f"| {r['case']} | {r['method']} | skipped | | | | {r['skipped']} | |")
             continue
         lines.append(
-            f"| {r['case']} | {r['method']} | {fmt(r['f1'], 4)} | {fmt(r['precision'], 4)} | {fmt(r['recall'], 4)} | {fmt(r['rmse_px'], 3)} | {fmt(r['time_s'], 2)} |"
+            f"| {r['case']} | {r['method']} | {fmt(r['f1'], 4)} | {fmt(r['precision'], 4)} | {fmt(r['recall'], 4)} | {fmt(r['rmse_px'], 3)} | {fmt(r['time_s'], 2)} | {r['load_average'][0]:.1f} |"
         )
     return "\n".join(lines)
 
@@ -241,7 +262,7 @@ def markdown_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 512² cases only (results in find_atoms_quick.*)")
-    parser.add_argument("--skip-4096", action="store_true", help="leave out the 4096² high-SNR case")
+    parser.add_argument("--skip-4096", action="store_true", help="leave out the 4096² cases")
     args = parser.parse_args(argv)
 
     import trackpy
@@ -250,11 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     size = 512 if args.quick else 1024
     cases = [(f"{size}² {snr}", snr, size, seed, 3) for seed, snr in enumerate(("high", "medium", "low"), start=1)]
     if not args.quick and not args.skip_4096:
-        cases.append(("4096² high", "high", 4096, 4, 1))
+        cases.append(("4096² high", "high", 4096, 4, 2))
+        cases.append(("4096² medium", "medium", 4096, 5, 2))
 
     info = machine_info()
     print(f"machine: {info['cpu']} ({info['cpu_count']} cores), load average {info['load_average_at_start']}", flush=True)
-    print(f"python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, scikit-image {info['scikit-image']}, trackpy {info['trackpy']} (numba: {info['numba']})", flush=True)
+    print(f"python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, scikit-image {info['scikit-image']}, trackpy {info['trackpy']} (numba: {info['numba']}), torch {info['torch']}", flush=True)
 
     # Calibrate the peers on a separate medium-SNR image of the benchmark size.
     calibration_image = lattice_for("medium", size, CALIBRATION_SEED)
@@ -268,21 +290,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  blob_log threshold={row['threshold']:.2f}: F1 {row['f1']:.4f}  P {row['precision']:.4f}  R {row['recall']:.4f}  RMSE {row['rmse_px']:.3f}")
     print(f"  -> blob_log: {bl_params}", flush=True)
 
+    notes = []
     methods = [
         ("microvae log+gaussian (no params)", microvae_locator("gaussian")),
         ("microvae log+com (no params)", microvae_locator("com")),
+    ]
+    if info["cuda_device"]:
+        gpu = microvae_locator("gaussian", device="cuda")
+        gpu(calibration_image.image)  # warm-up: CUDA context, FFT plans
+        methods.append((f"microvae log+gaussian torch CUDA ({info['cuda_device']})", gpu))
+    else:
+        notes.append(f"microvae's torch engine was not timed: no CUDA device (torch {info['torch']})")
+        print(f"  ({notes[-1]})", flush=True)
+    methods += [
         (f"trackpy.locate (d={tp_params.diameter}, sep={tp_params.separation}, pct={tp_params.percentile}, minmass={tp_params.minmass:g})", tp_params.locate),
         (f"skimage blob_log (σ 1–2.5 ×{bl_params.num_sigma}, thr={bl_params.threshold:g})", bl_params.locate),
     ]
 
-    results, notes = [], []
+    results = []
     for case, snr, case_size, seed, repeats in cases:
         start = time.perf_counter()
         lattice = lattice_for(snr, case_size, seed)
         n_true = int(lattice.inside(MARGIN).sum())
         print(f"\n{case} (seed {seed}, {n_true} columns ≥ {MARGIN:g} px inside; generated in {time.perf_counter() - start:.1f} s; best of {repeats})", flush=True)
         for name, locate in methods:
-            record = {"case": case, "snr": snr, "size": case_size, "seed": seed, "repeats": repeats, "method": name}
+            record = {"case": case, "snr": snr, "size": case_size, "seed": seed, "repeats": repeats, "method": name, "load_average": list(os.getloadavg())}
             if name.startswith("skimage") and case_size >= 4096:
                 crop = lattice.image[1024:3072, 1024:3072]
                 crop_time, _ = best_time(locate, crop, 1)
@@ -298,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 notes.append(f"{case}: {note}, under the {BLOB_LOG_BUDGET_S:.0f} s budget, so it was run")
                 print(f"  ({note}: running it)", flush=True)
-            elapsed, positions = best_time(locate, lattice.image, repeats)
+                record["repeats"] = 1
+            elapsed, positions = best_time(locate, lattice.image, record["repeats"])
             score = interior_score(lattice, positions)
             record.update(f1=score.f1, precision=score.precision, recall=score.recall, rmse_px=score.rmse_px, time_s=elapsed, n_true=score.n_true, n_found=score.n_found)
             results.append(record)
@@ -313,14 +346,17 @@ def main(argv: list[str] | None = None) -> int:
     stem = "find_atoms_quick" if args.quick else "find_atoms"
     payload = {
         "command": "python benchmarks/bench_find_atoms.py" + (" --quick" if args.quick else "") + (" --skip-4096" if args.skip_4096 else ""),
-        "machine": info,
+        "machine": {**info, "load_average_at_end": list(os.getloadavg())},
         "scoring": {"margin_px": MARGIN, "match_radius_px": MATCH_RADIUS, "timing": "time.perf_counter around the locate call, best of repeats"},
         "calibration": {"image": {"snr": "medium", "size": size, "seed": CALIBRATION_SEED}, "trackpy": tp_rows, "trackpy_chosen": tp_params.__dict__, "blob_log": bl_rows, "blob_log_chosen": bl_params.__dict__},
         "results": results,
         "notes": notes,
     }
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    header = f"<!-- {payload['command']} | {info['cpu']}, {info['cpu_count']} cores | load average at start {info['load_average_at_start']} -->\n"
+    header = (
+        f"<!-- {payload['command']} | {time.strftime('%Y-%m-%d')} | {info['cpu']}, {info['cpu_count']} cores | trackpy {info['trackpy']} with numba {info['numba']} | "
+        f"GPU: {info['cuda_device'] or 'none'} | load average at start {[round(v, 2) for v in info['load_average_at_start']]}, at end {[round(v, 2) for v in payload['machine']['load_average_at_end']]} -->\n"
+    )
     (RESULTS / f"{stem}.md").write_text(header + table + "\n" + "".join(f"\nNote: {note}\n" for note in notes))
     print(f"\nwrote {RESULTS / (stem + '.json')} and {RESULTS / (stem + '.md')}")
     return 0

@@ -43,6 +43,8 @@ def encode_command(
     batch_size: int = typer.Option(1024, "--batch-size", "-b", help="Patches per forward pass."),
     refine: int = typer.Option(0, "--refine", help="Optimise each patch's posterior for N Adam steps against the fixed decoder, starting from the encoder's guess (closes the amortisation gap on new or shifted scans; the −ELBO before and after is recorded). 0 = off.", min=0),
     refine_lr: float = typer.Option(0.05, "--refine-lr", help="Learning rate of --refine (latent units; log units for the posterior sds)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (as for train --labels): they keep their class, as a conditional (crVAE-style) model is used; the rest are inferred. Marked in class_observed.", show_default=False),
+    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", help="Patches larger than this (GB of float32) are read block by block instead of held in memory."),
     force: bool = typer.Option(False, "--force", help="Overwrite an output made from other inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
@@ -59,7 +61,10 @@ def encode_command(
             if len(inputs) != 1:
                 raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
             result = run_encode(run_dir, inputs[0], output, device=device, batch_size=batch_size, force=force, progress=progress,
-                                refine_steps=refine, refine_lr=refine_lr)
+                                refine_steps=refine, refine_lr=refine_lr, memory_limit=int(memory_limit_gb * 1e9),
+                                labels=labels)
+        elif labels is not None:
+            raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
         elif any(patch_inputs):
             raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
         else:

@@ -38,6 +38,7 @@ def find_atoms_command(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Absolute response threshold [default: from the noise level and --threshold-rel]."),
     threshold_rel: float = typer.Option(0.2, "--threshold-rel", help="Threshold as a fraction of a typical column's response."),
     invert: bool = typer.Option(False, "--invert", help="Find dark columns (annular bright field, some STM)."),
+    device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'. Both give the same atoms."),
     channel: int = typer.Option(0, "--channel", help="Channel used for detection in multichannel scans."),
     stack_as: str = typer.Option("frames", "--stack-as", help="Read 3D stacks as separate 'frames' or co-registered 'channels'."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
@@ -45,7 +46,7 @@ def find_atoms_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; errors still go to stderr."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
-    params = FindAtomsParams(method=method, refine=refine, sigma_px=sigma, spacing_px=spacing, threshold=threshold, threshold_rel=threshold_rel, invert=invert)
+    params = FindAtomsParams(method=method, refine=refine, sigma_px=sigma, spacing_px=spacing, threshold=threshold, threshold_rel=threshold_rel, invert=invert, device=device)
     with progress_bar(quiet) as progress:
         result = run_find_atoms(images, output, params, channel=channel, stack_as=stack_as, preview=preview, force=force, progress=progress)
     report(result, quiet, json_summary)

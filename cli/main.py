@@ -1,7 +1,8 @@
 """The ``microvae`` command: subcommand registry and error handling.
 
-User mistakes (``MicrovaeError``) print one line ``error: ...`` on stderr and exit with code 2;
-anything else is a bug: one line ``internal error: ...`` and exit code 1. ``--debug`` (or
+User mistakes (``MicrovaeError``) print one line ``error: ...`` on stderr and exit with code 2, and
+so do operating-system errors of the environment (no space left, read-only file system, permission
+denied); anything else is a bug: one line ``internal error: ...`` and exit code 1. ``--debug`` (or
 ``MICROVAE_DEBUG=1``) shows the traceback instead.
 """
 
@@ -69,23 +70,46 @@ def main(argv: list[str] | None = None) -> None:
     except MicrovaeError as error:
         if debug:
             traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # always one line
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as error:
+        if not _is_environment_error(error):
+            _internal_error(error, debug)
+        if debug:
+            traceback.print_exc()
+        from microvae.artifacts import describe_os_error
+
+        print(f"error: {error.filename or 'output'}: cannot write ({describe_os_error(error)})", file=sys.stderr)
+        sys.exit(2)
     except Exception as error:
         if _is_usage_error(error):  # bad option or argument: Typer prints usage and the problem
             error.show()
             sys.exit(error.exit_code)
-        # anything else is a bug in microvae
-        if debug:
-            traceback.print_exc()
-        print(f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
-        sys.exit(1)
+        _internal_error(error, debug)  # anything else is a bug in microvae
     sys.exit(0)
+
+
+def _internal_error(error: Exception, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    first = (str(error).strip().splitlines() or [""])[0]
+    print(f"internal error: {type(error).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
+    sys.exit(1)
+
+
+def _is_environment_error(error: OSError) -> bool:
+    """A full disk, a read-only file system or a permission problem: the user's environment, not a
+    bug (exit 2). Library writers convert these to :class:`OutputError` naming the file; this
+    catches any that escape."""
+    import errno
+
+    return error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1), errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _is_usage_error(error: Exception) -> bool:

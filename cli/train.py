@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from microvae.errors import ParameterError
 from microvae.models import JTRVAEConfig as M
 from microvae.stages import run_train, run_train_ensemble
 from microvae.training import TrainConfig as T
@@ -107,6 +107,7 @@ def train_command(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (semi-supervised): a CSV of patch_index,class rows or a .npy array with −1 for unknown. Labelled patches train the class posterior; the rest are inferred.", show_default=False),
     label_weight: float = typer.Option(M.label_weight, "--label-weight", help="Weight of −log q(label|x) per labelled patch (Kingma et al.'s α)."),
     ensemble: int = typer.Option(0, "--ensemble", help="Train M runs with seeds SEED…SEED+M−1 in OUTPUT/member_i, align their classes, and record their agreement (encode then reports per-patch class agreement as an uncertainty map; the mean pairwise ARI helps choose --classes). 0 = one run.", min=0, show_default=False),
+    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", help="Patches larger than this (GB of float32) are streamed from the patches file in shuffled chunks instead of held in memory (see README, Performance)."),
     force: bool = typer.Option(False, "--force", help="Replace a run folder made from other inputs or settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
@@ -121,8 +122,7 @@ def train_command(
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)
-    if ensemble and labels is not None:
-        raise ParameterError("--labels and --ensemble together are not supported yet; train the labelled run on its own")
+    quiet = quiet or int(os.environ.get("RANK", "0")) != 0      # under torchrun only rank 0 reports
     if ensemble:
         offset = {"epochs": 0}
 
@@ -137,8 +137,9 @@ def train_command(
                     progress({**event, "epoch": offset["epochs"] + event["epoch"]} if "epoch" in event else event)
 
             result = run_train_ensemble(patches, output, model_config, train_config, ensemble, force=force,
-                                        progress=member_progress, on_member=member_done)
+                                        progress=member_progress, on_member=member_done, labels=labels)
     else:
         with training_progress(quiet or json_summary, epochs) as progress:
-            result = run_train(patches, output, model_config, train_config, force=force, progress=progress, labels=labels)
+            result = run_train(patches, output, model_config, train_config, force=force, progress=progress, labels=labels,
+                               memory_limit=int(memory_limit_gb * 1e9))
     report(result, quiet, json_summary)

@@ -120,7 +120,8 @@ def plan_output(path: str | Path, fingerprint: str, force: bool = False) -> Outp
 
     Raises:
         OutputError: ``path`` exists but holds other inputs or parameters (or is not a microvae
-            artifact), and ``force`` is not set; or its folder cannot be written.
+            artifact, or was written with another schema version), and ``force`` is not set; or its
+            folder cannot be written.
     """
     path = Path(path)
     check_writable_location(path)
@@ -128,25 +129,33 @@ def plan_output(path: str | Path, fingerprint: str, force: bool = False) -> Outp
         return OutputPlan("write", "new output")
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; expected a file path for the output artifact")
-    existing = _read_fingerprint(path)
-    if existing == fingerprint:
+    existing, version = _read_fingerprint(path)
+    if existing == fingerprint and version == SCHEMA_VERSION:
+        _clear_stale_lock(path)
         return OutputPlan("skip", "up to date (same inputs and parameters)")
     if force:
         return OutputPlan("write", "overwriting (--force)")
+    if existing is not None and version != SCHEMA_VERSION:
+        raise OutputError(f"{path}: exists with artifact schema version {version}, this microvae ({__version__}) writes version "
+                          f"{SCHEMA_VERSION}; pass --force to replace it, or choose another output")
     if existing is None:
         raise OutputError(f"{path}: exists and is not a microvae artifact; choose another output or pass --force to overwrite it")
     raise OutputError(f"{path}: exists with other inputs or parameters; pass --force to overwrite it, or choose another output")
 
 
-def _read_fingerprint(path: Path) -> str | None:
+def _read_fingerprint(path: Path) -> tuple[str | None, int | None]:
+    """(fingerprint, schema version) of an existing artifact; (None, None) for other files."""
     import h5py
 
     try:
         with h5py.File(path, "r") as handle:
             value = handle.attrs.get("fingerprint")
+            version = handle.attrs.get("schema_version")
     except Exception:
-        return None
-    return _as_str(value) if value is not None else None
+        return None, None
+    if value is None:
+        return None, None
+    return _as_str(value), int(version) if version is not None else 0
 
 
 def check_writable_location(path: str | Path) -> None:
@@ -158,7 +167,24 @@ def check_writable_location(path: str | Path) -> None:
     if not probe.is_dir():
         raise OutputError(f"{path}: cannot create the output folder, {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: output location {probe} is not writable")
+        raise OutputError(f"{path}: output location {probe} is read-only (no write permission, or a read-only file system)")
+
+
+def describe_os_error(error: OSError) -> str:
+    """A short, user-facing cause for an operating-system error while writing: ``no space left on
+    the device``, ``read-only file system``, ``permission denied (read-only location)``, else the
+    system's own message (first line)."""
+    import errno as _errno
+
+    text = str(error)
+    if error.errno in (_errno.ENOSPC, getattr(_errno, "EDQUOT", -1)) or "No space left" in text or "Disk quota" in text:
+        return "no space left on the device"
+    if error.errno == _errno.EROFS or "Read-only file system" in text:
+        return "read-only file system"
+    if error.errno in (_errno.EACCES, _errno.EPERM) or "Permission denied" in text:
+        return "permission denied (read-only location)"
+    lines = (error.strerror or text).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,7 +209,7 @@ def atomic_h5(path: str | Path, provenance: Provenance, kind: str) -> Iterator[A
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"{path}: cannot create its folder ({error.strerror or error})") from error
+        raise OutputError(f"{path}: cannot create its folder ({describe_os_error(error)})") from error
     with output_lock(path), atomic_file(path) as temp:
         with h5py.File(temp, "w") as handle:
             _write_provenance(handle, provenance, kind)
@@ -196,20 +222,26 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
     For outputs other than HDF5 artifacts (PNG previews, TIFF maps, JSON). On failure the temporary
     file is removed and ``path`` is unchanged.
+
+    Raises:
+        OutputError: the folder cannot be made or is read-only, or the write failed (no space
+            left, permission denied); ``path`` is unchanged and no temporary file is left.
     """
     path = Path(path)
+    check_writable_location(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"{path}: cannot create its folder ({error.strerror or error})") from error
+        raise OutputError(f"{path}: cannot create its folder ({describe_os_error(error)})") from error
     temp = path.parent / f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
+    remove_stale_temps(path.parent, f".{path.stem}.", f".tmp{path.suffix}")
     try:
         yield temp
         _fsync(temp)
         os.replace(temp, path)
     except OSError as error:
         _remove_quietly(temp)
-        raise OutputError(f"{path}: cannot write ({error.strerror or error}); the previous file, if any, is unchanged") from error
+        raise OutputError(f"{path}: cannot write ({describe_os_error(error)}); the previous file, if any, is unchanged") from error
     except BaseException:
         _remove_quietly(temp)
         raise
@@ -229,6 +261,23 @@ def _write_provenance(handle, provenance: Provenance, kind: str) -> None:
     handle.attrs["fingerprint"] = record["fingerprint"]
 
 
+def create_dataset(group, name: str, shape: tuple[int, ...], dtype, units: str, description: str, chunk_rows: int,
+                   **attrs: Any):
+    """An empty dataset to fill block by block (gzip level 1, chunks of ``chunk_rows`` along axis 0),
+    with ``units`` and ``description`` attributes (and any others given)."""
+    chunks = (max(1, min(chunk_rows, shape[0])),) + tuple(shape[1:])
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", compression_opts=1)
+    return _describe(dataset, units, description, attrs)
+
+
+def _describe(dataset, units: str, description: str, attrs: dict[str, Any]):
+    dataset.attrs["units"] = units
+    dataset.attrs["description"] = description
+    for key, value in attrs.items():
+        dataset.attrs[key] = value
+    return dataset
+
+
 def write_dataset(group, name: str, data: np.ndarray, units: str, description: str, chunks=None, **attrs: Any):
     """Create a dataset with ``units`` and ``description`` attributes (and any others given)."""
     data = np.asarray(data)
@@ -237,12 +286,7 @@ def write_dataset(group, name: str, data: np.ndarray, units: str, description: s
         options["compression"] = "gzip"
         options["compression_opts"] = 1
         options["chunks"] = chunks if chunks is not None else True
-    dataset = group.create_dataset(name, data=data, **options)
-    dataset.attrs["units"] = units
-    dataset.attrs["description"] = description
-    for key, value in attrs.items():
-        dataset.attrs[key] = value
-    return dataset
+    return _describe(group.create_dataset(name, data=data, **options), units, description, attrs)
 
 
 def _fsync(path: str) -> None:
@@ -261,25 +305,75 @@ def output_lock(path: str | Path) -> Iterator[None]:
 
     A second process that wants the same output is refused with a message naming the owner. A lock
     whose owner is no longer running (a crash, SIGKILL) is stale and is taken over.
+
+    The lock file is held with an exclusive ``flock`` for as long as the output is written (the
+    kernel releases it when the process dies, so a stale lock never blocks and two processes can
+    never both take it over); its content, the owner's pid, is what the refusal names. A lock file
+    holding the pid of a live process that does not hold the ``flock`` (another tool's, or a
+    microvae without it) is respected too. Where ``fcntl`` is missing (Windows) the lock is the file's
+    exclusive creation alone.
+
+    Raises:
+        OutputError: another live process holds the lock, or the lock file cannot be written
+            (read-only location, no space left).
     """
     lock = Path(str(path) + ".lock")
-    for _attempt in range(2):
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (Windows)
+        fcntl = None
+    for _attempt in range(5):
         try:
-            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+            if fcntl is None:  # pragma: no cover
+                descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            else:
+                descriptor = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except FileExistsError:  # pragma: no cover (no fcntl)
             owner = _lock_owner(lock)
             if owner is not None and _pid_alive(owner) and owner != os.getpid():
-                raise OutputError(f"{path}: another microvae process (pid {owner}) is writing this output; wait for it or choose another path")
-            _remove_quietly(lock)  # stale: its owner is gone
+                raise _lock_refusal(path, owner) from None
+            _remove_quietly(lock)
             continue
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(str(os.getpid()))
+        except OSError as error:
+            raise OutputError(f"{path}: cannot create the lock file {lock} ({describe_os_error(error)})") from error
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _lock_refusal(path, _lock_owner(lock)) from None
+                try:
+                    current = os.stat(lock).st_ino
+                except FileNotFoundError:
+                    current = None
+                if current != os.fstat(descriptor).st_ino:  # the previous holder removed it meanwhile: retry
+                    os.close(descriptor)
+                    descriptor = -1
+                    continue
+                owner = _lock_owner(lock)
+                if owner is not None and owner != os.getpid() and _pid_alive(owner):
+                    raise _lock_refusal(path, owner)
+                os.ftruncate(descriptor, 0)
+            os.write(descriptor, str(os.getpid()).encode())
+        except OutputError:
+            os.close(descriptor)
+            raise
+        except OSError as error:
+            if descriptor >= 0:
+                os.close(descriptor)
+            raise OutputError(f"{path}: cannot write the lock file {lock} ({describe_os_error(error)})") from error
         try:
             yield
         finally:
-            _remove_quietly(lock)
+            _remove_quietly(lock)  # while still holding the flock: nobody can take a lock file we then delete
+            os.close(descriptor)
         return
     raise OutputError(f"{path}: could not take the lock file {lock}")
+
+
+def _lock_refusal(path: str | Path, owner: int | None) -> OutputError:
+    who = f"pid {owner}" if owner is not None else "pid unknown"
+    return OutputError(f"{path}: another microvae process ({who}) is writing this output (lock file {path}.lock); wait for it or choose another path")
 
 
 def _lock_owner(lock: Path) -> int | None:
@@ -297,6 +391,30 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def remove_stale_temps(folder: str | Path, prefix: str, suffix: str) -> None:
+    """Remove the temporary files ``<prefix><pid><suffix>`` in ``folder`` whose writer is no longer
+    running: a process killed mid-write (SIGKILL, power loss) cannot clean up, and its pid-named
+    temporary file would otherwise stay forever. A live writer's file is kept."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
+            pid = name[len(prefix):len(name) - len(suffix)]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                _remove_quietly(Path(folder) / name)
+
+
+def _clear_stale_lock(path: Path) -> None:
+    """Remove ``<path>.lock`` left by a writer that died after renaming ``path`` into place (the
+    output is complete, so no later write would take the lock over); a live holder's is kept."""
+    if Path(str(path) + ".lock").exists():
+        with contextlib.suppress(OutputError):
+            with output_lock(path):
+                pass
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,12 +476,7 @@ def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactH
     if expected_kind and kind != expected_kind:
         raise InputError(f"{path}: is a microvae '{kind}' artifact, expected {wanted}")
     version = int(attrs.get("schema_version", 0))
-    if version != SCHEMA_VERSION:
-        relation = "newer" if version > SCHEMA_VERSION else "older"
-        raise InputError(
-            f"{path}: artifact schema version {version} is {relation} than this microvae ({__version__}) reads "
-            f"(version {SCHEMA_VERSION}); rerun the stage that made it with this microvae"
-        )
+    check_schema_version(path, version)
     return ArtifactHeader(
         path=path,
         kind=kind,
@@ -377,6 +490,19 @@ def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactH
         created=_as_str(attrs.get("created", "")),
         command_line=_as_str(attrs.get("command_line", "")),
     )
+
+
+def check_schema_version(path: str | Path, version: int, what: str = "artifact schema", supported: int = SCHEMA_VERSION,
+                         remedy: str = "rerun the stage that made it with this microvae") -> None:
+    """Raise InputError unless ``version`` (read from ``path``) is the ``supported`` one.
+
+    The message names both versions and says whether the file is older or newer than this microvae.
+    """
+    if version == supported:
+        return
+    relation = "newer" if version > supported else "older"
+    raise InputError(f"{path}: {what} version {version} is {relation} than this microvae ({__version__}) reads "
+                     f"(version {supported}); {remedy}")
 
 
 def require_datasets(handle, path: str | Path, names: list[str], kind: str) -> None:

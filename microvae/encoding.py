@@ -23,22 +23,26 @@ STATS_FILE = "training_stats.json"
 
 
 @torch.no_grad()
-def patch_scores(model, images: np.ndarray, batch_size: int = 1024, device: str = "cpu", seed: int = 0) -> np.ndarray:
+def patch_scores(model, images: np.ndarray, batch_size: int = 1024, device: str = "cpu", seed: int = 0,
+                 labels: np.ndarray | None = None) -> np.ndarray:
     """Negative ELBO per patch (N,) in nats: recon + KL_z + KL_τ + KL_y with β = 1, analytic KLs.
 
-    One reparametrised draw per patch from a generator seeded with ``seed``: deterministic.
+    One reparametrised draw per patch from a generator seeded with ``seed``: deterministic. With
+    ``labels`` (N,) (−1 = unknown) a labelled patch is scored with its class observed.
     """
-    from .training import resolve_device
+    from .training import activation_budget, resolve_device
 
     target = resolve_device(device)
     model = model.to(target).eval()
+    batch_size = min(batch_size, model.batch_limit(activation_budget(target)))
     generator = torch.Generator(device=target).manual_seed(seed)
-    parts = []
+    scores = np.zeros(len(images))
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)).to(target)
-        terms = model.loss_terms(x, generator)
-        parts.append(model.negative_elbo(terms).double().cpu().numpy())
-    return np.concatenate(parts) if parts else np.zeros(0)
+        known = None if labels is None else torch.as_tensor(labels[start:start + len(x)], device=target)
+        terms = model.loss_terms(x, generator, labels=known)
+        scores[start:start + len(x)] = model.negative_elbo(terms).double().cpu().numpy()
+    return scores
 
 
 @dataclass

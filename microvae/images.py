@@ -27,7 +27,10 @@ co-registered channels (``stack_as="channels"``, for example HAADF + ABF acquire
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +146,8 @@ def read_scans(spec: str | Path, stack_as: str = "frames") -> list[Scan]:
     if path.stat().st_size == 0:
         raise InputError(f"{spec}: file is empty")
     try:
-        array, calibration, channel_names = _read_array(path, suffix, dataset)
+        with _quiet_readers():
+            array, calibration, channel_names = _read_array(path, suffix, dataset)
     except InputError:
         raise
     except Exception as error:  # a reader failed on a corrupt or truncated file
@@ -185,6 +189,24 @@ def validate_scan(scan: Scan) -> None:
         plane = scan.data[channel]
         if float(plane.max()) == float(plane.min()):
             raise InputError(f"{label}: channel {channel} is constant ({float(plane.min()):g}); expected an image with contrast")
+
+
+@contextlib.contextmanager
+def _quiet_readers():
+    """Silence what third-party readers print while they parse a file (tifffile's logged
+    complaints about damaged tags, numpy's cast warnings on garbage data): a bad file is reported
+    once, as the :class:`InputError` raised here, and a readable one needs no commentary."""
+    loggers = [logging.getLogger(name) for name in ("tifffile", "rsciio", "nanonispy2", "imageio")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # their child loggers (rsciio.digitalmicrograph, ...) inherit the level
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _short(error: Exception) -> str:

@@ -374,6 +374,13 @@ class JTRVAE(nn.Module):
 
     # --- generation ------------------------------------------------------------------------
 
+    def batch_limit(self, budget_bytes: int) -> int:
+        """Images per forward pass whose decoder activations stay within ``budget_bytes``: a pass
+        over all pixels holds about three (B, K', P, width) float32 tensors at once (no gradient)."""
+        width = max(self.config.conv_channels if self.config.decoder == "conv" else self.config.decoder_hidden)
+        per_image = 3 * 4 * self.n_enumerated * self.grid.shape[0] * width
+        return max(1, budget_bytes // per_image)
+
     def decoder_logits(self, z: Tensor, angle_rad: Tensor | None, shift: Tensor | None,
                        pixel_index: Tensor | None = None, class_vectors: Tensor | None = None) -> Tensor:
         """Decoder outputs: (B, K', P, C) logits (Bernoulli) or means (Gaussian) for every class.
@@ -489,6 +496,10 @@ class JTRVAE(nn.Module):
             post["shift_mean"], post["shift_sd"], 0.0 * one, self.config.shift_prior_sd * one, shift)
         terms["kl_tau"] = terms["kl_angle"] + terms["kl_shift"]
         return terms
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None, **options) -> dict[str, Tensor]:
+        """:meth:`loss_terms` (so that a DistributedDataParallel wrapper's call computes them)."""
+        return self.loss_terms(x, generator, **options)
 
     @staticmethod
     def negative_elbo(terms: dict[str, Tensor]) -> Tensor:

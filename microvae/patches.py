@@ -143,15 +143,23 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
             sampled = ndimage.map_coordinates(image[channel], [rows.ravel(), cols.ravel()], order=1, mode="mirror")
             out[:, channel] = sampled.reshape(count, window, window)
         return out
-    pad = window
-    padded = np.pad(image, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric")
-    base = np.round(centres).astype(np.int64) + pad - half
+    base = np.round(centres).astype(np.int64) - half
     index = np.arange(window)
-    rows = base[:, 0, None, None] + index[None, :, None]
-    cols = base[:, 1, None, None] + index[None, None, :]
+    # mirrored about the edge pixels, as map_coordinates' "mirror" above, however far outside
+    rows = _mirror_index(base[:, 0, None, None] + index[None, :, None], image.shape[1])
+    cols = _mirror_index(base[:, 1, None, None] + index[None, None, :], image.shape[2])
     for channel in range(channels):
-        out[:, channel] = padded[channel][rows, cols]
+        out[:, channel] = image[channel][rows, cols]
     return out
+
+
+def _mirror_index(index: np.ndarray, size: int) -> np.ndarray:
+    """Pixel indices reflected about the edge pixels (…, 2, 1, 0, 1, 2, …, n−2, n−1, n−2, …)."""
+    if size == 1:
+        return np.zeros_like(index)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index > size - 1, period - index, index)
 
 
 def fft_magnitude(patches: np.ndarray) -> np.ndarray:
@@ -163,11 +171,28 @@ def fft_magnitude(patches: np.ndarray) -> np.ndarray:
     return np.log1p(np.abs(spectrum)).astype(np.float32)
 
 
-def normalise(patches: np.ndarray, image_index: np.ndarray, method: str, percentiles: tuple[float, float] = (0.1, 99.9)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+#: Normalisation statistics (``image``, ``global``) are percentiles over at most this many values.
+STATISTICS_VALUES = 4_000_000
+
+
+def intensity_range(patches: np.ndarray, percentiles: tuple[float, float] = (0.1, 99.9)) -> tuple[float, float]:
+    """(low, span) mapping the ``percentiles`` of (N, C, W, W) patches' values to 0 and 1; the values
+    are those of every k-th patch, k chosen to keep at most :data:`STATISTICS_VALUES` of them."""
+    per_patch = max(1, int(np.prod(patches.shape[1:])))
+    sample = patches[:: max(1, -(-len(patches) * per_patch // STATISTICS_VALUES))]
+    low, high = np.percentile(sample, percentiles)
+    return float(low), float(high - low) if high > low else 1.0
+
+
+def normalise(patches: np.ndarray, image_index: np.ndarray, method: str, percentiles: tuple[float, float] = (0.1, 99.9),
+              ranges: dict[int, tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise (N, C, W, W) patches; returns (normalised, offset (N,), scale (N,)).
 
     ``raw ≈ normalised · scale + offset`` for ``image``/``global``/``patch``/``zscore`` (exactly,
     except where ``image``/``global`` clipped). Statistics are over all channels together.
+    ``ranges`` gives (low, span) per image index (``image``; key 0 for ``global``) computed
+    elsewhere, e.g. from all of an image's patches when they are normalised block by block;
+    by default they come from ``patches`` (:func:`intensity_range`).
     """
     count = len(patches)
     offset = np.zeros(count)
@@ -180,11 +205,7 @@ def normalise(patches: np.ndarray, image_index: np.ndarray, method: str, percent
         for group in np.unique(groups):
             members = groups == group
             values = patches[members]
-            sample = values.ravel()
-            if sample.size > 4_000_000:
-                sample = sample[:: sample.size // 4_000_000 + 1]
-            low, high = np.percentile(sample, percentiles)
-            span = high - low if high > low else 1.0
+            low, span = ranges[int(group)] if ranges is not None else intensity_range(values, percentiles)
             out[members] = np.clip((values - low) / span, 0.0, 1.0)
             offset[members], scale[members] = low, span
         return out, offset, scale
@@ -214,44 +235,98 @@ def extract_patches(images: list[np.ndarray], centres: list[np.ndarray], params:
     Raises:
         InputError: an image is smaller than the window, channel counts differ, or no patch fits.
     """
+    plan = plan_patches(images, centres, params, labels)
+    blocks = list(patch_blocks(images, plan, params, block_rows=max(1, plan.count)))
+    normalised, offset, scale = (np.concatenate([block[k] for block in blocks]) for k in (1, 2, 3))
+    return PatchSet(patches=normalised, coords=plan.coords, image_index=plan.image_index, centre_index=plan.centre_index,
+                    edge_padded=plan.edge_padded, norm_offset=offset, norm_scale=scale, skipped=plan.skipped)
+
+
+@dataclass
+class PatchPlan:
+    """Which patches :func:`patch_blocks` will cut, in order (the rows of a patches artifact).
+
+    Attributes: centres (N, 2) float64 (row, col) where the window is sampled; coords (N, 2)
+    recorded centres (rounded where not subpixel); image_index, centre_index (N,) int;
+    edge_padded (N,) bool; skipped (centres dropped at the edges); channels; count = N.
+    """
+
+    centres: np.ndarray
+    coords: np.ndarray
+    image_index: np.ndarray
+    centre_index: np.ndarray
+    edge_padded: np.ndarray
+    subpixel: bool
+    skipped: int
+    channels: int
+
+    @property
+    def count(self) -> int:
+        return int(len(self.centres))
+
+
+def plan_patches(images: list[np.ndarray], centres: list[np.ndarray], params: PatchParams, labels: list[str] | None = None) -> PatchPlan:
+    """Check the images against the window and decide which centres give patches (see
+    :func:`extract_patches`, whose errors it raises); cuts nothing."""
     params.validate()
     labels = labels or [f"image {i}" for i in range(len(images))]
     channel_counts = {image.shape[0] for image in images}
     if len(channel_counts) > 1:
         raise InputError(f"images have different channel counts {sorted(channel_counts)}; co-registered inputs must agree")
     window = params.window
-    all_patches, all_coords, all_index, all_centre_index, all_padded, skipped = [], [], [], [], [], 0
-    for index, (image, image_centres) in enumerate(zip(images, centres)):
+    subpixel = params.subpixel and params.grid_step is None
+    kept, index, centre_index, padded, skipped = [], [], [], [], 0
+    for number, (image, image_centres) in enumerate(zip(images, centres)):
         height, width = image.shape[1:]
         if height < window or width < window:
-            raise InputError(f"{labels[index]}: image is {height}×{width} pixels, smaller than the {window}×{window} window; use a smaller --window")
+            raise InputError(f"{labels[number]}: image is {height}×{width} pixels, smaller than the {window}×{window} window; use a smaller --window")
         image_centres = np.asarray(image_centres, dtype=np.float64).reshape(-1, 2)
-        subpixel = params.subpixel and params.grid_step is None
         fits = window_fits(image_centres, (height, width), window, subpixel)
-        centre_index = np.arange(len(image_centres))
+        rows = np.arange(len(image_centres))
         if params.edge == "skip":
             skipped += int((~fits).sum())
-            image_centres, centre_index, fits = image_centres[fits], centre_index[fits], fits[fits]
-        patches = cut_patches(image, image_centres, window, subpixel)
-        all_patches.append(patches)
-        all_coords.append(image_centres if subpixel else np.round(image_centres))
-        all_index.append(np.full(len(image_centres), index, dtype=np.int32))
-        all_centre_index.append(centre_index)
-        all_padded.append(~fits)
-    patches = np.concatenate(all_patches) if all_patches else np.zeros((0, 1, window, window), np.float32)
-    if len(patches) == 0:
+            image_centres, rows, fits = image_centres[fits], rows[fits], fits[fits]
+        kept.append(image_centres)
+        index.append(np.full(len(image_centres), number, dtype=np.int32))
+        centre_index.append(rows)
+        padded.append(~fits)
+    if sum(len(k) for k in kept) == 0:
         raise InputError(f"no patch of {window}×{window} pixels fits inside the image(s) ({skipped} dropped at the edges); use a smaller --window or --edge reflect")
-    if params.fft:
-        patches = fft_magnitude(patches)
-    image_index = np.concatenate(all_index)
-    normalised, offset, scale = normalise(patches, image_index, params.normalize, params.percentiles)
-    return PatchSet(
-        patches=normalised,
-        coords=np.concatenate(all_coords),
-        image_index=image_index,
-        centre_index=np.concatenate(all_centre_index),
-        edge_padded=np.concatenate(all_padded),
-        norm_offset=offset,
-        norm_scale=scale,
-        skipped=skipped,
-    )
+    all_centres = np.concatenate(kept)
+    return PatchPlan(all_centres, all_centres if subpixel else np.round(all_centres), np.concatenate(index),
+                     np.concatenate(centre_index), np.concatenate(padded), subpixel, skipped, int(images[0].shape[0]))
+
+
+def patch_blocks(images: list[np.ndarray], plan: PatchPlan, params: PatchParams, block_rows: int):
+    """The patches of ``plan`` in blocks of at most ``block_rows``, never spanning two images:
+    yields (first row, normalised (B, C, W, W) float32, offset (B,), scale (B,)). ``image`` and
+    ``global`` statistics come from all of an image's (all images') patches first
+    (:func:`intensity_range`), so the result does not depend on the block size."""
+    def cut(rows: np.ndarray) -> np.ndarray:
+        number = int(plan.image_index[rows[0]])
+        patches = cut_patches(images[number], plan.centres[rows], params.window, plan.subpixel)
+        return fft_magnitude(patches) if params.fft else patches
+
+    def image_rows(number: int) -> np.ndarray:
+        return np.flatnonzero(plan.image_index == number)
+
+    def sample_rows(rows: np.ndarray) -> np.ndarray:     # the patches intensity_range would read
+        per_patch = plan.channels * params.window ** 2
+        return rows[:: max(1, -(-len(rows) * per_patch // STATISTICS_VALUES))]
+
+    ranges = None
+    if params.normalize == "image":
+        ranges = {}
+        for number in np.unique(plan.image_index):
+            rows = sample_rows(image_rows(int(number)))
+            ranges[int(number)] = intensity_range(cut(rows), params.percentiles)
+    elif params.normalize == "global":
+        rows = sample_rows(np.arange(plan.count))
+        parts = [cut(rows[plan.image_index[rows] == number]) for number in np.unique(plan.image_index[rows])]
+        ranges = {0: intensity_range(np.concatenate(parts), params.percentiles)}
+    for number in np.unique(plan.image_index):
+        rows = image_rows(int(number))
+        for start in range(0, len(rows), block_rows):
+            block = rows[start:start + block_rows]
+            normalised, offset, scale = normalise(cut(block), plan.image_index[block], params.normalize, params.percentiles, ranges)
+            yield int(block[0]), normalised, offset, scale

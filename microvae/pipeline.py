@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .atoms import FindAtomsParams
-from .errors import InputError, ParameterError
+from .errors import InputError, OutputError, ParameterError
 from .patches import PatchParams
 from .training import configs_from_settings, setting_names
 
@@ -113,7 +113,9 @@ def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, 
     config = read_config(config_path)
     force = True  # the pipeline owns its folder: changed stages replace their artifacts; unchanged ones are reused
     outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputError(f"{outdir}: exists and is not a folder; the pipeline writes a folder of artifacts")
+    # the folder is made by the first stage that writes into it: bad inputs leave nothing behind
     on_stage = on_stage or (lambda name, result: None)
     results = []
     patch_params, mode = extract_params(config)

@@ -62,8 +62,10 @@ def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray
     plt.close(figure)
 
 
-def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", count: int = 64, seed: int = 0) -> None:
-    """Write a PNG grid of up to ``count`` patches (N, C, W, W) chosen at random (channel 0 shown)."""
+def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", count: int = 64, seed: int = 0,
+                       row_labels: np.ndarray | None = None) -> None:
+    """Write a PNG grid of up to ``count`` patches (N, C, W, W) chosen at random (channel 0 shown),
+    each titled by its index (or by ``row_labels[index]``, e.g. its row in the file)."""
     plt = _pyplot()
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(patches), size=min(count, len(patches)), replace=False))
@@ -74,7 +76,7 @@ def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", c
         axis.axis("off")
     for axis, index in zip(axes.ravel(), chosen):
         axis.imshow(patches[index, 0], cmap="gray", interpolation="nearest")
-        axis.set_title(str(index), fontsize=6)
+        axis.set_title(str(index if row_labels is None else row_labels[index]), fontsize=6)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path)

@@ -7,6 +7,7 @@ optional callback ``progress(description, completed, total)``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from .artifacts import ImageRecord, Provenance, write_dataset
 from .atoms import FindAtomsParams, find_atoms
 from .errors import InputError, OutputError, ParameterError
 from .images import Scan, read_scans
-from .patches import PatchParams, extract_patches
+from .patches import PatchParams, patch_blocks, plan_patches
+from .streaming import BLOCK_BYTES, RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced, value_range
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -49,6 +51,8 @@ def _input_entries(paths: list[str], role: str) -> list[dict[str, str]]:
     entries = []
     for spec in paths:
         file_path = Path(split_dataset_path(spec)[0])
+        if file_path.is_dir():
+            raise InputError(f"{spec}: is a directory, expected an image file")
         if not file_path.is_file():
             raise InputError(f"{spec}: no such file")
         entries.append({"path": str(spec), "sha256": file_sha256(file_path), "role": role})
@@ -87,7 +91,8 @@ def run_find_atoms(
     progress = progress or _noop
     params.validate()
     output = Path(output)
-    parameters = {**asdict(params), "channel": channel, "stack_as": stack_as}
+    # the device changes how fast, not what is found (both engines agree to ~10⁻⁵ px): not in the fingerprint
+    parameters = {**{k: v for k, v in asdict(params).items() if k != "device"}, "channel": channel, "stack_as": stack_as}
     inputs = _input_entries(images, "image")
     provenance = Provenance(stage="find-atoms", parameters=parameters, inputs=inputs)
     plan = artifacts.plan_output(output, provenance.fingerprint, force)
@@ -108,6 +113,8 @@ def run_find_atoms(
         tables.append(table)
         estimates.append(estimate)
     progress("finding atoms", len(scans), len(scans))
+    if preview is not None:  # before the artifact: a rerun after a crash skips a complete artifact
+        _write_atom_previews(Path(preview), scans, tables, channel)
     with artifacts.atomic_h5(output, provenance, "atoms") as handle:
         write_dataset(handle, "coords", np.concatenate([t.positions for t in tables]), "px", "atom centre (row, col) in source pixels; pixel (r, c) is centred at (r, c)", axes="row,col")
         write_dataset(handle, "image_index", np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(tables)]), "", "row of /images the atom belongs to")
@@ -128,7 +135,6 @@ def run_find_atoms(
         for scan, table, est in zip(scans, tables, estimates)
     ]
     if preview is not None:
-        _write_atom_previews(Path(preview), scans, tables, channel)
         notes.append(f"preview: {preview}")
     summary = {
         "atoms": int(sum(len(t) for t in tables)),
@@ -192,42 +198,50 @@ def run_extract(
 
         centres = [grid_centres(scan.shape, params.window, params.grid_step) for scan in scans]
         atom_rows = [np.full(len(c), -1, dtype=np.int64) for c in centres]
-    progress("cutting patches", 0, 1)
-    patch_set = extract_patches([scan.data for scan in scans], centres, params, labels=[scan.name for scan in scans])
-    progress("cutting patches", 1, 1)
+    plan = plan_patches([scan.data for scan in scans], centres, params, labels=[scan.name for scan in scans])
     first_row = np.cumsum([0] + [len(rows) for rows in atom_rows])[:-1]
-    atom_index = np.concatenate(atom_rows)[first_row[patch_set.image_index] + patch_set.centre_index]
+    atom_index = np.concatenate(atom_rows)[first_row[plan.image_index] + plan.centre_index]
     recipe = {"extract": parameters, "find_atoms": atom_header.parameters if atom_header else None}
+    window, channels = params.window, plan.channels
+    norm_offset, norm_scale = np.zeros(plan.count), np.ones(plan.count)
     with artifacts.atomic_h5(output, provenance, "patches") as handle:
-        window = params.window
-        chunk = (max(1, min(len(patch_set), max(1, (1 << 20) // (4 * window * window * patch_set.patches.shape[1])))), patch_set.patches.shape[1], window, window)
         content = "log(1+|FFT|) of Hann-windowed, mean-subtracted patches, zero frequency at (W//2, W//2)" if params.fft else "real-space intensities"
-        write_dataset(handle, "patches", patch_set.patches, "normalised intensity", f"(N, C, W, W) patches: {content}; normalisation '{params.normalize}'", chunks=chunk, axes="patch,channel,row,col")
-        write_dataset(handle, "coords", patch_set.coords, "px", "patch centre (row, col) in source pixels; patch pixel (i, j) samples (row + i − W//2, col + j − W//2)", axes="row,col")
-        write_dataset(handle, "image_index", patch_set.image_index, "", "row of /images the patch was cut from")
+        patches = artifacts.create_dataset(handle, "patches", (plan.count, channels, window, window), np.float32, "normalised intensity",
+                                           f"(N, C, W, W) patches: {content}; normalisation '{params.normalize}'",
+                                           chunk_rows=max(1, (1 << 20) // (4 * window * window * channels)), axes="patch,channel,row,col")
+        block_rows = max(1, BLOCK_BYTES // (4 * window * window * channels))
+        for start, block, offset, scale in patch_blocks([scan.data for scan in scans], plan, params, block_rows):
+            patches[start:start + len(block)] = block
+            norm_offset[start:start + len(block)], norm_scale[start:start + len(block)] = offset, scale
+            progress("cutting patches", start + len(block), plan.count)
+        write_dataset(handle, "coords", plan.coords, "px", "patch centre (row, col) in source pixels; patch pixel (i, j) samples (row + i − W//2, col + j − W//2)", axes="row,col")
+        write_dataset(handle, "image_index", plan.image_index, "", "row of /images the patch was cut from")
         write_dataset(handle, "atom_index", atom_index, "", "row of the atoms artifact's coords the patch is centred on (−1 for grid patches)")
-        write_dataset(handle, "edge_padded", patch_set.edge_padded, "", "True where the window reached outside the image and was filled by reflection")
-        write_dataset(handle, "norm_offset", patch_set.norm_offset, "source intensity", "raw ≈ patch · norm_scale + norm_offset")
-        write_dataset(handle, "norm_scale", patch_set.norm_scale, "source intensity", "raw ≈ patch · norm_scale + norm_offset")
+        write_dataset(handle, "edge_padded", plan.edge_padded, "", "True where the window reached outside the image and was filled by reflection")
+        write_dataset(handle, "norm_offset", norm_offset, "source intensity", "raw ≈ patch · norm_scale + norm_offset")
+        write_dataset(handle, "norm_scale", norm_scale, "source intensity", "raw ≈ patch · norm_scale + norm_offset")
         artifacts.write_image_table(handle, [_image_record(scan) for scan in scans])
         handle.attrs["window"] = params.window
         handle.attrs["fft"] = bool(params.fft)
         handle.attrs["normalize"] = params.normalize
         handle.attrs["edge"] = params.edge
         handle.attrs["mode"] = parameters["mode"]
-        handle.attrs["skipped_at_edge"] = int(patch_set.skipped)
+        handle.attrs["skipped_at_edge"] = int(plan.skipped)
         handle.attrs["channel_names"] = artifacts.to_json(scans[0].channel_names)
         handle.attrs["recipe"] = artifacts.to_json(recipe)
-    notes = [f"{len(patch_set)} patches of {patch_set.patches.shape[1]}×{params.window}×{params.window} from {len(scans)} image(s)"]
-    if patch_set.skipped:
-        notes.append(f"{patch_set.skipped} centre(s) too close to the edge were skipped (--edge reflect keeps them)")
-    if preview is not None:
-        from .plots import save_patch_gallery
+        if preview is not None:  # before the artifact is committed: a rerun after a crash skips a complete artifact
+            from .plots import save_patch_gallery
 
-        with artifacts.atomic_file(preview) as temp:
-            save_patch_gallery(temp, patch_set.patches, title=f"{len(patch_set)} patches ({'FFT' if params.fft else 'real space'})")
+            shown = np.sort(np.random.default_rng(0).choice(plan.count, size=min(64, plan.count), replace=False))
+            with artifacts.atomic_file(preview) as temp:
+                save_patch_gallery(temp, patches[shown], title=f"{plan.count} patches ({'FFT' if params.fft else 'real space'})",
+                                   row_labels=shown)
+    notes = [f"{plan.count} patches of {channels}×{params.window}×{params.window} from {len(scans)} image(s)"]
+    if plan.skipped:
+        notes.append(f"{plan.skipped} centre(s) too close to the edge were skipped (--edge reflect keeps them)")
+    if preview is not None:
         notes.append(f"preview: {preview}")
-    summary = {"patches": len(patch_set), "window": params.window, "channels": int(patch_set.patches.shape[1]), "skipped_at_edge": int(patch_set.skipped)}
+    summary = {"patches": plan.count, "window": params.window, "channels": channels, "skipped_at_edge": int(plan.skipped)}
     return StageResult("written", output, summary, notes)
 
 
@@ -282,10 +296,15 @@ class PatchInput:
     image_index: np.ndarray | None = None
     records: list[ImageRecord] | None = None
     recipe: dict[str, Any] | None = None
+    value_range: tuple[float, float] = (0.0, 0.0)
 
 
-def load_patch_input(spec: str | Path) -> PatchInput:
+def load_patch_input(spec: str | Path, stream_above: int | None = None) -> PatchInput:
     """Read a patches artifact, or an image stack (N, H, W) / (N, C, H, W) from .npy, .tif or .h5[:/dataset].
+
+    ``stream_above``: a patches artifact whose patches (as float32) take more bytes than this is
+    not read into memory: ``images`` is then a :class:`~microvae.streaming.PatchFile` (None: always
+    read). Its values are checked in one block-by-block pass.
 
     Raises:
         InputError: missing, unreadable, another artifact kind, or not a stack of square patches.
@@ -299,6 +318,8 @@ def load_patch_input(spec: str | Path) -> PatchInput:
     path = Path(file_part)
     if not path.is_file():
         raise InputError(f"{spec}: no such file (expected a patches artifact from 'microvae extract' or an image stack)")
+    if path.stat().st_size == 0:
+        raise InputError(f"{spec}: file is empty (expected a patches artifact from 'microvae extract' or an image stack)")
     sha = file_sha256(path)
     is_artifact = False
     if path.suffix.lower() in (".h5", ".hdf5", ".hdf") and dataset is None:
@@ -311,16 +332,20 @@ def load_patch_input(spec: str | Path) -> PatchInput:
         header = artifacts.read_header(path, "patches")
         with h5py.File(path, "r") as handle:
             artifacts.require_datasets(handle, path, ["patches", "coords", "image_index", "images"], "patches")
-            images = handle["patches"][()].astype(np.float32, copy=False)
+            shape = handle["patches"].shape
+            lazy = stream_above is not None and 4 * int(np.prod(shape)) > stream_above
+            images = None if lazy else handle["patches"][()].astype(np.float32, copy=False)
             coords = handle["coords"][()]
             image_index = handle["image_index"][()]
             records = artifacts.read_image_table(handle)
             recipe = json.loads(artifacts._as_str(handle.attrs.get("recipe", "{}")))
+        if images is None:
+            images = PatchFile(path)
         stack = PatchInput(images, path, sha, "patches", header, coords, image_index, records, recipe)
     else:
         array = _read_stack(spec)
         stack = PatchInput(array, path, sha, "stack")
-    _check_stack(stack.images, spec)
+    stack.value_range = _check_stack(stack.images, spec)
     return stack
 
 
@@ -348,13 +373,13 @@ def _read_stack(spec: str) -> np.ndarray:
     return np.stack([scan.data for scan in scans]).astype(np.float32, copy=False)
 
 
-def _check_stack(images: np.ndarray, spec: str) -> None:
+def _check_stack(images: np.ndarray | PatchFile, spec: str) -> tuple[float, float]:
+    """The (min, max) of square, finite patches; InputError otherwise."""
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         raise InputError(f"{spec}: patches of shape {images.shape[1:]}; expected (C, W, W) square patches")
     if len(images) < 2:
         raise InputError(f"{spec}: holds {len(images)} patch(es); training needs at least 2")
-    if not np.isfinite(images).all():
-        raise InputError(f"{spec}: patches contain NaN or Inf values")
+    return value_range(images, spec)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,14 +389,15 @@ RUN_PROVENANCE = "provenance.json"
 RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json")
 
 
-def choose_likelihood(images: np.ndarray, requested: str) -> str:
+def choose_likelihood(value_range: tuple[float, float], requested: str) -> str:
     """``auto``: Bernoulli when every value lies in [0, 1] (normalised patches), else Gaussian."""
-    inside_unit = float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    low, high = value_range
+    inside_unit = low >= 0.0 and high <= 1.0
     if requested == "auto":
         return "bernoulli" if inside_unit else "gaussian"
     if requested == "bernoulli" and not inside_unit:
         raise ParameterError(
-            f"--likelihood bernoulli needs values in [0, 1], the patches span [{float(images.min()):.3g}, {float(images.max()):.3g}]; "
+            f"--likelihood bernoulli needs values in [0, 1], the patches span [{low:.3g}, {high:.3g}]; "
             "use --likelihood gaussian or extract with --normalize image"
         )
     return requested
@@ -385,8 +411,12 @@ def run_train(
     force: bool = False,
     progress: Callable[[dict], None] | None = None,
     labels: str | Path | None = None,
+    memory_limit: int = RESIDENT_LIMIT_BYTES,
 ) -> StageResult:
     """Train a j-trVAE on a patches artifact or image stack, in a run folder that resumes.
+
+    Patches above ``memory_limit`` bytes are streamed from their file (:mod:`microvae.streaming`).
+    Under ``torchrun`` every process calls this; rank 0 alone writes the run folder.
 
     ``labels`` names a file of known classes for some patches (semi-supervised training, see
     :func:`read_labels`); its hash joins the run's provenance.
@@ -397,13 +427,13 @@ def run_train(
     again continues from the last checkpoint (or says the run is complete); other inputs or settings
     are refused unless ``force``, which clears the run's own files first.
     """
-    from .training import fit
+    from .training import distributed_world, fit
 
     run_dir = Path(run_dir)
-    source = load_patch_input(patches)
+    source = load_patch_input(patches, stream_above=memory_limit)
     model_config.image_size = int(source.images.shape[-1])
     model_config.channels = int(source.images.shape[1])
-    model_config.likelihood = choose_likelihood(source.images, model_config.likelihood)
+    model_config.likelihood = choose_likelihood(source.value_range, model_config.likelihood)
     model_config.validate()
     train_config.validate()
     parameters = {"model": model_config.to_dict(), "train": {k: v for k, v in train_config.to_dict().items() if k not in ("epochs", "checkpoint_every", "device")}}
@@ -423,17 +453,32 @@ def run_train(
         "patch_shape": list(source.images.shape[1:]),
         "training_images": [asdict(r) for r in source.records] if source.records else [],
     }
-    status = _prepare_run_dir(run_dir, provenance.fingerprint, train_config.epochs, force)
-    if status == "complete":
-        return StageResult("up-to-date", run_dir, notes=[f"run complete ({train_config.epochs} epochs) with these inputs and settings"])
-    artifacts.check_writable_location(run_dir / RUN_PROVENANCE)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with artifacts.atomic_file(run_dir / RUN_PROVENANCE) as temp:
-        temp.write_text(json.dumps(record, indent=2, default=artifacts._json_default))
-    result = fit(source.images, model_config, train_config, run_dir, progress=progress, labels=known)
-    _save_training_statistics(result.model, source.images, run_dir, train_config.device)
+    world = distributed_world(train_config.device)
+    if world.rank == 0:
+        artifacts.check_writable_location(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # rank 0 owns the folder: a second `train` into it is refused while this one runs
+    with artifacts.output_lock(run_dir) if world.rank == 0 else contextlib.nullcontext():
+        if world.rank == 0:
+            status = _prepare_run_dir(run_dir, provenance.fingerprint, train_config.epochs, force)
+            if status != "complete":
+                artifacts.check_writable_location(run_dir / RUN_PROVENANCE)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                with artifacts.atomic_file(run_dir / RUN_PROVENANCE) as temp:
+                    temp.write_text(json.dumps(record, indent=2, default=artifacts._json_default))
+        world.barrier()
+        if world.rank != 0:
+            status = _prepare_run_dir(run_dir, provenance.fingerprint, train_config.epochs, force=False)
+        if status == "complete":
+            return StageResult("up-to-date", run_dir, notes=[f"run complete ({train_config.epochs} epochs) with these inputs and settings"])
+        result = fit(source.images, model_config, train_config, run_dir, progress=progress, labels=known)
+        if world.rank == 0:
+            _save_training_statistics(result.model, source.images, run_dir, train_config.device)
     last = result.history[-1] if result.history else {}
-    notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"]
+    notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"
+             + (" (streamed from disk)" if isinstance(source.images, PatchFile) else "")]
+    if world.size > 1:
+        notes.append(f"DistributedDataParallel over {world.size} processes ({world.device.type}); batch {train_config.batch_size} per process")
     if known is not None:
         notes.append(f"semi-supervised: {int((known >= 0).sum())} labelled patches ({100 * (known >= 0).mean():.1f}%)")
     if result.resumed_from_epoch is not None:
@@ -451,10 +496,12 @@ def run_train_ensemble(
     force: bool = False,
     progress: Callable[[dict], None] | None = None,
     on_member: Callable[[int, StageResult], None] | None = None,
+    labels: str | Path | None = None,
 ) -> StageResult:
     """Train ``members`` runs with seeds seed, seed + 1, … in ``run_dir/member_i`` (each resumes like
-    :func:`run_train`), then align their classes to member 0's and write ``ensemble.json``
-    (:mod:`microvae.ensemble`). Rerunning finishes what an interruption left."""
+    :func:`run_train`, semi-supervised by the same ``labels`` when given), then align their classes
+    to member 0's and write ``ensemble.json`` (:mod:`microvae.ensemble`). Rerunning finishes what
+    an interruption left."""
     import copy
     from dataclasses import replace
 
@@ -473,7 +520,8 @@ def run_train_ensemble(
     seeds = [train_config.seed + index for index in range(members)]
     statuses = []
     for index, seed in enumerate(seeds):
-        result = run_train(patches, member_dir(run_dir, index), copy.deepcopy(model_config), replace(train_config, seed=seed), force=force, progress=progress)
+        result = run_train(patches, member_dir(run_dir, index), copy.deepcopy(model_config), replace(train_config, seed=seed), force=force, progress=progress,
+                           labels=labels)
         statuses.append(result.status)
         if on_member is not None:
             on_member(index, result)
@@ -536,10 +584,17 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
         raise InputError(f"{path}: {error}") from None
 
 
-def _save_training_statistics(model, images: np.ndarray, run_dir: Path, device: str) -> None:
-    """Reconstruction error and negative ELBO of the training patches, for out-of-distribution checks."""
+#: Training statistics are taken over at most this many patches, evenly spaced.
+STATISTICS_SAMPLE = 20_000
+
+
+def _save_training_statistics(model, images: np.ndarray | PatchFile, run_dir: Path, device: str) -> None:
+    """Reconstruction error and negative ELBO of the training patches (at most
+    :data:`STATISTICS_SAMPLE`), for out-of-distribution checks."""
     from .encoding import patch_scores, write_training_statistics
     from .training import encode_array
+
+    images = evenly_spaced(images, STATISTICS_SAMPLE)
 
     recon_error = encode_array(model, images, device=device)["recon_error"]
     neg_elbo = patch_scores(model, images, device=device)
@@ -562,7 +617,8 @@ def _prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) 
     if record is not None and record.get("fingerprint") == fingerprint:
         log = run_dir / "log.csv"
         final = run_dir / "checkpoints" / "final.pt"
-        if final.exists() and log.exists() and sum(1 for _ in log.open()) - 1 >= epochs:
+        stats = run_dir / "training_stats.json"     # written last: a run killed before it is not complete
+        if final.exists() and log.exists() and stats.exists() and sum(1 for _ in log.open()) - 1 >= epochs:
             return "complete"
         return "resume"
     if not force:
@@ -580,14 +636,23 @@ def _prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) 
 
 
 def read_run_provenance(run_dir: str | Path) -> dict[str, Any]:
-    """The ``provenance.json`` of a run folder ({} for runs trained through the library only)."""
+    """The ``provenance.json`` of a run folder ({} for runs trained through the library only).
+
+    Raises:
+        InputError: unreadable, or written with another schema version.
+    """
     path = Path(run_dir) / RUN_PROVENANCE
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except ValueError as error:
         raise InputError(f"{path}: unreadable run provenance ({error})") from error
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: unreadable run provenance (expected a JSON object)")
+    artifacts.check_schema_version(path, int(record.get("schema_version", artifacts.SCHEMA_VERSION)), what="run folder schema",
+                                   remedy="use the microvae that trained it, or retrain")
+    return record
 
 
 # ----------------------------------------------------------------------------------------------
@@ -604,8 +669,14 @@ def run_encode(
     progress: ProgressCallback | None = None,
     refine_steps: int = 0,
     refine_lr: float = 0.05,
+    memory_limit: int = RESIDENT_LIMIT_BYTES,
+    labels: str | Path | None = None,
 ) -> StageResult:
     """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact.
+    ``labels`` names a file of known classes (as for ``train --labels``): those patches keep their
+    class (one-hot ``class_probs``, reconstruction and −ELBO with it; a conditional model's
+    inference) and ``class_observed`` marks them.
+    Patches above ``memory_limit`` bytes are read block by block (:mod:`microvae.streaming`).
 
     Datasets: ``class_probs`` (N, K), ``class`` (N,), ``z_mean``/``z_sd`` (N, D), ``angle_rad`` (N,),
     ``angle_concentration`` (N,), ``shift_px``/``shift_sd_px`` (N, 2), ``recon_error`` (N,),
@@ -633,7 +704,7 @@ def run_encode(
         run_dir = member_dir(run_dir, 0)       # latents, angles and provenance come from member 0
     model, configs = load_run(run_dir, device="cpu")
     run_record = read_run_provenance(run_dir)
-    source = load_patch_input(patches)
+    source = load_patch_input(patches, stream_above=memory_limit)
     model_config = configs["model"]
     expected = (model_config.channels, model_config.image_size, model_config.image_size)
     if tuple(source.images.shape[1:]) != expected:
@@ -643,6 +714,12 @@ def run_encode(
     from .images import file_sha256
 
     inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}, {"path": str(checkpoint), "sha256": file_sha256(checkpoint), "role": "model"}]
+    known = None
+    if labels is not None:
+        if ensemble or refine.steps:
+            raise ParameterError("encode --labels works with a single run and without --refine")
+        known = read_labels(labels, len(source.images), model_config.n_classes)
+        inputs.append({"path": str(labels), "sha256": file_sha256(Path(labels)), "role": "labels"})
     upstream = ([source.header.provenance_record()] if source.header else []) + ([{k: v for k, v in run_record.items() if k != "recipe"}] if run_record else [])
     parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size}
     if ensemble:
@@ -659,12 +736,12 @@ def run_encode(
     from .encoding import patch_scores, read_training_statistics, scan_summaries
 
     progress("encoding" if not refine.steps else f"encoding, refining {refine.steps} steps", 0, 2)
-    encoded = encode_array(model, source.images, batch_size=batch_size, device=device, refine=refine)
+    encoded = encode_array(model, source.images, batch_size=batch_size, device=device, refine=refine, labels=known)
     progress("encoding", 1, 2)
     if refine.steps:
         encoded["neg_elbo"] = encoded["neg_elbo_refined"].astype(np.float64)
     else:
-        encoded["neg_elbo"] = patch_scores(model, source.images, batch_size=batch_size, device=device)
+        encoded["neg_elbo"] = patch_scores(model, source.images, batch_size=batch_size, device=device, labels=known)
     progress("encoding", 2, 2)
     if ensemble:
         encoded.update(_ensemble_classes(ensemble_dir, ensemble, source.images, encoded["class_probs"], batch_size, device, progress))
@@ -700,6 +777,9 @@ def run_encode(
         if refine.steps:
             descriptions["neg_elbo"] = ("nats", f"negative ELBO of the patch after {refine.steps} steps of per-sample refinement of its posterior (β = 1, mean of {refine.eval_draws} fixed-seed draws)")
             descriptions["neg_elbo_encoder"] = ("nats", "negative ELBO with the encoder's posterior, before refinement (the same draws)")
+        if known is not None:
+            encoded["class_observed"] = known >= 0
+            descriptions["class_observed"] = ("", "True where the class was given (encode --labels) rather than inferred")
         for name, (units, description) in descriptions.items():
             write_dataset(handle, name, encoded[name], units, description)
         handle.attrs["n_classes"] = int(model_config.n_classes)
@@ -932,6 +1012,10 @@ def run_encode_scans(
     scans' is refused with a message that says what differs.
 
     Returns the results of the stages run (find-atoms when the recipe is atom-centred, extract, encode).
+
+    Raises:
+        InputError: the run folder or a scan is unusable, or a scan does not match the training
+            scans; the work folder, when this call created it, is removed again.
     """
     from .images import LENGTH_UNITS_M
 
@@ -963,6 +1047,20 @@ def run_encode_scans(
                         f"({ratio:.2f}×): the model's patches would show objects at another scale; resample the scan, or pass --ignore-calibration"
                     )
     work = output.parent / f"{output.stem}_work"
+    made_work = not work.exists()
+    try:
+        return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, device, batch_size,
+                                  force, progress, refine_steps, refine_lr)
+    except BaseException:
+        if made_work:  # a failed replay leaves no partial output (a work folder kept from earlier runs stays)
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, device, batch_size,
+                       force, progress, refine_steps, refine_lr) -> list[StageResult]:
     results = []
     atoms_path = None
     grid_step = extract_settings.get("grid_step")

@@ -36,9 +36,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import InputError, MicrovaeError, ParameterError, raise_first_failure
+from .errors import InputError, MicrovaeError, OutputError, ParameterError, raise_first_failure
 from .models import JTRVAE, JTRVAEConfig, beta_schedule
 from .refine import RefineConfig, refine_posterior
+from .streaming import PatchFile, shuffled_batches
 
 CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -176,20 +177,26 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     model_config.validate()
     train_config.validate()
     run_dir = Path(run_dir)
-    data = _check_images(images, model_config)
-    known = check_labels(labels, len(data), model_config.n_classes) if labels is not None else None
-    device = resolve_device(train_config.device)
+    images = _check_images(images, model_config)
+    known = check_labels(labels, len(images), model_config.n_classes) if labels is not None else None
+    world = distributed_world()
+    device = world.device if world.size > 1 else resolve_device(train_config.device)
+    if world.rank != 0:
+        progress = None
     paths = _RunPaths(run_dir)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    if world.rank == 0:
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resumable_checkpoint(paths.last, model_config, train_config)
-    _write_config(paths.config, model_config, train_config)
+    world.barrier()                                  # every rank has read last.pt before rank 0 rewrites it
+    if world.rank == 0:
+        _write_config(paths.config, model_config, train_config)
 
     model = build_model(model_config, train_config.seed).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
     use_amp = train_config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     shuffle_gen = torch.Generator(device="cpu").manual_seed(train_config.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + 1)
+    noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + 1 + 1000 * world.rank)
     history: list[dict] = []
     start_epoch = 0
     if checkpoint is not None:
@@ -197,31 +204,34 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scaler.load_state_dict(checkpoint["scaler_state"])
         shuffle_gen.set_state(checkpoint["shuffle_generator"])
-        noise_gen.set_state(checkpoint["noise_generator"])
+        if world.size == 1:          # each rank draws its own noise; a resumed DDP run reseeds it
+            noise_gen.set_state(checkpoint["noise_generator"])
         _set_global_rng_states(checkpoint["rng"])
         history = list(checkpoint["history"])
         start_epoch = int(checkpoint["epoch"])
 
-    all_x = torch.from_numpy(data).to(device)                      # resident on the device for the whole run
-    train_x, val_x = _split(all_x, train_config.val_fraction, train_config.seed)
-    train_y = _split(torch.from_numpy(known).to(device), train_config.val_fraction, train_config.seed)[0] if known is not None else None
-    state = _TrainingState(model, optimizer, scaler, shuffle_gen, noise_gen, model_config, train_config, history)
+    data = TrainingData(images, known, train_config.val_fraction, train_config.seed, device, world)
+    state = _TrainingState(model, world.wrap(model), optimizer, scaler, shuffle_gen, noise_gen, model_config,
+                           train_config, history, world)
 
     for epoch in range(start_epoch, train_config.epochs):
-        row = _train_one_epoch(state, train_x, epoch, use_amp, progress, train_y)
-        row.update(_evaluate(model, val_x, all_x, epoch, state))
+        row = _train_one_epoch(state, data, epoch, use_amp, progress)
+        if world.rank == 0:
+            row.update(_evaluate(model, data, epoch, state))
         history.append(row)
         completed = epoch + 1
-        if completed % train_config.checkpoint_every == 0 or completed == train_config.epochs:
+        if world.rank == 0 and (completed % train_config.checkpoint_every == 0 or completed == train_config.epochs):
             _save_checkpoint(paths.last, state, completed)
             write_log(paths.log, history)
             plot_losses(paths.plot, history)
         if progress is not None:
             progress({"event": "epoch", **row})
 
-    _atomic_copy(paths.last, paths.final)
-    write_log(paths.log, history)
-    plot_losses(paths.plot, history)
+    if world.rank == 0:
+        _atomic_copy(paths.last, paths.final)
+        write_log(paths.log, history)
+        plot_losses(paths.plot, history)
+    world.barrier()                                  # final.pt exists for every rank on return
     model.eval()
     return FitResult(model, run_dir, history, len(history), start_epoch if checkpoint is not None else None,
                      paths.final)
@@ -261,6 +271,7 @@ class _RunPaths:
 @dataclass
 class _TrainingState:
     model: JTRVAE
+    trained: torch.nn.Module      # the model, or its DistributedDataParallel wrapper (one call = loss terms)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     shuffle_gen: torch.Generator
@@ -268,68 +279,69 @@ class _TrainingState:
     model_config: JTRVAEConfig
     train_config: TrainConfig
     history: list[dict]
+    world: "World"
 
 
 TERMS = ("recon", "kl_z", "kl_tau", "kl_y")
 
 
-def _train_one_epoch(state: _TrainingState, train_x: torch.Tensor, epoch: int, use_amp: bool,
-                     progress: ProgressCallback | None, train_y: torch.Tensor | None = None) -> dict:
-    """One pass over the training images (and their labels, −1 = unknown) in shuffled batches;
-    returns the epoch's mean terms."""
+def _train_one_epoch(state: _TrainingState, data: "TrainingData", epoch: int, use_amp: bool,
+                     progress: ProgressCallback | None) -> dict:
+    """One pass over this rank's share of the training images (and their labels, −1 = unknown)
+    in shuffled batches; returns the epoch's mean terms over all ranks."""
     model, cfg = state.model, state.train_config
     model.train()
     betas = beta_schedule(epoch, cfg.epochs, state.model_config)
-    order = torch.randperm(train_x.shape[0], generator=state.shuffle_gen).to(train_x.device)
-    batches = order.split(cfg.batch_size)
-    sums = torch.zeros(len(TERMS) + 1, device=train_x.device, dtype=torch.float64)
+    steps = data.steps(cfg.batch_size)
+    sums = torch.zeros(len(TERMS) + 2, device=data.device, dtype=torch.float64)
     started = time.perf_counter()
-    for step, index in enumerate(batches):
-        x = train_x[index]
-        with torch.autocast(device_type=train_x.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            terms = model.loss_terms(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()),
-                                     labels=None if train_y is None else train_y[index],
-                                     use_z=betas["z_active"] > 0)
+    for step, (x, y) in enumerate(data.epoch_batches(cfg.batch_size, state.shuffle_gen)):
+        with torch.autocast(device_type=data.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            terms = state.trained(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()),
+                                  labels=y, use_z=betas["z_active"] > 0)
         loss = model.weighted_loss(terms, betas)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
-        batch_sums = torch.stack([loss.detach()] + [terms[k].detach().mean() for k in TERMS]) * len(index)
-        sums += batch_sums.double()
+        batch_sums = torch.stack([loss.detach()] + [terms[k].detach().mean() for k in TERMS]) * len(x)
+        sums[:-1] += batch_sums.double()
+        sums[-1] += len(x)
         if progress is not None:
             values = batch_sums.cpu().tolist()
-            progress({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": len(batches),
-                      **{k: v / len(index) for k, v in zip(("loss",) + TERMS, values)},
-                      "samples_per_s": (step * cfg.batch_size + len(index)) / (time.perf_counter() - started)})
+            progress({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps,
+                      **{k: v / len(x) for k, v in zip(("loss",) + TERMS, values)},
+                      "samples_per_s": state.world.size * (step * cfg.batch_size + len(x)) / (time.perf_counter() - started)})
+    sums = state.world.all_reduce_sum(sums)
     seconds = time.perf_counter() - started
-    means = (sums / train_x.shape[0]).cpu().tolist()
+    means = (sums[:-1] / sums[-1]).cpu().tolist()
     if not all(math.isfinite(v) for v in means):
         raise MicrovaeError(f"training diverged at epoch {epoch + 1} (loss is not finite); "
                             f"try a lower learning rate than {cfg.lr}")
     row = {"epoch": epoch + 1, **dict(zip(("loss",) + TERMS, means)), **betas}
-    row["samples_per_s"] = train_x.shape[0] / seconds
+    row["samples_per_s"] = float(sums[-1]) / seconds
     row["seconds"] = seconds
     return row
 
 
 @torch.no_grad()
-def _evaluate(model: JTRVAE, val_x: torch.Tensor, all_x: torch.Tensor, epoch: int, state: _TrainingState) -> dict:
-    """Validation loss (no optimiser step, own generator) and images per argmax class."""
+def _evaluate(model: JTRVAE, data: "TrainingData", epoch: int, state: _TrainingState) -> dict:
+    """Validation loss (no optimiser step, own generator) and images per argmax class (all images
+    when resident; the validation images, or a sample of 20 000, when streamed)."""
     model.eval()
     betas = beta_schedule(epoch, state.train_config.epochs, state.model_config)
     out: dict = {"val_loss": float("nan"), "val_recon": float("nan")}
     batch = max(state.train_config.batch_size, 256)
-    if val_x.shape[0] > 0:
-        gen = torch.Generator(device=val_x.device).manual_seed(state.train_config.seed * 100_003 + epoch)
+    if len(data.val_rows) > 0:
+        gen = torch.Generator(device=data.device).manual_seed(state.train_config.seed * 100_003 + epoch)
         loss_sum = recon_sum = 0.0
-        for x in val_x.split(batch):
+        for x in data.blocks(data.val_rows, batch):
             terms = model.loss_terms(x, gen, use_z=betas["z_active"] > 0)
             loss_sum += float(model.weighted_loss(terms, betas)) * x.shape[0]
             recon_sum += float(terms["recon"].sum())
-        out = {"val_loss": loss_sum / val_x.shape[0], "val_recon": recon_sum / val_x.shape[0]}
-    counts = torch.zeros(model.n_enumerated, dtype=torch.long, device=all_x.device)
-    for x in all_x.split(batch):
+        out = {"val_loss": loss_sum / len(data.val_rows), "val_recon": recon_sum / len(data.val_rows)}
+    counts = torch.zeros(model.n_enumerated, dtype=torch.long, device=data.device)
+    for x in data.blocks(data.count_rows(), batch):
         counts += torch.bincount(model.posterior(x)["class_logits"].argmax(1), minlength=model.n_enumerated)
     out.update({f"n_class_{k}": int(c) for k, c in enumerate(counts.cpu().tolist())})
     return out
@@ -354,15 +366,15 @@ def resolve_device(name: str) -> torch.device:
         raise ParameterError(f"unknown device {name!r}") from error
 
 
-def _check_images(images: np.ndarray, config: JTRVAEConfig) -> np.ndarray:
+def _check_images(images, config: JTRVAEConfig):
+    """The images as contiguous float32, checked against the model; a :class:`PatchFile` is only
+    checked for its shape here (its values are checked block by block as they are read)."""
+    if isinstance(images, PatchFile):
+        _check_shape(images.shape, config)
+        return images
     if not isinstance(images, np.ndarray) or images.ndim != 4:
         raise InputError(f"expected images as an (N, C, H, W) array, got {getattr(images, 'shape', type(images))}")
-    n, c, h, w = images.shape
-    if (c, h, w) != (config.channels, config.image_size, config.image_size):
-        raise ParameterError(f"images are {c}×{h}×{w} but the model expects "
-                             f"{config.channels}×{config.image_size}×{config.image_size}")
-    if n < 2:
-        raise InputError(f"need at least 2 images to train, got {n}")
+    _check_shape(images.shape, config)
     data = np.ascontiguousarray(images, dtype=np.float32)
     if not np.isfinite(data).all():
         raise InputError("images contain NaN or infinite values")
@@ -370,6 +382,15 @@ def _check_images(images: np.ndarray, config: JTRVAEConfig) -> np.ndarray:
         raise InputError(f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
                          "normalise the patches or use the Gaussian likelihood")
     return data
+
+
+def _check_shape(shape: tuple[int, ...], config: JTRVAEConfig) -> None:
+    n, c, h, w = shape
+    if (c, h, w) != (config.channels, config.image_size, config.image_size):
+        raise ParameterError(f"images are {c}×{h}×{w} but the model expects "
+                             f"{config.channels}×{config.image_size}×{config.image_size}")
+    if n < 2:
+        raise InputError(f"need at least 2 images to train, got {n}")
 
 
 def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
@@ -386,12 +407,134 @@ def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _split(data: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic (train, validation) split from ``seed``; at least one training image."""
-    n = data.shape[0]
-    n_val = min(int(round(val_fraction * n)), n - 1)
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(n)).to(data.device)
-    return data[order[n_val:]], data[order[:n_val]]
+def split_rows(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, validation) row indices from ``seed``; at least one training image.
+    Both in the order of one seeded permutation (the resident path indexes in that order)."""
+    n_val = min(int(round(val_fraction * count)), count - 1)
+    order = np.random.default_rng(seed).permutation(count)
+    return order[n_val:], order[:n_val]
+
+
+class TrainingData:
+    """The images a run trains on: resident on the device as one tensor, or streamed from a
+    :class:`~microvae.streaming.PatchFile` (see :mod:`microvae.streaming`), with the split into
+    training and validation rows, the labels, and this process's share under DDP.
+
+    An epoch (:meth:`epoch_batches`) is a sequence of global batches of ``batch_size × ranks``
+    images, each rank taking every ``ranks``-th image of each; the last global batch is cut to a
+    multiple of the number of ranks so that every rank makes the same number of steps.
+    """
+
+    #: Streamed runs count classes per epoch on at most this many images.
+    COUNT_SAMPLE = 20_000
+
+    def __init__(self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device,
+                 world: "World"):
+        self.device, self.world = device, world
+        self.streamed = isinstance(images, PatchFile)
+        train_rows, val_rows = split_rows(len(images), val_fraction, seed)
+        self.labels = None if labels is None else torch.from_numpy(labels).to(device)
+        if self.streamed:
+            self.source = images
+            self.train_rows, self.val_rows = np.sort(train_rows), np.sort(val_rows)
+        else:
+            self.resident = torch.from_numpy(images).to(device)        # resident for the whole run
+            self.train_rows = torch.from_numpy(train_rows).to(device)
+            self.val_rows = torch.from_numpy(val_rows).to(device)
+
+    def steps(self, batch_size: int) -> int:
+        return -(-(len(self.train_rows) // self.world.size) // batch_size)
+
+    def epoch_batches(self, batch_size: int, generator: torch.Generator):
+        """(images (B, C, W, W) on the device, labels (B,) or None) for one shuffled epoch."""
+        size, rank = self.world.size, self.world.rank
+        if self.streamed:
+            batches = shuffled_batches(self.source, self.train_rows, batch_size * size, generator)
+        else:
+            order = torch.randperm(len(self.train_rows), generator=generator).to(self.device)
+            batches = ((rows, None) for rows in self.train_rows[order].split(batch_size * size))
+        for rows, patches in batches:
+            keep = len(rows) // size * size
+            if keep == 0:
+                continue
+            rows = rows[rank:keep:size]
+            if patches is None:
+                x = self.resident[rows]
+            else:
+                patches = patches[rank:keep:size]
+                if not np.isfinite(patches).all():
+                    raise InputError(f"{self.source.path}: patches contain NaN or Inf values (near patch {int(rows[0])})")
+                x = self._to_device(patches)
+            y = None if self.labels is None else self.labels[torch.as_tensor(rows, device=self.device)]
+            yield x, y
+
+    def count_rows(self):
+        """Rows whose classes are counted after each epoch."""
+        if not self.streamed:
+            return torch.arange(len(self.resident), device=self.device)
+        rows = self.val_rows if len(self.val_rows) else self.train_rows
+        return rows[:: max(1, -(-len(rows) // self.COUNT_SAMPLE))]
+
+    def blocks(self, rows, batch_size: int):
+        """The images at ``rows`` in blocks of ``batch_size``, on the device."""
+        for start in range(0, len(rows), batch_size):
+            part = rows[start:start + batch_size]
+            yield self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
+
+    def _to_device(self, patches: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(patches)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+
+# --- several processes (torchrun) ---------------------------------------------------------
+
+@dataclass
+class World:
+    """This process's place in a DistributedDataParallel run (size 1: a plain run)."""
+
+    size: int = 1
+    rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module to call in training steps: ``model`` itself, or its DDP wrapper, which
+        averages the gradients over the ranks during ``backward``."""
+        if self.size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # z_delay and labelled batches leave some heads without gradient in some steps
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            torch.distributed.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+
+def distributed_world(device: str = "auto") -> World:
+    """The :class:`World` of this process. Under ``torchrun`` (WORLD_SIZE > 1 in the environment)
+    this joins the process group on first call: NCCL with one GPU per process (``cuda:LOCAL_RANK``)
+    when CUDA is available and ``device`` allows it, else gloo on the CPU."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return World(dist.get_world_size(), dist.get_rank(), torch.device("cuda", local) if use_cuda else torch.device("cpu"))
 
 
 # --- checkpoints ---------------------------------------------------------------------------
@@ -419,16 +562,22 @@ def _save_checkpoint(path: Path, state: _TrainingState, completed_epochs: int) -
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """Read a checkpoint with ``weights_only=True``; :class:`InputError` if unreadable or foreign."""
+    """Read a checkpoint with ``weights_only=True``; :class:`InputError` if missing, unreadable
+    (truncated, corrupt), foreign, or of another checkpoint format version."""
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise InputError(f"{path}: no such checkpoint") from error
     except Exception as error:  # corrupt file, foreign pickle
-        raise InputError(f"{path}: not a readable microvae checkpoint ({error})") from error
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise InputError(f"{path}: not a readable microvae checkpoint, truncated or corrupt ({cause})") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a microvae j-trVAE checkpoint")
+    from .artifacts import check_schema_version
+
+    check_schema_version(path, int(payload.get("version", 0)), what="checkpoint format", supported=CHECKPOINT_VERSION,
+                         remedy="use the microvae that trained it, or retrain")
     return payload
 
 
@@ -474,14 +623,27 @@ def _set_global_rng_states(states: dict) -> None:
 
 
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    Raises:
+        OutputError: the write failed (no space left, read-only location); ``path`` is unchanged
+            and the temporary file removed.
+    """
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from .artifacts import remove_stale_temps
+
+    remove_stale_temps(path.parent, f".{path.name}.", ".tmp")       # left by a killed writer
     try:
         with open(temp, "wb") as handle:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        from .artifacts import describe_os_error
+
+        raise OutputError(f"{path}: cannot write ({describe_os_error(error)}); the previous file, if any, is unchanged") from error
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -492,7 +654,9 @@ def _atomic_copy(source: Path, target: Path) -> None:
 
 
 def _write_config(path: Path, model_config: JTRVAEConfig, train_config: TrainConfig) -> None:
-    text = json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict()}, indent=2)
+    from .artifacts import SCHEMA_VERSION
+
+    text = json.dumps({"schema_version": SCHEMA_VERSION, "model": model_config.to_dict(), "train": train_config.to_dict()}, indent=2)
     _atomic_write_bytes(path, (text + "\n").encode())
 
 
@@ -542,7 +706,7 @@ def plot_losses(path: Path, history: list[dict]) -> None:
 
 @torch.no_grad()
 def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto",
-                 refine: RefineConfig | None = None) -> dict[str, np.ndarray]:
+                 refine: RefineConfig | None = None, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Encode (N, C, H, W) images with a trained model; numpy arrays out.
 
     Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
@@ -554,11 +718,16 @@ def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, devic
     decoder (:mod:`microvae.refine`) and the summaries are those of the refined posterior; then
     ``neg_elbo_encoder`` and ``neg_elbo_refined`` (N,) give each patch's negative ELBO (nats) before
     and after, on the same draws.
+
+    ``labels`` (N,) gives the known class of some images (−1 = unknown), as in training with
+    labels (a conditional model when every image has one): their ``class_probs`` are that class
+    (one-hot) and their reconstruction uses it.
     """
     data = _check_images(images, model.config)
     target = resolve_device(device)
     model = model.to(target).eval()
-    parts: dict[str, list[np.ndarray]] = {}
+    batch_size = min(batch_size, model.batch_limit(activation_budget(target)))
+    out: dict[str, np.ndarray] = {}      # filled in place: many small kept arrays fragment the heap
     refining = refine is not None and refine.steps > 0
     for start in range(0, len(data), batch_size):
         x = torch.from_numpy(data[start:start + batch_size]).to(target)
@@ -566,10 +735,12 @@ def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, devic
             batch_refine = replace(refine, seed=refine.seed + start)
             posterior, before, after = refine_posterior(model, x, model.posterior(x), batch_refine)
             enc = model.summarise(posterior)
-            parts.setdefault("neg_elbo_encoder", []).append(before.cpu().numpy())
-            parts.setdefault("neg_elbo_refined", []).append(after.cpu().numpy())
+            _store(out, "neg_elbo_encoder", start, before, len(data))
+            _store(out, "neg_elbo_refined", start, after, len(data))
         else:
             enc = model.encode(x)
+        if labels is not None:
+            enc["class_probs"] = _observed_classes(enc["class_probs"], labels[start:start + len(x)])
         classes = enc["class_probs"].argmax(1)
         onehot = torch.nn.functional.one_hot(classes, model.n_enumerated).float()
         recon = model.decode(enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None,
@@ -579,27 +750,61 @@ def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, devic
                  "shift_px": enc["shift"], "shift_sd_px": enc["shift_sd"],
                  "recon_error": ((recon - x) ** 2).flatten(1).mean(1)}
         for key, value in batch.items():
-            parts.setdefault(key, []).append(value.cpu().numpy())
-    return {key: np.concatenate(value) for key, value in parts.items()}
+            _store(out, key, start, value, len(data))
+    return out
+
+
+def _observed_classes(class_probs: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    """(B, K') class probabilities with the rows of known ``labels`` (≥ 0) replaced by one-hots."""
+    known = torch.as_tensor(labels, device=class_probs.device)
+    onehot = torch.nn.functional.one_hot(known.clamp_min(0), class_probs.shape[1]).to(class_probs.dtype)
+    return torch.where((known >= 0)[:, None], onehot, class_probs)
+
+
+def _store(out: dict[str, np.ndarray], key: str, start: int, value: torch.Tensor, count: int) -> None:
+    """Write a batch's (B, ...) values at rows start… of ``out[key]`` (allocated for ``count`` rows)."""
+    array = value.detach().cpu().numpy()
+    if key not in out:
+        out[key] = np.empty((count,) + array.shape[1:], dtype=array.dtype)
+    out[key][start:start + len(array)] = array
+
+
+def activation_budget(device: torch.device) -> int:
+    """Bytes of decoder activations one encoding pass may hold: 64 MB on the CPU, 4 GB on a GPU.
+    A pass of the default model over 32×32 patches with K = 2 needs ~3 MB per patch. On 2 CPU
+    cores batches of 128 encoded a width-16 model 1.6× faster than batches of 1024 (cache), and
+    the default model as fast."""
+    return (4 << 30) if device.type == "cuda" else (64 << 20)
 
 
 def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
     """Rebuild the model of a run folder from config.json and its final (else last) checkpoint.
 
     Returns (model in eval mode, {'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}).
+
+    Raises:
+        InputError: not a run folder, config.json unreadable or of another schema version, the
+            checkpoint missing, corrupt, of another format version, or not this model's.
     """
     paths = _RunPaths(Path(run_dir))
     if not paths.config.exists():
         raise InputError(f"{paths.run_dir}: not a training run folder (no config.json)")
     try:
         settings = json.loads(paths.config.read_text())
+        from .artifacts import SCHEMA_VERSION, check_schema_version
+
+        check_schema_version(paths.config, int(settings.get("schema_version", SCHEMA_VERSION)), what="run folder schema",
+                             remedy="use the microvae that trained it, or retrain")  # no key: written before versions were recorded
         model_config = JTRVAEConfig.from_dict(settings["model"])
         train_config = TrainConfig.from_dict(settings["train"])
-    except (ValueError, KeyError, TypeError, ParameterError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, ParameterError) as error:
         raise InputError(f"{paths.config}: unreadable run configuration ({error})") from error
     source = paths.final if paths.final.exists() else paths.last
     checkpoint = load_checkpoint(source)
     model = JTRVAE(model_config)
-    model.load_state_dict(checkpoint["model_state"])
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+    except (KeyError, RuntimeError) as error:
+        raise InputError(f"{source}: checkpoint does not fit the model of {paths.config} (another run's checkpoint, or a damaged file)") from error
     model = model.to(resolve_device(device)).eval()
     return model, {"model": model_config, "train": train_config, "epoch": int(checkpoint["epoch"])}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from microvae import atoms
 from microvae.atoms import FindAtomsParams, estimate_lattice, find_atoms, prepare_image
+from microvae.errors import ParameterError
 from microvae.synthetic import SNR_PRESETS, make_lattice, score_detection
 
 MARGIN = 3.0
@@ -112,3 +114,160 @@ def test_two_phase_lattice_ground_truth():
     left, right = np.nanmedian(peaks[dim & (truth.region == 0)]), np.nanmedian(peaks[dim & (truth.region == 1)])
     bright = np.nanmedian(peaks[~dim])
     assert left / bright == pytest.approx(0.2, abs=0.05) and right / bright == pytest.approx(0.65, abs=0.07)
+
+
+# ----------------------------------------------------------------------------------------------
+# The fast CPU engine's pieces against plain references, and the torch engine against the CPU one
+
+
+@pytest.mark.parametrize("shape, sigma, inner", [((300, 517), 1.2, 2), ((130, 128), 0.8, 1), ((20, 33), 2.0, 3), ((7, 9), 1.0, 1), ((5, 40), 3.0, 2)])
+def test_strip_log_and_maxima_match_scipy(shape, sigma, inner):
+    """The row-strip LoG equals −σ²·scipy's gaussian_laplace ("reflect" edges, images smaller than
+    the kernel too), and its square maxima equal those of scipy's maximum_filter."""
+    from scipy import ndimage
+
+    image = np.random.default_rng(1).random(shape).astype(np.float32)
+    response, candidates = atoms._log_response_and_maxima(image, sigma, inner)
+    reference = -(sigma**2) * ndimage.gaussian_laplace(image.astype(np.float64), sigma)
+    np.testing.assert_allclose(response, reference, atol=1e-6)
+    expected = np.stack(np.nonzero(response == ndimage.maximum_filter(response, size=2 * inner + 1, mode="nearest")), axis=1)
+    np.testing.assert_array_equal(candidates, expected)
+
+
+def test_noise_sd_of_white_noise():
+    noise = np.random.default_rng(2).normal(scale=0.05, size=(2048, 700)).astype(np.float32)  # 1.4·10⁶ px: every 2nd row sampled
+    assert atoms.noise_sd(noise) == pytest.approx(0.05, rel=0.03)
+
+
+def test_find_peaks_disk_and_plateau():
+    """A dim peak 4.2 px diagonally from a bright one is kept (outside the bright one's disk of radius
+    4, though inside its 9×9 square); a two-pixel flat top gives one peak."""
+    response = np.zeros((40, 40), np.float32)
+    response[10, 10] = response[10, 11] = 1.0  # plateau
+    response[30, 30] = 1.0
+    response[27, 27] = 0.5  # 4.2 px from (30, 30): outside the disk of radius 4, inside its 9×9 square
+    peaks, heights = atoms.find_peaks(response, spacing_px=8.6, threshold=0.1)
+    assert [tuple(p) for p in peaks] == [(10, 10), (27, 27), (30, 30)]
+    np.testing.assert_allclose(heights, [1.0, 0.5, 1.0])
+
+
+def test_solve_spd_matches_numpy():
+    rng = np.random.default_rng(3)
+    size, count = 4, 50
+    factors = rng.normal(size=(count, size, size))
+    matrices = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(size)
+    rhs = rng.normal(size=(count, size))
+    packed = np.stack([matrices[:, i, j] for i in range(size) for j in range(i, size)])
+    solution, ok = atoms._solve_spd(packed, rhs.T)
+    assert ok.all()
+    np.testing.assert_allclose(solution.T, np.linalg.solve(matrices, rhs[:, :, None])[:, :, 0], rtol=1e-8, atol=1e-10)
+    packed[atoms._packed(0, 0, size)] = -1.0  # not positive definite: flagged, zero step
+    solution, ok = atoms._solve_spd(packed, rhs.T)
+    assert not ok.any() and not solution.any()
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_fixed_width_fit_recovers_known_centres(engine):
+    """Noise-free Gaussians on a background, centres anywhere within ±0.5 px: the moment-based
+    fixed-width fit returns the centres, heights and background exactly (numpy and torch)."""
+    rng = np.random.default_rng(4)
+    count, sigma = 300, 1.6
+    rows, cols = atoms._disk_offsets(atoms.fit_disk_radius(sigma, 8.5))
+    centres = rng.uniform(-0.5, 0.5, size=(count, 2))
+    height, background = rng.uniform(0.2, 1.0, count), rng.uniform(0.0, 0.3, count)
+    d2 = (rows[:, None] - centres[:, 0]) ** 2 + (cols[:, None] - centres[:, 1]) ** 2
+    data = (height * np.exp(-d2 / (2 * sigma**2)) + background).astype(np.float32)
+    start = np.clip(centres + rng.normal(scale=0.3, size=centres.shape), -1, 1)
+    if engine == "torch":
+        torch = pytest.importorskip("torch")
+        data, start = torch.from_numpy(data), torch.from_numpy(start)
+    params, ok = atoms._fit_fixed_width(data, rows, cols, start, sigma, iterations=12)
+    params, ok = atoms._numpy(params), atoms._numpy(ok)
+    assert ok.all()
+    np.testing.assert_allclose(params[:, 1:3], centres, atol=2e-4)
+    np.testing.assert_allclose(params[:, 0], height, rtol=1e-3)
+    np.testing.assert_allclose(params[:, 3], background, atol=1e-3)
+
+
+def test_width_sample_and_chunks_do_not_change_the_fit(high_snr_lattice, monkeypatch):
+    """The column width is measured on a sample of columns: a small sample gives the same positions
+    (to ~10⁻³ px) as fitting every column; so does fitting in small chunks."""
+    image = prepare_image(high_snr_lattice.image)
+    estimate = estimate_lattice(image)
+    peaks, _ = atoms.find_peaks(atoms.detection_response(image, estimate.sigma_px, estimate.spacing_px, "log"), estimate.spacing_px, 0.05)
+    full = atoms.refine_gaussian(image, peaks, estimate.sigma_px, estimate.spacing_px)
+    chunked = atoms.refine_gaussian(image, peaks, estimate.sigma_px, estimate.spacing_px, chunk=100)
+    np.testing.assert_allclose(chunked.positions, full.positions, atol=1e-4)
+    monkeypatch.setattr(atoms, "WIDTH_SAMPLE", 100)
+    sampled = atoms.refine_gaussian(image, peaks, estimate.sigma_px, estimate.spacing_px)
+    assert sampled.sigma_px[0] == pytest.approx(full.sigma_px[0], abs=0.02)
+    np.testing.assert_allclose(sampled.positions, full.positions, atol=5e-3)
+
+
+def _matched(first, second):
+    """Indices pairing each atom of ``first`` with the nearest of ``second`` (one-to-one checked) and the distances."""
+    from scipy.spatial import cKDTree
+
+    distance, index = cKDTree(second.positions).query(first.positions)
+    assert len(np.unique(index)) == len(index)
+    return index, distance
+
+
+@pytest.mark.parametrize("snr", ["high", "low"])
+@pytest.mark.parametrize("method, refine", [("log", "gaussian"), ("log", "com"), ("log", "none"), ("max", "gaussian")])
+def test_torch_engine_gives_the_same_atoms(snr, method, refine):
+    """The torch engine (here torch on the CPU, as CI runs it; on a GPU with device="cuda") finds the
+    same columns as the numpy engine, with the same lattice estimate, and positions within 10⁻³ px."""
+    pytest.importorskip("torch")
+    dose, read_noise = SNR_PRESETS[snr]
+    lattice = make_lattice(shape=(160, 208), dose=dose, read_noise=read_noise, seed=5)
+    params = FindAtomsParams(method=method, refine=refine, device="cpu")
+    ours, estimate = find_atoms(lattice.image, params)
+    theirs, torch_estimate = atoms.find_atoms_torch(lattice.image, params, device="cpu")
+    assert torch_estimate.periodic == estimate.periodic
+    assert torch_estimate.spacing_px == pytest.approx(estimate.spacing_px, abs=1e-9)
+    assert torch_estimate.sigma_px == pytest.approx(estimate.sigma_px, abs=1e-9)
+    assert len(ours) == len(theirs) > 300
+    index, distance = _matched(ours, theirs)
+    assert distance.max() < 1e-3
+    if refine == "none":
+        assert distance.max() == 0
+    np.testing.assert_array_equal(ours.fit_ok, theirs.fit_ok[index])
+    np.testing.assert_allclose(ours.intensity, theirs.intensity[index], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(ours.score, theirs.score[index], atol=1e-5)
+    np.testing.assert_allclose(ours.sigma_px, theirs.sigma_px[index], atol=1e-6)
+
+
+def test_torch_engine_inverted_and_with_overrides():
+    pytest.importorskip("torch")
+    lattice = make_lattice(shape=(128, 128), seed=3)
+    params = FindAtomsParams(invert=True, spacing_px=8.0, sigma_px=1.5, threshold=0.05, device="cpu")
+    dark = lattice.image.max() - lattice.image
+    ours, _ = find_atoms(dark, params)
+    theirs, used = atoms.find_atoms_torch(dark, params, device="cpu")
+    assert used.spacing_px == 8.0 and used.sigma_px == 1.5
+    assert len(ours) == len(theirs) and _matched(ours, theirs)[1].max() < 1e-3
+    assert interior_score(lattice, theirs.positions).f1 >= 0.99
+
+
+def test_device_choice():
+    with pytest.raises(ParameterError, match="unknown device"):
+        FindAtomsParams(device="gpu").validate()
+    assert atoms.torch_device_for("cpu") is None
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        assert atoms.torch_device_for("auto").type == "cuda"
+    else:
+        assert atoms.torch_device_for("auto") is None
+        with pytest.raises(ParameterError, match="no CUDA device"):
+            find_atoms(np.zeros((64, 64)), FindAtomsParams(device="cuda"))
+
+
+def test_device_is_not_part_of_the_artifact_fingerprint(tmp_path, lattice_tif):
+    """Changing --device does not make an existing atoms artifact stale: both engines find the same atoms."""
+    from microvae.stages import run_find_atoms
+
+    path, _ = lattice_tif
+    output = tmp_path / "atoms.h5"
+    assert run_find_atoms([str(path)], output, FindAtomsParams(device="cpu")).status == "written"
+    assert run_find_atoms([str(path)], output, FindAtomsParams(device="auto")).status == "up-to-date"

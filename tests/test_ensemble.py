@@ -114,3 +114,26 @@ def test_ensemble_encode_and_export_on_scans(tmp_path, capsys):
     assert finite.size and ((finite >= 0.5) & (finite <= 1.0)).all()
     code, _, err = run_cli(["train", patches, "-o", tmp_path / "one", "--classes", "2", "--ensemble", "1", "-q"], capsys)
     assert code == 2 and "at least 2" in err
+
+
+def test_a_semi_supervised_ensemble_keeps_the_labelled_class_names(tmp_path, capsys):
+    """--labels with --ensemble: every member trains on the same labels, so their classes carry the
+    labels' names and the alignment is the identity; each member records its labelled patches."""
+    stack = tmp_path / "cards.npy"
+    truth = two_suit_cards(stack, count=300)
+    suit = (truth == 2).astype(np.int64)                              # class 0 = suit 0, class 1 = suit 2
+    labelled = np.random.default_rng(1).random(len(suit)) < 0.1
+    np.save(tmp_path / "labels.npy", np.where(labelled, suit, -1))
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", stack, "-o", run, "--classes", "2", "--ensemble", "2", "--labels", tmp_path / "labels.npy",
+                              *TINY[:-1], "--json"], capsys)
+    assert code == 0, err
+    record = json.loads((run / "ensemble.json").read_text())
+    assert record["permutations"] == [[0, 1], [0, 1]], record
+    for member in ("member_0", "member_1"):
+        provenance = json.loads((run / member / "provenance.json").read_text())
+        assert provenance["parameters"]["labelled_patches"] == int(labelled.sum())
+    encoded = tmp_path / "encoded.h5"
+    assert run_cli(["encode", run, stack, "-o", encoded, "--device", "cpu", "-q"], capsys)[0] == 0
+    with h5py.File(encoded) as handle:
+        assert (handle["class"][()][~labelled] == suit[~labelled]).mean() > 0.9      # no matching needed

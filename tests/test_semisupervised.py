@@ -86,3 +86,30 @@ def test_train_with_labels_through_the_cli(tmp_path, capsys):
     known.write_text("3,7\n")
     code, _, err = run_cli(["train", stack, "-o", tmp_path / "bad", "--classes", "4", "--labels", known, "-q"], capsys)
     assert code == 2 and "known.csv" in err
+
+
+def test_a_conditional_model_encodes_with_the_given_classes(tmp_path, capsys):
+    """Every patch labelled at training (a conditional model: the decoder is given the class) and
+    at encoding: the encoded classes are the labels, marked observed, and the reconstruction with
+    the right class is better than with the wrong one (the decoder uses the class)."""
+    import h5py
+
+    cards = make_cards(400, size=16, max_angle_deg=0.0, seed=3, max_shear_deg=0.0, max_shift_fraction=0.0)
+    np.save(tmp_path / "cards.npy", cards.images)
+    np.save(tmp_path / "labels.npy", cards.labels.astype(np.int64))
+    wrong = (cards.labels + 1) % 4
+    np.save(tmp_path / "wrong.npy", wrong.astype(np.int64))
+    tiny = ["--hidden", "32", "--batch-size", "32", "--device", "cpu", "--epochs", "8", "--no-rotation", "--no-translation",
+            "--latent-dim", "2", "--classes", "4", "--z-delay", "0.5", "-q"]
+    assert run_cli(["train", tmp_path / "cards.npy", "-o", tmp_path / "run", "--labels", tmp_path / "labels.npy", *tiny], capsys)[0] == 0
+    errors = {}
+    for name in ("labels", "wrong"):
+        out = tmp_path / f"{name}.h5"
+        code, _, err = run_cli(["encode", tmp_path / "run", tmp_path / "cards.npy", "-o", out, "--labels", tmp_path / f"{name}.npy",
+                                "--device", "cpu", "-q"], capsys)
+        assert code == 0, err
+        with h5py.File(out) as handle:
+            assert handle["class_observed"][()].all()
+            np.testing.assert_array_equal(handle["class"][()], cards.labels if name == "labels" else wrong)
+            errors[name] = float(handle["neg_elbo"][()].mean())
+    assert errors["labels"] < errors["wrong"] - 1, errors        # measured 90.2 vs 93.4 nats
