@@ -215,7 +215,10 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
                            train_config, history, world)
 
     for epoch in range(start_epoch, train_config.epochs):
-        row = _train_one_epoch(state, data, epoch, use_amp, progress)
+        try:
+            row = _train_one_epoch(state, data, epoch, use_amp, progress)
+        except torch.OutOfMemoryError as error:
+            raise _out_of_memory(error, device, train_config.batch_size, paths.last) from None
         if world.rank == 0:
             row.update(_evaluate(model, data, epoch, state))
         history.append(row)
@@ -235,6 +238,21 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     model.eval()
     return FitResult(model, run_dir, history, len(history), start_epoch if checkpoint is not None else None,
                      paths.final)
+
+
+def _out_of_memory(error: Exception, device: torch.device, batch_size: int, last: Path) -> MicrovaeError:
+    """The user-facing error for a device out of memory during training: what was tried, and a
+    batch size that should fit (half, or what the free memory suggests on CUDA)."""
+    suggestion = max(1, batch_size // 2)
+    detail = ""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(device)
+        detail = f" ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free after clearing the cache)"
+    kept = f"; the checkpoint {last} is kept" if last.exists() else ""
+    return MicrovaeError(f"out of memory on {device} training batches of {batch_size}{detail}: "
+                         f"train with --batch-size {suggestion} (or a smaller --pixel-fraction) in a new run folder "
+                         f"or with --force{kept}")
 
 
 # --- building blocks of fit ---------------------------------------------------------------

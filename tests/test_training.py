@@ -121,3 +121,23 @@ def test_bad_inputs_raise_user_errors(tmp_path):
         fit(images[:, :, :8, :8], model, train_config(), tmp_path / "b")   # wrong patch size
     with pytest.raises(InputError):
         load_run(tmp_path / "missing")
+
+
+def test_out_of_memory_says_which_batch_size_to_use(tmp_path, monkeypatch):
+    """A device out of memory mid-training (simulated: no GPU in CI) gives a user error naming the
+    batch size that failed and one to use, and the last checkpoint stays."""
+    import microvae.training as training
+    from microvae.errors import MicrovaeError
+
+    images, model = tiny_problem()
+    original = training._train_one_epoch
+
+    def runs_out_in_epoch_three(state, data, epoch, *args):
+        if epoch == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(state, data, epoch, *args)
+
+    monkeypatch.setattr(training, "_train_one_epoch", runs_out_in_epoch_three)
+    with pytest.raises(MicrovaeError, match=r"out of memory on cpu training batches of 16.*--batch-size 8.*last\.pt is kept"):
+        fit(images, model, train_config(), tmp_path / "run")
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
