@@ -7,7 +7,7 @@ so are the stages after it, whose inputs then changed), without asking for ``--f
 
 Config sections and their keys (all optional; defaults are the subcommands' defaults)::
 
-    [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel
+    [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel, device
     [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel
     [train]        classes, hidden, and any field of JTRVAEConfig (latent_dim, rotation, translation,
                    likelihood, decoder, class_balance, beta_*_start, ...) or TrainConfig (epochs,
@@ -32,7 +32,7 @@ from .patches import PatchParams
 from .training import configs_from_settings, setting_names
 
 SECTIONS = {
-    "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as"},
+    "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device"},
     "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel"},
     "train": setting_names(),
     "encode": {"batch_size", "device"},

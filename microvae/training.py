@@ -16,8 +16,11 @@ same folder resumes from ``last.pt``; on CPU with a fixed seed an interrupted-th
 with bit-identical weights to an uninterrupted one (all randomness of training comes from two
 dedicated generators whose states are checkpointed).
 
-The data stay resident on the device as one tensor; batches are slices through a permutation.
-The library never prints: pass ``progress`` to observe training.
+The data stay resident on the device as one tensor, and batches are slices through a permutation;
+or, given a :class:`~microvae.streaming.PatchFile`, they are streamed from disk in shuffled chunk
+order (:class:`TrainingData`). Under ``torchrun`` (WORLD_SIZE > 1) :func:`fit` trains with
+DistributedDataParallel: every process takes its share of each batch, rank 0 writes the run
+folder (:class:`World`). The library never prints: pass ``progress`` to observe training.
 """
 
 from __future__ import annotations
@@ -165,7 +168,8 @@ ProgressCallback = Callable[[dict], None]
 
 def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfig, run_dir: Path | str,
         progress: ProgressCallback | None = None, labels: np.ndarray | None = None) -> FitResult:
-    """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``.
+    """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``: an
+    array (kept on the device) or a :class:`~microvae.streaming.PatchFile` (streamed).
 
     ``labels`` (N,) makes it semi-supervised: the known class of each image, −1 where unknown (see
     :meth:`JTRVAE.loss_terms`); the validation loss ignores them.
@@ -725,7 +729,8 @@ def plot_losses(path: Path, history: list[dict]) -> None:
 @torch.no_grad()
 def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto",
                  refine: RefineConfig | None = None, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Encode (N, C, H, W) images with a trained model; numpy arrays out.
+    """Encode (N, C, H, W) images (an array or a :class:`~microvae.streaming.PatchFile`, read in
+    batches) with a trained model; numpy arrays out.
 
     Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
     angle_rad (N,), angle_concentration (N,), shift_px (N, 2) (row, col), shift_sd_px (N, 2), and

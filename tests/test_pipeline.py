@@ -167,3 +167,12 @@ def test_two_phase_lattice_regions_by_class_variants_by_z(tmp_path):
         assert score["bright_only"] and score["median_match_px"] < 0.5, score
         assert score["region_accuracy"] >= 0.95 and score["class_confidence"] >= 0.9, score
         assert min(score["variant_corr_per_region"]) >= 0.8, score
+
+
+def test_config_chooses_the_find_atoms_engine(tmp_path):
+    from microvae.pipeline import find_atoms_params
+
+    config = tmp_path / "study.toml"
+    config.write_text(CONFIG.replace('refine = "com"', 'refine = "com"\ndevice = "cpu"'))
+    params, _, _ = find_atoms_params(read_config(config))
+    assert params.device == "cpu" and params.refine == "com"
