@@ -352,11 +352,7 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
 def patches_for_model(spec: str | Path, model_config, run_dir: str | Path, limit: int = 0) -> np.ndarray:
     """(N, C, W, W) patches of ``spec`` (a patches artifact or stack), at most ``limit`` of them
     evenly spaced (0 = all), refused with a message when their shape is not the model's."""
-    import math
-
-    images = load_patch_input(spec).images
-    if limit and len(images) > limit:
-        images = images[:: math.ceil(len(images) / limit)]
+    images = evenly_spaced(load_patch_input(spec).images, limit)
     expected = (model_config.channels, model_config.image_size, model_config.image_size)
     if tuple(images.shape[1:]) != expected:
         raise InputError(f"{spec}: patches are {'×'.join(map(str, images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}")
