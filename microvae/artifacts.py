@@ -341,7 +341,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
                 try:
                     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise _lock_refusal(path, _lock_owner(lock)) from None
+                    raise _lock_refusal(path, _owner_once_written(lock)) from None
                 try:
                     current = os.stat(lock).st_ino
                 except FileNotFoundError:
@@ -374,6 +374,17 @@ def output_lock(path: str | Path) -> Iterator[None]:
 def _lock_refusal(path: str | Path, owner: int | None) -> OutputError:
     who = f"pid {owner}" if owner is not None else "pid unknown"
     return OutputError(f"{path}: another microvae process ({who}) is writing this output (lock file {path}.lock); wait for it or choose another path")
+
+
+def _owner_once_written(lock: Path, wait_s: float = 0.5) -> int | None:
+    """The lock's owner pid; a holder that has just taken the flock may not have written it yet,
+    so wait up to ``wait_s`` for it."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while (owner := _lock_owner(lock)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return owner
 
 
 def _lock_owner(lock: Path) -> int | None:
