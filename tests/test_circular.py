@@ -70,6 +70,52 @@ def test_a_cyclic_shift_is_learned_as_one_turn_of_a_circle_latent():
     assert max(corr, corr_mirror) > 0.8            # the angle follows the phase up to a turn and a reflection (measured 0.89)
 
 
+def cyclic_plaid(phase_rows: np.ndarray, phase_cols: np.ndarray, size: int = 16) -> np.ndarray:
+    """(count, 1, size, size) sum of two cosine waves of one period across the patch, one along the
+    rows shifted by ``phase_rows`` and one along the columns shifted by ``phase_cols``: two
+    independent cyclic shifts, i.e. a point on a torus."""
+    wave = 2 * math.pi * np.arange(size) / size
+    rows = np.cos(wave[None, :, None] + np.asarray(phase_rows)[:, None, None])
+    cols = np.cos(wave[None, None, :] + np.asarray(phase_cols)[:, None, None])
+    return (0.5 + 0.4 * rows + 0.4 * cols)[:, None].astype(np.float32)
+
+
+def test_two_cyclic_shifts_are_learned_as_the_two_circles_of_a_torus_latent():
+    """Two independent phases: each is one torus angle (winding ±1 while that phase goes around with
+    the other fixed) and the other angle does not wind (winding 0), so the latent is the product of
+    the two circles, not one circle used twice or a tangle. Measured (seeds 0, 1, 2): windings ±1
+    and 0 on every loop, |circular correlation| ≥ 0.93, recon error ≈ 1 % of the pixel variance."""
+    rng = np.random.default_rng(0)
+    phases = rng.uniform(0, 2 * math.pi, (2, 800))
+    images = cyclic_plaid(*phases)
+    # one period per patch: with two periods (the stripes above) or a product (a checkerboard) the
+    # torus learned one phase or none in 20-40 epochs. Gaussian likelihood: the plaid exceeds [0, 1].
+    # Batches of 16: with 32 the encoder tangled the two phases (no angle followed either,
+    # correlations ≈ 0.5, recon error 8 %) in 2 of 6 seeds, with 16 in 2 of 12.
+    config = JTRVAEConfig(image_size=16, n_classes=0, latent_dim=2, latent_geometry="torus", rotation=False, translation=False,
+                          likelihood="gaussian", encoder_hidden=(64,), decoder_hidden=(64, 64), beta_z_start=0.0)
+    with tempfile.TemporaryDirectory() as run:
+        model = fit(images, config, TrainConfig(epochs=40, batch_size=16, seed=0, device="cpu", val_fraction=0.0,
+                                                checkpoint_every=40), run).model
+    encoded = encode_array(model, images, device="cpu")
+    assert encoded["recon_error"].mean() < 0.05 * images.var()
+    angles = encoded["z_mean"]
+    # |circular mean of exp(i(angle ∓ phase))|, up to a reflection: rows = angles, columns = phases
+    corr = np.array([[max(abs(np.mean(np.exp(1j * (angles[:, j] - s * phase)))) for s in (1, -1)) for phase in phases]
+                     for j in range(2)])
+    match = int(np.argmax(corr[:, 0]))             # the angle that carries the row phase
+    assert corr[match, 0] > 0.8 and corr[1 - match, 1] > 0.8, corr
+    assert corr[match, 1] < 0.3 and corr[1 - match, 0] < 0.3, corr
+    # loops: one phase once around (64 steps), the other held at three values
+    loop = np.linspace(0, 2 * math.pi, 64, endpoint=False)
+    for factor, angle in ((0, match), (1, 1 - match)):
+        for held in (0.0, 2.1, 4.2):
+            pair = (loop, np.full_like(loop, held)) if factor == 0 else (np.full_like(loop, held), loop)
+            on_loop = encode_array(model, cyclic_plaid(*pair), device="cpu")["z_mean"]
+            assert abs(circular.winding_number(loop, on_loop[:, angle])) == 1, (factor, held)
+            assert circular.winding_number(loop, on_loop[:, 1 - angle]) == 0, (factor, held)
+
+
 def test_geometry_validation():
     from microvae.errors import ParameterError
 
