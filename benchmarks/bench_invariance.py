@@ -21,8 +21,9 @@ import torch
 
 from microvae.cards import make_cards
 from microvae.diagnose import invariance_report, report_dict
+from microvae.metrics import circular_correlation
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, fit
+from microvae.training import TrainConfig, encode_array, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,21 +36,28 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="train only the models whose name contains this text")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cards = make_cards(args.n, size=args.size, max_angle_deg=180.0, seed=1)
     models = {
         "j-trVAE (rotation + translation, angle prior 0)": JTRVAEConfig(image_size=args.size, n_classes=args.classes, angle_prior_concentration=0.0),
+        "j-trVAE, equivariant encoder": JTRVAEConfig(image_size=args.size, n_classes=args.classes, angle_prior_concentration=0.0, encoder="equivariant"),
         "plain VAE (same widths)": JTRVAEConfig(image_size=args.size, n_classes=args.classes, rotation=False, translation=False),
     }
     report = {}
     for name, config in models.items():
+        if args.only not in name:
+            continue
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as run_dir:
             train = TrainConfig(epochs=args.epochs, seed=0, device=args.device, val_fraction=0.0, checkpoint_every=args.epochs)
             model = fit(cards.images, config, train, run_dir).model
         rows = invariance_report(model, cards.images[:1000], device=args.device)
-        report[name] = {**report_dict(rows), "train_seconds": round(time.perf_counter() - started, 1)}
+        encoded = encode_array(model, cards.images[:1000], device=args.device)
+        quality = {"recon_error": float(encoded["recon_error"].mean()), "pixel_variance": float(cards.images[:1000].var()),
+                   "angle_corr": float(circular_correlation(cards.angle_rad[:1000], encoded["angle_rad"])) if config.rotation else None}
+        report[name] = {**report_dict(rows), **quality, "train_seconds": round(time.perf_counter() - started, 1)}
         print(name, json.dumps(report[name]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     meta = {"epochs": args.epochs, "n": args.n, "size": args.size, "classes": args.classes, "cards": "±180°", "torch": torch.__version__}
@@ -59,6 +67,10 @@ def main() -> None:
         for row in result["rows"]:
             fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
             lines.append(f"| {name} | {row['transform']} | {row['z_drift']:.3f} | {fmt(row['class_changed'], '.3f')} | {fmt(row['angle_error_deg'], '.1f')} |")
+    lines += ["", "| model | recon error (MSE) | pixel variance | angle circular corr. | train s |", "|---|---|---|---|---|"]
+    for name, result in report.items():
+        corr = "—" if result["angle_corr"] is None else f"{result['angle_corr']:.3f}"
+        lines.append(f"| {name} | {result['recon_error']:.4f} | {result['pixel_variance']:.4f} | {corr} | {result['train_seconds']} |")
     (RESULTS / "invariance.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -69,6 +69,7 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
         "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n\n"
         "  microvae train patches.h5 -o run/ --classes 2 --no-translation   # atom-centred STEM patches\n\n"
         "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp   # any orientation, on a GPU\n\n"
+        "  microvae train patches.h5 -o run/ --angle-prior 0 --encoder equivariant   # codes that ignore the pose by construction\n\n"
         "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5   # 5 seeds: class uncertainty and stability\n\n"
         "  microvae train patches.h5 -o semi/ --classes 4 --labels known.csv   # rows 'patch_index,class'"
     ),
@@ -87,6 +88,8 @@ def train_command(
     seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),
     likelihood: str = typer.Option("auto", "--likelihood", help="'bernoulli' (values in [0,1]), 'gaussian', or 'auto' (Bernoulli when the data lie in [0,1])."),
     decoder: str = typer.Option(M.decoder, "--decoder", help="'mlp' (the paper's spatial generator) or 'conv' (spatial broadcast with latent skips)."),
+    encoder: str = typer.Option(M.encoder, "--encoder", help="'mlp' (the paper's encoder: it has to learn that a turned or moved patch has the same code, and learns it only roughly) or 'equivariant' (the pose turns and moves with the patch, and z and the class read the patch in its canonical frame: invariant by construction; see `microvae diagnose`)."),
+    encoder_rotations: int = typer.Option(M.encoder_rotations, "--encoder-rotations", help="Frames the equivariant encoder compares to find the angle (a multiple of 4 keeps quarter turns exact; more frames cost encoder time)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help=f"One width for every hidden layer, in the paper's layout (encoder 2 layers, MLP decoder 3; the paper: 256) [default: encoder {_widths(M.encoder_hidden)}, decoder {_widths(M.decoder_hidden)}].", show_default=False),
     pixel_fraction: float = typer.Option(T.pixel_fraction, "--pixel-fraction", help="Score this random fraction of the pixels per step (unbiased; 1 = all). The MLP decoder's cost is proportional to it."),
     min_pixels: int = typer.Option(T.min_pixels, "--min-pixels", help="But score at least this many pixels per patch and step (subtle classes need enough of them)."),
@@ -114,6 +117,7 @@ def train_command(
 ) -> None:
     settings = dict(classes=classes, latent_dim=latent_dim, latent_geometry=latent_geometry, rotation=rotation, translation=translation, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, likelihood=likelihood, decoder=decoder,
+                    encoder=encoder, encoder_rotations=encoder_rotations,
                     pixel_fraction=pixel_fraction, min_pixels=min_pixels, class_balance=class_balance, label_weight=label_weight, canonical_class_head=canonical_class_head,
                     class_rotations=class_rotations, angle_prior_concentration=angle_prior, shift_prior_sd=shift_prior_sd,
                     beta_z_start=beta_z_start, beta_tau_start=beta_tau, beta_y_start=beta_y, z_delay=z_delay,

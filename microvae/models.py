@@ -55,10 +55,12 @@ from torch import Tensor, nn
 
 from .errors import ParameterError, raise_first_failure
 from . import circular
-from .nets import MLPEncoder, mlp, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, rotated_copies, transform_coordinates
+from .nets import (EquivariantEncoder, MLPEncoder, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, mlp,
+                   rotated_copies, sample_at, transform_coordinates)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 DECODERS = ("mlp", "conv")
+ENCODERS = ("mlp", "equivariant")
 KL_ESTIMATORS = ("analytic", "sample")
 
 
@@ -93,6 +95,14 @@ class JTRVAEConfig:
             shift (gradients stopped): the class cannot depend on the pose, and the MLP sees
             upright, centred objects, which it learns to classify far faster than rotated ones.
             False = the class head of the shared encoder (the paper's multi-head encoder).
+        encoder: 'mlp' (the paper's multi-head MLP, which has to learn that a turned or moved
+            patch has the same code) or 'equivariant' (:class:`microvae.nets.EquivariantEncoder`:
+            the pose is inferred by a network that turns and moves with the patch, and z and the
+            class read the patch in its canonical frame, so they are invariant by construction;
+            the class then comes from that read-out, and ``class_rotations`` /
+            ``canonical_class_head`` do not apply).
+        encoder_rotations: frames the equivariant encoder compares to find the angle (R, a
+            multiple of 4 keeps quarter turns exact).
         encoder_hidden: MLP encoder widths (paper: 2 × 256).
         decoder_hidden: decoder widths (paper: 3 × 256; 2 × 128 is 4–6× cheaper and enough for
             the cards).
@@ -148,6 +158,8 @@ class JTRVAEConfig:
     likelihood: str = "bernoulli"
     gaussian_sd: float = 0.1
     decoder: str = "mlp"
+    encoder: str = "mlp"
+    encoder_rotations: int = 8
     encoder_hidden: tuple[int, ...] = (256, 256)
     decoder_hidden: tuple[int, ...] = (128, 128)
     conv_channels: tuple[int, ...] = (64, 64, 64)
@@ -186,6 +198,8 @@ class JTRVAEConfig:
             (self.latent_geometry != "torus" or self.latent_dim == 2, f"a torus latent has latent_dim 2, got {self.latent_dim}"),
             (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}"),
             (self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}"),
+            (self.encoder in ENCODERS, f"encoder must be one of {ENCODERS}, got {self.encoder!r}"),
+            (self.encoder_rotations >= 1, f"encoder_rotations must be >= 1, got {self.encoder_rotations}"),
             (self.gaussian_sd > 0, f"gaussian_sd must be > 0, got {self.gaussian_sd}"),
             (self.shift_prior_sd > 0, f"shift_prior_sd must be > 0, got {self.shift_prior_sd}"),
             (self.angle_prior_concentration >= 0, "angle_prior_concentration must be >= 0"),
@@ -266,11 +280,18 @@ class JTRVAE(nn.Module):
                              persistent=False)
         self.circular_latents = config.latent_geometry != "euclidean"
         decoder_latent = 2 * config.latent_dim if self.circular_latents else config.latent_dim   # (cos, sin) per angle
-        self.encoder = MLPEncoder(c * w * w, config.latent_dim, config.n_classes, config.rotation,
-                                  config.translation, config.encoder_hidden, config.activation,
-                                  mean_size=decoder_latent)
+        if config.encoder == "equivariant":
+            self.encoder = EquivariantEncoder(w, c, config.latent_dim, config.n_classes, config.rotation, config.translation,
+                                              config.encoder_hidden, config.activation, mean_size=decoder_latent,
+                                              rotations=config.encoder_rotations)
+        else:
+            self.encoder = MLPEncoder(c * w * w, config.latent_dim, config.n_classes, config.rotation,
+                                      config.translation, config.encoder_hidden, config.activation,
+                                      mean_size=decoder_latent)
         self._start_at_prior_scale(self.encoder.head)
-        if config.n_classes > 0 and (config.class_rotations > 0 or config.canonical_class_head):
+        self.separate_class_head = config.n_classes > 0 and config.encoder == "mlp" and (
+            config.class_rotations > 0 or config.canonical_class_head)
+        if self.separate_class_head:
             # its own network: pooling over rotations wants rotation-invariant features, while the
             # main trunk must keep the orientation to infer the angle
             self.class_encoder = nn.Sequential(mlp(c * w * w, config.encoder_hidden, config.activation),
@@ -306,11 +327,11 @@ class JTRVAE(nn.Module):
             # σ = MAX_SD · sigmoid(h − log 9): 0.3 at h = 0, never above MAX_SD, and never without a gradient
             out["z_sd"] = circular.MAX_SD * torch.sigmoid(head["z_log_sd"] - math.log(9.0))
         out["class_logits"] = head.get("class_logits", x.new_zeros(x.shape[0], 1))
-        if self.config.n_classes > 0 and self.config.class_rotations > 0:
+        if self.separate_class_head and self.config.class_rotations > 0:
             copies = self.config.class_rotations
             pooled = self.class_encoder(rotated_copies(x, copies).flatten(1))
             out["class_logits"] = torch.log_softmax(pooled, dim=1).view(x.shape[0], copies, -1).mean(1)
-        if self.config.n_classes > 0 and self.config.canonical_class_head and self.config.class_rotations == 0:
+        if self.separate_class_head and self.config.canonical_class_head and self.config.class_rotations == 0:
             angle = None
             if self.config.rotation:
                 m = head["angle_vec_mean"].detach()
@@ -331,16 +352,7 @@ class JTRVAE(nn.Module):
         The inverse of the decoder's pose: an image rendered as ``g(R(angle)ᵀ(x - shift))`` comes
         back as ``g``. ``shift`` in grid units; bilinear, zeros outside the image.
         """
-        points = self.grid.unsqueeze(0).expand(x.shape[0], -1, -1)                        # (B, P, 2) u
-        if angle_rad is not None:
-            cos, sin = torch.cos(angle_rad)[:, None], torch.sin(angle_rad)[:, None]
-            row, col = points[..., 0], points[..., 1]
-            points = torch.stack([cos * row - sin * col, sin * row + cos * col], dim=-1)
-        if shift is not None:
-            points = points + shift.unsqueeze(1)
-        w = self.config.image_size
-        grid = points.flip(-1).reshape(x.shape[0], w, w, 2).to(x.dtype)                    # (x=col, y=row)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return sample_at(x, self.grid, angle_rad, shift)
 
     def encode(self, x: Tensor) -> dict[str, Tensor]:
         """Posterior summaries of (B, C, W, W) images.

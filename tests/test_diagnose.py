@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from microvae.cards import make_cards
-from microvae.diagnose import TRANSFORMS, invariance_report
+from microvae.diagnose import TRANSFORMS, invariance_report, report_dict
+from microvae.metrics import circular_correlation
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, build_model, fit
+from microvae.training import TrainConfig, build_model, encode_array, fit
 
 from .test_cli import run_cli
 
@@ -36,20 +37,41 @@ def test_quarter_turns_of_symmetric_patches_do_not_move_any_model():
     assert rows["shift +1 px col"].z_drift > 1e-3      # an untrained encoder is not shift invariant
 
 
-def test_a_plain_vae_is_not_rotation_invariant(tmp_path, capsys):
-    """A plain VAE trained on turned cards codes the turn in z: its drift under quarter turns is a
-    large fraction of the latent sd (measured ≈ 0.6–0.9), far above the 0.1 of an invariant code."""
+def test_the_equivariant_jtrvae_is_invariant_where_a_plain_vae_and_the_mlp_encoder_are_not(tmp_path, capsys):
+    """Issue 5's benchmark in small: on cards turned by any angle, the j-trVAE with the equivariant
+    encoder moves z by ≤ 0.1 sd under quarter turns and 1-px shifts (measured 0.000–0.001) and its
+    angle takes the turn, while a plain VAE (measured 0.6–0.9) and the j-trVAE with the paper's MLP
+    encoder (measured 0.3–0.5) drift. The invariant model must also have learned: it reconstructs
+    (measured 0.19 of the pixel variance) and its angle follows the true angle of an asymmetric suit
+    (measured 0.96)."""
     cards = make_cards(800, size=16, max_angle_deg=180.0, seed=0)
-    config = JTRVAEConfig(image_size=16, n_classes=0, rotation=False, translation=False, encoder_hidden=(64,), decoder_hidden=(64, 64))
-    run = tmp_path / "plain"
-    fit(cards.images, config, TrainConfig(epochs=8, seed=0, device="cpu", val_fraction=0.0, checkpoint_every=8), run)
     stack = tmp_path / "cards.npy"
     np.save(stack, cards.images[:300])
-    code, stdout, err = run_cli(["diagnose", run, stack, "--device", "cpu", "--json", "-o", tmp_path / "report.json"], capsys)
+    small = dict(image_size=16, n_classes=0, encoder_hidden=(64,), decoder_hidden=(64, 64), angle_prior_concentration=0.0)
+    runs = {"plain": JTRVAEConfig(**small, rotation=False, translation=False),
+            "mlp": JTRVAEConfig(**small), "equivariant": JTRVAEConfig(**small, encoder="equivariant")}
+    models = {}
+    for name, config in runs.items():
+        models[name] = fit(cards.images, config, TrainConfig(epochs=8, seed=0, device="cpu", val_fraction=0.0, checkpoint_every=8), tmp_path / name).model
+
+    code, stdout, err = run_cli(["diagnose", tmp_path / "equivariant", stack, "--reference", tmp_path / "plain", "--device", "cpu",
+                                 "--json", "-o", tmp_path / "report.json"], capsys)
     assert code == 0, err
-    report = json.loads(stdout)["model"]
-    assert report == json.loads((tmp_path / "report.json").read_text())["model"]
-    assert report["max_z_drift_rotation"] > 0.3
-    assert all(row["class_changed"] is None and row["angle_error_deg"] is None for row in report["rows"])
-    code, _, err = run_cli(["diagnose", run, tmp_path / "missing.npy", "-q"], capsys)
+    reports = json.loads(stdout)
+    assert reports == json.loads((tmp_path / "report.json").read_text())
+    invariant, plain = reports["model"], reports["reference"]
+    assert invariant["encoder"] == "equivariant"
+    assert invariant["max_z_drift_rotation"] <= 0.1 and invariant["max_z_drift_shift"] <= 0.1
+    assert all(row["angle_error_deg"] < 1.0 for row in invariant["rows"] if row["transform"].startswith("rotate"))
+    assert plain["max_z_drift_rotation"] > 0.3
+    assert all(row["class_changed"] is None and row["angle_error_deg"] is None for row in plain["rows"])
+    mlp = report_dict(invariance_report(models["mlp"], cards.images[:300]))
+    assert mlp["max_z_drift_rotation"] > 0.2
+
+    encoded = encode_array(models["equivariant"], cards.images, device="cpu")
+    assert encoded["recon_error"].mean() < 0.3 * cards.images.var()
+    per_suit = [circular_correlation(cards.angle_rad[cards.labels == s], encoded["angle_rad"][cards.labels == s]) for s in range(4)]
+    assert max(per_suit) > 0.8
+
+    code, _, err = run_cli(["diagnose", tmp_path / "plain", tmp_path / "missing.npy", "-q"], capsys)
     assert code == 2 and "missing.npy" in err

@@ -143,7 +143,7 @@ def test_recon_is_the_class_posterior_weighted_sum_of_per_class_reconstructions(
 
 @pytest.mark.parametrize("betas", [None, {"beta_z": 1.0, "beta_tau": 3.0, "beta_y": 7.0}])
 @pytest.mark.parametrize("settings", [dict(n_classes=4), dict(n_classes=2, translation=False, likelihood="gaussian"),
-                                      dict(n_classes=0), dict(n_classes=2, decoder="conv")])
+                                      dict(n_classes=0), dict(n_classes=2, decoder="conv"), dict(n_classes=3, encoder="equivariant")])
 def test_enumerated_elbo_matches_pyro_traceenum(settings, betas):
     """Our one-pass Σ_y q(y|x)·ELBO(x, y) equals TraceEnum_ELBO with 'y' enumerated in parallel,
     on the same model, batch and continuous draws (the guide's draws are replayed into ours)."""
