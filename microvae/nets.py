@@ -79,6 +79,16 @@ def mlp(in_features: int, hidden: Sequence[int], activation: str) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+def head_slice(sizes: dict[str, int], name: str) -> slice:
+    """Where ``name`` sits in a vector that concatenates heads of these ``sizes`` (in order)."""
+    start = 0
+    for key, size in sizes.items():
+        if key == name:
+            return slice(start, start + size)
+        start += size
+    raise KeyError(name)
+
+
 class MLPEncoder(nn.Module):
     """Inference network: one MLP trunk, one linear layer for all heads.
 
@@ -106,12 +116,7 @@ class MLPEncoder(nn.Module):
 
     def head_slice(self, name: str) -> slice:
         """Where head ``name`` sits in the output of ``self.head``."""
-        start = 0
-        for key, size in self.head_sizes.items():
-            if key == name:
-                return slice(start, start + size)
-            start += size
-        raise KeyError(name)
+        return head_slice(self.head_sizes, name)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         out = self.head(self.trunk(x.flatten(1)))
@@ -354,12 +359,7 @@ class EquivariantEncoder(nn.Module):
 
     def head_slice(self, name: str) -> slice:
         """Where head ``name`` sits in the output of ``self.head`` (the content read-out)."""
-        start = 0
-        for key, size in self.head_sizes.items():
-            if key == name:
-                return slice(start, start + size)
-            start += size
-        raise KeyError(name)
+        return head_slice(self.head_sizes, name)
 
     def pose(self, x: Tensor) -> dict[str, Tensor]:
         """Posterior means of the pose: ``angle_vec_mean`` (B, 2) and ``shift_mean`` (B, 2) in grid
