@@ -336,6 +336,10 @@ class EquivariantEncoder(nn.Module):
         in_features = channels * image_size * image_size
         self.register_buffer("grid", coordinate_grid(image_size), persistent=False)
         self.half_width_px = (image_size - 1) / 2.0
+        # a radial taper, 1 inside 0.75 of the half-width and 0 from the inscribed circle on: what
+        # enters at the edges when a patch moves or turns (neighbours, corners) is not read
+        radius = self.grid.norm(dim=1).view(1, 1, image_size, image_size)
+        self.register_buffer("taper", ((1.0 - radius) / 0.25).clamp(0.0, 1.0), persistent=False)
         if translation:
             self.pixel_scores = nn.Sequential(nn.Conv2d(channels, score_channels, 1), activation_layer(activation),
                                               nn.Conv2d(score_channels, 1, 1))
@@ -376,8 +380,8 @@ class EquivariantEncoder(nn.Module):
             weights = torch.softmax(scores, dim=1).view(batch, x.shape[-2], x.shape[-1])
             centre = (periodic_centroid(weights) / self.half_width_px).to(x.dtype)                # grid units
         angles = torch.arange(self.rotations, device=x.device, dtype=x.dtype) * (2 * math.pi / self.rotations)
-        frames = sample_at(x.repeat_interleave(self.rotations, 0), self.grid, angles.repeat(batch),
-                           None if centre is None else centre.repeat_interleave(self.rotations, 0))
+        frames = self.taper * sample_at(x.repeat_interleave(self.rotations, 0), self.grid, angles.repeat(batch),
+                                        None if centre is None else centre.repeat_interleave(self.rotations, 0))
         raw = self.pose_head(self.pose_trunk(frames.flatten(1))).view(batch, self.rotations, -1)
         parts = dict(zip(self.pose_sizes, raw.split(list(self.pose_sizes.values()), dim=2)))
         weights = torch.softmax(parts["score"].float(), dim=1).to(raw.dtype)                     # (B, R, 1)
@@ -395,7 +399,7 @@ class EquivariantEncoder(nn.Module):
             angle = torch.atan2(vector[:, 1], vector[:, 0])
         if self.translation:
             shift = out["shift_mean"].detach()
-        canonical = sample_at(x, self.grid, angle, shift)
+        canonical = self.taper * sample_at(x, self.grid, angle, shift)
         head = self.head(self.trunk(canonical.flatten(1)))
         out.update(zip(self.head_sizes, head.split(list(self.head_sizes.values()), dim=1)))
         if hasattr(self, "class_head"):
