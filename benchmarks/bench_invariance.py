@@ -60,6 +60,9 @@ def main() -> None:
         report[name] = {**report_dict(rows), **quality, "train_seconds": round(time.perf_counter() - started, 1)}
         print(name, json.dumps(report[name]), flush=True)
     RESULTS.mkdir(exist_ok=True)
+    previous = RESULTS / "invariance.json"
+    if args.only and previous.exists():     # keep the other models' rows from the last full run
+        report = {**json.loads(previous.read_text())["models"], **report}
     meta = {"epochs": args.epochs, "n": args.n, "size": args.size, "classes": args.classes, "cards": "±180°", "torch": torch.__version__}
     (RESULTS / "invariance.json").write_text(json.dumps({"meta": meta, "models": report}, indent=2))
     lines = [f"<!-- python benchmarks/bench_invariance.py | {meta} -->", "| model | transform | z drift (sd) | class changed | angle error (°) |", "|---|---|---|---|---|"]

@@ -319,7 +319,8 @@ class EquivariantEncoder(nn.Module):
        by φ_j permutes the frames, so v and s turn by exactly φ_j (for R divisible by 4, exactly
        under quarter turns; in between up to interpolation).
     3. **Read.** The patch sampled in its canonical frame, ``x(R(γ̂) u + ŝ)`` with γ̂ = atan2(v),
-       is the same image whatever the pose (up to what enters at the edges); a second MLP reads it
+       is the same image whatever the pose; a radial taper (also on the frames of step 2) hides
+       what a move or turn brings in at the edges. A second MLP reads it
        and gives z and the posterior sds, a third the class logits. The pose enters this read-out with its
        gradient stopped, so the content cannot pull the pose.
 
