@@ -267,9 +267,7 @@ def sample_at(x: Tensor, grid: Tensor, angle_rad: Tensor | None, shift: Tensor |
     batch, width = x.shape[0], x.shape[-1]
     points = grid.unsqueeze(0).expand(batch, -1, -1)                                      # (B, P, 2) u
     if angle_rad is not None:
-        cos, sin = torch.cos(angle_rad)[:, None], torch.sin(angle_rad)[:, None]
-        row, col = points[..., 0], points[..., 1]
-        points = torch.stack([cos * row - sin * col, sin * row + cos * col], dim=-1)
+        points = rotate_vectors(points, angle_rad[:, None])
     if shift is not None:
         points = points + shift.unsqueeze(1)
     sample_grid = points.flip(-1).reshape(batch, width, width, 2).to(x.dtype)              # (x=col, y=row)
@@ -310,8 +308,9 @@ class EquivariantEncoder(nn.Module):
     1. **Centre.** Every pixel is scored by its salience, the squared contrast ((x − mean) / sd)²
        of the patch (bright and dark objects alike), plus a learned per-pixel correction (1×1
        convolutions, starting at 0); the softmax of the scores is a weight map whose periodic
-       centroid (:func:`periodic_centroid`) is a first shift s₀. (A score that starts without the
-       salience puts s₀ anywhere, up to half a patch off, and the classes then fail to form.) It moves exactly with a circular shift of the patch and turns with a quarter turn.
+       centroid (:func:`periodic_centroid`) is a first shift s₀. It moves exactly with a circular
+       shift of the patch and turns with a quarter turn. (A score that starts without the salience
+       puts s₀ anywhere, up to half a patch off, and the classes then fail to form.)
     2. **Orient.** The patch, re-centred on s₀, is sampled in ``rotations`` frames turned by
        φ_k = 2πk/R. One MLP reads every frame and gives a score a_k, a direction u_k and a shift
        correction t_k in that frame's axes; with weights w = softmax(a), the angle vector is
@@ -320,9 +319,9 @@ class EquivariantEncoder(nn.Module):
        under quarter turns; in between up to interpolation).
     3. **Read.** The patch sampled in its canonical frame, ``x(R(γ̂) u + ŝ)`` with γ̂ = atan2(v),
        is the same image whatever the pose; a radial taper (also on the frames of step 2) hides
-       what a move or turn brings in at the edges. A second MLP reads it
-       and gives z and the posterior sds, a third the class logits. The pose enters this read-out with its
-       gradient stopped, so the content cannot pull the pose.
+       what a move or turn brings in at the edges. A second MLP reads it and gives z and the
+       posterior sds, a third the class logits. The pose enters this read-out with its gradient
+       stopped, so the content cannot pull the pose.
 
     Output: the dict of :class:`MLPEncoder` (``angle_vec_log_sd`` (B, 1); ``shift_log_sd`` (B, 2)
     holds one isotropic value twice, so that the posterior turns with the patch).
