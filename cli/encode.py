@@ -27,7 +27,8 @@ from .main import app
         "Examples:\n\n"
         "  microvae encode run/ patches.h5 -o encoded.h5\n\n"
         "  microvae encode --pretrained run/ new_scan_*.dm4 -o new_encoded.h5\n\n"
-        "  microvae encode --pretrained run/ shifted_scan.tif -o refined.h5 --refine 50"
+        "  microvae encode --pretrained run/ shifted_scan.tif -o refined.h5 --refine 50\n\n"
+        "  microvae encode run/ big_stack_patches.h5 -o encoded.h5 --no-scores --amp   # maps only, fastest"
     ),
 )
 def encode_command(
@@ -44,6 +45,8 @@ def encode_command(
     refine: int = typer.Option(0, "--refine", help="Optimise each patch's posterior for N Adam steps against the fixed decoder, starting from the encoder's guess (closes the amortisation gap on new or shifted scans; the −ELBO before and after is recorded). 0 = off.", min=0),
     refine_lr: float = typer.Option(0.05, "--refine-lr", help="Learning rate of --refine (latent units; log units for the posterior sds)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (as for train --labels): they keep their class, as a conditional (crVAE-style) model is used; the rest are inferred. Marked in class_observed.", show_default=False),
+    scores: bool = typer.Option(True, "--scores/--no-scores", help="Also compute each patch's reconstruction error and −ELBO (1 + K decoder passes over every pixel) and compare each scan with the training data. --no-scores runs the encoder alone (class, latents, angle, shift), which is many times faster: use it to map large stacks."),
+    amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA: faster (1.6× over TF32 in benchmarks/bench_gpu.py on an H100), with the networks' arithmetic rounded to bfloat16. Ignored on the CPU."),
     memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", help="Patches larger than this (GB of float32) are read block by block instead of held in memory."),
     force: bool = typer.Option(False, "--force", help="Overwrite an output made from other inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
@@ -62,7 +65,7 @@ def encode_command(
                 raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
             result = run_encode(run_dir, inputs[0], output, device=device, batch_size=batch_size, force=force, progress=progress,
                                 refine_steps=refine, refine_lr=refine_lr, memory_limit=int(memory_limit_gb * 1e9),
-                                labels=labels)
+                                labels=labels, scores=scores, amp=amp)
         elif labels is not None:
             raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
         elif any(patch_inputs):
@@ -70,7 +73,7 @@ def encode_command(
         else:
             overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
             results = run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, device=device, batch_size=batch_size, force=force,
-                                       progress=progress, refine_steps=refine, refine_lr=refine_lr)
+                                       progress=progress, refine_steps=refine, refine_lr=refine_lr, scores=scores, amp=amp)
             if not quiet and not json_summary:
                 for step in results[:-1]:
                     stderr.print(f"  {step.output}: {step.status}")

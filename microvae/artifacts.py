@@ -40,7 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, ParameterError
 
 SCHEMA_VERSION = 1
 ARTIFACT_KINDS = ("atoms", "patches", "encoded", "maps")
@@ -261,12 +261,22 @@ def _write_provenance(handle, provenance: Provenance, kind: str) -> None:
     handle.attrs["fingerprint"] = record["fingerprint"]
 
 
+#: Compression of large datasets: HDF5's byte shuffle then gzip level 1, both built into every HDF5
+#: library (h5py, HyperSpy, Fiji, MATLAB read them). On noisy float32 patches the shuffle makes the
+#: file 11 % smaller than gzip alone and reading 3.4× faster (benchmarks/bench_encode.py).
+GZIP = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+#: ``compression`` choices of :func:`create_dataset`: 'none' reads fastest (for GPU streaming).
+COMPRESSIONS = {"gzip": GZIP, "none": {}}
+
+
 def create_dataset(group, name: str, shape: tuple[int, ...], dtype, units: str, description: str, chunk_rows: int,
-                   **attrs: Any):
-    """An empty dataset to fill block by block (gzip level 1, chunks of ``chunk_rows`` along axis 0),
-    with ``units`` and ``description`` attributes (and any others given)."""
+                   compression: str = "gzip", **attrs: Any):
+    """An empty dataset to fill block by block (chunks of ``chunk_rows`` along axis 0; ``compression``
+    one of :data:`COMPRESSIONS`), with ``units`` and ``description`` attributes (and any others given)."""
+    if compression not in COMPRESSIONS:
+        raise ParameterError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     chunks = (max(1, min(chunk_rows, shape[0])),) + tuple(shape[1:])
-    dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression="gzip", compression_opts=1)
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **COMPRESSIONS[compression])
     return _describe(dataset, units, description, attrs)
 
 
@@ -283,8 +293,7 @@ def write_dataset(group, name: str, data: np.ndarray, units: str, description: s
     data = np.asarray(data)
     options: dict[str, Any] = {}
     if data.ndim >= 1 and data.size > 4096:
-        options["compression"] = "gzip"
-        options["compression_opts"] = 1
+        options.update(GZIP if data.dtype.kind in "biufc" else {"compression": "gzip", "compression_opts": 1})
         options["chunks"] = chunks if chunks is not None else True
     return _describe(group.create_dataset(name, data=data, **options), units, description, attrs)
 

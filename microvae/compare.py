@@ -108,8 +108,8 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
     circular_latents = model_a.config.latent_geometry != "euclidean"
     if (model_a.config.n_classes > 0) != (model_b.config.n_classes > 0) or model_a.config.n_classes != model_b.config.n_classes:
         raise InputError(f"run A has {model_a.config.n_classes} classes and run B {model_b.config.n_classes}; comparison needs the same number")
-    encoded_a = encode_array(model_a, images, device="cpu")
-    encoded_b = encode_array(model_b, images, device="cpu")
+    encoded_a = encode_array(model_a, images, device="cpu", recon_error=False)
+    encoded_b = encode_array(model_b, images, device="cpu", recon_error=False)
     n_classes = model_a.config.n_classes
     class_map, agreement = [], float("nan")
     onehot_a = onehot_b = None

@@ -55,13 +55,13 @@ def invariance_report(model, images: np.ndarray, device: str = "cpu", batch_size
     from .training import encode_array
 
     images = np.asarray(images, dtype=np.float32)
-    base = encode_array(model, images, batch_size=batch_size, device=device)
+    base = encode_array(model, images, batch_size=batch_size, device=device, recon_error=False)
     spread = base["z_mean"].std(0)
     spread = np.where(spread > 1e-12, spread, 1.0)
     classes = model.config.n_classes > 0
     rows = []
     for name, transform in TRANSFORMS.items():
-        moved = encode_array(model, np.ascontiguousarray(transform(images)), batch_size=batch_size, device=device)
+        moved = encode_array(model, np.ascontiguousarray(transform(images)), batch_size=batch_size, device=device, recon_error=False)
         z_drift = float((np.abs(moved["z_mean"] - base["z_mean"]) / spread).mean()) if spread.size else 0.0
         changed = float((moved["class"] != base["class"]).mean()) if classes else math.nan
         prob_shift = float(0.5 * np.abs(moved["class_probs"] - base["class_probs"]).sum(1).mean()) if classes else math.nan

@@ -1,8 +1,8 @@
 """What a trained model says about each patch, and whether a new scan lies outside what it saw.
 
-:func:`patch_scores` gives per patch the reconstruction error and the negative ELBO (nats, the
-model's loss at β = 1, one fixed-seed draw of the latents). :class:`ScoreStatistics` summarises
-them on the training patches (saved in the run folder as ``training_stats.json``) so that
+:func:`microvae.training.encode_array` gives per patch the reconstruction error and the
+negative ELBO (nats, the model's loss at β = 1, one fixed-seed draw of the latents).
+:class:`ScoreStatistics` summarises them on the training patches (saved in the run folder as ``training_stats.json``) so that
 :func:`scan_summaries` can compare every new scan with the training data, as the paper's Fig. 7
 does for a scan with new defect types: a scan whose patches reconstruct much worse, or have a
 much lower ELBO, than the training patches is outside the model's experience.
@@ -15,34 +15,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import InputError
 
 STATS_FILE = "training_stats.json"
-
-
-@torch.no_grad()
-def patch_scores(model, images: np.ndarray, batch_size: int = 1024, device: str = "cpu", seed: int = 0,
-                 labels: np.ndarray | None = None) -> np.ndarray:
-    """Negative ELBO per patch (N,) in nats: recon + KL_z + KL_τ + KL_y with β = 1, analytic KLs.
-
-    One reparametrised draw per patch from a generator seeded with ``seed``: deterministic. With
-    ``labels`` (N,) (−1 = unknown) a labelled patch is scored with its class observed.
-    """
-    from .training import activation_budget, resolve_device
-
-    target = resolve_device(device)
-    model = model.to(target).eval()
-    batch_size = min(batch_size, model.batch_limit(activation_budget(target)))
-    generator = torch.Generator(device=target).manual_seed(seed)
-    scores = np.zeros(len(images))
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)).to(target)
-        known = None if labels is None else torch.as_tensor(labels[start:start + len(x)], device=target)
-        terms = model.loss_terms(x, generator, labels=known)
-        scores[start:start + len(x)] = model.negative_elbo(terms).double().cpu().numpy()
-    return scores
 
 
 @dataclass
@@ -83,18 +59,20 @@ def read_training_statistics(run_dir: str | Path) -> dict[str, ScoreStatistics] 
         raise InputError(f"{path}: unreadable training statistics ({error})") from error
 
 
-def scan_summaries(image_index: np.ndarray, recon_error: np.ndarray, neg_elbo: np.ndarray, names: list[str], training: dict[str, ScoreStatistics] | None) -> list[dict]:
+def scan_summaries(image_index: np.ndarray, recon_error: np.ndarray | None, neg_elbo: np.ndarray | None,
+                   names: list[str], training: dict[str, ScoreStatistics] | None) -> list[dict]:
     """Per scan: mean recon error and negative ELBO, and how they compare with the training patches.
 
     ``recon_error_ratio`` and ``neg_elbo_ratio`` are the scan's mean over the training mean;
     ``beyond_training_p99`` is the fraction of the scan's patches whose negative ELBO exceeds the 99th
-    percentile of the training patches (about 0.01 for a scan like the training data).
+    percentile of the training patches (about 0.01 for a scan like the training data). Without
+    scores (None, ``encode --no-scores``) only the patch counts.
     """
     summaries = []
     for index, name in enumerate(names):
         members = image_index == index
         entry = {"scan": name, "patches": int(members.sum())}
-        if members.any():
+        if members.any() and recon_error is not None and neg_elbo is not None:
             entry["mean_recon_error"] = float(recon_error[members].mean())
             entry["mean_neg_elbo"] = float(neg_elbo[members].mean())
             if training:

@@ -14,7 +14,7 @@ Map names and contents (float32, NaN where no patch covers the pixel, unless sta
 ``angle_rad``               posterior angle, radians in (−π, π]
 ``shift_row_px``            posterior shift along rows, pixels
 ``shift_col_px``            posterior shift along columns, pixels
-``recon_error``             mean squared reconstruction error of the patch
+``recon_error``             mean squared reconstruction error of the patch (when the encoded artifact has it)
 ``neg_elbo``                negative ELBO of the patch, nats (when the encoded artifact has it)
 ``class_agreement``         ensembles: fraction of members agreeing with the consensus class
 ``class_prob_sd``           ensembles: sd of the aligned class posteriors over members
@@ -31,6 +31,7 @@ from .maps import nearest_centre
 
 MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²", "neg_elbo": "nats"}
 OPTIONAL_MAPS = {
+    "recon_error": "mean squared reconstruction error of the nearest patch",
     "neg_elbo": "negative ELBO of the nearest patch (high: poorly explained by the model)",
     "class_agreement": "fraction of ensemble members whose class equals the consensus class (low: uncertain)",
     "class_prob_sd": "sd over ensemble members of the aligned class posterior (high: uncertain)",
@@ -54,8 +55,9 @@ def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np
         shape: (H, W) of the scan.
         coords: (N, 2) patch centres (row, col) in this scan.
         encoded: per-patch arrays of this scan's patches: ``class`` (N,), ``class_probs`` (N, K),
-            ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2), ``recon_error`` (N,); and
-            any of :data:`OPTIONAL_MAPS` (N,) that the artifact has.
+            ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2); and any of
+            :data:`OPTIONAL_MAPS` (N,) that the artifact has (``recon_error`` and ``neg_elbo``
+            unless it was encoded with ``--no-scores``).
         radius: pixels farther than this from every centre are missing.
     """
     lookup = nearest_centre(shape, coords, radius)
@@ -84,8 +86,6 @@ def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np
     maps["shift_col_px"] = lookup.render(encoded["shift_px"][:, 1].astype(np.float32))
     descriptions["shift_row_px"] = "posterior shift of the object along rows, pixels"
     descriptions["shift_col_px"] = "posterior shift of the object along columns, pixels"
-    maps["recon_error"] = lookup.render(encoded["recon_error"].astype(np.float32))
-    descriptions["recon_error"] = "mean squared reconstruction error of the nearest patch"
     for name, description in OPTIONAL_MAPS.items():
         if name in encoded:
             maps[name] = lookup.render(encoded[name].astype(np.float32))

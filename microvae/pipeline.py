@@ -8,12 +8,13 @@ so are the stages after it, whose inputs then changed), without asking for ``--f
 Config sections and their keys (all optional; defaults are the subcommands' defaults)::
 
     [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel, device
-    [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel
+    [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel,
+                   compression ("gzip" or "none")
     [train]        classes, hidden, and any field of JTRVAEConfig (latent_dim, rotation, translation,
                    likelihood, decoder, class_balance, beta_*_start, ...) or TrainConfig (epochs,
                    batch_size, lr, seed, pixel_fraction, device, amp, ...); absent keys take the
                    library defaults, the recipe validated on the cards
-    [encode]       batch_size, device
+    [encode]       batch_size, device, scores (false: the encoder alone, no recon_error/neg_elbo), amp
     [export]       formats (list of "h5", "tiff", "png"), radius
 
 Outputs in the output folder: ``atoms.h5``, ``patches.h5``, ``run/``, ``encoded.h5``, ``maps/``.
@@ -33,9 +34,9 @@ from .training import configs_from_settings, setting_names
 
 SECTIONS = {
     "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device"},
-    "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel"},
+    "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel", "compression"},
     "train": setting_names(),
-    "encode": {"batch_size", "device"},
+    "encode": {"batch_size", "device", "scores", "amp"},
     "export": {"formats", "radius"},
 }
 
@@ -82,9 +83,11 @@ def find_atoms_params(config: PipelineConfig) -> tuple[FindAtomsParams, int, str
     return FindAtomsParams(**values), channel, stack_as
 
 
-def extract_params(config: PipelineConfig) -> tuple[PatchParams, str]:
+def extract_params(config: PipelineConfig) -> tuple[PatchParams, str, str]:
+    """(patch parameters, mode, compression) from the [extract] section."""
     values = config.section("extract")
     mode = values.pop("mode", "atoms")
+    compression = str(values.pop("compression", "gzip"))
     if mode not in ("atoms", "grid"):
         raise ParameterError(f"[extract] mode must be 'atoms' or 'grid', got {mode!r}")
     params = PatchParams(**values)
@@ -92,7 +95,7 @@ def extract_params(config: PipelineConfig) -> tuple[PatchParams, str]:
         params.grid_step = max(1, params.window // 2)
     if mode == "atoms":
         params.grid_step = None
-    return params, mode
+    return params, mode, compression
 
 
 def train_configs(config: PipelineConfig):
@@ -118,7 +121,7 @@ def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, 
     # the folder is made by the first stage that writes into it: bad inputs leave nothing behind
     on_stage = on_stage or (lambda name, result: None)
     results = []
-    patch_params, mode = extract_params(config)
+    patch_params, mode, compression = extract_params(config)
     atoms_path = None
     if mode == "atoms":
         params, channel, stack_as = find_atoms_params(config)
@@ -126,7 +129,8 @@ def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, 
         result = stages.run_find_atoms(scans, atoms_path, params, channel=channel, stack_as=stack_as, preview=outdir / "atoms.png", force=force, progress=progress)
         on_stage("find-atoms", result)
         results.append(result)
-    result = stages.run_extract(scans, outdir / "patches.h5", patch_params, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress)
+    result = stages.run_extract(scans, outdir / "patches.h5", patch_params, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress,
+                                compression=compression)
     on_stage("extract", result)
     results.append(result)
     model_config, train_config = train_configs(config)
@@ -134,7 +138,9 @@ def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, 
     on_stage("train", result)
     results.append(result)
     encode = config.section("encode")
-    result = stages.run_encode(outdir / "run", outdir / "patches.h5", outdir / "encoded.h5", device=encode.get("device", train_config.device), batch_size=int(encode.get("batch_size", 1024)), force=force, progress=progress)
+    result = stages.run_encode(outdir / "run", outdir / "patches.h5", outdir / "encoded.h5", device=encode.get("device", train_config.device),
+                               batch_size=int(encode.get("batch_size", 1024)), force=force, progress=progress,
+                               scores=bool(encode.get("scores", True)), amp=bool(encode.get("amp", False)))
     on_stage("encode", result)
     results.append(result)
     export = config.section("export")

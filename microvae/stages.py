@@ -168,17 +168,21 @@ def run_extract(
     preview: str | Path | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    compression: str = "gzip",
 ) -> StageResult:
     """Cut patches around the atoms of an ``atoms`` artifact (``atoms``) or on a grid (``params.grid_step``).
 
-    Writes a ``patches`` artifact (schema in ``docs/schema.md``).
+    Writes a ``patches`` artifact (schema in ``docs/schema.md``). ``compression`` of the patches:
+    'gzip' (shuffle + gzip level 1, smaller) or 'none' (read fastest, for streaming to a GPU).
     """
     progress = progress or _noop
     params.validate()
     if (atoms is None) == (params.grid_step is None):
         raise ParameterError("give exactly one of --atoms ATOMS.h5 (atom-centred patches) or --grid STEP (grid patches)")
     output = Path(output)
-    parameters = {**asdict(params), "stack_as": stack_as, "mode": "atoms" if atoms else "grid"}
+    if compression not in artifacts.COMPRESSIONS:
+        raise ParameterError(f"compression must be one of {', '.join(artifacts.COMPRESSIONS)}, got {compression!r}")
+    parameters = {**asdict(params), "stack_as": stack_as, "mode": "atoms" if atoms else "grid", "compression": compression}
     inputs = _input_entries(images, "image")
     upstream = []
     atom_header = None
@@ -208,7 +212,8 @@ def run_extract(
         content = "log(1+|FFT|) of Hann-windowed, mean-subtracted patches, zero frequency at (W//2, W//2)" if params.fft else "real-space intensities"
         patches = artifacts.create_dataset(handle, "patches", (plan.count, channels, window, window), np.float32, "normalised intensity",
                                            f"(N, C, W, W) patches: {content}; normalisation '{params.normalize}'",
-                                           chunk_rows=max(1, (1 << 20) // (4 * window * window * channels)), axes="patch,channel,row,col")
+                                           chunk_rows=max(1, (1 << 20) // (4 * window * window * channels)), compression=compression,
+                                           axes="patch,channel,row,col")
         block_rows = max(1, BLOCK_BYTES // (4 * window * window * channels))
         for start, block, offset, scale in patch_blocks([scan.data for scan in scans], plan, params, block_rows):
             patches[start:start + len(block)] = block
@@ -529,7 +534,7 @@ def run_train_ensemble(
         labels = []
         for index in range(members):
             model, _ = load_run(member_dir(run_dir, index), device="cpu")
-            labels.append(encode_array(model, source.images, device=train_config.device)["class"])
+            labels.append(encode_array(model, source.images, device=train_config.device, recon_error=False)["class"])
         record = build_record(labels, model_config.n_classes, names, seeds)
         record.write(run_dir)
         status = "written"
@@ -587,14 +592,12 @@ STATISTICS_SAMPLE = 20_000
 def _save_training_statistics(model, images: np.ndarray | PatchFile, run_dir: Path, device: str) -> None:
     """Reconstruction error and negative ELBO of the training patches (at most
     :data:`STATISTICS_SAMPLE`), for out-of-distribution checks."""
-    from .encoding import patch_scores, write_training_statistics
+    from .encoding import write_training_statistics
     from .training import encode_array
 
     images = evenly_spaced(images, STATISTICS_SAMPLE)
-
-    recon_error = encode_array(model, images, device=device)["recon_error"]
-    neg_elbo = patch_scores(model, images, device=device)
-    write_training_statistics(run_dir, recon_error, neg_elbo)
+    scores = encode_array(model, images, batch_size=1024, device=device, neg_elbo=True)
+    write_training_statistics(run_dir, scores["recon_error"], scores["neg_elbo"])
 
 
 def _prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -> str:
@@ -667,6 +670,8 @@ def run_encode(
     refine_lr: float = 0.05,
     memory_limit: int = RESIDENT_LIMIT_BYTES,
     labels: str | Path | None = None,
+    scores: bool = True,
+    amp: bool = False,
 ) -> StageResult:
     """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact.
     ``labels`` names a file of known classes (as for ``train --labels``): those patches keep their
@@ -679,12 +684,16 @@ def run_encode(
     ``neg_elbo`` (N,), and for patches artifacts ``coords`` (N, 2), ``image_index`` (N,) and ``/images``.
     With ``refine_steps`` > 0 each patch's posterior is optimised against the fixed decoder first
     (:mod:`microvae.refine`); ``neg_elbo_encoder`` (N,) then keeps the encoder's value beside the
-    refined ``neg_elbo``.
+    refined ``neg_elbo``. ``scores=False`` leaves out ``recon_error`` and ``neg_elbo`` (and the
+    comparison with the training data): the encoder alone runs, with no decoder pass, which is
+    what mapping a large stack at full speed needs. ``amp`` runs the networks in bfloat16 on CUDA.
     """
     from .refine import RefineConfig
 
     refine = RefineConfig(steps=refine_steps, lr=refine_lr)
     refine.validate()
+    if refine.steps and not scores:
+        raise ParameterError("encode --refine optimises each patch's −ELBO and records it: it cannot be combined with --no-scores")
     from .training import encode_array, load_run
 
     from .ensemble import member_dir, read_record
@@ -717,7 +726,7 @@ def run_encode(
         known = read_labels(labels, len(source.images), model_config.n_classes)
         inputs.append({"path": str(labels), "sha256": file_sha256(Path(labels)), "role": "labels"})
     upstream = ([source.header.provenance_record()] if source.header else []) + ([{k: v for k, v in run_record.items() if k != "recipe"}] if run_record else [])
-    parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size}
+    parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size, "scores": scores, "amp": amp}
     if ensemble:
         parameters["ensemble"] = {"members": ensemble.members, "permutations": ensemble.permutations}
         inputs += [{"path": str(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"),
@@ -729,23 +738,20 @@ def run_encode(
     plan = artifacts.plan_output(output, provenance.fingerprint, force)
     if plan.action == "skip":
         return StageResult("up-to-date", output, notes=[plan.reason])
-    from .encoding import patch_scores, read_training_statistics, scan_summaries
+    from .encoding import read_training_statistics, scan_summaries
 
-    progress("encoding" if not refine.steps else f"encoding, refining {refine.steps} steps", 0, 2)
-    encoded = encode_array(model, source.images, batch_size=batch_size, device=device, refine=refine, labels=known)
-    progress("encoding", 1, 2)
+    task = "encoding" if not refine.steps else f"encoding, refining {refine.steps} steps"
+    encoded = encode_array(model, source.images, batch_size=batch_size, device=device, refine=refine, labels=known,
+                           recon_error=scores, neg_elbo=scores, amp=amp, progress=lambda done, total: progress(task, done, total))
     if refine.steps:
         encoded["neg_elbo"] = encoded["neg_elbo_refined"].astype(np.float64)
-    else:
-        encoded["neg_elbo"] = patch_scores(model, source.images, batch_size=batch_size, device=device, labels=known)
-    progress("encoding", 2, 2)
     if ensemble:
         encoded.update(_ensemble_classes(ensemble_dir, ensemble, source.images, encoded["class_probs"], batch_size, device, progress))
     count = len(source.images)
     training_stats = read_training_statistics(run_dir)
     image_index = source.image_index if source.image_index is not None else np.zeros(count, np.int32)
     names = [record.name for record in source.records] if source.records else [source.path.name]
-    summaries = scan_summaries(image_index, encoded["recon_error"], encoded["neg_elbo"], names, training_stats)
+    summaries = scan_summaries(image_index, encoded.get("recon_error"), encoded.get("neg_elbo"), names, training_stats)
     with artifacts.atomic_h5(output, provenance, "encoded") as handle:
         if source.coords is not None:
             write_dataset(handle, "coords", source.coords, "px", "patch centre (row, col) in source pixels (from the patches artifact)", axes="row,col")
@@ -777,7 +783,8 @@ def run_encode(
             encoded["class_observed"] = known >= 0
             descriptions["class_observed"] = ("", "True where the class was given (encode --labels) rather than inferred")
         for name, (units, description) in descriptions.items():
-            write_dataset(handle, name, encoded[name], units, description)
+            if name in encoded:
+                write_dataset(handle, name, encoded[name], units, description)
         handle.attrs["n_classes"] = int(model_config.n_classes)
         handle.attrs["latent_dim"] = int(model_config.latent_dim)
         handle.attrs["rotation"] = bool(model_config.rotation)
@@ -788,7 +795,8 @@ def run_encode(
             handle.attrs["ensemble_mean_pairwise_ari"] = ensemble.mean_pairwise_ari
         handle.attrs["window"] = int(source.images.shape[-1])
         handle.attrs["scan_summaries"] = artifacts.to_json(summaries)
-        if training_stats:
+        handle.attrs["scores"] = bool(scores)
+        if training_stats and scores:
             handle.attrs["training_statistics"] = artifacts.to_json({k: asdict(v) for k, v in training_stats.items()})
     counts = np.bincount(encoded["class"], minlength=max(model_config.n_classes, 1))
     notes = [f"{count} patches encoded; patches per class: {counts.tolist()}"]
@@ -801,7 +809,9 @@ def run_encode(
                 f"{entry['scan']}: recon error {entry['recon_error_ratio']:.2f}× and −ELBO {entry['neg_elbo_ratio']:.2f}× the training data's; "
                 f"{100 * entry['beyond_training_p99']:.1f}% of patches beyond the training 99th percentile"
             )
-    summary = {"patches": count, "class_counts": counts.tolist(), "mean_recon_error": float(encoded["recon_error"].mean()), "scans": summaries}
+    summary = {"patches": count, "class_counts": counts.tolist(), "scans": summaries}
+    if scores:
+        summary["mean_recon_error"] = float(encoded["recon_error"].mean())
     if refine.steps:
         before, after = encoded["neg_elbo_encoder"], encoded["neg_elbo_refined"]
         summary["refine"] = {"steps": refine.steps, "mean_neg_elbo_encoder": float(before.mean()), "mean_neg_elbo_refined": float(after.mean()),
@@ -820,7 +830,7 @@ def _ensemble_classes(ensemble_dir: Path, ensemble, images: np.ndarray, first_pr
     for index in range(1, len(ensemble.members)):
         progress("encoding ensemble members", index, len(ensemble.members))
         model, configs = load_run(member_dir(ensemble_dir, index), device="cpu")
-        probs = encode_array(model, images, batch_size=batch_size, device=device)["class_probs"]
+        probs = encode_array(model, images, batch_size=batch_size, device=device, recon_error=False)["class_probs"]
         aligned.append(permute_probs(probs, np.asarray(ensemble.permutations[index])))
     progress("encoding ensemble members", len(ensemble.members), len(ensemble.members))
     combined = consensus(np.stack(aligned))
@@ -876,8 +886,10 @@ def run_export(
     with h5py.File(encoded, "r") as handle:
         if "coords" not in handle or "images" not in handle:
             raise InputError(f"{encoded}: has no patch coordinates (it was encoded from a bare stack); maps need patches from 'microvae extract'")
-        artifacts.require_datasets(handle, encoded, ["class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error", "image_index"], "encoded")
-        per_patch_names = ["class", "class_probs", "z_mean", "angle_rad", "shift_px", "recon_error"] + [name for name in OPTIONAL_MAPS if name in handle]
+        artifacts.require_datasets(handle, encoded, ["class", "class_probs", "z_mean", "angle_rad", "shift_px", "image_index"], "encoded")
+        if "recon_error" not in handle and handle.attrs.get("scores", True):
+            raise InputError(f"{encoded}: not a complete encoded artifact: dataset 'recon_error' is missing (expected unless it was encoded with --no-scores)")
+        per_patch_names = ["class", "class_probs", "z_mean", "angle_rad", "shift_px"] + [name for name in OPTIONAL_MAPS if name in handle]
         data = {name: handle[name][()] for name in ["coords", "image_index", *per_patch_names]}
         records = artifacts.read_image_table(handle)
         window = int(handle.attrs.get("window", 0)) or None
@@ -1000,8 +1012,11 @@ def run_encode_scans(
     progress: ProgressCallback | None = None,
     refine_steps: int = 0,
     refine_lr: float = 0.05,
+    scores: bool = True,
+    amp: bool = False,
 ) -> list[StageResult]:
-    """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode.
+    """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode
+    (``refine_steps``, ``refine_lr``, ``scores``, ``amp``: as for :func:`run_encode`).
 
     Intermediate artifacts go to ``<output stem>_work/`` beside the output (reused when up to date).
     A scan whose channel count, or calibrated pixel size (beyond 2 %), differs from the training
@@ -1045,8 +1060,9 @@ def run_encode_scans(
     work = output.parent / f"{output.stem}_work"
     made_work = not work.exists()
     try:
-        return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, device, batch_size,
-                                  force, progress, refine_steps, refine_lr)
+        encode_options = {"device": device, "batch_size": batch_size, "force": force, "progress": progress,
+                          "refine_steps": refine_steps, "refine_lr": refine_lr, "scores": scores, "amp": amp}
+        return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options)
     except BaseException:
         if made_work:  # a failed replay leaves no partial output (a work folder kept from earlier runs stays)
             import shutil
@@ -1055,8 +1071,8 @@ def run_encode_scans(
         raise
 
 
-def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, device, batch_size,
-                       force, progress, refine_steps, refine_lr) -> list[StageResult]:
+def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options) -> list[StageResult]:
+    progress = encode_options["progress"]
     results = []
     atoms_path = None
     grid_step = extract_settings.get("grid_step")
@@ -1074,6 +1090,5 @@ def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, f
         patch_params.grid_step = None
     patches_path = work / "patches.h5"
     results.append(run_extract(scans, patches_path, patch_params, atoms=atoms_path, stack_as=extract_settings.get("stack_as", "frames"), force=True, progress=progress))
-    results.append(run_encode(run_dir, patches_path, output, device=device, batch_size=batch_size, force=force, progress=progress,
-                              refine_steps=refine_steps, refine_lr=refine_lr))
+    results.append(run_encode(run_dir, patches_path, output, **encode_options))
     return results

@@ -91,3 +91,23 @@ def test_train_on_a_bare_npy_stack(tmp_path, capsys):
     assert code == 0, err
     record = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert record["input_kind"] == "stack" and record["parameters"]["model"]["image_size"] == 12
+
+
+def test_encode_without_scores_runs_the_encoder_alone_and_exports(tmp_path, patches_file, capsys):
+    run = tmp_path / "run"
+    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
+    full, fast = tmp_path / "full.h5", tmp_path / "fast.h5"
+    assert run_cli(["encode", run, patches_file, "-o", full, "--device", "cpu", "-q"], capsys)[0] == 0
+    code, _, err = run_cli(["encode", run, patches_file, "-o", fast, "--device", "cpu", "--no-scores", "-q"], capsys)
+    assert code == 0, err
+    with h5py.File(full) as with_scores, h5py.File(fast) as without:
+        assert "recon_error" in with_scores and "neg_elbo" in with_scores and bool(with_scores.attrs["scores"])
+        assert "recon_error" not in without and "neg_elbo" not in without and not bool(without.attrs["scores"])
+        for name in ("class", "class_probs", "z_mean", "z_sd", "angle_rad", "shift_px", "coords"):
+            np.testing.assert_allclose(without[name][()], with_scores[name][()], rtol=1e-5, atol=1e-5, err_msg=name)
+    code, _, err = run_cli(["export", fast, "-o", tmp_path / "maps", "--format", "h5", "-q"], capsys)
+    assert code == 0, err
+    with h5py.File(tmp_path / "maps" / "maps.h5") as maps:
+        assert "class" in maps["image_00"] and "recon_error" not in maps["image_00"]
+    code, _, err = run_cli(["encode", run, patches_file, "-o", tmp_path / "refined.h5", "--no-scores", "--refine", "3"], capsys)
+    assert code == 2 and "--no-scores" in err and len(err.strip().splitlines()) == 1

@@ -41,6 +41,27 @@ def test_loss_terms_on_cuda_equal_the_cpu_ones(decoder):
         torch.testing.assert_close(on_gpu[name].cpu(), on_cpu[name], rtol=1e-4, atol=1e-3, msg=name)
 
 
+@pytest.mark.parametrize("encoder", ["mlp", "equivariant"])
+def test_encoding_on_cuda_equals_the_cpu_one_and_bf16_stays_close(encoder):
+    """Both encoders, one pass with both scores: CUDA (fp32) matches the CPU; bf16 autocast
+    (encode --amp) stays close to fp32. −ELBO draws come from each device's own generator, so
+    only its magnitude is compared."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    images = make_cards(96, size=16, seed=0).images
+    config = small_config(image_size=16, encoder=encoder)
+    on_cpu = encode_array(build_model(config, seed=0), images, batch_size=40, device="cpu", neg_elbo=True)
+    on_gpu = encode_array(build_model(config, seed=0), images, batch_size=40, device="cuda", neg_elbo=True)
+    in_bf16 = encode_array(build_model(config, seed=0), images, batch_size=40, device="cuda", neg_elbo=True, amp=True)
+    for name in ("class_probs", "z_mean", "z_sd", "shift_px", "recon_error"):
+        np.testing.assert_allclose(on_gpu[name], on_cpu[name], rtol=1e-3, atol=1e-3, err_msg=name)
+        np.testing.assert_allclose(in_bf16[name], on_cpu[name], rtol=0.05, atol=0.03, err_msg=f"bf16 {name}")
+    turn = np.angle(np.exp(1j * (on_gpu["angle_rad"] - on_cpu["angle_rad"])))
+    assert np.abs(turn).max() < 1e-2
+    assert np.all(np.isfinite(on_gpu["neg_elbo"]))
+    np.testing.assert_allclose(on_gpu["neg_elbo"].mean(), on_cpu["neg_elbo"].mean(), rtol=0.05)
+
+
 def test_fit_on_cuda_checkpoints_load_on_cpu_and_encode_the_same(tmp_path):
     images = make_cards(256, size=12, seed=0).images
     result = fit(images, small_config(), TrainConfig(epochs=2, batch_size=32, device="cuda", checkpoint_every=1),
@@ -107,3 +128,6 @@ def test_cli_train_and_encode_on_cuda(tmp_path, capsys):
                            capsys)
     assert code == 0, err
     assert (tmp_path / "enc.h5").exists()
+    code, _, err = run_cli(["encode", tmp_path / "run", stack, "-o", tmp_path / "fast.h5", "--device", "cuda",
+                            "--no-scores", "--amp", "-q"], capsys)
+    assert code == 0, err

@@ -11,7 +11,7 @@ import torch
 
 from microvae.errors import InputError, ParameterError
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, encode_array, fit, load_run
+from microvae.training import TrainConfig, build_model, encode_array, fit, load_run
 
 
 class Interrupt(Exception):
@@ -101,6 +101,45 @@ def test_encode_array_and_load_run(tmp_path):
     assert encoded["z_mean"].shape == encoded["z_sd"].shape == (7, 2)
     assert encoded["angle_rad"].shape == (7,) and encoded["shift_px"].shape == (7, 2)
     assert (encoded["recon_error"] >= 0).all() and encoded["recon_error"].shape == (7,)
+
+
+def test_encode_array_scores_in_one_pass_match_the_model_and_stream_alike(tmp_path, monkeypatch):
+    """neg_elbo is the model's −ELBO at the seeded draw, recon_error the MSE of the decoded means;
+    a chunked HDF5 source read block by block gives the same values; the encoder alone gives the
+    same summaries without either score."""
+    import h5py
+
+    from microvae import streaming
+    from microvae.streaming import PatchFile
+
+    images, model_config = tiny_problem()
+    model = build_model(model_config, seed=3).eval()
+    calls = []
+    encoded = encode_array(model, images, batch_size=len(images), device="cpu", neg_elbo=True, seed=5,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (len(images), len(images))
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        terms = model.loss_terms(x, torch.Generator().manual_seed(5))
+        expected_elbo = model.negative_elbo(terms).double().numpy()
+        onehot = torch.nn.functional.one_hot(torch.from_numpy(encoded["class"]), 3).float()
+        recon = model.decode(torch.from_numpy(encoded["z_mean"]), onehot, torch.from_numpy(encoded["angle_rad"]),
+                             torch.from_numpy(encoded["shift_px"]))
+    np.testing.assert_allclose(encoded["neg_elbo"], expected_elbo, rtol=1e-5)
+    np.testing.assert_allclose(encoded["recon_error"], ((recon - x) ** 2).flatten(1).mean(1).numpy(), rtol=1e-5)
+
+    path = tmp_path / "patches.h5"
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("patches", data=images, chunks=(5,) + images.shape[1:], compression="gzip")
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 10 * images[0].nbytes)     # 8 blocks of 2 chunks
+    in_batches = encode_array(model, images, batch_size=5, device="cpu", neg_elbo=True)
+    streamed = encode_array(model, PatchFile(path), batch_size=5, device="cpu", neg_elbo=True)
+    latents_only = encode_array(model, images, batch_size=5, device="cpu", recon_error=False)
+    assert set(latents_only) == set(in_batches) - {"recon_error", "neg_elbo"}
+    for name, value in in_batches.items():
+        np.testing.assert_allclose(streamed[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        if name in latents_only:
+            np.testing.assert_allclose(latents_only[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_resuming_with_other_model_settings_is_refused(tmp_path):
