@@ -107,6 +107,7 @@ def train_command(
     val_fraction: float = typer.Option(T.val_fraction, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
     amp: bool = typer.Option(False, "--amp", help="bf16 mixed precision on CUDA."),
+    compile_step: bool = typer.Option(False, "--compile", help="torch.compile the training step (fused kernels). Pays on long runs: each new batch shape compiles once (10–25 s on 2 CPU cores); then 1.1–1.3× faster on the CPU. Same results within rounding; resuming may switch it."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (semi-supervised): a CSV of patch_index,class rows or a .npy array with −1 for unknown. Labelled patches train the class posterior; the rest are inferred.", show_default=False),
     label_weight: float = typer.Option(M.label_weight, "--label-weight", help="Weight of −log q(label|x) per labelled patch (Kingma et al.'s α)."),
     ensemble: int = typer.Option(0, "--ensemble", help="Train M runs with seeds SEED…SEED+M−1 in OUTPUT/member_i, align their classes, and record their agreement (encode then reports per-patch class agreement as an uncertainty map; the mean pairwise ARI helps choose --classes). 0 = one run.", min=0, show_default=False),
@@ -122,7 +123,8 @@ def train_command(
                     class_rotations=class_rotations, angle_prior_concentration=angle_prior, shift_prior_sd=shift_prior_sd,
                     beta_z_start=beta_z_start, beta_tau_start=beta_tau, beta_y_start=beta_y, z_delay=z_delay,
                     class_balance_unbiased=balance_unbiased,
-                    checkpoint_every=checkpoint_every, val_fraction=val_fraction, device=device, amp=amp)
+                    checkpoint_every=checkpoint_every, val_fraction=val_fraction, device=device, amp=amp,
+                    compile=compile_step)
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)

@@ -437,7 +437,9 @@ def run_train(
     model_config.likelihood = choose_likelihood(source.value_range, model_config.likelihood)
     model_config.validate()
     train_config.validate()
-    parameters = {"model": model_config.to_dict(), "train": {k: v for k, v in train_config.to_dict().items() if k not in ("epochs", "checkpoint_every", "device")}}
+    from .training import RESUMABLE_CHANGES
+
+    parameters = {"model": model_config.to_dict(), "train": {k: v for k, v in train_config.to_dict().items() if k not in RESUMABLE_CHANGES}}
     inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}]
     known = None
     if labels is not None:
