@@ -829,8 +829,10 @@ def _observed_classes(class_probs: torch.Tensor, labels: torch.Tensor | np.ndarr
 
 def _store_batch(out: dict[str, np.ndarray], start: int, batch: dict[str, torch.Tensor], count: int) -> None:
     """Write a batch's (B, ...) values at rows start… of ``out[key]`` (allocated for ``count`` rows
-    on first use); one synchronisation per batch on CUDA."""
-    host = {key: value.detach().to("cpu", non_blocking=True) for key, value in batch.items()}
+    on first use); half-precision values (bf16 autocast) are stored as float32. One
+    synchronisation per batch on CUDA."""
+    wide = {key: value.float() if value.dtype in (torch.bfloat16, torch.float16) else value for key, value in batch.items()}
+    host = {key: value.detach().to("cpu", non_blocking=True) for key, value in wide.items()}
     if any(value.is_cuda for value in batch.values()):
         torch.cuda.synchronize()
     for key, value in host.items():

@@ -142,6 +142,17 @@ def test_encode_array_scores_in_one_pass_match_the_model_and_stream_alike(tmp_pa
             np.testing.assert_allclose(latents_only[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_encoded_arrays_are_stored_in_float32_under_bf16():
+    """encode --amp yields bfloat16 network outputs; numpy has no bfloat16, so they are widened."""
+    from microvae.training import _store_batch
+
+    out = {}
+    _store_batch(out, 0, {"z_mean": torch.full((2, 3), 0.5, dtype=torch.bfloat16), "class": torch.tensor([1, 0])}, 4)
+    _store_batch(out, 2, {"z_mean": torch.ones(2, 3, dtype=torch.bfloat16), "class": torch.tensor([0, 1])}, 4)
+    assert out["z_mean"].dtype == np.float32 and out["class"].dtype == np.int64
+    np.testing.assert_array_equal(out["z_mean"][:, 0], [0.5, 0.5, 1.0, 1.0])
+
+
 def test_compiled_training_step_learns_the_same_and_resumes_either_way(tmp_path):
     """--compile changes the kernels, not the run: the same losses within rounding, checkpoints an
     eager model loads, and a compiled run resumed without compiling (and back)."""
