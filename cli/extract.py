@@ -38,7 +38,7 @@ def extract_command(
     edge: str = typer.Option("skip", "--edge", help="Patches reaching outside the image: 'skip' them or fill by 'reflect'."),
     subpixel: bool = typer.Option(True, "--subpixel/--no-subpixel", help="Sample atom-centred patches at the exact subpixel centre (bilinear)."),
     stack_as: str = typer.Option("frames", "--stack-as", help="Read 3D stacks as separate 'frames' or co-registered 'channels' (C×W×W patches)."),
-    compression: str = typer.Option("gzip", "--compression", help="Storage of the patches: 'gzip' (byte shuffle + gzip level 1, readable everywhere) or 'none' (on noisy patches about 25 % larger and read 7× faster, see benchmarks/bench_encode.py: for streaming large stacks to a GPU)."),
+    compression: str = typer.Option("gzip", "--compression", help="Storage of the patches: 'gzip' (level 1, with HDF5's byte shuffle when a trial on the first chunk says it helps; readable everywhere) or 'none' (on noisy patches about 25 % larger and read 7× faster, see benchmarks/bench_encode.py: for streaming large stacks to a GPU)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG gallery of random patches.", show_default=False),
     force: bool = typer.Option(False, "--force", help="Overwrite an output made from other inputs or parameters."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; errors still go to stderr."),

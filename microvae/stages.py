@@ -8,6 +8,7 @@ optional callback ``progress(description, completed, total)``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,7 +174,8 @@ def run_extract(
     """Cut patches around the atoms of an ``atoms`` artifact (``atoms``) or on a grid (``params.grid_step``).
 
     Writes a ``patches`` artifact (schema in ``docs/schema.md``). ``compression`` of the patches:
-    'gzip' (shuffle + gzip level 1, smaller) or 'none' (read fastest, for streaming to a GPU).
+    'gzip' (level 1, with the byte shuffle when it shrinks the first chunk, see
+    :func:`microvae.artifacts.gzip_options`) or 'none' (read fastest, for streaming to a GPU).
     """
     progress = progress or _noop
     params.validate()
@@ -210,12 +212,15 @@ def run_extract(
     norm_offset, norm_scale = np.zeros(plan.count), np.ones(plan.count)
     with artifacts.atomic_h5(output, provenance, "patches") as handle:
         content = "log(1+|FFT|) of Hann-windowed, mean-subtracted patches, zero frequency at (W//2, W//2)" if params.fft else "real-space intensities"
+        chunk_rows = max(1, (1 << 20) // (4 * window * window * channels))
+        block_rows = max(1, BLOCK_BYTES // (4 * window * window * channels))
+        blocks = patch_blocks([scan.data for scan in scans], plan, params, block_rows)
+        first = next(blocks, None)            # the first chunk's patches choose the compression filters
         patches = artifacts.create_dataset(handle, "patches", (plan.count, channels, window, window), np.float32, "normalised intensity",
                                            f"(N, C, W, W) patches: {content}; normalisation '{params.normalize}'",
-                                           chunk_rows=max(1, (1 << 20) // (4 * window * window * channels)), compression=compression,
-                                           axes="patch,channel,row,col")
-        block_rows = max(1, BLOCK_BYTES // (4 * window * window * channels))
-        for start, block, offset, scale in patch_blocks([scan.data for scan in scans], plan, params, block_rows):
+                                           chunk_rows=chunk_rows, compression=compression,
+                                           sample=None if first is None else first[1][:chunk_rows], axes="patch,channel,row,col")
+        for start, block, offset, scale in itertools.chain([first] if first is not None else [], blocks):
             patches[start:start + len(block)] = block
             norm_offset[start:start + len(block)], norm_scale[start:start + len(block)] = offset, scale
             progress("cutting patches", start + len(block), plan.count)
