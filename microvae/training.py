@@ -814,10 +814,8 @@ def _device_batches(data: np.ndarray | PatchFile, batch_size: int, device: torch
         for offset in range(0, len(block), batch_size):
             x = torch.from_numpy(block[offset:offset + batch_size])
             if device.type == "cuda":
-                x = x.pin_memory().to(device, non_blocking=True)
-            elif x.device != device:
-                x = x.to(device)
-            yield first + offset, x
+                x = x.pin_memory()
+            yield first + offset, x.to(device, non_blocking=True)
 
 
 def _observed_classes(class_probs: torch.Tensor, labels: torch.Tensor | np.ndarray) -> torch.Tensor:
