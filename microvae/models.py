@@ -55,7 +55,7 @@ from torch import Tensor, nn
 
 from .errors import ParameterError, raise_first_failure
 from . import circular
-from .nets import (EquivariantEncoder, MLPEncoder, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, mlp,
+from .nets import (EquivariantEncoder, FourierDescriptor, MLPEncoder, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, mlp,
                    rotated_copies, sample_at, transform_coordinates)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -86,6 +86,12 @@ class JTRVAEConfig:
         gaussian_sd: sd of the Gaussian likelihood, in image intensity units.
         decoder: 'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
             broadcast decoder with latent skip connections).
+        invariant_class_head: give q(y|x) its own MLP that reads the rotation- and shift-invariant
+            Fourier descriptor of the patch (:class:`microvae.nets.FourierDescriptor`): the class
+            cannot depend on the pose even where the pose is not yet learned. Training sets it
+            when the initial classes come from that descriptor (:mod:`microvae.discovery`), so
+            that the class posterior reads what the classes were found in. Takes precedence over
+            ``canonical_class_head``; ``class_rotations`` over it.
         class_rotations: R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
             (mean of their log-probabilities), so that it is nearly rotation invariant by
             construction instead of having to learn it; 0 = no pooling. Takes precedence over
@@ -176,6 +182,7 @@ class JTRVAEConfig:
     anneal_fraction: float = 0.2
     class_rotations: int = 0
     canonical_class_head: bool = True
+    invariant_class_head: bool = False
     beta_z_start: float | None = 3.0
     beta_z_window: tuple[float, float] | None = (0.1, 0.3)
     beta_tau_window: tuple[float, float] | None = None
@@ -290,8 +297,14 @@ class JTRVAE(nn.Module):
                                       mean_size=decoder_latent)
         self._start_at_prior_scale(self.encoder.head)
         self.separate_class_head = config.n_classes > 0 and config.encoder == "mlp" and (
-            config.class_rotations > 0 or config.canonical_class_head)
-        if self.separate_class_head:
+            config.class_rotations > 0 or config.canonical_class_head or config.invariant_class_head)
+        self.invariant_head = self.separate_class_head and config.invariant_class_head and config.class_rotations == 0
+        if self.invariant_head:
+            descriptor = FourierDescriptor(w)
+            self.class_encoder = nn.Sequential(descriptor, nn.LayerNorm(c * descriptor.out_features_per_channel),
+                                               mlp(c * descriptor.out_features_per_channel, config.encoder_hidden, config.activation),
+                                               nn.Linear(config.encoder_hidden[-1], config.n_classes))
+        elif self.separate_class_head:
             # its own network: pooling over rotations wants rotation-invariant features, while the
             # main trunk must keep the orientation to infer the angle
             self.class_encoder = nn.Sequential(mlp(c * w * w, config.encoder_hidden, config.activation),
@@ -331,7 +344,9 @@ class JTRVAE(nn.Module):
             copies = self.config.class_rotations
             pooled = self.class_encoder(rotated_copies(x, copies).flatten(1))
             out["class_logits"] = torch.log_softmax(pooled, dim=1).view(x.shape[0], copies, -1).mean(1)
-        if self.separate_class_head and self.config.canonical_class_head and self.config.class_rotations == 0:
+        if self.invariant_head:
+            out["class_logits"] = self.class_encoder(x)
+        elif self.separate_class_head and self.config.canonical_class_head and self.config.class_rotations == 0:
             angle = None
             if self.config.rotation:
                 m = head["angle_vec_mean"].detach()

@@ -407,3 +407,31 @@ class EquivariantEncoder(nn.Module):
         if self.translation:
             out["shift_log_sd"] = out["shift_log_sd"].expand(-1, 2)
         return out
+
+
+class FourierDescriptor(nn.Module):
+    """The rotation- and shift-invariant Fourier descriptor of :func:`microvae.baselines.fourier_descriptor`
+    in torch (no learned parameters): (B, C, W, W) → (B, C · n_radii · (n_angles // 2 + 1)).
+
+    ``log(1 + |FFT2(x − mean)|)`` read on a polar grid around the zero frequency (a fixed bilinear
+    interpolation matrix), then ``|FFT|`` along the angle axis. Equal to the numpy version to
+    float32 rounding (tested).
+    """
+
+    def __init__(self, width: int, n_angles: int = 32):
+        super().__init__()
+        from .baselines import _polar_interpolation
+
+        self.n_radii, self.n_angles = width // 2 + 1, n_angles
+        matrix = _polar_interpolation(width, width, self.n_radii, n_angles).toarray()
+        self.register_buffer("polar", torch.from_numpy(matrix), persistent=False)
+        self.out_features_per_channel = self.n_radii * (n_angles // 2 + 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, channels = x.shape[:2]
+        x = x.float()
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
+        half = torch.fft.fftshift(torch.log1p(torch.fft.rfft2(x).abs()), dim=-2)        # (B, C, H, W//2+1)
+        polar = half.reshape(batch * channels, -1) @ self.polar
+        polar = polar.view(batch * channels, self.n_radii, self.n_angles)
+        return torch.fft.rfft(polar, dim=-1).abs().reshape(batch, -1)

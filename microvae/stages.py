@@ -392,7 +392,7 @@ def _check_stack(images: np.ndarray | PatchFile, spec: str) -> tuple[float, floa
 # train
 
 RUN_PROVENANCE = "provenance.json"
-RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json")
+RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json", "init", "summary.json")
 
 
 def choose_likelihood(value_range: tuple[float, float], requested: str) -> str:
@@ -478,10 +478,31 @@ def run_train(
         if world.rank != 0:
             status = _prepare_run_dir(run_dir, provenance.fingerprint, train_config.epochs, force=False)
         if status == "complete":
-            return StageResult("up-to-date", run_dir, notes=[f"run complete ({train_config.epochs} epochs) with these inputs and settings"])
-        result = fit(source.images, model_config, train_config, run_dir, progress=progress, labels=known)
+            notes = [f"run complete ({train_config.epochs} epochs) with these inputs and settings"]
+            verdict = json.loads((run_dir / "summary.json").read_text())
+            notes.append(verdict.get("paragraph", ""))
+            return StageResult("up-to-date", run_dir, {"verdict": verdict}, notes)
+        class_count = None
+        if train_config.max_classes:
+            class_count = _choose_class_count(source.images, model_config, train_config, run_dir / "init")
+            model_config.n_classes = class_count.n_classes
+        initial = None
+        if _uses_class_init(model_config, train_config, known, source.images):
+            from .discovery import choose_initial_classes
+
+            def on_candidate(candidate) -> None:
+                if progress is not None:
+                    progress({"event": "candidate", **asdict(candidate)})
+
+            initial = choose_initial_classes(source.images, model_config, train_config, run_dir / "init", on_candidate)
+            if initial.chosen == "fourier_kmeans" and model_config.rotation and model_config.encoder == "mlp":
+                model_config.invariant_class_head = True      # the class posterior reads what the classes were found in
+        result = fit(source.images, model_config, train_config, run_dir, progress=progress, labels=known,
+                     init_labels=None if initial is None else initial.labels)
+        verdict = None
         if world.rank == 0:
             _save_training_statistics(result.model, source.images, run_dir, train_config.device)
+            verdict = _judge(result.model, source.images, run_dir, train_config, initial)
     last = result.history[-1] if result.history else {}
     notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"
              + (" (streamed from disk)" if isinstance(source.images, PatchFile) else "")]
@@ -491,7 +512,16 @@ def run_train(
         notes.append(f"semi-supervised: {int((known >= 0).sum())} labelled patches ({100 * (known >= 0).mean():.1f}%)")
     if result.resumed_from_epoch is not None:
         notes.append(f"resumed from epoch {result.resumed_from_epoch}")
+    if class_count is not None:
+        notes.append(f"--classes auto chose K = {class_count.n_classes} (best-separated classical partition; "
+                     "RUN_DIR/init/classes_auto.json):\n" + class_count.table())
+    if initial is not None:
+        how = "best separated" if initial.criterion == "separation" else "lowest held-out −ELBO of a short run"
+        notes.append(f"initial classes: {initial.chosen} ({how}; RUN_DIR/init/selection.json)\n" + initial.table())
     summary = {"epochs": result.epochs_completed, "loss": last.get("loss"), "val_loss": last.get("val_loss"), "run_dir": str(run_dir)}
+    if verdict is not None:
+        notes.append(verdict.paragraph())
+        summary["verdict"] = verdict.to_dict()
     return StageResult("written", run_dir, summary, notes)
 
 
@@ -607,6 +637,56 @@ def _save_training_statistics(model, images: np.ndarray | PatchFile, run_dir: Pa
     write_training_statistics(run_dir, scores["recon_error"], scores["neg_elbo"])
 
 
+def _uses_class_init(model_config, train_config, labels, images) -> bool:
+    """Whether training starts its classes from :mod:`microvae.discovery`: with classes, the
+    'restarts' setting, no user labels (they already say what the classes are) and patches in memory."""
+    return (model_config.n_classes >= 2 and train_config.class_init != "none" and labels is None
+            and not isinstance(images, PatchFile))
+
+
+def _choose_class_count(images, model_config, train_config, folder: Path):
+    """K for ``--classes auto`` (:func:`microvae.discovery.choose_n_classes`), written to
+    ``folder/classes_auto.json``."""
+    from .discovery import candidate_partitions, choose_n_classes, learn_pose
+
+    if isinstance(images, PatchFile):
+        raise InputError(f"{images.path}: --classes auto needs the patches in memory; raise --memory-limit-gb or give K")
+    pose = learn_pose(images, model_config, train_config, folder)
+    choice = choose_n_classes(lambda k: candidate_partitions(images, k, train_config.seed, pose),
+                              range(2, train_config.max_classes + 1), train_config.seed)
+    from .training import distributed_world
+
+    if distributed_world(train_config.device).rank == 0:
+        with artifacts.atomic_file(folder / "classes_auto.json") as temp:
+            temp.write_text(json.dumps({"n_classes": choice.n_classes, "rows": choice.rows}, indent=2))
+    return choice
+
+
+def _judge(model, images, run_dir: Path, train_config, initial) -> "Verdict":
+    """The run's :class:`~microvae.verdict.Verdict` on (a sample of) its training patches,
+    written to ``run_dir/summary.json``."""
+    from .baselines import fast_baseline
+    from .training import encode_array
+    from .verdict import assess
+
+    count = len(images)
+    rows = np.unique(np.linspace(0, count - 1, min(count, STATISTICS_SAMPLE)).round().astype(np.int64))
+    sample = images.take(rows) if isinstance(images, PatchFile) else images[rows]
+    encoded = encode_array(model, sample, batch_size=1024, device=train_config.device)
+    k = model.config.n_classes
+    pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
+    baseline = None
+    if k >= 2:
+        name = "fourier_kmeans" if model.config.rotation else "pca_kmeans"
+        baseline = (name, fast_baseline(sample, k, model.config.rotation, seed=train_config.seed))
+    verdict = assess(encoded["class_probs"] if k >= 2 else None, encoded["recon_error"], pixel_variance, baseline,
+                     {name: labels[rows] for name, labels in initial.candidate_labels.items()} if initial else None,
+                     initial.chosen if initial else None)
+    with artifacts.atomic_file(run_dir / "summary.json") as temp:
+        temp.write_text(json.dumps(verdict.to_dict(), indent=2))
+    return verdict
+
+
 def _prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -> str:
     """``new``, ``resume`` or ``complete``; clears the run's own files under ``force`` when settings differ."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -623,7 +703,7 @@ def _prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) 
     if record is not None and record.get("fingerprint") == fingerprint:
         log = run_dir / "log.csv"
         final = run_dir / "checkpoints" / "final.pt"
-        stats = run_dir / "training_stats.json"     # written last: a run killed before it is not complete
+        stats = run_dir / "summary.json"     # written last: a run killed before it is not complete
         if final.exists() and log.exists() and stats.exists() and sum(1 for _ in log.open()) - 1 >= epochs:
             return "complete"
         return "resume"

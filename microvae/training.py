@@ -48,6 +48,7 @@ CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
 CHECKPOINT_VERSION = 1
 # settings that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "compile")
+CLASS_INITS = ("cluster", "restarts", "none")
 
 
 @dataclass
@@ -79,6 +80,26 @@ class TrainConfig:
             pixels per step left q(y|x) at 0.5 everywhere while 40 and 100 gave confident classes;
             on the 24×24 oxide-interface patches 29 pixels put 85 % of one side in its class, 48
             pixels 96 % / 97 % (seed 0) and 100 % / 100 % (seed 1), 58 pixels 96 % / 98 %.
+        max_classes: 0: K is the model's ``n_classes``. Above 1 (``--classes auto``): K is chosen
+            in 2…max_classes by :func:`microvae.discovery.choose_n_classes` before training.
+        class_init: how the classes start (:mod:`microvae.discovery`; used by
+            :func:`microvae.stages.run_train`, not by :func:`fit` itself). 'cluster' (default):
+            classical clusterings (PCA, a rotation- and shift-invariant Fourier descriptor,
+            patches turned into the frame of a short class-free model) are made, and the one
+            whose classes are best separated guides the first ``init_fraction`` of the run.
+            'restarts': the candidate whose short run has the lowest held-out −ELBO guides it
+            instead (costlier, and on the zoo a worse judge). 'none': classes start from the
+            random initialisation (the paper's procedure).
+        init_fraction: fraction of the epochs during which initial class labels (``init_labels``
+            of :func:`fit`) act as observed classes (and the class-balance term is off); after
+            it the classes are free. 1 (default): the model keeps the chosen partition and learns
+            pose, continuous latents and a class posterior for new patches around it. On the zoo
+            at CI size (±60° cards started from a partition of accuracy 0.99) freeing the classes
+            after 30 % / 60 % of the epochs ended at 0.67–0.72 / 0.84, keeping them at 0.91: the
+            joint objective does not hold on to the right partition (its held-out −ELBO hardly
+            differs between partitions).
+        restart_fraction: length of the class-free pose run (and of each short restart), as a
+            fraction of ``epochs`` (at least one epoch).
     """
 
     epochs: int = 50
@@ -92,6 +113,10 @@ class TrainConfig:
     val_fraction: float = 0.1
     pixel_fraction: float = 0.05
     min_pixels: int = 40
+    max_classes: int = 0
+    class_init: str = "cluster"
+    init_fraction: float = 1.0
+    restart_fraction: float = 0.2
 
     def validate(self) -> None:
         checks = [
@@ -102,6 +127,10 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
             (0 < self.pixel_fraction <= 1, f"pixel_fraction must be in (0, 1], got {self.pixel_fraction}"),
             (self.min_pixels >= 1, f"min_pixels must be >= 1, got {self.min_pixels}"),
+            (self.max_classes == 0 or self.max_classes >= 2, f"max_classes must be 0 (K fixed) or >= 2, got {self.max_classes}"),
+            (self.class_init in CLASS_INITS, f"class_init must be one of {CLASS_INITS}, got {self.class_init!r}"),
+            (0 <= self.init_fraction <= 1, f"init_fraction must be in [0, 1], got {self.init_fraction}"),
+            (0 < self.restart_fraction <= 1, f"restart_fraction must be in (0, 1], got {self.restart_fraction}"),
             (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"),
         ]
@@ -124,7 +153,7 @@ class TrainConfig:
 
 
 #: Settings that :func:`configs_from_settings` accepts besides the two dataclasses' own fields.
-SETTING_ALIASES = {"classes": "n_classes, the number of discrete classes K",
+SETTING_ALIASES = {"classes": "n_classes, the number of discrete classes K, or 'auto' (K chosen in 2…max_classes)",
                    "hidden": "one width for every hidden layer (encoder 2 layers, MLP decoder 3: the paper's layout)"}
 
 
@@ -145,8 +174,15 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     unknown = set(values) - setting_names()
     if unknown:
         raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    if "classes" in values:
-        values["n_classes"] = int(values.pop("classes"))
+    if values.get("classes") == "auto":            # K chosen from the data in 2…max_classes (placeholder 2)
+        values.pop("classes")
+        values["n_classes"] = 2
+        values["max_classes"] = int(values.get("max_classes") or 6)
+    elif "classes" in values:
+        try:
+            values["n_classes"] = int(values.pop("classes"))
+        except (TypeError, ValueError):
+            raise ParameterError(f"classes must be a whole number or 'auto', got {settings['classes']!r}") from None
     if "hidden" in values:
         width = int(values.pop("hidden"))
         values.setdefault("encoder_hidden", (width, width))
@@ -174,12 +210,17 @@ ProgressCallback = Callable[[dict], None]
 
 
 def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfig, run_dir: Path | str,
-        progress: ProgressCallback | None = None, labels: np.ndarray | None = None) -> FitResult:
+        progress: ProgressCallback | None = None, labels: np.ndarray | None = None,
+        init_labels: np.ndarray | None = None) -> FitResult:
     """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``: an
     array (kept on the device) or a :class:`~microvae.streaming.PatchFile` (streamed).
 
     ``labels`` (N,) makes it semi-supervised: the known class of each image, −1 where unknown (see
     :meth:`JTRVAE.loss_terms`); the validation loss ignores them.
+
+    ``init_labels`` (N,) are initial classes (from :mod:`microvae.discovery`): during the first
+    ``train_config.init_fraction`` of the epochs they act as observed classes where ``labels`` has
+    none; after that only ``labels`` (if any) are observed and the rest are inferred.
 
     ``progress`` receives a dict after every batch (``event='batch'``: epoch, step, steps, loss,
     recon, kl_z, kl_tau, kl_y, samples_per_s) and after every epoch (``event='epoch'``: the log
@@ -190,6 +231,7 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     run_dir = Path(run_dir)
     images = _check_images(images, model_config)
     known = check_labels(labels, len(images), model_config.n_classes) if labels is not None else None
+    initial = check_labels(init_labels, len(images), model_config.n_classes) if init_labels is not None else None
     world = distributed_world()
     device = world.device if world.size > 1 else resolve_device(train_config.device)
     if world.rank != 0:
@@ -223,7 +265,7 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
 
     if train_config.compile:
         model.compile()          # in place: the forward (the loss terms) compiles; weights and their names stay
-    data = TrainingData(images, known, train_config.val_fraction, train_config.seed, device, world)
+    data = TrainingData(images, known, train_config.val_fraction, train_config.seed, device, world, initial)
     state = _TrainingState(model, world.wrap(model), optimizer, scaler, shuffle_gen, noise_gen, model_config,
                            train_config, history, world)
 
@@ -326,7 +368,10 @@ def _train_one_epoch(state: _TrainingState, data: "TrainingData", epoch: int, us
     steps = data.steps(cfg.batch_size)
     sums = torch.zeros(len(TERMS) + 2, device=data.device, dtype=torch.float64)
     started = time.perf_counter()
-    for step, (x, y) in enumerate(data.epoch_batches(cfg.batch_size, state.shuffle_gen)):
+    guided = data.initial is not None and epoch < cfg.init_fraction * cfg.epochs
+    if guided:
+        betas["class_balance"] = 0.0      # the initial classes say how the classes are used
+    for step, (x, y) in enumerate(data.epoch_batches(cfg.batch_size, state.shuffle_gen, guided)):
         with torch.autocast(device_type=data.device.type, dtype=torch.bfloat16, enabled=use_amp):
             terms = state.trained(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()),
                                   labels=y, use_z=betas["z_active"] > 0)
@@ -460,11 +505,15 @@ class TrainingData:
     COUNT_SAMPLE = 20_000
 
     def __init__(self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device,
-                 world: "World"):
+                 world: "World", initial: np.ndarray | None = None):
         self.device, self.world = device, world
         self.streamed = isinstance(images, PatchFile)
         train_rows, val_rows = split_rows(len(images), val_fraction, seed)
         self.labels = None if labels is None else torch.from_numpy(labels).to(device)
+        self.initial = None
+        if initial is not None:        # observed labels take precedence over initial classes
+            merged = initial if labels is None else np.where(labels >= 0, labels, initial)
+            self.initial = torch.from_numpy(merged).to(device)
         if self.streamed:
             self.source = images
             self.train_rows, self.val_rows = np.sort(train_rows), np.sort(val_rows)
@@ -476,8 +525,10 @@ class TrainingData:
     def steps(self, batch_size: int) -> int:
         return -(-(len(self.train_rows) // self.world.size) // batch_size)
 
-    def epoch_batches(self, batch_size: int, generator: torch.Generator):
-        """(images (B, C, W, W) on the device, labels (B,) or None) for one shuffled epoch."""
+    def epoch_batches(self, batch_size: int, generator: torch.Generator, guided: bool = False):
+        """(images (B, C, W, W) on the device, labels (B,) or None) for one shuffled epoch; with
+        ``guided`` the labels are the initial classes (observed labels where known)."""
+        labels = self.initial if guided else self.labels
         size, rank = self.world.size, self.world.rank
         if self.streamed:
             batches = shuffled_batches(self.source, self.train_rows, batch_size * size, generator)
@@ -496,7 +547,7 @@ class TrainingData:
                 if not np.isfinite(patches).all():
                     raise InputError(f"{self.source.path}: patches contain NaN or Inf values (near patch {int(rows[0])})")
                 x = self._to_device(patches)
-            y = None if self.labels is None else self.labels[torch.as_tensor(rows, device=self.device)]
+            y = None if labels is None else labels[torch.as_tensor(rows, device=self.device)]
             yield x, y
 
     def count_rows(self):

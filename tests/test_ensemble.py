@@ -57,16 +57,20 @@ TINY = ["--hidden", "48", "--batch-size", "32", "--device", "cpu", "--epochs", "
 
 
 def test_ensemble_summary_points_to_the_true_number_of_classes(tmp_path, capsys):
-    """Two suits. With K = 2 every member fills both classes and they agree (measured pairwise ARI
-    0.83: one member's split is 93 % right, two are exact); with K = 4 the members fill only two
-    classes each (measured [2, 2, 2]) — the sign that K is too large. Encode gives the consensus,
+    """Two suits. With K = 2 every member fills both classes and they agree; with K = 4 and classes
+    from random weights the members fill only two classes each (measured [2, 2, 2]) — the sign
+    that K is too large. Encode gives the consensus,
     agreement and spread."""
     stack = tmp_path / "cards.npy"
     labels = two_suit_cards(stack)
     summaries = {}
     for classes in (2, 4):
         run = tmp_path / f"k{classes}"
-        code, out, err = run_cli(["train", stack, "-o", run, "--classes", str(classes), "--ensemble", "3", *TINY[:-1], "--json"], capsys)
+        # K = 4 from random weights (--class-init none): the default starts every member from a
+        # classical partition of K classes, which fills all K (tests/test_discovery.py tests
+        # --classes auto, the default's way to judge K)
+        start = ["--class-init", "none"] if classes == 4 else []
+        code, out, err = run_cli(["train", stack, "-o", run, "--classes", str(classes), "--ensemble", "3", *TINY[:-1], *start, "--json"], capsys)
         assert code == 0, err
         summaries[classes] = json.loads(out)
         assert sorted(p.name for p in run.iterdir()) == ["ensemble.json", "member_0", "member_1", "member_2"]

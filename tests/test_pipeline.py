@@ -133,6 +133,7 @@ device = "cpu"
 z_delay = 0.34
 class_balance_unbiased = true
 beta_y_start = 1.0
+class_init = "none"
 
 [export]
 formats = ["h5"]
@@ -152,7 +153,8 @@ def _scores(truth, encoded):
 
 
 def test_two_phase_lattice_regions_by_class_variants_by_z(tmp_path):
-    """The phases recipe (README, benchmarks/bench_two_phase.py) on the synthetic two-region,
+    """The phases recipe (README, benchmarks/bench_two_phase.py; with classes from random weights,
+    as it was measured) on the synthetic two-region,
     two-variant lattice, about 20 s: the class splits the regions with confidence and z follows the
     displacement variant, on the training scan and on a new scan through the recorded recipe.
     Measured: accuracy 1.00, confidence 1.00, |corr| ≈ 0.9 for training seeds 0, 1, 2, 4 (seed 3:

@@ -1,0 +1,218 @@
+"""Class discovery on the benchmark zoo: microvae's defaults against classical baselines, several
+seeds per member, the same settings for every member (only what a user knows: K, whether objects
+turn, whether they are off-centre).
+
+    python benchmarks/bench_discovery.py [--members glyph_suits_60,digits] [--seeds 0 1 2]
+        [--size bench|ci] [--epochs 30] [--methods default,none] [--device auto]
+        [--set class_balance=0] [--out benchmarks/results/discovery] [--quick]
+
+Methods: 'default' is `microvae train` with its defaults (through the same library call as the CLI);
+'none' the same with `--class-init none` (the previous default: classes from random weights).
+Baselines, on the same patches in the same run: PCA + k-means, PCA + Gaussian mixture, the
+rotation- and shift-invariant Fourier descriptor + k-means (:mod:`microvae.baselines`),
+k-means of the patches turned into the default model's canonical frame, and (where objects
+turn or move) multi-reference alignment from the PCA + k-means partition
+(:mod:`microvae.alignment`, cryo-EM's 2D classification).
+
+Scores: matched accuracy and ARI against the generator's classes; the circular correlation of the
+learned angle with the true one (per true class, averaged) where objects turn; on `stm_defects`
+the fraction of defect and interference patches outside the class that holds most clean patches.
+One JSON line per (member, seed, method) is appended to OUT.jsonl as it finishes (a rerun skips
+what is there); OUT.md is the table: median and worst seed per member and method, and seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from microvae.discovery import candidate_partitions, choose_n_classes, heldout_neg_elbo, learn_pose
+from microvae.alignment import aligned_kmeans
+from microvae.baselines import baseline_labels, canonical_patches, cluster, pca_features
+from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
+from microvae.stages import run_train
+from microvae.training import configs_from_settings, encode_array, load_run, split_rows
+from microvae.zoo import MEMBERS, make_case
+
+#: The bars of issue 15 per member family (matched accuracy; the STM case is scored separately).
+BARS = {"cards": 0.97, "glyph_suits": 0.97, "digits": 0.85, "perovskite_film": 0.95, "two_phase": 0.95,
+        "honeycomb_dopants": 0.95, "stm_defects": 0.9}
+
+
+def bar_for(member: str) -> float:
+    return next(value for key, value in BARS.items() if member.startswith(key))
+
+
+def score(case, classes: np.ndarray, angle_rad: np.ndarray | None = None) -> dict:
+    out = {"accuracy": matched_accuracy(case.labels, classes), "ari": adjusted_rand_index(case.labels, classes),
+           "class_counts": np.bincount(classes, minlength=case.n_classes).tolist()}
+    if angle_rad is not None and case.angle_rad is not None:
+        per_class = [circular_correlation(case.angle_rad[case.labels == c], angle_rad[case.labels == c])
+                     for c in range(case.n_classes) if (case.labels == c).sum() > 2]
+        out["angle_corr"] = float(np.nanmean(per_class))
+    if "is_defect" in case.extra:
+        defect = np.asarray(case.extra["is_defect"], bool)
+        clean_class = np.bincount(classes[~defect]).argmax()
+        out["defects_outside_clean"] = float((classes[defect] != clean_class).mean())
+    return out
+
+
+def passes(member: str, row: dict) -> bool:
+    if member == "stm_defects":
+        ok = row.get("defects_outside_clean", 0) >= 0.9 and row["ari"] >= 0.5
+    else:
+        ok = row["accuracy"] >= bar_for(member)
+    return ok and row.get("angle_corr", 1.0) >= 0.9
+
+
+def train_default(case, seed: int, epochs: int, device: str, workdir: Path, extra: dict) -> tuple[dict, dict]:
+    """Train with the CLI's defaults (plus ``extra`` settings); returns (encoded, verdict)."""
+    patches = workdir / "patches.npy"
+    np.save(patches, case.patches)
+    settings = {"classes": case.n_classes, "rotation": case.rotation, "translation": case.translation,
+                "epochs": epochs, "seed": seed, "device": device, **extra}
+    model_config, train_config = configs_from_settings(settings)
+    result = run_train(patches, workdir / "run", model_config, train_config, force=True)
+    model, _ = load_run(workdir / "run", device="cpu")
+    encoded = encode_array(model, case.patches, device=device, recon_error=False)
+    _, val_rows = split_rows(len(case.patches), train_config.val_fraction, seed)
+    encoded["heldout_neg_elbo"] = heldout_neg_elbo(model, case.patches, val_rows, seed)
+    return encoded, result.summary.get("verdict", {})
+
+
+def choose_k(case, seed: int, workdir: Path, args):
+    """What ``--classes auto`` (K in 2…6) chooses, with the pose of the default run's class-free model."""
+    settings = {"classes": "auto", "rotation": case.rotation, "translation": case.translation, "epochs": args.epochs,
+                "seed": seed, "device": args.device, **args.settings}
+    model_config, train_config = configs_from_settings(settings)
+    model_config.image_size, model_config.channels = case.patches.shape[-1], case.patches.shape[1]
+    model_config.likelihood = "bernoulli" if case.patches.min() >= 0 and case.patches.max() <= 1 else "gaussian"
+    model_config.n_classes = case.n_classes            # the pose run was made with the true K's settings
+    pose = learn_pose(case.patches, model_config, train_config, workdir / "run" / "init")
+    return choose_n_classes(lambda k: candidate_partitions(case.patches, k, seed, pose), range(2, 7), seed)
+
+
+def run_one(member: str, seed: int, method: str, args) -> list[dict]:
+    case = make_case(member, seed, args.size)
+    rows = []
+    common = {"member": member, "seed": seed, "size": args.size, "n": len(case.patches), "window": case.patches.shape[-1],
+              "k": case.n_classes, "epochs": args.epochs, "device": args.device, "settings": args.settings}
+    extra = {"class_init": "none"} if method == "none" else {}
+    extra.update(args.settings)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        encoded, verdict = train_default(case, seed, args.epochs, args.device, Path(folder), extra)
+        seconds = time.perf_counter() - started
+        if method == "default":
+            chosen_k = choose_k(case, seed, Path(folder), args)
+    row = {**common, "method": f"microvae_{method}", "seconds": seconds, **score(case, encoded["class"], encoded["angle_rad"]),
+           "confidence": float(encoded["class_probs"].max(1).mean()), "warnings": len(verdict.get("warnings", [])),
+           "chosen_start": verdict.get("chosen_start"), "heldout_neg_elbo": encoded["heldout_neg_elbo"]}
+    rows.append(row)
+    if method == "default":          # the classical baselines, once per (member, seed)
+        rows.append({**common, "method": "classes_auto", "chosen_k": chosen_k.n_classes, "true_k": case.n_classes,
+                     "k_table": chosen_k.rows, "accuracy": float(chosen_k.n_classes == case.n_classes), "ari": float("nan"),
+                     "seconds": 0.0})
+        started = time.perf_counter()
+        labels = baseline_labels(case.patches, case.n_classes, seed=seed)
+        seconds = (time.perf_counter() - started) / len(labels)
+        for name, found in labels.items():
+            rows.append({**common, "method": name, "seconds": seconds, **score(case, found)})
+        if case.rotation or case.translation:
+            started = time.perf_counter()
+            aligned = aligned_kmeans(case.patches, labels["pca_kmeans"], case.n_classes, case.rotation, case.translation)
+            rows.append({**common, "method": "aligned_kmeans", "seconds": time.perf_counter() - started,
+                         **score(case, aligned.labels, aligned.angle_rad if case.rotation else None)})
+            turned = canonical_patches(case.patches, encoded["angle_rad"] if case.rotation else None,
+                                       encoded["shift_px"] if case.translation else None)
+            found = cluster(pca_features(turned, seed=seed), case.n_classes, seed=seed, standardize_columns=False)
+            rows.append({**common, "method": "canonical_kmeans", "seconds": seconds, **score(case, found)})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: per member and method, median and worst seed of the headline score, and seconds."""
+    lines = ["| member | method | seeds | accuracy median / worst | ARI median / worst | angle corr median / worst | "
+             "defects outside clean | meets bar (seeds) | s per run |", "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row["method"] != "classes_auto":
+            groups.setdefault((row["member"], row["method"]), []).append(row)
+    for (member, method), group in sorted(groups.items()):
+        def stat(key: str) -> str:
+            values = [r[key] for r in group if key in r and r[key] == r[key]]
+            return f"{statistics.median(values):.3f} / {min(values):.3f}" if values else "–"
+        met = sum(passes(member, r) for r in group)
+        lines.append(f"| {member} | {method} | {len(group)} | {stat('accuracy')} | {stat('ari')} | {stat('angle_corr')} | "
+                     f"{stat('defects_outside_clean')} | {met}/{len(group)} | {statistics.median(r['seconds'] for r in group):.1f} |")
+    auto = [row for row in rows if row["method"] == "classes_auto"]
+    if auto:
+        right = sum(row["chosen_k"] == row["true_k"] for row in auto)
+        lines += ["", f"`--classes auto` (K in 2…6) chose the true K in {right} of {len(auto)} runs:", "",
+                  "| member | true K | chosen K by seed |", "|---|---|---|"]
+        by_member: dict[str, list[dict]] = {}
+        for row in auto:
+            by_member.setdefault(row["member"], []).append(row)
+        for member, group in sorted(by_member.items()):
+            lines.append(f"| {member} | {group[0]['true_k']} | {', '.join(str(r['chosen_k']) for r in sorted(group, key=lambda r: r['seed']))} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", default=",".join(MEMBERS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--size", default="bench", choices=("bench", "ci"))
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--methods", default="default")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "discovery"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting (as in a pipeline [train] section) for microvae's runs, to compare recipes")
+    parser.add_argument("--quick", action="store_true", help="smoke run: CI size, 10 epochs, seed 0, three members; "
+                        "writes results/discovery_quick.*")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.epochs, args.seeds = "ci", 10, [0]
+        args.members = "cards_60,two_phase,stm_defects"
+        args.out = str(Path(__file__).parent / "results" / "discovery_quick")
+    args.settings = {key: ast.literal_eval(value) for key, value in (pair.split("=", 1) for pair in args.set)}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jsonl = out.with_suffix(".jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+    done = {(r["member"], r["seed"], r["method"], r["size"], r["epochs"]) for r in rows}
+    for member in args.members.split(","):
+        for seed in args.seeds:
+            for method in args.methods.split(","):
+                if (member, seed, f"microvae_{method}", args.size, args.epochs) in done:
+                    continue
+                new = run_one(member, seed, method, args)
+                with jsonl.open("a") as handle:
+                    for row in new:
+                        handle.write(json.dumps(row) + "\n")
+                rows += new
+                head = new[0]
+                print(f"{member} seed {seed} {head['method']}: accuracy {head['accuracy']:.3f}, ARI {head['ari']:.3f}"
+                      + (f", angle {head['angle_corr']:.3f}" if "angle_corr" in head else "")
+                      + f", {head['seconds']:.0f} s; baselines "
+                      + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in new[1:]), flush=True)
+    text = (f"# Class discovery on the zoo\n\n`python benchmarks/bench_discovery.py` ({args.size} size, "
+            f"{args.epochs} epochs, device {args.device}). Median and worst over seeds.\n\n" + table(rows) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

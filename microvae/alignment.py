@@ -1,0 +1,184 @@
+"""Classes of objects in any pose by multi-reference alignment (k-means in the space of shapes).
+
+Plain k-means on patches of turned or moved objects groups them by pose, not by kind. Multi-reference
+alignment, the classical 2D classification of single-particle cryo-EM, alternates two steps from a
+starting partition: each class's template is the mean of its members turned and moved onto it;
+each patch joins the class whose template it matches best over all turns (``rotations`` angles)
+and shifts (every circular shift up to ``max_shift_fraction`` of the window, by FFT
+cross-correlation). The objective is the mean squared distance of each patch to its best-aligned
+template: k-means where two patches that differ by a pose are the same point. The first templates
+are one member of each starting class (the mean of unaligned turned objects is a featureless blur).
+
+Patches are compared mean-subtracted, unit-norm and under a soft disk (the corners that a turn
+brings in are masked), so contrast and background level do not decide the class.
+
+Conventions: (N, C, W, W) float32 patches; a patch's ``angle_rad`` is the counter-clockwise turn (as
+displayed) that takes its class template onto it, ``shift_px`` (row, col) the move in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AlignedClusters:
+    """Result of :func:`aligned_kmeans`.
+
+    Attributes:
+        labels: (N,) int64 class of every patch.
+        angle_rad: (N,) turn of each patch relative to its template (0 without rotation).
+        shift_px: (N, 2) (row, col) shift of each patch relative to its template, pixels.
+        objective: mean over patches of 1 − (normalised correlation with the best-aligned template):
+            0 when every patch is its template exactly.
+        templates: (K, C, W, W) class templates (masked, mean-subtracted).
+    """
+
+    labels: np.ndarray
+    angle_rad: np.ndarray
+    shift_px: np.ndarray
+    objective: float
+    templates: np.ndarray
+
+
+def soft_disk(width: int) -> torch.Tensor:
+    """(W, W) weights: 1 inside 0.7 of the half-width, a cosine fall to 0 at the inscribed circle."""
+    centre = (width - 1) / 2
+    row, col = torch.meshgrid(torch.arange(width, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    radius = torch.sqrt((row - centre) ** 2 + (col - centre) ** 2) / max(centre, 1.0)
+    fall = ((radius - 0.7) / 0.3).clamp(0, 1)
+    return 0.5 * (1 + torch.cos(math.pi * fall))
+
+
+def _prepare(patches: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
+    """Masked, mean-subtracted (under the mask), unit-norm patches (N, C, W, W)."""
+    x = torch.as_tensor(np.ascontiguousarray(patches), dtype=torch.float32)
+    weight = mask / mask.sum()
+    x = (x - (x * weight).sum((-2, -1), keepdim=True)) * mask
+    return x / x.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]
+
+
+def _turned(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """(B, R, C, W, W): each image turned by −angle (so that an object turned by +angle comes upright)."""
+    b, c, h, w = x.shape
+    r = len(angles)
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zero = torch.zeros_like(angles)
+    # affine_grid works in (x=col, y=row); sampling at R(+angle)·u turns the content by −angle as displayed
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)      # (R, 2, 3)
+    grid = F.affine_grid(theta, (r, c, h, w), align_corners=True)
+    out = F.grid_sample(x.repeat_interleave(r, 0), grid.repeat(b, 1, 1, 1), mode="bilinear", padding_mode="zeros",
+                        align_corners=True)
+    return out.view(b, r, c, h, w)
+
+
+def _shift_window(width: int, max_shift_fraction: float) -> torch.Tensor:
+    """(W, W) bool: circular shifts (row, col) within ±max_shift_fraction·W."""
+    limit = max_shift_fraction * width
+    offsets = torch.arange(width)
+    offsets = torch.where(offsets > width // 2, offsets - width, offsets).abs()
+    return (offsets[:, None] <= limit) & (offsets[None, :] <= limit)
+
+
+def _scores(turned: torch.Tensor, templates: torch.Tensor, window: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best correlation (B, K) of every patch with every template over turns (and shifts), and the
+    index of the best (turn, shift) as (B, K) flat indices into R·W·W (R without shifts)."""
+    b, r, c, h, w = turned.shape
+    if window is None:
+        corr = torch.einsum("brp,kp->bkr", turned.reshape(b, r, -1), templates.reshape(len(templates), -1))
+        best, index = corr.max(-1)
+        return best, index
+    spectra = torch.fft.rfft2(turned)                                          # (B, R, C, H, W//2+1)
+    template_spectra = torch.fft.rfft2(templates).conj()                       # (K, C, H, W//2+1)
+    corr = torch.fft.irfft2((spectra[:, None] * template_spectra[None, :, None]).sum(3), s=(h, w))   # (B, K, R, H, W)
+    corr = corr.masked_fill(~window, -math.inf)
+    best, index = corr.flatten(2).max(-1)
+    return best, index
+
+
+def aligned_kmeans(patches: np.ndarray, init_labels: np.ndarray, n_classes: int, rotation: bool = True,
+                   translation: bool = True, rotations: int = 24, iterations: int = 10,
+                   max_shift_fraction: float = 0.2, batch_size: int = 256) -> AlignedClusters:
+    """Multi-reference alignment classification of (N, C, W, W) patches from ``init_labels`` (N,).
+
+    Without ``rotation`` and ``translation`` this is k-means on the masked, normalised patches.
+    Stops early when no patch changes class. A class that empties is reseeded with the patch
+    that fits its own template worst.
+    """
+    width = patches.shape[-1]
+    mask = soft_disk(width)
+    x = _prepare(patches, mask)
+    n = len(x)
+    angles = torch.arange(rotations, dtype=torch.float32) * (2 * math.pi / rotations) if rotation else torch.zeros(1)
+    window = _shift_window(width, max_shift_fraction) if translation else None
+    labels = torch.as_tensor(np.asarray(init_labels), dtype=torch.long)
+    turn_index = torch.zeros(n, dtype=torch.long)
+    shift_index = torch.zeros(n, dtype=torch.long)
+    best = torch.zeros(n)
+    for iteration in range(iterations + 1):
+        if iteration == 0:           # one sharp member per class: the mean of unaligned members is a blur
+            templates = _exemplars(x, labels, n_classes)
+        else:
+            templates = _templates(x, labels, turn_index, shift_index, angles, n_classes, window is not None, mask)
+        new_labels = torch.empty_like(labels)
+        for start in range(0, n, batch_size):
+            turned = _turned(x[start:start + batch_size], angles)
+            score, index = _scores(turned, templates, window)
+            new_labels[start:start + batch_size] = score.argmax(1)
+            chosen = index.gather(1, new_labels[start:start + batch_size, None])[:, 0]
+            best[start:start + batch_size] = score.max(1).values
+            per_turn = width * width if window is not None else 1
+            turn_index[start:start + batch_size] = chosen // per_turn
+            shift_index[start:start + batch_size] = chosen % per_turn
+        counts = torch.bincount(new_labels, minlength=n_classes)
+        for empty in torch.nonzero(counts == 0).flatten().tolist():      # reseed with the worst-fitting patch
+            worst = int(best.argmin())
+            new_labels[worst] = empty
+            best[worst] = 1.0
+        changed = int((new_labels != labels).sum())
+        labels = new_labels
+        if changed == 0 or iteration == iterations:
+            break
+    shift_rows = shift_index // width
+    shift_cols = shift_index % width
+    shift = torch.stack([torch.where(shift_rows > width // 2, shift_rows - width, shift_rows),
+                         torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1).float()
+    return AlignedClusters(labels.numpy().astype(np.int64), angles[turn_index].numpy().astype(np.float64),
+                           shift.numpy().astype(np.float64), float((1 - best).mean()), templates.numpy())
+
+
+def _exemplars(x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """(K, C, W, W): for each class, the member most like the others (highest mean correlation
+    with a sample of up to 256 of them, unaligned); a random patch for an empty class."""
+    flat = x.flatten(1)
+    out = []
+    for k in range(n_classes):
+        members = torch.nonzero(labels == k).flatten()
+        if len(members) == 0:
+            members = torch.arange(len(x))
+        sample = members[:: max(1, len(members) // 256)]
+        similarity = (flat[sample] @ flat[sample].T).mean(1)
+        out.append(x[sample[similarity.argmax()]])
+    return torch.stack(out)
+
+
+def _templates(x: torch.Tensor, labels: torch.Tensor, turn_index: torch.Tensor, shift_index: torch.Tensor,
+               angles: torch.Tensor, n_classes: int, shifted: bool, mask: torch.Tensor) -> torch.Tensor:
+    """(K, C, W, W) unit-norm mean of each class's members brought into its frame."""
+    width = x.shape[-1]
+    sums = torch.zeros((n_classes,) + tuple(x.shape[1:]))
+    for start in range(0, len(x), 1024):
+        part = slice(start, start + 1024)
+        turned = _turned(x[part], angles)                                              # (B, R, C, W, W)
+        aligned = turned[torch.arange(turned.shape[0]), turn_index[part]]              # (B, C, W, W)
+        if shifted:
+            rows, cols = shift_index[part] // width, shift_index[part] % width
+            aligned = torch.stack([torch.roll(a, (-int(r), -int(c)), (-2, -1)) for a, r, c in zip(aligned, rows, cols)])
+        sums.index_add_(0, labels[part], aligned)
+    templates = sums * mask
+    return templates / templates.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]

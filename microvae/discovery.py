@@ -1,0 +1,362 @@
+"""The default class-discovery procedure: classes start from the best-separated classical partition.
+
+A joint VAE trained from random weights has to find its classes by itself, and on data it was not
+tuned for it often does not: every patch in one class, or classes that split by orientation or by
+a nuisance factor. Classical clusterings find the classes of many such data sets at once, but no
+single one finds them everywhere (PCA fails on turned shapes, a rotation-invariant descriptor on
+sublattices that differ by a turn). The procedure (``class_init='cluster'``, the default):
+
+1. **Pose first** (rotation or translation on): a short class-free model (K = 0, the same pose
+   latents, ``restart_fraction`` of the epochs) learns the angle and shift of every patch.
+2. **Candidate partitions** of the training patches into K classes (:mod:`microvae.baselines`):
+   k-means and a Gaussian mixture on PCA scores of the patches; k-means on the rotation- and
+   shift-invariant Fourier descriptor; k-means on PCA scores of the patches turned and moved
+   into the short model's canonical frame (step 1).
+3. **Choice**: the candidate whose classes are best separated in its own feature space (mean
+   silhouette, Rousseeuw 1987, on one common scale) wins. Why not the model's likelihood: on the
+   zoo (benchmarks/README.md, "Class discovery") the held-out −ELBO of models started from each
+   candidate differed by under 1 % between partitions of accuracy 0.4 and 1.0, and preferred
+   the wrong one as often as the right one; the silhouette picked the best candidate in most.
+4. **The main run** starts from random weights with the winning partition as observed classes
+   for the first ``init_fraction`` of the epochs; after that the classes are free and the model
+   may move patches between them.
+
+``class_init='restarts'`` replaces step 3 by one short joint run per candidate, scored by its
+held-out −ELBO (kept to measure against); ``'none'`` skips everything (the paper's procedure).
+Everything is written under ``RUN_DIR/init/`` (``pose/``, the candidates' labels and
+``selection.json``), so an interrupted run resumes and the choice can be read afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .models import JTRVAE, JTRVAEConfig
+from .streaming import PatchFile
+
+#: Version of the files under ``init/``; a selection of another version is recomputed.
+SELECTION_VERSION = 2
+#: Each candidate clustering is fitted on this fraction of the patches (drawn from the seed) and
+#: assigns all: runs with other seeds (an ensemble) start from other partitions where the
+#: clusters are not well supported, and from the same where they are.
+FIT_FRACTION = 0.8
+#: The silhouette is computed on at most this many patches (it costs N² distances).
+SEPARATION_SAMPLE = 3000
+
+
+@dataclass
+class Candidate:
+    """One candidate partition.
+
+    Attributes:
+        name: which clustering made it ('pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'canonical_kmeans').
+        sizes: patches per class.
+        separation: mean silhouette of its classes in its own feature space (−1…1; higher is
+            better separated).
+        heldout_neg_elbo: mean −ELBO (nats per patch) of the validation patches under a short run
+            started from it (``class_init='restarts'`` only, else None).
+        seconds: wall time to make (and, with restarts, to try) it.
+    """
+
+    name: str
+    sizes: list[int]
+    separation: float
+    heldout_neg_elbo: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class InitialClasses:
+    """The outcome of :func:`choose_initial_classes`.
+
+    Attributes:
+        labels: (N,) int64 classes of the winning candidate, for every training patch.
+        chosen: its name.
+        criterion: 'separation' or 'heldout_neg_elbo'.
+        candidates: every candidate, in the order made.
+        candidate_labels: name → (N,) classes of every candidate (for the agreement in the verdict).
+        pose_seconds: wall time of the class-free pose run (0 when there is no pose).
+    """
+
+    labels: np.ndarray
+    chosen: str
+    criterion: str
+    candidates: list[Candidate]
+    candidate_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    pose_seconds: float = 0.0
+
+    def table(self) -> str:
+        """The candidates as a small plain-text table (one line each, the winner marked)."""
+        lines = [f"{'candidate':<18} {'separation':>10} {'held-out −ELBO':>15}  patches per class"]
+        for c in self.candidates:
+            elbo = "–" if c.heldout_neg_elbo is None else f"{c.heldout_neg_elbo:.2f}"
+            mark = "  ← chosen" if c.name == self.chosen else ""
+            lines.append(f"{c.name:<18} {c.separation:>10.3f} {elbo:>15}  {c.sizes}{mark}")
+        return "\n".join(lines)
+
+
+def restart_epochs(train_config) -> int:
+    """Epochs of the pose run and of each short restart: ``restart_fraction`` of the main run's, at least 1."""
+    return max(1, int(round(train_config.restart_fraction * train_config.epochs)))
+
+
+def separation(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """Mean silhouette of ``labels`` (N,) over (N, F) features brought to one common scale, on a
+    seeded sample of at most :data:`SEPARATION_SAMPLE` rows; −1 for a single class."""
+    from sklearn.metrics import silhouette_score
+
+    from .baselines import standardize
+
+    if len(np.unique(labels)) < 2:
+        return -1.0
+    rows = np.random.default_rng(seed).permutation(len(labels))[:SEPARATION_SAMPLE]
+    if len(np.unique(labels[rows])) < 2:
+        return -1.0
+    return float(silhouette_score(standardize(features[rows], per_column=False), labels[rows]))
+
+
+@dataclass
+class Partition:
+    """A candidate partition: (N,) int64 ``labels``, their :func:`separation`, and the (N, F)
+    ``features`` it was made in."""
+
+    labels: np.ndarray
+    separation: float
+    features: np.ndarray
+
+
+def candidate_partitions(images: np.ndarray, n_classes: int, seed: int,
+                         pose: tuple[np.ndarray | None, np.ndarray | None] | None = None) -> dict[str, Partition]:
+    """Candidate partitions of (N, C, W, W) patches into ``n_classes`` classes (name → :class:`Partition`).
+
+    ``pose`` = (angle_rad (N,) or None, shift_px (N, 2) (row, col) pixels or None) of a class-free
+    model adds 'canonical_kmeans', the clustering of the patches in that model's frame.
+    """
+    from .baselines import canonical_patches, cluster, fourier_descriptor, pca_features
+
+    pca = pca_features(images, seed=seed)
+    spaces = {"pca_kmeans": (pca, "kmeans"), "pca_gmm": (pca, "gmm"), "fourier_kmeans": (fourier_descriptor(images), "kmeans")}
+    if pose is not None and (pose[0] is not None or pose[1] is not None):
+        spaces["canonical_kmeans"] = (pca_features(canonical_patches(images, pose[0], pose[1]), seed=seed), "kmeans")
+    found = {}
+    for name, (features, method) in spaces.items():
+        labels = cluster(features, n_classes, method=method, seed=seed, standardize_columns=False,
+                         fit_fraction=FIT_FRACTION).astype(np.int64)
+        found[name] = Partition(labels, separation(features, labels, seed), features)
+    return found
+
+
+def short_run_config(train_config):
+    """Training settings of the pose run and the short restarts: :func:`restart_epochs` epochs,
+    classes (if any) observed throughout."""
+    epochs = restart_epochs(train_config)
+    return replace(train_config, epochs=epochs, init_fraction=1.0, class_init="none", checkpoint_every=epochs)
+
+
+def learn_pose(images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str
+               ) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+    """Step 1: (angle_rad (N,) or None, shift_px (N, 2) or None) of every patch from a short
+    class-free run in ``folder/pose`` (trained once, then reloaded); None without pose latents."""
+    from .training import encode_array
+
+    if not (model_config.rotation or model_config.translation):
+        return None
+    pose_model = _fit_afresh(images, replace(model_config, n_classes=0), short_run_config(train_config), Path(folder) / "pose")
+    summary = encode_array(pose_model, images, device=train_config.device, recon_error=False)
+    return (summary["angle_rad"] if model_config.rotation else None,
+            summary["shift_px"] if model_config.translation else None)
+
+
+#: ``--classes auto`` takes the largest K whose prediction strength reaches this (Tibshirani & Walther 2005).
+STRENGTH_THRESHOLD = 0.8
+
+
+@dataclass
+class ClassCountChoice:
+    """The outcome of :func:`choose_n_classes`.
+
+    Attributes:
+        n_classes: the chosen K.
+        rows: one per K tried: {'n_classes', 'candidate' (the best-separated candidate's name),
+            'separation', 'strength' (prediction strength in that candidate's feature space),
+            'sizes'}.
+    """
+
+    n_classes: int
+    rows: list[dict]
+
+    def table(self) -> str:
+        lines = [f"{'K':>3} {'strength':>9} {'separation':>10}  {'best candidate':<18} patches per class"]
+        for row in self.rows:
+            mark = "  ← chosen" if row["n_classes"] == self.n_classes else ""
+            lines.append(f"{row['n_classes']:>3} {row['strength']:>9.3f} {row['separation']:>10.3f}  "
+                         f"{row['candidate']:<18} {row['sizes']}{mark}")
+        return "\n".join(lines)
+
+
+def choose_n_classes(candidates_for_k: Callable[[int], dict[str, Partition]], k_values: range, seed: int = 0) -> ClassCountChoice:
+    """K for ``--classes auto``.
+
+    For each K, the best-separated candidate partition (``candidates_for_k(K)``, e.g.
+    :func:`candidate_partitions`) names a feature space; there the prediction strength of K
+    clusters (:func:`microvae.baselines.prediction_strength`) says whether K clusters are real:
+    the largest K whose strength reaches :data:`STRENGTH_THRESHOLD` is chosen (the most
+    classes the data support), else the K of the highest strength. Measured on the zoo in
+    benchmarks/README.md ("Class discovery").
+    """
+    from .baselines import prediction_strength
+
+    rows = []
+    for k in k_values:
+        found = candidates_for_k(k)
+        name = max(found, key=lambda n: found[n].separation)
+        best = found[name]
+        rows.append({"n_classes": k, "candidate": name, "separation": best.separation,
+                     "strength": prediction_strength(best.features, k, seed),
+                     "sizes": np.bincount(best.labels, minlength=k).tolist()})
+    supported = [row for row in rows if row["strength"] >= STRENGTH_THRESHOLD]
+    chosen = max(supported, key=lambda row: row["n_classes"]) if supported else max(rows, key=lambda row: row["strength"])
+    return ClassCountChoice(chosen["n_classes"], rows)
+
+
+@torch.no_grad()
+def heldout_neg_elbo(model: JTRVAE, images: np.ndarray, rows: np.ndarray, seed: int, draws: int = 2,
+                     batch_size: int = 256) -> float:
+    """Mean −ELBO (nats per patch, β = 1, all pixels, the model's own q(y|x)) of ``images[rows]``,
+    averaged over ``draws`` reparametrised draws from a generator seeded with ``seed``."""
+    device = next(model.parameters()).device
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    total = 0.0
+    for _ in range(draws):
+        for start in range(0, len(rows), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(images[rows[start:start + batch_size]])).to(device)
+            total += float(model.negative_elbo(model.loss_terms(x, generator)).double().sum())
+    return total / (draws * len(rows))
+
+
+def choose_initial_classes(images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str,
+                           on_candidate: Callable[[Candidate], None] | None = None) -> InitialClasses:
+    """Steps 1–3 of the procedure (module docstring) for (N, C, W, W) float32 ``images``, in
+    ``folder`` (``RUN_DIR/init``); a finished selection there is read back, an interrupted one resumes.
+
+    ``on_candidate`` is called with each :class:`Candidate` once it is scored.
+
+    Raises:
+        InputError: ``images`` is a streamed :class:`~microvae.streaming.PatchFile` (the
+            candidates need the patches in memory; train with ``class_init='none'``).
+    """
+    from .training import distributed_world, split_rows
+
+    if isinstance(images, PatchFile):
+        raise InputError(f"{images.path}: the default class initialisation needs the patches in memory; "
+                         "raise --memory-limit-gb or train with --class-init none")
+    folder = Path(folder)
+    done = _read_selection(folder, images, model_config, train_config)
+    if done is not None:
+        return done
+    k, seed = model_config.n_classes, train_config.seed
+    short = short_run_config(train_config)
+    started = time.perf_counter()
+    pose = learn_pose(images, model_config, train_config, folder)
+    pose_seconds = time.perf_counter() - started if pose is not None else 0.0
+    found = candidate_partitions(images, k, seed, pose)
+    restarts = train_config.class_init == "restarts"
+    _, val_rows = split_rows(len(images), train_config.val_fraction, seed)
+    rows = val_rows if len(val_rows) else np.arange(len(images))
+    candidates = []
+    for name, partition in found.items():
+        started = time.perf_counter()
+        candidate = Candidate(name, np.bincount(partition.labels, minlength=k).tolist(), partition.separation)
+        if restarts:
+            model = _fit_afresh(images, model_config, short, folder / name, init_labels=partition.labels)
+            candidate.heldout_neg_elbo = heldout_neg_elbo(model, images, rows, seed)
+        candidate.seconds = time.perf_counter() - started
+        candidates.append(candidate)
+        if on_candidate is not None:
+            on_candidate(candidate)
+    if restarts:
+        best = min(candidates, key=lambda c: c.heldout_neg_elbo)
+    else:
+        best = max(candidates, key=lambda c: c.separation)
+    result = InitialClasses(found[best.name].labels, best.name, "heldout_neg_elbo" if restarts else "separation", candidates,
+                            {name: partition.labels for name, partition in found.items()}, pose_seconds)
+    world = distributed_world(train_config.device)
+    if world.rank == 0:                  # under torchrun every rank computes the same selection; one writes it
+        _write_selection(folder, result, images, model_config, train_config)
+    world.barrier()
+    return result
+
+
+def _fit_afresh(images, model_config: JTRVAEConfig, train_config, folder: Path, **options) -> JTRVAE:
+    """:func:`~microvae.training.fit` in ``folder``, resuming a run with the same settings; a run
+    left there with other settings (an earlier selection) is removed first."""
+    import shutil
+
+    from .errors import ParameterError
+    from .training import fit
+
+    try:
+        return fit(images, model_config, train_config, folder, **options).model
+    except ParameterError as error:
+        if "resume" not in str(error) and "started with different" not in str(error):
+            raise
+    shutil.rmtree(folder)
+    return fit(images, model_config, train_config, folder, **options).model
+
+
+def _selection_key(images: np.ndarray, model_config: JTRVAEConfig, train_config) -> dict:
+    """What a finished selection depends on: the data (shape and a checksum), the model and the
+    training settings (those that may change on resume excepted)."""
+    sample = np.ascontiguousarray(images[:: max(1, len(images) // 256)], dtype=np.float64)
+    settings = {k: v for k, v in train_config.to_dict().items() if k not in ("device", "compile", "checkpoint_every")}
+    key = {"version": SELECTION_VERSION, "shape": list(images.shape), "checksum": float(sample.sum()),
+           "model": model_config.to_dict(), "train": settings}
+    return json.loads(json.dumps(key, default=_jsonable))
+
+
+def _write_selection(folder: Path, result: InitialClasses, images, model_config, train_config) -> None:
+    from .artifacts import atomic_file
+
+    with atomic_file(folder / "initial_classes.npz") as temp:
+        with open(temp, "wb") as handle:
+            np.savez(handle, labels=result.labels, **{f"candidate_{k}": v for k, v in result.candidate_labels.items()})
+    record = {"key": _selection_key(images, model_config, train_config), "chosen": result.chosen,
+              "criterion": result.criterion, "pose_seconds": result.pose_seconds,
+              "candidates": [asdict(c) for c in result.candidates]}
+    with atomic_file(folder / "selection.json") as temp:          # written last: marks the selection finished
+        temp.write_text(json.dumps(record, indent=2, default=_jsonable))
+
+
+def _read_selection(folder: Path, images, model_config, train_config) -> InitialClasses | None:
+    """The finished selection in ``folder`` if it was made for these data and settings, else None."""
+    try:
+        record = json.loads((folder / "selection.json").read_text())
+        if record["key"] != _selection_key(images, model_config, train_config):
+            return None
+        with np.load(folder / "initial_classes.npz") as arrays:
+            labels = arrays["labels"]
+            candidate_labels = {k[len("candidate_"):]: arrays[k] for k in arrays.files if k.startswith("candidate_")}
+        candidates = [Candidate(**c) for c in record["candidates"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if labels.shape != (len(images),):
+        return None
+    return InitialClasses(labels.astype(np.int64), record["chosen"], record["criterion"], candidates, candidate_labels,
+                          record.get("pose_seconds", 0.0))
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(type(value).__name__)

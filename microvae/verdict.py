@@ -1,0 +1,145 @@
+"""Can the classes of a trained run be trusted? A short verdict from the run's own numbers.
+
+A model that found nothing still assigns every patch a class. The verdict puts beside the classes
+the numbers that tell a user whether to believe them: how many patches each class holds, how sure
+the posterior is, whether the classical candidate partitions of :mod:`microvae.discovery` and a
+fast classical baseline on the same patches agree with it (adjusted Rand index), and how much of
+the pixel variance the model explains. Warnings name what looks wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from .errors import ParameterError
+from .metrics import adjusted_rand_index
+
+#: A class with fewer than this fraction of the patches is called (nearly) empty.
+EMPTY_FRACTION = 0.005
+#: A class with more than this fraction of the patches holds almost everything.
+DOMINANT_FRACTION = 0.9
+#: Mean class confidence (max q(y|x)) below this is called low.
+LOW_CONFIDENCE = 0.8
+#: Adjusted Rand index below this is called disagreement.
+DISAGREEMENT_ARI = 0.5
+#: A model that explains less than this fraction of the pixel variance learned (almost) nothing.
+NOTHING_LEARNED = 0.1
+
+
+@dataclass
+class Verdict:
+    """What :func:`assess` found; every field is plain data (JSON-ready via :meth:`to_dict`).
+
+    Attributes:
+        n_patches: patches assessed.
+        class_sizes: patches per argmax class (K entries; empty for a model without classes).
+        mean_confidence: mean over patches of max_k q(y = k | x).
+        explained_variance: 1 − mean squared reconstruction error / mean per-pixel variance of
+            the patches (1: perfect, 0: no better than the mean patch).
+        baseline: name of the classical baseline compared with, and ``baseline_ari`` its ARI
+            against the model's classes (None when not compared).
+        candidate_ari: name → ARI between the model's classes and each candidate partition of
+            :mod:`microvae.discovery` (the classical clusterings the run chose its start from).
+        candidate_agreement: mean pairwise ARI among the candidates (None with fewer than two):
+            low when the feature spaces disagree about the data, which is common.
+        chosen_start: the candidate partition the run started from (None: random start).
+        warnings: one sentence per problem found.
+    """
+
+    n_patches: int
+    class_sizes: list[int]
+    mean_confidence: float | None
+    explained_variance: float
+    baseline: str | None = None
+    baseline_ari: float | None = None
+    candidate_ari: dict[str, float] = field(default_factory=dict)
+    candidate_agreement: float | None = None
+    chosen_start: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def paragraph(self) -> str:
+        """The verdict in one paragraph of plain words."""
+        parts = []
+        if self.class_sizes:
+            shares = "/".join(f"{100 * s / max(self.n_patches, 1):.0f}" for s in self.class_sizes)
+            parts.append(f"{len(self.class_sizes)} classes of {'/'.join(map(str, self.class_sizes))} patches ({shares} %), "
+                         f"mean class confidence {self.mean_confidence:.2f}")
+            if self.baseline_ari is not None:
+                parts.append(f"agreement with the classical baseline ({self.baseline}) ARI {self.baseline_ari:.2f}")
+            if self.candidate_ari:
+                low, high = min(self.candidate_ari.values()), max(self.candidate_ari.values())
+                span = f"{low:.2f}" if abs(high - low) < 0.005 else f"{low:.2f}–{high:.2f}"
+                parts.append(f"with the candidate partitions ARI {span}"
+                             + (f" (among themselves {self.candidate_agreement:.2f})" if self.candidate_agreement is not None else "")
+                             + (f", started from {self.chosen_start}" if self.chosen_start else ""))
+        parts.append(f"the model explains {100 * self.explained_variance:.0f} % of the pixel variance")
+        text = "Verdict: " + "; ".join(parts) + "."
+        text += " Warnings: " + " ".join(self.warnings) if self.warnings else " No warnings."
+        return text
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "paragraph": self.paragraph()}
+
+
+def assess(class_probs: np.ndarray | None, recon_error: np.ndarray, pixel_variance: float,
+           baseline: tuple[str, np.ndarray] | None = None, candidate_classes: dict[str, np.ndarray] | None = None,
+           chosen_start: str | None = None) -> Verdict:
+    """The verdict on a trained model's classes over N patches.
+
+    Args:
+        class_probs: (N, K) q(y|x), or None for a model without classes.
+        recon_error: (N,) mean squared reconstruction error per pixel of each patch.
+        pixel_variance: mean over pixels of the variance over patches (the error of predicting
+            the mean patch), same units as ``recon_error``.
+        baseline: (name, (N,) labels) of a classical clustering of the same patches.
+        candidate_classes: name → (N,) classes of each candidate partition.
+        chosen_start: the candidate the run started from.
+    """
+    n = len(recon_error)
+    if class_probs is not None and len(class_probs) != n:
+        raise ParameterError(f"class_probs has {len(class_probs)} rows but recon_error {n}")
+    error = float(np.mean(recon_error)) if n else float("nan")
+    if pixel_variance > 0:
+        explained = 1.0 - error / pixel_variance
+    else:                                  # identical patches: perfect if reproduced exactly
+        explained = 1.0 if error == 0 else 0.0
+    if not np.isfinite(explained):         # a diverged model: NaN errors
+        explained = 0.0
+    warnings: list[str] = []
+    if explained < NOTHING_LEARNED:
+        warnings.append(f"The model explains only {100 * explained:.0f} % of the pixel variance: it learned (almost) nothing; "
+                        "train longer, check the patches, or lower --gaussian-sd.")
+    if class_probs is None or class_probs.shape[1] < 2:
+        return Verdict(n, [], None, explained, warnings=warnings)
+    k = class_probs.shape[1]
+    classes = class_probs.argmax(1)
+    sizes = np.bincount(classes, minlength=k)
+    confidence = float(class_probs.max(1).mean())
+    verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start)
+    for index, size in enumerate(sizes):
+        if size <= EMPTY_FRACTION * n:
+            warnings.append(f"Class {index} is {'empty' if size == 0 else f'nearly empty ({size} patches)'}: "
+                            f"the data may hold fewer than {k} kinds of object (try fewer --classes or --classes auto).")
+        elif size > DOMINANT_FRACTION * n:
+            warnings.append(f"Class {index} holds {100 * size / n:.0f} % of the patches: the classes may not have formed.")
+    if confidence < LOW_CONFIDENCE:
+        warnings.append(f"The class posteriors are soft (mean confidence {confidence:.2f}): look at the class_prob maps, "
+                        "not only the class map.")
+    if baseline is not None:
+        verdict.baseline, labels = baseline
+        verdict.baseline_ari = adjusted_rand_index(labels, classes)
+    if candidate_classes:
+        verdict.candidate_ari = {name: adjusted_rand_index(labels, classes) for name, labels in candidate_classes.items()}
+        pairs = [adjusted_rand_index(a, b) for a, b in combinations(candidate_classes.values(), 2)]
+        if pairs:
+            verdict.candidate_agreement = float(np.mean(pairs))
+    agreements = list(verdict.candidate_ari.values()) + ([verdict.baseline_ari] if verdict.baseline_ari is not None else [])
+    if agreements and max(agreements) < DISAGREEMENT_ARI:
+        warnings.append(f"The classes agree with no classical partition of the same patches (best ARI {max(agreements):.2f}): "
+                        "either the model found what they miss or the classes are not stable; compare seeds with --ensemble "
+                        "and look at the class maps.")
+    verdict.warnings = warnings
+    return verdict

@@ -1,0 +1,195 @@
+"""The default class-discovery procedure (microvae.discovery): candidates, choice, resume, run folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from microvae import discovery
+from microvae.cards import make_cards
+from microvae.discovery import candidate_partitions, choose_initial_classes, separation
+from microvae.metrics import matched_accuracy
+from microvae.models import JTRVAEConfig
+from microvae.training import TrainConfig
+
+from .test_cli import run_cli
+
+
+def turned_suits(n: int = 240, seed: int = 0):
+    """Two suits (clubs, diamonds) turned by any angle: PCA groups them by orientation, the
+    rotation-invariant descriptor by suit."""
+    cards = make_cards(2 * n, size=20, max_angle_deg=180, seed=seed)
+    keep = np.isin(cards.labels, (0, 2))
+    return cards.images[keep][:n], (cards.labels[keep][:n] == 2).astype(np.int64)
+
+
+def test_separation_prefers_the_true_partition():
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 1, (200, 5)), rng.normal(6, 1, (200, 5))])
+    truth = np.repeat([0, 1], 200)
+    assert separation(features, truth) > 0.6
+    assert separation(features, rng.permutation(truth)) < 0.05          # control: a random partition
+    assert separation(features, np.zeros(400, np.int64)) == -1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_best_separated_candidate_is_the_right_one_for_turned_shapes(seed):
+    images, truth = turned_suits(seed=seed)
+    found = candidate_partitions(images, 2, seed)
+    assert {"pca_kmeans", "pca_gmm", "fourier_kmeans"} <= set(found)
+    best = max(found, key=lambda name: found[name].separation)
+    assert best == "fourier_kmeans"
+    assert matched_accuracy(truth, found[best].labels) > 0.95
+    assert matched_accuracy(truth, found["pca_kmeans"].labels) < 0.8           # control: PCA groups by orientation
+
+
+def tiny_configs(**train):
+    model = JTRVAEConfig(image_size=20, n_classes=2, encoder_hidden=(32, 32), decoder_hidden=(32, 32))
+    return model, TrainConfig(epochs=4, batch_size=32, device="cpu", **train)
+
+
+def test_selection_is_written_and_read_back(tmp_path, monkeypatch):
+    images, _ = turned_suits(120)
+    model, train = tiny_configs()
+    first = choose_initial_classes(images, model, train, tmp_path / "init")
+    assert (tmp_path / "init" / "selection.json").exists() and (tmp_path / "init" / "pose" / "checkpoints" / "final.pt").exists()
+    record = json.loads((tmp_path / "init" / "selection.json").read_text())
+    assert record["chosen"] == first.chosen and record["criterion"] == "separation"
+    assert first.chosen == max(first.candidates, key=lambda c: c.separation).name
+    assert "canonical_kmeans" in first.candidate_labels                     # the pose run's frame is a candidate
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished selection must not train again")
+
+    monkeypatch.setattr("microvae.training.fit", no_training)
+    again = choose_initial_classes(images, model, train, tmp_path / "init")
+    assert again.chosen == first.chosen and np.array_equal(again.labels, first.labels)
+    # killed before the selection was written: the pose run is reused, the same selection comes out
+    monkeypatch.undo()
+    (tmp_path / "init" / "selection.json").unlink()
+    resumed = choose_initial_classes(images, model, train, tmp_path / "init")
+    assert resumed.chosen == first.chosen and np.array_equal(resumed.labels, first.labels)
+    # other settings: the selection is not reused (control)
+    monkeypatch.undo()
+    other = choose_initial_classes(images, model, tiny_configs(seed=3)[1], tmp_path / "init")
+    assert json.loads((tmp_path / "init" / "selection.json").read_text())["key"]["train"]["seed"] == 3
+    assert len(other.labels) == len(images)
+
+
+def test_restarts_choose_by_heldout_elbo(tmp_path):
+    images, _ = turned_suits(120)
+    model, train = tiny_configs(class_init="restarts")
+    result = choose_initial_classes(images, model, train, tmp_path / "init")
+    assert result.criterion == "heldout_neg_elbo"
+    assert all(c.heldout_neg_elbo is not None and np.isfinite(c.heldout_neg_elbo) for c in result.candidates)
+    assert result.chosen == min(result.candidates, key=lambda c: c.heldout_neg_elbo).name
+
+
+def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys):
+    images, truth = turned_suits(160)
+    np.save(tmp_path / "suits.npy", images)
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32",
+                            "--device", "cpu", "--json"], capsys)
+    assert code == 0, err
+    selection = json.loads((run / "init" / "selection.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["paragraph"].startswith("Verdict: 2 classes")
+    assert sum(summary["class_sizes"]) == len(images)
+    assert summary["chosen_start"] == selection["chosen"]
+    assert set(summary["candidate_ari"]) == {c["name"] for c in selection["candidates"]}
+    assert summary["baseline"] == "fourier_kmeans" and -1 <= summary["baseline_ari"] <= 1
+    # rerun: up to date, and it still reports the verdict
+    code, out, _ = run_cli(["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32",
+                            "--device", "cpu", "--json"], capsys)
+    assert code == 0 and json.loads(out)["status"] == "up-to-date"
+    # the paper's procedure: no init folder
+    code, _, err = run_cli(["train", tmp_path / "suits.npy", "-o", tmp_path / "plain", "--classes", "2", "--epochs", "2",
+                            "--hidden", "32", "--device", "cpu", "--class-init", "none", "-q"], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "plain" / "init").exists() and (tmp_path / "plain" / "summary.json").exists()
+
+
+def test_bad_class_init_is_a_one_line_error(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 8, 8), dtype=np.float32))
+    code, _, err = run_cli(["train", tmp_path / "x.npy", "-o", tmp_path / "run", "--class-init", "kmeans", "-q"], capsys)
+    assert code == 2 and "class_init must be one of" in err and len(err.strip().splitlines()) == 1
+
+
+def test_streamed_patches_are_refused_with_a_message():
+    from microvae.errors import InputError
+    from microvae.streaming import PatchFile
+
+    class Streamed(PatchFile):
+        def __init__(self):
+            self.path = "big.h5"
+
+    model, train = tiny_configs()
+    with pytest.raises(InputError, match="needs the patches in memory"):
+        discovery.choose_initial_classes(Streamed(), model, train, "unused")
+
+
+def three_kinds(n_per_kind: int = 80, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """16×16 patches of three kinds of object (a round spot, a horizontal bar, a ring) with noise."""
+    rng = np.random.default_rng(seed)
+    row, col = np.mgrid[:16, :16] - 7.5
+    radius = np.hypot(row, col)
+    kinds = [np.exp(-radius**2 / 8), np.exp(-row**2 / 2) * (np.abs(col) < 6), np.exp(-(radius - 5) ** 2 / 2)]
+    labels = np.repeat(np.arange(3), n_per_kind)
+    images = np.stack([kinds[k] for k in labels]) + rng.normal(0, 0.15, (len(labels), 16, 16))
+    images = np.clip((images - images.min()) / (images.max() - images.min()), 0, 1)
+    return images[:, None].astype(np.float32), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_classes_auto_finds_three_kinds(seed):
+    images, _ = three_kinds(seed=seed)
+    choice = discovery.choose_n_classes(lambda k: candidate_partitions(images, k, seed), range(2, 6), seed)
+    assert choice.n_classes == 3, choice.table()
+    assert [row["n_classes"] for row in choice.rows] == [2, 3, 4, 5] and "← chosen" in choice.table()
+    # control: two kinds only → K = 2
+    two = images[:160]
+    assert discovery.choose_n_classes(lambda k: candidate_partitions(two, k, seed), range(2, 6), seed).n_classes == 2
+
+
+def test_train_classes_auto(tmp_path, capsys):
+    images, truth = three_kinds()
+    np.save(tmp_path / "kinds.npy", images[:, 0])
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", tmp_path / "kinds.npy", "-o", run, "--classes", "auto", "--max-classes", "4",
+                              "--no-rotation", "--no-translation", "--epochs", "3", "--hidden", "32", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert "chose K = 3" in err
+    assert json.loads((run / "init" / "classes_auto.json").read_text())["n_classes"] == 3
+    assert json.loads((run / "config.json").read_text())["model"]["n_classes"] == 3
+    summary = json.loads((run / "summary.json").read_text())
+    assert len(summary["class_sizes"]) == 3
+    code, _, err = run_cli(["train", tmp_path / "kinds.npy", "-o", tmp_path / "bad", "--classes", "many", "-q"], capsys)
+    assert code == 2 and "classes must be a whole number or 'auto'" in err
+
+
+def test_invariant_class_head_ignores_the_pose():
+    """The torch descriptor equals the numpy one, and a model whose class posterior reads it gives
+    the same class logits for a patch turned by quarter turns or rolled circularly (the canonical
+    head of an untrained model does not: control)."""
+    import torch
+
+    from microvae.baselines import fourier_descriptor
+    from microvae.models import JTRVAE
+    from microvae.nets import FourierDescriptor
+
+    images, _ = turned_suits(8)
+    np.testing.assert_allclose(FourierDescriptor(20)(torch.from_numpy(images)).numpy(), fourier_descriptor(images),
+                               rtol=1e-4, atol=1e-3)
+    x = torch.from_numpy(images)
+    moved = [torch.rot90(x, 1, (2, 3)), torch.rot90(x, 2, (2, 3)), torch.roll(x, (3, -2), (2, 3))]
+    torch.manual_seed(0)
+    invariant = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2, invariant_class_head=True)).eval()
+    torch.manual_seed(0)
+    canonical = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2)).eval()
+    with torch.no_grad():
+        for other in moved:
+            assert torch.allclose(invariant.posterior(other)["class_logits"], invariant.posterior(x)["class_logits"], atol=1e-4)
+        assert not torch.allclose(canonical.posterior(moved[0])["class_logits"], canonical.posterior(x)["class_logits"], atol=1e-3)

@@ -1,0 +1,175 @@
+"""The benchmark zoo (microvae.zoo): shapes, ranges, determinism, class balance, separability."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import numpy as np
+import pytest
+
+from microvae.errors import ParameterError
+from microvae.zoo import MEMBERS, ZooCase, glyph_canonical_shapes, make_case
+
+HAVE_SKLEARN = importlib.util.find_spec("sklearn") is not None
+NAMES = [name for name in MEMBERS if HAVE_SKLEARN or name != "digits"]
+LATTICE = ("perovskite_film", "two_phase", "stm_defects", "honeycomb_dopants")
+
+
+@pytest.fixture(scope="module")
+def ci_cases() -> dict[str, tuple[ZooCase, float]]:
+    """Every member at ci size, seed 0, with its generation time (s, after the imports)."""
+    import matplotlib.textpath  # noqa: F401  (imports are not generation time)
+    import microvae.cards  # noqa: F401
+    import skimage.transform  # noqa: F401
+    if HAVE_SKLEARN:
+        import sklearn.datasets  # noqa: F401
+    cases = {}
+    for name in NAMES:
+        start = time.perf_counter()
+        case = make_case(name, 0, "ci")
+        cases[name] = (case, time.perf_counter() - start)
+    return cases
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ci_case_shapes_dtypes_and_ranges(ci_cases, name):
+    case, seconds = ci_cases[name]
+    n, channels, height, width = case.patches.shape
+    assert case.name == name and len(case) == n
+    assert case.patches.dtype == np.float32 and channels == 1 and height == width == case.window
+    assert 400 <= n <= 800 and 16 <= case.window <= 24
+    assert np.isfinite(case.patches).all() and case.patches.min() >= 0.0 and case.patches.max() <= 1.0
+    assert case.patches.max() == 1.0 and case.patches.min() == 0.0           # min–max to [0, 1], clipped
+    assert case.labels.dtype == np.int64 and case.labels.shape == (n,)
+    assert set(np.unique(case.labels)) == set(range(case.n_classes)) and case.n_classes >= 2
+    assert np.isclose(case.class_fractions().sum(), 1.0)
+    if case.rotation:
+        assert case.angle_rad is not None and case.angle_rad.shape == (n,) and np.isfinite(case.angle_rad).all()
+    else:
+        assert case.angle_rad is None
+    assert case.fft == (name == "stm_defects")
+    if name in LATTICE:
+        assert not case.rotation and not case.translation
+        assert case.scan is not None and case.scan.ndim == 2 and case.scan.dtype == np.float32
+        assert case.coords.shape == (n, 2)
+        half = case.window // 2
+        assert (case.coords >= half - 1).all() and (case.coords <= np.array(case.scan.shape) - half).all()
+    assert len(case.extra["class_names"]) == case.n_classes
+    assert seconds < 3.0, f"{name} took {seconds:.2f} s at ci size (target < 1 s)"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_in_the_seed_and_different_across_seeds(ci_cases, name):
+    case, _ = ci_cases[name]
+    again = make_case(name, 0, "ci")
+    np.testing.assert_array_equal(again.patches, case.patches)
+    np.testing.assert_array_equal(again.labels, case.labels)
+    other = make_case(name, 1, "ci")
+    same_shape = other.patches.shape == case.patches.shape
+    assert not same_shape or not np.array_equal(other.patches, case.patches)
+
+
+def test_honeycomb_minority_class_is_about_five_percent():
+    for seed in (0, 1, 2):
+        case = make_case("honeycomb_dopants", seed, "ci")
+        fractions = case.class_fractions()
+        assert 0.03 <= fractions[2] <= 0.08
+        assert (case.extra["sublattice"][case.labels == 2] == 1).all()        # dopants only on the dim sublattice
+        assert (case.labels[case.extra["is_dopant"]] == 2).all()
+
+
+def _boxed(mask: np.ndarray, side: int = 64) -> np.ndarray:
+    """A binary mask cropped to its bounding box, padded to a square, resampled to side × side."""
+    from skimage.transform import resize
+
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float64)
+    size = max(crop.shape)
+    square = np.zeros((size, size))
+    top, left = (size - crop.shape[0]) // 2, (size - crop.shape[1]) // 2
+    square[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+    return resize(square, (side, side), order=1) > 0.5
+
+
+def test_glyph_suits_are_not_the_project_cards_shapes():
+    from microvae.cards import canonical_shapes
+
+    cards = [_boxed(shape > 0.5) for shape in canonical_shapes().numpy()[:, 0]]
+    glyphs = [_boxed(shape > 0.5) for shape in glyph_canonical_shapes()]
+    for suit, (card, glyph) in enumerate(zip(cards, glyphs)):
+        iou = (card & glyph).sum() / (card | glyph).sum()
+        assert iou < 0.9, f"suit {suit}: glyph and card masks overlap with IoU {iou:.2f} after size normalisation"
+    # and the four glyphs differ from one another
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert (glyphs[i] & glyphs[j]).sum() / (glyphs[i] | glyphs[j]).sum() < 0.9
+
+
+def test_glyph_rotation_follows_the_cards_convention():
+    from microvae.zoo import GLYPH_ATLAS_SIZE, _glyph_atlas, _render_affine
+
+    window = 25
+    images = _render_affine(_glyph_atlas(GLYPH_ATLAS_SIZE), np.array([1, 1]), np.array([0.0, np.pi / 2]), np.ones(2),
+                            np.zeros((2, 2)), window, unit=4.0)
+    np.testing.assert_allclose(images[1], np.rot90(images[0]), atol=1e-5)     # +90° = counter-clockwise as displayed
+
+
+def _nearest_class_mean_accuracy(case: ZooCase, mask: np.ndarray | None = None) -> float:
+    """Oracle: class means from the true labels of the even patches, scored on the odd ones
+    (per-patch mean removed, so a slow background does not decide)."""
+    x = case.patches.reshape(len(case), -1).astype(np.float64)
+    x -= x.mean(axis=1, keepdims=True)
+    train = np.arange(len(case)) % 2 == 0
+    test = ~train if mask is None else ~train & mask
+    means = np.stack([x[train & (case.labels == k)].mean(axis=0) for k in range(case.n_classes)])
+    predicted = ((x[test, None, :] - means[None]) ** 2).sum(axis=-1).argmin(axis=1)
+    return float((predicted == case.labels[test]).mean())
+
+
+@pytest.mark.parametrize("name", LATTICE)
+def test_lattice_classes_are_separable_by_an_oracle_nearest_class_mean(ci_cases, name):
+    case, _ = ci_cases[name]
+    # stm_defects labels are bands of a continuous distance to the nearest defect: score the
+    # patches away from the band edges (extra['ambiguous'] marks the others)
+    mask = ~case.extra["ambiguous"] if name == "stm_defects" else None
+    assert _nearest_class_mean_accuracy(case, mask) >= 0.9
+
+
+def test_stm_extras_and_second_scan(ci_cases):
+    case, _ = ci_cases["stm_defects"]
+    extra = case.extra
+    np.testing.assert_array_equal(extra["is_defect"], case.labels != 0)
+    assert extra["second_scan"].shape == case.scan.shape and not np.array_equal(extra["second_scan"], case.scan)
+    assert extra["second_patches"].shape[1:] == case.patches.shape[1:] and extra["second_patches"].dtype == np.float32
+    assert extra["second_labels"].shape == (len(extra["second_patches"]),)
+    assert set(np.unique(extra["second_labels"])) == {0, 1, 2}
+    assert 10 <= len(extra["defects"]) <= 60
+
+
+def test_perovskite_variants_only_in_the_film(ci_cases):
+    case, _ = ci_cases["perovskite_film"]
+    variant = case.extra["variant"]
+    assert (variant[case.labels == 0] == 0).all()
+    assert set(np.unique(variant[case.labels == 1])) == {-1, 1}
+    film_rows = case.coords[case.labels == 1, 0]
+    assert film_rows.max() < case.extra["boundary_row"] < case.coords[case.labels == 0, 0].min()
+
+
+def test_rotated_members_turn_within_their_range():
+    for degrees in (12, 60, 120):
+        case = MEMBERS[f"glyph_suits_{degrees}"](3, n=64, size="ci")
+        assert len(case) == 64 and np.abs(case.angle_rad).max() <= np.deg2rad(degrees)
+        assert case.rotation and case.translation
+    if HAVE_SKLEARN:
+        digits = MEMBERS["digits"](3, n=64, size="ci")
+        assert len(digits) == 64 and np.abs(digits.angle_rad).max() > np.deg2rad(150)
+
+
+def test_make_case_rejects_unknown_names_and_sizes():
+    with pytest.raises(ParameterError, match="unknown zoo member"):
+        make_case("nope", 0)
+    with pytest.raises(ParameterError, match="unknown zoo size"):
+        make_case("two_phase", 0, size="huge")
+    with pytest.raises(ParameterError, match="seed"):
+        make_case("two_phase", -1, size="ci")
