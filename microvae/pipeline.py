@@ -10,10 +10,11 @@ Config sections and their keys (all optional; defaults are the subcommands' defa
     [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel, device
     [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel,
                    compression ("gzip" or "none")
-    [train]        classes, hidden, and any field of JTRVAEConfig (latent_dim, rotation, translation,
-                   likelihood, decoder, class_balance, beta_*_start, ...) or TrainConfig (epochs,
-                   batch_size, lr, seed, pixel_fraction, device, amp, ...); absent keys take the
-                   library defaults, the recipe validated on the cards
+    [train]        classes (a number, or "auto" with max_classes), hidden, and any field of
+                   JTRVAEConfig (latent_dim, rotation, translation, likelihood, decoder,
+                   class_balance, beta_*_start, ...) or TrainConfig (epochs, batch_size, lr, seed,
+                   pixel_fraction, device, amp, class_init, init_fraction, ...); absent keys take
+                   the library defaults
     [encode]       batch_size, device, scores (false: the encoder alone, no recon_error/neg_elbo), amp
     [export]       formats (list of "h5", "tiff", "png"), radius
 

@@ -29,8 +29,9 @@ def interface_row(image: np.ndarray, margin: int = 40) -> int:
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_sample_pipeline_splits_the_interface(tmp_path):
-    """Away from the interface (± 60 px), ≥ 90 % of the columns on each side are in that side's
-    majority class, and the two sides' majority classes differ. Measured: 96 % / 98 % (seed 0)."""
+    """Away from the interface (± 60 px), ≥ 95 % of the columns on each side are in that side's
+    majority class, and the two sides' majority classes differ. Measured with the default class
+    initialisation: 100 % / 100 % for seeds 0, 1 and 2 (before it: 96 % / 98 %, seed 0)."""
     run_pipeline(SAMPLE / "pipeline.toml", [str(SCAN)], tmp_path / "study")
     image = read_scans(str(SCAN))[0].data[0].astype(np.float64)
     boundary = interface_row(image)
@@ -40,7 +41,7 @@ def test_sample_pipeline_splits_the_interface(tmp_path):
     majorities = []
     for side in (coords[:, 0] < boundary - 60, coords[:, 0] > boundary + 60):
         counts = np.bincount(classes[side], minlength=2)
-        assert side.sum() > 150 and counts.max() >= 0.9 * counts.sum(), counts
+        assert side.sum() > 150 and counts.max() >= 0.95 * counts.sum(), counts
         majorities.append(int(counts.argmax()))
     assert majorities[0] != majorities[1]
     # the exported class map opens in tifffile on the scan's grid and agrees with the artifact (this
