@@ -18,8 +18,10 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    candidate differed by under 1 % between partitions of accuracy 0.4 and 1.0, and preferred
    the wrong one as often as the right one; the silhouette picked the best candidate in most.
 4. **The main run** starts from random weights with the winning partition as observed classes
-   for the first ``init_fraction`` of the epochs; after that the classes are free and the model
-   may move patches between them.
+   (``init_fraction`` of the epochs, all of them by default: freed classes drifted away from a
+   right start on the zoo) and learns the pose, the continuous latents within each class and a
+   class posterior for new patches. When the winner is the Fourier descriptor's and rotation is
+   on, the class posterior reads that descriptor (``invariant_class_head``).
 
 ``class_init='restarts'`` replaces step 3 by one short joint run per candidate, scored by its
 held-out −ELBO (kept to measure against); ``'none'`` skips everything (the paper's procedure).
