@@ -501,8 +501,7 @@ def run_train(
                      init_labels=None if initial is None else initial.labels)
         verdict = None
         if world.rank == 0:
-            _save_training_statistics(result.model, source.images, run_dir, train_config.device)
-            verdict = _judge(result.model, source.images, run_dir, train_config, initial)
+            verdict = _summarise_training(result.model, source.images, run_dir, train_config, initial)
     last = result.history[-1] if result.history else {}
     notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"
              + (" (streamed from disk)" if isinstance(source.images, PatchFile) else "")]
@@ -626,20 +625,10 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
 STATISTICS_SAMPLE = 20_000
 
 
-def _save_training_statistics(model, images: np.ndarray | PatchFile, run_dir: Path, device: str) -> None:
-    """Reconstruction error and negative ELBO of the training patches (at most
-    :data:`STATISTICS_SAMPLE`), for out-of-distribution checks."""
-    from .encoding import write_training_statistics
-    from .training import encode_array
-
-    images = evenly_spaced(images, STATISTICS_SAMPLE)
-    scores = encode_array(model, images, batch_size=1024, device=device, neg_elbo=True)
-    write_training_statistics(run_dir, scores["recon_error"], scores["neg_elbo"])
-
-
 def _uses_class_init(model_config, train_config, labels, images) -> bool:
-    """Whether training starts its classes from :mod:`microvae.discovery`: with classes, the
-    'restarts' setting, no user labels (they already say what the classes are) and patches in memory."""
+    """Whether training starts its classes from :mod:`microvae.discovery`: with classes, a
+    ``class_init`` other than 'none', no user labels (they already say what the classes are) and
+    patches in memory."""
     return (model_config.n_classes >= 2 and train_config.class_init != "none" and labels is None
             and not isinstance(images, PatchFile))
 
@@ -662,17 +651,20 @@ def _choose_class_count(images, model_config, train_config, folder: Path):
     return choice
 
 
-def _judge(model, images, run_dir: Path, train_config, initial) -> "Verdict":
-    """The run's :class:`~microvae.verdict.Verdict` on (a sample of) its training patches,
-    written to ``run_dir/summary.json``."""
+def _summarise_training(model, images, run_dir: Path, train_config, initial) -> "Verdict":
+    """One encoding pass over at most :data:`STATISTICS_SAMPLE` evenly spaced training patches
+    gives both the training statistics (reconstruction error and −ELBO, for the out-of-distribution
+    checks of ``encode``: ``training_stats.json``) and the run's :class:`~microvae.verdict.Verdict`
+    (``summary.json``, written last)."""
     from .baselines import fast_baseline
+    from .encoding import write_training_statistics
     from .training import encode_array
     from .verdict import assess
 
-    count = len(images)
-    rows = np.unique(np.linspace(0, count - 1, min(count, STATISTICS_SAMPLE)).round().astype(np.int64))
-    sample = images.take(rows) if isinstance(images, PatchFile) else images[rows]
-    encoded = encode_array(model, sample, batch_size=1024, device=train_config.device)
+    rows = np.arange(0, len(images), max(1, -(-len(images) // STATISTICS_SAMPLE)))     # evenly_spaced's rows
+    sample = evenly_spaced(images, STATISTICS_SAMPLE)
+    encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True)
+    write_training_statistics(run_dir, encoded["recon_error"], encoded["neg_elbo"])
     k = model.config.n_classes
     pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
     baseline = None
