@@ -182,3 +182,66 @@ def _templates(x: torch.Tensor, labels: torch.Tensor, turn_index: torch.Tensor, 
         sums.index_add_(0, labels[part], aligned)
     templates = sums * mask
     return templates / templates.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]
+
+
+def align_to_classes(patches: np.ndarray, labels: np.ndarray, start_angle_rad: np.ndarray | None = None,
+                     rotation: bool = True, translation: bool = True, rotations: int = 72, iterations: int = 3,
+                     max_shift_fraction: float = 0.2, batch_size: int = 128) -> AlignedClusters:
+    """Pose of every patch relative to its class's template, the classes held fixed.
+
+    The pose half of :func:`aligned_kmeans`: templates start as the class means of the patches
+    turned back by ``start_angle_rad`` (N,) (zeros if None), then ``iterations`` rounds of
+    aligning each patch to its own class's template over ``rotations`` turns (and shifts) and
+    rebuilding the templates. The best turn is refined below the grid step by a parabola through
+    the correlations of the best turn and its two neighbours.
+
+    Returns an :class:`AlignedClusters` with ``labels`` as given; its ``angle_rad`` is in [0, 2π)
+    up to the class template's own (arbitrary) orientation, so compare it with a true angle by
+    circular correlation, per class.
+    """
+    width = patches.shape[-1]
+    mask = soft_disk(width)
+    x = _prepare(patches, mask)
+    n = len(x)
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    n_classes = int(labels_t.max()) + 1 if n else 0
+    if not rotation:
+        rotations = 1
+    step = 2 * math.pi / rotations
+    angles = torch.arange(rotations, dtype=torch.float32) * step
+    start = np.zeros(n) if start_angle_rad is None or not rotation else np.asarray(start_angle_rad, dtype=np.float64)
+    turn_index = torch.as_tensor(np.round(np.mod(start, 2 * math.pi) / step).astype(np.int64) % rotations)
+    window = _shift_window(width, max_shift_fraction) if translation else None
+    shift_index = torch.zeros(n, dtype=torch.long)
+    fraction = torch.zeros(n)
+    best = torch.zeros(n)
+    for _ in range(iterations):
+        templates = _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask)
+        for first in range(0, n, batch_size):
+            part = slice(first, first + batch_size)
+            turned = _turned(x[part], angles)                                         # (B, R, C, W, W)
+            own = templates[labels_t[part]]                                           # (B, C, W, W)
+            if window is None:
+                corr = torch.einsum("brp,bp->br", turned.flatten(2), own.flatten(1))
+                where = torch.zeros_like(corr, dtype=torch.long)
+            else:
+                spectra = torch.fft.rfft2(turned) * torch.fft.rfft2(own).conj()[:, None]
+                full = torch.fft.irfft2(spectra.sum(2), s=(width, width)).masked_fill(~window, -math.inf)
+                corr, where = full.flatten(2).max(-1)                                 # (B, R)
+            turn = corr.argmax(1)
+            rows = torch.arange(len(turn))
+            turn_index[part] = turn
+            shift_index[part] = where[rows, turn]
+            best[part] = corr[rows, turn]
+            if rotations >= 3:
+                before, at, after = corr[rows, (turn - 1) % rotations], corr[rows, turn], corr[rows, (turn + 1) % rotations]
+                curvature = before - 2 * at + after
+                offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(at))
+                fraction[part] = offset.clamp(-0.5, 0.5)
+    shift_rows, shift_cols = shift_index // width, shift_index % width
+    shift = torch.stack([torch.where(shift_rows > width // 2, shift_rows - width, shift_rows),
+                         torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1).float()
+    angle = torch.remainder((turn_index.float() + fraction) * step, 2 * math.pi) if rotation else torch.zeros(n)
+    return AlignedClusters(labels_t.numpy().astype(np.int64), angle.numpy().astype(np.float64),
+                           shift.numpy().astype(np.float64), float((1 - best).mean()),
+                           _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask).numpy())
