@@ -75,10 +75,54 @@ def test_medium_snr_still_usable():
     assert score.f1 >= 0.97 and score.rmse_px <= 0.35
 
 
-def test_noise_only_image_finds_few_atoms():
-    noise = np.random.default_rng(0).normal(size=(128, 128))
-    table, estimate = find_atoms(noise)
-    assert not estimate.periodic or len(table) < 50
+NOISE = {
+    "uniform": lambda rng, shape: rng.random(shape),
+    "gaussian": lambda rng, shape: rng.normal(size=shape),
+    "poisson": lambda rng, shape: rng.poisson(2.0, shape).astype(float),
+    "sparse counts": lambda rng, shape: rng.poisson(0.3, shape).astype(float),
+    "exponential": lambda rng, shape: rng.exponential(size=shape),
+}
+
+
+def _slow_background(shape, scale):
+    rows, cols = np.mgrid[: shape[0], : shape[1]] / max(shape)
+    return scale * 5 * (0.5 * rows + 0.3 * cols + 0.2 * np.sin(3 * rows))
+
+
+@pytest.mark.parametrize("kind", sorted(NOISE))
+def test_noise_is_not_a_lattice(kind):
+    """Pure noise of any size, with or without a slow background, holds no atoms (many draws)."""
+    rng = np.random.default_rng(sorted(NOISE).index(kind))
+    for size, draws in ((8, 60), (13, 30), (32, 16), (96, 6), (300, 2)):
+        for draw in range(draws):
+            noise = NOISE[kind](rng, (size, size))
+            if draw % 2:
+                noise = noise + _slow_background(noise.shape, noise.std())
+            table, _ = find_atoms(noise, FindAtomsParams(device="cpu"))
+            assert len(table) == 0, f"{kind} noise {size}×{size} draw {draw}: {len(table)} atoms"
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_small_low_snr_lattices_still_hold_atoms(size):
+    """Control for the noise test: the same significance rule keeps real columns at low dose."""
+    dose, read_noise = SNR_PRESETS["low"]
+    lattice = make_lattice(shape=(size, size), dose=dose, read_noise=read_noise, seed=4)
+    table, _ = find_atoms(lattice.image, FindAtomsParams(device="cpu"))
+    truth = lattice.inside(3).sum()
+    assert len(table) >= 0.8 * truth
+
+
+def test_spikes_are_not_columns():
+    """Single bright pixels on noise are rejected by the scale test, columns of the same height are not."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 0.05, (64, 64))
+    spots = rng.integers(8, 56, (6, 2))
+    image[spots[:, 0], spots[:, 1]] += 3.0
+    assert len(find_atoms(image, FindAtomsParams(device="cpu"))[0]) == 0
+    rows, cols = np.mgrid[:64, :64]
+    columns = sum(np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * 1.5**2)) for r, c in spots)
+    found, _ = find_atoms(rng.normal(0, 0.05, (64, 64)) + 3.0 * columns, FindAtomsParams(device="cpu"))
+    assert len(found) >= 5
 
 
 def test_real_srtio3_both_sublattices(realdata):

@@ -118,6 +118,8 @@ def bad_inputs(tmp_path, lattice_tif):
     np.save(constant, np.ones((64, 64)))
     small = tmp_path / "small.npy"
     np.save(small, lattice.image[:20, :20])
+    noise = tmp_path / "noise.npy"
+    np.save(noise, np.random.default_rng(0).random((8, 8)))
     wrong_dim = tmp_path / "wrongdim.npy"
     np.save(wrong_dim, np.arange(100.0))
     blocker = tmp_path / "blocker"
@@ -129,6 +131,7 @@ def bad_inputs(tmp_path, lattice_tif):
         ("nan", ["find-atoms", nan_image, "-o", tmp_path / "o.h5"], "NaN or Inf"),
         ("constant", ["find-atoms", constant, "-o", tmp_path / "o.h5"], "constant"),
         ("zero atoms", ["find-atoms", path, "-o", tmp_path / "o.h5", "--threshold", "1e9"], "no atoms found"),
+        ("pure noise", ["find-atoms", noise, "-o", tmp_path / "o.h5"], "no atoms found"),
         ("wrong dimensionality", ["find-atoms", wrong_dim, "-o", tmp_path / "o.h5"], "expected an image"),
         ("smaller than window", ["extract", small, "--grid", 8, "--window", 32, "-o", tmp_path / "o.h5"], "smaller than the 32×32 window"),
         ("unwritable output", ["find-atoms", path, "-o", blocker / "o.h5"], "not a directory"),
