@@ -65,11 +65,20 @@ class LatticeEstimate:
         sigma_px: Gaussian width σ of one column (pixels).
         periodic: False when the autocorrelation showed no clear lattice peak (the spacing is then a
             guess of 4σ and the user may want to set it).
+        nearest_neighbour_px: median distance from each column found to its nearest neighbour, all
+            sublattices together (None before the columns are found). Smaller than ``spacing_px``
+            where the autocorrelation saw only the brightest sublattice.
+        sublattice_counts: columns per sublattice, brightest first; sublattice_sigma_px their widths.
+        second_search: columns found by the second search, in the residual of the first.
     """
 
     spacing_px: float
     sigma_px: float
     periodic: bool = True
+    nearest_neighbour_px: float | None = None
+    sublattice_counts: tuple[int, ...] = ()
+    sublattice_sigma_px: tuple[float, ...] = ()
+    second_search: int = 0
 
 
 @dataclass
@@ -84,6 +93,12 @@ class AtomTable:
             when not fitted).
         score: (N,) detection response at the candidate peak.
         fit_ok: (N,) False where a Gaussian fit failed and the starting position was kept.
+        sublattice: (N,) int sublattice of each column, 0 the brightest
+            (:func:`microvae.sublattices.label_columns`: the sites of the unit cell that the
+            lattice's translations link, split where their fitted heights differ).
+        displacement_px: (N, 2) (row, col) offset of each column from the centroid of its
+            neighbours in the reference sublattice (:mod:`microvae.displacements`); NaN where
+            not computed.
     """
 
     positions: np.ndarray
@@ -91,6 +106,14 @@ class AtomTable:
     sigma_px: np.ndarray
     score: np.ndarray
     fit_ok: np.ndarray
+    sublattice: np.ndarray | None = None
+    displacement_px: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.sublattice is None:
+            self.sublattice = np.zeros(len(self.positions), np.int64)
+        if self.displacement_px is None:
+            self.displacement_px = np.full((len(self.positions), 2), np.nan)
 
     def __len__(self) -> int:
         return int(len(self.positions))
@@ -103,6 +126,15 @@ class FindAtomsParams:
     ``device``: ``"cpu"`` (numpy/scipy), ``"cuda"`` (torch on the GPU; ``"cuda:1"`` etc. name one) or
     ``"auto"`` (CUDA when torch sees a GPU, else the CPU; it imports torch to ask). Both engines give
     the same atoms (same peaks; positions agree to ~10⁻⁵ px, far below their accuracy).
+
+    ``sublattices``: search the residual of the first search for dimmer columns (every
+    sublattice; :mod:`microvae.sublattices`) and label each column's sublattice. ``joint``: refine
+    columns whose neighbours reach into their fit window against the image minus the neighbours'
+    fitted models, with one width per sublattice. Both need ``refine="gaussian"`` (with ``com`` or
+    ``none`` only the labels are made) and run on the CPU in either engine. ``displacements``:
+    ``"auto"`` (each column of sublattice s ≥ 1 against the centroid of its neighbours in
+    sublattice 0, when there are two or more), ``"none"``, or ``"OF:RELATIVE_TO"`` such as ``"1:0"``
+    (:mod:`microvae.displacements`).
     """
 
     method: str = "log"
@@ -113,6 +145,9 @@ class FindAtomsParams:
     threshold_rel: float = 0.2
     invert: bool = False
     device: str = "auto"
+    sublattices: bool = True
+    joint: bool = True
+    displacements: str = "auto"
 
     def validate(self) -> None:
         if self.method not in DETECTION_METHODS:
@@ -127,6 +162,10 @@ class FindAtomsParams:
             raise ParameterError(f"--threshold-rel {self.threshold_rel} is out of range; expected 0 ≤ value < 1")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ParameterError(f"unknown device {self.device!r}; expected one of {', '.join(DEVICES)}")
+        if self.displacements not in ("auto", "none"):
+            from .displacements import parse_pair
+
+            parse_pair(self.displacements)
 
 
 def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None, progress=None) -> tuple[AtomTable, LatticeEstimate]:
@@ -221,9 +260,9 @@ def _find_atoms_torch(data, params: FindAtomsParams, progress) -> tuple[AtomTabl
 def _locate(image, response, candidates, sigma, spacing, params: FindAtomsParams, used: LatticeEstimate, progress) -> tuple[AtomTable, LatticeEstimate]:
     """Steps 3–4 from the candidate maxima on; ``image`` and ``response`` are numpy arrays or torch tensors."""
     peaks, heights = _disk_maxima(response, candidates, _disk_radius(spacing))
+    noise = noise_sd(image)
     threshold = params.threshold
     if threshold is None:
-        noise = noise_sd(image)
         threshold = _threshold_from(noise, _filter_gain(sigma, spacing, params.method), heights, params.threshold_rel)
     keep = heights > threshold
     peaks, scores = peaks[keep], heights[keep]
@@ -235,7 +274,67 @@ def _locate(image, response, candidates, sigma, spacing, params: FindAtomsParams
         positions = refine_center_of_mass(image, peaks, sigma, spacing) if params.refine == "com" else peaks * 1.0
         table = AtomTable(_numpy(positions, np.float64), _numpy(scores, np.float64), np.full(len(peaks), float(sigma)), None, np.ones(len(peaks), bool))
     table.score = _numpy(scores, np.float64)
-    return keep_inside(table, tuple(image.shape)), used
+    if len(table) and (params.sublattices or params.joint):
+        table, used = _every_sublattice(image, response, table, sigma, noise, params, used)
+    table = keep_inside(table, tuple(image.shape))
+    table.displacement_px = column_displacements(table.positions, table.sublattice, params.displacements)
+    if len(table) and (params.sublattices or params.joint):
+        from dataclasses import replace
+
+        counts = tuple(int((table.sublattice == k).sum()) for k in range(int(table.sublattice.max()) + 1))
+        widths = tuple(float(np.median(table.sigma_px[table.sublattice == k])) if counts[k] else float("nan") for k in range(len(counts)))
+        used = replace(used, sublattice_counts=counts, sublattice_sigma_px=widths)
+    return table, used
+
+
+def column_displacements(positions: np.ndarray, sublattice: np.ndarray, spec: str) -> np.ndarray:
+    """(N, 2) displacements for ``spec`` (see :class:`FindAtomsParams`); NaN where not computed."""
+    from .displacements import neighbour_displacements, parse_pair
+
+    out = np.full((len(positions), 2), np.nan)
+    if spec == "none" or len(positions) == 0:
+        return out
+    if spec == "auto":
+        pairs = [(of, 0) for of in range(1, int(sublattice.max()) + 1)]
+    else:
+        pairs = [parse_pair(spec)]
+    for of, relative_to in pairs:
+        if (sublattice == of).any() and (sublattice == relative_to).sum() >= 2:
+            found = neighbour_displacements(positions, sublattice, of, relative_to)
+            movers = sublattice == of
+            out[movers] = found.vector_px[movers]
+        elif spec != "auto":
+            raise ParameterError(f"--displacements {spec}: the atoms hold sublattices "
+                                 + ", ".join(str(k) for k in np.unique(sublattice)))
+    return out
+
+
+def _every_sublattice(image, response, table: AtomTable, sigma: float, noise: float, params: FindAtomsParams,
+                      used: LatticeEstimate) -> tuple[AtomTable, LatticeEstimate]:
+    """The second search, joint refinement and labels of :mod:`microvae.sublattices` (numpy, CPU)."""
+    from dataclasses import replace
+
+    from scipy.spatial import cKDTree
+
+    from .sublattices import complete_lattice, label_columns
+
+    if params.refine != "gaussian":              # labels only
+        nearest = float(np.median(cKDTree(table.positions).query(table.positions, k=2)[0][:, 1])) if len(table) > 1 else None
+        if params.sublattices and nearest is not None:
+            table.sublattice = label_columns(table.positions, np.clip(table.intensity, 1e-6, None), tuple(image.shape), nearest)[0]
+        return table, replace(used, nearest_neighbour_px=nearest)
+    done = complete_lattice(_numpy(image, np.float32), table.positions, table.intensity, table.sigma_px, float(sigma),
+                            float(np.percentile(table.score, 90)), noise, joint=params.joint, search=params.sublattices)
+    old = done.source >= 0
+    peaks = np.clip(np.round(done.positions).astype(np.int64), 0, np.array(image.shape) - 1)
+    scores = _numpy(response, np.float64)[peaks[:, 0], peaks[:, 1]]          # new columns: the response at their peak
+    scores[old] = table.score[done.source[old]]
+    fit_ok = done.refitted.copy()
+    fit_ok[old] = table.fit_ok[done.source[old]]
+    sublattice = done.sublattice if params.sublattices else np.zeros(len(done.positions), np.int64)
+    table = AtomTable(done.positions, done.amplitudes, done.sigma_px, scores, fit_ok, sublattice)
+    nearest = done.nearest_neighbour_px if len(table) > 1 else None
+    return table, replace(used, nearest_neighbour_px=nearest, second_search=int((~old).sum()))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -604,6 +703,7 @@ def _threshold_from(noise: float, gain: float, heights, threshold_rel: float) ->
 
 
 SPIKE_RATIO = 2.0  # LoG response at σ/2 over that at σ above which a peak is one bright pixel, not a column
+NEIGHBOUR_SHARE = 0.25  # below σ = 0.9 px: a column's 4 neighbours reach this share of its peak above the floor
 
 
 def significance_threshold(shape: tuple[int, int], sigma_px: float) -> float:
@@ -626,9 +726,11 @@ def stands_out_from_noise(image, peaks, heights, sigma_px: float, noise: float, 
 
     Of the ``checked`` tallest ``peaks`` (N, 2 integers; ``heights`` their response), those whose
     scale-normalised LoG response at σ, in units of its noise sd, reaches
-    :func:`significance_threshold` and whose response at σ/2 is less than :data:`SPIKE_RATIO` times
-    that at σ (a column of width σ gives 0.64, a single-pixel spike 4) count; at least
-    min(3, N) must. The response is recomputed here from ``image``, so the test is the same
+    :func:`significance_threshold` and that are blobs count; at least min(3, N) must. A blob: for
+    σ ≥ 0.9 px, the response at σ/2 is less than :data:`SPIKE_RATIO` times that at σ (a column of
+    width σ gives 0.64, a single-pixel spike 4); for narrower columns, whose two scales a pixel
+    tells apart less well (0.8 px columns give 2.5), the ratio is below 1.5 × that and the 4
+    neighbours rise to :data:`NEIGHBOUR_SHARE` of its height above the local floor. The response is recomputed here from ``image``, so the test is the same
     whatever the detection method.
     """
     count = int(peaks.shape[0])
@@ -641,10 +743,27 @@ def stands_out_from_noise(image, peaks, heights, sigma_px: float, noise: float, 
     order = _numpy(heights).argsort()[::-1][:checked].copy()
     top = peaks[_like(order, peaks)]
     full = _log_at(image, top, sigma_px)
-    half = _log_at(image, top, max(sigma_px / 2.0, 0.3))
     z = full / (noise * _filter_gain(sigma_px, 4 * sigma_px, "log"))
-    passing = (z >= significance_threshold(tuple(image.shape), sigma_px)) & (half < SPIKE_RATIO * full)
+    ratio = _log_at(image, top, sigma_px / 2.0) / np.where(full > 0, full, np.inf)
+    if sigma_px >= 0.9:
+        blob = ratio < SPIKE_RATIO
+    else:                   # too narrow for two scales alone: a column's 4 neighbours also rise above the local floor
+        blob = (ratio < 1.5 * SPIKE_RATIO) & (_neighbour_share(image, top, sigma_px) >= NEIGHBOUR_SHARE)
+    passing = (z >= significance_threshold(tuple(image.shape), sigma_px)) & blob
     return int(passing.sum()) >= min(3, count)
+
+
+def _neighbour_share(image, points, sigma_px: float) -> np.ndarray:
+    """(N,) mean of the 4 neighbours of each integer point over the point itself, both above the
+    median of a ring 3σ + 1 px out (a Gaussian column of σ ≥ 0.7 px gives ≥ 0.36, a single bright
+    pixel about 0)."""
+    radius = 3 * sigma_px + 1
+    angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+    ring_rows, ring_cols = np.round(radius * np.sin(angles)).astype(np.int64), np.round(radius * np.cos(angles)).astype(np.int64)
+    floor = np.median(_numpy(_gather(image, points, ring_rows, ring_cols), np.float64), axis=0)
+    values = _numpy(_gather(image, points, np.array([0, -1, 1, 0, 0]), np.array([0, 0, 0, -1, 1])), np.float64)
+    peak = values[0] - floor
+    return np.where(peak > 0, (values[1:].mean(axis=0) - floor) / np.where(peak > 0, peak, 1.0), 0.0)
 
 
 def _plain_noise_sd(image) -> float:
@@ -1158,4 +1277,6 @@ def keep_inside(table: AtomTable, shape: tuple[int, int]) -> AtomTable:
         sigma_px=table.sigma_px[keep][order],
         score=table.score[keep][order],
         fit_ok=table.fit_ok[keep][order],
+        sublattice=table.sublattice[keep][order],
+        displacement_px=table.displacement_px[keep][order],
     )

@@ -29,13 +29,16 @@ import numpy as np
 
 from .maps import nearest_centre
 
-MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²", "neg_elbo": "nats"}
+MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²", "neg_elbo": "nats",
+             "displacement_row_px": "px", "displacement_col_px": "px", "displacement_px": "px", "displacement_angle_rad": "rad"}
 OPTIONAL_MAPS = {
     "recon_error": "mean squared reconstruction error of the nearest patch",
     "neg_elbo": "negative ELBO of the nearest patch (high: poorly explained by the model)",
     "class_agreement": "fraction of ensemble members whose class equals the consensus class (low: uncertain)",
     "class_prob_sd": "sd over ensemble members of the aligned class posterior (high: uncertain)",
 }
+
+ATOM_MAPS = ("atom_sublattice", "atom_displacement_px")   # per-atom values carried from find-atoms
 
 
 @dataclass
@@ -90,6 +93,19 @@ def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np
         if name in encoded:
             maps[name] = lookup.render(encoded[name].astype(np.float32))
             descriptions[name] = description
+    if "atom_sublattice" in encoded:
+        maps["sublattice"] = lookup.render(encoded["atom_sublattice"].astype(np.int16), fill=-1).astype(np.int16)
+        descriptions["sublattice"] = "sublattice of the nearest patch's atom (find-atoms); −1 where none"
+    if "atom_displacement_px" in encoded and np.isfinite(encoded["atom_displacement_px"]).any():
+        vector = encoded["atom_displacement_px"].astype(np.float32)
+        maps["displacement_row_px"] = lookup.render(vector[:, 0])
+        maps["displacement_col_px"] = lookup.render(vector[:, 1])
+        maps["displacement_px"] = lookup.render(np.hypot(vector[:, 0], vector[:, 1]))
+        maps["displacement_angle_rad"] = lookup.render(np.arctan2(-vector[:, 0], vector[:, 1]))
+        descriptions["displacement_row_px"] = "row component of the nearest atom's displacement from its neighbours' centroid, pixels"
+        descriptions["displacement_col_px"] = "column component of the nearest atom's displacement from its neighbours' centroid, pixels"
+        descriptions["displacement_px"] = "length of the nearest atom's displacement from its neighbours' centroid, pixels (NaN: not computed)"
+        descriptions["displacement_angle_rad"] = "direction of that displacement, counter-clockwise from +col as displayed, radians"
     units = {name: MAP_UNITS.get(name, "latent units" if name.startswith("z") else "") for name in maps}
     return ScanMaps(maps, units, descriptions, float(lookup.covered.mean()))
 

@@ -7,7 +7,8 @@ so are the stages after it, whose inputs then changed), without asking for ``--f
 
 Config sections and their keys (all optional; defaults are the subcommands' defaults)::
 
-    [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel, device
+    [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel, device,
+                   sublattices, joint, displacements
     [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel,
                    compression ("gzip" or "none")
     [train]        classes (a number, or "auto" with max_classes), hidden, and any field of
@@ -34,7 +35,8 @@ from .patches import PatchParams
 from .training import configs_from_settings, setting_names
 
 SECTIONS = {
-    "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device"},
+    "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device",
+                   "sublattices", "joint", "displacements"},
     "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel", "compression"},
     "train": setting_names(),
     "encode": {"batch_size", "device", "scores", "amp"},

@@ -34,10 +34,16 @@ def add_scale_bar(axis, width_px: int, pixel_size: float, unit: str) -> None:
     axis.text(x0 + bar_px / 2, y0 - 0.015 * width_px, f"{length:g} {unit}", color="white", ha="center", va="bottom", fontsize=9, fontweight="bold")
 
 
-def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray, title: str = "", pixel_size: float = 1.0, unit: str = "px", values: np.ndarray | None = None, values_label: str = "fitted intensity") -> None:
+SUBLATTICE_COLOURS = ("#ff3b30", "#30b0ff", "#ffcc00", "#34c759", "#af52de", "#ff9500")
+
+
+def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray, title: str = "", pixel_size: float = 1.0, unit: str = "px", values: np.ndarray | None = None, values_label: str = "fitted intensity",
+                      sublattice: np.ndarray | None = None) -> None:
     """Write a PNG of the (H, W) image with a marker on every (row, col) position.
 
-    ``values`` (N,), if given, colours the markers (for example fitted intensity).
+    ``values`` (N,), if given, colours the markers (for example fitted intensity); otherwise
+    ``sublattice`` (N,) ints, if given, colour them by sublattice (0 red, 1 blue, 2 yellow, …) with
+    a legend of the counts.
     """
     plt = _pyplot()
     height, width = image.shape
@@ -46,7 +52,14 @@ def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray
     low, high = _display_range(image)
     axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
     marker_size = max(2.0, min(30.0, 4e5 / max(len(positions), 1) / max(width / 512, 1) ** 2))
-    if values is None:
+    if values is None and sublattice is not None and len(sublattice) and sublattice.max() > 0:
+        for label in range(int(sublattice.max()) + 1):
+            members = sublattice == label
+            axis.scatter(positions[members, 1], positions[members, 0], s=marker_size, facecolors="none",
+                         edgecolors=SUBLATTICE_COLOURS[label % len(SUBLATTICE_COLOURS)], linewidths=0.9,
+                         label=f"sublattice {label}: {int(members.sum())}")
+        axis.legend(loc="upper right", fontsize=8, framealpha=0.7)
+    elif values is None:
         axis.scatter(positions[:, 1], positions[:, 0], s=marker_size, facecolors="none", edgecolors="#ff3b30", linewidths=0.8)
     else:
         points = axis.scatter(positions[:, 1], positions[:, 0], s=marker_size, c=values, cmap="plasma", linewidths=0)
@@ -100,7 +113,7 @@ def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.n
     if scan is not None:
         low, high = _display_range(scan)
         axis.imshow(scan, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-    if name == "class":
+    if name in ("class", "sublattice"):
         n_classes = int(values.max()) + 1 if (values >= 0).any() else 1
         palette = plt.get_cmap("tab10")
         shown = np.ma.masked_less(values, 0)
@@ -109,7 +122,7 @@ def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.n
         from matplotlib.patches import Patch
 
         counts = [int((values == k).sum()) for k in range(n_classes)]
-        handles = [Patch(color=palette(k % 10), label=f"class {k} ({100 * counts[k] / max(values.size, 1):.0f}% of pixels)") for k in range(n_classes)]
+        handles = [Patch(color=palette(k % 10), label=f"{name} {k} ({100 * counts[k] / max(values.size, 1):.0f}% of pixels)") for k in range(n_classes)]
         axis.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
     else:
         finite = values[np.isfinite(values)]

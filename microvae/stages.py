@@ -123,18 +123,23 @@ def run_find_atoms(
         write_dataset(handle, "sigma_px", np.concatenate([t.sigma_px for t in tables]), "px", "fitted Gaussian width σ")
         write_dataset(handle, "score", np.concatenate([t.score for t in tables]), "response units", "detection response at the candidate peak")
         write_dataset(handle, "fit_ok", np.concatenate([t.fit_ok for t in tables]), "", "False where the Gaussian fit failed and the centre of mass was kept")
+        write_dataset(handle, "sublattice", np.concatenate([t.sublattice for t in tables]).astype(np.int16), "",
+                      "sublattice of the column, 0 the brightest: the unit-cell sites that the lattice's translations link, split where their fitted heights differ")
+        write_dataset(handle, "displacement_px", np.concatenate([t.displacement_px for t in tables]), "px",
+                      f"(row, col) offset of the column from the centroid of its nearest neighbours in the reference sublattice ({params.displacements}: "
+                      "'auto' = each sublattice s ≥ 1 against sublattice 0); NaN where not computed", axes="row,col")
         group = handle.create_group("estimates")
         group.attrs["description"] = "per-image lattice estimates used for detection (user overrides applied)"
         write_dataset(group, "spacing_px", np.array([e.spacing_px for e in estimates]), "px", "nearest-neighbour column spacing")
         write_dataset(group, "sigma_px", np.array([e.sigma_px for e in estimates]), "px", "column width σ used for filtering")
         write_dataset(group, "periodic", np.array([e.periodic for e in estimates]), "", "False when the autocorrelation showed no lattice")
+        write_dataset(group, "nearest_neighbour_px", np.array([e.nearest_neighbour_px or np.nan for e in estimates]), "px",
+                      "median distance from each column found to its nearest neighbour, all sublattices")
+        write_dataset(group, "second_search", np.array([e.second_search for e in estimates]), "", "columns found by the second search, in the residual of the first")
+        group.attrs["sublattice_counts"] = artifacts.to_json([list(e.sublattice_counts) for e in estimates])
+        group.attrs["sublattice_sigma_px"] = artifacts.to_json([[round(w, 4) for w in e.sublattice_sigma_px] for e in estimates])
         artifacts.write_image_table(handle, [_image_record(scan) for scan in scans])
-    notes = [
-        f"{scan.name}: {len(table)} atoms; spacing {est.spacing_px:.2f} px, σ {est.sigma_px:.2f} px"
-        + ("" if est.periodic else " (no clear lattice: spacing guessed from σ; set --spacing)")
-        + ("" if params.spacing_px is None else " (spacing set by user)")
-        for scan, table, est in zip(scans, tables, estimates)
-    ]
+    notes = [_find_atoms_note(scan.name, table, est, params) for scan, table, est in zip(scans, tables, estimates)]
     if preview is not None:
         notes.append(f"preview: {preview}")
     summary = {
@@ -142,8 +147,31 @@ def run_find_atoms(
         "images": len(scans),
         "spacing_px": [round(e.spacing_px, 3) for e in estimates],
         "sigma_px": [round(e.sigma_px, 3) for e in estimates],
+        "nearest_neighbour_px": [None if e.nearest_neighbour_px is None else round(e.nearest_neighbour_px, 3) for e in estimates],
+        "sublattice_counts": [list(e.sublattice_counts) for e in estimates],
     }
     return StageResult("written", output, summary, notes)
+
+
+def _find_atoms_note(name: str, table, est, params: FindAtomsParams) -> str:
+    """One line per scan: count, spacings, sublattices (count and width), and what the user set."""
+    text = f"{name}: {len(table)} atoms; spacing {est.spacing_px:.2f} px"
+    if params.spacing_px is not None:
+        text += " (set by user)"
+    elif not est.periodic:
+        text += " (no clear lattice: guessed from σ; set --spacing)"
+    if est.nearest_neighbour_px is not None and abs(est.nearest_neighbour_px - est.spacing_px) > 0.1 * est.spacing_px:
+        text += f", nearest neighbour {est.nearest_neighbour_px:.2f} px"
+    text += f", σ {est.sigma_px:.2f} px"
+    if len(est.sublattice_counts) > 1:
+        parts = [f"{k}: {count} (σ {width:.2f})" for k, (count, width) in enumerate(zip(est.sublattice_counts, est.sublattice_sigma_px))]
+        text += "; sublattices " + ", ".join(parts)
+    if est.second_search:
+        text += f"; {est.second_search} found beside brighter columns"
+    if np.isfinite(table.displacement_px).any():
+        magnitude = np.hypot(table.displacement_px[:, 0], table.displacement_px[:, 1])
+        text += f"; displacements median {np.nanmedian(magnitude):.2f} px"
+    return text
 
 
 def _write_atom_previews(preview: Path, scans: list[Scan], tables: list, channel: int) -> None:
@@ -153,7 +181,7 @@ def _write_atom_previews(preview: Path, scans: list[Scan], tables: list, channel
         path = preview if len(scans) == 1 else preview.with_name(f"{preview.stem}_{index}{preview.suffix}")
         title = f"{scan.name}: {len(table)} atoms"
         with artifacts.atomic_file(path) as temp:
-            save_atom_overlay(temp, scan.data[channel], table.positions, title, scan.pixel_size, scan.unit)
+            save_atom_overlay(temp, scan.data[channel], table.positions, title, scan.pixel_size, scan.unit, sublattice=table.sublattice)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +255,8 @@ def run_extract(
         write_dataset(handle, "coords", plan.coords, "px", "patch centre (row, col) in source pixels; patch pixel (i, j) samples (row + i − W//2, col + j − W//2)", axes="row,col")
         write_dataset(handle, "image_index", plan.image_index, "", "row of /images the patch was cut from")
         write_dataset(handle, "atom_index", atom_index, "", "row of the atoms artifact's coords the patch is centred on (−1 for grid patches)")
+        for name, (values, units, description) in _atom_values(atoms, atom_index).items():
+            write_dataset(handle, name, values, units, description)
         write_dataset(handle, "edge_padded", plan.edge_padded, "", "True where the window reached outside the image and was filled by reflection")
         write_dataset(handle, "norm_offset", norm_offset, "source intensity", "raw ≈ patch · norm_scale + norm_offset")
         write_dataset(handle, "norm_scale", norm_scale, "source intensity", "raw ≈ patch · norm_scale + norm_offset")
@@ -253,6 +283,32 @@ def run_extract(
         notes.append(f"preview: {preview}")
     summary = {"patches": plan.count, "window": params.window, "channels": channels, "skipped_at_edge": int(plan.skipped)}
     return StageResult("written", output, summary, notes)
+
+
+ATOM_VALUES = {   # per-atom datasets of the atoms artifact that patches, encodings and maps carry along
+    "sublattice": ("atom_sublattice", "", "sublattice of the atom the patch is centred on (−1 for grid patches)"),
+    "displacement_px": ("atom_displacement_px", "px", "(row, col) displacement of the atom the patch is centred on from the centroid of its "
+                        "neighbours in the reference sublattice (NaN where not computed, and for grid patches)"),
+}
+
+
+def _atom_values(atoms: str | Path | None, atom_index: np.ndarray) -> dict[str, tuple[np.ndarray, str, str]]:
+    """Per-patch copies of the atoms artifact's :data:`ATOM_VALUES` that it holds (older artifacts lack them)."""
+    import h5py
+
+    if atoms is None:
+        return {}
+    out = {}
+    with h5py.File(atoms, "r") as handle:
+        for source, (name, units, description) in ATOM_VALUES.items():
+            if source in handle:
+                values = handle[source][()]
+                fill = -1 if values.dtype.kind in "iu" else np.nan
+                picked = np.full((len(atom_index),) + values.shape[1:], fill, dtype=values.dtype if values.dtype.kind in "iu" else np.float64)
+                inside = atom_index >= 0
+                picked[inside] = values[atom_index[inside]]
+                out[name] = (picked, units, description)
+    return out
 
 
 def _atom_centres_for(atoms_path: Path, scans: list[Scan]) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -307,6 +363,7 @@ class PatchInput:
     records: list[ImageRecord] | None = None
     recipe: dict[str, Any] | None = None
     value_range: tuple[float, float] = (0.0, 0.0)
+    atom_values: dict[str, tuple[np.ndarray, str, str]] = field(default_factory=dict)
 
 
 def load_patch_input(spec: str | Path, stream_above: int | None = None) -> PatchInput:
@@ -349,9 +406,12 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
             image_index = handle["image_index"][()]
             records = artifacts.read_image_table(handle)
             recipe = json.loads(artifacts._as_str(handle.attrs.get("recipe", "{}")))
+            atom_values = {name: (handle[name][()], artifacts._as_str(handle[name].attrs.get("units", "")),
+                                  artifacts._as_str(handle[name].attrs.get("description", "")))
+                           for name, _, _ in ATOM_VALUES.values() if name in handle}
         if images is None:
             images = PatchFile(path)
-        stack = PatchInput(images, path, sha, "patches", header, coords, image_index, records, recipe)
+        stack = PatchInput(images, path, sha, "patches", header, coords, image_index, records, recipe, atom_values=atom_values)
     else:
         array = _read_stack(spec)
         stack = PatchInput(array, path, sha, "stack")
@@ -836,6 +896,8 @@ def run_encode(
             write_dataset(handle, "coords", source.coords, "px", "patch centre (row, col) in source pixels (from the patches artifact)", axes="row,col")
             write_dataset(handle, "image_index", source.image_index, "", "row of /images the patch was cut from")
             artifacts.write_image_table(handle, source.records)
+            for name, (values, units, description) in source.atom_values.items():
+                write_dataset(handle, name, values, units, description + " (from the patches artifact)")
         else:
             write_dataset(handle, "image_index", np.zeros(count, np.int32), "", "all patches come from one stack (no source images)")
         descriptions = {
@@ -932,7 +994,7 @@ def _check_recipe_matches(run_recipe: dict | None, patch_recipe: dict | None, pa
 # export
 
 EXPORT_FORMATS = ("h5", "tiff", "png")
-PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z")
+PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z", "sublattice", "displacement_px")
 
 
 def run_export(
@@ -951,7 +1013,7 @@ def run_export(
     """
     import h5py
 
-    from .export import OPTIONAL_MAPS, build_maps, write_tiff
+    from .export import ATOM_MAPS, OPTIONAL_MAPS, build_maps, write_tiff
 
     progress = progress or _noop
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
@@ -969,6 +1031,7 @@ def run_export(
         if "recon_error" not in handle and handle.attrs.get("scores", True):
             raise InputError(f"{encoded}: not a complete encoded artifact: dataset 'recon_error' is missing (expected unless it was encoded with --no-scores)")
         per_patch_names = ["class", "class_probs", "z_mean", "angle_rad", "shift_px"] + [name for name in OPTIONAL_MAPS if name in handle]
+        per_patch_names += [name for name in ATOM_MAPS if name in handle]
         data = {name: handle[name][()] for name in ["coords", "image_index", *per_patch_names]}
         records = artifacts.read_image_table(handle)
         window = int(handle.attrs.get("window", 0)) or None

@@ -1,0 +1,517 @@
+"""Every sublattice: dim columns beside bright ones, sublattice labels, and a joint refinement.
+
+A lattice's autocorrelation is dominated by its brightest columns: on a honeycomb of bright metal
+and dim chalcogen columns (MoS₂) the nearest strong peak is the metal–metal distance, and a peak
+search with that spacing never looks between the metals. :func:`find_dim_columns` looks again
+where the bright columns have been taken away: the fitted columns are rendered and subtracted,
+and the residual's local maxima at the scale of one column, well clear of the columns found and
+above the noise, are new columns.
+
+Conventions: (H, W) float images, positions (row, col) in pixels, pixel (r, c) centred at (r, c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
+    """(H, W) float64 sum of ``amplitude · exp(−d²/2σ²)`` over columns (positions (N, 2), amplitudes (N,),
+    sigma_px (N,) or a scalar), each within 4σ of its centre (windowed outer products, one bincount)."""
+    height, width = shape
+    count = len(positions)
+    if count == 0:
+        return np.zeros(shape)
+    sigma = np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (count,))
+    radius = int(np.ceil(4 * sigma.max()))
+    offsets = np.arange(-radius, radius + 1)
+    rows = np.round(positions[:, 0]).astype(np.int64)[:, None] + offsets[None, :]
+    cols = np.round(positions[:, 1]).astype(np.int64)[:, None] + offsets[None, :]
+    inv = 1.0 / (2 * sigma**2)
+    along_rows = np.exp(-((rows - positions[:, :1]) ** 2) * inv[:, None])
+    along_cols = np.exp(-((cols - positions[:, 1:]) ** 2) * inv[:, None])
+    values = amplitudes[:, None, None] * along_rows[:, :, None] * along_cols[:, None, :]
+    all_rows = np.broadcast_to(rows[:, :, None], values.shape)
+    all_cols = np.broadcast_to(cols[:, None, :], values.shape)
+    valid = (all_rows >= 0) & (all_rows < height) & (all_cols >= 0) & (all_cols < width)
+    flat = all_rows[valid] * width + all_cols[valid]
+    return np.bincount(flat, weights=values[valid], minlength=height * width).reshape(shape)
+
+
+NEIGHBOURS_MODELLED = 12   # nearest columns whose models are taken away from a column's fit window
+
+
+def neighbours_at(positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray, members: np.ndarray,
+                  centres: np.ndarray, row_offsets: np.ndarray, col_offsets: np.ndarray,
+                  others: np.ndarray | None = None) -> np.ndarray:
+    """(P, M) the summed Gaussian models of each member's ``NEIGHBOURS_MODELLED`` nearest other
+    columns at its window pixels ``centres`` (M, 2) + (row_offsets, col_offsets) (P,): the part of
+    the image that :func:`render_columns` of all columns minus the member's own model would give
+    there, without rendering the whole image. ``others`` (M, K): the neighbours' indices, when
+    already known."""
+    from scipy.spatial import cKDTree
+
+    if others is None:
+        count = min(NEIGHBOURS_MODELLED + 1, len(positions))
+        _, index = cKDTree(positions).query(positions[members], k=count)
+        index = index.reshape(len(members), -1)
+        others = index[:, 1:] if count > 1 else index[:, :0]                    # (M, K) the member itself first
+    pixel_rows = centres[:, 0][None, :] + row_offsets[:, None]                   # (P, M)
+    pixel_cols = centres[:, 1][None, :] + col_offsets[:, None]
+    total = np.zeros(pixel_rows.shape)
+    for k in range(others.shape[1]):
+        j = others[:, k]
+        d2 = (pixel_rows - positions[j, 0][None, :]) ** 2 + (pixel_cols - positions[j, 1][None, :]) ** 2
+        total += amplitudes[j][None, :] * np.exp(-d2 / (2 * sigma_px[j][None, :] ** 2))
+    return total
+
+
+MIN_SIGNIFICANCE = 6.0   # residual response over its noise sd for a new column
+MIN_RELATIVE_HEIGHT = 0.1   # residual response over a typical bright column's response
+
+
+def find_dim_columns(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
+                     filter_sigma_px: float, typical_response: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Columns that a first search passed over: integer (M, 2) (row, col) peaks and (M,) starting
+    heights (the residual, smoothed by a Gaussian of the columns' width, at the peak).
+
+    The columns found (``positions`` (N, 2), ``amplitudes`` (N,) fitted heights above the local
+    background, ``sigma_px`` (N,) fitted widths) are rendered as Gaussians and subtracted from
+    ``image`` (scaled as :func:`microvae.atoms.prepare_image` scales it). A local maximum of the
+    residual's LoG response (at ``filter_sigma_px``, over a disk of 1.5σ) is a new column when it
+    is at least 2 fitted widths from every column found (closer, the residual is the misfit of a
+    column's own profile), at least 2 px inside the image, ``MIN_SIGNIFICANCE`` times the
+    response's noise sd (``noise`` is the image's white-noise sd) and ``MIN_RELATIVE_HEIGHT``
+    times ``typical_response`` (the 90th percentile of the first search's peak responses).
+    """
+    from .atoms import _disk_maxima, _filter_gain, _inner_of, _log_response_and_maxima
+    from scipy.spatial import cKDTree
+
+    none = (np.zeros((0, 2), np.int64), np.zeros(0))
+    if len(positions) == 0:
+        return none
+    residual = (image - render_columns(image.shape, positions, amplitudes, sigma_px)).astype(np.float32)
+    radius = max(2, int(round(1.5 * filter_sigma_px)))
+    response, candidates = _log_response_and_maxima(residual, filter_sigma_px, _inner_of(radius))
+    peaks, heights = _disk_maxima(response, candidates, radius)
+    if len(peaks) == 0:
+        return none
+    height, width = image.shape
+    clear = cKDTree(positions).query(peaks)[0] >= max(2.0 * float(np.median(sigma_px)), 3.0)
+    inside = (peaks[:, 0] >= 2) & (peaks[:, 0] < height - 2) & (peaks[:, 1] >= 2) & (peaks[:, 1] < width - 2)
+    significant = heights >= MIN_SIGNIFICANCE * noise * _filter_gain(filter_sigma_px, 4 * filter_sigma_px, "log")
+    tall = heights >= MIN_RELATIVE_HEIGHT * typical_response
+    peaks = peaks[clear & inside & significant & tall].astype(np.int64)
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(residual, float(np.median(sigma_px)) / np.sqrt(2), mode="nearest")
+    return peaks, 2.0 * smooth[peaks[:, 0], peaks[:, 1]].astype(np.float64)   # a Gaussian smoothed by σ/√2 keeps half its height
+
+
+WIDTH_RADIUS = 1.5        # free-width fits of the widths use a disk of this many σ (≥ 2 px): the core, where neighbours subtracted with a wrong width matter least
+DUPLICATE_DISTANCE = 0.5    # × median nearest-neighbour distance: two columns closer are one
+JOINT_ROUNDS = 4           # rounds of subtract-the-neighbours-and-refit
+NEIGHBOUR_SHARE = 0.1      # a neighbour counts when its model, over the column's height, exceeds this at the fit disk's edge
+
+
+def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
+                   spacing_px: float, rounds: int = JOINT_ROUNDS, iterations: int = 12,
+                   must: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Refit columns whose neighbours reach into their fit window, each against the image minus
+    every other column's fitted model, until the positions settle.
+
+    A column fitted alone next to a brighter neighbour is pulled towards it: the neighbour's flank
+    inside the window looks like the column's own. Here all columns are rendered from their current
+    fits (:func:`render_columns`), and each affected column is refitted (Gaussian of its fixed
+    width plus a flat background, the fit of :func:`microvae.atoms.refine_gaussian`) to the residual
+    plus its own model, so that only its neighbours are taken away. ``rounds`` rounds, stopping
+    early when no column moves by more than 0.01 px. Only columns that a neighbour reaches are
+    refitted: a neighbour's Gaussian, scaled by its height over the column's own, exceeds
+    ``NEIGHBOUR_SHARE`` at the edge of the column's fit disk (the usual well-separated lattice
+    costs little); ``must`` (N,) bool marks columns refitted in any case (new ones).
+
+    Args:
+        image: (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
+        positions: (N, 2) (row, col) px from a first fit; amplitudes (N,) heights above the local
+            background; sigma_px (N,) fixed widths (columns sharing a width are fitted together).
+        spacing_px: nearest-neighbour distance of the whole lattice (sets the fit radius).
+
+    Returns:
+        positions (N, 2), amplitudes (N,), and moved (N,) bool: which columns were refitted.
+    """
+    from scipy.spatial import cKDTree
+
+    from .atoms import _disk_offsets, _fit_fixed_width, _gather, fit_disk_radius
+
+    positions = np.array(positions, dtype=np.float64)
+    amplitudes = np.array(amplitudes, dtype=np.float64)
+    sigma = np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (len(positions),)).copy()
+    refitted = np.zeros(len(positions), bool)
+    if len(positions) < 2:
+        return positions, amplitudes, refitted
+    radius_of = {s: fit_disk_radius(s, spacing_px) for s in np.unique(sigma)}
+    fit_radius = np.array([radius_of[s] for s in sigma])
+    tree = cKDTree(positions)
+    distance, neighbour = tree.query(positions, k=min(5, len(positions)))     # the nearest four decide who is reached
+    distance, neighbour = distance[:, 1:], neighbour[:, 1:]
+    gap = np.clip(distance - fit_radius[:, None], 0, None)
+    reach = amplitudes[neighbour] / np.clip(amplitudes, 1e-6, None)[:, None] * np.exp(-gap**2 / (2 * sigma[neighbour] ** 2))
+    affected = (reach > NEIGHBOUR_SHARE).any(axis=1)
+    if must is not None:
+        affected |= must
+    if not affected.any():
+        return positions, amplitudes, refitted
+    neighbour = np.zeros((len(positions), min(NEIGHBOURS_MODELLED, len(positions) - 1)), np.int64)
+    neighbour[affected] = tree.query(positions[affected], k=neighbour.shape[1] + 1)[1].reshape(int(affected.sum()), -1)[:, 1:]
+    # the neighbours stay the same while the columns settle
+    for _ in range(rounds):
+        largest_move = 0.0
+        current = positions.copy(), amplitudes.copy()          # every group of a round sees the same neighbours
+        for width in np.unique(sigma[affected]):
+            members = np.nonzero(affected & (sigma == width))[0]
+            rows, cols = _disk_offsets(radius_of[width])
+            centres = np.round(positions[members]).astype(np.int64)
+            offsets = positions[members] - centres
+            data = _gather(image, centres, rows, cols) - neighbours_at(*current, sigma, members, centres, rows, cols, neighbour[members])
+            params, ok = _fit_fixed_width(data.astype(np.float32), rows, cols, offsets, float(width), iterations)
+            step = params[:, 1:3] - offsets
+            ok = ok & ((step**2).sum(axis=1) <= max(1.0, width) ** 2)
+            new = centres + params[:, 1:3]
+            largest_move = max(largest_move, float(np.abs(new[ok] - positions[members][ok]).max(initial=0.0)))
+            positions[members[ok]] = new[ok]
+            amplitudes[members[ok]] = params[ok, 0]
+            refitted[members[ok]] = True
+        if largest_move < 0.01:
+            break
+    return positions, amplitudes, refitted
+
+
+MAX_SUBLATTICES = 3
+MIXTURE_SAMPLE = 4000            # heights the mixture is fitted on (an even sample)
+MIN_SUBLATTICE_FRACTION = 0.08   # a sublattice holds at least this share of the columns
+MIN_SEPARATION = 2.5             # adjacent sublattices' mean log heights differ by this many pooled sd
+
+
+def label_sublattices(intensity: np.ndarray) -> np.ndarray:
+    """(N,) int sublattice of each column from its fitted height: 0 the brightest.
+
+    A Gaussian mixture of 1 … ``MAX_SUBLATTICES`` components on log height
+    (:func:`gaussian_mixture_1d`), chosen by BIC, kept only while every component holds at least
+    ``MIN_SUBLATTICE_FRACTION`` of the columns and adjacent means are ``MIN_SEPARATION`` pooled sd
+    apart (a real second sublattice, not the tail of one population: thickness, dopants and noise
+    spread one sublattice's heights too). Which search found a column does not enter: a dim
+    column of a well-separated lattice is found by the first search.
+    """
+    values = np.log(np.clip(np.asarray(intensity, dtype=np.float64), 1e-6, None))
+    labels = np.zeros(len(values), np.int64)
+    if len(values) < 20:
+        return labels
+    sample = values[:: max(1, len(values) // MIXTURE_SAMPLE)]     # fitted on an even sample, applied to all
+    best_bic = np.inf
+    for components in range(1, MAX_SUBLATTICES + 1):
+        means, sds, weights, _, log_likelihood = gaussian_mixture_1d(sample, components)
+        if components > 1:
+            pooled = np.sqrt(0.5 * (sds[:-1] ** 2 + sds[1:] ** 2))
+            if weights.min() < MIN_SUBLATTICE_FRACTION or ((means[:-1] - means[1:]) < MIN_SEPARATION * pooled).any():
+                continue
+        bic = -2 * log_likelihood + (3 * components - 1) * np.log(len(sample))
+        if bic < best_bic:
+            log_density = -0.5 * ((values[:, None] - means) / sds) ** 2 - np.log(sds) + np.log(weights)
+            best_bic, labels = bic, log_density.argmax(axis=1).astype(np.int64)
+    return labels
+
+
+def gaussian_mixture_1d(values: np.ndarray, components: int, iterations: int = 100) -> tuple[np.ndarray, ...]:
+    """EM fit of a 1D Gaussian mixture, started from quantiles; components ordered by decreasing mean.
+
+    Returns means, sds, weights (K,), responsibilities (N, K) and the log-likelihood. numpy only
+    (deterministic, and no second OpenMP runtime beside torch's).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    spread = max(float(values.std()), 1e-6)
+    means = np.quantile(values, (np.arange(components) + 0.5) / components)[::-1].copy()
+    sds = np.full(components, spread / components)
+    weights = np.full(components, 1.0 / components)
+    previous = -np.inf
+    for _ in range(iterations):
+        log_density = -0.5 * ((values[:, None] - means) / sds) ** 2 - np.log(sds * np.sqrt(2 * np.pi)) + np.log(weights)
+        top = log_density.max(axis=1, keepdims=True)
+        total = top[:, 0] + np.log(np.exp(log_density - top).sum(axis=1))
+        responsibilities = np.exp(log_density - total[:, None])
+        log_likelihood = float(total.sum())
+        mass = responsibilities.sum(axis=0) + 1e-12
+        weights = mass / len(values)
+        means = (responsibilities * values[:, None]).sum(axis=0) / mass
+        sds = np.sqrt((responsibilities * (values[:, None] - means) ** 2).sum(axis=0) / mass) + 1e-3 * spread
+        if log_likelihood - previous < 1e-8 * abs(log_likelihood):
+            break
+        previous = log_likelihood
+    order = np.argsort(means)[::-1]
+    return means[order], sds[order], weights[order], responsibilities[:, order], log_likelihood
+
+
+def sublattice_widths(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
+                      labels: np.ndarray, sample: int = 512, iterations: int = 12) -> np.ndarray:
+    """(N,) width σ of every column: per sublattice, the median of free-width fits (plane background)
+    over a disk of ``WIDTH_RADIUS`` × its current width (at least 2 px) of up to ``sample`` of its
+    columns, each against the image minus its neighbours' current models; a sublattice whose fits
+    fail keeps its current width."""
+    from .atoms import _disk_offsets, _fit_free_width, _gather
+
+    widths = np.array(np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (len(positions),)))
+    current = widths.copy()
+    for label in np.unique(labels):
+        members = np.nonzero(labels == label)[0]
+        members = members[:: max(1, len(members) // sample)]
+        width = float(np.median(current[members]))
+        rows, cols = _disk_offsets(max(2.0, WIDTH_RADIUS * width))
+        centres = np.round(positions[members]).astype(np.int64)
+        offsets = positions[members] - centres
+        data = _gather(np.asarray(image, dtype=np.float64), centres, rows, cols) - neighbours_at(positions, amplitudes, current, members, centres, rows, cols)
+        params, ok = _fit_free_width(data, rows, cols, offsets, width, iterations)
+        if ok.sum() >= 3:
+            widths[labels == label] = float(np.median(params[ok, 3]))
+    return widths
+
+
+
+@dataclass
+class CompletedLattice:
+    """Every column after the second search and the joint refinement (see :func:`complete_lattice`).
+
+    Attributes:
+        positions: (N, 2) (row, col) px; amplitudes (N,) fitted heights above the local background;
+        sigma_px: (N,) the fixed width of each column's sublattice; sublattice (N,) 0 = brightest;
+        second_search: (N,) True for columns found in the residual; refitted (N,) True where the
+        joint refinement moved the column; nearest_neighbour_px: median nearest-neighbour distance;
+        source: (N,) index of the input column each came from, −1 for the second search's.
+    """
+
+    positions: np.ndarray
+    amplitudes: np.ndarray
+    sigma_px: np.ndarray
+    sublattice: np.ndarray
+    second_search: np.ndarray
+    refitted: np.ndarray
+    nearest_neighbour_px: float
+    source: np.ndarray
+
+
+PROBE_SIZE = 1024     # scans larger than this are searched on a central crop of this size first
+
+
+def _worth_searching(image, positions, amplitudes, widths, filter_sigma_px, typical_response, noise) -> bool:
+    """On a scan larger than ``PROBE_SIZE``², True when the second search finds new columns on its
+    central ``PROBE_SIZE``² crop: at least 1 % of the crop's columns (a lattice is homogeneous
+    enough that a missed sublattice shows there). Smaller scans are always searched."""
+    height, width = image.shape
+    if max(height, width) <= PROBE_SIZE:
+        return True
+    top, left = max(0, (height - PROBE_SIZE) // 2), max(0, (width - PROBE_SIZE) // 2)
+    corner = np.array([top, left])
+    inside = ((positions >= corner - 20) & (positions < corner + PROBE_SIZE + 20)).all(axis=1)
+    crop = image[top:top + PROBE_SIZE, left:left + PROBE_SIZE]
+    found, _ = find_dim_columns(crop, positions[inside] - corner, amplitudes[inside], widths[inside], filter_sigma_px, typical_response, noise)
+    return len(found) >= max(3, 0.01 * inside.sum())
+
+
+def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
+                     filter_sigma_px: float, typical_response: float, noise: float, joint: bool = True,
+                     search: bool = True) -> CompletedLattice:
+    """From a first search's fitted columns to every sublattice, labelled and refined together.
+
+    1. :func:`find_dim_columns` in the residual (``search``; on scans above ``PROBE_SIZE``² only
+       when it finds columns on the central crop); new columns start at the residual's peak with
+       the first search's width.
+    2. :func:`refine_jointly` with one width, two rounds (``joint``): the heights the labels read.
+    3. :func:`label_columns` (position within the lattice, then height); columns of the second
+       search outside every large set of translation-linked columns are dropped.
+    4. Twice: :func:`sublattice_widths` (one width per sublattice, neighbours subtracted), then
+       :func:`refine_jointly` with those widths, three rounds (``joint``).
+    5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
+       distance the shorter is dropped (two fits on one column). The labels of step 3 stand: the
+       refinement moves columns by fractions of a pixel, not between sites.
+
+    ``image`` scaled as :func:`microvae.atoms.prepare_image` scales it; the other arguments as
+    :func:`find_dim_columns` takes them.
+    """
+    from scipy.spatial import cKDTree
+
+    positions = np.asarray(positions, dtype=np.float64)
+    amplitudes = np.asarray(amplitudes, dtype=np.float64)
+    widths = np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (len(positions),)).copy()
+    second = np.zeros(len(positions), bool)
+    source = np.arange(len(positions))
+    if search and len(positions) and _worth_searching(image, positions, amplitudes, widths, filter_sigma_px, typical_response, noise):
+        peaks, heights = find_dim_columns(image, positions, amplitudes, widths, filter_sigma_px, typical_response, noise)
+        positions = np.concatenate([positions, peaks.astype(np.float64)])
+        amplitudes = np.concatenate([amplitudes, np.clip(heights, 1e-3, None)])
+        widths = np.concatenate([widths, np.full(len(peaks), float(np.median(widths)) if len(widths) else filter_sigma_px)])
+        second = np.concatenate([second, np.ones(len(peaks), bool)])
+        source = np.concatenate([source, np.full(len(peaks), -1)])
+    nearest = float(np.median(cKDTree(positions).query(positions, k=2)[0][:, 1])) if len(positions) > 1 else float("nan")
+    refitted = np.zeros(len(positions), bool)
+    if len(positions) > 1:
+        if joint:          # heights of the new columns (and of their neighbours) before they are labelled
+            positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=2, must=second)
+            refitted |= moved
+        labels, linked = label_columns(positions, amplitudes, image.shape, nearest)
+        stray = second & ~linked          # found in the residual but part of no site set: misfit, not a column
+        if stray.any():
+            positions, amplitudes, widths, second, refitted, labels, source = (a[~stray] for a in (positions, amplitudes, widths, second, refitted, labels, source))
+        for _ in range(2 if joint else 0):     # widths from neighbour-subtracted cores, then positions, twice
+            widths = sublattice_widths(image, positions, amplitudes, widths, labels)
+            positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=3, must=second)
+            refitted |= moved
+    if len(positions) > 1:                  # two fits that settled on one column: keep the taller
+        pairs = cKDTree(positions).query_pairs(DUPLICATE_DISTANCE * nearest, output_type="ndarray")
+        if len(pairs):
+            drop = np.zeros(len(positions), bool)
+            for first, other in pairs:
+                if not (drop[first] or drop[other]):
+                    drop[other if amplitudes[other] < amplitudes[first] else first] = True
+            positions, amplitudes, widths, second, refitted, source, labels = (a[~drop] for a in (positions, amplitudes, widths, second, refitted, source, labels))
+    if len(positions) <= 1:
+        labels = np.zeros(len(positions), np.int64)
+    else:
+        nearest = float(np.median(cKDTree(positions).query(positions, k=2)[0][:, 1]))
+    return CompletedLattice(positions, amplitudes, widths, labels, second, refitted, nearest, source)
+
+
+LINK_TOLERANCE = 0.45          # × nearest-neighbour distance: how far a translated column may miss its partner
+TRANSLATION_SAMPLE = 3000      # columns whose neighbours propose, and test, the translations
+MIN_TRANSLATION_SHARE = 0.75   # a lattice translation maps at least this share of the columns onto columns
+
+
+def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_px: float,
+                         intensity: np.ndarray | None = None) -> np.ndarray | None:
+    """(2, 2) the two shortest non-collinear lattice translations (row, col) px, or None.
+
+    A translation of the crystal carries (almost) every column onto another column of the same
+    kind; a vector between two sublattices carries only one sublattice's columns onto the other.
+    Candidates are the most frequent difference vectors between each column and its 12 nearest
+    neighbours (binned at 0.15 × ``nearest_px``, then averaged); a candidate carries the point
+    lattice when at least ``MIN_TRANSLATION_SHARE`` of the columns whose image under it lies inside
+    the scan find a column within 0.25 × ``nearest_px`` of it. Given ``intensity`` (N,) fitted
+    heights, it must also carry each column onto one of about the same height: the median
+    |log(height ratio)| of its pairs is at most max(2 m, m + 0.1), m the smallest over the
+    candidates (Sr and Ti–O columns alternating along a row form one point lattice, not one
+    crystal lattice; a slow thickness gradient changes neighbours' heights only a little).
+    """
+    from scipy.spatial import cKDTree
+
+    count = len(positions)
+    if count < 12:
+        return None
+    tree = cKDTree(positions)
+    probes = np.arange(0, count, max(1, count // TRANSLATION_SAMPLE))       # an even sample of the columns
+    _, neighbours = tree.query(positions[probes], k=min(13, count))
+    vectors = (positions[neighbours[:, 1:]] - positions[probes][:, None, :]).reshape(-1, 2)
+    step = 0.15 * nearest_px
+    keys = np.round(vectors / step).astype(np.int64)
+    unique, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    frequent = np.nonzero(counts >= 0.2 * len(probes))[0]
+    height, width = shape
+    tolerance = 0.25 * nearest_px
+    log_height = None if intensity is None else np.log(np.clip(np.asarray(intensity, dtype=np.float64), 1e-6, None))
+    candidates, mismatch = [], []
+    for index in frequent[np.argsort(-counts[frequent])]:
+        vector = vectors[inverse == index].mean(axis=0)
+        if vector[0] < 0 or (vector[0] == 0 and vector[1] < 0):
+            continue                      # one of ±v is enough
+        if any(np.linalg.norm(vector - t) < tolerance for t in candidates):
+            continue
+        target = positions[probes] + vector
+        inside = (target[:, 0] >= 0) & (target[:, 0] <= height - 1) & (target[:, 1] >= 0) & (target[:, 1] <= width - 1)
+        if inside.sum() < 10:
+            continue
+        distance, partner = tree.query(target[inside], distance_upper_bound=tolerance)
+        hit = distance < tolerance
+        if hit.mean() >= MIN_TRANSLATION_SHARE:
+            candidates.append(vector)
+            origin = probes[np.nonzero(inside)[0][hit]]
+            mismatch.append(0.0 if log_height is None else float(np.median(np.abs(log_height[partner[hit]] - log_height[origin]))))
+    if not candidates:
+        return None
+    smallest = min(mismatch)
+    translations = [t for t, m in zip(candidates, mismatch) if m <= max(2 * smallest, smallest + 0.1)]
+    translations.sort(key=np.linalg.norm)
+    if len(translations) < 2:
+        return None
+    first = translations[0]
+    for second in translations[1:]:
+        if abs(first[0] * second[1] - first[1] * second[0]) > 0.3 * np.linalg.norm(first) * np.linalg.norm(second):
+            return np.stack([first, second])
+    return None
+
+
+def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray,
+                         nearest_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) sublattice of each column from the lattice's geometry, 0 the brightest, and (N,) bool:
+    whether the column belongs to one of the large sets (not to a fragment).
+
+    Columns are linked to the columns found within ``LINK_TOLERANCE`` × ``nearest_px`` of their
+    images under each translation (loose enough that a displaced domain stays linked to the
+    undisplaced one); each connected set is one sublattice (the columns of one site of the unit
+    cell). Sets holding under 5 % of the columns (broken off by vacancies, the scan's edge or a
+    stray detection) join the large set whose median log height is closest to theirs. Sets are
+    numbered by decreasing median height.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    count = len(positions)
+    tree = cKDTree(positions)
+    rows, cols = [], []
+    for vector in translations:
+        distance, index = tree.query(positions + vector, distance_upper_bound=LINK_TOLERANCE * nearest_px)
+        linked = distance < np.inf
+        rows.append(np.nonzero(linked)[0])
+        cols.append(index[linked])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
+    _, component = connected_components(graph, directed=False)
+    sizes = np.bincount(component)
+    linked_any = sizes[component] >= 0.05 * count      # part of a site set, not a fragment
+    log_height = np.log(np.clip(intensity, 1e-6, None))
+    large = np.nonzero(sizes >= 0.05 * count)[0]
+    if len(large) == 0:
+        return np.zeros(count, np.int64), linked_any
+    medians = np.array([np.median(log_height[component == c]) for c in large])
+    for small in np.nonzero(sizes < 0.05 * count)[0]:
+        members = component == small
+        component[members] = large[np.argmin(np.abs(medians - np.median(log_height[members])))]
+    order = large[np.argsort(-medians)]
+    rank = np.full(component.max() + 1, -1)
+    rank[order] = np.arange(len(order))
+    return rank[component].astype(np.int64), linked_any
+
+
+def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int, int],
+                  nearest_px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sublattice of every column, 0 the brightest: position within the lattice, then height.
+
+    1. The lattice's translations, those that carry each column onto one of about its height
+       (:func:`lattice_translations`).
+    2. The sets of columns the translations link (:func:`label_by_translation`) are the sites of
+       the unit cell: a site is labelled as a whole, so a brightness gradient across the scan
+       does not flip columns between sublattices, and columns of one site that differ in height
+       (dopants, thickness) stay one sublattice.
+    Without two translations, the heights alone decide (:func:`label_sublattices`).
+
+    Returns the (N,) labels, numbered by decreasing median height, and (N,) bool ``linked``:
+    False for a column outside every large set of translation-linked columns (a stray detection,
+    a periodic artefact at a few sites, or a column at a defect or the scan's edge); all True
+    without a lattice.
+    """
+    count = len(positions)
+    if count < 20:
+        return np.zeros(count, np.int64), np.ones(count, bool)
+    translations = lattice_translations(positions, shape, nearest_px, intensity)
+    if translations is None:
+        return label_sublattices(intensity), np.ones(count, bool)
+    return label_by_translation(positions, intensity, translations, nearest_px)
