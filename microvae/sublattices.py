@@ -40,7 +40,19 @@ def render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np
     return np.bincount(flat, weights=values[valid], minlength=height * width).reshape(shape)
 
 
-NEIGHBOURS_MODELLED = 12   # nearest columns whose models are taken away from a column's fit window
+NEIGHBOURS_MODELLED = 8    # nearest columns whose models are taken away from a column's fit window
+
+
+def nearest_columns(positions: np.ndarray, count: int = NEIGHBOURS_MODELLED, tree=None) -> np.ndarray:
+    """(N, K) indices of each column's K = min(count, N − 1) nearest other columns, nearest first
+    (``tree``: a scipy cKDTree of ``positions``, when already built)."""
+    from scipy.spatial import cKDTree
+
+    k = min(count, len(positions) - 1)
+    if k < 1:
+        return np.zeros((len(positions), 0), np.int64)
+    tree = tree if tree is not None else cKDTree(positions)
+    return tree.query(positions, k=k + 1)[1].reshape(len(positions), -1)[:, 1:]
 
 
 def neighbours_at(positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray, members: np.ndarray,
@@ -118,7 +130,7 @@ NEIGHBOUR_SHARE = 0.1      # a neighbour counts when its model, over the column'
 
 def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
                    spacing_px: float, rounds: int = JOINT_ROUNDS, iterations: int = 12,
-                   must: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   must: np.ndarray | None = None, neighbours: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refit columns whose neighbours reach into their fit window, each against the image minus
     every other column's fitted model, until the positions settle.
 
@@ -131,6 +143,8 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
     refitted: a neighbour's Gaussian, scaled by its height over the column's own, exceeds
     ``NEIGHBOUR_SHARE`` at the edge of the column's fit disk (the usual well-separated lattice
     costs little); ``must`` (N,) bool marks columns refitted in any case (new ones).
+    ``neighbours`` (N, K): each column's nearest other columns, nearest first, when already known
+    (:func:`nearest_columns`); they stay the same while the columns settle.
 
     Args:
         image: (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
@@ -141,8 +155,6 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
     Returns:
         positions (N, 2), amplitudes (N,), and moved (N,) bool: which columns were refitted.
     """
-    from scipy.spatial import cKDTree
-
     from .atoms import _disk_offsets, _fit_fixed_width, _gather, fit_disk_radius
 
     positions = np.array(positions, dtype=np.float64)
@@ -153,19 +165,16 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
         return positions, amplitudes, refitted
     radius_of = {s: fit_disk_radius(s, spacing_px) for s in np.unique(sigma)}
     fit_radius = np.array([radius_of[s] for s in sigma])
-    tree = cKDTree(positions)
-    distance, neighbour = tree.query(positions, k=min(5, len(positions)))     # the nearest four decide who is reached
-    distance, neighbour = distance[:, 1:], neighbour[:, 1:]
+    neighbour = nearest_columns(positions) if neighbours is None else neighbours
+    closest = neighbour[:, :4]                                          # the nearest four decide who is reached
+    distance = np.hypot(*(positions[closest] - positions[:, None, :]).transpose(2, 0, 1))
     gap = np.clip(distance - fit_radius[:, None], 0, None)
-    reach = amplitudes[neighbour] / np.clip(amplitudes, 1e-6, None)[:, None] * np.exp(-gap**2 / (2 * sigma[neighbour] ** 2))
+    reach = amplitudes[closest] / np.clip(amplitudes, 1e-6, None)[:, None] * np.exp(-gap**2 / (2 * sigma[closest] ** 2))
     affected = (reach > NEIGHBOUR_SHARE).any(axis=1)
     if must is not None:
         affected |= must
     if not affected.any():
         return positions, amplitudes, refitted
-    neighbour = np.zeros((len(positions), min(NEIGHBOURS_MODELLED, len(positions) - 1)), np.int64)
-    neighbour[affected] = tree.query(positions[affected], k=neighbour.shape[1] + 1)[1].reshape(int(affected.sum()), -1)[:, 1:]
-    # the neighbours stay the same while the columns settle
     for _ in range(rounds):
         largest_move = 0.0
         current = positions.copy(), amplitudes.copy()          # every group of a round sees the same neighbours
@@ -253,7 +262,8 @@ def gaussian_mixture_1d(values: np.ndarray, components: int, iterations: int = 1
 
 
 def sublattice_widths(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
-                      labels: np.ndarray, sample: int = 512, iterations: int = 12) -> np.ndarray:
+                      labels: np.ndarray, sample: int = 512, iterations: int = 12,
+                      neighbours: np.ndarray | None = None) -> np.ndarray:
     """(N,) width σ of every column: per sublattice, the median of free-width fits (plane background)
     over a disk of ``WIDTH_RADIUS`` × its current width (at least 2 px) of up to ``sample`` of its
     columns, each against the image minus its neighbours' current models; a sublattice whose fits
@@ -262,14 +272,15 @@ def sublattice_widths(image: np.ndarray, positions: np.ndarray, amplitudes: np.n
 
     widths = np.array(np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (len(positions),)))
     current = widths.copy()
-    for label in np.unique(labels):
+    for label in np.unique(labels[labels >= 0]):          # −1: columns left out
         members = np.nonzero(labels == label)[0]
         members = members[:: max(1, len(members) // sample)]
         width = float(np.median(current[members]))
         rows, cols = _disk_offsets(max(2.0, WIDTH_RADIUS * width))
         centres = np.round(positions[members]).astype(np.int64)
         offsets = positions[members] - centres
-        data = _gather(np.asarray(image, dtype=np.float64), centres, rows, cols) - neighbours_at(positions, amplitudes, current, members, centres, rows, cols)
+        others = None if neighbours is None else neighbours[members]
+        data = _gather(np.asarray(image, dtype=np.float64), centres, rows, cols) - neighbours_at(positions, amplitudes, current, members, centres, rows, cols, others)
         params, ok = _fit_free_width(data, rows, cols, offsets, width, iterations)
         if ok.sum() >= 3:
             widths[labels == label] = float(np.median(params[ok, 3]))
@@ -351,32 +362,33 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
         widths = np.concatenate([widths, np.full(len(peaks), float(np.median(widths)) if len(widths) else filter_sigma_px)])
         second = np.concatenate([second, np.ones(len(peaks), bool)])
         source = np.concatenate([source, np.full(len(peaks), -1)])
-    nearest = float(np.median(cKDTree(positions).query(positions, k=2)[0][:, 1])) if len(positions) > 1 else float("nan")
-    refitted = np.zeros(len(positions), bool)
-    if len(positions) > 1:
-        if joint:          # heights of the new columns (and of their neighbours) before they are labelled
-            positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=2, must=second)
-            refitted |= moved
-        labels, linked = label_columns(positions, amplitudes, image.shape, nearest)
-        stray = second & ~linked          # found in the residual but part of no site set: misfit, not a column
-        if stray.any():
-            positions, amplitudes, widths, second, refitted, labels, source = (a[~stray] for a in (positions, amplitudes, widths, second, refitted, labels, source))
-        for _ in range(2 if joint else 0):     # widths from neighbour-subtracted cores, then positions, twice
-            widths = sublattice_widths(image, positions, amplitudes, widths, labels)
-            positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=3, must=second)
-            refitted |= moved
-    if len(positions) > 1:                  # two fits that settled on one column: keep the taller
-        pairs = cKDTree(positions).query_pairs(DUPLICATE_DISTANCE * nearest, output_type="ndarray")
-        if len(pairs):
-            drop = np.zeros(len(positions), bool)
-            for first, other in pairs:
-                if not (drop[first] or drop[other]):
-                    drop[other if amplitudes[other] < amplitudes[first] else first] = True
-            positions, amplitudes, widths, second, refitted, source, labels = (a[~drop] for a in (positions, amplitudes, widths, second, refitted, source, labels))
     if len(positions) <= 1:
-        labels = np.zeros(len(positions), np.int64)
-    else:
-        nearest = float(np.median(cKDTree(positions).query(positions, k=2)[0][:, 1]))
+        return CompletedLattice(positions, amplitudes, widths, np.zeros(len(positions), np.int64), second,
+                                np.zeros(len(positions), bool), float("nan"), source)
+    tree = cKDTree(positions)                         # one tree and one neighbour table: the columns move by fractions of a pixel
+    neighbours = nearest_columns(positions, tree=tree)
+    nearest = float(np.median(np.hypot(*(positions[neighbours[:, 0]] - positions).T)))
+    refitted = np.zeros(len(positions), bool)
+    if joint:          # heights of the new columns (and of their neighbours) before they are labelled
+        positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=2, must=second, neighbours=neighbours)
+        refitted |= moved
+    labels, linked = label_columns(positions, amplitudes, image.shape, nearest, tree)
+    drop = second & ~linked          # found in the residual but part of no site set: misfit, not a column
+    for _ in range(2 if joint else 0):     # widths from neighbour-subtracted cores, then positions, twice
+        widths = sublattice_widths(image, positions, amplitudes, widths, np.where(drop, -1, labels), neighbours=neighbours)
+        amplitudes = np.where(drop, 0.0, amplitudes)          # a dropped column takes nothing from its neighbours
+        positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours)
+        refitted |= moved
+    # two fits that settled on one column: keep the taller
+    distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
+    close = (distance < DUPLICATE_DISTANCE * nearest) & ~drop[neighbours]
+    for column in np.nonzero(close.any(axis=1) & ~drop)[0]:
+        others = neighbours[column][close[column]]
+        if (amplitudes[others] > amplitudes[column]).any() or ((amplitudes[others] == amplitudes[column]) & (others < column)).any():
+            drop[column] = True
+    keep = ~drop
+    nearest = float(np.median(np.where(drop[neighbours], np.inf, distance)[keep].min(axis=1)))
+    positions, amplitudes, widths, second, refitted, source, labels = (a[keep] for a in (positions, amplitudes, widths, second, refitted, source, labels))
     return CompletedLattice(positions, amplitudes, widths, labels, second, refitted, nearest, source)
 
 
@@ -386,7 +398,7 @@ MIN_TRANSLATION_SHARE = 0.75   # a lattice translation maps at least this share 
 
 
 def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_px: float,
-                         intensity: np.ndarray | None = None) -> np.ndarray | None:
+                         intensity: np.ndarray | None = None, tree=None) -> np.ndarray | None:
     """(2, 2) the two shortest non-collinear lattice translations (row, col) px, or None.
 
     A translation of the crystal carries (almost) every column onto another column of the same
@@ -405,7 +417,7 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
     count = len(positions)
     if count < 12:
         return None
-    tree = cKDTree(positions)
+    tree = tree if tree is not None else cKDTree(positions)
     probes = np.arange(0, count, max(1, count // TRANSLATION_SAMPLE))       # an even sample of the columns
     _, neighbours = tree.query(positions[probes], k=min(13, count))
     vectors = (positions[neighbours[:, 1:]] - positions[probes][:, None, :]).reshape(-1, 2)
@@ -449,7 +461,7 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
 
 
 def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray,
-                         nearest_px: float) -> tuple[np.ndarray, np.ndarray]:
+                         nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
     """(N,) sublattice of each column from the lattice's geometry, 0 the brightest, and (N,) bool:
     whether the column belongs to one of the large sets (not to a fragment).
 
@@ -465,7 +477,7 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
     from scipy.spatial import cKDTree
 
     count = len(positions)
-    tree = cKDTree(positions)
+    tree = tree if tree is not None else cKDTree(positions)
     rows, cols = [], []
     for vector in translations:
         distance, index = tree.query(positions + vector, distance_upper_bound=LINK_TOLERANCE * nearest_px)
@@ -492,7 +504,7 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
 
 
 def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int, int],
-                  nearest_px: float) -> tuple[np.ndarray, np.ndarray]:
+                  nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
     """Sublattice of every column, 0 the brightest: position within the lattice, then height.
 
     1. The lattice's translations, those that carry each column onto one of about its height
@@ -501,7 +513,8 @@ def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int
        the unit cell: a site is labelled as a whole, so a brightness gradient across the scan
        does not flip columns between sublattices, and columns of one site that differ in height
        (dopants, thickness) stay one sublattice.
-    Without two translations, the heights alone decide (:func:`label_sublattices`).
+    Without two translations, the heights alone decide (:func:`label_sublattices`). ``tree``: a
+    scipy cKDTree of ``positions``, when already built.
 
     Returns the (N,) labels, numbered by decreasing median height, and (N,) bool ``linked``:
     False for a column outside every large set of translation-linked columns (a stray detection,
@@ -511,7 +524,7 @@ def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int
     count = len(positions)
     if count < 20:
         return np.zeros(count, np.int64), np.ones(count, bool)
-    translations = lattice_translations(positions, shape, nearest_px, intensity)
+    translations = lattice_translations(positions, shape, nearest_px, intensity, tree)
     if translations is None:
         return label_sublattices(intensity), np.ones(count, bool)
-    return label_by_translation(positions, intensity, translations, nearest_px)
+    return label_by_translation(positions, intensity, translations, nearest_px, tree)
