@@ -37,6 +37,7 @@ def extract_command(
     normalize: str = typer.Option("image", "--normalize", help="'image' (per-scan 0.1–99.9 percentiles → [0,1]), 'global', 'patch' (min–max), 'zscore' or 'none'."),
     edge: str = typer.Option("skip", "--edge", help="Patches reaching outside the image: 'skip' them or fill by 'reflect'."),
     subpixel: bool = typer.Option(True, "--subpixel/--no-subpixel", help="Sample atom-centred patches at the exact subpixel centre (bilinear)."),
+    sublattice: Optional[List[int]] = typer.Option(None, "--sublattice", help="With --atoms: only the atoms of this sublattice (find-atoms' labels, 0 the brightest); repeat for several.", show_default=False),
     stack_as: str = typer.Option("frames", "--stack-as", help="Read 3D stacks as separate 'frames' or co-registered 'channels' (C×W×W patches)."),
     compression: str = typer.Option("gzip", "--compression", help="Storage of the patches: 'gzip' (level 1, with HDF5's byte shuffle when a trial on the first chunk says it helps; readable everywhere) or 'none' (on noisy patches about 25 % larger and read 7× faster, see benchmarks/bench_encode.py: for streaming large stacks to a GPU)."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG gallery of random patches.", show_default=False),
@@ -44,7 +45,8 @@ def extract_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; errors still go to stderr."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
-    params = PatchParams(window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid)
+    params = PatchParams(window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid,
+                         sublattices=tuple(sublattice) if sublattice else None)
     with progress_bar(quiet) as progress:
         result = run_extract(images, output, params, atoms=atoms, stack_as=stack_as, preview=preview, force=force, progress=progress,
                              compression=compression)

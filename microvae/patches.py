@@ -55,6 +55,7 @@ class PatchParams:
     subpixel: bool = True
     grid_step: int | None = None
     percentiles: tuple[float, float] = (0.1, 99.9)
+    sublattices: tuple[int, ...] | None = None   # atom-centred patches of these sublattices only (None: all)
 
     def validate(self) -> None:
         if self.window < 4 or self.window > 1024:
@@ -65,6 +66,12 @@ class PatchParams:
             raise ParameterError(f"unknown edge policy {self.edge!r}; expected one of {', '.join(EDGE_POLICIES)}")
         if self.grid_step is not None and self.grid_step < 1:
             raise ParameterError(f"--grid {self.grid_step} must be a positive number of pixels")
+        if self.sublattices is not None:
+            if self.grid_step is not None:
+                raise ParameterError("--sublattice picks atoms: it needs --atoms, not --grid")
+            if not self.sublattices or any(int(k) < 0 for k in self.sublattices):
+                raise ParameterError(f"--sublattice {list(self.sublattices)}: expected sublattice numbers ≥ 0")
+            self.sublattices = tuple(int(k) for k in self.sublattices)
 
 
 @dataclass

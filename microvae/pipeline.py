@@ -9,7 +9,7 @@ Config sections and their keys (all optional; defaults are the subcommands' defa
 
     [find_atoms]   method, refine, sigma_px, spacing_px, threshold, threshold_rel, invert, channel, device,
                    sublattices, joint, displacements
-    [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel,
+    [extract]      mode ("atoms" or "grid"), window, grid_step, fft, normalize, edge, subpixel, sublattices,
                    compression ("gzip" or "none")
     [train]        classes (a number, or "auto" with max_classes), hidden, and any field of
                    JTRVAEConfig (latent_dim, rotation, translation, likelihood, decoder,
@@ -37,7 +37,7 @@ from .training import configs_from_settings, setting_names
 SECTIONS = {
     "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device",
                    "sublattices", "joint", "displacements"},
-    "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel", "compression"},
+    "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel", "compression", "sublattices"},
     "train": setting_names(),
     "encode": {"batch_size", "device", "scores", "amp"},
     "export": {"formats", "radius"},
@@ -93,6 +93,8 @@ def extract_params(config: PipelineConfig) -> tuple[PatchParams, str, str]:
     compression = str(values.pop("compression", "gzip"))
     if mode not in ("atoms", "grid"):
         raise ParameterError(f"[extract] mode must be 'atoms' or 'grid', got {mode!r}")
+    if values.get("sublattices") is not None:
+        values["sublattices"] = tuple(int(k) for k in values["sublattices"])
     params = PatchParams(**values)
     if mode == "grid" and params.grid_step is None:
         params.grid_step = max(1, params.window // 2)

@@ -226,7 +226,7 @@ def run_extract(
         return StageResult("up-to-date", output, notes=[plan.reason])
     scans = _read_all(images, stack_as, progress)
     if atoms is not None:
-        centres, atom_rows = _atom_centres_for(Path(atoms), scans)
+        centres, atom_rows = _atom_centres_for(Path(atoms), scans, params.sublattices)
     else:
         from .patches import grid_centres
 
@@ -311,8 +311,9 @@ def _atom_values(atoms: str | Path | None, atom_index: np.ndarray) -> dict[str, 
     return out
 
 
-def _atom_centres_for(atoms_path: Path, scans: list[Scan]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For each scan, the atom centres recorded for it in the atoms artifact (matched by content hash and frame)."""
+def _atom_centres_for(atoms_path: Path, scans: list[Scan], sublattices: tuple[int, ...] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """For each scan, the atom centres recorded for it in the atoms artifact (matched by content hash
+    and frame), of the given ``sublattices`` only when given."""
     import h5py
 
     with h5py.File(atoms_path, "r") as handle:
@@ -320,6 +321,14 @@ def _atom_centres_for(atoms_path: Path, scans: list[Scan]) -> tuple[list[np.ndar
         records = artifacts.read_image_table(handle)
         coords = handle["coords"][()]
         image_index = handle["image_index"][()]
+        if sublattices is not None:
+            if "sublattice" not in handle:
+                raise InputError(f"{atoms_path}: has no sublattice labels (made by an older find-atoms); rerun find-atoms to use --sublattice")
+            present = set(np.unique(handle["sublattice"][()]).tolist())
+            missing = [k for k in sublattices if k not in present]
+            if missing:
+                raise InputError(f"{atoms_path}: has no sublattice {', '.join(map(str, missing))} (it holds {', '.join(map(str, sorted(present)))})")
+            image_index = np.where(np.isin(handle["sublattice"][()], sublattices), image_index, -1)
     lookup = {(record.sha256, record.frame): row for row, record in enumerate(records)}
     centres, rows = [], []
     for scan in scans:

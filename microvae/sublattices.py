@@ -342,8 +342,9 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     4. Twice: :func:`sublattice_widths` (one width per sublattice, neighbours subtracted), then
        :func:`refine_jointly` with those widths, three rounds (``joint``).
     5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
-       distance the shorter is dropped (two fits on one column). The labels of step 3 stand: the
-       refinement moves columns by fractions of a pixel, not between sites.
+       distance the shorter is dropped (two fits on one column). Where the second search added
+       columns, they are labelled again with their refined heights; otherwise the labels of step 3
+       stand (the refinement moves columns by fractions of a pixel, not between sites).
 
     ``image`` scaled as :func:`microvae.atoms.prepare_image` scales it; the other arguments as
     :func:`find_dim_columns` takes them.
@@ -389,6 +390,8 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     keep = ~drop
     nearest = float(np.median(np.where(drop[neighbours], np.inf, distance)[keep].min(axis=1)))
     positions, amplitudes, widths, second, refitted, source, labels = (a[keep] for a in (positions, amplitudes, widths, second, refitted, source, labels))
+    if second.any():         # the new columns' heights were provisional when they were first labelled
+        labels, _ = label_columns(positions, amplitudes, image.shape, nearest)
     return CompletedLattice(positions, amplitudes, widths, labels, second, refitted, nearest, source)
 
 

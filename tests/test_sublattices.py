@@ -217,3 +217,73 @@ def test_real_srtio3_adf_and_abf_sublattices(realdata):
     assert len(estimate.sublattice_counts) == 3
     assert all(100 <= count <= 140 for count in estimate.sublattice_counts), estimate.sublattice_counts
     assert estimate.nearest_neighbour_px < 0.75 * estimate.spacing_px        # oxygen columns between the others
+
+
+def test_cli_writes_sublattices_and_displacements_through_to_the_maps(tmp_path, capsys):
+    """find-atoms → extract → train (1 epoch) → encode → export: sublattice and displacement travel
+    with the atoms and come out as maps with units; a bad --displacements is one line, exit 2."""
+    import h5py
+    import tifffile
+
+    from microvae.cli.main import main
+
+    def run(args):
+        with pytest.raises(SystemExit) as exited:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return exited.value.code, captured.out, captured.err
+
+    scan = GENERATORS["displaced_perovskite"](seed=0, size="ci")
+    image = tmp_path / "film.tif"
+    tifffile.imwrite(image, scan.image)
+    code, out, err = run(["find-atoms", image, "-o", tmp_path / "atoms.h5", "--displacements", "1-0"])
+    assert code == 2 and "OF:RELATIVE_TO" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "atoms.h5").exists()
+    code, out, err = run(["find-atoms", image, "-o", tmp_path / "atoms.h5", "--preview", tmp_path / "atoms.png"])
+    assert code == 0, err
+    assert "sublattices 0:" in out + err and "displacements median" in out + err
+    with h5py.File(tmp_path / "atoms.h5") as handle:
+        sublattice = handle["sublattice"][()]
+        displacement = handle["displacement_px"][()]
+        assert handle["displacement_px"].attrs["units"] == "px"
+        assert set(np.unique(sublattice)) == {0, 1}
+        assert np.isnan(displacement[sublattice == 0]).all() and np.isfinite(displacement[sublattice == 1]).mean() > 0.8
+    assert run(["extract", image, "--atoms", tmp_path / "atoms.h5", "--window", 12, "-o", tmp_path / "patches.h5"])[0] == 0
+    with h5py.File(tmp_path / "patches.h5") as handle:
+        assert "atom_sublattice" in handle and handle["atom_displacement_px"].shape[1] == 2
+    assert run(["train", tmp_path / "patches.h5", "-o", tmp_path / "run", "--classes", 2, "--epochs", 1, "--no-rotation",
+                "--no-translation", "--class-init", "none"])[0] == 0
+    assert run(["encode", tmp_path / "run", tmp_path / "patches.h5", "-o", tmp_path / "encoded.h5", "--no-scores"])[0] == 0
+    assert run(["export", tmp_path / "encoded.h5", "-o", tmp_path / "maps", "--format", "tiff"])[0] == 0
+    with h5py.File(tmp_path / "maps" / "maps.h5") as handle:
+        group = handle["image_00"]
+        assert group["displacement_px"].attrs["units"] == "px"
+        assert np.nanmax(group["displacement_px"][()]) > 1.5          # film B moved 2–3 px
+        assert set(np.unique(group["sublattice"][()])) <= {-1, 0, 1}
+
+
+def test_extract_picks_a_sublattice(tmp_path, capsys):
+    """extract --sublattice K cuts patches around that sublattice's atoms only; a missing one is named."""
+    import h5py
+    import tifffile
+
+    from microvae.cli.main import main
+
+    def run(args):
+        with pytest.raises(SystemExit) as exited:
+            main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return exited.value.code, captured.out, captured.err
+
+    scan = GENERATORS["honeycomb"](seed=0, size="ci")
+    image = tmp_path / "honeycomb.tif"
+    tifffile.imwrite(image, scan.image)
+    assert run(["find-atoms", image, "-o", tmp_path / "atoms.h5"])[0] == 0
+    with h5py.File(tmp_path / "atoms.h5") as handle:
+        sublattice = handle["sublattice"][()]
+    assert run(["extract", image, "--atoms", tmp_path / "atoms.h5", "--window", 10, "--sublattice", 1, "-o", tmp_path / "dim.h5"])[0] == 0
+    with h5py.File(tmp_path / "dim.h5") as handle:
+        assert (sublattice[handle["atom_index"][()]] == 1).all() and (handle["atom_sublattice"][()] == 1).all()
+        assert len(handle["atom_index"]) > 0.8 * (sublattice == 1).sum()
+    code, _, err = run(["extract", image, "--atoms", tmp_path / "atoms.h5", "--window", 10, "--sublattice", 5, "-o", tmp_path / "none.h5"])
+    assert code == 2 and "no sublattice 5" in err
