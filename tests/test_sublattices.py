@@ -219,12 +219,8 @@ def test_real_srtio3_adf_and_abf_sublattices(realdata):
     assert estimate.nearest_neighbour_px < 0.75 * estimate.spacing_px        # oxygen columns between the others
 
 
-def test_cli_writes_sublattices_and_displacements_through_to_the_maps(tmp_path, capsys):
-    """find-atoms → extract → train (1 epoch) → encode → export: sublattice and displacement travel
-    with the atoms and come out as maps with units; a bad --displacements is one line, exit 2."""
-    import h5py
-    import tifffile
-
+def _cli(capsys):
+    """``run(args) -> (exit code, stdout, stderr)`` of ``microvae ARGS`` in-process."""
     from microvae.cli.main import main
 
     def run(args):
@@ -233,6 +229,16 @@ def test_cli_writes_sublattices_and_displacements_through_to_the_maps(tmp_path, 
         captured = capsys.readouterr()
         return exited.value.code, captured.out, captured.err
 
+    return run
+
+
+def test_cli_writes_sublattices_and_displacements_through_to_the_maps(tmp_path, capsys):
+    """find-atoms → extract → train (1 epoch) → encode → export: sublattice and displacement travel
+    with the atoms and come out as maps with units; a bad --displacements is one line, exit 2."""
+    import h5py
+    import tifffile
+
+    run = _cli(capsys)
     scan = GENERATORS["displaced_perovskite"](seed=0, size="ci")
     image = tmp_path / "film.tif"
     tifffile.imwrite(image, scan.image)
@@ -267,14 +273,7 @@ def test_extract_picks_a_sublattice(tmp_path, capsys):
     import h5py
     import tifffile
 
-    from microvae.cli.main import main
-
-    def run(args):
-        with pytest.raises(SystemExit) as exited:
-            main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return exited.value.code, captured.out, captured.err
-
+    run = _cli(capsys)
     scan = GENERATORS["honeycomb"](seed=0, size="ci")
     image = tmp_path / "honeycomb.tif"
     tifffile.imwrite(image, scan.image)
