@@ -1,13 +1,24 @@
-"""Every sublattice: dim columns beside bright ones, sublattice labels, and a joint refinement.
+"""Every sublattice: dim columns beside bright ones, a joint refinement, labels.
 
-A lattice's autocorrelation is dominated by its brightest columns: on a honeycomb of bright metal
-and dim chalcogen columns (MoS₂) the nearest strong peak is the metal–metal distance, and a peak
-search with that spacing never looks between the metals. :func:`find_dim_columns` looks again
-where the bright columns have been taken away: the fitted columns are rendered and subtracted,
-and the residual's local maxima at the scale of one column, well clear of the columns found and
-above the noise, are new columns.
+What :func:`microvae.atoms.find_atoms` does after its first search (:func:`complete_lattice`):
 
-Conventions: (H, W) float images, positions (row, col) in pixels, pixel (r, c) centred at (r, c).
+1. **Second search** (:func:`find_dim_columns`). A lattice's autocorrelation is dominated by its
+   brightest columns: on a honeycomb of bright metal and dim chalcogen columns (MoS₂) the nearest
+   strong peak is the metal–metal distance, and a peak search with that spacing never looks
+   between the metals. The fitted columns are rendered (:func:`render_columns`) and subtracted;
+   the residual's local maxima at the scale of one column, clear of the columns found and above
+   the noise, are new columns.
+2. **Joint refinement** (:func:`refine_jointly`). A column fitted alone next to a brighter
+   neighbour is pulled towards it; each column whose neighbours reach into its fit window is
+   refitted against the image minus its neighbours' models (:func:`neighbours_at`), with one
+   width per sublattice (:func:`sublattice_widths`), until the positions settle.
+3. **Labels** (:func:`label_columns`). The lattice's translations (:func:`lattice_translations`)
+   link the columns of one site of the unit cell (:func:`label_by_translation`); without a
+   lattice, a mixture of the fitted heights decides (:func:`label_sublattices`). New columns that
+   belong to no site set are misfits and are dropped.
+
+Conventions: (H, W) float images scaled as :func:`microvae.atoms.prepare_image` scales them,
+positions (row, col) in pixels with pixel (r, c) centred at (r, c), widths σ in pixels.
 """
 
 from __future__ import annotations
