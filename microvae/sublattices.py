@@ -347,11 +347,13 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     1. :func:`find_dim_columns` in the residual (``search``; on scans above ``PROBE_SIZE``² only
        when it finds columns on the central crop); new columns start at the residual's peak with
        the first search's width.
-    2. :func:`refine_jointly` with one width, two rounds (``joint``): the heights the labels read.
+    2. :func:`refine_jointly` with one width, two rounds (``joint``, when the second search found
+       columns): the heights the labels read.
     3. :func:`label_columns` (position within the lattice, then height); columns of the second
        search outside every large set of translation-linked columns are dropped.
-    4. Twice: :func:`sublattice_widths` (one width per sublattice, neighbours subtracted), then
-       :func:`refine_jointly` with those widths, three rounds (``joint``).
+    4. :func:`sublattice_widths` (one width per sublattice, neighbours subtracted), then
+       :func:`refine_jointly` with those widths, three rounds (``joint``); once more unless the
+       widths moved by under 2 %.
     5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
        distance the shorter is dropped (two fits on one column). Where the second search added
        columns, they are labelled again with their refined heights; otherwise the labels of step 3
@@ -381,16 +383,19 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     neighbours = nearest_columns(positions, tree=tree)
     nearest = float(np.median(np.hypot(*(positions[neighbours[:, 0]] - positions).T)))
     refitted = np.zeros(len(positions), bool)
-    if joint:          # heights of the new columns (and of their neighbours) before they are labelled
+    if joint and second.any():      # heights of the new columns (and of their neighbours) before they are labelled
         positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=2, must=second, neighbours=neighbours)
         refitted |= moved
     labels, linked = label_columns(positions, amplitudes, image.shape, nearest, tree)
     drop = second & ~linked          # found in the residual but part of no site set: misfit, not a column
-    for _ in range(2 if joint else 0):     # widths from neighbour-subtracted cores, then positions, twice
+    for _ in range(2 if joint else 0):     # widths from neighbour-subtracted cores, then positions; twice unless the widths stand
+        previous = widths
         widths = sublattice_widths(image, positions, amplitudes, widths, np.where(drop, -1, labels), neighbours=neighbours)
         amplitudes = np.where(drop, 0.0, amplitudes)          # a dropped column takes nothing from its neighbours
         positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours)
         refitted |= moved
+        if np.abs(widths - previous).max(initial=0.0) < 0.02 * float(np.median(widths)):
+            break
     # two fits that settled on one column: keep the taller
     distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
     close = (distance < DUPLICATE_DISTANCE * nearest) & ~drop[neighbours]
