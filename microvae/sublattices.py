@@ -411,6 +411,7 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     return CompletedLattice(positions, amplitudes, widths, labels, second, refitted, nearest, source)
 
 
+LINK_HEIGHT_STEP = 0.3         # log-height step a link may always take (a thickness wedge changes neighbours little)
 LINK_TOLERANCE = 0.45          # × nearest-neighbour distance: how far a translated column may miss its partner
 TRANSLATION_SAMPLE = 3000      # columns whose neighbours propose, and test, the translations
 MIN_TRANSLATION_SHARE = 0.75   # a lattice translation maps at least this share of the columns onto columns
@@ -482,11 +483,15 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
 def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray,
                          nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
     """(N,) sublattice of each column from the lattice's geometry, 0 the brightest, and (N,) bool:
-    whether the column belongs to one of the large sets (not to a fragment).
+    whether the column belongs to one of the large sets or sits on their lattice (≥ 2 of its
+    translation partners, whatever their heights, in large sets: a dopant does, a misfit between
+    columns does not).
 
     Columns are linked to the columns found within ``LINK_TOLERANCE`` × ``nearest_px`` of their
     images under each translation (loose enough that a displaced domain stays linked to the
-    undisplaced one); each connected set is one sublattice (the columns of one site of the unit
+    undisplaced one) when their log heights differ by at most max(``LINK_HEIGHT_STEP``, 3 × the
+    median step over all links), so that one poorly fitted column at the scan's edge does not
+    join two sites; each connected set is one sublattice (the columns of one site of the unit
     cell). Sets holding under 5 % of the columns (broken off by vacancies, the scan's edge or a
     stray detection) join the large set whose median log height is closest to theirs. Sets are
     numbered by decreasing median height.
@@ -504,11 +509,18 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
         rows.append(np.nonzero(linked)[0])
         cols.append(index[linked])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
+    every_row, every_col = rows, cols                 # the geometric links, whatever the heights
+    log_height = np.log(np.clip(intensity, 1e-6, None))
+    step = np.abs(log_height[rows] - log_height[cols])
+    alike = step <= max(LINK_HEIGHT_STEP, 3 * float(np.median(step))) if len(step) else step > 0
+    rows, cols = rows[alike], cols[alike]          # one bad fit at the scan's edge must not join two sites
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
     _, component = connected_components(graph, directed=False)
     sizes = np.bincount(component)
-    linked_any = sizes[component] >= 0.05 * count      # part of a site set, not a fragment
-    log_height = np.log(np.clip(intensity, 1e-6, None))
+    in_set = sizes[component] >= 0.05 * count
+    # a column of another height on a site of a large set (a dopant) has ≥ 2 lattice partners in large sets
+    partners = np.bincount(every_row, weights=in_set[every_col], minlength=count) + np.bincount(every_col, weights=in_set[every_row], minlength=count)
+    linked_any = in_set | (partners >= 2)
     large = np.nonzero(sizes >= 0.05 * count)[0]
     if len(large) == 0:
         return np.zeros(count, np.int64), linked_any
