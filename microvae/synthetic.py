@@ -103,24 +103,12 @@ def render_gaussians(shape: tuple[int, int], positions: np.ndarray, amplitudes: 
     """Sum of isotropic Gaussians ``amplitude · exp(-d² / 2σ²)`` on an (H, W) pixel grid.
 
     Each Gaussian is evaluated in a (2R+1)² window, R = ceil(4σ), as the outer product of its row and
-    column profiles, and accumulated with one ``bincount``: O(N R²), fast for 10⁵ columns.
+    column profiles, and accumulated with one ``bincount``: O(N R²), fast for 10⁵ columns
+    (:func:`microvae.sublattices.render_columns`, which also takes one σ per column).
     """
-    height, width = shape
-    radius = int(np.ceil(4 * sigma_px))
-    offsets = np.arange(-radius, radius + 1)
-    base_rows = np.round(positions[:, 0]).astype(np.int64)
-    base_cols = np.round(positions[:, 1]).astype(np.int64)
-    rows = base_rows[:, None] + offsets[None, :]  # (N, 2R+1)
-    cols = base_cols[:, None] + offsets[None, :]
-    profile_rows = np.exp(-((rows - positions[:, :1]) ** 2) / (2 * sigma_px**2))
-    profile_cols = np.exp(-((cols - positions[:, 1:]) ** 2) / (2 * sigma_px**2))
-    values = amplitudes[:, None, None] * profile_rows[:, :, None] * profile_cols[:, None, :]
-    all_rows = np.broadcast_to(rows[:, :, None], values.shape)
-    all_cols = np.broadcast_to(cols[:, None, :], values.shape)
-    valid = (all_rows >= 0) & (all_rows < height) & (all_cols >= 0) & (all_cols < width)
-    flat = all_rows[valid] * width + all_cols[valid]
-    image = np.bincount(flat, weights=values[valid], minlength=height * width)
-    return image.reshape(height, width)
+    from .sublattices import render_columns
+
+    return render_columns(shape, np.asarray(positions, dtype=np.float64), np.asarray(amplitudes, dtype=np.float64), sigma_px)
 
 
 def slow_background(shape: tuple[int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
