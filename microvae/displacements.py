@@ -74,7 +74,7 @@ def neighbour_displacements(positions: np.ndarray, sublattice: np.ndarray, of: i
     tree = cKDTree(positions[anchors])
 
     def offsets(members: np.ndarray, count: int, reach: float | None) -> tuple[np.ndarray, float]:
-        distance, index = tree.query(positions[members], k=count)
+        distance, index = tree.query(positions[members], k=count, workers=-1)
         distance, index = distance.reshape(len(members), -1), index.reshape(len(members), -1)
         reach = reach if reach is not None else 2.0 * float(np.median(distance[:, 0]))
         vector = positions[members] - positions[anchors][index].mean(axis=1)

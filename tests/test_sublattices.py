@@ -58,19 +58,43 @@ def test_honeycomb_dim_sublattice_is_found_by_default(seed):
     assert per_sublattice(scan, first_only)[scan.sublattice_names[1]][0] < 0.5
 
 
+def film_b_bias(scan, table, margin: float = 10.0) -> tuple[float, float]:
+    """(bias, RMSE) px of the displaced B columns at least ``margin`` px inside the scan: the mean
+    error along each column's imposed displacement (+ = beyond the true position) and the RMSE."""
+    inside = scan.inside(margin)
+    truth = scan.positions[inside]
+    true_index, found_index = match_positions(truth, table.positions, 3.4)
+    displacement = scan.displacement_px[inside][true_index]
+    length = np.hypot(*displacement.T)
+    film = length > 0.25
+    error = table.positions[found_index[film]] - truth[true_index[film]]
+    unit = displacement[film] / length[film, None]
+    return float(np.mean(np.sum(error * unit, axis=1))), float(np.sqrt((error**2).sum(1).mean()))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-def test_displaced_columns_beside_bright_ones(seed):
-    """The issue's hard case (B columns 2–3 px towards an A, overlapping elliptical cores, probe tails):
-    every B is found and the joint refinement halves the position error of every sublattice against
-    independent fits (control). Measured at ci size: A 0.12 px, film B 0.31 px (bias 0.11–0.14 px
-    along the displacement), substrate B 0.18 px; independent fits 0.27 / 0.51 / 0.31."""
+def test_displaced_columns_beside_bright_ones(seed, monkeypatch):
+    """The issue's hard case (B columns 2–3 px towards an A, overlapping astigmatic cores, probe
+    tails, dose 300): every column is found, and away from the scan's edge the displaced B columns
+    come out without bias (|bias| ≤ 0.05 px along the displacement; measured ci size seeds 0–3:
+    −0.02 to +0.04) and with half the error of independent fits. Controls: independent fits, and
+    the joint refinement with round columns of the first search's width (the elliptical shapes of
+    :func:`sublattice_shapes` replaced), are both biased by more than 0.1 px."""
+    import microvae.sublattices as sublattices
+
     scan = GENERATORS["displaced_perovskite"](seed=seed, size="ci")
-    joint = per_sublattice(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
-    alone = per_sublattice(scan, find_atoms(scan.image, FindAtomsParams(device="cpu", joint=False))[0])
+    joint = find_atoms(scan.image, FindAtomsParams(device="cpu"))[0]
+    scores = per_sublattice(scan, joint)
     for name in scan.sublattice_names:
-        assert joint[name][0] >= 0.98
-    assert joint["A"][1] <= 0.16 and joint["A"][1] < 0.6 * alone["A"][1]
-    assert joint["B"][1] <= 0.3 and joint["B"][1] < 0.75 * alone["B"][1]
+        assert scores[name][0] >= 0.98
+    bias, rmse = film_b_bias(scan, joint)
+    assert abs(bias) <= 0.05 and rmse <= 0.3, (bias, rmse)
+    alone = find_atoms(scan.image, FindAtomsParams(device="cpu", joint=False))[0]
+    alone_bias, alone_rmse = film_b_bias(scan, alone)
+    assert alone_bias > 0.1 and rmse < 0.6 * alone_rmse, (alone_bias, alone_rmse)
+    monkeypatch.setattr(sublattices, "sublattice_shapes", lambda image, positions, amplitudes, covariance, labels, **_: covariance)
+    round_bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
+    assert round_bias > 0.1, round_bias
 
 
 def test_joint_refinement_is_unbiased_when_the_model_is_right():
