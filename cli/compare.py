@@ -9,10 +9,6 @@ from typing import Optional
 
 import typer
 
-from microvae import artifacts
-from microvae.compare import compare_runs
-from microvae.stages import patches_for_model
-from microvae.training import load_run
 
 from .console import stderr, stdout
 from .main import app
@@ -42,6 +38,11 @@ def compare_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary lines."),
     json_summary: bool = typer.Option(False, "--json", help="Print the comparison as one JSON line on stdout."),
 ) -> None:
+    from microvae import artifacts
+    from microvae.compare import compare_runs
+    from microvae.stages import patches_for_model
+    from microvae.training import load_run
+
     model_a, configs_a = load_run(run_a)
     model_b, _ = load_run(run_b)
     images = patches_for_model(patches, configs_a["model"], run_a, limit)

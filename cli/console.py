@@ -10,7 +10,10 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from microvae.stages import StageResult
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from microvae.stages import StageResult
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False, soft_wrap=True)

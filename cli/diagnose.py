@@ -9,10 +9,6 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from microvae import artifacts
-from microvae.diagnose import invariance_report, report_dict
-from microvae.stages import patches_for_model
-from microvae.training import load_run
 
 from .console import stderr, stdout
 from .main import app
@@ -44,6 +40,11 @@ def diagnose_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
     json_summary: bool = typer.Option(False, "--json", help="Print the report as one JSON line on stdout."),
 ) -> None:
+    from microvae import artifacts
+    from microvae.diagnose import invariance_report, report_dict
+    from microvae.stages import patches_for_model
+    from microvae.training import load_run
+
     reports = {}
     for role, folder in (("model", run_dir), ("reference", reference)):
         if folder is None:

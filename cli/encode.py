@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from microvae.errors import ParameterError
-from microvae.stages import is_patch_input, run_encode, run_encode_scans
 
 from .console import progress_bar, report, stderr
 from .main import app
@@ -41,24 +40,36 @@ def encode_command(
     invert: Optional[bool] = typer.Option(None, "--invert/--no-invert", help="Override the recipe's dark-column setting.", show_default=False),
     ignore_calibration: bool = typer.Option(False, "--ignore-calibration", help="Accept scans whose pixel size differs from the training scans'."),
     device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
-    batch_size: int = typer.Option(1024, "--batch-size", "-b", help="Patches per forward pass."),
+    batch_size: int = typer.Option(1024, "--batch-size", "-b", help="Patches per forward pass.", min=1),
     refine: int = typer.Option(0, "--refine", help="Optimise each patch's posterior for N Adam steps against the fixed decoder, starting from the encoder's guess (closes the amortisation gap on new or shifted scans; the −ELBO before and after is recorded). 0 = off.", min=0),
     refine_lr: float = typer.Option(0.05, "--refine-lr", help="Learning rate of --refine (latent units; log units for the posterior sds)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (as for train --labels): they keep their class, as a conditional (crVAE-style) model is used; the rest are inferred. Marked in class_observed.", show_default=False),
     scores: bool = typer.Option(True, "--scores/--no-scores", help="Also compute each patch's reconstruction error and −ELBO (1 + K decoder passes over every pixel) and compare each scan with the training data. --no-scores runs the encoder alone (class, latents, angle, shift), which is many times faster: use it to map large stacks."),
     amp: bool = typer.Option(False, "--amp", help="bfloat16 autocast on CUDA: faster (1.6× over TF32 in benchmarks/bench_gpu.py on an H100), with the networks' arithmetic rounded to bfloat16. Ignored on the CPU."),
-    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", help="Patches larger than this (GB of float32) are read block by block instead of held in memory."),
+    kind: str = typer.Option("auto", "--input-kind", help="'auto' (from the data: a patches artifact, or frames of the run's patch shape, are patches; a 2-D array or larger frames are scans), 'patches' or 'scans'."),
+    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", min=0.001, help="Patches larger than this (GB of float32) are read block by block instead of held in memory."),
     force: bool = typer.Option(False, "--force", help="Overwrite an output made from other inputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
+    from microvae.stages import input_kind, run_encode, run_encode_scans, run_patch_side
+
     if pretrained is None:
         if len(inputs) < 2:
             raise ParameterError("give the run folder and at least one input: microvae encode RUN_DIR INPUT... -o OUT (or --pretrained RUN_DIR INPUT...)")
         run_dir, inputs = Path(inputs[0]), inputs[1:]
     else:
         run_dir = pretrained
-    patch_inputs = [is_patch_input(spec) for spec in inputs]
+    side = run_patch_side(run_dir)
+    kinds = [input_kind(spec, side, kind) for spec in inputs]
+    patch_inputs = [k == "patches" for k in kinds]
+    if all(patch_inputs) and not quiet and not json_summary and side is not None:
+        stderr.print(f"  {inputs[0]}: read as a stack of {side}×{side} patches (the run's patch shape); --input-kind scans reads it as scans")
+    overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
+    given = [flag for flag, value in zip(("--spacing", "--sigma", "--threshold-rel", "--invert/--no-invert"), overrides.values()) if value is not None]
+    if all(patch_inputs) and given:
+        raise ParameterError(f"{', '.join(given)} change how atoms are found in scans, but {inputs[0]} holds patches already cut; "
+                             "drop them, or give the scans")
     with progress_bar(quiet) as progress:
         if all(patch_inputs):
             if len(inputs) != 1:
@@ -71,7 +82,6 @@ def encode_command(
         elif any(patch_inputs):
             raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
         else:
-            overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
             results = run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, device=device, batch_size=batch_size, force=force,
                                        progress=progress, refine_steps=refine, refine_lr=refine_lr, scores=scores, amp=amp)
             if not quiet and not json_summary:

@@ -7,10 +7,15 @@ from typing import Optional
 
 import typer
 
-from microvae.stages import run_export
 
 from .console import progress_bar, report
 from .main import app
+
+
+def _positive(value: Optional[float]) -> Optional[float]:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be a positive number of pixels, got {value}")
+    return value
 
 
 @app.command(
@@ -31,11 +36,13 @@ def export_command(
     encoded: Path = typer.Argument(..., help="Encoded artifact from 'microvae encode'.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the maps.", show_default=False),
     formats: str = typer.Option("h5,tiff,png", "--format", help="Comma-separated: h5, tiff, png (maps.h5 is always written: it records what was exported)."),
-    radius: Optional[float] = typer.Option(None, "--radius", help="Pixels farther than this from every patch centre are missing [default: half the window]."),
+    radius: Optional[float] = typer.Option(None, "--radius", help="Pixels farther than this from every patch centre are missing [default: half the window].", callback=_positive),
     force: bool = typer.Option(False, "--force", help="Overwrite maps made from other inputs or settings."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
+    from microvae.stages import run_export
+
     with progress_bar(quiet) as progress:
         result = run_export(encoded, output, tuple(formats.split(",")), radius=radius, force=force, progress=progress)
     report(result, quiet, json_summary)

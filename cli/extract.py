@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from microvae.patches import PatchParams
-from microvae.stages import run_extract
 
 from .console import progress_bar, report
 from .main import app
@@ -45,6 +44,8 @@ def extract_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; errors still go to stderr."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
+    from microvae.stages import run_extract
+
     params = PatchParams(window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid,
                          sublattices=tuple(sublattice) if sublattice else None)
     with progress_bar(quiet) as progress:

@@ -8,7 +8,6 @@ from typing import List, Optional
 import typer
 
 from microvae.atoms import FindAtomsParams
-from microvae.stages import run_find_atoms
 
 from .console import progress_bar, report
 from .main import app
@@ -53,6 +52,8 @@ def find_atoms_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; errors still go to stderr."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
+    from microvae.stages import run_find_atoms
+
     params = FindAtomsParams(method=method, refine=refine, sigma_px=sigma, spacing_px=spacing, threshold=threshold, threshold_rel=threshold_rel, invert=invert, device=device,
                              sublattices=sublattices, joint=joint, displacements=displacements)
     with progress_bar(quiet) as progress:

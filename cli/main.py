@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error.filename or 'output'}: cannot write ({describe_os_error(error)})", file=sys.stderr)
         sys.exit(2)
     except Exception as error:
-        if _is_usage_error(error):  # bad option or argument: Typer prints usage and the problem
-            error.show()
+        if _is_usage_error(error):  # bad option or argument: one line, as every user mistake
+            command = getattr(getattr(error, "ctx", None), "command_path", "microvae")
+            message = " ".join(str(error.format_message()).split()) if hasattr(error, "format_message") else str(error)
+            print(f"error: {message} (see '{command} --help')", file=sys.stderr)
             sys.exit(error.exit_code)
         _internal_error(error, debug)  # anything else is a bug in microvae
     sys.exit(0)

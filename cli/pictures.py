@@ -8,11 +8,7 @@ from typing import Optional
 import numpy as np
 import typer
 
-from microvae import artifacts
 from microvae.errors import ParameterError
-from microvae.generation import generate, latent_grid, sweep_values, traversal
-from microvae.plots import save_image_grid
-from microvae.training import load_run
 
 from .console import stdout
 from .main import app
@@ -32,9 +28,14 @@ from .main import app
 def manifold_command(
     run_dir: Path = typer.Argument(..., help="Run folder of a trained model.", show_default=False),
     output: Path = typer.Option(..., "-o", "--output", help="PNG path (one file per figure is derived from it).", show_default=False),
-    steps: int = typer.Option(9, "--steps", help="Images per latent sweep."),
+    steps: int = typer.Option(9, "--steps", help="Images per latent sweep.", min=2),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list the files written."),
 ) -> None:
+    from microvae import artifacts
+    from microvae.generation import generate, latent_grid, sweep_values, traversal
+    from microvae.plots import save_image_grid
+    from microvae.training import load_run
+
     model, configs = load_run(run_dir)
     config = configs["model"]
     written = []
@@ -77,16 +78,21 @@ def generate_command(
     shift: str = typer.Option("0,0", "--shift", help="Shift row,col in pixels."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the file written."),
 ) -> None:
+    from microvae import artifacts
+    from microvae.generation import generate, latent_grid, sweep_values, traversal
+    from microvae.plots import save_image_grid
+    from microvae.training import load_run
+
+    values = _numbers(z, "--z")                   # the options first: a typo is named before the run is read
+    shift_values = _numbers(shift, "--shift")
+    if len(shift_values) != 2:
+        raise ParameterError("--shift takes two numbers: row,col")
     model, configs = load_run(run_dir)
     config = configs["model"]
     latents = np.zeros((1, config.latent_dim), np.float32)
-    values = [float(v) for v in z.split(",") if v.strip()]
     if len(values) > config.latent_dim:
         raise ParameterError(f"--z has {len(values)} values but the model has {config.latent_dim} continuous latents")
     latents[0, : len(values)] = values
-    shift_values = [float(v) for v in shift.split(",")]
-    if len(shift_values) != 2:
-        raise ParameterError("--shift takes two numbers: row,col")
     classes = None if class_index is None else np.array([class_index])
     image = generate(model, latents, classes, np.array([np.deg2rad(angle)]), np.array([shift_values]))[0]
     suffix = output.suffix.lower()
@@ -99,3 +105,11 @@ def generate_command(
             save_image_grid(temp, image[None, None], [], [], title=f"class {class_index}, angle {angle:g}°, z {latents[0].round(2).tolist()}")
     if not quiet:
         stdout.print(f"[green]wrote[/green] {output}")
+
+
+def _numbers(text: str, flag: str) -> list[float]:
+    """The comma-separated numbers of ``flag`` (a clear error for anything else)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(f"{flag} takes comma-separated numbers, got {text!r}") from None

@@ -8,7 +8,6 @@ from typing import List
 
 import typer
 
-from microvae.pipeline import read_config, run_pipeline, train_configs
 
 from .console import progress_bar, stderr, stdout
 from .main import app
@@ -35,6 +34,8 @@ def pipeline_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
     json_summary: bool = typer.Option(False, "--json", help="Print one JSON line per stage on stdout."),
 ) -> None:
+    from microvae.pipeline import read_config, run_pipeline, train_configs
+
     def on_stage(name: str, result) -> None:
         if json_summary:
             print(json.dumps({"stage": name, "status": result.status, "output": str(result.output), **result.summary}), flush=True)

@@ -10,10 +10,9 @@ from typing import Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from microvae.models import JTRVAEConfig as M
-from microvae.stages import run_train, run_train_ensemble
-from microvae.training import TrainConfig as T
-from microvae.training import configs_from_settings
+from microvae.config import JTRVAEConfig as M
+from microvae.config import TrainConfig as T
+from microvae.config import configs_from_settings
 
 from .console import report, stderr
 from .main import app
@@ -91,7 +90,7 @@ def train_command(
     rotation: bool = typer.Option(True, "--rotation/--no-rotation", help="Learn a rotation latent."),
     translation: bool = typer.Option(True, "--translation/--no-translation", help="Learn a shift latent (turn off for atom-centred or FFT patches)."),
     epochs: int = typer.Option(T.epochs, "--epochs", "-e", help="Total epochs (a resumed run continues up to this number)."),
-    batch_size: int = typer.Option(T.batch_size, "--batch-size", "-b", help="Patches per optimisation step."),
+    batch_size: int = typer.Option(T.batch_size, "--batch-size", "-b", help="Patches per optimisation step.", min=1),
     lr: float = typer.Option(T.lr, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),
     likelihood: str = typer.Option("auto", "--likelihood", help="'bernoulli' (values in [0,1]), 'gaussian', or 'auto' (Bernoulli when the data lie in [0,1])."),
@@ -139,6 +138,8 @@ def train_command(
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)
+    from microvae.stages import run_train, run_train_ensemble
+
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0      # under torchrun only rank 0 reports
     if ensemble:
         offset = {"epochs": 0}

@@ -44,7 +44,6 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import ParameterError
 
@@ -434,6 +433,8 @@ def estimate_lattice(image, max_size: int = 1024) -> LatticeEstimate:
     lags 1 and 2 pixels (lag 0 is skipped: white noise adds a spike there). ``image``: numpy array
     or torch tensor (the FFT then runs on its device, in float64).
     """
+    from scipy import ndimage
+
     height, width = image.shape
     crop = image[(height - min(height, max_size)) // 2 :, (width - min(width, max_size)) // 2 :][:max_size, :max_size]
     crop = _f64(crop)
@@ -531,6 +532,8 @@ def gaussian_kernels(sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
 
 def detection_response(image: np.ndarray, sigma_px: float, spacing_px: float, method: str) -> np.ndarray:
     """The filtered image whose local maxima are the candidate columns (same shape as ``image``, float32)."""
+    from scipy import ndimage
+
     image = np.asarray(image, dtype=np.float32)
     if method == "log":
         return _log_response_and_maxima(image, sigma_px, None)[0]
@@ -826,6 +829,8 @@ def find_peaks(response: np.ndarray, spacing_px: float, threshold: float) -> tup
 
 def _square_maxima(response, inner: int):
     """(N, 2) positions where ``response`` equals its maximum over a (2·inner+1)² square (row-major order)."""
+    from scipy import ndimage
+
     if isinstance(response, np.ndarray):
         maxima = response == ndimage.maximum_filter(response, size=2 * inner + 1, mode="nearest")
         return np.stack(np.nonzero(maxima), axis=1)

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-GEOMETRIES = ("euclidean", "circle", "torus")
+from .config import GEOMETRIES  # noqa: E402,F401  (one list, kept where the settings live)
 MAX_SD = 3.0          # a wrapped normal this wide is uniform to 1e-8; keeps the winding sum short
 WINDINGS = 4
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from .errors import InputError, ParameterError
 
@@ -147,6 +146,8 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
         cols = centres[:, 1, None, None] + offsets[None, None, :]
         rows, cols = np.broadcast_arrays(rows, cols)
         for channel in range(channels):
+            from scipy import ndimage
+
             sampled = ndimage.map_coordinates(image[channel], [rows.ravel(), cols.ravel()], order=1, mode="mirror")
             out[:, channel] = sampled.reshape(count, window, window)
         return out

@@ -32,7 +32,7 @@ from typing import Any, Callable
 from .atoms import FindAtomsParams
 from .errors import InputError, OutputError, ParameterError
 from .patches import PatchParams
-from .training import configs_from_settings, setting_names
+from .config import configs_from_settings, setting_names
 
 SECTIONS = {
     "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device",

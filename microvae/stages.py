@@ -673,6 +673,7 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
             raise InputError(f"{path}: not a readable .npy array ({error})") from error
     else:
         labels = np.full(count, -1, dtype=np.int64)
+        first_line = {}                       # patch index -> the line that labelled it
         for number, line in enumerate(path.read_text().splitlines(), 1):
             fields = [f.strip() for f in line.replace(";", ",").split(",")]
             if not line.strip() or (number == 1 and not fields[0].lstrip("-").isdigit()):
@@ -683,6 +684,9 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
                 raise InputError(f"{path}:{number}: expected 'patch_index,class', got {line.strip()!r}") from None
             if not 0 <= index < count:
                 raise InputError(f"{path}:{number}: patch index {index} is outside 0…{count - 1}")
+            if index in first_line:
+                raise InputError(f"{path}:{number}: patch {index} is labelled again (first on line {first_line[index]}); give each patch one row")
+            first_line[index] = number
             labels[index] = label
     try:
         return check_labels(labels, count, n_classes)
@@ -1132,23 +1136,94 @@ def _try_read_scan(record: ImageRecord) -> np.ndarray | None:
 # encode --pretrained on raw scans: replay the run's extraction recipe
 
 
-def is_patch_input(spec: str | Path) -> bool:
-    """True for a patches artifact or a bare stack (.npy), False for a scan to extract patches from."""
+INPUT_KINDS = ("auto", "patches", "scans")
+
+
+def stored_shape(spec: str | Path) -> tuple[int, ...] | None:
+    """The array shape stored in a .npy, .tif/.tiff or ``.h5:/dataset`` file, read from its header
+    (nothing loaded); None for other formats (vendor and picture formats hold scans) or a file
+    that cannot be read (the reader then names the problem)."""
     import h5py
 
     from .images import split_dataset_path
 
     file_part, dataset = split_dataset_path(str(spec))
     path = Path(file_part)
-    if path.suffix.lower() == ".npy":
-        return True
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return tuple(np.load(path, mmap_mode="r").shape)
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as handle:
+                return tuple(handle.series[0].shape)
+        if suffix in (".h5", ".hdf5", ".hdf") and dataset is not None:
+            with h5py.File(path, "r") as handle:
+                return tuple(handle[dataset].shape)
+    except Exception:
+        return None
+    return None
+
+
+def run_patch_side(run_dir: str | Path) -> int | None:
+    """The patch side W of a trained run, from its config.json (None where that cannot be read:
+    the encode stage then names what is wrong with the run folder)."""
+    try:
+        return int(json.loads((Path(run_dir) / "config.json").read_text())["model"]["image_size"])
+    except Exception:
+        return None
+
+
+def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -> str:
+    """Whether ``spec`` is read as patches ("patches") or as scans to cut patches from ("scans").
+
+    Decided from the data and the run, not by the file's extension: a patches artifact of
+    ``microvae extract`` holds patches; a stored array whose frames are ``patch_side`` ×
+    ``patch_side`` (3-D (N, W, W) or 4-D (N, C, W, W)) is a patch stack; a 2-D array, or frames
+    larger than a patch, are scans. A 2-D array of exactly one patch's shape is ambiguous and
+    refused, naming both readings and the flag that picks one (``choice``: "patches" or "scans").
+    Without a patch shape (``patch_side`` None: the run folder is unreadable, and encode will say
+    why) a 2-D array is a scan and a deeper one a patch stack.
+
+    Raises:
+        ParameterError: ambiguous, or ``choice`` unknown; InputError: frames smaller than a patch.
+    """
+    import h5py
+
+    if choice not in INPUT_KINDS:
+        raise ParameterError(f"--input-kind must be one of {', '.join(INPUT_KINDS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    from .images import split_dataset_path
+
+    file_part, dataset = split_dataset_path(str(spec))
+    path = Path(file_part)
     if path.suffix.lower() in (".h5", ".hdf5", ".hdf") and dataset is None and path.is_file():
         try:
             with h5py.File(path, "r") as handle:
-                return artifacts._as_str(handle.attrs.get("microvae_artifact", "")) == "patches"
+                if artifacts._as_str(handle.attrs.get("microvae_artifact", "")) == "patches":
+                    return "patches"
         except Exception:
-            return False
-    return False
+            pass
+    shape = stored_shape(spec)
+    if shape is None or len(shape) < 2:
+        return "scans"
+    frame = tuple(shape[-2:])
+    if patch_side is None:
+        return "scans" if len(shape) == 2 else "patches"
+    side = (patch_side, patch_side)
+    if len(shape) == 2:
+        if frame == side:
+            raise ParameterError(f"{spec}: a {frame[0]}×{frame[1]} array reads as one patch of this run ({patch_side}×{patch_side}) "
+                                 "or as a scan that small; say which with --input-kind patches or --input-kind scans")
+        return "scans"
+    if frame == side:
+        return "patches"
+    if frame[0] < patch_side or frame[1] < patch_side:
+        raise InputError(f"{spec}: frames of {frame[0]}×{frame[1]} px are neither patches of this run ({patch_side}×{patch_side}) "
+                         "nor scans large enough to cut them from")
+    return "scans"
 
 
 def run_encode_scans(

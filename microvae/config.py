@@ -1,0 +1,342 @@
+"""The settings of a model and of its training: plain dataclasses, with no torch behind them.
+
+:class:`JTRVAEConfig` (architecture, priors, KL schedule) and :class:`TrainConfig` (epochs, batch,
+optimiser, device) hold every default once; :func:`configs_from_settings` splits the flat settings
+of the CLI or a pipeline TOML file into the two. Kept apart from :mod:`microvae.models` and
+:mod:`microvae.training` so that reading them (``microvae train --help``, a pipeline file's check)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .errors import ParameterError, raise_first_failure
+
+GEOMETRIES = ("euclidean", "circle", "torus")   # latent geometries (see microvae.circular)
+CLASS_INITS = ("cluster", "restarts", "none")
+
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+DECODERS = ("mlp", "conv")
+ENCODERS = ("mlp", "equivariant")
+KL_ESTIMATORS = ("analytic", "sample")
+
+
+@dataclass
+class JTRVAEConfig:
+    """Architecture, priors and KL schedule of a :class:`JTRVAE`.
+
+    The defaults are the recipe validated on the ±60° cards (matched class accuracy ≥ 0.95, see
+    ``tests/test_models.py``); where they depart from the paper, the paper's value is given.
+
+    Attributes:
+        image_size: patch side W in pixels (square patches).
+        channels: image channels C.
+        n_classes: K, values of the discrete latent; 0 = none (rVAE / rtVAE / VAE).
+        latent_dim: D, continuous latents besides rotation and shift (paper: 2).
+        latent_geometry: 'euclidean' (Gaussian prior, the paper's), 'circle' (D = 1) or 'torus'
+            (D = 2): each latent is an angle with a uniform prior and a wrapped-normal posterior
+            (:mod:`microvae.circular`), for factors that are periodic (a phase, a cyclic shift).
+        rotation: learn a rotation latent.
+        translation: learn a 2D shift latent.
+        likelihood: 'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
+            identity output: any intensity range).
+        gaussian_sd: sd of the Gaussian likelihood, in image intensity units.
+        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
+            broadcast decoder with latent skip connections).
+        invariant_class_head: give q(y|x) its own MLP that reads the rotation- and shift-invariant
+            Fourier descriptor of the patch (:class:`microvae.nets.FourierDescriptor`): the class
+            cannot depend on the pose even where the pose is not yet learned. Training sets it
+            when the initial classes come from that descriptor (:mod:`microvae.discovery`), so
+            that the class posterior reads what the classes were found in. Takes precedence over
+            ``canonical_class_head``; ``class_rotations`` over it.
+        class_rotations: R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
+            (mean of their log-probabilities), so that it is nearly rotation invariant by
+            construction instead of having to learn it; 0 = no pooling. Takes precedence over
+            ``canonical_class_head``.
+        canonical_class_head: give q(y|x) its own MLP that reads the input resampled into the
+            canonical frame, ``x(R(γ̂) u + ŝ)``, with γ̂, ŝ the posterior means of the angle and
+            shift (gradients stopped): the class cannot depend on the pose, and the MLP sees
+            upright, centred objects, which it learns to classify far faster than rotated ones.
+            False = the class head of the shared encoder (the paper's multi-head encoder).
+        encoder: 'mlp' (the paper's multi-head MLP, which has to learn that a turned or moved
+            patch has the same code) or 'equivariant' (:class:`microvae.nets.EquivariantEncoder`:
+            the pose is inferred by a network that turns and moves with the patch, and z and the
+            class read the patch in its canonical frame, so they are invariant by construction;
+            the class then comes from that read-out, and ``class_rotations`` /
+            ``canonical_class_head`` do not apply).
+        encoder_rotations: frames the equivariant encoder compares to find the angle (R, a
+            multiple of 4 keeps quarter turns exact).
+        encoder_hidden: MLP encoder widths (paper: 2 × 256).
+        decoder_hidden: decoder widths (paper: 3 × 256; 2 × 128 is 4–6× cheaper and enough for
+            the cards).
+        conv_channels: conv decoder channels per layer.
+        activation: hidden activation (paper: tanh).
+        latent_skips: (z, y) also enter every hidden layer of the MLP decoder (paper: input only).
+        coordinate_gain: scale of the MLP decoder's initial coordinate weights (1 = PyTorch's
+            default; 5 learns sharp edges several times faster).
+        shift_prior_sd: sd of the shift prior per axis in grid units, i.e. in units of the
+            half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
+        angle_prior_concentration: c0 ≥ 0; the angle prior is the Projected Normal of N((c0, 0), I):
+            uniform on the circle for 0, concentrated around angle 0 for large c0 (the paper's
+            von Mises prior with concentration k). c0 = 2 makes a quarter turn cost c0² = 4 nats,
+            which keeps e.g. a diamond turned by 90° from being explained as a squeezed diamond.
+        beta_z_start, beta_z: the KL_z weight goes from ``beta_z_start`` to ``beta_z`` over
+            ``beta_z_window`` (None: constant ``beta_z``, the paper's 1). Holding z back while the
+            angle and the classes form keeps z from absorbing the rotation or the class; holding
+            it back harder (8 until 25 % of the epochs) left z unused for good in 2 of 3 seeds.
+        beta_tau_start, beta_tau_end: the same for the rotation + shift KL (τ). The paper starts
+            it high; on the cards a high early β_τ pushes the rotation into z, so the default is 1.
+        beta_y_start, beta_y_end: the same for the discrete KL. A high start keeps q(y|x) near
+            uniform (a high temperature: q ∝ exp(-recon/β_y)) while the angle is learned, so that
+            the classes do not split by orientation first.
+        anneal_fraction: the default window, (0, anneal_fraction), of any β whose window is None.
+        beta_z_window, beta_tau_window, beta_y_window: (begin, end) as fractions of the epochs over
+            which that β moves linearly from its start to its end value (constant outside).
+        class_balance: λ ≥ 0, extra weight on the marginal part of the class KL: the loss gains
+            λ·KL(q̄(y) ‖ p(y)), q̄ the batch mean of q(y|x). Since E_x KL(q(y|x) ‖ p(y)) =
+            I(x; y) + KL(q̄ ‖ p), this penalises unequal class usage (collapsed or dead classes)
+            without penalising confident assignments. 0 = the paper's objective. On the ±60° cards
+            (3 seeds, 45 epochs, GPU): λ = 5 reached matched accuracy 0.96 / 0.82 / 0.99 (one seed
+            merged two suits into one class and split another), λ = 20 reached 0.98 / 0.97 / 0.97.
+        class_balance_unbiased: estimate the balance term without the batch's sampling noise
+            (:func:`class_imbalance`) instead of KL(q̄ ‖ p(y)) of each batch
+            (:func:`marginal_class_kl`), which charges confident posteriors for the chance
+            imbalance of a small batch and so keeps them soft. Soft posteriors help the cards
+            (seed 0: 0.986 with the batch KL, 0.777 unbiased) but kept the two-phase lattice at
+            q(y|x) ≈ 0.5; unbiased with ``z_delay`` split it with full confidence.
+        z_delay: fraction of the epochs during which the continuous latents are switched off
+            (z = 0, the prior mean, and no KL_z): the classes, angle and shift form first, as in a
+            model without z, and z then learns what they leave. Without it a z that is on from
+            the start can take a two-valued factor (e.g. two phases) for itself and leave
+            q(y|x) ≈ 0.5 everywhere (see benchmarks/README.md, "Two phases").
+    """
+
+    image_size: int = 28
+    channels: int = 1
+    n_classes: int = 4
+    latent_dim: int = 2
+    latent_geometry: str = "euclidean"
+    rotation: bool = True
+    translation: bool = True
+    likelihood: str = "bernoulli"
+    gaussian_sd: float = 0.1
+    decoder: str = "mlp"
+    encoder: str = "mlp"
+    encoder_rotations: int = 8
+    encoder_hidden: tuple[int, ...] = (256, 256)
+    decoder_hidden: tuple[int, ...] = (128, 128)
+    conv_channels: tuple[int, ...] = (64, 64, 64)
+    activation: str = "tanh"
+    latent_skips: bool = True
+    coordinate_gain: float = 5.0
+    shift_prior_sd: float = 0.1
+    angle_prior_concentration: float = 2.0
+    beta_z: float = 1.0
+    beta_tau_start: float = 1.0
+    beta_tau_end: float = 1.0
+    beta_y_start: float = 30.0
+    beta_y_end: float = 1.0
+    anneal_fraction: float = 0.2
+    class_rotations: int = 0
+    canonical_class_head: bool = True
+    invariant_class_head: bool = False
+    beta_z_start: float | None = 3.0
+    beta_z_window: tuple[float, float] | None = (0.1, 0.3)
+    beta_tau_window: tuple[float, float] | None = None
+    beta_y_window: tuple[float, float] | None = (0.0, 0.1)
+    class_balance: float = 20.0
+    label_weight: float = 50.0
+    class_balance_unbiased: bool = False
+    z_delay: float = 0.0
+
+    def validate(self) -> None:
+        """Raise :class:`ParameterError` for values out of range or inconsistent."""
+        windows = [w for w in (self.beta_z_window, self.beta_tau_window, self.beta_y_window) if w is not None]
+        checks = [
+            (self.image_size >= 2, f"image_size must be >= 2, got {self.image_size}"),
+            (self.channels >= 1, f"channels must be >= 1, got {self.channels}"),
+            (self.n_classes >= 0 and self.n_classes != 1, f"n_classes must be 0 (none) or >= 2, got {self.n_classes}"),
+            (self.latent_dim >= 0, f"latent_dim must be >= 0, got {self.latent_dim}"),
+            (self.latent_geometry in GEOMETRIES, f"latent_geometry must be one of {GEOMETRIES}, got {self.latent_geometry!r}"),
+            (self.latent_geometry != "circle" or self.latent_dim == 1, f"a circle latent has latent_dim 1, got {self.latent_dim}"),
+            (self.latent_geometry != "torus" or self.latent_dim == 2, f"a torus latent has latent_dim 2, got {self.latent_dim}"),
+            (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}"),
+            (self.decoder in DECODERS, f"decoder must be one of {DECODERS}, got {self.decoder!r}"),
+            (self.encoder in ENCODERS, f"encoder must be one of {ENCODERS}, got {self.encoder!r}"),
+            (self.encoder_rotations >= 1, f"encoder_rotations must be >= 1, got {self.encoder_rotations}"),
+            (self.gaussian_sd > 0, f"gaussian_sd must be > 0, got {self.gaussian_sd}"),
+            (self.shift_prior_sd > 0, f"shift_prior_sd must be > 0, got {self.shift_prior_sd}"),
+            (self.angle_prior_concentration >= 0, "angle_prior_concentration must be >= 0"),
+            (self.coordinate_gain > 0, f"coordinate_gain must be > 0, got {self.coordinate_gain}"),
+            (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
+            (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
+            (len(self.conv_channels) >= 1 and min(self.conv_channels) >= 1, "conv_channels needs positive widths"),
+            (min(self.beta_z, self.beta_tau_start, self.beta_tau_end, self.beta_y_start, self.beta_y_end,
+                 self.beta_z if self.beta_z_start is None else self.beta_z_start) >= 0,
+             "KL weights must be >= 0"),
+            (0 <= self.anneal_fraction <= 1, f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}"),
+            (all(len(w) == 2 and 0 <= w[0] <= w[1] <= 1 for w in windows),
+             "β windows must be (begin, end) with 0 <= begin <= end <= 1"),
+            (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
+            (self.class_balance >= 0, f"class_balance must be >= 0, got {self.class_balance}"),
+            (self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}"),
+            (0 <= self.z_delay < 1, f"z_delay must be in [0, 1), got {self.z_delay}"),
+        ]
+        raise_first_failure(checks)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JTRVAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ParameterError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        epochs: total epochs (a resumed run continues up to this number).
+        batch_size: images per optimisation step.
+        lr: Adam learning rate (paper: 5e-4 to 1e-3; 2e-3 with batches of 32 was stable and
+            faster on the cards).
+        seed: seeds the initial weights, the validation split, shuffling and the noise draws.
+        checkpoint_every: write ``checkpoints/last.pt`` every this many epochs (and at the end).
+        device: 'auto' (CUDA when available), 'cpu' or 'cuda' (or 'cuda:N').
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        compile: ``torch.compile`` the training step's forward pass (the loss terms). It changes
+            how fast, not what is learned. Each new batch shape or schedule phase compiles once
+            (10–25 s on 2 CPU cores); then on the CPU the paper's network trains 1.09× (28²) and
+            1.22× (48²) faster, the default recipe 1.11× (benchmarks/README.md, "VAE training
+            throughput"). Unmeasured on CUDA, where fusing the decoder's elementwise work is
+            what the memory-bound bf16 step needs.
+        val_fraction: fraction of the images held out for the validation loss (0 = none).
+        pixel_fraction: score this random fraction of the pixels per step (unbiased; 1 = all
+            pixels; ignored by the conv decoder). 0.05 makes a step of the MLP decoder ~15× cheaper
+            than all pixels; on the ±60° cards (CPU, seeds 0–2) it reached 0.99/0.88/0.97 matched
+            accuracy against 0.99/0.66/0.95 with 0.1. See :meth:`JTRVAE.loss_terms`.
+        min_pixels: but never fewer than this many pixels per patch and step. Subtle classes need
+            enough of them: on 20×20 patches of the two-phase lattice (no continuous latent), 20
+            pixels per step left q(y|x) at 0.5 everywhere while 40 and 100 gave confident classes;
+            on the 24×24 oxide-interface patches 29 pixels put 85 % of one side in its class, 48
+            pixels 96 % / 97 % (seed 0) and 100 % / 100 % (seed 1), 58 pixels 96 % / 98 %.
+        max_classes: 0: K is the model's ``n_classes``. Above 1 (``--classes auto``): K is chosen
+            in 2…max_classes by :func:`microvae.discovery.choose_n_classes` before training.
+        class_init: how the classes start (:mod:`microvae.discovery`; used by
+            :func:`microvae.stages.run_train`, not by :func:`fit` itself). 'cluster' (default):
+            classical clusterings (PCA, a rotation- and shift-invariant Fourier descriptor,
+            patches turned into the frame of a short class-free model) are made, and the one
+            whose classes are best separated guides the first ``init_fraction`` of the run.
+            'restarts': the candidate whose short run has the lowest held-out −ELBO guides it
+            instead (costlier, and on the zoo a worse judge). 'none': classes start from the
+            random initialisation (the paper's procedure).
+        init_fraction: fraction of the epochs during which initial class labels (``init_labels``
+            of :func:`fit`) act as observed classes (and the class-balance term is off); after
+            it the classes are free. 1 (default): the model keeps the chosen partition and learns
+            pose, continuous latents and a class posterior for new patches around it. On the zoo
+            at CI size (±60° cards started from a partition of accuracy 0.99) freeing the classes
+            after 30 % / 60 % of the epochs ended at 0.67–0.72 / 0.84, keeping them at 0.91: the
+            joint objective does not hold on to the right partition (its held-out −ELBO hardly
+            differs between partitions).
+        restart_fraction: length of the class-free pose run (and of each short restart), as a
+            fraction of ``epochs`` (at least one epoch).
+    """
+
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+    checkpoint_every: int = 5
+    device: str = "auto"
+    amp: bool = False
+    compile: bool = False
+    val_fraction: float = 0.1
+    pixel_fraction: float = 0.05
+    min_pixels: int = 40
+    max_classes: int = 0
+    class_init: str = "cluster"
+    init_fraction: float = 1.0
+    restart_fraction: float = 0.2
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (0 < self.pixel_fraction <= 1, f"pixel_fraction must be in (0, 1], got {self.pixel_fraction}"),
+            (self.min_pixels >= 1, f"min_pixels must be >= 1, got {self.min_pixels}"),
+            (self.max_classes == 0 or self.max_classes >= 2, f"max_classes must be 0 (K fixed) or >= 2, got {self.max_classes}"),
+            (self.class_init in CLASS_INITS, f"class_init must be one of {CLASS_INITS}, got {self.class_init!r}"),
+            (0 <= self.init_fraction <= 1, f"init_fraction must be in [0, 1], got {self.init_fraction}"),
+            (0 < self.restart_fraction <= 1, f"restart_fraction must be in (0, 1], got {self.restart_fraction}"),
+            (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"),
+        ]
+        raise_first_failure(checks)
+
+    def scored_fraction(self, n_pixels: int) -> float:
+        """The pixel fraction a step scores on patches of ``n_pixels`` pixels: ``pixel_fraction``,
+        raised so that at least ``min_pixels`` pixels are scored (at most all of them)."""
+        return min(1.0, max(self.pixel_fraction, self.min_pixels / n_pixels))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+#: Settings that :func:`configs_from_settings` accepts besides the two dataclasses' own fields.
+SETTING_ALIASES = {"classes": "n_classes, the number of discrete classes K, or 'auto' (K chosen in 2…max_classes)",
+                   "hidden": "one width for every hidden layer (encoder 2 layers, MLP decoder 3: the paper's layout)"}
+
+
+def setting_names() -> set[str]:
+    """Every key :func:`configs_from_settings` accepts (a TOML [train] section, the CLI's options)."""
+    return ({f.name for f in fields(JTRVAEConfig)} | {f.name for f in fields(TrainConfig)} | set(SETTING_ALIASES)) - {"n_classes"}
+
+
+def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
+    """Split flat user settings into a :class:`JTRVAEConfig` and a :class:`TrainConfig`.
+
+    Keys are the two dataclasses' field names plus the aliases in :data:`SETTING_ALIASES`; a key that
+    is absent takes the dataclass default (the validated recipe), so the CLI, a pipeline TOML file
+    and the library share one set of defaults. ``likelihood`` defaults to 'auto' (resolved from the
+    data by :func:`microvae.stages.run_train`). Unknown keys raise :class:`ParameterError`.
+    """
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+    unknown = set(values) - setting_names()
+    if unknown:
+        raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
+    if values.get("classes") == "auto":            # K chosen from the data in 2…max_classes (placeholder 2)
+        values.pop("classes")
+        values["n_classes"] = 2
+        values["max_classes"] = int(values.get("max_classes") or 6)
+    elif "classes" in values:
+        try:
+            values["n_classes"] = int(values.pop("classes"))
+        except (TypeError, ValueError):
+            raise ParameterError(f"classes must be a whole number or 'auto', got {settings['classes']!r}") from None
+    if "hidden" in values:
+        width = int(values.pop("hidden"))
+        values.setdefault("encoder_hidden", (width, width))
+        values.setdefault("decoder_hidden", (width, width, width))
+    values.setdefault("likelihood", "auto")
+    model_fields = {f.name for f in fields(JTRVAEConfig)}
+    model = JTRVAEConfig(**{k: v for k, v in values.items() if k in model_fields})
+    train = TrainConfig(**{k: v for k, v in values.items() if k not in model_fields})
+    return model, train
