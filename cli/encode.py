@@ -52,7 +52,7 @@ def encode_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
     json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
 ) -> None:
-    from microvae.stages import input_kind, run_encode, run_encode_scans, run_patch_side
+    from microvae.stages import input_kind, run_encode, run_encode_scans, run_patch_side, stored_shape
 
     if pretrained is None:
         if len(inputs) < 2:
@@ -63,8 +63,9 @@ def encode_command(
     side = run_patch_side(run_dir)
     kinds = [input_kind(spec, side, kind) for spec in inputs]
     patch_inputs = [k == "patches" for k in kinds]
-    if all(patch_inputs) and not quiet and not json_summary and side is not None:
-        stderr.print(f"  {inputs[0]}: read as a stack of {side}×{side} patches (the run's patch shape); --input-kind scans reads it as scans")
+    note = None
+    if all(patch_inputs) and kind == "auto" and side is not None and stored_shape(inputs[0]) is not None:   # a bare array, not an artifact
+        note = f"  {inputs[0]}: read as a stack of patches (frames of the run's {side}×{side} patch shape); --input-kind scans reads it as scans"
     overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
     given = [flag for flag, value in zip(("--spacing", "--sigma", "--threshold-rel", "--invert/--no-invert"), overrides.values()) if value is not None]
     if all(patch_inputs) and given:
@@ -88,4 +89,6 @@ def encode_command(
                 for step in results[:-1]:
                     stderr.print(f"  {step.output}: {step.status}")
             result = results[-1]
+    if note and not quiet and not json_summary:
+        stderr.print(note)
     report(result, quiet, json_summary)

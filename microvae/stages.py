@@ -1180,9 +1180,10 @@ def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -
 
     Decided from the data and the run, not by the file's extension: a patches artifact of
     ``microvae extract`` holds patches; a stored array whose frames are ``patch_side`` ×
-    ``patch_side`` (3-D (N, W, W) or 4-D (N, C, W, W)) is a patch stack; a 2-D array, or frames
-    larger than a patch, are scans. A 2-D array of exactly one patch's shape is ambiguous and
-    refused, naming both readings and the flag that picks one (``choice``: "patches" or "scans").
+    ``patch_side`` (3-D (N, W, W)), or any 4-D (N, C, H, W) array, is a patch stack; a 2-D array,
+    or frames at least twice a patch's side, are scans. A 2-D array of exactly one patch's shape,
+    or frames between one and two patch sides, are ambiguous and refused, naming both readings
+    and the flag that picks one (``choice``: "patches" or "scans").
     Without a patch shape (``patch_side`` None: the run folder is unreadable, and encode will say
     why) a 2-D array is a scan and a deeper one a patch stack.
 
@@ -1218,11 +1219,15 @@ def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -
             raise ParameterError(f"{spec}: a {frame[0]}×{frame[1]} array reads as one patch of this run ({patch_side}×{patch_side}) "
                                  "or as a scan that small; say which with --input-kind patches or --input-kind scans")
         return "scans"
-    if frame == side:
+    if frame == side or len(shape) == 4:         # (N, C, H, W) is a patch stack (its shape is checked against the run's)
         return "patches"
     if frame[0] < patch_side or frame[1] < patch_side:
         raise InputError(f"{spec}: frames of {frame[0]}×{frame[1]} px are neither patches of this run ({patch_side}×{patch_side}) "
                          "nor scans large enough to cut them from")
+    if min(frame) < 2 * patch_side:
+        raise ParameterError(f"{spec}: {shape[0]} frames of {frame[0]}×{frame[1]} px read as patches of another shape than this run's "
+                             f"({patch_side}×{patch_side}) or as scans barely larger than a patch; say which with --input-kind patches "
+                             "or --input-kind scans")
     return "scans"
 
 

@@ -109,6 +109,8 @@ def test_input_kind_from_the_data(tmp_path):
     np.save(tmp_path / "frames.npy", np.zeros((3, 128, 128), np.float32))
     np.save(tmp_path / "one.npy", np.zeros((16, 16), np.float32))
     np.save(tmp_path / "tiny.npy", np.zeros((3, 8, 8), np.float32))
+    np.save(tmp_path / "other.npy", np.zeros((10, 20, 20), np.float32))
+    np.save(tmp_path / "four.npy", np.zeros((10, 1, 20, 20), np.float32))
     tifffile.imwrite(tmp_path / "stack.tif", np.zeros((50, 16, 16), np.float32))
     tifffile.imwrite(tmp_path / "scan.tif", np.zeros((128, 128), np.float32))
     import h5py
@@ -126,6 +128,9 @@ def test_input_kind_from_the_data(tmp_path):
     with pytest.raises(ParameterError, match="--input-kind patches or --input-kind scans"):
         input_kind(tmp_path / "one.npy", 16)
     assert input_kind(tmp_path / "one.npy", 16, "scans") == "scans"
+    with pytest.raises(ParameterError, match="patches of another shape .* or as scans barely larger"):
+        input_kind(tmp_path / "other.npy", 16)
+    assert input_kind(tmp_path / "four.npy", 16) == "patches"              # (N, C, H, W): its shape is checked by encode
     for name, side in (("tiny.npy", 16), ("stack.npy", 24)):     # frames smaller than this run's patches
         with pytest.raises(InputError, match="neither patches"):
             input_kind(tmp_path / name, side)
