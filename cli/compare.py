@@ -9,34 +9,32 @@ from typing import Optional
 
 import typer
 
-
+from . import options
 from .console import stderr, stdout
 from .main import app
 
 
 @app.command(
     "compare",
+    short_help="Did two runs learn the same thing?",
     help=(
-        "Fit the simplest map from run A's latent code to run B's (an affine map of the continuous "
-        "latents, or for circular latents a reflection and turn of each angle; a permutation of the "
-        "classes; one turn of the canonical frame) such that B's decoder "
-        "on the mapped code renders what A's decoder renders for the patches, and report the tolerance "
-        "Δ reached: the RMS difference of the two renderings, also relative to the spread of A's "
-        "renderings (near 0: B expresses everything A does; near 1: it does not). Run it both ways: "
-        "A→B and B→A small means the two runs learned the same thing.\n\n"
-        "Example:\n\n"
+        "Did two runs learn the same thing? Fit the simplest map from run A's code to run B's (affine "
+        "latents, permuted classes, one frame turn) so that B's decoder renders what A's does, and "
+        "report the tolerance Δ (relative: near 0 the same, near 1 not). Run it both ways.\n\n"
+        "Example:\n"
         "  microvae compare run_seed0/ run_seed1/ patches.h5 -o comparison.json"
     ),
+    epilog="Details: README.md, 'microvae compare'.",
 )
 def compare_command(
-    run_a: Path = typer.Argument(..., help="Run folder A (the code to map from).", show_default=False),
-    run_b: Path = typer.Argument(..., help="Run folder B (the decoder to reproduce A with).", show_default=False),
-    patches: str = typer.Argument(..., help="Patches artifact or stack whose codes are compared (both runs' patch shape).", show_default=False),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the comparison as JSON here.", show_default=False),
-    limit: int = typer.Option(2000, "--limit", help="Use at most this many patches (evenly spaced); 0 = all.", min=0),
-    steps: int = typer.Option(300, "--steps", help="Optimisation steps of the map.", min=1),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No summary lines."),
-    json_summary: bool = typer.Option(False, "--json", help="Print the comparison as one JSON line on stdout."),
+    run_a: Path = typer.Argument(..., metavar="RUN_A", help="Run folder A (the code to map from).", show_default=False),
+    run_b: Path = typer.Argument(..., metavar="RUN_B", help="Run folder B (the decoder to reproduce A with).", show_default=False),
+    patches: str = typer.Argument(..., metavar="PATCHES", help="Patches (both runs' patch shape) whose codes are compared.", show_default=False),
+    limit: int = typer.Option(2000, "--limit", min=0, rich_help_panel="Data", help="Use at most this many patches (evenly spaced); 0: all."),
+    steps: int = typer.Option(300, "--steps", min=1, rich_help_panel="Model", help="Optimisation steps of the map."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", rich_help_panel="Output", help="Write the comparison as JSON here.", show_default=False),
+    quiet: bool = options.quiet("No summary lines."),
+    json_summary: bool = options.json_summary("Print the comparison as one JSON line on stdout."),
 ) -> None:
     from microvae import artifacts
     from microvae.compare import compare_runs

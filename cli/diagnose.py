@@ -9,36 +9,35 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-
+from . import options
 from .console import stderr, stdout
 from .main import app
 
 
 @app.command(
     "diagnose",
+    short_help="Check a run's invariance to turns and shifts.",
     help=(
-        "Check a run's invariance: encode every patch as it is, turned by 90°, 180° and 270°, and moved "
-        "by ±1 px, and report how far the continuous latents move (in units of their sd over the "
-        "data), how often the class changes, and how well the angle latent follows the turn. An "
-        "invariant code moves by well under 0.1 sd; a plain VAE's by about one sd; a j-trVAE with the "
-        "paper's MLP encoder learns the invariance only partly (about 0.5 sd on turned cards), one "
-        "trained with --encoder equivariant has it by construction (≤ 0.01 sd). Give a plain VAE "
-        "trained on the same patches with --reference to see both side by side.\n\n"
-        "Example:\n\n"
-        "  microvae train patches.h5 -o run/ --encoder equivariant --angle-prior 0\n\n"
-        "  microvae train patches.h5 -o plain/ --classes 0 --no-rotation --no-translation\n\n"
+        "Check a run's invariance: encode every patch as it is, turned and moved, and report how far "
+        "the latents move (in sd over the data), how often the class changes, and how well the "
+        "angle follows the turn. An invariant code moves by well under 0.1 sd.\n\n"
+        "Example:\n"
+        "  microvae train patches.h5 -o run/ --encoder equivariant --angle-prior 0\n"
+        "  microvae train patches.h5 -o plain/ --classes 0 --no-rotation \\\n"
+        "      --no-translation\n"
         "  microvae diagnose run/ patches.h5 --reference plain/ -o invariance.json"
     ),
+    epilog="Details and measured figures: README.md, 'microvae diagnose'.",
 )
 def diagnose_command(
-    run_dir: Path = typer.Argument(..., help="Run folder of a trained model.", show_default=False),
-    patches: str = typer.Argument(..., help="Patches artifact or image stack with the run's patch shape.", show_default=False),
-    reference: Optional[Path] = typer.Option(None, "--reference", help="Run folder of a reference model (e.g. a plain VAE) to report beside it.", show_default=False),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the report as JSON here.", show_default=False),
-    limit: int = typer.Option(2000, "--limit", help="Use at most this many patches (evenly spaced); 0 = all.", min=0),
-    device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table."),
-    json_summary: bool = typer.Option(False, "--json", help="Print the report as one JSON line on stdout."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of a trained model.", show_default=False),
+    patches: str = typer.Argument(..., metavar="PATCHES", help="Patches artifact or stack with the run's patch shape.", show_default=False),
+    reference: Optional[Path] = typer.Option(None, "--reference", metavar="RUN_DIR", rich_help_panel="Model", help="A reference run (e.g. a plain VAE) to report beside it.", show_default=False),
+    limit: int = typer.Option(2000, "--limit", min=0, rich_help_panel="Data", help="Use at most this many patches (evenly spaced); 0: all."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", rich_help_panel="Output", help="Write the report as JSON here.", show_default=False),
+    quiet: bool = options.quiet("No table."),
+    json_summary: bool = options.json_summary("Print the report as one JSON line on stdout."),
+    device: str = options.device(),
 ) -> None:
     from microvae import artifacts
     from microvae.diagnose import invariance_report, report_dict

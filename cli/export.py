@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-
+from . import options
 from .console import progress_bar, report
 from .main import app
 
@@ -18,28 +18,34 @@ def _positive(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def _formats(value: str) -> str:
+    unknown = sorted(set(value.split(",")) - {"h5", "tiff", "png"})
+    if unknown:
+        raise typer.BadParameter(f"unknown format {', '.join(unknown)}: give a comma-separated list of h5, tiff, png")
+    return value
+
+
 @app.command(
     "export",
+    short_help="Maps as HDF5, calibrated TIFF and PNG.",
     help=(
-        "Render an encoded artifact as maps on each source scan's pixel grid: class, class "
-        "probabilities, continuous latents (all patches and per class), angle, shifts and "
-        "reconstruction error.\n\n"
-        "Each pixel takes the value of the nearest patch centre within --radius (default: half the "
-        "window); farther pixels are missing (NaN, or −1 in the class map). TIFFs carry the pixel size "
-        "in ImageJ's calibration (Fiji, tifffile); maps.h5 follows docs/schema.md; PNGs overlay the "
-        "maps on the scan with colour and scale bars, plus latents.png.\n\n"
-        "Example:\n\n"
-        "  microvae export encoded.h5 -o maps/ --format tiff,png"
+        "Render an encoded artifact as maps on each scan's pixel grid: class, class probabilities, "
+        "latents, angle, shifts, reconstruction error; HDF5 (docs/schema.md), calibrated TIFF "
+        "(Fiji) and PNG overlays.\n\n"
+        "Examples:\n"
+        "  microvae export encoded.h5 -o maps/\n"
+        "  microvae export encoded.h5 -o maps/ --format tiff --radius 6"
     ),
+    epilog="Details: README.md, 'microvae export'.",
 )
 def export_command(
-    encoded: Path = typer.Argument(..., help="Encoded artifact from 'microvae encode'.", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Folder for the maps.", show_default=False),
-    formats: str = typer.Option("h5,tiff,png", "--format", help="Comma-separated: h5, tiff, png (maps.h5 is always written: it records what was exported)."),
-    radius: Optional[float] = typer.Option(None, "--radius", help="Pixels farther than this from every patch centre are missing [default: half the window].", callback=_positive),
-    force: bool = typer.Option(False, "--force", help="Overwrite maps made from other inputs or settings."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes."),
-    json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
+    encoded: Path = typer.Argument(..., metavar="ENCODED", help="Encoded artifact from 'microvae encode'.", show_default=False),
+    output: Path = options.output("Folder for the maps."),
+    formats: str = typer.Option("h5,tiff,png", "--format", metavar="h5,tiff,png", callback=_formats, rich_help_panel="Output", help="Comma-separated formats (maps.h5 is always written)."),
+    radius: Optional[float] = typer.Option(None, "--radius", callback=_positive, rich_help_panel="Data", help="Pixels farther than this from every patch centre are missing [default: half the window]."),
+    force: bool = options.force("maps"),
+    quiet: bool = options.quiet(),
+    json_summary: bool = options.json_summary(),
 ) -> None:
     from microvae.stages import run_export
 

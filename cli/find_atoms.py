@@ -3,54 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
-from microvae.atoms import FindAtomsParams
+from microvae.atoms import DETECTION_METHODS, REFINEMENT_METHODS, FindAtomsParams
 
+from . import options
 from .console import progress_bar, report
 from .main import app
 
 
 @app.command(
     "find-atoms",
+    short_help="Locate atomic columns on every sublattice.",
     help=(
-        "Locate atomic columns in one or more scans and write an atoms artifact (HDF5).\n\n"
-        "Column spacing and width are estimated from each image's autocorrelation and reported; "
-        "override them with --spacing and --sigma. Detection finds local maxima of a "
-        "Laplacian-of-Gaussian (default) or smoothed image, then refines each to subpixel precision "
-        "with a 2D Gaussian fit (default) or centre of mass. A second search in what the fitted "
-        "columns leave finds dimmer columns beside bright ones (every sublattice); overlapping "
-        "columns are refined together; each column gets a sublattice label and, with two or more "
-        "sublattices, its displacement from the centroid of its neighbours in sublattice 0. "
-        "Pure noise gives 'no atoms found' (exit 2).\n\n"
-        "Examples:\n\n"
-        "  microvae find-atoms scan.dm4 -o atoms.h5 --preview atoms.png\n\n"
-        "  microvae find-atoms abf.tif --invert -o atoms.h5      # dark columns\n\n"
+        "Locate atomic columns on every sublattice of one or more scans, label each column's "
+        "sublattice and measure displacements; write an atoms artifact (HDF5). Spacing and width "
+        "are estimated from each image.\n\n"
+        "Examples:\n"
+        "  microvae find-atoms scan.dm4 -o atoms.h5 --preview atoms.png\n"
+        "  microvae find-atoms abf.tif --invert -o atoms.h5       # dark columns\n"
         "  microvae find-atoms data.h5:/scans/haadf -o atoms.h5 --spacing 12"
     ),
+    epilog="Details: README.md, 'microvae find-atoms'.",
 )
 def find_atoms_command(
-    images: List[str] = typer.Argument(..., help="Scans: .tif .png .npy .h5[:/dataset] .hspy .dm3 .dm4 .emd .ser .sxm", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Atoms artifact to write (.h5).", show_default=False),
-    method: str = typer.Option("log", "--method", help="Detection: 'log' (Laplacian of Gaussian, robust to backgrounds) or 'max' (local maxima of the smoothed image)."),
-    refine: str = typer.Option("gaussian", "--refine", help="Subpixel refinement: 'gaussian' (2D Gaussian fit, most accurate), 'com' (centre of mass, fastest) or 'none'."),
-    sigma: Optional[float] = typer.Option(None, "--sigma", help="Column width σ in pixels [default: estimated]."),
-    spacing: Optional[float] = typer.Option(None, "--spacing", help="Nearest-neighbour column spacing in pixels [default: estimated]."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Absolute response threshold [default: from the noise level and --threshold-rel]."),
-    threshold_rel: float = typer.Option(0.2, "--threshold-rel", help="Threshold as a fraction of a typical column's response."),
-    invert: bool = typer.Option(False, "--invert", help="Find dark columns (annular bright field, some STM)."),
-    sublattices: bool = typer.Option(True, "--sublattices/--no-sublattices", help="Search again beside the columns found for dimmer ones (every sublattice), and label each column's sublattice."),
-    joint: bool = typer.Option(True, "--joint/--independent", help="Refit columns whose neighbours overlap them against the image minus the neighbours' fits (unbiased next to brighter columns), one width per sublattice."),
-    displacements: str = typer.Option("auto", "--displacements", help="Per-column displacement from the centroid of its neighbours in another sublattice: 'auto' (every sublattice ≥ 1 against 0), 'none', or OF:RELATIVE_TO such as 1:0."),
-    device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'. Both give the same atoms."),
-    channel: int = typer.Option(0, "--channel", help="Channel used for detection in multichannel scans."),
-    stack_as: str = typer.Option("frames", "--stack-as", help="Read 3D stacks as separate 'frames' or co-registered 'channels'."),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
-    force: bool = typer.Option(False, "--force", help="Overwrite an output made from other inputs or parameters."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; errors still go to stderr."),
-    json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
+    images: List[str] = typer.Argument(..., metavar="SCAN...", help="Scans: .tif .png .npy .h5[:/dataset] .hspy .dm3 .dm4 .emd .ser .sxm", show_default=False),
+    output: Path = options.output("Atoms artifact to write (.h5)."),
+    method: Literal[DETECTION_METHODS] = typer.Option("log", "--method", rich_help_panel="Detection", help="log: Laplacian of Gaussian (robust to backgrounds); max: smoothed maxima."),
+    refine: Literal[REFINEMENT_METHODS] = typer.Option("gaussian", "--refine", rich_help_panel="Detection", help="Subpixel refinement: 2D Gaussian fit, centre of mass, or none."),
+    sigma: Optional[float] = typer.Option(None, "--sigma", min=0, rich_help_panel="Detection", help="Column width σ in px [default: estimated]."),
+    spacing: Optional[float] = typer.Option(None, "--spacing", min=0, rich_help_panel="Detection", help="Nearest-neighbour spacing in px [default: estimated]."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", rich_help_panel="Detection", help="Absolute response threshold [default: from the noise level]."),
+    threshold_rel: float = typer.Option(0.2, "--threshold-rel", min=0, rich_help_panel="Detection", help="Threshold as a fraction of a typical column's response."),
+    invert: bool = typer.Option(False, "--invert", rich_help_panel="Detection", help="Find dark columns (annular bright field, some STM)."),
+    sublattices: bool = typer.Option(True, "--sublattices/--no-sublattices", rich_help_panel="Detection", help="Search again for dimmer columns beside the bright ones, and label sublattices."),
+    joint: bool = typer.Option(True, "--joint/--independent", rich_help_panel="Detection", help="Refit overlapping columns against the image minus their neighbours."),
+    displacements: str = typer.Option("auto", "--displacements", metavar="auto|none|OF:TO", rich_help_panel="Detection", help="Displacement of each column from its neighbours in another sublattice (e.g. 1:0)."),
+    channel: int = typer.Option(0, "--channel", min=0, rich_help_panel="Data", help="Channel used for detection in multichannel scans."),
+    stack_as: Literal["frames", "channels"] = typer.Option("frames", "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."),
+    preview: Optional[Path] = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
+    force: bool = options.force(),
+    quiet: bool = options.quiet(),
+    json_summary: bool = options.json_summary(),
+    device: str = options.device("Both give the same atoms."),
 ) -> None:
     from microvae.stages import run_find_atoms
 

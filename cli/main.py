@@ -8,6 +8,7 @@ denied); anything else is a bug: one line ``internal error: ...`` and exit code 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -17,15 +18,32 @@ import typer
 from microvae import __version__
 from microvae.errors import MicrovaeError
 
-app = typer.Typer(
+from .help import Command, Group
+
+
+class _App(typer.Typer):
+    """Every subcommand's help in the plain 80-column layout of :mod:`cli.help`."""
+
+    def command(self, *args, cls=Command, **kwargs):
+        return super().command(*args, cls=cls, **kwargs)
+
+
+app = _App(
+    cls=Group,
     name="microvae",
     help=(
-        "Unsupervised structure discovery in atomically resolved images (STEM, STM, AFM).\n\n"
-        "Stages, each reading and writing artifacts on disk:\n\n"
-        "  find-atoms → extract → train → encode → export\n\n"
-        "Run [bold]microvae COMMAND --help[/bold] for each stage's options."
+        "Unsupervised structure discovery in atomically resolved images (STEM, STM, AFM). Each stage "
+        "reads and writes artifacts on disk, so any stage can be rerun, resumed or applied to new scans.\n\n"
+        "Examples:\n"
+        "  microvae find-atoms scan.dm4 -o atoms.h5 --preview atoms.png\n"
+        "  microvae extract scan.dm4 --atoms atoms.h5 --window 32 -o patches.h5\n"
+        "  microvae train patches.h5 -o run/ --classes 3\n"
+        "  microvae encode run/ patches.h5 -o encoded.h5\n"
+        "  microvae export encoded.h5 -o maps/\n"
+        "  microvae pipeline study.toml scan.dm4 -o study/     # all of the above\n\n"
+        "Run 'microvae COMMAND --help' for a command's options; README.md has the details."
     ),
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -49,15 +67,15 @@ def _root(
     _state["debug"] = debug
 
 
-from . import encode as _encode  # noqa: E402  (importing registers the subcommands, in pipeline order)
-from . import export as _export  # noqa: E402
+from . import find_atoms as _find_atoms  # noqa: E402  (importing registers the subcommands, in pipeline order)
 from . import extract as _extract  # noqa: E402
-from . import compare as _compare  # noqa: E402
-from . import diagnose as _diagnose  # noqa: E402
-from . import find_atoms as _find_atoms  # noqa: E402
-from . import pictures as _pictures  # noqa: E402
-from . import pipeline as _pipeline  # noqa: E402
 from . import train as _train  # noqa: E402
+from . import encode as _encode  # noqa: E402
+from . import export as _export  # noqa: E402
+from . import pipeline as _pipeline  # noqa: E402
+from . import diagnose as _diagnose  # noqa: E402
+from . import compare as _compare  # noqa: E402
+from . import pictures as _pictures  # noqa: E402
 
 del _encode, _export, _extract, _find_atoms, _pictures, _pipeline, _train
 
@@ -88,13 +106,26 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error.filename or 'output'}: cannot write ({describe_os_error(error)})", file=sys.stderr)
         sys.exit(2)
     except Exception as error:
+        if type(error).__name__ == "NoArgsIsHelpError":   # 'microvae' or a command alone: its help
+            with contextlib.suppress(BrokenPipeError):     # 'microvae | head'
+                print(error.format_message())
+            sys.exit(0)
         if _is_usage_error(error):  # bad option or argument: one line, as every user mistake
-            command = getattr(getattr(error, "ctx", None), "command_path", "microvae")
             message = " ".join(str(error.format_message()).split()) if hasattr(error, "format_message") else str(error)
-            print(f"error: {message} (see '{command} --help')", file=sys.stderr)
+            message = message.replace("Value error, ", "")
+            print(f"error: {message} (see '{_command_path(getattr(error, 'ctx', None))} --help')", file=sys.stderr)
             sys.exit(error.exit_code)
         _internal_error(error, debug)  # anything else is a bug in microvae
     sys.exit(0)
+
+
+def _command_path(ctx) -> str:
+    """'microvae train' however the program was started (console script, python -m, a test)."""
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name)
+        ctx = ctx.parent
+    return " ".join(["microvae", *reversed(names)])
 
 
 def _internal_error(error: Exception, debug: bool) -> None:

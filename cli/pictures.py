@@ -10,26 +10,27 @@ import typer
 
 from microvae.errors import ParameterError
 
+from . import options
 from .console import stdout
 from .main import app
 
 
 @app.command(
     "manifold",
+    short_help="Draw a run's learned latent manifold.",
     help=(
-        "Draw the learned latent manifold of a run: for each continuous latent, a traversal figure "
-        "(rows: classes; columns: the latent swept through the prior's quantiles Φ⁻¹(0.05…0.95), other "
-        "latents at 0; as the paper's Fig. 2), and for each class the 2D grid over latents 0 and 1 "
-        "(Figs. S1–S3). Files: OUTPUT with _z<d> and _class<k> before the suffix.\n\n"
-        "Example:\n\n"
+        "Draw a run's learned latent manifold: per continuous latent, a traversal (rows: classes; "
+        "columns: the latent swept through the prior's quantiles), and per class the 2D grid over "
+        "latents 0 and 1. Files: OUTPUT with _z<d> and _class<k> before the suffix.\n\n"
+        "Example:\n"
         "  microvae manifold run/ -o manifold.png"
     ),
 )
 def manifold_command(
-    run_dir: Path = typer.Argument(..., help="Run folder of a trained model.", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="PNG path (one file per figure is derived from it).", show_default=False),
-    steps: int = typer.Option(9, "--steps", help="Images per latent sweep.", min=2),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not list the files written."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of a trained model.", show_default=False),
+    output: Path = options.output("PNG path (one file per figure is derived from it)."),
+    steps: int = typer.Option(9, "--steps", min=2, rich_help_panel="Output", help="Images per latent sweep."),
+    quiet: bool = options.quiet("Do not list the files written."),
 ) -> None:
     from microvae import artifacts
     from microvae.generation import generate, latent_grid, sweep_values, traversal
@@ -61,22 +62,23 @@ def manifold_command(
 
 @app.command(
     "generate",
+    short_help="Generate an image for a class, angle and latents.",
     help=(
-        "Generate an image from a run for a chosen class, angle and latents (the paper's Fig. 4), "
-        "including angles the training data never had.\n\n"
-        "Examples:\n\n"
-        "  microvae generate run/ --class 1 --angle 180 -o spade_180.png\n\n"
+        "Generate an image from a run for a chosen class, angle, latents and shift, including angles "
+        "the training data never had.\n\n"
+        "Examples:\n"
+        "  microvae generate run/ --class 1 --angle 180 -o spade_180.png\n"
         "  microvae generate run/ --class 0 --angle 45 --z 0.5,-1 -o out.npy"
     ),
 )
 def generate_command(
-    run_dir: Path = typer.Argument(..., help="Run folder of a trained model.", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help=".png (picture) or .npy (array (C, W, W)).", show_default=False),
-    class_index: Optional[int] = typer.Option(None, "--class", help="Class to generate (needed when the model has classes).", show_default=False),
-    angle: float = typer.Option(0.0, "--angle", help="Rotation in degrees (counter-clockwise as displayed)."),
-    z: str = typer.Option("", "--z", help="Comma-separated continuous latents (missing ones are 0)."),
-    shift: str = typer.Option("0,0", "--shift", help="Shift row,col in pixels."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the file written."),
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of a trained model.", show_default=False),
+    output: Path = options.output(".png (picture) or .npy (array (C, W, W))."),
+    class_index: Optional[int] = typer.Option(None, "--class", min=0, metavar="K", rich_help_panel="Model", help="Class to generate (needed when the model has classes).", show_default=False),
+    angle: float = typer.Option(0.0, "--angle", metavar="DEG", rich_help_panel="Model", help="Rotation in degrees (counter-clockwise as displayed)."),
+    z: str = typer.Option("", "--z", metavar="Z0,Z1,...", rich_help_panel="Model", help="Continuous latents (missing ones are 0)."),
+    shift: str = typer.Option("0,0", "--shift", metavar="ROW,COL", rich_help_panel="Model", help="Shift in pixels."),
+    quiet: bool = options.quiet("Do not print the file written."),
 ) -> None:
     from microvae import artifacts
     from microvae.generation import generate, latent_grid, sweep_values, traversal

@@ -8,7 +8,7 @@ from typing import List
 
 import typer
 
-
+from . import options
 from .console import progress_bar, stderr, stdout
 from .main import app
 from .train import training_progress
@@ -16,23 +16,22 @@ from .train import training_progress
 
 @app.command(
     "pipeline",
+    short_help="All stages from one TOML file (resumable).",
     help=(
         "Run find-atoms → extract → train → encode → export on SCANS with the settings of CONFIG "
-        "(TOML, one section per stage; see sample_data/pipeline.toml), writing everything into the "
-        "output folder.\n\n"
-        "Up-to-date artifacts are reused and an interrupted training resumes, so rerunning the same "
-        "command after a crash finishes the work; a stage whose settings changed is redone, with the "
-        "stages after it.\n\n"
-        "Example:\n\n"
-        "  microvae pipeline sample_data/pipeline.toml sample_data/scifireaders_SI-Survey_Image.dm3 -o study/"
+        "(TOML, one section per stage), all into one folder. Rerun the same command after a crash: "
+        "up-to-date stages are kept, training resumes, changed stages are redone.\n\n"
+        "Example:\n"
+        "  microvae pipeline sample_data/pipeline.toml scan.dm3 -o study/"
     ),
+    epilog="An annotated CONFIG: sample_data/pipeline.toml. Details: README.md, 'microvae pipeline'.",
 )
 def pipeline_command(
-    config: Path = typer.Argument(..., help="Pipeline settings (TOML).", show_default=False),
-    scans: List[str] = typer.Argument(..., help="Scans to analyse.", show_default=False),
-    output: Path = typer.Option(Path("microvae_out"), "-o", "--output", help="Folder for all artifacts."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors."),
-    json_summary: bool = typer.Option(False, "--json", help="Print one JSON line per stage on stdout."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Pipeline settings (TOML).", show_default=False),
+    scans: List[str] = typer.Argument(..., metavar="SCAN...", help="Scans to analyse.", show_default=False),
+    output: Path = typer.Option(Path("microvae_out"), "-o", "--output", rich_help_panel="Output", help="Folder for all artifacts."),
+    quiet: bool = options.quiet("Only errors."),
+    json_summary: bool = options.json_summary("Print one JSON line per stage on stdout."),
 ) -> None:
     from microvae.pipeline import read_config, run_pipeline, train_configs
 

@@ -5,21 +5,45 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from microvae.config import CLASS_INITS, DECODERS, ENCODERS, GEOMETRIES, LIKELIHOODS
 from microvae.config import JTRVAEConfig as M
 from microvae.config import TrainConfig as T
 from microvae.config import configs_from_settings
 
+from . import options
 from .console import report, stderr
 from .main import app
 
 
+def _check_classes(value: str) -> str:
+    if value != "auto" and not (value.isdigit()):
+        raise typer.BadParameter(f"'{value}' is not a number of classes: give K ≥ 0 or 'auto'")
+    return value
+
+
+def _positive_fraction(value: float) -> float:
+    if not 0 < value <= 1:
+        raise typer.BadParameter(f"{value} is not a fraction in (0, 1]")
+    return value
+
+
 def _widths(widths: tuple[int, ...]) -> str:
     return "×".join(str(w) for w in widths) if len(set(widths)) > 1 else f"{len(widths)}×{widths[0]}"
+
+
+def estimate_line(event: dict) -> str:
+    """'12,000 patches × 50 epochs (+ 10 for the pose) ≈ 4.2 min on cpu at 2,380 patches/s'."""
+    pose = f" (+ {event['pose_epochs']} for the pose)" if event["pose_epochs"] else ""
+    left = f" left of {event['epochs'] + event['done']}" if event["done"] else ""
+    minutes = event["seconds"] / 60
+    when = f"≈ {minutes:.1f} min" if minutes >= 1 else f"≈ {event['seconds']:.0f} s"
+    return (f"{event['patches']:,} patches × {event['epochs']} epochs{left}{pose} {when} on {event['device']} "
+            f"at {event['samples_per_s']:,.0f} patches/s (timed on a few steps of this model)")
 
 
 @contextlib.contextmanager
@@ -33,7 +57,9 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
         task = progress.add_task("train", total=epochs, epoch=0, terms="")
 
         def update(event: dict) -> None:
-            if event.get("event") == "batch":
+            if event.get("event") == "estimate":
+                progress.console.print(estimate_line(event), highlight=False)
+            elif event.get("event") == "batch":
                 terms = f"loss {event['loss']:.4g} · recon {event['recon']:.4g} · KL z {event['kl_z']:.3g} τ {event['kl_tau']:.3g} y {event['kl_y']:.3g} · {event.get('samples_per_s', 0):.0f}/s"
                 progress.update(task, epoch=event["epoch"], terms=terms)
             elif event.get("event") == "candidate":
@@ -57,74 +83,70 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
 
 @app.command(
     "train",
+    short_help="Train a j-trVAE on patches (resumable).",
     help=(
-        "Train a rotation- and translation-invariant joint VAE (j-trVAE) on patches.\n\n"
-        "PATCHES is a patches artifact from 'microvae extract' or a stack (N,H,W) or (N,C,H,W) in .npy, "
-        ".tif or .h5. The run folder keeps config.json, provenance.json, checkpoints (every "
-        "--checkpoint-every epochs and at the end), log.csv and loss.png. Rerun the same command after "
-        "an interruption to continue from the last checkpoint.\n\n"
-        "Model: discrete class y (--classes K, marginalised exactly), continuous z (--latent-dim D), an "
-        "angle (projected normal) and a 2D shift that transform the decoder's coordinate grid. "
-        "--classes 0 gives an rVAE; --no-rotation --no-translation --classes 0 a plain VAE.\n\n"
-        "Classes start from the best-separated of several classical clusterings of the patches (--class-init), "
-        "and the run ends with a verdict (class sizes, confidence, agreement with a classical baseline, "
-        "warnings) in the log and RUN_DIR/summary.json. What this gives on data it was not tuned on is in "
-        "benchmarks/results/discovery_ci.md; the paper's own settings are named in each option's help.\n\n"
-        "Examples:\n\n"
-        "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n\n"
-        "  microvae train patches.h5 -o run/ --classes auto --no-rotation   # K chosen from the data (table printed)\n\n"
-        "  microvae train patches.h5 -o run/ --classes 2 --no-translation   # atom-centred STEM patches\n\n"
-        "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp   # any orientation, on a GPU\n\n"
-        "  microvae train patches.h5 -o run/ --angle-prior 0 --encoder equivariant   # codes that ignore the pose by construction\n\n"
-        "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5   # 5 seeds: class uncertainty and stability\n\n"
-        "  microvae train patches.h5 -o semi/ --classes 4 --labels known.csv   # rows 'patch_index,class'"
+        "Train a rotation- and translation-invariant joint VAE (j-trVAE) on patches; rerun the same "
+        "command after an interruption to resume.\n\n"
+        "Examples:\n"
+        "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n"
+        "  microvae train patches.h5 -o run/ --classes auto --no-rotation\n"
+        "  microvae train patches.h5 -o run/ --classes 2 --no-translation  # on atoms\n"
+        "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp\n"
+        "  microvae train patches.h5 -o run/ --encoder equivariant --angle-prior 0\n"
+        "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5\n"
+        "  microvae train patches.h5 -o semi/ --classes 4 --labels known.csv\n\n"
+        "The model: a class y (K = --classes, marginalised exactly), continuous latents z, an angle "
+        "and a shift. Classes start from the best-separated classical clustering; the run ends with "
+        "a verdict in RUN_DIR/summary.json. Say what you know (K, whether objects turn or sit "
+        "off-centre); leave the rest at its defaults."
     ),
+    epilog="Details and the paper's settings: README.md, 'microvae train'.",
 )
 def train_command(
-    patches: str = typer.Argument(..., help="Patches artifact (.h5) or image stack (.npy, .tif, .h5[:/dataset]).", show_default=False),
-    output: Path = typer.Option(..., "-o", "--output", help="Run folder (created; reused to resume).", show_default=False),
-    classes: str = typer.Option(str(M.n_classes), "--classes", "-k", help="Number of discrete classes K (0: no discrete latent), or 'auto': K in 2…--max-classes whose best classical partition is best separated (the table is printed and kept in RUN_DIR/init/classes_auto.json)."),
-    max_classes: int = typer.Option(6, "--max-classes", help="Largest K that --classes auto tries."),
-    latent_dim: int = typer.Option(M.latent_dim, "--latent-dim", "-d", help="Continuous latents D besides angle and shift."),
-    latent_geometry: str = typer.Option(M.latent_geometry, "--latent-geometry", help="'euclidean' (Gaussian prior), 'circle' (-d 1) or 'torus' (-d 2): angles with a uniform prior and wrapped-normal posterior, for periodic factors. Use with --beta-z-start 0 (KL warm-up; without it the circle posterior collapsed in our tests)."),
-    rotation: bool = typer.Option(True, "--rotation/--no-rotation", help="Learn a rotation latent."),
-    translation: bool = typer.Option(True, "--translation/--no-translation", help="Learn a shift latent (turn off for atom-centred or FFT patches)."),
-    epochs: int = typer.Option(T.epochs, "--epochs", "-e", help="Total epochs (a resumed run continues up to this number)."),
-    batch_size: int = typer.Option(T.batch_size, "--batch-size", "-b", help="Patches per optimisation step.", min=1),
-    lr: float = typer.Option(T.lr, "--lr", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of weights, split, shuffling and noise: fixed seed, same result on CPU."),
-    likelihood: str = typer.Option("auto", "--likelihood", help="'bernoulli' (values in [0,1]), 'gaussian', or 'auto' (Bernoulli when the data lie in [0,1])."),
-    decoder: str = typer.Option(M.decoder, "--decoder", help="'mlp' (the paper's spatial generator) or 'conv' (spatial broadcast with latent skips)."),
-    encoder: str = typer.Option(M.encoder, "--encoder", help="'mlp' (the paper's encoder: it has to learn that a turned or moved patch has the same code, and learns it only roughly) or 'equivariant' (the pose turns and moves with the patch, and z and the class read the patch in its canonical frame: invariant by construction; see `microvae diagnose`)."),
-    encoder_rotations: int = typer.Option(M.encoder_rotations, "--encoder-rotations", help="Frames the equivariant encoder compares to find the angle (a multiple of 4 keeps quarter turns exact; more frames cost encoder time)."),
-    hidden: Optional[int] = typer.Option(None, "--hidden", help=f"One width for every hidden layer, in the paper's layout (encoder 2 layers, MLP decoder 3; the paper: 256) [default: encoder {_widths(M.encoder_hidden)}, decoder {_widths(M.decoder_hidden)}].", show_default=False),
-    pixel_fraction: float = typer.Option(T.pixel_fraction, "--pixel-fraction", help="Score this random fraction of the pixels per step (unbiased; 1 = all). The MLP decoder's cost is proportional to it."),
-    min_pixels: int = typer.Option(T.min_pixels, "--min-pixels", help="But score at least this many pixels per patch and step (subtle classes need enough of them)."),
-    class_balance: float = typer.Option(M.class_balance, "--class-balance", help="Weight of the penalty on unequal class usage, KL(mean q(y|x) ‖ uniform) per batch (0: the paper's objective). Keeps classes from merging or dying."),
-    canonical_class_head: bool = typer.Option(M.canonical_class_head, "--canonical-class-head/--shared-class-head", help="q(y|x) reads the patch turned back to the canonical frame (pose-invariant classes), or the shared encoder's head (the paper)."),
-    class_rotations: int = typer.Option(M.class_rotations, "--class-rotations", help="Pool the class posterior over this many rotated copies of each patch instead (0: off)."),
-    angle_prior: float = typer.Option(M.angle_prior_concentration, "--angle-prior", help="Concentration of the angle prior around 0 (0: uniform on the circle; 2: a quarter turn costs 4 nats). Lower it for scans with large rotations."),
-    shift_prior_sd: float = typer.Option(M.shift_prior_sd, "--shift-prior", help="Prior sd of the shift, in units of the patch half-width."),
-    beta_z_start: Optional[float] = typer.Option(M.beta_z_start, "--beta-z-start", help="Initial weight of the z KL, annealed to 1 over the z window (holds z back while angle and classes form)."),
-    beta_tau: float = typer.Option(M.beta_tau_start, "--beta-tau-start", help="Initial weight of the angle+shift KL (annealed to 1; the paper: 10)."),
-    beta_y: float = typer.Option(M.beta_y_start, "--beta-y-start", help="Initial weight of the class KL (annealed to 1 over the first tenth of the epochs; keeps q(y|x) soft while the angle is learned)."),
-    balance_unbiased: bool = typer.Option(M.class_balance_unbiased, "--unbiased-balance/--batch-balance", help="Estimate the class-balance term without the batch's sampling noise. The per-batch KL charges confident posteriors for a small batch's chance imbalance, which keeps them soft: good for the cards, but it held two phases at q(y|x) ≈ 0.5. Use with --z-delay for phases."),
-    z_delay: float = typer.Option(M.z_delay, "--z-delay", help="Fraction of the epochs with the continuous latents off (z = 0): classes form first. For classes that differ by a graded quantity (phases, intensities), which a z on from the start takes for itself; with --unbiased-balance, --beta-y-start 1 and --class-init none, 0.34 split the two-phase benchmark lattice (accuracy 1.0 in 4 of 5 seeds, 0.93 in one)."),
-    class_init: str = typer.Option(T.class_init, "--class-init", help="How the classes start. 'cluster': classical clusterings (k-means and a Gaussian mixture on PCA scores, k-means on a rotation- and shift-invariant Fourier descriptor and on the patches turned into the frame of a short class-free model) are made, and the best-separated one gives the classes for the first --init-fraction of the epochs; then they are free. 'restarts': choose by the held-out −ELBO of a short run from each instead. 'none': random start (the paper's procedure)."),
-    init_fraction: float = typer.Option(T.init_fraction, "--init-fraction", help="Fraction of the epochs during which the initial classes act as observed (1: throughout; after it the classes are free)."),
-    restart_fraction: float = typer.Option(T.restart_fraction, "--restart-fraction", help="Length of the short class-free pose run (and of each --class-init restarts run), as a fraction of --epochs."),
-    checkpoint_every: int = typer.Option(T.checkpoint_every, "--checkpoint-every", help="Epochs between checkpoints."),
-    val_fraction: float = typer.Option(T.val_fraction, "--val-fraction", help="Fraction held out for the validation loss (no optimiser step on it)."),
-    device: str = typer.Option("auto", "--device", help="'auto' (CUDA when present), 'cpu' or 'cuda'."),
-    amp: bool = typer.Option(False, "--amp", help="bf16 mixed precision on CUDA."),
-    compile_step: bool = typer.Option(False, "--compile", help="torch.compile the training step (fused kernels). Pays on long runs: each new batch shape compiles once (10–25 s on 2 CPU cores); then 1.1–1.3× faster on the CPU. Same results within rounding; resuming may switch it."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Known classes of some patches (semi-supervised): a CSV of patch_index,class rows or a .npy array with −1 for unknown. Labelled patches train the class posterior; the rest are inferred.", show_default=False),
-    label_weight: float = typer.Option(M.label_weight, "--label-weight", help="Weight of −log q(label|x) per labelled patch (Kingma et al.'s α)."),
-    ensemble: int = typer.Option(0, "--ensemble", help="Train M runs with seeds SEED…SEED+M−1 in OUTPUT/member_i, align their classes, and record their agreement (encode then reports per-patch class agreement as an uncertainty map; the mean pairwise ARI helps choose --classes). 0 = one run.", min=0, show_default=False),
-    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", help="Patches larger than this (GB of float32) are streamed from the patches file in shuffled chunks instead of held in memory (see README, Performance)."),
-    force: bool = typer.Option(False, "--force", help="Replace a run folder made from other inputs or settings."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-    json_summary: bool = typer.Option(False, "--json", help="Print a one-line JSON summary on stdout."),
+    patches: str = typer.Argument(..., metavar="PATCHES", help="Patches artifact (.h5) or stack (N,H,W)/(N,C,H,W) in .npy, .tif or .h5[:/dataset].", show_default=False),
+    output: Path = options.output("Run folder (created; reused to resume)."),
+    classes: str = typer.Option(str(M.n_classes), "--classes", "-k", metavar="K|auto", callback=_check_classes, rich_help_panel="Model", help="Discrete classes K (0: none), or 'auto': chosen in 2…--max-classes (table printed)."),
+    max_classes: int = typer.Option(6, "--max-classes", min=2, rich_help_panel="Model", help="Largest K that --classes auto tries."),
+    latent_dim: int = typer.Option(M.latent_dim, "--latent-dim", "-d", min=0, rich_help_panel="Model", help="Continuous latents D besides angle and shift."),
+    latent_geometry: Literal[GEOMETRIES] = typer.Option(M.latent_geometry, "--latent-geometry", rich_help_panel="Model", help="circle (-d 1) or torus (-d 2): periodic latents; use with --beta-z-start 0."),
+    rotation: bool = typer.Option(True, "--rotation/--no-rotation", rich_help_panel="Model", help="Learn a rotation latent."),
+    translation: bool = typer.Option(True, "--translation/--no-translation", rich_help_panel="Model", help="Learn a shift latent (off for atom-centred or FFT patches)."),
+    likelihood: Literal[("auto",) + LIKELIHOODS] = typer.Option("auto", "--likelihood", rich_help_panel="Model", help="auto: Bernoulli when the data lie in [0, 1], else Gaussian."),
+    decoder: Literal[DECODERS] = typer.Option(M.decoder, "--decoder", rich_help_panel="Model", help="mlp: the paper's spatial generator; conv: spatial broadcast."),
+    encoder: Literal[ENCODERS] = typer.Option(M.encoder, "--encoder", rich_help_panel="Model", help="mlp: the paper's (learns invariance roughly); equivariant: invariant by construction."),
+    encoder_rotations: int = typer.Option(M.encoder_rotations, "--encoder-rotations", min=1, rich_help_panel="Model", help="Turned frames the equivariant encoder compares (a multiple of 4 keeps quarter turns exact)."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, rich_help_panel="Model", help=f"One width for every hidden layer (paper: 256) [default: encoder {_widths(M.encoder_hidden)}, decoder {_widths(M.decoder_hidden)}].", show_default=False),
+    angle_prior: float = typer.Option(M.angle_prior_concentration, "--angle-prior", min=0, rich_help_panel="Model", help="Concentration of the angle prior around 0 (0: any orientation)."),
+    shift_prior_sd: float = typer.Option(M.shift_prior_sd, "--shift-prior", min=0, rich_help_panel="Model", help="Prior sd of the shift, in patch half-widths."),
+    class_balance: float = typer.Option(M.class_balance, "--class-balance", min=0, rich_help_panel="Classes", help="Weight of the penalty on unequal class usage (0: the paper's objective)."),
+    balance_unbiased: bool = typer.Option(M.class_balance_unbiased, "--unbiased-balance/--batch-balance", rich_help_panel="Classes", help="Class-balance term without a batch's sampling noise (for phases, with --z-delay)."),
+    canonical_class_head: bool = typer.Option(M.canonical_class_head, "--canonical-class-head/--shared-class-head", rich_help_panel="Classes", help="q(y|x) reads the patch in its canonical frame, or the shared head (the paper)."),
+    class_rotations: int = typer.Option(M.class_rotations, "--class-rotations", min=0, rich_help_panel="Classes", help="Pool q(y|x) over this many turned copies instead (0: off)."),
+    class_init: Literal[CLASS_INITS] = typer.Option(T.class_init, "--class-init", rich_help_panel="Classes", help="cluster: best-separated classical clustering; restarts: best held-out −ELBO; none: the paper's."),
+    init_fraction: float = typer.Option(T.init_fraction, "--init-fraction", min=0, max=1, rich_help_panel="Classes", help="Fraction of the epochs the initial classes act as observed."),
+    restart_fraction: float = typer.Option(T.restart_fraction, "--restart-fraction", min=0, max=1, rich_help_panel="Classes", help="Length of the short class-free pose run, as a fraction of --epochs."),
+    labels: Optional[Path] = typer.Option(None, "--labels", rich_help_panel="Classes", help="Known classes of some patches: CSV of patch_index,class rows, or .npy with −1 unknown.", show_default=False),
+    label_weight: float = typer.Option(M.label_weight, "--label-weight", min=0, rich_help_panel="Classes", help="Weight of −log q(label|x) per labelled patch."),
+    ensemble: int = typer.Option(0, "--ensemble", min=0, metavar="M", rich_help_panel="Classes", help="Train M seeds in OUTPUT/member_i and measure their agreement (0: one run).", show_default=False),
+    epochs: int = typer.Option(T.epochs, "--epochs", "-e", min=1, rich_help_panel="Schedule", help="Total epochs (a resumed run continues up to this number)."),
+    batch_size: int = typer.Option(T.batch_size, "--batch-size", "-b", min=1, rich_help_panel="Schedule", help="Patches per optimisation step."),
+    lr: float = typer.Option(T.lr, "--lr", min=0, rich_help_panel="Schedule", help="Adam learning rate (paper: 5e-4 to 1e-3)."),
+    seed: int = typer.Option(0, "--seed", rich_help_panel="Schedule", help="Seed of weights, split, shuffling and noise."),
+    beta_z_start: Optional[float] = typer.Option(M.beta_z_start, "--beta-z-start", min=0, rich_help_panel="Schedule", help="Initial weight of the z KL (annealed to 1)."),
+    beta_tau: float = typer.Option(M.beta_tau_start, "--beta-tau-start", min=0, rich_help_panel="Schedule", help="Initial weight of the angle+shift KL (paper: 10)."),
+    beta_y: float = typer.Option(M.beta_y_start, "--beta-y-start", min=0, rich_help_panel="Schedule", help="Initial weight of the class KL (annealed to 1 over a tenth of the epochs)."),
+    z_delay: float = typer.Option(M.z_delay, "--z-delay", min=0, max=1, rich_help_panel="Schedule", help="Fraction of the epochs with z off, so that classes form first."),
+    pixel_fraction: float = typer.Option(T.pixel_fraction, "--pixel-fraction", callback=_positive_fraction, rich_help_panel="Schedule", help="Random fraction of the pixels scored per step (1: all)."),
+    min_pixels: int = typer.Option(T.min_pixels, "--min-pixels", min=1, rich_help_panel="Schedule", help="But at least this many pixels per patch and step."),
+    val_fraction: float = typer.Option(T.val_fraction, "--val-fraction", min=0, max=0.9, rich_help_panel="Schedule", help="Fraction held out for the validation loss."),
+    checkpoint_every: int = typer.Option(T.checkpoint_every, "--checkpoint-every", min=1, rich_help_panel="Output", help="Epochs between checkpoints."),
+    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", min=0, rich_help_panel="Data", help="Stream patches larger than this (GB of float32) from disk."),
+    device: str = options.device(),
+    amp: bool = typer.Option(False, "--amp", rich_help_panel="Device", help="bf16 mixed precision on CUDA."),
+    compile_step: bool = typer.Option(False, "--compile", rich_help_panel="Device", help="torch.compile the training step (pays on long runs)."),
+    force: bool = options.force("a run folder"),
+    quiet: bool = options.quiet(),
+    json_summary: bool = options.json_summary(),
 ) -> None:
     settings = dict(classes=classes, max_classes=max_classes if classes == "auto" else 0, latent_dim=latent_dim, latent_geometry=latent_geometry, rotation=rotation, translation=translation, epochs=epochs,
                     batch_size=batch_size, lr=lr, seed=seed, likelihood=likelihood, decoder=decoder,
@@ -155,7 +177,8 @@ def train_command(
                     progress({**event, "epoch": offset["epochs"] + event["epoch"]} if "epoch" in event else event)
 
             result = run_train_ensemble(patches, output, model_config, train_config, ensemble, force=force,
-                                        progress=member_progress, on_member=member_done, labels=labels)
+                                        progress=member_progress, on_member=member_done, labels=labels,
+                                        memory_limit=int(memory_limit_gb * 1e9))
     else:
         with training_progress(quiet or json_summary, epochs) as progress:
             result = run_train(patches, output, model_config, train_config, force=force, progress=progress, labels=labels,

@@ -41,6 +41,8 @@ columns. No BLAS threads are used: they stall when other jobs share the cores.
 from __future__ import annotations
 
 import functools
+import glob
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -196,14 +198,19 @@ def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None, progres
     return _locate(image, response, candidates, sigma, spacing, params, used, progress)
 
 
+def _no_nvidia_device() -> bool:
+    """True where no NVIDIA GPU can be present: Linux without an ``/dev/nvidia<N>`` device node."""
+    return sys.platform.startswith("linux") and not glob.glob("/dev/nvidia[0-9]*")
+
+
 def torch_device_for(name: str):
     """The torch device that ``name`` selects, or None for the numpy engine.
 
     ``"auto"``: CUDA when torch is installed and sees a GPU, else None. ``"cuda"`` without one is a
     :class:`ParameterError`.
     """
-    if name == "cpu":
-        return None
+    if name == "cpu" or (name == "auto" and "torch" not in sys.modules and _no_nvidia_device()):
+        return None          # importing torch only to learn there is no GPU costs about 1 s
     try:
         import torch
     except ImportError:

@@ -8,6 +8,7 @@ optional callback ``progress(description, completed, total)``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
@@ -551,6 +552,8 @@ def run_train(
             verdict = json.loads((run_dir / "summary.json").read_text())
             notes.append(verdict.get("paragraph", ""))
             return StageResult("up-to-date", run_dir, {"verdict": verdict}, notes)
+        if progress is not None and world.rank == 0:
+            progress(_training_estimate(source.images, model_config, train_config, run_dir, known))
         class_count = None
         if train_config.max_classes:
             class_count = _choose_class_count(source.images, model_config, train_config, run_dir / "init")
@@ -593,6 +596,38 @@ def run_train(
     return StageResult("written", run_dir, summary, notes)
 
 
+def _device_words(device) -> str:
+    """'cpu (2 threads)' or 'cuda:0 (NVIDIA H200)'."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _training_estimate(images, model_config, train_config, run_dir: Path, known) -> dict:
+    """The work a run has left and how long it should take here: an ``event='estimate'`` dict with
+    patches, epochs left, the pose run's epochs, patch passes, samples/s (measured on a few steps
+    of this run's model, :func:`microvae.training.measure_throughput`) and seconds."""
+    from .discovery import restart_epochs
+    from .training import load_checkpoint, measure_throughput, resolve_device
+
+    last = run_dir / "checkpoints" / "last.pt"
+    done = int(load_checkpoint(last)["epoch"]) if last.exists() else 0
+    epochs = max(train_config.epochs - done, 0)
+    pose = 0
+    if done == 0 and _uses_class_init(model_config, train_config, known, images):
+        short = restart_epochs(train_config)
+        pose = short * ((model_config.rotation or model_config.translation) + 4 * (train_config.class_init == "restarts"))
+    if train_config.max_classes:                     # --classes auto: time the largest K it tries
+        model_config = dataclasses.replace(model_config, n_classes=train_config.max_classes)
+    train_rows = len(images) - int(round(train_config.val_fraction * len(images)))
+    passes = train_rows * (epochs + pose)
+    rate = measure_throughput(images, model_config, train_config) if passes else float("inf")
+    return {"event": "estimate", "patches": int(len(images)), "epochs": epochs, "done": done, "pose_epochs": pose,
+            "passes": int(passes), "samples_per_s": rate, "seconds": passes / rate, "device": _device_words(resolve_device(train_config.device))}
+
+
 def run_train_ensemble(
     patches: str | Path,
     run_dir: str | Path,
@@ -603,11 +638,13 @@ def run_train_ensemble(
     progress: Callable[[dict], None] | None = None,
     on_member: Callable[[int, StageResult], None] | None = None,
     labels: str | Path | None = None,
+    memory_limit: int = RESIDENT_LIMIT_BYTES,
 ) -> StageResult:
     """Train ``members`` runs with seeds seed, seed + 1, … in ``run_dir/member_i`` (each resumes like
     :func:`run_train`, semi-supervised by the same ``labels`` when given), then align their classes
     to member 0's and write ``ensemble.json`` (:mod:`microvae.ensemble`). Rerunning finishes what
-    an interruption left."""
+    an interruption left. Patches above ``memory_limit`` bytes are streamed, for training and for
+    the alignment's encoding alike."""
     import copy
     from dataclasses import replace
 
@@ -627,7 +664,7 @@ def run_train_ensemble(
     statuses = []
     for index, seed in enumerate(seeds):
         result = run_train(patches, member_dir(run_dir, index), copy.deepcopy(model_config), replace(train_config, seed=seed), force=force, progress=progress,
-                           labels=labels)
+                           labels=labels, memory_limit=memory_limit)
         statuses.append(result.status)
         if on_member is not None:
             on_member(index, result)
@@ -635,7 +672,7 @@ def run_train_ensemble(
     status = "up-to-date" if all(s == "up-to-date" for s in statuses) else "written"
     record = read_record(run_dir) if status == "up-to-date" else None
     if record is None or record.members != names or record.seeds != seeds:     # align the (new) members
-        source = load_patch_input(patches)
+        source = load_patch_input(patches, stream_above=memory_limit)
         labels = []
         for index in range(members):
             model, _ = load_run(member_dir(run_dir, index), device="cpu")
@@ -824,8 +861,11 @@ def run_encode(
     labels: str | Path | None = None,
     scores: bool = True,
     amp: bool = False,
+    ignore_calibration: bool = False,
 ) -> StageResult:
     """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact.
+    Patches cut from scans whose pixel size differs from the training scans' by more than 2 % are
+    refused unless ``ignore_calibration`` (a bare stack records no pixel size and is not checked).
     ``labels`` names a file of known classes (as for ``train --labels``): those patches keep their
     class (one-hot ``class_probs``, reconstruction and −ELBO with it; a conditional model's
     inference) and ``class_observed`` marks them.
@@ -867,6 +907,9 @@ def run_encode(
     if tuple(source.images.shape[1:]) != expected:
         raise InputError(f"{patches}: patches are {'×'.join(map(str, source.images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}")
     _check_recipe_matches(run_record.get("recipe"), source.recipe, patches, run_dir)
+    if not ignore_calibration:
+        for record in source.records or []:
+            _check_pixel_size(f"{patches}: patches from {record.name}", record.pixel_size, record.unit, run_record.get("training_images") or [])
     checkpoint = run_dir / "checkpoints" / ("final.pt" if (run_dir / "checkpoints" / "final.pt").exists() else "last.pt")
     from .images import file_sha256
 
@@ -1245,9 +1288,10 @@ def run_encode_scans(
     refine_lr: float = 0.05,
     scores: bool = True,
     amp: bool = False,
+    memory_limit: int = RESIDENT_LIMIT_BYTES,
 ) -> list[StageResult]:
     """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode
-    (``refine_steps``, ``refine_lr``, ``scores``, ``amp``: as for :func:`run_encode`).
+    (``refine_steps``, ``refine_lr``, ``scores``, ``amp``, ``memory_limit``: as for :func:`run_encode`).
 
     Intermediate artifacts go to ``<output stem>_work/`` beside the output (reused when up to date).
     A scan whose channel count, or calibrated pixel size (beyond 2 %), differs from the training
@@ -1259,8 +1303,6 @@ def run_encode_scans(
         InputError: the run folder or a scan is unusable, or a scan does not match the training
             scans; the work folder, when this call created it, is removed again.
     """
-    from .images import LENGTH_UNITS_M
-
     run_dir = Path(run_dir)
     output = Path(output)
     if not run_dir.is_dir():
@@ -1278,21 +1320,14 @@ def run_encode_scans(
     for scan in scan_list:
         if scan.n_channels != channels:
             raise InputError(f"{scan.name}: has {scan.n_channels} channel(s) but the model in {run_dir} was trained on {channels}")
-        if training_images and not ignore_calibration:
-            reference = training_images[0]
-            ref_size, ref_unit = float(reference["pixel_size"]), reference["unit"]
-            if ref_unit in LENGTH_UNITS_M and scan.unit in LENGTH_UNITS_M:
-                ratio = (scan.pixel_size * LENGTH_UNITS_M[scan.unit]) / (ref_size * LENGTH_UNITS_M[ref_unit])
-                if abs(ratio - 1.0) > 0.02:
-                    raise InputError(
-                        f"{scan.name}: pixel size {scan.pixel_size:g} {scan.unit} differs from the training scans' {ref_size:g} {ref_unit} "
-                        f"({ratio:.2f}×): the model's patches would show objects at another scale; resample the scan, or pass --ignore-calibration"
-                    )
+        if not ignore_calibration:
+            _check_pixel_size(scan.name, scan.pixel_size, scan.unit, training_images)
     work = output.parent / f"{output.stem}_work"
     made_work = not work.exists()
     try:
         encode_options = {"device": device, "batch_size": batch_size, "force": force, "progress": progress,
-                          "refine_steps": refine_steps, "refine_lr": refine_lr, "scores": scores, "amp": amp}
+                          "refine_steps": refine_steps, "refine_lr": refine_lr, "scores": scores, "amp": amp,
+                          "memory_limit": memory_limit, "ignore_calibration": ignore_calibration}
         return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options)
     except BaseException:
         if made_work:  # a failed replay leaves no partial output (a work folder kept from earlier runs stays)
@@ -1300,6 +1335,24 @@ def run_encode_scans(
 
             shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _check_pixel_size(name: str, pixel_size: float, unit: str, training_images: list[dict]) -> None:
+    """Refuse data whose calibrated pixel size differs from the training scans' by more than 2 %
+    (the model's patches would show objects at another scale). Uncalibrated data pass."""
+    from .images import LENGTH_UNITS_M
+
+    if not training_images:
+        return
+    reference = training_images[0]
+    ref_size, ref_unit = float(reference["pixel_size"]), reference["unit"]
+    if ref_unit in LENGTH_UNITS_M and unit in LENGTH_UNITS_M:
+        ratio = (pixel_size * LENGTH_UNITS_M[unit]) / (ref_size * LENGTH_UNITS_M[ref_unit])
+        if abs(ratio - 1.0) > 0.02:
+            raise InputError(
+                f"{name}: pixel size {pixel_size:g} {unit} differs from the training scans' {ref_size:g} {ref_unit} "
+                f"({ratio:.2f}×): the model's patches would show objects at another scale; resample the scan, or pass --ignore-calibration"
+            )
 
 
 def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options) -> list[StageResult]:

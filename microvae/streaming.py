@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from .errors import InputError
 
@@ -130,6 +129,8 @@ def shuffled_batches(source: PatchFile, rows: np.ndarray, batch_size: int, gener
     chunk_of = rows // source.chunk_rows
     chunks, first = np.unique(chunk_of, return_index=True)
     ends = np.r_[first[1:], len(rows)]
+    import torch
+
     order = torch.randperm(len(chunks), generator=generator).numpy()
     per_buffer = max(1, buffer_rows // source.chunk_rows)
     carry_rows = np.zeros(0, dtype=np.int64)

@@ -287,6 +287,40 @@ def build_model(config: JTRVAEConfig, seed: int) -> JTRVAE:
         return JTRVAE(config)
 
 
+def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainConfig, warmup: int = 3,
+                       seconds: float = 0.5, max_steps: int = 50) -> float:
+    """Training samples per second on this device: optimiser steps of a fresh model with the run's
+    settings on the first ``batch_size`` patches of ``images`` (an array or a
+    :class:`~microvae.streaming.PatchFile`), timed after ``warmup`` untimed steps until
+    ``seconds`` have passed (at least 3 steps, at most ``max_steps``). Touches no weights or
+    random state of the run."""
+    device = resolve_device(train_config.device)
+    count = min(train_config.batch_size, len(images))
+    batch = images.take(np.arange(count)) if isinstance(images, PatchFile) else images[:count]
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build_model(model_config, train_config.seed).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+        fraction = train_config.scored_fraction(x[0, 0].numel())
+        betas = beta_schedule(0, max(train_config.epochs, 1), model_config)
+
+        def step() -> None:
+            loss = model.weighted_loss(model(x, pixel_fraction=fraction), betas)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        for _ in range(warmup):
+            step()
+        timed, started = 0, time.perf_counter()
+        while timed < 3 or (time.perf_counter() - started < seconds and timed < max_steps):
+            step()
+            timed += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    return timed * count / max(time.perf_counter() - started, 1e-9)
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' → CUDA when available else CPU; 'cuda' without CUDA is a :class:`ParameterError`."""
     if name == "auto":

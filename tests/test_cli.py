@@ -135,7 +135,7 @@ def bad_inputs(tmp_path, lattice_tif):
         ("wrong dimensionality", ["find-atoms", wrong_dim, "-o", tmp_path / "o.h5"], "expected an image"),
         ("smaller than window", ["extract", small, "--grid", 8, "--window", 32, "-o", tmp_path / "o.h5"], "smaller than the 32×32 window"),
         ("unwritable output", ["find-atoms", path, "-o", blocker / "o.h5"], "not a directory"),
-        ("bad parameter", ["find-atoms", path, "-o", tmp_path / "o.h5", "--method", "magic"], "unknown detection method"),
+        ("bad parameter", ["find-atoms", path, "-o", tmp_path / "o.h5", "--method", "magic"], "'magic' is not one of 'log', 'max'"),
         ("neither atoms nor grid", ["extract", path, "-o", tmp_path / "o.h5"], "exactly one of"),
     ]
 

@@ -111,3 +111,37 @@ def test_encode_without_scores_runs_the_encoder_alone_and_exports(tmp_path, patc
         assert "class" in maps["image_00"] and "recon_error" not in maps["image_00"]
     code, _, err = run_cli(["encode", run, patches_file, "-o", tmp_path / "refined.h5", "--no-scores", "--refine", "3"], capsys)
     assert code == 2 and "--no-scores" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_states_its_work_and_expected_time_before_it_starts(tmp_path, patches_file):
+    """Before training, run_train reports the work (patches × epochs left, plus the pose run's
+    epochs) and a time measured on a few steps of the run's own model; a resumed run counts only
+    the epochs it has left, and the CLI prints the line before the first epoch's."""
+    from microvae.stages import run_train
+    from microvae.training import configs_from_settings
+
+    settings = dict(classes=2, latent_dim=1, hidden=16, batch_size=32, device="cpu", checkpoint_every=1, val_fraction=0.1)
+    events = []
+    model, train = configs_from_settings({**settings, "epochs": 2})
+    run_train(patches_file, tmp_path / "run", model, train, progress=events.append)
+    estimate = next(e for e in events if e["event"] == "estimate")
+    assert events.index(estimate) < next(i for i, e in enumerate(events) if e["event"] == "batch")
+    with h5py.File(patches_file) as handle:
+        count = len(handle["patches"])
+    pose = 1                                      # restart_fraction 0.2 of 2 epochs, at least 1
+    assert estimate["patches"] == count and estimate["epochs"] == 2 and estimate["pose_epochs"] == pose
+    assert estimate["passes"] == (count - round(0.1 * count)) * (2 + pose)
+    assert estimate["samples_per_s"] > 0 and estimate["seconds"] == pytest.approx(estimate["passes"] / estimate["samples_per_s"])
+    events.clear()
+    model, train = configs_from_settings({**settings, "epochs": 3})
+    run_train(patches_file, tmp_path / "run", model, train, progress=events.append)
+    resumed = next(e for e in events if e["event"] == "estimate")
+    assert resumed["epochs"] == 1 and resumed["done"] == 2 and resumed["pose_epochs"] == 0
+
+
+def test_the_estimate_line_reads_as_minutes():
+    from microvae.cli.train import estimate_line
+
+    line = estimate_line({"patches": 12000, "epochs": 40, "done": 10, "pose_epochs": 0, "seconds": 252.0,
+                          "samples_per_s": 1904.8, "device": "cpu (2 threads)"})
+    assert line.startswith("12,000 patches × 40 epochs left of 50 ≈ 4.2 min on cpu (2 threads) at 1,905 patches/s")

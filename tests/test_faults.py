@@ -223,6 +223,7 @@ CASES = {
     "encode/atoms-as-patches": lambda w, tmp: (["encode", w.run, w.atoms, "-o", tmp / "out.h5"], "atoms.h5", ["'atoms' artifact"]),
     "encode/window-mismatch": lambda w, tmp: (["encode", w.run, _extract(w, tmp / "p16.h5", "--window", 16), "-o", tmp / "out.h5"], "p16.h5", ["1×16×16", "1×12×12"]),
     "encode/normalisation-mismatch": lambda w, tmp: (["encode", w.run, _extract(w, tmp / "pnorm.h5", "--window", 12, "--normalize", "zscore"), "-o", tmp / "out.h5"], "pnorm.h5", ["normalize='zscore'"]),
+    "encode/patches-pixel-size": lambda w, tmp: (["encode", w.run, _coarse_patches(w, tmp), "-o", tmp / "out.h5"], "coarse.tif", ["pixel size 0.05 nm differs", "--ignore-calibration"]),
     "encode/channel-mismatch": lambda w, tmp: (["encode", w.run, save_npy(tmp / "two.npy", np.random.default_rng(0).random((4, 2, 12, 12)).astype(np.float32)), "-o", tmp / "out.h5"], "two.npy", ["2×12×12"]),
     # --- encode --pretrained on raw scans
     "encode-pretrained/missing-scan": lambda w, tmp: (["encode", "--pretrained", w.run, tmp / "absent.tif", "-o", tmp / "out.h5"], "absent.tif", ["no such file"]),
@@ -290,6 +291,14 @@ def _extract(w: World, target: Path, *options) -> Path:
     return target
 
 
+def _coarse_patches(w: World, tmp: Path) -> Path:
+    """Patches cut as the run's were, from the scan recorded at 0.05 nm/px instead of 0.02."""
+    coarse = _tif(tmp / "coarse.tif", _image(w), 0.05)
+    _main_ok(["find-atoms", coarse, "-o", tmp / "coarse_atoms.h5", "-q"])
+    _main_ok(["extract", coarse, "--atoms", tmp / "coarse_atoms.h5", "--window", 12, "-o", tmp / "coarse_patches.h5", "-q"])
+    return tmp / "coarse_patches.h5"
+
+
 def _other_model_config(run: Path) -> None:
     """config.json of another architecture beside this run's checkpoint."""
     settings = json.loads((run / "config.json").read_text())
@@ -323,6 +332,35 @@ def test_bad_input(case, world, tmp_path, capsys):
     assert named_file in line, f"the message does not name {named_file}: {line}"
     assert any(word.lower() in line.lower() for word in words), f"the message does not say {words}: {line}"
     assert snapshot(tmp_path, world.root) == before, "files were changed, added or left behind"
+
+
+def test_patches_of_another_pixel_size_encode_when_asked(world, tmp_path, capsys):
+    """Control for 'encode/patches-pixel-size': the same patches pass with --ignore-calibration, and
+    patches cut from a scan at the training pixel size pass without it."""
+    coarse = _coarse_patches(world, tmp_path)
+    code, _, err = run_cli(["encode", world.run, coarse, "-o", tmp_path / "coarse_enc.h5", "--ignore-calibration", "-q"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["encode", world.run, world.patches, "-o", tmp_path / "same_enc.h5", "-q"], capsys)
+    assert code == 0, err
+
+
+def test_memory_limit_reaches_the_ensemble_alignment_and_pretrained_encoding(world, tmp_path, capsys, monkeypatch):
+    """--memory-limit-gb is honoured by every path that reads patches: the members of --ensemble
+    and the encoding that aligns their classes (before, it loaded every patch), and encode
+    --pretrained on scans (before, it used the default limit)."""
+    from microvae import stages
+
+    seen = []
+    real = stages.load_patch_input
+    monkeypatch.setattr(stages, "load_patch_input", lambda spec, stream_above=None: seen.append(stream_above) or real(spec, stream_above=stream_above))
+    code, _, err = run_cli(["train", world.patches, "-o", tmp_path / "ens", "--ensemble", 2, "--classes", 2, "--epochs", 1,
+                            *TINY_TRAIN, "--memory-limit-gb", "0"], capsys)
+    assert code == 0, err
+    assert len(seen) == 3 and set(seen) == {0}, seen           # two members and the alignment
+    seen.clear()
+    code, _, err = run_cli(["encode", "--pretrained", world.run, world.scan, "-o", tmp_path / "enc.h5", "--memory-limit-gb", "0.002", "-q"], capsys)
+    assert code == 0, err
+    assert seen == [2_000_000], seen
 
 
 def test_the_matrix_covers_enough_kinds():
