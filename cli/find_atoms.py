@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import List, Literal, Optional
 
@@ -12,6 +13,12 @@ from microvae.atoms import DETECTION_METHODS, REFINEMENT_METHODS, FindAtomsParam
 from . import options
 from .console import progress_bar, report
 from .main import app
+
+
+def _check_displacements(value: str) -> str:
+    if not re.fullmatch(r"auto|none|\d+:\d+", value):
+        raise typer.BadParameter(f"'{value}' is not auto, none or OF:TO (two sublattice numbers such as 1:0)")
+    return value
 
 
 @app.command(
@@ -40,7 +47,7 @@ def find_atoms_command(
     invert: bool = typer.Option(False, "--invert", rich_help_panel="Detection", help="Find dark columns (annular bright field, some STM)."),
     sublattices: bool = typer.Option(True, "--sublattices/--no-sublattices", rich_help_panel="Detection", help="Search again for dimmer columns beside the bright ones, and label sublattices."),
     joint: bool = typer.Option(True, "--joint/--independent", rich_help_panel="Detection", help="Refit overlapping columns against the image minus their neighbours."),
-    displacements: str = typer.Option("auto", "--displacements", metavar="auto|none|OF:TO", rich_help_panel="Detection", help="Displacement of each column from its neighbours in another sublattice (e.g. 1:0)."),
+    displacements: str = typer.Option("auto", "--displacements", metavar="auto|none|OF:TO", callback=_check_displacements, rich_help_panel="Detection", help="Displacement of each column from its neighbours in another sublattice (e.g. 1:0)."),
     channel: int = typer.Option(0, "--channel", min=0, rich_help_panel="Data", help="Channel used for detection in multichannel scans."),
     stack_as: Literal["frames", "channels"] = typer.Option("frames", "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."),
     preview: Optional[Path] = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG overlay of the atoms on the scan.", show_default=False),

@@ -150,6 +150,14 @@ def _run(args, capsys):
     (["export", "encoded.h5", "-o", "maps", "--radius", "-1"], "--radius"),
     (["export", "encoded.h5", "-o", "maps", "--radius", "0"], "--radius"),
     (["encode", "run", "scan.npy", "-o", "out.h5", "--input-kind", "pictures"], "--input-kind"),
+    (["find-atoms", "scan.npy", "-o", "a.h5", "--displacements", "B:A"], "--displacements"),
+    (["find-atoms", "scan.npy", "-o", "a.h5", "--method", "blob"], "--method"),
+    (["find-atoms", "scan.npy", "-o", "a.h5", "--device", "gpu"], "--device"),
+    (["train", "patches.h5", "-o", "run", "--classes", "three"], "--classes"),
+    (["train", "patches.h5", "-o", "run", "--pixel-fraction", "0"], "--pixel-fraction"),
+    (["train", "patches.h5", "-o", "run", "--encoder", "cnn"], "--encoder"),
+    (["extract", "scan.npy", "-o", "p.h5", "--grid", "8", "--normalize", "max"], "--normalize"),
+    (["export", "encoded.h5", "-o", "maps", "--format", "tiff,jpg"], "--format"),
 ])
 def test_bad_options_are_one_line_exit_2(args, says, tmp_path, capsys, monkeypatch):
     """Each is refused before any file is read (none of the files exists): exit 2, one line
