@@ -124,7 +124,7 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
     """Batched LM fit of ``A·exp(−½ dᵀPd) + b₀`` (d = pixel − centre, P = C⁻¹) with the covariance C
     (3,) [c_rr, c_rc, c_cc] fixed, to ``data`` (P, N), the pixels at (``row_offsets``,
     ``col_offsets``) from each window centre; ``initial`` (N, 2) centre offsets. The elliptical
-    counterpart of :func:`microvae.atoms._fit_fixed_width`, built the same way: the Jacobian
+    counterpart of :func:`microvae.atoms.refine.fit_fixed_width`, built the same way: the Jacobian
     columns are e, A·e·(Pd)_r, A·e·(Pd)_c, 1, so every entry of JᵀJ and Jᵀr is a moment of e², e or
     r·e against 1, y, x, y², x², xy (float32 pixels, float64 4 × 4 systems). ``inside`` (P, N) bool:
     the pixels on the image (a column at the scan's edge is fitted to the part of its window that
@@ -133,7 +133,7 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
     Returns parameters (N, 4) float64 [A, r₀, c₀, b₀] and ok (N,): finite, positive amplitude,
     centre inside the window.
     """
-    from .atoms import _levenberg_marquardt
+    from .atoms.refine import levenberg_marquardt
 
     data = np.asarray(data, dtype=np.float32)
     low, high = data.min(axis=0), data.max(axis=0)           # the start
@@ -186,7 +186,7 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
                              residual.sum(axis=0, dtype=np.float64)], axis=0)
         return matrix, gradient
 
-    params = _levenberg_marquardt(params, data, evaluate, normal_equations, iterations, tolerance)
+    params = levenberg_marquardt(params, data, evaluate, normal_equations, iterations, tolerance)
     reach = int(max(np.abs(row_offsets).max(), np.abs(col_offsets).max()))
     inside = (np.abs(params[1]) <= reach) & (np.abs(params[2]) <= reach)
     return params.T, inside & (params[0] > 0) & np.isfinite(params).all(axis=0)
@@ -205,7 +205,7 @@ def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offs
     Returns [A, δ_r, δ_c, p_rr, p_rc, p_cc, b₀] (7,) and ok: finite, positive amplitude, P positive
     definite with an equivalent width between 0.25σ and 4σ + 1 and axes less than 3 : 1.
     """
-    from .atoms import _levenberg_marquardt
+    from .atoms.refine import levenberg_marquardt
 
     y = row_offsets.astype(np.float64)[:, None] - offsets[:, 0][None, :]          # (P, n) pixel − column
     x = col_offsets.astype(np.float64)[:, None] - offsets[:, 1][None, :]
@@ -238,7 +238,7 @@ def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offs
         trial[4] = np.clip(trial[4], -limit, limit)
         return trial
 
-    params = _levenberg_marquardt(params, values, evaluate, normal_equations, iterations, tolerance=1e-6, project=project)[:, 0]
+    params = levenberg_marquardt(params, values, evaluate, normal_equations, iterations, tolerance=1e-6, project=project)[:, 0]
     trace, det = params[3] + params[5], params[3] * params[5] - params[4] ** 2
     if not (np.isfinite(params).all() and params[0] > 0 and det > 0):
         return params, False
@@ -266,7 +266,8 @@ def find_dim_columns(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     response's noise sd (``noise`` is the image's white-noise sd) and ``MIN_RELATIVE_HEIGHT``
     times ``typical_response`` (the 90th percentile of the first search's peak responses).
     """
-    from .atoms import _disk_maxima, _filter_gain, _inner_of, _log_response_and_maxima
+    from .atoms.peaks import disk_maxima, filter_gain, inner_of
+    from .atoms.response import log_response_and_maxima
     from scipy.spatial import cKDTree
 
     none = (np.zeros((0, 2), np.int64), np.zeros(0))
@@ -274,14 +275,14 @@ def find_dim_columns(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
         return none
     residual = (image - render_columns(image.shape, positions, amplitudes, sigma_px)).astype(np.float32)
     radius = max(2, int(round(1.5 * filter_sigma_px)))
-    response, candidates = _log_response_and_maxima(residual, filter_sigma_px, _inner_of(radius))
-    peaks, heights = _disk_maxima(response, candidates, radius)
+    response, candidates = log_response_and_maxima(residual, filter_sigma_px, inner_of(radius))
+    peaks, heights = disk_maxima(response, candidates, radius)
     if len(peaks) == 0:
         return none
     height, width = image.shape
     clear = cKDTree(positions).query(peaks)[0] >= max(2.0 * float(np.median(sigma_px)), 3.0)
     inside = (peaks[:, 0] >= 2) & (peaks[:, 0] < height - 2) & (peaks[:, 1] >= 2) & (peaks[:, 1] < width - 2)
-    significant = heights >= MIN_SIGNIFICANCE * noise * _filter_gain(filter_sigma_px, 4 * filter_sigma_px, "log")
+    significant = heights >= MIN_SIGNIFICANCE * noise * filter_gain(filter_sigma_px, 4 * filter_sigma_px, "log")
     tall = heights >= MIN_RELATIVE_HEIGHT * typical_response
     peaks = peaks[clear & inside & significant & tall].astype(np.int64)
     from scipy import ndimage
@@ -327,7 +328,8 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
     Returns:
         positions (N, 2), amplitudes (N,), and moved (N,) bool: which columns were refitted.
     """
-    from .atoms import _disk_offsets, _fit_fixed_width, _gather, fit_disk_radius
+    from .atoms.peaks import disk_offsets, gather
+    from .atoms.refine import fit_disk_radius, fit_fixed_width
 
     positions = np.array(positions, dtype=np.float64)
     amplitudes = np.array(amplitudes, dtype=np.float64)
@@ -356,14 +358,14 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
         for shape in np.unique(shapes[affected], axis=0):
             width = shape[0]
             members = np.nonzero(affected & (shapes == shape).all(axis=1))[0]
-            rows, cols = _disk_offsets(radius_of[width])
+            rows, cols = disk_offsets(radius_of[width])
             centres = np.round(positions[members]).astype(np.int64)
             offsets = positions[members] - centres
             others = neighbours_at(*current, sigma, members, centres, rows, cols, neighbour[members], covariance)
             if covariance is None:
-                params, ok = _fit_fixed_width((_gather(image, centres, rows, cols) - others).astype(np.float32), rows, cols, offsets, float(width), iterations)
+                params, ok = fit_fixed_width((gather(image, centres, rows, cols) - others).astype(np.float32), rows, cols, offsets, float(width), iterations)
             else:
-                window = _gather(image, centres, rows, cols, fill=np.nan)
+                window = gather(image, centres, rows, cols, fill=np.nan)
                 on_image = np.isfinite(window)
                 params, ok = _fit_fixed_shape(np.where(on_image, window, 0) - others, rows, cols, offsets, shape[1:], iterations, inside=on_image)
             step = params[:, 1:3] - offsets
@@ -453,7 +455,7 @@ def sublattice_shapes(image: np.ndarray, positions: np.ndarray, amplitudes: np.n
     the long axis and pull it along the short one, and a neighbour subtracted 4 % too narrow
     pulls a column 2.5 px from it by a tenth of a pixel. A sublattice whose fit fails keeps its
     current shape."""
-    from .atoms import _disk_offsets, _gather
+    from .atoms.peaks import disk_offsets, gather
 
     covariance = np.array(covariance, dtype=np.float64)
     current = covariance.copy()
@@ -464,10 +466,10 @@ def sublattice_shapes(image: np.ndarray, positions: np.ndarray, amplitudes: np.n
         if len(members) < 3:
             continue
         width = float(np.median(sigma[members]))
-        rows, cols = _disk_offsets(max(2.0, WIDTH_RADIUS * width))
+        rows, cols = disk_offsets(max(2.0, WIDTH_RADIUS * width))
         centres = np.round(positions[members]).astype(np.int64)
         others = None if neighbours is None else neighbours[members]
-        data = _gather(image, centres, rows, cols) - neighbours_at(positions, amplitudes, sigma, members, centres, rows, cols, others, current)
+        data = gather(image, centres, rows, cols) - neighbours_at(positions, amplitudes, sigma, members, centres, rows, cols, others, current)
         weights = amplitudes[members] / amplitudes[members].mean()
         params, ok = _fit_shared_shape(data.mean(axis=1), rows, cols, positions[members] - centres, weights, width)
         if ok:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from microvae import atoms
+from microvae.atoms import backend, peaks, refine
+from microvae.atoms import response as atoms_response
 from microvae.atoms import FindAtomsParams, estimate_lattice, find_atoms, prepare_image
 from microvae.errors import ParameterError
 from microvae.synthetic import SNR_PRESETS, make_lattice, score_detection
@@ -171,7 +173,7 @@ def test_strip_log_and_maxima_match_scipy(shape, sigma, inner):
     from scipy import ndimage
 
     image = np.random.default_rng(1).random(shape).astype(np.float32)
-    response, candidates = atoms._log_response_and_maxima(image, sigma, inner)
+    response, candidates = atoms_response.log_response_and_maxima(image, sigma, inner)
     reference = -(sigma**2) * ndimage.gaussian_laplace(image.astype(np.float64), sigma)
     np.testing.assert_allclose(response, reference, atol=1e-6)
     expected = np.stack(np.nonzero(response == ndimage.maximum_filter(response, size=2 * inner + 1, mode="nearest")), axis=1)
@@ -202,11 +204,11 @@ def test_solve_spd_matches_numpy():
     matrices = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(size)
     rhs = rng.normal(size=(count, size))
     packed = np.stack([matrices[:, i, j] for i in range(size) for j in range(i, size)])
-    solution, ok = atoms._solve_spd(packed, rhs.T)
+    solution, ok = refine.solve_spd(packed, rhs.T)
     assert ok.all()
     np.testing.assert_allclose(solution.T, np.linalg.solve(matrices, rhs[:, :, None])[:, :, 0], rtol=1e-8, atol=1e-10)
-    packed[atoms._packed(0, 0, size)] = -1.0  # not positive definite: flagged, zero step
-    solution, ok = atoms._solve_spd(packed, rhs.T)
+    packed[refine.packed_index(0, 0, size)] = -1.0  # not positive definite: flagged, zero step
+    solution, ok = refine.solve_spd(packed, rhs.T)
     assert not ok.any() and not solution.any()
 
 
@@ -216,7 +218,7 @@ def test_fixed_width_fit_recovers_known_centres(engine):
     fixed-width fit returns the centres, heights and background exactly (numpy and torch)."""
     rng = np.random.default_rng(4)
     count, sigma = 300, 1.6
-    rows, cols = atoms._disk_offsets(atoms.fit_disk_radius(sigma, 8.5))
+    rows, cols = peaks.disk_offsets(refine.fit_disk_radius(sigma, 8.5))
     centres = rng.uniform(-0.5, 0.5, size=(count, 2))
     height, background = rng.uniform(0.2, 1.0, count), rng.uniform(0.0, 0.3, count)
     d2 = (rows[:, None] - centres[:, 0]) ** 2 + (cols[:, None] - centres[:, 1]) ** 2
@@ -225,8 +227,8 @@ def test_fixed_width_fit_recovers_known_centres(engine):
     if engine == "torch":
         torch = pytest.importorskip("torch")
         data, start = torch.from_numpy(data), torch.from_numpy(start)
-    params, ok = atoms._fit_fixed_width(data, rows, cols, start, sigma, iterations=12)
-    params, ok = atoms._numpy(params), atoms._numpy(ok)
+    params, ok = refine.fit_fixed_width(data, rows, cols, start, sigma, iterations=12)
+    params, ok = backend.to_numpy(params), backend.to_numpy(ok)
     assert ok.all()
     np.testing.assert_allclose(params[:, 1:3], centres, atol=2e-4)
     np.testing.assert_allclose(params[:, 0], height, rtol=1e-3)
@@ -242,7 +244,7 @@ def test_width_sample_and_chunks_do_not_change_the_fit(high_snr_lattice, monkeyp
     full = atoms.refine_gaussian(image, peaks, estimate.sigma_px, estimate.spacing_px)
     chunked = atoms.refine_gaussian(image, peaks, estimate.sigma_px, estimate.spacing_px, chunk=100)
     np.testing.assert_allclose(chunked.positions, full.positions, atol=1e-4)
-    monkeypatch.setattr(atoms, "WIDTH_SAMPLE", 100)
+    monkeypatch.setattr(refine, "WIDTH_SAMPLE", 100)
     sampled = atoms.refine_gaussian(image, peaks, estimate.sigma_px, estimate.spacing_px)
     assert sampled.sigma_px[0] == pytest.approx(full.sigma_px[0], abs=0.02)
     np.testing.assert_allclose(sampled.positions, full.positions, atol=5e-3)

@@ -267,7 +267,7 @@ def test_cli_writes_sublattices_and_displacements_through_to_the_maps(tmp_path, 
     image = tmp_path / "film.tif"
     tifffile.imwrite(image, scan.image)
     code, out, err = run(["find-atoms", image, "-o", tmp_path / "atoms.h5", "--displacements", "1-0"])
-    assert code == 2 and "OF:RELATIVE_TO" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "OF:TO" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "atoms.h5").exists()
     code, out, err = run(["find-atoms", image, "-o", tmp_path / "atoms.h5", "--preview", tmp_path / "atoms.png"])
     assert code == 0, err

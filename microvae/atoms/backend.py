@@ -1,0 +1,61 @@
+"""numpy / torch helpers: the numerical core is written once for numpy arrays and torch tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ParameterError
+
+
+def array_module(array):
+    """The array module of ``array``: numpy, or torch for a tensor."""
+    if isinstance(array, np.ndarray):
+        return np
+    import torch
+
+    return torch
+
+
+def to_numpy(array, dtype=None) -> np.ndarray:
+    """A numpy array of a numpy array or (any device's) torch tensor."""
+    if not isinstance(array, np.ndarray):
+        array = array.detach().cpu().numpy()
+    return array if dtype is None else array.astype(dtype, copy=False)
+
+
+def like(values, reference):
+    """``values`` (numpy) as an array of ``reference``'s kind (and torch device)."""
+    if isinstance(reference, np.ndarray):
+        return np.asarray(values)
+    import torch
+
+    values = np.asarray(values)
+    return torch.as_tensor(values if values.flags.writeable else values.copy(), device=reference.device)
+
+
+def f64(array):
+    return array.astype(np.float64) if isinstance(array, np.ndarray) else array.double()
+
+
+def as_float32(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ParameterError(f"atom finding needs one 2D image, got shape {image.shape}")
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def percentiles(values, percents) -> np.ndarray:
+    """np.percentile (linear interpolation) of a float array or tensor, as float64 numpy."""
+    if isinstance(values, np.ndarray):
+        return np.percentile(values.astype(np.float64), percents)
+    import torch
+
+    values = values.double()
+    if values.numel() <= 1 << 24:  # torch.quantile's limit
+        return to_numpy(torch.quantile(values, torch.as_tensor(np.asarray(percents, dtype=np.float64) / 100.0, device=values.device)))
+    ordered = torch.sort(values).values
+    position = np.asarray(percents, dtype=np.float64) / 100.0 * (ordered.numel() - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, ordered.numel() - 1)
+    low, high = to_numpy(ordered[like(below, ordered)]), to_numpy(ordered[like(above, ordered)])
+    return low + (position - below) * (high - low)
