@@ -140,7 +140,7 @@ def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *,
 
 
 @lru_cache(maxsize=16)
-def _polar_interpolation(height: int, width: int, n_radii: int, n_angles: int):
+def polar_interpolation(height: int, width: int, n_radii: int, n_angles: int):
     """Sparse bilinear-interpolation matrix from a half spectrum to the polar grid.
 
     The half spectrum is ``rfft2``'s (H, W // 2 + 1) output, fftshifted along rows only (zero
@@ -219,7 +219,7 @@ def fourier_descriptor(patches: np.ndarray, n_radii: int | None = None, n_angles
     x = patches.astype(np.float32, copy=False)
     x = x - x.mean(axis=(2, 3), keepdims=True)
     half = np.fft.fftshift(np.log1p(np.abs(scipy.fft.rfft2(x))), axes=2)          # (N, C, H, W//2+1)
-    polar = half.reshape(n * c, -1) @ _polar_interpolation(h, w, n_radii, int(n_angles))
+    polar = half.reshape(n * c, -1) @ polar_interpolation(h, w, n_radii, int(n_angles))
     polar = np.asarray(polar, dtype=np.float32).reshape(n * c, n_radii, n_angles)
     invariant = np.abs(scipy.fft.rfft(polar, axis=2))
     return invariant.reshape(n, -1).astype(np.float32, copy=False)

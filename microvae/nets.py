@@ -420,10 +420,10 @@ class FourierDescriptor(nn.Module):
 
     def __init__(self, width: int, n_angles: int = 32):
         super().__init__()
-        from .baselines import _polar_interpolation
+        from .baselines import polar_interpolation
 
         self.n_radii, self.n_angles = width // 2 + 1, n_angles
-        matrix = _polar_interpolation(width, width, self.n_radii, n_angles).toarray()
+        matrix = polar_interpolation(width, width, self.n_radii, n_angles).toarray()
         self.register_buffer("polar", torch.from_numpy(matrix), persistent=False)
         self.out_features_per_channel = self.n_radii * (n_angles // 2 + 1)
 
