@@ -40,18 +40,21 @@ def diagnose_command(
     device: str = options.device(),
 ) -> None:
     from microvae import artifacts
-    from microvae.diagnose import invariance_report, report_dict
+    from microvae.diagnose import artifact_source, invariance_report, report_dict
     from microvae.stages import patches_for_model
     from microvae.training import load_run
 
     reports = {}
+    source = note = None
     for role, folder in (("model", run_dir), ("reference", reference)):
         if folder is None:
             continue
         model, configs = load_run(folder, device="cpu")
         images = patches_for_model(patches, configs["model"], folder, limit)
+        if note is None:                 # the scans the patches were cut from, to cut them again moved
+            source, note = artifact_source(patches, limit)
         reports[role] = {"run_dir": str(folder), "patches": int(len(images)), "encoder": configs["model"].encoder,
-                         **report_dict(invariance_report(model, images, device=device))}
+                         **report_dict(invariance_report(model, images, device=device, source=source), [note])}
     if output is not None:
         with artifacts.atomic_file(output) as temp:
             temp.write_text(json.dumps(reports, indent=2))
@@ -60,12 +63,15 @@ def diagnose_command(
     elif not quiet:
         for role, report in reports.items():
             table = Table(title=f"{role}: {report['run_dir']} ({report['patches']} patches, {report['encoder']} encoder)")
-            for column in ("transform", "z drift (sd)", "class changed", "class TV shift", "angle error (°)"):
+            for column in ("transform", "z drift (sd)", "class changed", "class TV shift", "angle error (°)", "shift error (px)"):
                 table.add_column(column, justify="right" if column != "transform" else "left")
             for row in report["rows"]:
                 table.add_row(row["transform"], *(f"{row[k]:.3f}" if row[k] is not None else "—"
                                                    for k in ("z_drift", "class_changed", "class_prob_shift")),
-                              f"{row['angle_error_deg']:.1f}" if row["angle_error_deg"] is not None else "—")
+                              f"{row['angle_error_deg']:.1f}" if row["angle_error_deg"] is not None else "—",
+                              f"{row['shift_error_px']:.2f}" if row["shift_error_px"] is not None else "—")
             stdout.print(table)
+            for line in report["notes"]:
+                stderr.print(line)
         if output is not None:
             stderr.print(f"[green]wrote[/green] {output}")

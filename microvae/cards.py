@@ -125,6 +125,21 @@ def render_cards(
     return out
 
 
+def render_moved(cards: CardsDataset, turn_rad: float = 0.0, centre_shift_px: tuple[float, float] = (0.0, 0.0),
+                 supersample: int = 2) -> np.ndarray:
+    """The cards rendered again as a window turned and moved over them would see them: the content
+    turned by ``turn_rad`` counter-clockwise as displayed about the image's middle ``(W − 1)/2``
+    (each card's angle + turn, its shift turned with it) and the window's centre moved by
+    ``centre_shift_px`` (row, col) px (the content by the opposite). Every pixel is rendered, none
+    interpolated from the image; ``render_moved(cards, π/2)`` is ``numpy.rot90`` of the images up
+    to float rounding. (N, 1, W, W) float32 — a :data:`microvae.diagnose.PatchSource` for cards."""
+    cos, sin = np.cos(turn_rad), np.sin(turn_rad)
+    turn = np.array([[cos, -sin], [sin, cos]])                   # (row, col), counter-clockwise as displayed
+    shift = cards.shift_px @ turn.T - np.asarray(centre_shift_px, dtype=np.float64)
+    return render_cards(cards.labels, cards.angle_rad + turn_rad, cards.shear_rad, cards.scale, shift,
+                        cards.images.shape[-1], supersample)
+
+
 def canonical_shapes() -> torch.Tensor:
     """The four suits rasterised on a (256, 256) grid covering [-1, 1]², shape (4, 1, 256, 256)."""
     return _canonical_shapes_cached().clone()

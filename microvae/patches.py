@@ -129,10 +129,17 @@ def window_fits(centres: np.ndarray, shape: tuple[int, int], window: int, subpix
     return (rounded[:, 0] - half >= 0) & (rounded[:, 1] - half >= 0) & (rounded[:, 0] + window - half <= height) & (rounded[:, 1] + window - half <= width)
 
 
-def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: bool) -> np.ndarray:
+def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: bool, turn_rad: float = 0.0) -> np.ndarray:
     """Sample (N, C, W, W) patches from a (C, H, W) image around float ``centres`` (N, 2).
 
     Outside the image, values are mirrored about the edge pixels (only reached with ``edge="reflect"``).
+
+    ``turn_rad`` ≠ 0 cuts the window turned so that its content is the image turned by ``turn_rad``
+    counter-clockwise as displayed (as ``numpy.rot90`` in the (row, col) plane for π/2) about the
+    window's middle, ``(W − 1)/2`` from its first pixel (the centre rounded when not ``subpixel``):
+    patch pixel (i, j) samples the image at ``middle + R(−turn)·(i − (W−1)/2, j − (W−1)/2)`` by
+    cubic-spline interpolation (order 3, mirrored edges), which blurs the noise less than bilinear
+    sampling would. Every pixel of a turned window comes from the image, corners included.
     """
     channels = image.shape[0]
     half = window // 2
@@ -140,6 +147,18 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
     count = len(centres)
     out = np.empty((count, channels, window, window), dtype=np.float32)
     if count == 0:
+        return out
+    if turn_rad:
+        from scipy import ndimage
+
+        centres = np.asarray(centres, dtype=np.float64) if subpixel else np.round(centres)
+        middle = centres + ((window - 1) / 2 - half)                           # (N, 2) the window's middle
+        rows, cols = turned_offsets(window, turn_rad)                           # (W, W) each
+        rows = middle[:, 0, None, None] + rows[None]
+        cols = middle[:, 1, None, None] + cols[None]
+        for channel in range(channels):
+            sampled = ndimage.map_coordinates(image[channel].astype(np.float64), [rows.ravel(), cols.ravel()], order=3, mode="mirror")
+            out[:, channel] = sampled.reshape(count, window, window)
         return out
     if subpixel:
         rows = centres[:, 0, None, None] + offsets[None, :, None]
@@ -159,6 +178,17 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
     for channel in range(channels):
         out[:, channel] = image[channel][rows, cols]
     return out
+
+
+def turned_offsets(window: int, turn_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols), each (W, W) float64: where patch pixel (i, j) of a window whose content is turned
+    by ``turn_rad`` counter-clockwise as displayed samples its source, relative to the window's
+    middle ``(W − 1)/2``: ``R(−turn)·(i − (W−1)/2, j − (W−1)/2)`` in (row, col), rows pointing down.
+    At π/2 this is ``numpy.rot90``: pixel (i, j) reads (j, W − 1 − i)."""
+    middle = (window - 1) / 2
+    d_row, d_col = np.meshgrid(np.arange(window) - middle, np.arange(window) - middle, indexing="ij")
+    cos, sin = np.cos(turn_rad), np.sin(turn_rad)
+    return cos * d_row + sin * d_col, cos * d_col - sin * d_row
 
 
 def _mirror_index(index: np.ndarray, size: int) -> np.ndarray:

@@ -112,11 +112,21 @@ def value_range(images: np.ndarray | PatchFile, name: str) -> tuple[float, float
 
 
 def evenly_spaced(images: np.ndarray | PatchFile, limit: int) -> np.ndarray:
-    """At most ``limit`` patches, evenly spaced over the rows (all of them when fewer), in memory."""
-    step = max(1, -(-len(images) // limit)) if limit else 1
+    """At most ``limit`` patches, evenly spaced over the rows (all of them when fewer), in memory:
+    the rows :func:`evenly_spaced_rows` picks."""
     if isinstance(images, PatchFile):
-        return images.take(np.arange(0, len(images), step))
-    return images[::step]
+        return images.take(evenly_spaced_rows(len(images), limit))
+    return images[::_spacing(len(images), limit)]
+
+
+def evenly_spaced_rows(count: int, limit: int) -> np.ndarray:
+    """(M,) int64 rows 0, k, 2k, … of ``count`` with the smallest step k that keeps at most ``limit``
+    of them (0 = all)."""
+    return np.arange(0, count, _spacing(count, limit))
+
+
+def _spacing(count: int, limit: int) -> int:
+    return max(1, -(-count // limit)) if limit else 1
 
 
 def shuffled_batches(source: PatchFile, rows: np.ndarray, batch_size: int, generator: torch.Generator,

@@ -98,11 +98,25 @@ def test_resume_on_cuda_continues_the_same_run(tmp_path):
 
 
 def test_bf16_autocast_trains(tmp_path):
+    """Under bf16 autocast the model learns as in float32: on the validation cards, which no step
+    saw, it reconstructs about as well as the float32 run and far better than the untrained model
+    (the control). (Not a falling loss: the β schedule alone makes the loss fall.) On the CPU in
+    float32 this recipe measured 0.074 / 0.058 (seeds 0, 1) against 0.20 / 0.25 untrained."""
+    from microvae.training import split_rows
+
     images = make_cards(512, size=16, seed=0).images
-    result = fit(images, small_config(image_size=16), TrainConfig(epochs=4, batch_size=64, device="cuda", amp=True),
-                 tmp_path / "run")
-    losses = [row["loss"] for row in result.history]
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    config = small_config(image_size=16)
+    train = TrainConfig(epochs=8, batch_size=64, lr=5e-3, device="cuda", checkpoint_every=8)
+    runs = {amp: fit(images, config, TrainConfig(**(train.to_dict() | {"amp": amp})), tmp_path / f"amp_{amp}") for amp in (True, False)}
+    assert all(np.isfinite(row["loss"]) for row in runs[True].history)
+    train_rows, val_rows = split_rows(len(images), train.val_fraction, train.seed)
+
+    def held_out_mse(model):
+        return float(encode_array(model, images[val_rows], device="cuda")["recon_error"].mean())
+
+    bf16, fp32, untrained = held_out_mse(runs[True].model), held_out_mse(runs[False].model), held_out_mse(build_model(config, train.seed))
+    assert bf16 < 0.6 * untrained and fp32 < 0.6 * untrained, (bf16, fp32, untrained)
+    assert abs(bf16 - fp32) < 0.25 * (untrained - fp32), (bf16, fp32, untrained)
 
 
 @pytest.mark.slow

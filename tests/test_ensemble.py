@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from microvae.cards import make_cards
 from microvae.ensemble import align_labels, build_record, consensus, permute_probs
@@ -59,8 +60,8 @@ TINY = ["--hidden", "48", "--batch-size", "32", "--device", "cpu", "--epochs", "
 def test_ensemble_summary_points_to_the_true_number_of_classes(tmp_path, capsys):
     """Two suits. With K = 2 every member fills both classes and they agree; with K = 4 and classes
     from random weights the members fill only two classes each (measured [2, 2, 2]) — the sign
-    that K is too large. Encode gives the consensus,
-    agreement and spread."""
+    that K is too large. Encode gives the consensus, agreement and spread; the agreement falls when
+    one member is replaced by an untrained network (the control)."""
     stack = tmp_path / "cards.npy"
     labels = two_suit_cards(stack)
     summaries = {}
@@ -89,13 +90,31 @@ def test_ensemble_summary_points_to_the_true_number_of_classes(tmp_path, capsys)
     from microvae.metrics import matched_accuracy
 
     assert matched_accuracy(labels, classes) > 0.95          # the consensus recovers the suits
+    # the control: member 2 replaced by an untrained network, which knows nothing of the suits
+    from microvae.training import build_model, load_checkpoint, load_run
+
+    final = tmp_path / "k2" / "member_2" / "checkpoints" / "final.pt"
+    checkpoint = load_checkpoint(final)
+    checkpoint["model_state"] = build_model(load_run(final.parent.parent)[1]["model"], seed=99).state_dict()
+    torch.save(checkpoint, final)
+    code, _, err = run_cli(["encode", tmp_path / "k2", stack, "-o", tmp_path / "control.h5", "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    with h5py.File(tmp_path / "control.h5") as handle:
+        control = handle["class_agreement"][()]
+    # measured: all three agree on every card (mean agreement 1.0); with the untrained member on
+    # half of them (mean 0.83)
+    assert (agreement == 1).mean() > 0.9 and (control == 1).mean() < 0.7, ((agreement == 1).mean(), (control == 1).mean())
+    assert agreement.mean() - control.mean() > 0.1
     # rerunning the same ensemble command is up to date
     code, out, _ = run_cli(["train", stack, "-o", tmp_path / "k2", "--classes", "2", "--ensemble", "3", *TINY[:-1]], capsys)
     assert code == 0 and "up to date" in out
 
 
 def test_ensemble_encode_and_export_on_scans(tmp_path, capsys):
-    """The agreement map reaches export as a calibrated TIFF beside the class map."""
+    """The agreement map reaches export as a calibrated TIFF beside the class map, each patch's
+    agreement at its centre pixel. (Whether the agreement measures agreement is tested above, on
+    members that split two suits; here, 2 epochs on one lattice, both members put every patch in one
+    class and agree trivially.)"""
     from microvae.synthetic import make_lattice
 
     scan = tmp_path / "scan.tif"
@@ -114,8 +133,10 @@ def test_ensemble_encode_and_export_on_scans(tmp_path, capsys):
     with tifffile.TiffFile(agreement) as tif:
         values = tif.asarray()
         assert values.shape == (96, 96) and tif.imagej_metadata["unit"] == "nm"
-    finite = values[np.isfinite(values)]
-    assert finite.size and ((finite >= 0.5) & (finite <= 1.0)).all()
+    with h5py.File(encoded) as handle:
+        centres = np.round(handle["coords"][()]).astype(int)
+        np.testing.assert_allclose(values[centres[:, 0], centres[:, 1]], handle["class_agreement"][()], atol=1e-6)
+    assert np.isin(values[np.isfinite(values)], [0.5, 1.0]).all()          # two members: both agree, or not
     code, _, err = run_cli(["train", patches, "-o", tmp_path / "one", "--classes", "2", "--ensemble", "1", "-q"], capsys)
     assert code == 2 and "at least 2" in err
 

@@ -14,7 +14,7 @@ from microvae.errors import InputError
 from microvae.metrics import matched_accuracy
 from microvae.models import JTRVAE, JTRVAEConfig
 from microvae.stages import read_labels
-from microvae.training import TrainConfig, encode_array, fit
+from microvae.training import TrainConfig, build_model, encode_array, fit
 
 from .test_cli import run_cli
 
@@ -35,24 +35,34 @@ def test_labelled_images_use_their_class_only():
     torch.testing.assert_close(known["class_nll"], torch.stack([-log_q[0, 2], torch.tensor(0.0), -log_q[2, 0], torch.tensor(0.0)]))
 
 
-def test_five_percent_labels_beat_unsupervised_at_120_degrees():
+@pytest.mark.parametrize("seed", [0, 1])
+def test_five_percent_labels_beat_unsupervised_at_120_degrees(seed):
     """±120° cards (16×16, 1200, 25 epochs): the unsupervised recipe does not learn the angle at this
-    range and its classes are poor; labels for 5 % of the cards (60) lift the accuracy on the other
-    95 % clearly. Measured: 0.457 unsupervised (matched), 0.618 with 5 % labels (no matching)."""
+    range and its classes are poor; labels for 5 % of the cards (60) name the classes (no matching)
+    and get more of the other 95 % right than the unsupervised run's best matching does. The
+    untrained model (the control) gets a quarter right. Measured (seeds 0, 1, 2): unsupervised
+    0.457 / 0.584 / 0.463 (matched), 5 % labels 0.618 / 0.649 / 0.641 (no matching); untrained 0.25."""
     cards = make_cards(1200, size=16, max_angle_deg=120.0, seed=1)
     labelled = np.random.default_rng(0).random(len(cards.labels)) < 0.05
     labels = np.where(labelled, cards.labels, -1)
     config = dict(image_size=16, n_classes=4, encoder_hidden=(64, 64), decoder_hidden=(64, 64), angle_prior_concentration=0.0)
-    train = TrainConfig(epochs=25, seed=0, device="cpu", val_fraction=0.0, checkpoint_every=25)
-    accuracy = {}
+    train = TrainConfig(epochs=25, seed=seed, device="cpu", val_fraction=0.0, checkpoint_every=25)
+
+    def unlabelled_correct(model):
+        predicted = encode_array(model, cards.images, device="cpu")["class"]
+        return float((predicted[~labelled] == cards.labels[~labelled]).mean())
+
+    accuracy = {"untrained": unlabelled_correct(build_model(JTRVAEConfig(**config), seed))}
     for name, known in (("unsupervised", None), ("5% labels", labels)):
         with tempfile.TemporaryDirectory() as run:
             model = fit(cards.images, JTRVAEConfig(**config), train, run, labels=known).model
-        predicted = encode_array(model, cards.images, device="cpu")["class"]
-        accuracy[name] = matched_accuracy(cards.labels[~labelled], predicted[~labelled])
-        if known is not None:      # the labelled classes keep their names: no matching needed
-            accuracy["5% labels, unmatched"] = float((predicted[~labelled] == cards.labels[~labelled]).mean())
-    assert accuracy["5% labels, unmatched"] >= accuracy["unsupervised"] + 0.1, accuracy
+        if known is None:        # its classes have arbitrary names: its best matching
+            predicted = encode_array(model, cards.images, device="cpu")["class"]
+            accuracy[name] = matched_accuracy(cards.labels[~labelled], predicted[~labelled])
+        else:                    # the labelled classes keep their names: no matching needed
+            accuracy[name] = unlabelled_correct(model)
+    assert accuracy["5% labels"] >= 0.6 and accuracy["5% labels"] > accuracy["unsupervised"], accuracy
+    assert accuracy["untrained"] < 0.4, accuracy
 
 
 def test_label_files(tmp_path):
