@@ -39,7 +39,7 @@ def extract_command(
     normalize: Literal[NORMALISATIONS] = typer.Option("image", "--normalize", rich_help_panel="Data", help="image: per-scan 0.1–99.9 percentiles to [0, 1] (others: README)."),
     edge: Literal[EDGE_POLICIES] = typer.Option("skip", "--edge", rich_help_panel="Data", help="Patches reaching outside the image: skip, or fill by reflection."),
     subpixel: bool = typer.Option(True, "--subpixel/--no-subpixel", rich_help_panel="Data", help="Cut atom-centred patches at the exact subpixel centre (bilinear)."),
-    compression: Literal["gzip", "none"] = typer.Option("gzip", "--compression", rich_help_panel="Output", help="none: larger files that read 7× faster (for GPUs)."),
+    compression: Literal["gzip", "none"] = typer.Option("gzip", "--compression", rich_help_panel="Output", help="none: larger files that read 7.5× faster (for GPUs; bench_encode.py)."),
     preview: Optional[Path] = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG gallery of random patches.", show_default=False),
     force: bool = options.force(),
     quiet: bool = options.quiet(),

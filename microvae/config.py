@@ -220,8 +220,9 @@ class TrainConfig:
             what the memory-bound bf16 step needs.
         val_fraction: fraction of the images held out for the validation loss (0 = none).
         pixel_fraction: score this random fraction of the pixels per step (unbiased; 1 = all
-            pixels; ignored by the conv decoder). 0.05 makes a step of the MLP decoder ~15× cheaper
-            than all pixels; on the ±60° cards (CPU, seeds 0–2) it reached 0.99/0.88/0.97 matched
+            pixels; ignored by the conv decoder). 0.05 (with ``min_pixels``) makes a step of the MLP
+            decoder 26× / 39× cheaper than all pixels on 28² / 48² patches (benchmarks/results/peers.md),
+            with the same classes on four of five zoo members (benchmarks/results/pixel_fraction.md); on the ±60° cards (CPU, seeds 0–2) it reached 0.99/0.88/0.97 matched
             accuracy against 0.99/0.66/0.95 with 0.1. See :meth:`JTRVAE.loss_terms`.
         min_pixels: but never fewer than this many pixels per patch and step. Subtle classes need
             enough of them: on 20×20 patches of the two-phase lattice (no continuous latent), 20
