@@ -8,7 +8,7 @@ import sys
 from typing import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ def progress_bar(quiet: bool) -> Iterator:
     if quiet or not stderr.is_terminal:
         yield lambda description, completed, total: None
         return
-    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn())
     with Progress(*columns, console=stderr, transient=True) as progress:
         tasks: dict[str, int] = {}
 
