@@ -38,7 +38,7 @@ def compare_command(
 ) -> None:
     from microvae import artifacts
     from microvae.compare import compare_runs
-    from microvae.stages import patches_for_model
+    from microvae.stages.inputs import patches_for_model
     from microvae.training import load_run
 
     model_a, configs_a = load_run(run_a)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from microvae.stages import StageResult
+    from microvae.stages.result import StageResult
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False, soft_wrap=True)

@@ -41,7 +41,7 @@ def diagnose_command(
 ) -> None:
     from microvae import artifacts
     from microvae.diagnose import artifact_source, invariance_report, report_dict
-    from microvae.stages import patches_for_model
+    from microvae.stages.inputs import patches_for_model
     from microvae.training import load_run
 
     reports = {}

@@ -52,7 +52,9 @@ def encode_command(
     device: str = options.device(),
     amp: bool = typer.Option(False, "--amp", rich_help_panel="Device", help="bfloat16 autocast on CUDA (ignored on the CPU)."),
 ) -> None:
-    from microvae.stages import input_kind, run_encode, run_encode_scans, run_patch_side, stored_shape
+    from microvae.run_folder import run_patch_side
+    from microvae.stages.encode import run_encode, run_encode_scans
+    from microvae.stages.inputs import input_kind, stored_shape
 
     if pretrained is None:
         if len(inputs) < 2:

@@ -47,7 +47,7 @@ def export_command(
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
 ) -> None:
-    from microvae.stages import run_export
+    from microvae.stages.export import run_export
 
     with progress_bar(quiet) as progress:
         result = run_export(encoded, output, tuple(formats.split(",")), radius=radius, force=force, progress=progress)

@@ -45,7 +45,7 @@ def extract_command(
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
 ) -> None:
-    from microvae.stages import run_extract
+    from microvae.stages.extract import run_extract
 
     params = PatchParams(window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid,
                          sublattices=tuple(sublattice) if sublattice else None)

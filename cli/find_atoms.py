@@ -56,7 +56,7 @@ def find_atoms_command(
     json_summary: bool = options.json_summary(),
     device: str = options.device("Both give the same atoms."),
 ) -> None:
-    from microvae.stages import run_find_atoms
+    from microvae.stages.find_atoms import run_find_atoms
 
     params = FindAtomsParams(method=method, refine=refine, sigma_px=sigma, spacing_px=spacing, threshold=threshold, threshold_rel=threshold_rel, invert=invert, device=device,
                              sublattices=sublattices, joint=joint, displacements=displacements)

@@ -160,7 +160,7 @@ def train_command(
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)
-    from microvae.stages import run_train, run_train_ensemble
+    from microvae.stages.train import run_train, run_train_ensemble
 
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0      # under torchrun only rank 0 reports
     if ensemble:

@@ -154,12 +154,12 @@ def test_bad_inputs_give_one_line_exit_2_and_touch_nothing(tmp_path, lattice_tif
 
 
 def test_internal_errors_exit_1_without_traceback(tmp_path, lattice_tif, capsys, monkeypatch):
-    import microvae.stages as stages
+    import microvae.stages.find_atoms as stage
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(stages, "find_atoms", broken)
+    monkeypatch.setattr(stage, "find_atoms", broken)
     path, _ = lattice_tif
     code, _, err = run_cli(["find-atoms", path, "-o", tmp_path / "o.h5"], capsys)
     assert code == 1 and "internal error" in err and "Traceback" not in err

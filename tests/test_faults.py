@@ -348,11 +348,12 @@ def test_memory_limit_reaches_the_ensemble_alignment_and_pretrained_encoding(wor
     """--memory-limit-gb is honoured by every path that reads patches: the members of --ensemble
     and the encoding that aligns their classes (before, it loaded every patch), and encode
     --pretrained on scans (before, it used the default limit)."""
-    from microvae import stages
+    from microvae.stages import encode, inputs, train
 
     seen = []
-    real = stages.load_patch_input
-    monkeypatch.setattr(stages, "load_patch_input", lambda spec, stream_above=None: seen.append(stream_above) or real(spec, stream_above=stream_above))
+    real = inputs.load_patch_input
+    for stage in (train, encode):
+        monkeypatch.setattr(stage, "load_patch_input", lambda spec, stream_above=None: seen.append(stream_above) or real(spec, stream_above=stream_above))
     code, _, err = run_cli(["train", world.patches, "-o", tmp_path / "ens", "--ensemble", 2, "--classes", 2, "--epochs", 1,
                             *TINY_TRAIN, "--memory-limit-gb", "0"], capsys)
     assert code == 0, err
