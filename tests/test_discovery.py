@@ -115,7 +115,7 @@ def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys):
 def test_bad_class_init_is_a_one_line_error(tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((20, 8, 8), dtype=np.float32))
     code, _, err = run_cli(["train", tmp_path / "x.npy", "-o", tmp_path / "run", "--class-init", "kmeans", "-q"], capsys)
-    assert code == 2 and "class_init must be one of" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "'kmeans' is not one of 'cluster', 'restarts', 'none'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_streamed_patches_are_refused_with_a_message():
@@ -167,7 +167,7 @@ def test_train_classes_auto(tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert len(summary["class_sizes"]) == 3
     code, _, err = run_cli(["train", tmp_path / "kinds.npy", "-o", tmp_path / "bad", "--classes", "many", "-q"], capsys)
-    assert code == 2 and "classes must be a whole number or 'auto'" in err
+    assert code == 2 and "is not a number of classes: give K ≥ 0 or 'auto'" in err
 
 
 def test_invariant_class_head_ignores_the_pose():
