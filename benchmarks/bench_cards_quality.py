@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from microvae.cards import make_cards
+from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, encode_array, fit
+from microvae.training import TrainConfig, fit
 
 
 def score(cards, encoded) -> dict:

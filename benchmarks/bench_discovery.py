@@ -37,12 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from microvae.discovery import candidate_partitions, choose_n_classes, heldout_neg_elbo, learn_pose
 from microvae.alignment import align_to_classes, aligned_kmeans
 from microvae.baselines import baseline_labels, canonical_patches, cluster, pca_features
+from microvae.discovery import candidate_partitions, choose_n_classes, heldout_neg_elbo, learn_pose
+from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
+from microvae.run_folder import load_run
 from microvae.stages import run_train
-from microvae.training import configs_from_settings, encode_array, load_run, split_rows
+from microvae.training import configs_from_settings, split_rows
 from microvae.zoo import MEMBERS, make_case
 
 #: The bars of issue 15 per member family (matched accuracy; the STM case is scored separately).

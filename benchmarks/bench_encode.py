@@ -7,7 +7,7 @@ before) or no compression (``extract --compression none``).
 What is timed (``time.perf_counter``, after one warm-up batch; best of 2 runs for reading and the
 encoder-only rows, one run for the rows with scores and for the stage):
 
-- ``microvae.training.encode_array``, the function behind ``microvae encode``, for two networks:
+- ``microvae.encoding.encode_array``, the function behind ``microvae encode``, for two networks:
   the default recipe (``JTRVAEConfig()``: encoder 128×128, decoder 3×128 plus the canonical class
   head, K = 2 here) and the paper's network (encoder 2×256, decoder 3×256, K = 4), both at 32×32
   and with rotation and translation on. Modes: ``latents`` (``--no-scores``: the encoder alone),
@@ -38,9 +38,10 @@ import h5py
 import numpy as np
 import torch
 
+from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
 from microvae.streaming import PatchFile
-from microvae.training import build_model, encode_array
+from microvae.training import build_model
 
 NETWORKS = {
     "default recipe, K = 2": dict(image_size=32, n_classes=2),

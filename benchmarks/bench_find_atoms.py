@@ -746,7 +746,6 @@ def microvae_provenance() -> dict:
 
 def run_lattices(args) -> int:
     import tempfile
-
     import warnings
 
     import trackpy

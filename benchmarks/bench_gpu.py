@@ -102,7 +102,7 @@ def measure_training(size: int, precision: str, batch: int, seconds: float, vari
 def measure_encoding(size: int, precision: str, batch: int, seconds: float, scores: bool) -> dict:
     """``encode_array`` (the code behind ``microvae encode``) on host patches: the copy to the GPU,
     the encoder, and with ``scores`` the recon_error pass and the K-class −ELBO pass."""
-    from microvae.training import encode_array
+    from microvae.encoding import encode_array
 
     torch.backends.cuda.matmul.allow_tf32 = precision in ("tf32", "bf16")
     model = JTRVAE(paper_config(size)).cuda().eval()

@@ -27,9 +27,10 @@ import torch
 
 from microvae.cards import CardsDataset, make_cards, render_moved
 from microvae.diagnose import invariance_report, report_dict
+from microvae.encoding import encode_array
 from microvae.metrics import circular_correlation
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, encode_array, fit
+from microvae.training import TrainConfig, fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -44,9 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_throughput import paper_config, time_steps, training_step  # noqa: E402
 
 from microvae.cards import make_cards  # noqa: E402
+from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy  # noqa: E402
 from microvae.models import JTRVAEConfig  # noqa: E402
-from microvae.training import TrainConfig, encode_array, fit  # noqa: E402
+from microvae.training import TrainConfig, fit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOTES: list[str] = []
@@ -95,7 +96,8 @@ def import_peer(name: str):
 
 
 def version(module_name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version as dist_version
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
     try:
         return dist_version(module_name)
     except PackageNotFoundError:

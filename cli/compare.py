@@ -38,8 +38,8 @@ def compare_command(
 ) -> None:
     from microvae import artifacts
     from microvae.compare import compare_runs
+    from microvae.run_folder import load_run
     from microvae.stages.inputs import patches_for_model
-    from microvae.training import load_run
 
     model_a, configs_a = load_run(run_a)
     model_b, _ = load_run(run_b)

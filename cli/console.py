@@ -5,12 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from microvae.stages.result import StageResult

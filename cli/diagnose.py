@@ -41,8 +41,8 @@ def diagnose_command(
 ) -> None:
     from microvae import artifacts
     from microvae.diagnose import artifact_source, invariance_report, report_dict
+    from microvae.run_folder import load_run
     from microvae.stages.inputs import patches_for_model
-    from microvae.training import load_run
 
     reports = {}
     source = note = None

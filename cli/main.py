@@ -67,15 +67,15 @@ def _root(
     _state["debug"] = debug
 
 
-from . import find_atoms as _find_atoms  # noqa: E402  (importing registers the subcommands, in pipeline order)
-from . import extract as _extract  # noqa: E402
-from . import train as _train  # noqa: E402
+from . import compare as _compare  # noqa: E402
+from . import diagnose as _diagnose  # noqa: E402
 from . import encode as _encode  # noqa: E402
 from . import export as _export  # noqa: E402
-from . import pipeline as _pipeline  # noqa: E402
-from . import diagnose as _diagnose  # noqa: E402
-from . import compare as _compare  # noqa: E402
+from . import extract as _extract  # noqa: E402
+from . import find_atoms as _find_atoms  # noqa: E402  (importing registers the subcommands, in pipeline order)
 from . import pictures as _pictures  # noqa: E402
+from . import pipeline as _pipeline  # noqa: E402
+from . import train as _train  # noqa: E402
 
 del _encode, _export, _extract, _find_atoms, _pictures, _pipeline, _train
 

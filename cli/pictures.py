@@ -35,7 +35,7 @@ def manifold_command(
     from microvae import artifacts
     from microvae.generation import generate, latent_grid, sweep_values, traversal
     from microvae.plots import save_image_grid
-    from microvae.training import load_run
+    from microvae.run_folder import load_run
 
     model, configs = load_run(run_dir)
     config = configs["model"]
@@ -83,7 +83,7 @@ def generate_command(
     from microvae import artifacts
     from microvae.generation import generate, latent_grid, sweep_values, traversal
     from microvae.plots import save_image_grid
-    from microvae.training import load_run
+    from microvae.run_folder import load_run
 
     values = _numbers(z, "--z")                   # the options first: a typo is named before the run is read
     shift_values = _numbers(shift, "--shift")

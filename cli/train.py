@@ -10,10 +10,9 @@ from typing import Iterator, Literal, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from microvae.config import CLASS_INITS, DECODERS, ENCODERS, GEOMETRIES, LIKELIHOODS
+from microvae.config import CLASS_INITS, DECODERS, ENCODERS, GEOMETRIES, LIKELIHOODS, configs_from_settings
 from microvae.config import JTRVAEConfig as M
 from microvae.config import TrainConfig as T
-from microvae.config import configs_from_settings
 
 from . import options
 from .console import report, stderr

@@ -95,7 +95,7 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
     squared difference between A's and B's renderings of A's posterior means, keeping the best seen;
     W starts at the least-squares map between the two runs' own posterior means on the same patches.
     """
-    from .training import encode_array
+    from .encoding import encode_array
 
     for name, model in (("A", model_a), ("B", model_b)):
         config = model.config

@@ -123,7 +123,7 @@ def invariance_report(model, images: np.ndarray, device: str = "cpu", batch_size
     cut again from the scans and the four re-cut shifts are added; without it the turns are
     interpolated in the patches and there are no re-cut rows.
     """
-    from .training import encode_array
+    from .encoding import encode_array
 
     images = np.asarray(images, dtype=np.float32)
 

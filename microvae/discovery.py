@@ -167,7 +167,7 @@ def learn_pose(images: np.ndarray, model_config: JTRVAEConfig, train_config, fol
                ) -> tuple[np.ndarray | None, np.ndarray | None] | None:
     """Step 1: (angle_rad (N,) or None, shift_px (N, 2) or None) of every patch from a short
     class-free run in ``folder/pose`` (trained once, then reloaded); None without pose latents."""
-    from .training import encode_array
+    from .encoding import encode_array
 
     if not (model_config.rotation or model_config.translation):
         return None

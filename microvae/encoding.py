@@ -1,6 +1,6 @@
 """What a trained model says about each patch, and whether a new scan lies outside what it saw.
 
-:func:`microvae.training.encode_array` gives per patch the reconstruction error and the
+:func:`microvae.encoding.encode_array` gives per patch the reconstruction error and the
 negative ELBO (nats, the model's loss at β = 1, one fixed-seed draw of the latents).
 :class:`ScoreStatistics` summarises them on the training patches (saved in the run folder as ``training_stats.json``) so that
 :func:`scan_summaries` can compare every new scan with the training data, as the paper's Fig. 7
@@ -10,53 +10,18 @@ much lower ELBO, than the training patches is outside the model's experience.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import replace
+from typing import Callable
 
 import numpy as np
+import torch
 
-from .errors import InputError
-
-STATS_FILE = "training_stats.json"
-
-
-@dataclass
-class ScoreStatistics:
-    """Distribution of a per-patch score over a set of patches."""
-
-    mean: float
-    sd: float
-    p50: float
-    p95: float
-    p99: float
-    count: int
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> "ScoreStatistics":
-        values = np.asarray(values, dtype=np.float64)
-        p50, p95, p99 = np.percentile(values, [50, 95, 99]) if values.size else (np.nan,) * 3
-        return cls(float(values.mean()), float(values.std()), float(p50), float(p95), float(p99), int(values.size))
-
-
-def write_training_statistics(run_dir: str | Path, recon_error: np.ndarray, neg_elbo: np.ndarray) -> None:
-    """Save the training patches' score distributions as ``training_stats.json`` in the run folder."""
-    from .artifacts import atomic_file
-
-    record = {"recon_error": asdict(ScoreStatistics.of(recon_error)), "neg_elbo": asdict(ScoreStatistics.of(neg_elbo))}
-    with atomic_file(Path(run_dir) / STATS_FILE) as temp:
-        temp.write_text(json.dumps(record, indent=2))
-
-
-def read_training_statistics(run_dir: str | Path) -> dict[str, ScoreStatistics] | None:
-    path = Path(run_dir) / STATS_FILE
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        return {name: ScoreStatistics(**values) for name, values in record.items()}
-    except (ValueError, TypeError) as error:
-        raise InputError(f"{path}: unreadable training statistics ({error})") from error
+from .devices import activation_budget, resolve_device
+from .models import JTRVAE
+from .refine import RefineConfig, refine_posterior
+from .run_folder import ScoreStatistics
+from .streaming import PatchFile
+from .training import check_images
 
 
 def scan_summaries(image_index: np.ndarray, recon_error: np.ndarray | None, neg_elbo: np.ndarray | None,
@@ -81,3 +46,108 @@ def scan_summaries(image_index: np.ndarray, recon_error: np.ndarray | None, neg_
                 entry["beyond_training_p99"] = float((neg_elbo[members] > training["neg_elbo"].p99).mean())
         summaries.append(entry)
     return summaries
+
+
+@torch.no_grad()
+def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto",
+                 refine: RefineConfig | None = None, labels: np.ndarray | None = None, *,
+                 recon_error: bool = True, neg_elbo: bool = False, seed: int = 0, amp: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Encode (N, C, H, W) images (an array or a :class:`~microvae.streaming.PatchFile`, read block
+    by block) with a trained model, in one pass over the images; numpy arrays out.
+
+    Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
+    angle_rad (N,), angle_concentration (N,), shift_px (N, 2) (row, col), shift_sd_px (N, 2): the
+    encoder alone gives these. On request, each of which costs decoder passes over every pixel:
+
+    - ``recon_error`` (N,): mean squared error between each image and its reconstruction from the
+      posterior means with the argmax class (one decoder pass per image);
+    - ``neg_elbo`` (N,) float64: the negative ELBO in nats at β = 1 (recon + KL_z + KL_τ + KL_y,
+      analytic KLs, all K classes: K decoder passes per image) at one reparametrised draw per
+      image from a generator seeded with ``seed``; deterministic for a fixed ``batch_size``.
+
+    With ``refine`` (steps > 0) every patch's posterior is first optimised against the fixed
+    decoder (:mod:`microvae.refine`) and the summaries are those of the refined posterior; then
+    ``neg_elbo_encoder`` and ``neg_elbo_refined`` (N,) give each patch's negative ELBO (nats) before
+    and after, on the same draws (``neg_elbo`` is then not computed separately).
+
+    ``labels`` (N,) gives the known class of some images (−1 = unknown), as in training with
+    labels (a conditional model when every image has one): their ``class_probs`` are that class
+    (one-hot) and their reconstruction and −ELBO use it.
+
+    ``amp`` runs the networks under bfloat16 autocast on CUDA (ignored on the CPU); ``progress``
+    is called with (images done, total) after every batch.
+    """
+    data = check_images(images, model.config)
+    target = resolve_device(device)
+    model = model.to(target).eval()
+    refining = refine is not None and refine.steps > 0
+    neg_elbo = neg_elbo and not refining
+    if recon_error or neg_elbo or refining:
+        batch_size = min(batch_size, model.batch_limit(activation_budget(target)))
+    generator = torch.Generator(device=target).manual_seed(seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and target.type == "cuda" and not refining)
+    out: dict[str, np.ndarray] = {}      # filled in place: many small kept arrays fragment the heap
+    for start, x in device_batches(data, batch_size, target):
+        known = None if labels is None else torch.as_tensor(labels[start:start + len(x)], device=target)
+        batch: dict[str, torch.Tensor] = {}
+        with autocast:
+            if refining:
+                batch_refine = replace(refine, seed=refine.seed + start)
+                posterior, batch["neg_elbo_encoder"], batch["neg_elbo_refined"] = refine_posterior(model, x, model.posterior(x), batch_refine)
+            else:
+                posterior = model.posterior(x)
+            enc = model.summarise(posterior)
+            if known is not None:
+                enc["class_probs"] = observed_classes(enc["class_probs"], known)
+            classes = enc["class_probs"].argmax(1)
+            batch.update({"class_probs": enc["class_probs"], "class": classes, "z_mean": enc["z_mean"], "z_sd": enc["z_sd"],
+                          "angle_rad": enc["angle_rad"], "angle_concentration": enc["angle_concentration"],
+                          "shift_px": enc["shift"], "shift_sd_px": enc["shift_sd"]})
+            if recon_error:
+                onehot = torch.nn.functional.one_hot(classes, model.n_enumerated).float()
+                recon = model.decode(enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None,
+                                     enc["shift"] if model.config.translation else None)
+                batch["recon_error"] = ((recon.float() - x) ** 2).flatten(1).mean(1)
+            if neg_elbo:
+                terms = model.loss_terms(x, generator, posterior=posterior, labels=known)
+                batch["neg_elbo"] = model.negative_elbo(terms).double()
+        store_batch(out, start, batch, len(data))
+        if progress is not None:
+            progress(start + len(x), len(data))
+    return out
+
+
+def device_batches(data: np.ndarray | PatchFile, batch_size: int, device: torch.device):
+    """(first row, (B, C, H, W) float32 tensor on ``device``) over ``data`` in order. A
+    :class:`PatchFile` is read block by block (whole HDF5 chunks, each decompressed once), not batch
+    by batch; on CUDA each batch goes through pinned memory with a non-blocking copy."""
+    blocks = data.blocks() if isinstance(data, PatchFile) else [(0, data)]
+    for first, block in blocks:
+        for offset in range(0, len(block), batch_size):
+            x = torch.from_numpy(block[offset:offset + batch_size])
+            if device.type == "cuda":
+                x = x.pin_memory()
+            yield first + offset, x.to(device, non_blocking=True)
+
+
+def observed_classes(class_probs: torch.Tensor, labels: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """(B, K') class probabilities with the rows of known ``labels`` (≥ 0) replaced by one-hots."""
+    known = torch.as_tensor(labels, device=class_probs.device)
+    onehot = torch.nn.functional.one_hot(known.clamp_min(0), class_probs.shape[1]).to(class_probs.dtype)
+    return torch.where((known >= 0)[:, None], onehot, class_probs)
+
+
+def store_batch(out: dict[str, np.ndarray], start: int, batch: dict[str, torch.Tensor], count: int) -> None:
+    """Write a batch's (B, ...) values at rows start… of ``out[key]`` (allocated for ``count`` rows
+    on first use); half-precision values (bf16 autocast) are stored as float32. One
+    synchronisation per batch on CUDA."""
+    wide = {key: value.float() if value.dtype in (torch.bfloat16, torch.float16) else value for key, value in batch.items()}
+    host = {key: value.detach().to("cpu", non_blocking=True) for key, value in wide.items()}
+    if any(value.is_cuda for value in batch.values()):
+        torch.cuda.synchronize()
+    for key, value in host.items():
+        array = value.numpy()
+        if key not in out:
+            out[key] = np.empty((count,) + array.shape[1:], dtype=array.dtype)
+        out[key][start:start + len(array)] = array

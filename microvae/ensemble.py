@@ -28,12 +28,7 @@ from scipy.optimize import linear_sum_assignment
 
 from .errors import InputError
 from .metrics import adjusted_rand_index
-
-ENSEMBLE_FILE = "ensemble.json"
-
-
-def member_dir(run_dir: str | Path, index: int) -> Path:
-    return Path(run_dir) / f"member_{index}"
+from .run_folder import ENSEMBLE_FILE
 
 
 def align_labels(reference: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:

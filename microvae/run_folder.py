@@ -10,11 +10,18 @@ folder holds ``member_<i>/`` run folders and ``ensemble.json``.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from . import artifacts
-from .errors import InputError, OutputError
+from .config import JTRVAEConfig, TrainConfig
+from .devices import resolve_device
+from .errors import InputError, OutputError, ParameterError
+from .models import JTRVAE
 
 RUN_PROVENANCE = "provenance.json"
 RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json", "init", "summary.json")
@@ -81,3 +88,139 @@ def run_patch_side(run_dir: str | Path) -> int | None:
         return int(json.loads((Path(run_dir) / "config.json").read_text())["model"]["image_size"])
     except Exception:
         return None
+
+
+CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
+
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class RunPaths:
+    run_dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.checkpoints / "final.pt"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "log.csv"
+
+    @property
+    def plot(self) -> Path:
+        return self.run_dir / "loss.png"
+
+
+def load_checkpoint(path: Path | str) -> dict:
+    """Read a checkpoint with ``weights_only=True``; :class:`InputError` if missing, unreadable
+    (truncated, corrupt), foreign, or of another checkpoint format version."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise InputError(f"{path}: no such checkpoint") from error
+    except Exception as error:  # corrupt file, foreign pickle
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        raise InputError(f"{path}: not a readable microvae checkpoint, truncated or corrupt ({cause})") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a microvae j-trVAE checkpoint")
+    from .artifacts import check_schema_version
+
+    check_schema_version(path, int(payload.get("version", 0)), what="checkpoint format", supported=CHECKPOINT_VERSION,
+                         remedy="use the microvae that trained it, or retrain")
+    return payload
+
+
+def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
+    """Rebuild the model of a run folder from config.json and its final (else last) checkpoint.
+
+    Returns (model in eval mode, {'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}).
+
+    Raises:
+        InputError: not a run folder, config.json unreadable or of another schema version, the
+            checkpoint missing, corrupt, of another format version, or not this model's.
+    """
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.exists():
+        raise InputError(f"{paths.run_dir}: not a training run folder (no config.json)")
+    try:
+        settings = json.loads(paths.config.read_text())
+        from .artifacts import SCHEMA_VERSION, check_schema_version
+
+        check_schema_version(paths.config, int(settings.get("schema_version", SCHEMA_VERSION)), what="run folder schema",
+                             remedy="use the microvae that trained it, or retrain")  # no key: written before versions were recorded
+        model_config = JTRVAEConfig.from_dict(settings["model"])
+        train_config = TrainConfig.from_dict(settings["train"])
+    except (ValueError, KeyError, TypeError, AttributeError, ParameterError) as error:
+        raise InputError(f"{paths.config}: unreadable run configuration ({error})") from error
+    source = paths.final if paths.final.exists() else paths.last
+    checkpoint = load_checkpoint(source)
+    model = JTRVAE(model_config)
+    try:
+        model.load_state_dict(checkpoint["model_state"])
+    except (KeyError, RuntimeError) as error:
+        raise InputError(f"{source}: checkpoint does not fit the model of {paths.config} (another run's checkpoint, or a damaged file)") from error
+    model = model.to(resolve_device(device)).eval()
+    return model, {"model": model_config, "train": train_config, "epoch": int(checkpoint["epoch"])}
+
+
+STATS_FILE = "training_stats.json"
+
+
+@dataclass
+class ScoreStatistics:
+    """Distribution of a per-patch score over a set of patches."""
+
+    mean: float
+    sd: float
+    p50: float
+    p95: float
+    p99: float
+    count: int
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> "ScoreStatistics":
+        values = np.asarray(values, dtype=np.float64)
+        p50, p95, p99 = np.percentile(values, [50, 95, 99]) if values.size else (np.nan,) * 3
+        return cls(float(values.mean()), float(values.std()), float(p50), float(p95), float(p99), int(values.size))
+
+
+def write_training_statistics(run_dir: str | Path, recon_error: np.ndarray, neg_elbo: np.ndarray) -> None:
+    """Save the training patches' score distributions as ``training_stats.json`` in the run folder."""
+    from .artifacts import atomic_file
+
+    record = {"recon_error": asdict(ScoreStatistics.of(recon_error)), "neg_elbo": asdict(ScoreStatistics.of(neg_elbo))}
+    with atomic_file(Path(run_dir) / STATS_FILE) as temp:
+        temp.write_text(json.dumps(record, indent=2))
+
+
+def read_training_statistics(run_dir: str | Path) -> dict[str, ScoreStatistics] | None:
+    path = Path(run_dir) / STATS_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return {name: ScoreStatistics(**values) for name, values in record.items()}
+    except (ValueError, TypeError) as error:
+        raise InputError(f"{path}: unreadable training statistics ({error})") from error
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+def member_dir(run_dir: str | Path, index: int) -> Path:
+    return Path(run_dir) / f"member_{index}"

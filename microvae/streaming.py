@@ -17,9 +17,12 @@ many chunks (the default holds 64 MiB of patches) so that a batch spans many reg
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 from .errors import InputError
 

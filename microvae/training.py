@@ -32,21 +32,20 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from .errors import InputError, MicrovaeError, OutputError, ParameterError, raise_first_failure
 from .config import CLASS_INITS, SETTING_ALIASES, JTRVAEConfig, TrainConfig, configs_from_settings, setting_names  # noqa: F401  (their home)
+from .devices import resolve_device
+from .errors import InputError, MicrovaeError, OutputError, ParameterError
 from .models import JTRVAE, beta_schedule
-from .refine import RefineConfig, refine_posterior
+from .run_folder import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunPaths, load_checkpoint
 from .streaming import PatchFile, shuffled_batches
 
-CHECKPOINT_FORMAT = "microvae-jtrvae-checkpoint"
-CHECKPOINT_VERSION = 1
 # settings that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "compile")
 
@@ -86,14 +85,14 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     model_config.validate()
     train_config.validate()
     run_dir = Path(run_dir)
-    images = _check_images(images, model_config)
+    images = check_images(images, model_config)
     known = check_labels(labels, len(images), model_config.n_classes) if labels is not None else None
     initial = check_labels(init_labels, len(images), model_config.n_classes) if init_labels is not None else None
     world = distributed_world()
     device = world.device if world.size > 1 else resolve_device(train_config.device)
     if world.rank != 0:
         progress = None
-    paths = _RunPaths(run_dir)
+    paths = RunPaths(run_dir)
     if world.rank == 0:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resumable_checkpoint(paths.last, model_config, train_config)
@@ -168,34 +167,6 @@ def _out_of_memory(error: Exception, device: torch.device, batch_size: int, last
 
 
 # --- building blocks of fit ---------------------------------------------------------------
-
-@dataclass
-class _RunPaths:
-    run_dir: Path
-
-    @property
-    def config(self) -> Path:
-        return self.run_dir / "config.json"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    @property
-    def last(self) -> Path:
-        return self.checkpoints / "last.pt"
-
-    @property
-    def final(self) -> Path:
-        return self.checkpoints / "final.pt"
-
-    @property
-    def log(self) -> Path:
-        return self.run_dir / "log.csv"
-
-    @property
-    def plot(self) -> Path:
-        return self.run_dir / "loss.png"
 
 
 @dataclass
@@ -321,19 +292,7 @@ def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainCo
     return timed * count / max(time.perf_counter() - started, 1e-9)
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' → CUDA when available else CPU; 'cuda' without CUDA is a :class:`ParameterError`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError("device 'cuda' requested but no CUDA device is available; use 'cpu' or 'auto'")
-    try:
-        return torch.device(name)
-    except RuntimeError as error:
-        raise ParameterError(f"unknown device {name!r}") from error
-
-
-def _check_images(images, config: JTRVAEConfig):
+def check_images(images, config: JTRVAEConfig):
     """The images as contiguous float32, checked against the model; a :class:`PatchFile` is only
     checked for its shape here (its values are checked block by block as they are read)."""
     if isinstance(images, PatchFile):
@@ -534,26 +493,6 @@ def _save_checkpoint(path: Path, state: _TrainingState, completed_epochs: int) -
     _atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path | str) -> dict:
-    """Read a checkpoint with ``weights_only=True``; :class:`InputError` if missing, unreadable
-    (truncated, corrupt), foreign, or of another checkpoint format version."""
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as error:
-        raise InputError(f"{path}: no such checkpoint") from error
-    except Exception as error:  # corrupt file, foreign pickle
-        cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise InputError(f"{path}: not a readable microvae checkpoint, truncated or corrupt ({cause})") from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a microvae j-trVAE checkpoint")
-    from .artifacts import check_schema_version
-
-    check_schema_version(path, int(payload.get("version", 0)), what="checkpoint format", supported=CHECKPOINT_VERSION,
-                         remedy="use the microvae that trained it, or retrain")
-    return payload
-
-
 def _load_resumable_checkpoint(path: Path, model_config: JTRVAEConfig, train_config: TrainConfig) -> dict | None:
     if not path.exists():
         return None
@@ -677,147 +616,4 @@ def plot_losses(path: Path, history: list[dict]) -> None:
 
 # --- using a trained model -----------------------------------------------------------------
 
-@torch.no_grad()
-def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto",
-                 refine: RefineConfig | None = None, labels: np.ndarray | None = None, *,
-                 recon_error: bool = True, neg_elbo: bool = False, seed: int = 0, amp: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Encode (N, C, H, W) images (an array or a :class:`~microvae.streaming.PatchFile`, read block
-    by block) with a trained model, in one pass over the images; numpy arrays out.
 
-    Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
-    angle_rad (N,), angle_concentration (N,), shift_px (N, 2) (row, col), shift_sd_px (N, 2): the
-    encoder alone gives these. On request, each of which costs decoder passes over every pixel:
-
-    - ``recon_error`` (N,): mean squared error between each image and its reconstruction from the
-      posterior means with the argmax class (one decoder pass per image);
-    - ``neg_elbo`` (N,) float64: the negative ELBO in nats at β = 1 (recon + KL_z + KL_τ + KL_y,
-      analytic KLs, all K classes: K decoder passes per image) at one reparametrised draw per
-      image from a generator seeded with ``seed``; deterministic for a fixed ``batch_size``.
-
-    With ``refine`` (steps > 0) every patch's posterior is first optimised against the fixed
-    decoder (:mod:`microvae.refine`) and the summaries are those of the refined posterior; then
-    ``neg_elbo_encoder`` and ``neg_elbo_refined`` (N,) give each patch's negative ELBO (nats) before
-    and after, on the same draws (``neg_elbo`` is then not computed separately).
-
-    ``labels`` (N,) gives the known class of some images (−1 = unknown), as in training with
-    labels (a conditional model when every image has one): their ``class_probs`` are that class
-    (one-hot) and their reconstruction and −ELBO use it.
-
-    ``amp`` runs the networks under bfloat16 autocast on CUDA (ignored on the CPU); ``progress``
-    is called with (images done, total) after every batch.
-    """
-    data = _check_images(images, model.config)
-    target = resolve_device(device)
-    model = model.to(target).eval()
-    refining = refine is not None and refine.steps > 0
-    neg_elbo = neg_elbo and not refining
-    if recon_error or neg_elbo or refining:
-        batch_size = min(batch_size, model.batch_limit(activation_budget(target)))
-    generator = torch.Generator(device=target).manual_seed(seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and target.type == "cuda" and not refining)
-    out: dict[str, np.ndarray] = {}      # filled in place: many small kept arrays fragment the heap
-    for start, x in _device_batches(data, batch_size, target):
-        known = None if labels is None else torch.as_tensor(labels[start:start + len(x)], device=target)
-        batch: dict[str, torch.Tensor] = {}
-        with autocast:
-            if refining:
-                batch_refine = replace(refine, seed=refine.seed + start)
-                posterior, batch["neg_elbo_encoder"], batch["neg_elbo_refined"] = refine_posterior(model, x, model.posterior(x), batch_refine)
-            else:
-                posterior = model.posterior(x)
-            enc = model.summarise(posterior)
-            if known is not None:
-                enc["class_probs"] = _observed_classes(enc["class_probs"], known)
-            classes = enc["class_probs"].argmax(1)
-            batch.update({"class_probs": enc["class_probs"], "class": classes, "z_mean": enc["z_mean"], "z_sd": enc["z_sd"],
-                          "angle_rad": enc["angle_rad"], "angle_concentration": enc["angle_concentration"],
-                          "shift_px": enc["shift"], "shift_sd_px": enc["shift_sd"]})
-            if recon_error:
-                onehot = torch.nn.functional.one_hot(classes, model.n_enumerated).float()
-                recon = model.decode(enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None,
-                                     enc["shift"] if model.config.translation else None)
-                batch["recon_error"] = ((recon.float() - x) ** 2).flatten(1).mean(1)
-            if neg_elbo:
-                terms = model.loss_terms(x, generator, posterior=posterior, labels=known)
-                batch["neg_elbo"] = model.negative_elbo(terms).double()
-        _store_batch(out, start, batch, len(data))
-        if progress is not None:
-            progress(start + len(x), len(data))
-    return out
-
-
-def _device_batches(data: np.ndarray | PatchFile, batch_size: int, device: torch.device):
-    """(first row, (B, C, H, W) float32 tensor on ``device``) over ``data`` in order. A
-    :class:`PatchFile` is read block by block (whole HDF5 chunks, each decompressed once), not batch
-    by batch; on CUDA each batch goes through pinned memory with a non-blocking copy."""
-    blocks = data.blocks() if isinstance(data, PatchFile) else [(0, data)]
-    for first, block in blocks:
-        for offset in range(0, len(block), batch_size):
-            x = torch.from_numpy(block[offset:offset + batch_size])
-            if device.type == "cuda":
-                x = x.pin_memory()
-            yield first + offset, x.to(device, non_blocking=True)
-
-
-def _observed_classes(class_probs: torch.Tensor, labels: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """(B, K') class probabilities with the rows of known ``labels`` (≥ 0) replaced by one-hots."""
-    known = torch.as_tensor(labels, device=class_probs.device)
-    onehot = torch.nn.functional.one_hot(known.clamp_min(0), class_probs.shape[1]).to(class_probs.dtype)
-    return torch.where((known >= 0)[:, None], onehot, class_probs)
-
-
-def _store_batch(out: dict[str, np.ndarray], start: int, batch: dict[str, torch.Tensor], count: int) -> None:
-    """Write a batch's (B, ...) values at rows start… of ``out[key]`` (allocated for ``count`` rows
-    on first use); half-precision values (bf16 autocast) are stored as float32. One
-    synchronisation per batch on CUDA."""
-    wide = {key: value.float() if value.dtype in (torch.bfloat16, torch.float16) else value for key, value in batch.items()}
-    host = {key: value.detach().to("cpu", non_blocking=True) for key, value in wide.items()}
-    if any(value.is_cuda for value in batch.values()):
-        torch.cuda.synchronize()
-    for key, value in host.items():
-        array = value.numpy()
-        if key not in out:
-            out[key] = np.empty((count,) + array.shape[1:], dtype=array.dtype)
-        out[key][start:start + len(array)] = array
-
-
-def activation_budget(device: torch.device) -> int:
-    """Bytes of decoder activations one encoding pass may hold: 64 MB on the CPU, 4 GB on a GPU.
-    A pass of the default model over 32×32 patches with K = 2 needs ~3 MB per patch. On 2 CPU
-    cores batches of 128 encoded a width-16 model 1.6× faster than batches of 1024 (cache), and
-    the default model as fast."""
-    return (4 << 30) if device.type == "cuda" else (64 << 20)
-
-
-def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
-    """Rebuild the model of a run folder from config.json and its final (else last) checkpoint.
-
-    Returns (model in eval mode, {'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}).
-
-    Raises:
-        InputError: not a run folder, config.json unreadable or of another schema version, the
-            checkpoint missing, corrupt, of another format version, or not this model's.
-    """
-    paths = _RunPaths(Path(run_dir))
-    if not paths.config.exists():
-        raise InputError(f"{paths.run_dir}: not a training run folder (no config.json)")
-    try:
-        settings = json.loads(paths.config.read_text())
-        from .artifacts import SCHEMA_VERSION, check_schema_version
-
-        check_schema_version(paths.config, int(settings.get("schema_version", SCHEMA_VERSION)), what="run folder schema",
-                             remedy="use the microvae that trained it, or retrain")  # no key: written before versions were recorded
-        model_config = JTRVAEConfig.from_dict(settings["model"])
-        train_config = TrainConfig.from_dict(settings["train"])
-    except (ValueError, KeyError, TypeError, AttributeError, ParameterError) as error:
-        raise InputError(f"{paths.config}: unreadable run configuration ({error})") from error
-    source = paths.final if paths.final.exists() else paths.last
-    checkpoint = load_checkpoint(source)
-    model = JTRVAE(model_config)
-    try:
-        model.load_state_dict(checkpoint["model_state"])
-    except (KeyError, RuntimeError) as error:
-        raise InputError(f"{source}: checkpoint does not fit the model of {paths.config} (another run's checkpoint, or a damaged file)") from error
-    model = model.to(resolve_device(device)).eval()
-    return model, {"model": model_config, "train": train_config, "epoch": int(checkpoint["epoch"])}

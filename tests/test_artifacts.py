@@ -95,9 +95,9 @@ def test_unwritable_location(tmp_path):
 def test_gzip_options_keep_the_byte_shuffle_only_where_it_shrinks_the_data():
     """Noisy float32 values compress better shuffled; overlapping windows of one image (exact
     repeats that gzip finds) compress better without; strings never get the shuffle."""
-    from microvae.artifacts import gzip_options
-
     from scipy import ndimage
+
+    from microvae.artifacts import gzip_options
 
     rng = np.random.default_rng(0)
     noisy = (0.5 + 0.05 * rng.standard_normal((256, 32, 32))).astype(np.float32)

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from microvae import atoms
-from microvae.atoms import backend, peaks, refine
+from microvae.atoms import FindAtomsParams, backend, estimate_lattice, find_atoms, peaks, prepare_image, refine
 from microvae.atoms import response as atoms_response
-from microvae.atoms import FindAtomsParams, estimate_lattice, find_atoms, prepare_image
 from microvae.errors import ParameterError
 from microvae.synthetic import SNR_PRESETS, make_lattice, score_detection
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from microvae import circular
+from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, build_model, encode_array, fit
+from microvae.training import TrainConfig, build_model, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,7 +12,6 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-
 from microvae.cli.main import main
 
 

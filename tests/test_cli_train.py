@@ -8,7 +8,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from microvae.cli.main import main
 
 from .test_cli import run_cli

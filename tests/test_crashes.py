@@ -32,9 +32,9 @@ import torch
 
 from microvae.errors import InputError
 from microvae.patches import PatchParams
+from microvae.run_folder import load_checkpoint
 from microvae.stages import run_extract
 from microvae.synthetic import make_lattice
-from microvae.training import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 KILLED = -signal.SIGKILL

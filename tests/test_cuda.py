@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from microvae.cards import make_cards
+from microvae.encoding import encode_array
 from microvae.metrics import matched_accuracy
 from microvae.models import JTRVAE, JTRVAEConfig
-from microvae.training import TrainConfig, build_model, encode_array, fit, load_run
+from microvae.run_folder import load_run
+from microvae.training import TrainConfig, build_model, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

@@ -11,9 +11,10 @@ import pytest
 
 from microvae.cards import CardsDataset, make_cards, render_moved
 from microvae.diagnose import NO_SOURCE_NOTE, RECUTS, TRANSFORMS, artifact_source, invariance_report, report_dict, turn_patches
+from microvae.encoding import encode_array
 from microvae.metrics import circular_correlation
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, build_model, encode_array, fit
+from microvae.training import TrainConfig, build_model, fit
 
 from .test_cli import run_cli
 

@@ -91,7 +91,8 @@ def test_ensemble_summary_points_to_the_true_number_of_classes(tmp_path, capsys)
 
     assert matched_accuracy(labels, classes) > 0.95          # the consensus recovers the suits
     # the control: member 2 replaced by an untrained network, which knows nothing of the suits
-    from microvae.training import build_model, load_checkpoint, load_run
+    from microvae.run_folder import load_checkpoint, load_run
+    from microvae.training import build_model
 
     final = tmp_path / "k2" / "member_2" / "checkpoints" / "final.pt"
     checkpoint = load_checkpoint(final)

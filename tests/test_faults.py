@@ -680,7 +680,7 @@ def test_every_artifact_kind_records_its_schema_version(world, tmp_path):
             assert handle.attrs["microvae_artifact"] == kind and int(handle.attrs["schema_version"]) == artifacts.SCHEMA_VERSION
     for name in ("config.json", "provenance.json"):
         assert json.loads((world.run / name).read_text())["schema_version"] == artifacts.SCHEMA_VERSION
-    from microvae.training import CHECKPOINT_VERSION
+    from microvae.run_folder import CHECKPOINT_VERSION
 
     assert torch.load(world.run / "checkpoints" / "final.pt", weights_only=True)["version"] == CHECKPOINT_VERSION
 

@@ -86,7 +86,6 @@ def _help(command, capsys, monkeypatch, columns=80):
 
 def _params(command):
     import typer.main
-
     from microvae.cli.main import app
 
     return [p for p in typer.main.get_command(app).commands[command].params if p.name != "help"]

@@ -13,11 +13,11 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from microvae.cards import make_cards
+from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
 from microvae.models import JTRVAE, JTRVAEConfig, beta_schedule, class_imbalance, pyro_guide, pyro_model
 from microvae.nets import SpatialMLPDecoder, coordinate_grid, transform_coordinates
-from microvae.training import TrainConfig, build_model, encode_array, fit
-
+from microvae.training import TrainConfig, build_model, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

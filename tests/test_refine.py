@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from microvae.cards import make_cards
+from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
 from microvae.refine import RefineConfig
-from microvae.training import TrainConfig, encode_array, fit
+from microvae.training import TrainConfig, fit
 
 from .test_cli import run_cli
 

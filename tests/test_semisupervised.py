@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from microvae.cards import make_cards
+from microvae.encoding import encode_array
 from microvae.errors import InputError
 from microvae.metrics import matched_accuracy
 from microvae.models import JTRVAE, JTRVAEConfig
 from microvae.stages import read_labels
-from microvae.training import TrainConfig, build_model, encode_array, fit
+from microvae.training import TrainConfig, build_model, fit
 
 from .test_cli import run_cli
 

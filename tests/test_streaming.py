@@ -93,7 +93,8 @@ def test_streamed_training_trains_and_resumes_bit_identically(tmp_path):
     `tiny`, the model still draws the mean intensity everywhere); the untrained model is the
     control. Measured (seeds 3, 0, 1): MSE 0.017–0.022 against 0.033–0.036 for the mean image and
     0.21–0.24 untrained. An interrupted streamed run resumes bit-identically."""
-    from microvae.training import build_model, encode_array, split_rows
+    from microvae.encoding import encode_array
+    from microvae.training import build_model, split_rows
 
     images, path = cards_file(tmp_path, count=300)
     model = JTRVAEConfig(image_size=10, n_classes=2, encoder_hidden=(32,), decoder_hidden=(32, 32))
@@ -264,8 +265,8 @@ def test_distributed_training_with_two_cpu_processes(tmp_path, lattice_tif):
     weights; the streamed train stage in one process, in test_train_and_encode_stream_above_the_memory_limit.)"""
     memory_limit = 1 << 40
     from microvae.patches import PatchParams
+    from microvae.run_folder import load_checkpoint
     from microvae.stages import run_extract
-    from microvae.training import load_checkpoint
 
     path, _ = lattice_tif
     patches = tmp_path / "p.h5"

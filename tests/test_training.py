@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from microvae.encoding import encode_array
 from microvae.errors import InputError, ParameterError
 from microvae.models import JTRVAEConfig
-from microvae.training import TrainConfig, build_model, encode_array, fit, load_run
+from microvae.run_folder import load_run
+from microvae.training import TrainConfig, build_model, fit
 
 
 class Interrupt(Exception):
@@ -144,11 +146,11 @@ def test_encode_array_scores_in_one_pass_match_the_model_and_stream_alike(tmp_pa
 
 def test_encoded_arrays_are_stored_in_float32_under_bf16():
     """encode --amp yields bfloat16 network outputs; numpy has no bfloat16, so they are widened."""
-    from microvae.training import _store_batch
+    from microvae.encoding import store_batch
 
     out = {}
-    _store_batch(out, 0, {"z_mean": torch.full((2, 3), 0.5, dtype=torch.bfloat16), "class": torch.tensor([1, 0])}, 4)
-    _store_batch(out, 2, {"z_mean": torch.ones(2, 3, dtype=torch.bfloat16), "class": torch.tensor([0, 1])}, 4)
+    store_batch(out, 0, {"z_mean": torch.full((2, 3), 0.5, dtype=torch.bfloat16), "class": torch.tensor([1, 0])}, 4)
+    store_batch(out, 2, {"z_mean": torch.ones(2, 3, dtype=torch.bfloat16), "class": torch.tensor([0, 1])}, 4)
     assert out["z_mean"].dtype == np.float32 and out["class"].dtype == np.int64
     np.testing.assert_array_equal(out["z_mean"][:, 0], [0.5, 0.5, 1.0, 1.0])
 

@@ -13,8 +13,7 @@ import pytest
 
 from microvae.errors import MicrovaeError, ParameterError
 from microvae.metrics import adjusted_rand_index
-from microvae.verdict import (DISAGREEMENT_ARI, EMPTY_FRACTION, LOW_CONFIDENCE, NOTHING_LEARNED, Verdict,
-                              assess)
+from microvae.verdict import DISAGREEMENT_ARI, EMPTY_FRACTION, LOW_CONFIDENCE, NOTHING_LEARNED, Verdict, assess
 
 K = 3
 N = 300

@@ -20,8 +20,9 @@ LATTICE = ("perovskite_film", "two_phase", "stm_defects", "honeycomb_dopants")
 def ci_cases() -> dict[str, tuple[ZooCase, float]]:
     """Every member at ci size, seed 0, with its generation time (s, after the imports)."""
     import matplotlib.textpath  # noqa: F401  (imports are not generation time)
-    import microvae.cards  # noqa: F401
     import skimage.transform  # noqa: F401
+
+    import microvae.cards  # noqa: F401
     if HAVE_SKLEARN:
         import sklearn.datasets  # noqa: F401
     cases = {}

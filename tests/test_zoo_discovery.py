@@ -10,9 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, matched_accuracy
+from microvae.run_folder import load_run
 from microvae.stages import run_train
-from microvae.training import build_model, configs_from_settings, encode_array, load_run
+from microvae.training import build_model, configs_from_settings
 from microvae.zoo import make_case
 
 EPOCHS = 30

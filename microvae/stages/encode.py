@@ -11,15 +11,14 @@ import numpy as np
 from .. import artifacts
 from ..artifacts import Provenance, write_dataset
 from ..atoms import FindAtomsParams
-from ..encoding import read_training_statistics, scan_summaries
-from ..ensemble import consensus, member_dir, permute_probs, read_record
+from ..encoding import encode_array, scan_summaries
+from ..ensemble import consensus, permute_probs, read_record
 from ..errors import InputError, ParameterError
 from ..images import LENGTH_UNITS_M, file_sha256, read_scans
 from ..patches import PatchParams
 from ..refine import RefineConfig
-from ..run_folder import read_run_provenance
+from ..run_folder import load_run, member_dir, read_run_provenance, read_training_statistics
 from ..streaming import RESIDENT_LIMIT_BYTES
-from ..training import encode_array, load_run
 from .extract import run_extract
 from .find_atoms import run_find_atoms
 from .inputs import load_patch_input

@@ -14,6 +14,7 @@ import numpy as np
 from .. import artifacts
 from ..artifacts import Provenance
 from ..baselines import fast_baseline
+from ..devices import resolve_device
 from ..discovery import (
     candidate_partitions,
     choose_initial_classes,
@@ -21,23 +22,13 @@ from ..discovery import (
     learn_pose,
     restart_epochs,
 )
-from ..encoding import write_training_statistics
-from ..ensemble import build_record, member_dir, read_record
+from ..encoding import encode_array
+from ..ensemble import build_record, read_record
 from ..errors import InputError, OutputError, ParameterError
 from ..images import file_sha256
-from ..run_folder import RUN_PROVENANCE, prepare_run_dir
+from ..run_folder import RUN_PROVENANCE, load_checkpoint, load_run, member_dir, prepare_run_dir, write_training_statistics
 from ..streaming import RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced
-from ..training import (
-    RESUMABLE_CHANGES,
-    check_labels,
-    distributed_world,
-    encode_array,
-    fit,
-    load_checkpoint,
-    load_run,
-    measure_throughput,
-    resolve_device,
-)
+from ..training import RESUMABLE_CHANGES, check_labels, distributed_world, fit, measure_throughput
 from ..verdict import Verdict, assess
 from .inputs import load_patch_input
 from .result import StageResult
