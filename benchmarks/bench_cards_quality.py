@@ -30,10 +30,13 @@ from microvae.training import TrainConfig, fit
 
 def score(cards, encoded) -> dict:
     predicted = encoded["class"]
-    per_suit = [circular_correlation(cards.angle_rad[cards.labels == s], encoded["angle_rad"][cards.labels == s])
-                for s in range(4)]
-    return {"accuracy": matched_accuracy(cards.labels, predicted), "ari": adjusted_rand_index(cards.labels, predicted),
-            "angle_corr": float(np.mean(per_suit)), "class_counts": np.bincount(predicted, minlength=4).tolist()}
+    per_suit = [circular_correlation(cards.angle_rad[cards.labels == s], encoded["angle_rad"][cards.labels == s]) for s in range(4)]
+    return {
+        "accuracy": matched_accuracy(cards.labels, predicted),
+        "ari": adjusted_rand_index(cards.labels, predicted),
+        "angle_corr": float(np.mean(per_suit)),
+        "class_counts": np.bincount(predicted, minlength=4).tolist(),
+    }
 
 
 def parse_settings(pairs: list[str]) -> dict:
@@ -69,26 +72,43 @@ def main() -> None:
         for seed in args.seeds:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as run_dir:
-                train = TrainConfig(epochs=args.epochs, seed=seed, device=args.device, val_fraction=0.0,
-                                    checkpoint_every=args.epochs, **train_settings)
+                train = TrainConfig(epochs=args.epochs, seed=seed, device=args.device, val_fraction=0.0, checkpoint_every=args.epochs, **train_settings)
                 result = fit(cards.images, JTRVAEConfig(image_size=args.size, **settings), train, run_dir)
-                row = {"max_angle_deg": angle, "seed": seed, **score(cards, encode_array(result.model, cards.images, device=args.device)),
-                       "final_loss": result.history[-1]["loss"],
-                       "seconds": time.perf_counter() - started}
+                row = {
+                    "max_angle_deg": angle,
+                    "seed": seed,
+                    **score(cards, encode_array(result.model, cards.images, device=args.device)),
+                    "final_loss": result.history[-1]["loss"],
+                    "seconds": time.perf_counter() - started,
+                }
             rows.append(row)
             print(json.dumps(row), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"settings": settings, "train_settings": train_settings, "scored_fraction": TrainConfig(**train_settings).scored_fraction(args.size ** 2), "epochs": args.epochs, "n": args.n, "size": args.size, "device": args.device,
-            "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    meta = {
+        "settings": settings,
+        "train_settings": train_settings,
+        "scored_fraction": TrainConfig(**train_settings).scored_fraction(args.size**2),
+        "epochs": args.epochs,
+        "n": args.n,
+        "size": args.size,
+        "device": args.device,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     (args.out / "cards_quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_cards_quality.py | {meta} -->",
-             "| ±angle | seeds | accuracy (each) | ARI (mean) | angle corr (mean) | s/run |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"<!-- python benchmarks/bench_cards_quality.py | {meta} -->",
+        "| ±angle | seeds | accuracy (each) | ARI (mean) | angle corr (mean) | s/run |",
+        "|---|---|---|---|---|---|",
+    ]
     for angle in args.angles:
         mine = [r for r in rows if r["max_angle_deg"] == angle]
         accuracies = " ".join(f"{r['accuracy']:.3f}" for r in mine)
-        lines.append(f"| {angle:g}° | {len(mine)} | {accuracies} | "
-                     f"{np.mean([r['ari'] for r in mine]):.3f} | {np.mean([r['angle_corr'] for r in mine]):.3f} | "
-                     f"{np.mean([r['seconds'] for r in mine]):.0f} |")
+        lines.append(
+            f"| {angle:g}° | {len(mine)} | {accuracies} | "
+            f"{np.mean([r['ari'] for r in mine]):.3f} | {np.mean([r['angle_corr'] for r in mine]):.3f} | "
+            f"{np.mean([r['seconds'] for r in mine]):.0f} |"
+        )
     (args.out / "cards_quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -48,8 +48,7 @@ from microvae.training import configs_from_settings, split_rows
 from microvae.zoo import MEMBERS, make_case
 
 #: The bars of issue 15 per member family (matched accuracy; the STM case is scored separately).
-BARS = {"cards": 0.97, "glyph_suits": 0.97, "digits": 0.85, "perovskite_film": 0.95, "two_phase": 0.95,
-        "honeycomb_dopants": 0.95, "stm_defects": 0.9}
+BARS = {"cards": 0.97, "glyph_suits": 0.97, "digits": 0.85, "perovskite_film": 0.95, "two_phase": 0.95, "honeycomb_dopants": 0.95, "stm_defects": 0.9}
 
 
 def bar_for(member: str) -> float:
@@ -57,11 +56,15 @@ def bar_for(member: str) -> float:
 
 
 def score(case, classes: np.ndarray, angle_rad: np.ndarray | None = None) -> dict:
-    out = {"accuracy": matched_accuracy(case.labels, classes), "ari": adjusted_rand_index(case.labels, classes),
-           "class_counts": np.bincount(classes, minlength=case.n_classes).tolist()}
+    out = {
+        "accuracy": matched_accuracy(case.labels, classes),
+        "ari": adjusted_rand_index(case.labels, classes),
+        "class_counts": np.bincount(classes, minlength=case.n_classes).tolist(),
+    }
     if angle_rad is not None and case.angle_rad is not None:
-        per_class = [circular_correlation(case.angle_rad[case.labels == c], angle_rad[case.labels == c])
-                     for c in range(case.n_classes) if (case.labels == c).sum() > 2]
+        per_class = [
+            circular_correlation(case.angle_rad[case.labels == c], angle_rad[case.labels == c]) for c in range(case.n_classes) if (case.labels == c).sum() > 2
+        ]
         out["angle_corr"] = float(np.nanmean(per_class))
     if "is_defect" in case.extra:
         defect = np.asarray(case.extra["is_defect"], bool)
@@ -82,8 +85,15 @@ def train_default(case, seed: int, epochs: int, device: str, workdir: Path, extr
     """Train with the CLI's defaults (plus ``extra`` settings); returns (encoded, verdict)."""
     patches = workdir / "patches.npy"
     np.save(patches, case.patches)
-    settings = {"classes": case.n_classes, "rotation": case.rotation, "translation": case.translation,
-                "epochs": epochs, "seed": seed, "device": device, **extra}
+    settings = {
+        "classes": case.n_classes,
+        "rotation": case.rotation,
+        "translation": case.translation,
+        "epochs": epochs,
+        "seed": seed,
+        "device": device,
+        **extra,
+    }
     model_config, train_config = configs_from_settings(settings)
     result = run_train(patches, workdir / "run", model_config, train_config, force=True)
     model, _ = load_run(workdir / "run", device="cpu")
@@ -95,12 +105,19 @@ def train_default(case, seed: int, epochs: int, device: str, workdir: Path, extr
 
 def choose_k(case, seed: int, workdir: Path, args):
     """What ``--classes auto`` (K in 2…6) chooses, with the pose of the default run's class-free model."""
-    settings = {"classes": "auto", "rotation": case.rotation, "translation": case.translation, "epochs": args.epochs,
-                "seed": seed, "device": args.device, **args.settings}
+    settings = {
+        "classes": "auto",
+        "rotation": case.rotation,
+        "translation": case.translation,
+        "epochs": args.epochs,
+        "seed": seed,
+        "device": args.device,
+        **args.settings,
+    }
     model_config, train_config = configs_from_settings(settings)
     model_config.image_size, model_config.channels = case.patches.shape[-1], case.patches.shape[1]
     model_config.likelihood = "bernoulli" if case.patches.min() >= 0 and case.patches.max() <= 1 else "gaussian"
-    model_config.n_classes = case.n_classes            # the pose run was made with the true K's settings
+    model_config.n_classes = case.n_classes  # the pose run was made with the true K's settings
     pose = learn_pose(case.patches, model_config, train_config, workdir / "run" / "init")
     return choose_n_classes(lambda k: candidate_partitions(case.patches, k, seed, pose), range(2, 7), seed)
 
@@ -108,9 +125,18 @@ def choose_k(case, seed: int, workdir: Path, args):
 def run_one(member: str, seed: int, method: str, args) -> list[dict]:
     case = make_case(member, seed, args.size)
     rows = []
-    common = {"member": member, "seed": seed, "size": args.size, "n": len(case.patches), "window": case.patches.shape[-1],
-              "k": case.n_classes, "epochs": args.epochs, "device": args.device, "settings": args.settings}
-    if method == "reference":          # the reference row alone, no training
+    common = {
+        "member": member,
+        "seed": seed,
+        "size": args.size,
+        "n": len(case.patches),
+        "window": case.patches.shape[-1],
+        "k": case.n_classes,
+        "epochs": args.epochs,
+        "device": args.device,
+        "settings": args.settings,
+    }
+    if method == "reference":  # the reference row alone, no training
         return [truth_alignment(case, common)] if case.rotation and case.angle_rad is not None else []
     extra = {"class_init": "none"} if method == "none" else {}
     extra.update(args.settings)
@@ -120,14 +146,30 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         seconds = time.perf_counter() - started
         if method == "default":
             chosen_k = choose_k(case, seed, Path(folder), args)
-    row = {**common, "method": f"microvae_{method}", "seconds": seconds, **score(case, encoded["class"], encoded["angle_rad"]),
-           "confidence": float(encoded["class_probs"].max(1).mean()), "warnings": len(verdict.get("warnings", [])),
-           "chosen_start": verdict.get("chosen_start"), "heldout_neg_elbo": encoded["heldout_neg_elbo"]}
+    row = {
+        **common,
+        "method": f"microvae_{method}",
+        "seconds": seconds,
+        **score(case, encoded["class"], encoded["angle_rad"]),
+        "confidence": float(encoded["class_probs"].max(1).mean()),
+        "warnings": len(verdict.get("warnings", [])),
+        "chosen_start": verdict.get("chosen_start"),
+        "heldout_neg_elbo": encoded["heldout_neg_elbo"],
+    }
     rows.append(row)
-    if method == "default":          # the classical baselines, once per (member, seed)
-        rows.append({**common, "method": "classes_auto", "chosen_k": chosen_k.n_classes, "true_k": case.n_classes,
-                     "k_table": chosen_k.rows, "accuracy": float(chosen_k.n_classes == case.n_classes), "ari": float("nan"),
-                     "seconds": 0.0})
+    if method == "default":  # the classical baselines, once per (member, seed)
+        rows.append(
+            {
+                **common,
+                "method": "classes_auto",
+                "chosen_k": chosen_k.n_classes,
+                "true_k": case.n_classes,
+                "k_table": chosen_k.rows,
+                "accuracy": float(chosen_k.n_classes == case.n_classes),
+                "ari": float("nan"),
+                "seconds": 0.0,
+            }
+        )
         started = time.perf_counter()
         labels = baseline_labels(case.patches, case.n_classes, seed=seed)
         seconds = (time.perf_counter() - started) / len(labels)
@@ -136,10 +178,15 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         if case.rotation or case.translation:
             started = time.perf_counter()
             aligned = aligned_kmeans(case.patches, labels["pca_kmeans"], case.n_classes, case.rotation, case.translation)
-            rows.append({**common, "method": "aligned_kmeans", "seconds": time.perf_counter() - started,
-                         **score(case, aligned.labels, aligned.angle_rad if case.rotation else None)})
-            turned = canonical_patches(case.patches, encoded["angle_rad"] if case.rotation else None,
-                                       encoded["shift_px"] if case.translation else None)
+            rows.append(
+                {
+                    **common,
+                    "method": "aligned_kmeans",
+                    "seconds": time.perf_counter() - started,
+                    **score(case, aligned.labels, aligned.angle_rad if case.rotation else None),
+                }
+            )
+            turned = canonical_patches(case.patches, encoded["angle_rad"] if case.rotation else None, encoded["shift_px"] if case.translation else None)
             found = cluster(pca_features(turned, seed=seed), case.n_classes, seed=seed, standardize_columns=False)
             rows.append({**common, "method": "canonical_kmeans", "seconds": seconds, **score(case, found)})
         if case.rotation and case.angle_rad is not None:
@@ -156,30 +203,48 @@ def truth_alignment(case, common: dict) -> dict:
     near-symmetric at this size, shear and scale that also turn the outline)."""
     started = time.perf_counter()
     aligned = align_to_classes(case.patches, case.labels, case.angle_rad, rotation=True, translation=case.translation)
-    return {**common, "method": "truth_alignment", "seconds": time.perf_counter() - started,
-            **score(case, aligned.labels, aligned.angle_rad), "accuracy": float("nan"), "ari": float("nan")}
+    return {
+        **common,
+        "method": "truth_alignment",
+        "seconds": time.perf_counter() - started,
+        **score(case, aligned.labels, aligned.angle_rad),
+        "accuracy": float("nan"),
+        "ari": float("nan"),
+    }
 
 
 def table(rows: list[dict]) -> str:
     """Markdown: per member and method, median and worst seed of the headline score, and seconds."""
-    lines = ["| member | method | seeds | accuracy median / worst | ARI median / worst | angle corr median / worst | "
-             "defects outside clean | meets bar (seeds) | s per run |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| member | method | seeds | accuracy median / worst | ARI median / worst | angle corr median / worst | "
+        "defects outside clean | meets bar (seeds) | s per run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         if row["method"] != "classes_auto":
             groups.setdefault((row["member"], row["method"]), []).append(row)
     for (member, method), group in sorted(groups.items()):
+
         def stat(key: str) -> str:
             values = [r[key] for r in group if key in r and r[key] == r[key]]
             return f"{statistics.median(values):.3f} / {min(values):.3f}" if values else "–"
+
         met = "–" if method == "truth_alignment" else f"{sum(passes(member, r) for r in group)}/{len(group)}"
-        lines.append(f"| {member} | {method} | {len(group)} | {stat('accuracy')} | {stat('ari')} | {stat('angle_corr')} | "
-                     f"{stat('defects_outside_clean')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |")
+        lines.append(
+            f"| {member} | {method} | {len(group)} | {stat('accuracy')} | {stat('ari')} | {stat('angle_corr')} | "
+            f"{stat('defects_outside_clean')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |"
+        )
     auto = [row for row in rows if row["method"] == "classes_auto"]
     if auto:
         right = sum(row["chosen_k"] == row["true_k"] for row in auto)
-        lines += ["", f"`--classes auto` (K in 2…6) chose the true K in {right} of {len(auto)} runs:", "",
-                  "| member | true K | chosen K by seed |", "|---|---|---|"]
+        lines += [
+            "",
+            f"`--classes auto` (K in 2…6) chose the true K in {right} of {len(auto)} runs:",
+            "",
+            "| member | true K | chosen K by seed |",
+            "|---|---|---|",
+        ]
         by_member: dict[str, list[dict]] = {}
         for row in auto:
             by_member.setdefault(row["member"], []).append(row)
@@ -198,10 +263,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "discovery"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a training setting (as in a pipeline [train] section) for microvae's runs, to compare recipes")
-    parser.add_argument("--quick", action="store_true", help="smoke run: CI size, 10 epochs, seed 0, three members; "
-                        "writes results/discovery_quick.*")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training setting (as in a pipeline [train] section) for microvae's runs, to compare recipes",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: CI size, 10 epochs, seed 0, three members; writes results/discovery_quick.*")
     args = parser.parse_args()
     if args.quick:
         args.size, args.epochs, args.seeds = "ci", 10, [0]
@@ -229,12 +298,17 @@ def main() -> None:
                         handle.write(json.dumps(row) + "\n")
                 rows += new
                 head = new[0]
-                print(f"{member} seed {seed} {head['method']}: accuracy {head['accuracy']:.3f}, ARI {head['ari']:.3f}"
-                      + (f", angle {head['angle_corr']:.3f}" if "angle_corr" in head else "")
-                      + f", {head['seconds']:.0f} s; baselines "
-                      + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in new[1:]), flush=True)
-    text = (f"# Class discovery on the zoo\n\n`python benchmarks/bench_discovery.py` ({args.size} size, "
-            f"{args.epochs} epochs, device {args.device}). Median and worst over seeds.\n\n" + table(rows) + "\n")
+                print(
+                    f"{member} seed {seed} {head['method']}: accuracy {head['accuracy']:.3f}, ARI {head['ari']:.3f}"
+                    + (f", angle {head['angle_corr']:.3f}" if "angle_corr" in head else "")
+                    + f", {head['seconds']:.0f} s; baselines "
+                    + ", ".join(f"{r['method']} {r['accuracy']:.3f}" for r in new[1:]),
+                    flush=True,
+                )
+    text = (
+        f"# Class discovery on the zoo\n\n`python benchmarks/bench_discovery.py` ({args.size} size, "
+        f"{args.epochs} epochs, device {args.device}). Median and worst over seeds.\n\n" + table(rows) + "\n"
+    )
     out.with_suffix(".md").write_text(text)
     print(text)
 

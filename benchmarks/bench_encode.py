@@ -45,12 +45,13 @@ from microvae.training import build_model
 
 NETWORKS = {
     "default recipe, K = 2": dict(image_size=32, n_classes=2),
-    "paper, K = 4": dict(image_size=32, n_classes=4, encoder_hidden=(256, 256), decoder_hidden=(256, 256, 256),
-                         latent_skips=False, canonical_class_head=False),
+    "paper, K = 4": dict(image_size=32, n_classes=4, encoder_hidden=(256, 256), decoder_hidden=(256, 256, 256), latent_skips=False, canonical_class_head=False),
 }
-COMPRESSIONS = {"shuffle + gzip-1 (extract's default)": dict(compression="gzip", compression_opts=1, shuffle=True),
-                "gzip-1 (extract's before)": dict(compression="gzip", compression_opts=1),
-                "none (extract --compression none)": {}}
+COMPRESSIONS = {
+    "shuffle + gzip-1 (extract's default)": dict(compression="gzip", compression_opts=1, shuffle=True),
+    "gzip-1 (extract's before)": dict(compression="gzip", compression_opts=1),
+    "none (extract --compression none)": {},
+}
 
 
 def lattice_patches(count: int, folder: Path, shape: tuple[int, int] = (1024, 1024)) -> Path:
@@ -119,8 +120,7 @@ def main() -> None:
             available = len(handle["patches"])
         count = min(args.latent_patches, available)
         images = PatchFile(source)[:count]
-        files = {name: rewrite(source, folder / f"{index}.h5", count, options)
-                 for index, (name, options) in enumerate(COMPRESSIONS.items())}
+        files = {name: rewrite(source, folder / f"{index}.h5", count, options) for index, (name, options) in enumerate(COMPRESSIONS.items())}
 
         def row(**values):
             values["patches_per_s"] = values["patches"] / values["seconds"]
@@ -130,14 +130,21 @@ def main() -> None:
         for name, path in files.items():
             reader = PatchFile(path)
             seconds = timed(lambda: [None for _ in reader.blocks()], repeats=2)
-            row(what="read only", network="", mode="", source=name, patches=count, seconds=seconds,
-                file_mb=path.stat().st_size / 1e6, raw_mb=images.nbytes / 1e6)
+            row(
+                what="read only",
+                network="",
+                mode="",
+                source=name,
+                patches=count,
+                seconds=seconds,
+                file_mb=path.stat().st_size / 1e6,
+                raw_mb=images.nbytes / 1e6,
+            )
             reader.close()
         for network, changes in NETWORKS.items():
             model = build_model(JTRVAEConfig(**changes), seed=0).eval()
-            encode_array(model, images[:batch], batch_size=batch, device=args.device)          # warm-up
-            for mode, n, options in (("latents", count, dict(recon_error=False)),
-                                     ("scores", min(count, args.score_patches), dict(neg_elbo=True))):
+            encode_array(model, images[:batch], batch_size=batch, device=args.device)  # warm-up
+            for mode, n, options in (("latents", count, dict(recon_error=False)), ("scores", min(count, args.score_patches), dict(neg_elbo=True))):
                 repeats = 2 if mode == "latents" else 1
                 seconds = timed(lambda: encode_array(model, images[:n], batch_size=batch, device=args.device, **options), repeats)
                 row(what="encode_array", network=network, mode=mode, source="memory", patches=n, seconds=seconds)
@@ -151,23 +158,31 @@ def main() -> None:
         from microvae.stages import run_encode, run_train
         from microvae.training import TrainConfig
 
-        small = lattice_patches(1, folder / "small", (256, 256) if args.quick else (512, 512))          # shuffle + gzip-1
+        small = lattice_patches(1, folder / "small", (256, 256) if args.quick else (512, 512))  # shuffle + gzip-1
         with h5py.File(small, "r") as handle:
             small_count = len(handle["patches"])
         run_train(small, folder / "run", JTRVAEConfig(n_classes=2), TrainConfig(epochs=1, device=args.device, val_fraction=0.0))
         for mode, path, n in (("latents", source, available), ("scores", small, small_count)):
             output = folder / f"encoded_{mode}.h5"
-            seconds = timed(lambda: run_encode(folder / "run", path, output, device=args.device, batch_size=batch,
-                                               scores=mode == "scores", force=True))
+            seconds = timed(lambda: run_encode(folder / "run", path, output, device=args.device, batch_size=batch, scores=mode == "scores", force=True))
             row(what="encode stage", network="default recipe, K = 2", mode=mode, source="shuffle + gzip-1 (extract's default)", patches=n, seconds=seconds)
-    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": args.threads, "cpus": os.cpu_count(), "batch": batch,
-            "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d")}
+    meta = {
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "batch": batch,
+        "load_avg": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
     suffix = "_quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"encode{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_encode.py | {meta} -->",
-             "| what | network | mode | source | patches | patches/s | file MB (raw MB) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"<!-- python benchmarks/bench_encode.py | {meta} -->",
+        "| what | network | mode | source | patches | patches/s | file MB (raw MB) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         size = f"{r['file_mb']:.0f} ({r['raw_mb']:.0f})" if "file_mb" in r else ""
         lines.append(f"| {r['what']} | {r['network']} | {r['mode']} | {r['source']} | {r['patches']} | {r['patches_per_s']:,.0f} | {size} |")

@@ -358,9 +358,16 @@ def make_lattice_generator(snr: str, size: str):
         lattice = make_lattice(shape=(side, side), dose=dose, read_noise=read_noise, seed=seed)
         n = len(lattice.positions)
         return MakeLatticeScan(
-            name=f"make_lattice_{snr}", image=lattice.image, positions=lattice.positions, sublattice=lattice.sublattice,
-            sublattice_names=("bright", "dim"), displacement_px=np.zeros((n, 2)), species=lattice.sublattice.copy(),
-            vacancies=lattice.vacancies, invert=False, params={**lattice.to_dict(), "snr": snr},
+            name=f"make_lattice_{snr}",
+            image=lattice.image,
+            positions=lattice.positions,
+            sublattice=lattice.sublattice,
+            sublattice_names=("bright", "dim"),
+            displacement_px=np.zeros((n, 2)),
+            species=lattice.sublattice.copy(),
+            vacancies=lattice.vacancies,
+            invert=False,
+            params={**lattice.to_dict(), "snr": snr},
         )
 
     return generate
@@ -462,8 +469,13 @@ def lattice_score(scan, found: np.ndarray, window: tuple[int, int, int, int] | N
     recall = matched / max(len(truth), 1)
     errors = detections[found_index] - truth[true_index]  # found − true
     result = {
-        "n_true": int(len(truth)), "n_found": int(len(detections)), "match_radius_px": radius, "true_nn_px": spacing,
-        "f1": 2 * precision * recall / max(precision + recall, 1e-12), "precision": precision, "recall": recall,
+        "n_true": int(len(truth)),
+        "n_found": int(len(detections)),
+        "match_radius_px": radius,
+        "true_nn_px": spacing,
+        "f1": 2 * precision * recall / max(precision + recall, 1e-12),
+        "precision": precision,
+        "recall": recall,
         "rmse_px": float(np.sqrt(np.mean(np.sum(errors**2, axis=1)))) if matched else float("nan"),
         "groups": {},
     }
@@ -472,16 +484,23 @@ def lattice_score(scan, found: np.ndarray, window: tuple[int, int, int, int] | N
         in_group = mask[keep_true]
         hit = in_group[true_index]
         group_errors = errors[hit]
-        entry = {"n_true": int(in_group.sum()), "recall": float(hit.sum() / max(in_group.sum(), 1)),
-                 "rmse_px": float(np.sqrt(np.mean(np.sum(group_errors**2, axis=1)))) if hit.any() else float("nan")}
+        entry = {
+            "n_true": int(in_group.sum()),
+            "recall": float(hit.sum() / max(in_group.sum(), 1)),
+            "rmse_px": float(np.sqrt(np.mean(np.sum(group_errors**2, axis=1)))) if hit.any() else float("nan"),
+        }
         entry["mean_error_px"] = float(np.hypot(*group_errors.mean(axis=0))) if hit.any() else float("nan")
         if displaced:
             direction = displacement[true_index[hit]]
             length = np.hypot(direction[:, 0], direction[:, 1])
             defined = length >= DISPLACED_PX  # the direction of a shorter displacement is left out of the mean
             unit = direction[defined] / length[defined, None]
-            entry.update(bias_px=float(np.mean(np.sum(group_errors[defined] * unit, axis=1))) if defined.any() else float("nan"), bias_kind="along displacement",
-                         displacement_px=float(np.mean(length)) if hit.any() else float("nan"), n_bias=int(defined.sum()))
+            entry.update(
+                bias_px=float(np.mean(np.sum(group_errors[defined] * unit, axis=1))) if defined.any() else float("nan"),
+                bias_kind="along displacement",
+                displacement_px=float(np.mean(length)) if hit.any() else float("nan"),
+                n_bias=int(defined.sum()),
+            )
         else:
             entry.update(bias_px=entry["mean_error_px"], bias_kind="|mean error|")
         result["groups"][name] = entry
@@ -634,12 +653,22 @@ def summarise(records: list[dict]) -> list[dict]:
             values = [v for v in values if v is not None and np.isfinite(v)]
             return {"median": float(np.median(values)) if values else float("nan"), "worst": worst_of(values, kind)}
 
-        row = {"generator": generator, "method": method, "seeds": [r["seed"] for r in runs],
-               "f1": stat([r["f1"] for r in runs], "low"), "time_s": stat([r["time_s"] for r in runs], "high"), "groups": {}}
+        row = {
+            "generator": generator,
+            "method": method,
+            "seeds": [r["seed"] for r in runs],
+            "f1": stat([r["f1"] for r in runs], "low"),
+            "time_s": stat([r["time_s"] for r in runs], "high"),
+            "groups": {},
+        }
         for name in runs[0]["groups"]:
             entries = [r["groups"][name] for r in runs if name in r["groups"]]
-            row["groups"][name] = {"recall": stat([e["recall"] for e in entries], "low"), "rmse_px": stat([e["rmse_px"] for e in entries], "high"),
-                                   "bias_px": stat([e["bias_px"] for e in entries], "abs"), "bias_kind": entries[0]["bias_kind"]}
+            row["groups"][name] = {
+                "recall": stat([e["recall"] for e in entries], "low"),
+                "rmse_px": stat([e["rmse_px"] for e in entries], "high"),
+                "bias_px": stat([e["bias_px"] for e in entries], "abs"),
+                "bias_kind": entries[0]["bias_kind"],
+            }
         if method == "microvae":
             spacings = [r["spacing_px_estimated"] for r in runs]
             row["spacing_px_estimated"] = {"median": float(np.median(spacings)), "min": float(min(spacings)), "max": float(max(spacings))}
@@ -690,7 +719,11 @@ def lattice_markdown(summary: list[dict], calibration: dict) -> str:
         notes = []
         if row["method"] == "microvae":
             spacing = row["spacing_px_estimated"]
-            spread = f"{spacing['median']:.2f}" if spacing["max"] - spacing["min"] < 0.005 else f"{spacing['median']:.2f} ({spacing['min']:.2f}–{spacing['max']:.2f})"
+            spread = (
+                f"{spacing['median']:.2f}"
+                if spacing["max"] - spacing["min"] < 0.005
+                else f"{spacing['median']:.2f} ({spacing['min']:.2f}–{spacing['max']:.2f})"
+            )
             notes.append(f"spacing {spread} (true nn {row['true_nn_px']:.2f})")
             if row.get("nearest_neighbour_px") is not None:
                 notes.append(f"nn of its columns {row['nearest_neighbour_px']:.2f}")
@@ -698,8 +731,10 @@ def lattice_markdown(summary: list[dict], calibration: dict) -> str:
                 notes.append(f"found no column at seed {row['seeds'][0]}")
             elif row.get("sublattice_counts"):
                 counts = row["sublattice_counts"][0]
-                notes.append(f"labelled {len(counts)} sublattices (" + "/".join(str(v) for v in counts.values()) + f" at seed {row['seeds'][0]}), "
-                             f"agreement {cell(row['sublattice_label_accuracy'], 3)}")
+                notes.append(
+                    f"labelled {len(counts)} sublattices (" + "/".join(str(v) for v in counts.values()) + f" at seed {row['seeds'][0]}), "
+                    f"agreement {cell(row['sublattice_label_accuracy'], 3)}"
+                )
         if row["method"] == "atomap":
             notes.append(f"{row['crop'][2]}×{row['crop'][3]} crop")
         lines.append(
@@ -708,20 +743,30 @@ def lattice_markdown(summary: list[dict], calibration: dict) -> str:
         )
     crop_rows = [row for row in summary if "crop_f1" in row]
     if any(row["method"] != "atomap" for row in crop_rows):
-        lines += ["", "Every method scored on atomap's crop only (same columns as atomap's rows), median (worst):", "",
-                  "| generator | method | F1 on the crop | RMSE on the crop (px) |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Every method scored on atomap's crop only (same columns as atomap's rows), median (worst):",
+            "",
+            "| generator | method | F1 on the crop | RMSE on the crop (px) |",
+            "|---|---|---|---|",
+        ]
         for row in crop_rows:
             lines.append(f"| {row['generator']} | {row['method']} | {cell(row['crop_f1'], 4)} | {cell(row['crop_rmse_px'], 3)} |")
-    lines += ["", "Peers' parameters (calibrated per generator on seed "
-              f"{LATTICE_CALIBRATION_SEED}, given the true σ and nearest-neighbour distance):", "",
-              "| generator | true nn (px) | match radius (px) | σ given (px) | trackpy | blob_log | atomap peaks |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Peers' parameters (calibrated per generator on seed {LATTICE_CALIBRATION_SEED}, given the true σ and nearest-neighbour distance):",
+        "",
+        "| generator | true nn (px) | match radius (px) | σ given (px) | trackpy | blob_log | atomap peaks |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, entry in calibration.items():
         tp, bl, am = entry["trackpy_chosen"], entry["blob_log_chosen"], entry.get("atomap_chosen")
         lines.append(
             f"| {name} | {entry['true_nn_px']:.2f} | {MATCH_FRACTION * entry['true_nn_px']:.2f} | {entry['sigma_px']:.2f} | "
             f"d={tp['diameter']}, sep={tp['separation']:g}, pct={tp['percentile']}, minmass={tp['minmass']:g} | "
             f"σ {bl['min_sigma']:g}–{bl['max_sigma']:g}, thr={bl['threshold']:g} | "
-            + (f"separation={am['separation']}, threshold_rel={am['threshold_rel']:g}" if am else "n/a") + " |"
+            + (f"separation={am['separation']}, threshold_rel={am['threshold_rel']:g}" if am else "n/a")
+            + " |"
         )
     return "\n".join(lines)
 
@@ -733,8 +778,11 @@ def microvae_provenance() -> dict:
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
-    info = {f"{path.name}_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            for path in (root / "microvae" / "atoms.py", root / "microvae" / "sublattices.py") if path.exists()}
+    info = {
+        f"{path.name}_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        for path in (root / "microvae" / "atoms.py", root / "microvae" / "sublattices.py")
+        if path.exists()
+    }
     try:
         info["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "microvae"], cwd=root, capture_output=True, text=True, timeout=10).stdout.split("\n")
@@ -771,10 +819,13 @@ def run_lattices(args) -> int:
         start = time.perf_counter()
         scans[name] = {seed: generate(seed) for seed in (LATTICE_CALIBRATION_SEED, *seeds)}
         example = scans[name][seeds[0]]
-        print(f"  {name}: {example.image.shape[0]}×{example.image.shape[1]}, {len(example.positions)} columns, sublattices {tuple(getattr(example, 'sublattice_names', ()))}, "
-              f"invert={bool(getattr(example, 'invert', False))} (drawn in {time.perf_counter() - start:.1f} s)", flush=True)
+        print(
+            f"  {name}: {example.image.shape[0]}×{example.image.shape[1]}, {len(example.positions)} columns, sublattices {tuple(getattr(example, 'sublattice_names', ()))}, "
+            f"invert={bool(getattr(example, 'invert', False))} (drawn in {time.perf_counter() - start:.1f} s)",
+            flush=True,
+        )
 
-    print("\ncalibrating the peers (seed {0} of each generator)".format(LATTICE_CALIBRATION_SEED), flush=True)
+    print(f"\ncalibrating the peers (seed {LATTICE_CALIBRATION_SEED} of each generator)", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench_atomap_"))
     for name, _ in generators:
         scan = scans[name][LATTICE_CALIBRATION_SEED]
@@ -782,9 +833,17 @@ def run_lattices(args) -> int:
         image = peer_image(scan)
         tp, tp_rows = calibrate_trackpy_on(scan, image, sigma)
         bl, bl_rows = calibrate_blob_log_on(scan, image, sigma)
-        calibration[name] = {"true_nn_px": nearest_neighbour_distance(scan.positions), "sigma_px": sigma, "sigma_source": sigma_source,
-                             "trackpy": tp_rows, "trackpy_chosen": tp.__dict__, "blob_log": bl_rows, "blob_log_chosen": bl.__dict__,
-                             "_trackpy": tp, "_blob_log": bl}
+        calibration[name] = {
+            "true_nn_px": nearest_neighbour_distance(scan.positions),
+            "sigma_px": sigma,
+            "sigma_source": sigma_source,
+            "trackpy": tp_rows,
+            "trackpy_chosen": tp.__dict__,
+            "blob_log": bl_rows,
+            "blob_log_chosen": bl.__dict__,
+            "_trackpy": tp,
+            "_blob_log": bl,
+        }
         print(f"  {name}: σ {sigma:.2f} ({sigma_source}); trackpy {tp}; blob_log thr {bl.threshold:g}", flush=True)
     if use_atomap:
         jobs, index = [], []
@@ -792,8 +851,16 @@ def run_lattices(args) -> int:
             scan = scans[name][LATTICE_CALIBRATION_SEED]
             row0, col0, h, w = central_crop(scan.image.shape, args.atomap_crop)
             grid = atomap_grid(calibration[name]["true_nn_px"])
-            jobs.append({"mode": "peaks", "arrays": {"image": peer_image(scan)[row0:row0 + h, col0:col0 + w],
-                                                    "separations": np.array([g[0] for g in grid]), "thresholds": np.array([g[1] for g in grid])}})
+            jobs.append(
+                {
+                    "mode": "peaks",
+                    "arrays": {
+                        "image": peer_image(scan)[row0 : row0 + h, col0 : col0 + w],
+                        "separations": np.array([g[0] for g in grid]),
+                        "thresholds": np.array([g[1] for g in grid]),
+                    },
+                }
+            )
             index.append((name, (row0, col0, h, w), grid))
         start = time.perf_counter()
         outputs, failure = run_atomap(jobs, workdir, atomap_python)
@@ -843,8 +910,16 @@ def run_lattices(args) -> int:
                     found, extra = locate()
                     best = min(best, time.perf_counter() - start)
                 score = lattice_score(scan, found)
-                record = {"generator": name, "seed": seed, "method": method, "time_s": best, "repeats": LATTICE_REPEATS, "load_average": load,
-                          "shape": list(scan.image.shape), **public(score)}
+                record = {
+                    "generator": name,
+                    "seed": seed,
+                    "method": method,
+                    "time_s": best,
+                    "repeats": LATTICE_REPEATS,
+                    "load_average": load,
+                    "shape": list(scan.image.shape),
+                    **public(score),
+                }
                 if method == "microvae":
                     labels = extra.pop("_labels")
                     record.update(extra, **label_agreement(scan, labels, score))
@@ -856,8 +931,19 @@ def run_lattices(args) -> int:
             if use_atomap:
                 row0, col0, h, w = window
                 chosen = entry["atomap_chosen"]
-                atomap_jobs.append(((name, seed, window), {"mode": "refine", "arrays": {
-                    "image": peer_image(scan)[row0:row0 + h, col0:col0 + w], "separation": chosen["separation"], "threshold_rel": chosen["threshold_rel"]}}))
+                atomap_jobs.append(
+                    (
+                        (name, seed, window),
+                        {
+                            "mode": "refine",
+                            "arrays": {
+                                "image": peer_image(scan)[row0 : row0 + h, col0 : col0 + w],
+                                "separation": chosen["separation"],
+                                "threshold_rel": chosen["threshold_rel"],
+                            },
+                        },
+                    )
+                )
             else:
                 records.append({"generator": name, "seed": seed, "method": "atomap", "skipped": "atomap not run (see notes)"})
     if use_atomap and atomap_jobs:
@@ -873,14 +959,26 @@ def run_lattices(args) -> int:
             scan = scans[name][seed]
             found = output["positions"] + np.array(window[:2])
             score = lattice_score(scan, found, window)
-            record = {"generator": name, "seed": seed, "method": "atomap", "time_s": float(output["t_total"]), "repeats": 1, "load_average": load,
-                      "crop": list(window), "times": {k: float(output[k]) for k in ("t_peaks", "t_neighbours", "t_com", "t_gaussian")},
-                      "n_peaks": int(len(output["start"])), **public(score)}
+            record = {
+                "generator": name,
+                "seed": seed,
+                "method": "atomap",
+                "time_s": float(output["t_total"]),
+                "repeats": 1,
+                "load_average": load,
+                "crop": list(window),
+                "times": {k: float(output[k]) for k in ("t_peaks", "t_neighbours", "t_com", "t_gaussian")},
+                "n_peaks": int(len(output["start"])),
+                **public(score),
+            }
             if window[2:] != scan.image.shape:
                 record["crop_score"] = {k: v for k, v in public(score).items() if k != "groups"}
             records.append(record)
             groups = " ".join(f"{g}:R{e['recall']:.3f}/{fmt(e['rmse_px'], 3)}px/b{fmt(e['bias_px'], 3)}" for g, e in score["groups"].items())
-            print(f"  {name} seed {seed} atomap    F1 {score['f1']:.4f}  RMSE {fmt(score['rmse_px'], 3)}  {record['time_s']:6.2f} s on {window[2]}×{window[3]}  {groups}", flush=True)
+            print(
+                f"  {name} seed {seed} atomap    F1 {score['f1']:.4f}  RMSE {fmt(score['rmse_px'], 3)}  {record['time_s']:6.2f} s on {window[2]}×{window[3]}  {groups}",
+                flush=True,
+            )
     # keep the record order generator × method × seed
     order = {name: i for i, (name, _) in enumerate(generators)}
     records.sort(key=lambda r: (order[r["generator"]], METHODS.index(r["method"]), r["seed"]))
@@ -900,10 +998,17 @@ def run_lattices(args) -> int:
         "command": command,
         "date": time.strftime("%Y-%m-%d"),
         "machine": {**info, "load_average_at_end": list(os.getloadavg())},
-        "scoring": {"margin_px": LATTICE_MARGIN, "match_radius": f"{MATCH_FRACTION} × median true nearest-neighbour distance", "displaced_px": DISPLACED_PX,
-                    "bias": "displaced columns: mean of (found − true)·unit(imposed displacement); others: |mean(found − true)|",
-                    "timing": f"time.perf_counter around the locate call, best of {LATTICE_REPEATS} (atomap: once, inside its runner, after imports, on its crop)",
-                    "atomap_crop": args.atomap_crop, "seeds": list(seeds), "calibration_seed": LATTICE_CALIBRATION_SEED, "size": args.size},
+        "scoring": {
+            "margin_px": LATTICE_MARGIN,
+            "match_radius": f"{MATCH_FRACTION} × median true nearest-neighbour distance",
+            "displaced_px": DISPLACED_PX,
+            "bias": "displaced columns: mean of (found − true)·unit(imposed displacement); others: |mean(found − true)|",
+            "timing": f"time.perf_counter around the locate call, best of {LATTICE_REPEATS} (atomap: once, inside its runner, after imports, on its crop)",
+            "atomap_crop": args.atomap_crop,
+            "seeds": list(seeds),
+            "calibration_seed": LATTICE_CALIBRATION_SEED,
+            "size": args.size,
+        },
         "calibration": calibration,
         "summary": summary,
         "results": records,
@@ -934,14 +1039,19 @@ def run_speed(args) -> int:
 
     info = machine_info()
     print(f"machine: {info['cpu']} ({info['cpu_count']} cores), load average {info['load_average_at_start']}", flush=True)
-    print(f"python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, scikit-image {info['scikit-image']}, trackpy {info['trackpy']} (numba: {info['numba']}), torch {info['torch']}", flush=True)
+    print(
+        f"python {info['python']}, numpy {info['numpy']}, scipy {info['scipy']}, scikit-image {info['scikit-image']}, trackpy {info['trackpy']} (numba: {info['numba']}), torch {info['torch']}",
+        flush=True,
+    )
 
     # Calibrate the peers on a separate medium-SNR image of the benchmark size.
     calibration_image = lattice_for("medium", size, CALIBRATION_SEED)
     print(f"\ncalibrating peers on a {size}² medium-SNR image (seed {CALIBRATION_SEED})", flush=True)
     tp_params, tp_rows = calibrate_trackpy(calibration_image)
     for row in tp_rows:
-        print(f"  trackpy diameter={row['diameter']} separation={row['separation']} percentile={row['percentile']:>2} minmass={row['minmass']:.3f}: F1 {row['f1']:.4f}  P {row['precision']:.4f}  R {row['recall']:.4f}  RMSE {row['rmse_px']:.3f}")
+        print(
+            f"  trackpy diameter={row['diameter']} separation={row['separation']} percentile={row['percentile']:>2} minmass={row['minmass']:.3f}: F1 {row['f1']:.4f}  P {row['precision']:.4f}  R {row['recall']:.4f}  RMSE {row['rmse_px']:.3f}"
+        )
     print(f"  -> trackpy: {tp_params}", flush=True)
     bl_params, bl_rows = calibrate_blob_log(calibration_image)
     for row in bl_rows:
@@ -970,7 +1080,9 @@ def run_speed(args) -> int:
         start = time.perf_counter()
         lattice = lattice_for(snr, case_size, seed)
         n_true = int(lattice.inside(MARGIN).sum())
-        print(f"\n{case} (seed {seed}, {n_true} columns ≥ {MARGIN:g} px inside; generated in {time.perf_counter() - start:.1f} s; best of {repeats})", flush=True)
+        print(
+            f"\n{case} (seed {seed}, {n_true} columns ≥ {MARGIN:g} px inside; generated in {time.perf_counter() - start:.1f} s; best of {repeats})", flush=True
+        )
         for name, locate in methods:
             record = {"case": case, "snr": snr, "size": case_size, "seed": seed, "repeats": repeats, "method": name, "load_average": list(os.getloadavg())}
             if name.startswith("skimage") and case_size >= 4096:
@@ -991,9 +1103,13 @@ def run_speed(args) -> int:
                 record["repeats"] = 1
             elapsed, positions = best_time(locate, lattice.image, record["repeats"])
             score = interior_score(lattice, positions)
-            record.update(f1=score.f1, precision=score.precision, recall=score.recall, rmse_px=score.rmse_px, time_s=elapsed, n_true=score.n_true, n_found=score.n_found)
+            record.update(
+                f1=score.f1, precision=score.precision, recall=score.recall, rmse_px=score.rmse_px, time_s=elapsed, n_true=score.n_true, n_found=score.n_found
+            )
             results.append(record)
-            print(f"  {name:<62} F1 {score.f1:.4f}  P {score.precision:.4f}  R {score.recall:.4f}  RMSE {fmt(score.rmse_px, 3)} px  {elapsed:7.2f} s", flush=True)
+            print(
+                f"  {name:<62} F1 {score.f1:.4f}  P {score.precision:.4f}  R {score.recall:.4f}  RMSE {fmt(score.rmse_px, 3)} px  {elapsed:7.2f} s", flush=True
+            )
 
     table = markdown_table(results)
     print("\n" + table)
@@ -1006,7 +1122,13 @@ def run_speed(args) -> int:
         "command": "python benchmarks/bench_find_atoms.py" + (" --quick" if args.quick else "") + (" --skip-4096" if args.skip_4096 else ""),
         "machine": {**info, "load_average_at_end": list(os.getloadavg())},
         "scoring": {"margin_px": MARGIN, "match_radius_px": MATCH_RADIUS, "timing": "time.perf_counter around the locate call, best of repeats"},
-        "calibration": {"image": {"snr": "medium", "size": size, "seed": CALIBRATION_SEED}, "trackpy": tp_rows, "trackpy_chosen": tp_params.__dict__, "blob_log": bl_rows, "blob_log_chosen": bl_params.__dict__},
+        "calibration": {
+            "image": {"snr": "medium", "size": size, "seed": CALIBRATION_SEED},
+            "trackpy": tp_rows,
+            "trackpy_chosen": tp_params.__dict__,
+            "blob_log": bl_rows,
+            "blob_log_chosen": bl_params.__dict__,
+        },
         "results": results,
         "notes": notes,
     }
@@ -1026,7 +1148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-4096", action="store_true", help="leave out part 1's 4096² cases")
     parser.add_argument("--lattices", action="store_true", help="part 2 only: atoms on other lattices (find_atoms_lattices.*)")
     parser.add_argument("--no-lattices", action="store_true", help="part 1 only")
-    parser.add_argument("--size", choices=("ci", "bench"), default="bench", help="part 2: the generators' size (ci: a smoke run, results in find_atoms_lattices_ci.*)")
+    parser.add_argument(
+        "--size", choices=("ci", "bench"), default="bench", help="part 2: the generators' size (ci: a smoke run, results in find_atoms_lattices_ci.*)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=list(LATTICE_SEEDS), help="part 2: seeds of every generator (default 0 1 2)")
     parser.add_argument("--generators", nargs="+", default=None, help="part 2: only these generators (results then in find_atoms_lattices_<size>.*)")
     parser.add_argument("--no-atomap", action="store_true", help="part 2: leave atomap out")

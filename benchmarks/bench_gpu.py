@@ -32,14 +32,25 @@ from microvae.models import JTRVAE, JTRVAEConfig, beta_schedule
 
 
 def paper_config(size: int, **changes) -> JTRVAEConfig:
-    return JTRVAEConfig(**(dict(image_size=size, n_classes=4, latent_dim=2, encoder_hidden=(256, 256),
-                                decoder_hidden=(256, 256, 256), latent_skips=False, canonical_class_head=False)
-                           | changes))
+    return JTRVAEConfig(
+        **(
+            dict(
+                image_size=size,
+                n_classes=4,
+                latent_dim=2,
+                encoder_hidden=(256, 256),
+                decoder_hidden=(256, 256, 256),
+                latent_skips=False,
+                canonical_class_head=False,
+            )
+            | changes
+        )
+    )
 
 
 def shape_flops_per_image(config: JTRVAEConfig) -> float:
     """Training FLOPs per image (forward + backward) from the network shapes, matrix products only."""
-    p, h, k, d = config.image_size ** 2, 256, config.n_classes, config.latent_dim
+    p, h, k, d = config.image_size**2, 256, config.n_classes, config.latent_dim
     encoder = 2 * (p * h + h * h + h * (2 * d + k + 8))
     if config.canonical_class_head:
         encoder += 2 * (p * h + h * h + h * k)
@@ -92,10 +103,16 @@ def measure_training(size: int, precision: str, batch: int, seconds: float, vari
     counted = counter.get_total_flops() / batch
     steps, elapsed = timed(step, seconds)
     rate = steps * batch / elapsed
-    return {"size": size, "precision": precision, "variant": variant, "batch": batch,
-            "samples_per_s": rate, "flops_per_image_counted": counted,
-            "flops_per_image_shapes": shape_flops_per_image(config) if config.encoder == "mlp" else None,
-            "achieved_flops": rate * counted}
+    return {
+        "size": size,
+        "precision": precision,
+        "variant": variant,
+        "batch": batch,
+        "samples_per_s": rate,
+        "flops_per_image_counted": counted,
+        "flops_per_image_shapes": shape_flops_per_image(config) if config.encoder == "mlp" else None,
+        "achieved_flops": rate * counted,
+    }
 
 
 @torch.no_grad()
@@ -109,7 +126,7 @@ def measure_encoding(size: int, precision: str, batch: int, seconds: float, scor
     patches = max(batch, 4 * batch if scores else 64 * batch)
     images = torch.rand(patches, 1, size, size).numpy()
     options = dict(recon_error=scores, neg_elbo=scores, amp=precision == "bf16", batch_size=batch, device="cuda")
-    encode_array(model, images[:batch], **options)                                       # warm-up
+    encode_array(model, images[:batch], **options)  # warm-up
     torch.cuda.synchronize()
     rounds, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds or rounds == 0:
@@ -139,10 +156,13 @@ def main() -> None:
                 row = measure_training(size, precision, args.batch, args.seconds, variant)
                 row["fraction_of_peak"] = row["achieved_flops"] / peaks[precision]
                 training.append(row)
-                print(f"train {size}² {precision:4s} {variant:20s} {row['samples_per_s']:10.0f} samples/s "
-                      f"{row['achieved_flops'] / 1e12:6.1f} TFLOP/s ({100 * row['fraction_of_peak']:.0f}% of "
-                      f"{peaks[precision] / 1e12:.0f}); FLOPs/image counted {row['flops_per_image_counted'] / 1e9:.2f} G, "
-                      f"shapes {(row['flops_per_image_shapes'] or float('nan')) / 1e9:.2f} G", flush=True)
+                print(
+                    f"train {size}² {precision:4s} {variant:20s} {row['samples_per_s']:10.0f} samples/s "
+                    f"{row['achieved_flops'] / 1e12:6.1f} TFLOP/s ({100 * row['fraction_of_peak']:.0f}% of "
+                    f"{peaks[precision] / 1e12:.0f}); FLOPs/image counted {row['flops_per_image_counted'] / 1e9:.2f} G, "
+                    f"shapes {(row['flops_per_image_shapes'] or float('nan')) / 1e9:.2f} G",
+                    flush=True,
+                )
         for precision in ("tf32", "bf16"):
             for scores in (False, True):
                 row = measure_encoding(size, precision, args.encode_batch, args.seconds, scores)
@@ -151,10 +171,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"device": device, "torch": torch.__version__, "batch": args.batch, "peaks": peaks}
     (args.out / "gpu.json").write_text(json.dumps({"meta": meta, "training": training, "encoding": encoding}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_gpu.py | {meta} -->",
-             "| patch | precision | variant | samples/s | TFLOP/s | of peak |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['size']}² | {r['precision']} | {r['variant']} | {r['samples_per_s']:.0f} | "
-              f"{r['achieved_flops'] / 1e12:.1f} | {100 * r['fraction_of_peak']:.0f}% |" for r in training]
+    lines = [
+        f"<!-- python benchmarks/bench_gpu.py | {meta} -->",
+        "| patch | precision | variant | samples/s | TFLOP/s | of peak |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['size']}² | {r['precision']} | {r['variant']} | {r['samples_per_s']:.0f} | "
+        f"{r['achieved_flops'] / 1e12:.1f} | {100 * r['fraction_of_peak']:.0f}% |"
+        for r in training
+    ]
     lines += ["", "| patch | precision | scores | encode patches/s |", "|---|---|---|---|"]
     lines += [f"| {r['size']}² | {r['precision']} | {r['scores']} | {r['patches_per_s']:.0f} |" for r in encoding]
     (args.out / "gpu.md").write_text("\n".join(lines) + "\n")

@@ -62,28 +62,45 @@ def main() -> None:
             model = fit(cards.images, config, train, run_dir).model
         shown = CardsDataset(*(value[:1000] for value in (cards.images, cards.labels, cards.angle_rad, cards.shear_rad, cards.scale, cards.shift_px)))
         rows = invariance_report(model, shown.images, device=args.device, source=lambda turn, shift: render_moved(shown, turn, shift))
-        in_patch = [replace(row, transform=f"{row.transform} (in the patch)") for row in invariance_report(model, shown.images, device=args.device)
-                    if row.transform.startswith("turn")]
+        in_patch = [
+            replace(row, transform=f"{row.transform} (in the patch)")
+            for row in invariance_report(model, shown.images, device=args.device)
+            if row.transform.startswith("turn")
+        ]
         encoded = encode_array(model, cards.images[:1000], device=args.device)
-        quality = {"recon_error": float(encoded["recon_error"].mean()), "pixel_variance": float(cards.images[:1000].var()),
-                   "angle_corr": float(circular_correlation(cards.angle_rad[:1000], encoded["angle_rad"])) if config.rotation else None,
-                   "angle_concentration_median": float(np.median(encoded["angle_concentration"])) if config.rotation else None}
-        summary = report_dict(rows, ["30°/45° turns and re-cut shifts: the cards rendered again turned or moved; "
-                                     "'(in the patch)': turned by interpolation within each patch, as diagnose does on a bare stack"])
+        quality = {
+            "recon_error": float(encoded["recon_error"].mean()),
+            "pixel_variance": float(cards.images[:1000].var()),
+            "angle_corr": float(circular_correlation(cards.angle_rad[:1000], encoded["angle_rad"])) if config.rotation else None,
+            "angle_concentration_median": float(np.median(encoded["angle_concentration"])) if config.rotation else None,
+        }
+        summary = report_dict(
+            rows,
+            [
+                "30°/45° turns and re-cut shifts: the cards rendered again turned or moved; "
+                "'(in the patch)': turned by interpolation within each patch, as diagnose does on a bare stack"
+            ],
+        )
         summary["rows"] += report_dict(in_patch)["rows"]
         report[name] = {**summary, **quality, "train_seconds": round(time.perf_counter() - started, 1)}
         print(name, json.dumps(report[name]), flush=True)
     RESULTS.mkdir(exist_ok=True)
     previous = RESULTS / "invariance.json"
-    if args.only and previous.exists():     # keep the other models' rows from the last full run
+    if args.only and previous.exists():  # keep the other models' rows from the last full run
         report = {**json.loads(previous.read_text())["models"], **report}
     meta = {"epochs": args.epochs, "n": args.n, "size": args.size, "classes": args.classes, "cards": "±180°", "torch": torch.__version__}
     (RESULTS / "invariance.json").write_text(json.dumps({"meta": meta, "models": report}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_invariance.py | {meta} -->", "| model | transform | z drift (sd) | class changed | angle error (°) | shift error (px) |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"<!-- python benchmarks/bench_invariance.py | {meta} -->",
+        "| model | transform | z drift (sd) | class changed | angle error (°) | shift error (px) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, result in report.items():
         for row in result["rows"]:
             fmt = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
-            lines.append(f"| {name} | {row['transform']} | {row['z_drift']:.3f} | {fmt(row['class_changed'], '.3f')} | {fmt(row['angle_error_deg'], '.1f')} | {fmt(row.get('shift_error_px'), '.2f')} |")
+            lines.append(
+                f"| {name} | {row['transform']} | {row['z_drift']:.3f} | {fmt(row['class_changed'], '.3f')} | {fmt(row['angle_error_deg'], '.1f')} | {fmt(row.get('shift_error_px'), '.2f')} |"
+            )
     lines += ["", "| model | recon error (MSE) | pixel variance | angle circular corr. | train s |", "|---|---|---|---|---|"]
     for name, result in report.items():
         corr = "—" if result["angle_corr"] is None else f"{result['angle_corr']:.3f}"

@@ -56,12 +56,14 @@ warnings.filterwarnings("ignore", message="torch.meshgrid")  # AtomAI's coordina
 
 # --- importing the peers ------------------------------------------------------------------
 
+
 def _stub_torchvision_if_broken() -> None:
     """pyroVED and AtomAI import torchvision at module level but use it only for plots (make_grid) and
     for CNN backbones that jrVAE never builds. PyPI's torchvision wheels are CUDA builds whose
     extension does not load beside a CPU-only torch; then a stub stands in (recorded in the notes)."""
     try:
         import torchvision  # noqa: F401
+
         return
     except Exception as error:  # ImportError, or RuntimeError/OSError from a mismatched build
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -88,8 +90,10 @@ def import_peer(name: str):
     try:
         if name == "pyroved":
             import pyroved
+
             return pyroved
         import atomai.models
+
         return atomai.models
     except Exception as error:
         raise ImportError(f"{type(error).__name__}: {error}") from error
@@ -98,6 +102,7 @@ def import_peer(name: str):
 def version(module_name: str) -> str | None:
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as dist_version
+
     try:
         return dist_version(module_name)
     except PackageNotFoundError:
@@ -110,6 +115,7 @@ def count(*modules: torch.nn.Module) -> int:
 
 # --- one training step per model ----------------------------------------------------------
 
+
 def microvae_step(x: torch.Tensor, pixel_fraction: float, bare: bool):
     changes = {"latent_skips": False, "canonical_class_head": False} if bare else {}
     step, model = training_step(paper_config(x.shape[-1], **changes), x, pixel_fraction)
@@ -119,8 +125,9 @@ def microvae_step(x: torch.Tensor, pixel_fraction: float, bare: bool):
 def pyroved_step(x: torch.Tensor):
     pv = import_peer("pyroved")
     size, device = x.shape[-1], str(x.device)
-    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"],
-                            hidden_dim_e=[256, 256], hidden_dim_d=[256, 256, 256], device=device)
+    model = pv.models.jiVAE(
+        (size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"], hidden_dim_e=[256, 256], hidden_dim_d=[256, 256, 256], device=device
+    )
     trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device)
     images = x[:, 0]
     return (lambda: trainer.svi.step(images, scale_factor=[1.0, 1.0])), count(model.encoder_z, model.decoder)
@@ -129,8 +136,9 @@ def pyroved_step(x: torch.Tensor):
 def atomai_step(x: torch.Tensor):
     models = import_peer("atomai")
     size, device = x.shape[-1], x.device
-    model = models.jrVAE((size, size), latent_dim=2, discrete_dim=[4], translation=True,
-                         numlayers_encoder=2, numhidden_encoder=256, numlayers_decoder=3, numhidden_decoder=256)
+    model = models.jrVAE(
+        (size, size), latent_dim=2, discrete_dim=[4], translation=True, numlayers_encoder=2, numhidden_encoder=256, numlayers_decoder=3, numhidden_decoder=256
+    )
     model.device = str(device)  # AtomAI picks CUDA whenever it is present; follow --device instead
     model.x_coord = model.x_coord.to(device)
     model.encoder_net.to(device)
@@ -146,11 +154,15 @@ def atomai_step(x: torch.Tensor):
 def throughput(args) -> dict:
     device = torch.device(args.device)
     defaults = TrainConfig()
-    models = [("microvae j-trVAE, all pixels", lambda x: microvae_step(x, 1.0, args.bare)),
-              (f"microvae j-trVAE, default pixel subset ({defaults.pixel_fraction:g}, ≥ {defaults.min_pixels} px)",
-               lambda x: microvae_step(x, defaults.scored_fraction(x.shape[-2] * x.shape[-1]), args.bare)),
-              ("pyroVED 0.3.0 jiVAE (SVI, TraceEnum_ELBO)", pyroved_step),
-              ("AtomAI 0.8.1 jrVAE (Gumbel-softmax)", atomai_step)]
+    models = [
+        ("microvae j-trVAE, all pixels", lambda x: microvae_step(x, 1.0, args.bare)),
+        (
+            f"microvae j-trVAE, default pixel subset ({defaults.pixel_fraction:g}, ≥ {defaults.min_pixels} px)",
+            lambda x: microvae_step(x, defaults.scored_fraction(x.shape[-2] * x.shape[-1]), args.bare),
+        ),
+        ("pyroVED 0.3.0 jiVAE (SVI, TraceEnum_ELBO)", pyroved_step),
+        ("AtomAI 0.8.1 jrVAE (Gumbel-softmax)", atomai_step),
+    ]
     warmup = args.warmup if args.warmup is not None else (5 if device.type == "cuda" else 1)
     rows = []
     for size in args.sizes:
@@ -160,8 +172,7 @@ def throughput(args) -> dict:
             cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
             try:
                 step, params = build(x)
-                row.update(status="ok", params=params, **time_steps(step, args.batch, seconds=args.seconds,
-                                                                    warmup=warmup, device=device))
+                row.update(status="ok", params=params, **time_steps(step, args.batch, seconds=args.seconds, warmup=warmup, device=device))
             except ImportError as error:
                 row.update(status="not installed", error=str(error))
             except Exception as error:  # a peer that breaks is a row, not a crash
@@ -169,33 +180,38 @@ def throughput(args) -> dict:
             finally:
                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn  # the peers set them
             rows.append(row)
-            rate = f"{row['samples_per_s']:9.1f} samples/s ({row['steps']} steps, {row['seconds']:.1f} s)" \
-                if row["status"] == "ok" else f"{row['status']}: {row['error'][:200]}"
+            rate = (
+                f"{row['samples_per_s']:9.1f} samples/s ({row['steps']} steps, {row['seconds']:.1f} s)"
+                if row["status"] == "ok"
+                else f"{row['status']}: {row['error'][:200]}"
+            )
             print(f"{size}×{size}  {name:58s} {rate}", flush=True)
     return {"rows": rows, "warmup_steps": warmup}
 
 
 def throughput_table(rows: list[dict]) -> list[str]:
-    lines = ["| model | size | steps | samples | seconds | samples/s | microvae (all pixels) / this | "
-             "microvae (default pixel subset) / this |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | size | steps | samples | seconds | samples/s | microvae (all pixels) / this | microvae (default pixel subset) / this |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         size = f"{row['size']}×{row['size']}"
         if row["status"] != "ok":
             lines.append(f"| {row['model']} | {size} | | | | {row['status']} | | |")
             continue
         mine = [r for r in rows if r["size"] == row["size"] and r["model"].startswith("microvae") and r["status"] == "ok"]
-        ratios = ["" if row["model"].startswith("microvae") or len(mine) <= i
-                  else f"{mine[i]['samples_per_s'] / row['samples_per_s']:.2f}×" for i in (0, 1)]
-        lines.append(f"| {row['model']} | {size} | {row['steps']} | {row['samples']} | {row['seconds']:.1f} | "
-                     f"{row['samples_per_s']:.1f} | {ratios[0]} | {ratios[1]} |")
+        ratios = ["" if row["model"].startswith("microvae") or len(mine) <= i else f"{mine[i]['samples_per_s'] / row['samples_per_s']:.2f}×" for i in (0, 1)]
+        lines.append(
+            f"| {row['model']} | {size} | {row['steps']} | {row['samples']} | {row['seconds']:.1f} | {row['samples_per_s']:.1f} | {ratios[0]} | {ratios[1]} |"
+        )
     return lines
 
 
 # --- quality on the cards -----------------------------------------------------------------
 
+
 def train_microvae(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
-    train = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, val_fraction=0.0,
-                        checkpoint_every=args.epochs)
+    train = TrainConfig(epochs=args.epochs, seed=args.seed, device=args.device, val_fraction=0.0, checkpoint_every=args.epochs)
     with tempfile.TemporaryDirectory() as run_dir:
         model = fit(images, JTRVAEConfig(image_size=images.shape[-1]), train, run_dir).model
     encoded = encode_array(model, images, device=args.device)
@@ -207,9 +223,16 @@ def train_pyroved(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
     then 40 → 3 over 40 epochs, then 3] on the continuous latents and 3 on the discrete one."""
     pv = import_peer("pyroved")
     size, device, widths = images.shape[-1], args.device, JTRVAEConfig()
-    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"], seed=args.seed,
-                            hidden_dim_e=list(widths.encoder_hidden), hidden_dim_d=list(widths.decoder_hidden),
-                            device=device)
+    model = pv.models.jiVAE(
+        (size, size),
+        latent_dim=2,
+        discrete_dim=4,
+        invariances=["r", "t"],
+        seed=args.seed,
+        hidden_dim_e=list(widths.encoder_hidden),
+        hidden_dim_d=list(widths.decoder_hidden),
+        device=device,
+    )
     trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device, seed=args.seed)
     x = torch.from_numpy(images[:, 0])
     loader = pv.utils.init_dataloader(x, batch_size=TrainConfig().batch_size)
@@ -229,11 +252,15 @@ def quality(args) -> dict:
             row, started = {"model": name, "max_angle_deg": angle, "epochs": args.epochs}, time.perf_counter()
             try:
                 predicted, angles = train(cards.images, args)
-                per_suit = [circular_correlation(cards.angle_rad[cards.labels == s], angles[cards.labels == s])
-                            for s in range(4)]
-                row.update(status="ok", accuracy=matched_accuracy(cards.labels, predicted),
-                           ari=adjusted_rand_index(cards.labels, predicted), angle_corr=float(np.mean(per_suit)),
-                           angle_corr_per_suit=per_suit, class_counts=np.bincount(predicted, minlength=4).tolist())
+                per_suit = [circular_correlation(cards.angle_rad[cards.labels == s], angles[cards.labels == s]) for s in range(4)]
+                row.update(
+                    status="ok",
+                    accuracy=matched_accuracy(cards.labels, predicted),
+                    ari=adjusted_rand_index(cards.labels, predicted),
+                    angle_corr=float(np.mean(per_suit)),
+                    angle_corr_per_suit=per_suit,
+                    class_counts=np.bincount(predicted, minlength=4).tolist(),
+                )
             except ImportError as error:
                 row.update(status="not installed", error=str(error))
             except Exception as error:
@@ -245,31 +272,28 @@ def quality(args) -> dict:
 
 
 def quality_table(rows: list[dict]) -> list[str]:
-    lines = ["| ±angle | model | matched accuracy | ARI | angle corr (mean over suits) | class counts | s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| ±angle | model | matched accuracy | ARI | angle corr (mean over suits) | class counts | s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        cells = (f"{r['accuracy']:.3f} | {r['ari']:.3f} | {r['angle_corr']:.3f} | {r['class_counts']}"
-                 if r["status"] == "ok" else f"{r['status']} | | |")
+        cells = f"{r['accuracy']:.3f} | {r['ari']:.3f} | {r['angle_corr']:.3f} | {r['class_counts']}" if r["status"] == "ok" else f"{r['status']} | | |"
         lines.append(f"| {r['max_angle_deg']:g}° | {r['model']} | {cells} | {r['seconds']:.0f} |")
     return lines
 
 
 # --- main -----------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="image sizes (default 28 48; --quick: 28)")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help="time budget per measurement, in whole steps (default 20; --quick: 3)")
+    parser.add_argument("--seconds", type=float, default=None, help="time budget per measurement, in whole steps (default 20; --quick: 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 5 on CUDA)")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--bare", action="store_true",
-                        help="microvae without its additions to the paper's network (latent skips, canonical class head)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 28×28, 3 s per measurement; with --quality 300 cards, ±60°, 2 epochs "
-                             "(results in *_quick.*)")
+    parser.add_argument("--bare", action="store_true", help="microvae without its additions to the paper's network (latent skips, canonical class head)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 28×28, 3 s per measurement; with --quality 300 cards, ±60°, 2 epochs (results in *_quick.*)"
+    )
     parser.add_argument("--quality", action="store_true", help="train on the cards and score classes and angles instead")
     parser.add_argument("--epochs", type=int, default=45, help="--quality: epochs for both models")
     parser.add_argument("--angles", type=float, nargs="+", default=[12.0, 60.0, 120.0], help="--quality: ±max angles")
@@ -287,22 +311,35 @@ def main() -> None:
 
     result = quality(args) if args.quality else throughput(args)
     lines = (quality_table if args.quality else throughput_table)(result["rows"])
-    meta = {"command": " ".join(["python", "benchmarks/bench_peers.py", *sys.argv[1:]]),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "device": args.device, "threads": args.threads,
-            "batch": args.batch, "seconds_per_measurement": args.seconds, "microvae_bare": args.bare,
-            "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load": [round(v, 2) for v in os.getloadavg()],
-            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-            "versions": {name: version(name) for name in ("torch", "numpy", "pyro-ppl", "pyroved", "atomai", "torchvision")},
-            "notes": NOTES}
+    meta = {
+        "command": " ".join(["python", "benchmarks/bench_peers.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "device": args.device,
+        "threads": args.threads,
+        "batch": args.batch,
+        "seconds_per_measurement": args.seconds,
+        "microvae_bare": args.bare,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load": [round(v, 2) for v in os.getloadavg()],
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "versions": {name: version(name) for name in ("torch", "numpy", "pyro-ppl", "pyroved", "atomai", "torchvision")},
+        "notes": NOTES,
+    }
     stem = ("peers_quality" if args.quality else "peers") + ("_quick" if args.quick else "")
     RESULTS.mkdir(exist_ok=True)
     payload = json.dumps({"meta": meta, **result}, indent=2)
     (RESULTS / f"{stem}.json").write_text(payload)
     if args.json is not None:
         args.json.write_text(payload)
-    table = "\n".join([f"<!-- {meta['command']} | {meta['date']} | device {args.device}, {args.threads} thread(s), "
-                       f"load {meta['load']} | {meta['versions']} -->", *lines, *(f"\nNote: {n}" for n in NOTES)])
+    table = "\n".join(
+        [
+            f"<!-- {meta['command']} | {meta['date']} | device {args.device}, {args.threads} thread(s), load {meta['load']} | {meta['versions']} -->",
+            *lines,
+            *(f"\nNote: {n}" for n in NOTES),
+        ]
+    )
     (RESULTS / f"{stem}.md").write_text(table + "\n")
     print("\n" + table)
 

@@ -53,8 +53,16 @@ MEMBERS = "cards_60,digits,perovskite_film,two_phase,stm_defects"
 def run_member_seed(member: str, seed: int, args, done: set) -> list[dict]:
     case = make_case(member, seed, args.size)
     n_pixels = int(case.patches.shape[-1] * case.patches.shape[-2])
-    common = {"member": member, "seed": seed, "size": args.size, "n": len(case.patches), "window": case.patches.shape[-1],
-              "k": case.n_classes, "epochs": args.epochs, "threads": args.threads}
+    common = {
+        "member": member,
+        "seed": seed,
+        "size": args.size,
+        "n": len(case.patches),
+        "window": case.patches.shape[-1],
+        "k": case.n_classes,
+        "epochs": args.epochs,
+        "threads": args.threads,
+    }
     rows = []
     for method in args.methods.split(","):
         for fraction in args.fractions:
@@ -66,16 +74,27 @@ def run_member_seed(member: str, seed: int, args, done: set) -> list[dict]:
                 started = time.perf_counter()
                 encoded, verdict = train_default(case, seed, args.epochs, "cpu", Path(folder), extra)
                 seconds = time.perf_counter() - started
-            row = {**common, "method": f"microvae_{method}", "pixel_fraction": fraction, "scored_fraction": scored,
-                   "scored_pixels": int(round(scored * n_pixels)), "seconds": seconds,
-                   **score(case, encoded["class"], encoded["angle_rad"]),
-                   "confidence": float(encoded["class_probs"].max(1).mean()), "chosen_start": verdict.get("chosen_start"),
-                   "warnings": len(verdict.get("warnings", [])), "heldout_neg_elbo": encoded["heldout_neg_elbo"],
-                   "load_1min": round(os.getloadavg()[0], 2)}
+            row = {
+                **common,
+                "method": f"microvae_{method}",
+                "pixel_fraction": fraction,
+                "scored_fraction": scored,
+                "scored_pixels": int(round(scored * n_pixels)),
+                "seconds": seconds,
+                **score(case, encoded["class"], encoded["angle_rad"]),
+                "confidence": float(encoded["class_probs"].max(1).mean()),
+                "chosen_start": verdict.get("chosen_start"),
+                "warnings": len(verdict.get("warnings", [])),
+                "heldout_neg_elbo": encoded["heldout_neg_elbo"],
+                "load_1min": round(os.getloadavg()[0], 2),
+            }
             rows.append(row)
-            print(f"{member} seed {seed} {method} pixel_fraction {fraction} ({row['scored_pixels']} of {n_pixels} px): "
-                  f"accuracy {row['accuracy']:.3f}, ARI {row['ari']:.3f}, start {row['chosen_start']}, "
-                  f"held-out -ELBO {row['heldout_neg_elbo']:.2f}, {seconds:.0f} s", flush=True)
+            print(
+                f"{member} seed {seed} {method} pixel_fraction {fraction} ({row['scored_pixels']} of {n_pixels} px): "
+                f"accuracy {row['accuracy']:.3f}, ARI {row['ari']:.3f}, start {row['chosen_start']}, "
+                f"held-out -ELBO {row['heldout_neg_elbo']:.2f}, {seconds:.0f} s",
+                flush=True,
+            )
     if args.baselines and (member, seed, "pca_kmeans", None, args.size, args.epochs) not in done:
         started = time.perf_counter()
         labels = baseline_labels(case.patches, case.n_classes, seed=seed)
@@ -85,17 +104,26 @@ def run_member_seed(member: str, seed: int, args, done: set) -> list[dict]:
         if case.rotation or case.translation:
             started = time.perf_counter()
             aligned = aligned_kmeans(case.patches, labels["pca_kmeans"], case.n_classes, case.rotation, case.translation)
-            rows.append({**common, "method": "aligned_kmeans", "pixel_fraction": None, "seconds": time.perf_counter() - started,
-                         **score(case, aligned.labels, aligned.angle_rad if case.rotation else None)})
+            rows.append(
+                {
+                    **common,
+                    "method": "aligned_kmeans",
+                    "pixel_fraction": None,
+                    "seconds": time.perf_counter() - started,
+                    **score(case, aligned.labels, aligned.angle_rad if case.rotation else None),
+                }
+            )
     return rows
 
 
 def table(rows: list[dict]) -> list[str]:
     """Markdown lines: per member, method and pixel fraction, median / worst seed and seconds."""
-    lines = ["| member | method | pixel fraction (scored px / patch) | seeds | accuracy median / worst | ARI median / worst | "
-             "angle corr median / worst | defects outside clean | meets bar (seeds) | held-out −ELBO median | "
-             "s per run (median) | time vs default subset |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| member | method | pixel fraction (scored px / patch) | seeds | accuracy median / worst | ARI median / worst | "
+        "angle corr median / worst | defects outside clean | meets bar (seeds) | held-out −ELBO median | "
+        "s per run (median) | time vs default subset |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["member"], row["method"], row.get("pixel_fraction")), []).append(row)
@@ -120,9 +148,11 @@ def table(rows: list[dict]) -> list[str]:
             elbo = f"{statistics.median(r['heldout_neg_elbo'] for r in group):.2f}"
             base = groups.get((member, method, 0.05))
             ratio = f"{seconds / statistics.median(r['seconds'] for r in base):.1f}×" if base else ""
-        lines.append(f"| {member} | {method} | {label} | {len(group)} | {stat('accuracy')} | {stat('ari')} | "
-                     f"{stat('angle_corr')} | {stat('defects_outside_clean')} | "
-                     f"{sum(passes(member, r) for r in group)}/{len(group)} | {elbo} | {seconds:.1f} | {ratio} |")
+        lines.append(
+            f"| {member} | {method} | {label} | {len(group)} | {stat('accuracy')} | {stat('ari')} | "
+            f"{stat('angle_corr')} | {stat('defects_outside_clean')} | "
+            f"{sum(passes(member, r) for r in group)}/{len(group)} | {elbo} | {seconds:.1f} | {ratio} |"
+        )
     return lines
 
 
@@ -137,10 +167,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--no-baselines", dest="baselines", action="store_false")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pixel_fraction"))
-    parser.add_argument("--note", default="", help="a remark for the results header (e.g. what else ran on the "
-                        "machine); not part of the command written there")
-    parser.add_argument("--quick", action="store_true", help="smoke run: two_phase, seed 0, 5 epochs; "
-                        "writes results/pixel_fraction_quick.*")
+    parser.add_argument("--note", default="", help="a remark for the results header (e.g. what else ran on the machine); not part of the command written there")
+    parser.add_argument("--quick", action="store_true", help="smoke run: two_phase, seed 0, 5 epochs; writes results/pixel_fraction_quick.*")
     args = parser.parse_args()
     if args.quick:
         args.members, args.seeds, args.epochs = "two_phase", [0], 5
@@ -159,27 +187,37 @@ def main() -> None:
                 for row in new:
                     handle.write(json.dumps(row) + "\n")
             rows += new
-    command = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and not a.startswith("--note=")
-               and (i == 0 or sys.argv[i] != "--note")]
-    meta = {"command": " ".join(["python", "benchmarks/bench_pixel_fraction.py", *command]),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": round(time.time() - started, 1), "threads": args.threads,
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-            "load_start": load_start, "load": [round(v, 2) for v in os.getloadavg()], "note": args.note,
-            "versions": {name: version(name) for name in ("torch", "numpy")}}
+    command = [a for i, a in enumerate(sys.argv[1:]) if a != "--note" and not a.startswith("--note=") and (i == 0 or sys.argv[i] != "--note")]
+    meta = {
+        "command": " ".join(["python", "benchmarks/bench_pixel_fraction.py", *command]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "wall_s": round(time.time() - started, 1),
+        "threads": args.threads,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_start": load_start,
+        "load": [round(v, 2) for v in os.getloadavg()],
+        "note": args.note,
+        "versions": {name: version(name) for name in ("torch", "numpy")},
+    }
     members = args.members.split(",")
     shown = [r for r in rows if r["member"] in members and r["size"] == args.size and r["epochs"] == args.epochs]
     loads = [r["load_1min"] for r in shown if "load_1min" in r]
     during = f", 1-min load after each run {min(loads)}–{max(loads)}" if loads else ""
-    shared = (f"; shared: the load exceeded the {args.threads} thread(s) this run used" if loads and max(loads) > args.threads + 0.5
-              else "")
-    text = "\n".join([f"<!-- {meta['command']} | {meta['date']} | device cpu, {args.threads} thread(s), {meta['cpus']} cores, "
-                      f"{meta['wall_s']:.0f} s wall | load at the start {load_start}{during}, at the end {meta['load']}{shared}"
-                      + (f" | {args.note}" if args.note else "") + f" | {meta['versions']} -->",
-                      f"# Pixel subset against all pixels\n\n{args.size} size, {args.epochs} epochs, seeds "
-                      f"{', '.join(map(str, sorted({r['seed'] for r in shown})))}. Median and worst over seeds; "
-                      "'time vs default subset' is the median seconds per run over the 0.05 row's. The held-out "
-                      "−ELBO scores every pixel of the validation patches (nats per patch, lower is better).\n",
-                      *table(shown)])
+    shared = f"; shared: the load exceeded the {args.threads} thread(s) this run used" if loads and max(loads) > args.threads + 0.5 else ""
+    text = "\n".join(
+        [
+            f"<!-- {meta['command']} | {meta['date']} | device cpu, {args.threads} thread(s), {meta['cpus']} cores, "
+            f"{meta['wall_s']:.0f} s wall | load at the start {load_start}{during}, at the end {meta['load']}{shared}"
+            + (f" | {args.note}" if args.note else "")
+            + f" | {meta['versions']} -->",
+            f"# Pixel subset against all pixels\n\n{args.size} size, {args.epochs} epochs, seeds "
+            f"{', '.join(map(str, sorted({r['seed'] for r in shown})))}. Median and worst over seeds; "
+            "'time vs default subset' is the median seconds per run over the 0.05 row's. The held-out "
+            "−ELBO scores every pixel of the validation patches (nats per patch, lower is better).\n",
+            *table(shown),
+        ]
+    )
     out.with_suffix(".md").write_text(text + "\n")
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": shown}, indent=1))
     print(text)

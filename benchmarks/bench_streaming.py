@@ -69,22 +69,65 @@ def main() -> None:
         rows = [measured(cli + ["extract", *scans, "--grid", str(args.grid), "--window", "32", "-o", str(patches), "--json", "-q"], folder, "extract")]
         file_gb = patches.stat().st_size / 1e9
         count = int(rows[0]["summary"]["patches"])
-        rows.append(measured(cli + ["train", str(patches), "-o", str(run), "--classes", "2", "--epochs", "1", "--hidden", "16",
-                                    "--batch-size", "256", "--pixel-fraction", "0.02", "--min-pixels", "16",
-                                    "--val-fraction", "0.005", "--device", "cpu", "--json", "-q", *limit], folder, "train"))
-        rows.append(measured(cli + ["encode", str(run), str(patches), "-o", str(encoded), "--device", "cpu", "--json", "-q", *limit],
-                             folder, "encode"))
-        rows.append(measured(cli + ["encode", str(run), str(patches), "-o", str(folder / "latents.h5"), "--no-scores", "--device", "cpu",
-                                    "--json", "-q", *limit], folder, "encode --no-scores"))
-    meta = {"quick": args.quick, "scans": f"2 × {size}²", "grid_step": args.grid, "patches": count,
-            "float32_gb": round(count * 32 * 32 * 4 / 1e9, 2), "file_gb": round(file_gb, 2),
-            "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-            "load_at_end": open("/proc/loadavg").read().split()[:3]}
+        rows.append(
+            measured(
+                cli
+                + [
+                    "train",
+                    str(patches),
+                    "-o",
+                    str(run),
+                    "--classes",
+                    "2",
+                    "--epochs",
+                    "1",
+                    "--hidden",
+                    "16",
+                    "--batch-size",
+                    "256",
+                    "--pixel-fraction",
+                    "0.02",
+                    "--min-pixels",
+                    "16",
+                    "--val-fraction",
+                    "0.005",
+                    "--device",
+                    "cpu",
+                    "--json",
+                    "-q",
+                    *limit,
+                ],
+                folder,
+                "train",
+            )
+        )
+        rows.append(measured(cli + ["encode", str(run), str(patches), "-o", str(encoded), "--device", "cpu", "--json", "-q", *limit], folder, "encode"))
+        rows.append(
+            measured(
+                cli + ["encode", str(run), str(patches), "-o", str(folder / "latents.h5"), "--no-scores", "--device", "cpu", "--json", "-q", *limit],
+                folder,
+                "encode --no-scores",
+            )
+        )
+    meta = {
+        "quick": args.quick,
+        "scans": f"2 × {size}²",
+        "grid_step": args.grid,
+        "patches": count,
+        "float32_gb": round(count * 32 * 32 * 4 / 1e9, 2),
+        "file_gb": round(file_gb, 2),
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "load_at_end": open("/proc/loadavg").read().split()[:3],
+    }
     name = "streaming_quick" if args.quick else "streaming"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_streaming.py{' --quick' if args.quick else ''} | {meta} -->",
-             "| stage | patches | peak RSS (MB) | wall (s) | patches/s |", "|---|---|---|---|---|"]
+    lines = [
+        f"<!-- python benchmarks/bench_streaming.py{' --quick' if args.quick else ''} | {meta} -->",
+        "| stage | patches | peak RSS (MB) | wall (s) | patches/s |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         lines.append(f"| {row['stage']} | {count} | {row['peak_rss_mb']:.0f} | {row['wall_s']:.0f} | {count / row['wall_s']:.0f} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

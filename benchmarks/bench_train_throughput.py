@@ -26,12 +26,12 @@ from microvae.training import TrainConfig, build_model
 def paper_config(size: int, **changes) -> JTRVAEConfig:
     """The paper's widths (encoder 2×256, spatial MLP decoder 3×256), K = 4, D = 2, rotation and
     translation on; every other field at microvae's default unless given in ``changes``."""
-    return JTRVAEConfig(**(dict(image_size=size, n_classes=4, latent_dim=2, decoder="mlp",
-                                encoder_hidden=(256, 256), decoder_hidden=(256, 256, 256)) | changes))
+    return JTRVAEConfig(
+        **(dict(image_size=size, n_classes=4, latent_dim=2, decoder="mlp", encoder_hidden=(256, 256), decoder_hidden=(256, 256, 256)) | changes)
+    )
 
 
-def training_step(config: JTRVAEConfig, x: torch.Tensor, pixel_fraction: float = 1.0, seed: int = 0,
-                  compiled: bool = False):
+def training_step(config: JTRVAEConfig, x: torch.Tensor, pixel_fraction: float = 1.0, seed: int = 0, compiled: bool = False):
     """(step, model): ``step()`` is one iteration of microvae.training's inner loop on the batch ``x``
     (loss terms with the class enumerated, β-weighted loss, backward, Adam), on ``x``'s device;
     ``compiled``: the forward pass through ``torch.compile``, as ``train --compile`` runs it."""
@@ -43,7 +43,7 @@ def training_step(config: JTRVAEConfig, x: torch.Tensor, pixel_fraction: float =
     generator = torch.Generator(device=x.device).manual_seed(seed)
 
     def step():
-        terms = model(x, generator, pixel_fraction=pixel_fraction)           # forward = loss_terms
+        terms = model(x, generator, pixel_fraction=pixel_fraction)  # forward = loss_terms
         loss = model.weighted_loss(terms, betas)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -52,8 +52,7 @@ def training_step(config: JTRVAEConfig, x: torch.Tensor, pixel_fraction: float =
     return step, model
 
 
-def time_steps(step, batch: int, *, steps: int | None = None, seconds: float | None = None, warmup: int = 1,
-               device: torch.device | str = "cpu") -> dict:
+def time_steps(step, batch: int, *, steps: int | None = None, seconds: float | None = None, warmup: int = 1, device: torch.device | str = "cpu") -> dict:
     """Run ``warmup`` untimed steps, then either ``steps`` steps or whole steps until ``seconds`` have
     passed (at least one); CUDA is synchronised before the clock starts and before it stops."""
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
@@ -99,9 +98,20 @@ def main() -> None:
             print(f"{size}×{size}  {label:28s} {rate:9.1f} samples/s", flush=True)
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
-    meta = {"threads": args.threads, "batch": args.batch, "steps": args.steps, "torch": torch.__version__, "machine": platform.processor() or platform.machine(), "load": list(np.round(__import__("os").getloadavg(), 2))}
+    meta = {
+        "threads": args.threads,
+        "batch": args.batch,
+        "steps": args.steps,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "load": list(np.round(__import__("os").getloadavg(), 2)),
+    }
     (results / "train_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_train_throughput.py --threads {args.threads}{' --compile' if args.compile else ''} | {meta} -->", "| patch | decoder | samples/s |", "|---|---|---|"]
+    lines = [
+        f"<!-- python benchmarks/bench_train_throughput.py --threads {args.threads}{' --compile' if args.compile else ''} | {meta} -->",
+        "| patch | decoder | samples/s |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['size']}×{r['size']} | {r['decoder']} | {r['samples_per_s']:.1f} |" for r in rows]
     (results / "train_throughput.md").write_text("\n".join(lines) + "\n")
 

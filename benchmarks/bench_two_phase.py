@@ -95,13 +95,18 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     meta = {"settings": args.settings, "epochs": args.epochs, "size": args.size, "torch": torch.__version__}
     (RESULTS / "two_phase.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"<!-- python benchmarks/bench_two_phase.py {' '.join('--set ' + s for s in args.settings)} | {meta} -->",
-             "| seed | scan | region accuracy | class confidence | |corr(z, variant)| per region |", "|---|---|---|---|---|"]
+    lines = [
+        f"<!-- python benchmarks/bench_two_phase.py {' '.join('--set ' + s for s in args.settings)} | {meta} -->",
+        "| seed | scan | region accuracy | class confidence | |corr(z, variant)| per region |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows:
         for name in ("training_scan", "new_scan"):
             s = row[name]
-            lines.append(f"| {row['seed']} | {name.replace('_', ' ')} | {s['region_accuracy']:.3f} | {s['class_confidence']:.2f} | "
-                         f"{', '.join(f'{c:.2f}' for c in s['variant_corr_per_region'])} |")
+            lines.append(
+                f"| {row['seed']} | {name.replace('_', ' ')} | {s['region_accuracy']:.3f} | {s['class_confidence']:.2f} | "
+                f"{', '.join(f'{c:.2f}' for c in s['variant_corr_per_region'])} |"
+            )
     (RESULTS / "two_phase.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -85,7 +85,9 @@ def smooth_size(minimum: float) -> int:
         n += 1
 
 
-def run_scan(atoms, energy: float, semiangle: float, potential_sampling: float, slice_thickness: float, scan_sampling: float, detectors: dict[str, tuple[float, float]]):
+def run_scan(
+    atoms, energy: float, semiangle: float, potential_sampling: float, slice_thickness: float, scan_sampling: float, detectors: dict[str, tuple[float, float]]
+):
     """Multislice a probe over a periodic grid of the whole cell; one image per annular detector."""
     import abtem
     import dask
@@ -109,18 +111,32 @@ def run_scan(atoms, energy: float, semiangle: float, potential_sampling: float, 
     arrays = dask.compute(*[m.array if hasattr(m, "array") else m for m in measurements])
     images = {name: np.asarray(array, dtype=np.float64).T for name, array in zip(names, arrays)}  # (x, y) -> rows = y, cols = x
     elapsed = time.perf_counter() - start
-    info = {"extent_xy_A": list(extent), "potential_gpts_xy": [int(v) for v in potential.gpts], "num_slices": int(potential.num_slices),
-            "scan_gpts_xy": list(gpts), "image_shape": [gpts[1], gpts[0]],
-            "pixel_size_A": [extent[1] / gpts[1], extent[0] / gpts[0]], "energy_eV": energy,  # pixel size as (row = y, col = x)
-            "semiangle_mrad": semiangle, "defocus_A": 0.0, "Cs_A": 0.0, "potential_sampling_xy_A": [extent[0] / gpts_potential[0], extent[1] / gpts_potential[1]],
-            "slice_thickness_A": slice_thickness, "projection": "infinite", "parametrization": "lobato",
-            "frozen_phonons": 0, "detectors_mrad": {name: list(detectors[name]) for name in names}, "wall_s": round(elapsed, 1),
-            "abtem_version": abtem.__version__}
+    info = {
+        "extent_xy_A": list(extent),
+        "potential_gpts_xy": [int(v) for v in potential.gpts],
+        "num_slices": int(potential.num_slices),
+        "scan_gpts_xy": list(gpts),
+        "image_shape": [gpts[1], gpts[0]],
+        "pixel_size_A": [extent[1] / gpts[1], extent[0] / gpts[0]],
+        "energy_eV": energy,  # pixel size as (row = y, col = x)
+        "semiangle_mrad": semiangle,
+        "defocus_A": 0.0,
+        "Cs_A": 0.0,
+        "potential_sampling_xy_A": [extent[0] / gpts_potential[0], extent[1] / gpts_potential[1]],
+        "slice_thickness_A": slice_thickness,
+        "projection": "infinite",
+        "parametrization": "lobato",
+        "frozen_phonons": 0,
+        "detectors_mrad": {name: list(detectors[name]) for name in names},
+        "wall_s": round(elapsed, 1),
+        "abtem_version": abtem.__version__,
+    }
     return images, info
 
 
-def save(name: str, image: np.ndarray, positions, sublattice, sublattice_names, species, species_names, displacement_px,
-         invert: bool, params: dict, out: Path) -> Path:
+def save(
+    name: str, image: np.ndarray, positions, sublattice, sublattice_names, species, species_names, displacement_px, invert: bool, params: dict, out: Path
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     order = np.lexsort((positions[:, 1], positions[:, 0]))
     path = out / f"{name}.npz"
@@ -162,15 +178,27 @@ def simulate_mos2(out: Path, quick: bool, seed: int = 0) -> None:
     centres, symbols, members = columns_of(atoms)
     sublattice = np.array([0 if "Mo" in s else 1 for s in symbols])
     species = np.array([0 if "Mo" in s else (2 if "Se" in s else 1) for s in symbols])
-    settings = {"energy": 80e3, "semiangle": 25.0, "potential_sampling": 0.075, "slice_thickness": 1.0, "scan_sampling": 0.2,
-                "detectors": {"haadf": (60.0, 180.0)}}
+    settings = {
+        "energy": 80e3,
+        "semiangle": 25.0,
+        "potential_sampling": 0.075,
+        "slice_thickness": 1.0,
+        "scan_sampling": 0.2,
+        "detectors": {"haadf": (60.0, 180.0)},
+    }
     images, info = run_scan(atoms, **settings)
     image = images["haadf"]
     positions, index = periodic_pixels(centres, info["extent_xy_A"], image.shape)
-    params = {"name": "mos2", "structure": "monolayer 2H-MoS2 (ase.build.mx2, a = 3.19 A, S-S thickness 3.19 A), orthogonal cell repeated "
-              f"{list(repeat)}", "substitutions": "top S of distinct S2 columns -> Se", "n_se": int(n_se), "seed": seed, "quick": quick, **info}
-    save("mos2", image, positions, sublattice[index], ("Mo", "S2"), species[index], ("Mo", "S2", "SSe"), np.zeros_like(positions),
-         False, params, out)
+    params = {
+        "name": "mos2",
+        "structure": f"monolayer 2H-MoS2 (ase.build.mx2, a = 3.19 A, S-S thickness 3.19 A), orthogonal cell repeated {list(repeat)}",
+        "substitutions": "top S of distinct S2 columns -> Se",
+        "n_se": int(n_se),
+        "seed": seed,
+        "quick": quick,
+        **info,
+    }
+    save("mos2", image, positions, sublattice[index], ("Mo", "S2"), species[index], ("Mo", "S2", "SSe"), np.zeros_like(positions), False, params, out)
 
 
 def perovskite_atoms(cells: int, layers: int, a: float, shift_A: float):
@@ -179,8 +207,7 @@ def perovskite_atoms(cells: int, layers: int, a: float, shift_A: float):
     cell's upper-left corner in the image (rows = y)."""
     from ase import Atoms
 
-    unit = Atoms("SrTiO3", scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)],
-                 cell=[a, a, a], pbc=True)
+    unit = Atoms("SrTiO3", scaled_positions=[(0, 0, 0), (0.5, 0.5, 0.5), (0.5, 0.5, 0.0), (0.5, 0.0, 0.5), (0.0, 0.5, 0.5)], cell=[a, a, a], pbc=True)
     atoms = unit * (cells, cells, layers)
     shift = np.zeros((len(atoms), 3))
     fractional = atoms.positions[:, :2] / a
@@ -202,20 +229,42 @@ def simulate_perovskite(out: Path, quick: bool) -> None:
     centres, symbols, members = columns_of(atoms)
     sublattice = np.array([0 if "Sr" in s else (1 if "Ti" in s else 2) for s in symbols])
     displaced = np.array([bool(moved[m].any()) for m in members])
-    settings = {"energy": 100e3, "semiangle": 25.0, "potential_sampling": 0.07, "slice_thickness": a / 2, "scan_sampling": 0.31,
-                "detectors": {"haadf": (60.0, 160.0), "abf": (12.5, 25.0)}}
+    settings = {
+        "energy": 100e3,
+        "semiangle": 25.0,
+        "potential_sampling": 0.07,
+        "slice_thickness": a / 2,
+        "scan_sampling": 0.31,
+        "detectors": {"haadf": (60.0, 160.0), "abf": (12.5, 25.0)},
+    }
     images, info = run_scan(atoms, **settings)
-    common = {"structure": f"SrTiO3 along [001], a = {a} A, {cells} x {cells} x {layers} cells", "b_shift_A": shift_A,
-              "b_shift_direction": "(-x, -y)/sqrt2 = (row, col) (-1, -1)/sqrt2: towards the upper-left Sr",
-              "displaced_region": f"Ti-O columns with x < {cells / 2} cells (left half)", "quick": quick, **info}
+    common = {
+        "structure": f"SrTiO3 along [001], a = {a} A, {cells} x {cells} x {layers} cells",
+        "b_shift_A": shift_A,
+        "b_shift_direction": "(-x, -y)/sqrt2 = (row, col) (-1, -1)/sqrt2: towards the upper-left Sr",
+        "displaced_region": f"Ti-O columns with x < {cells / 2} cells (left half)",
+        "quick": quick,
+        **info,
+    }
     for name, invert in (("haadf", False), ("abf", True)):
         image = images[name]
         positions, index = periodic_pixels(centres, info["extent_xy_A"], image.shape)
         pixel = np.array(info["pixel_size_A"])  # (row = y, col = x)
         displacement = np.where(displaced[index, None], -shift_A / np.sqrt(2) / pixel[None, :], 0.0)
         file = "perovskite" if name == "haadf" else "perovskite_abf"
-        save(file, image, positions, sublattice[index], ("Sr", "TiO", "O"), sublattice[index], ("Sr", "TiO", "O"), displacement, invert,
-             {"name": file, "detector": name, **common}, out)
+        save(
+            file,
+            image,
+            positions,
+            sublattice[index],
+            ("Sr", "TiO", "O"),
+            sublattice[index],
+            ("Sr", "TiO", "O"),
+            displacement,
+            invert,
+            {"name": file, "detector": name, **common},
+            out,
+        )
 
 
 def main() -> None:

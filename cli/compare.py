@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,7 +31,7 @@ def compare_command(
     patches: str = typer.Argument(..., metavar="PATCHES", help="Patches (both runs' patch shape) whose codes are compared.", show_default=False),
     limit: int = typer.Option(2000, "--limit", min=0, rich_help_panel="Data", help="Use at most this many patches (evenly spaced); 0: all."),
     steps: int = typer.Option(300, "--steps", min=1, rich_help_panel="Model", help="Optimisation steps of the map."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", rich_help_panel="Output", help="Write the comparison as JSON here.", show_default=False),
+    output: Path | None = typer.Option(None, "-o", "--output", rich_help_panel="Output", help="Write the comparison as JSON here.", show_default=False),
     quiet: bool = options.quiet("No summary lines."),
     json_summary: bool = options.json_summary("Print the comparison as one JSON line on stdout."),
 ) -> None:
@@ -55,7 +54,9 @@ def compare_command(
         stdout.print(f"Δ = {result.delta:.4g} (relative {result.delta_relative:.3f}; identity map {result.delta_identity:.4g}) over {result.patches} patches")
         if result.class_map:
             stdout.print(f"classes A→B {result.class_map}, agreeing on {100 * result.class_agreement:.1f}% of patches")
-        stdout.print(f"latent map W = {result.latent_map.round(3).tolist()}, b = {result.latent_offset.round(3).tolist()}, "
-                     f"frame turn {math.degrees(result.angle_offset_rad):.1f}°")
+        stdout.print(
+            f"latent map W = {result.latent_map.round(3).tolist()}, b = {result.latent_offset.round(3).tolist()}, "
+            f"frame turn {math.degrees(result.angle_offset_rad):.1f}°"
+        )
         if output is not None:
             stderr.print(f"[green]wrote[/green] {output}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -32,9 +31,11 @@ from .main import app
 def diagnose_command(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of a trained model.", show_default=False),
     patches: str = typer.Argument(..., metavar="PATCHES", help="Patches artifact or stack with the run's patch shape.", show_default=False),
-    reference: Optional[Path] = typer.Option(None, "--reference", metavar="RUN_DIR", rich_help_panel="Model", help="A reference run (e.g. a plain VAE) to report beside it.", show_default=False),
+    reference: Path | None = typer.Option(
+        None, "--reference", metavar="RUN_DIR", rich_help_panel="Model", help="A reference run (e.g. a plain VAE) to report beside it.", show_default=False
+    ),
     limit: int = typer.Option(2000, "--limit", min=0, rich_help_panel="Data", help="Use at most this many patches (evenly spaced); 0: all."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", rich_help_panel="Output", help="Write the report as JSON here.", show_default=False),
+    output: Path | None = typer.Option(None, "-o", "--output", rich_help_panel="Output", help="Write the report as JSON here.", show_default=False),
     quiet: bool = options.quiet("No table."),
     json_summary: bool = options.json_summary("Print the report as one JSON line on stdout."),
     device: str = options.device(),
@@ -51,10 +52,14 @@ def diagnose_command(
             continue
         model, configs = load_run(folder, device="cpu")
         images = patches_for_model(patches, configs["model"], folder, limit)
-        if note is None:                 # the scans the patches were cut from, to cut them again moved
+        if note is None:  # the scans the patches were cut from, to cut them again moved
             source, note = artifact_source(patches, limit)
-        reports[role] = {"run_dir": str(folder), "patches": int(len(images)), "encoder": configs["model"].encoder,
-                         **report_dict(invariance_report(model, images, device=device, source=source), [note])}
+        reports[role] = {
+            "run_dir": str(folder),
+            "patches": int(len(images)),
+            "encoder": configs["model"].encoder,
+            **report_dict(invariance_report(model, images, device=device, source=source), [note]),
+        }
     if output is not None:
         with artifacts.atomic_file(output) as temp:
             temp.write_text(json.dumps(reports, indent=2))
@@ -66,10 +71,12 @@ def diagnose_command(
             for column in ("transform", "z drift (sd)", "class changed", "class TV shift", "angle error (°)", "shift error (px)"):
                 table.add_column(column, justify="right" if column != "transform" else "left")
             for row in report["rows"]:
-                table.add_row(row["transform"], *(f"{row[k]:.3f}" if row[k] is not None else "—"
-                                                   for k in ("z_drift", "class_changed", "class_prob_shift")),
-                              f"{row['angle_error_deg']:.1f}" if row["angle_error_deg"] is not None else "—",
-                              f"{row['shift_error_px']:.2f}" if row["shift_error_px"] is not None else "—")
+                table.add_row(
+                    row["transform"],
+                    *(f"{row[k]:.3f}" if row[k] is not None else "—" for k in ("z_drift", "class_changed", "class_prob_shift")),
+                    f"{row['angle_error_deg']:.1f}" if row["angle_error_deg"] is not None else "—",
+                    f"{row['shift_error_px']:.2f}" if row["shift_error_px"] is not None else "—",
+                )
             stdout.print(table)
             for line in report["notes"]:
                 stderr.print(line)

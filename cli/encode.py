@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Literal
 
 import typer
 
@@ -31,21 +31,50 @@ from .main import app
     epilog="Details (what counts as patches or scans): README.md, 'microvae encode'.",
 )
 def encode_command(
-    inputs: List[str] = typer.Argument(..., metavar="[RUN_DIR] INPUT...", help="The run folder (unless --pretrained), then one patches artifact or scans.", show_default=False),
+    inputs: list[str] = typer.Argument(
+        ..., metavar="[RUN_DIR] INPUT...", help="The run folder (unless --pretrained), then one patches artifact or scans.", show_default=False
+    ),
     output: Path = options.output("Encoded artifact to write (.h5)."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", metavar="RUN_DIR", rich_help_panel="Input", help="Run folder of a trained model (instead of the first argument).", show_default=False),
-    kind: Literal["auto", "patches", "scans"] = typer.Option("auto", "--input-kind", rich_help_panel="Input", help="auto: from the data and the run's patch shape."),
-    labels: Optional[Path] = typer.Option(None, "--labels", rich_help_panel="Input", help="Known classes of some patches (as train --labels): they keep them.", show_default=False),
-    spacing: Optional[float] = typer.Option(None, "--spacing", min=0, rich_help_panel="Detection", help="Override the recipe's atom spacing (px) on scans.", show_default=False),
-    sigma: Optional[float] = typer.Option(None, "--sigma", min=0, rich_help_panel="Detection", help="Override the recipe's column width σ (px) on scans.", show_default=False),
-    threshold_rel: Optional[float] = typer.Option(None, "--threshold-rel", min=0, rich_help_panel="Detection", help="Override the recipe's relative detection threshold.", show_default=False),
-    invert: Optional[bool] = typer.Option(None, "--invert/--no-invert", rich_help_panel="Detection", help="Override the recipe's dark-column setting.", show_default=False),
-    ignore_calibration: bool = typer.Option(False, "--ignore-calibration", rich_help_panel="Detection", help="Accept inputs whose pixel size differs from the training scans'."),
-    scores: bool = typer.Option(True, "--scores/--no-scores", rich_help_panel="Model", help="Also reconstruction error and −ELBO (1 + K decoder passes; off: encoder only, fast)."),
-    refine: int = typer.Option(0, "--refine", min=0, metavar="STEPS", rich_help_panel="Model", help="Optimise each patch's posterior for STEPS Adam steps (0: off)."),
+    pretrained: Path | None = typer.Option(
+        None,
+        "--pretrained",
+        metavar="RUN_DIR",
+        rich_help_panel="Input",
+        help="Run folder of a trained model (instead of the first argument).",
+        show_default=False,
+    ),
+    kind: Literal["auto", "patches", "scans"] = typer.Option(
+        "auto", "--input-kind", rich_help_panel="Input", help="auto: from the data and the run's patch shape."
+    ),
+    labels: Path | None = typer.Option(
+        None, "--labels", rich_help_panel="Input", help="Known classes of some patches (as train --labels): they keep them.", show_default=False
+    ),
+    spacing: float | None = typer.Option(
+        None, "--spacing", min=0, rich_help_panel="Detection", help="Override the recipe's atom spacing (px) on scans.", show_default=False
+    ),
+    sigma: float | None = typer.Option(
+        None, "--sigma", min=0, rich_help_panel="Detection", help="Override the recipe's column width σ (px) on scans.", show_default=False
+    ),
+    threshold_rel: float | None = typer.Option(
+        None, "--threshold-rel", min=0, rich_help_panel="Detection", help="Override the recipe's relative detection threshold.", show_default=False
+    ),
+    invert: bool | None = typer.Option(
+        None, "--invert/--no-invert", rich_help_panel="Detection", help="Override the recipe's dark-column setting.", show_default=False
+    ),
+    ignore_calibration: bool = typer.Option(
+        False, "--ignore-calibration", rich_help_panel="Detection", help="Accept inputs whose pixel size differs from the training scans'."
+    ),
+    scores: bool = typer.Option(
+        True, "--scores/--no-scores", rich_help_panel="Model", help="Also reconstruction error and −ELBO (1 + K decoder passes; off: encoder only, fast)."
+    ),
+    refine: int = typer.Option(
+        0, "--refine", min=0, metavar="STEPS", rich_help_panel="Model", help="Optimise each patch's posterior for STEPS Adam steps (0: off)."
+    ),
     refine_lr: float = typer.Option(0.05, "--refine-lr", min=0, rich_help_panel="Model", help="Learning rate of --refine."),
     batch_size: int = typer.Option(1024, "--batch-size", "-b", min=1, rich_help_panel="Data", help="Patches per forward pass."),
-    memory_limit_gb: float = typer.Option(1.0, "--memory-limit-gb", min=0.001, rich_help_panel="Data", help="Read patches larger than this (GB of float32) block by block."),
+    memory_limit_gb: float = typer.Option(
+        1.0, "--memory-limit-gb", min=0.001, rich_help_panel="Data", help="Read patches larger than this (GB of float32) block by block."
+    ),
     force: bool = options.force(),
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
@@ -66,28 +95,53 @@ def encode_command(
     kinds = [input_kind(spec, side, kind) for spec in inputs]
     patch_inputs = [k == "patches" for k in kinds]
     note = None
-    if all(patch_inputs) and kind == "auto" and side is not None and stored_shape(inputs[0]) is not None:   # a bare array, not an artifact
+    if all(patch_inputs) and kind == "auto" and side is not None and stored_shape(inputs[0]) is not None:  # a bare array, not an artifact
         note = f"  {inputs[0]}: read as a stack of patches (frames of the run's {side}×{side} patch shape); --input-kind scans reads it as scans"
     overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
     given = [flag for flag, value in zip(("--spacing", "--sigma", "--threshold-rel", "--invert/--no-invert"), overrides.values()) if value is not None]
     if all(patch_inputs) and given:
-        raise ParameterError(f"{', '.join(given)} change how atoms are found in scans, but {inputs[0]} holds patches already cut; "
-                             "drop them, or give the scans")
+        raise ParameterError(f"{', '.join(given)} change how atoms are found in scans, but {inputs[0]} holds patches already cut; drop them, or give the scans")
     with progress_bar(quiet) as progress:
         if all(patch_inputs):
             if len(inputs) != 1:
                 raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
-            result = run_encode(run_dir, inputs[0], output, device=device, batch_size=batch_size, force=force, progress=progress,
-                                refine_steps=refine, refine_lr=refine_lr, memory_limit=int(memory_limit_gb * 1e9),
-                                labels=labels, scores=scores, amp=amp, ignore_calibration=ignore_calibration)
+            result = run_encode(
+                run_dir,
+                inputs[0],
+                output,
+                device=device,
+                batch_size=batch_size,
+                force=force,
+                progress=progress,
+                refine_steps=refine,
+                refine_lr=refine_lr,
+                memory_limit=int(memory_limit_gb * 1e9),
+                labels=labels,
+                scores=scores,
+                amp=amp,
+                ignore_calibration=ignore_calibration,
+            )
         elif labels is not None:
             raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
         elif any(patch_inputs):
             raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
         else:
-            results = run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, device=device, batch_size=batch_size, force=force,
-                                       progress=progress, refine_steps=refine, refine_lr=refine_lr, scores=scores, amp=amp,
-                                       memory_limit=int(memory_limit_gb * 1e9))
+            results = run_encode_scans(
+                run_dir,
+                inputs,
+                output,
+                overrides,
+                ignore_calibration,
+                device=device,
+                batch_size=batch_size,
+                force=force,
+                progress=progress,
+                refine_steps=refine,
+                refine_lr=refine_lr,
+                scores=scores,
+                amp=amp,
+                memory_limit=int(memory_limit_gb * 1e9),
+            )
             if not quiet and not json_summary:
                 for step in results[:-1]:
                     stderr.print(f"  {step.output}: {step.status}")

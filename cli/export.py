@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ from .console import progress_bar, report
 from .main import app
 
 
-def _positive(value: Optional[float]) -> Optional[float]:
+def _positive(value: float | None) -> float | None:
     if value is not None and not value > 0:
         raise typer.BadParameter(f"must be a positive number of pixels, got {value}")
     return value
@@ -41,8 +40,21 @@ def _formats(value: str) -> str:
 def export_command(
     encoded: Path = typer.Argument(..., metavar="ENCODED", help="Encoded artifact from 'microvae encode'.", show_default=False),
     output: Path = options.output("Folder for the maps."),
-    formats: str = typer.Option("h5,tiff,png", "--format", metavar="h5,tiff,png", callback=_formats, rich_help_panel="Output", help="Comma-separated formats (maps.h5 is always written)."),
-    radius: Optional[float] = typer.Option(None, "--radius", callback=_positive, rich_help_panel="Data", help="Pixels farther than this from every patch centre are missing [default: half the window]."),
+    formats: str = typer.Option(
+        "h5,tiff,png",
+        "--format",
+        metavar="h5,tiff,png",
+        callback=_formats,
+        rich_help_panel="Output",
+        help="Comma-separated formats (maps.h5 is always written).",
+    ),
+    radius: float | None = typer.Option(
+        None,
+        "--radius",
+        callback=_positive,
+        rich_help_panel="Data",
+        help="Pixels farther than this from every patch centre are missing [default: half the window].",
+    ),
     force: bool = options.force("maps"),
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Literal
 
 import typer
 
@@ -28,28 +28,48 @@ from .main import app
     epilog="Details: README.md, 'microvae extract'; the artifact: docs/schema.md.",
 )
 def extract_command(
-    images: List[str] = typer.Argument(..., metavar="SCAN...", help="The scans (those given to find-atoms when --atoms is used).", show_default=False),
+    images: list[str] = typer.Argument(..., metavar="SCAN...", help="The scans (those given to find-atoms when --atoms is used).", show_default=False),
     output: Path = options.output("Patches artifact to write (.h5)."),
-    atoms: Optional[Path] = typer.Option(None, "--atoms", rich_help_panel="Input", help="Atoms artifact from find-atoms: one patch per atom.", show_default=False),
-    grid: Optional[int] = typer.Option(None, "--grid", min=1, metavar="STEP", rich_help_panel="Input", help="Grid step in px: patches on a regular grid.", show_default=False),
-    sublattice: Optional[List[int]] = typer.Option(None, "--sublattice", min=0, metavar="S", rich_help_panel="Input", help="With --atoms: only sublattice S (0: the brightest); repeat for several.", show_default=False),
-    stack_as: Literal["frames", "channels"] = typer.Option("frames", "--stack-as", rich_help_panel="Input", help="Read 3D stacks as frames or co-registered channels (C×W×W)."),
+    atoms: Path | None = typer.Option(None, "--atoms", rich_help_panel="Input", help="Atoms artifact from find-atoms: one patch per atom.", show_default=False),
+    grid: int | None = typer.Option(
+        None, "--grid", min=1, metavar="STEP", rich_help_panel="Input", help="Grid step in px: patches on a regular grid.", show_default=False
+    ),
+    sublattice: list[int] | None = typer.Option(
+        None,
+        "--sublattice",
+        min=0,
+        metavar="S",
+        rich_help_panel="Input",
+        help="With --atoms: only sublattice S (0: the brightest); repeat for several.",
+        show_default=False,
+    ),
+    stack_as: Literal["frames", "channels"] = typer.Option(
+        "frames", "--stack-as", rich_help_panel="Input", help="Read 3D stacks as frames or co-registered channels (C×W×W)."
+    ),
     window: int = typer.Option(32, "--window", "-w", min=2, metavar="W", rich_help_panel="Data", help="Patch size W in pixels."),
     fft: bool = typer.Option(False, "--fft", rich_help_panel="Data", help="Store log(1+|FFT|) of Hann-windowed patches (zero frequency at W//2)."),
-    normalize: Literal[NORMALISATIONS] = typer.Option("image", "--normalize", rich_help_panel="Data", help="image: per-scan 0.1–99.9 percentiles to [0, 1] (others: README)."),
-    edge: Literal[EDGE_POLICIES] = typer.Option("skip", "--edge", rich_help_panel="Data", help="Patches reaching outside the image: skip, or fill by reflection."),
-    subpixel: bool = typer.Option(True, "--subpixel/--no-subpixel", rich_help_panel="Data", help="Cut atom-centred patches at the exact subpixel centre (bilinear)."),
-    compression: Literal["gzip", "none"] = typer.Option("gzip", "--compression", rich_help_panel="Output", help="none: larger files that read 7.5× faster (for GPUs; bench_encode.py)."),
-    preview: Optional[Path] = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG gallery of random patches.", show_default=False),
+    normalize: Literal[NORMALISATIONS] = typer.Option(
+        "image", "--normalize", rich_help_panel="Data", help="image: per-scan 0.1–99.9 percentiles to [0, 1] (others: README)."
+    ),
+    edge: Literal[EDGE_POLICIES] = typer.Option(
+        "skip", "--edge", rich_help_panel="Data", help="Patches reaching outside the image: skip, or fill by reflection."
+    ),
+    subpixel: bool = typer.Option(
+        True, "--subpixel/--no-subpixel", rich_help_panel="Data", help="Cut atom-centred patches at the exact subpixel centre (bilinear)."
+    ),
+    compression: Literal["gzip", "none"] = typer.Option(
+        "gzip", "--compression", rich_help_panel="Output", help="none: larger files that read 7.5× faster (for GPUs; bench_encode.py)."
+    ),
+    preview: Path | None = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG gallery of random patches.", show_default=False),
     force: bool = options.force(),
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
 ) -> None:
     from microvae.stages.extract import run_extract
 
-    params = PatchParams(window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid,
-                         sublattices=tuple(sublattice) if sublattice else None)
+    params = PatchParams(
+        window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid, sublattices=tuple(sublattice) if sublattice else None
+    )
     with progress_bar(quiet) as progress:
-        result = run_extract(images, output, params, atoms=atoms, stack_as=stack_as, preview=preview, force=force, progress=progress,
-                             compression=compression)
+        result = run_extract(images, output, params, atoms=atoms, stack_as=stack_as, preview=preview, force=force, progress=progress, compression=compression)
     report(result, quiet, json_summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Literal
 
 import typer
 
@@ -36,21 +36,45 @@ def _check_displacements(value: str) -> str:
     epilog="Details: README.md, 'microvae find-atoms'.",
 )
 def find_atoms_command(
-    images: List[str] = typer.Argument(..., metavar="SCAN...", help="Scans: .tif .png .npy .h5[:/dataset] .hspy .dm3 .dm4 .emd .ser .sxm", show_default=False),
+    images: list[str] = typer.Argument(..., metavar="SCAN...", help="Scans: .tif .png .npy .h5[:/dataset] .hspy .dm3 .dm4 .emd .ser .sxm", show_default=False),
     output: Path = options.output("Atoms artifact to write (.h5)."),
-    method: Literal[DETECTION_METHODS] = typer.Option("log", "--method", rich_help_panel="Detection", help="log: Laplacian of Gaussian (robust to backgrounds); max: smoothed maxima."),
-    refine: Literal[REFINEMENT_METHODS] = typer.Option("gaussian", "--refine", rich_help_panel="Detection", help="Subpixel refinement: 2D Gaussian fit, centre of mass, or none."),
-    sigma: Optional[float] = typer.Option(None, "--sigma", min=0, rich_help_panel="Detection", help="Column width σ in px [default: estimated]."),
-    spacing: Optional[float] = typer.Option(None, "--spacing", min=0, rich_help_panel="Detection", help="Nearest-neighbour spacing in px [default: estimated]."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", rich_help_panel="Detection", help="Absolute response threshold [default: from the noise level]."),
-    threshold_rel: float = typer.Option(0.2, "--threshold-rel", min=0, rich_help_panel="Detection", help="Threshold as a fraction of a typical column's response."),
+    method: Literal[DETECTION_METHODS] = typer.Option(
+        "log", "--method", rich_help_panel="Detection", help="log: Laplacian of Gaussian (robust to backgrounds); max: smoothed maxima."
+    ),
+    refine: Literal[REFINEMENT_METHODS] = typer.Option(
+        "gaussian", "--refine", rich_help_panel="Detection", help="Subpixel refinement: 2D Gaussian fit, centre of mass, or none."
+    ),
+    sigma: float | None = typer.Option(None, "--sigma", min=0, rich_help_panel="Detection", help="Column width σ in px [default: estimated]."),
+    spacing: float | None = typer.Option(None, "--spacing", min=0, rich_help_panel="Detection", help="Nearest-neighbour spacing in px [default: estimated]."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", rich_help_panel="Detection", help="Absolute response threshold [default: from the noise level]."
+    ),
+    threshold_rel: float = typer.Option(
+        0.2, "--threshold-rel", min=0, rich_help_panel="Detection", help="Threshold as a fraction of a typical column's response."
+    ),
     invert: bool = typer.Option(False, "--invert", rich_help_panel="Detection", help="Find dark columns (annular bright field, some STM)."),
-    sublattices: bool = typer.Option(True, "--sublattices/--no-sublattices", rich_help_panel="Detection", help="Search again for dimmer columns beside the bright ones, and label sublattices."),
-    joint: bool = typer.Option(True, "--joint/--independent", rich_help_panel="Detection", help="Refit overlapping columns against the image minus their neighbours."),
-    displacements: str = typer.Option("auto", "--displacements", metavar="auto|none|OF:TO", callback=_check_displacements, rich_help_panel="Detection", help="Displacement of each column from its neighbours in another sublattice (e.g. 1:0)."),
+    sublattices: bool = typer.Option(
+        True,
+        "--sublattices/--no-sublattices",
+        rich_help_panel="Detection",
+        help="Search again for dimmer columns beside the bright ones, and label sublattices.",
+    ),
+    joint: bool = typer.Option(
+        True, "--joint/--independent", rich_help_panel="Detection", help="Refit overlapping columns against the image minus their neighbours."
+    ),
+    displacements: str = typer.Option(
+        "auto",
+        "--displacements",
+        metavar="auto|none|OF:TO",
+        callback=_check_displacements,
+        rich_help_panel="Detection",
+        help="Displacement of each column from its neighbours in another sublattice (e.g. 1:0).",
+    ),
     channel: int = typer.Option(0, "--channel", min=0, rich_help_panel="Data", help="Channel used for detection in multichannel scans."),
-    stack_as: Literal["frames", "channels"] = typer.Option("frames", "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."),
-    preview: Optional[Path] = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
+    stack_as: Literal["frames", "channels"] = typer.Option(
+        "frames", "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."
+    ),
+    preview: Path | None = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
     force: bool = options.force(),
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
@@ -58,8 +82,19 @@ def find_atoms_command(
 ) -> None:
     from microvae.stages.find_atoms import run_find_atoms
 
-    params = FindAtomsParams(method=method, refine=refine, sigma_px=sigma, spacing_px=spacing, threshold=threshold, threshold_rel=threshold_rel, invert=invert, device=device,
-                             sublattices=sublattices, joint=joint, displacements=displacements)
+    params = FindAtomsParams(
+        method=method,
+        refine=refine,
+        sigma_px=sigma,
+        spacing_px=spacing,
+        threshold=threshold,
+        threshold_rel=threshold_rel,
+        invert=invert,
+        device=device,
+        sublattices=sublattices,
+        joint=joint,
+        displacements=displacements,
+    )
     with progress_bar(quiet) as progress:
         result = run_find_atoms(images, output, params, channel=channel, stack_as=stack_as, preview=preview, force=force, progress=progress)
     report(result, quiet, json_summary)

@@ -27,8 +27,8 @@ def _metavar(param) -> str:
         return param.metavar
     annotation = param.type_descriptor.annotation
     while typing.get_args(annotation):
-        if typing.get_origin(annotation) is typing.Literal:         # the choices: log|max
-            return "|".join(str(a) for a in typing.get_args(annotation))                    # Optional[int], List[str] -> int, str
+        if typing.get_origin(annotation) is typing.Literal:  # the choices: log|max
+            return "|".join(str(a) for a in typing.get_args(annotation))  # Optional[int], List[str] -> int, str
         annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
     return TYPE_METAVARS.get(annotation, "VALUE")
 
@@ -64,7 +64,7 @@ def _write_text(formatter, text: str) -> None:
         lines = paragraph.split("\n")
         formatter.write_paragraph()
         if all(line.startswith("  ") for line in lines[1:]) and lines[0].rstrip().endswith(":") and len(lines) > 1:
-            formatter.write_text(lines[0])                      # "Examples:" and its indented lines
+            formatter.write_text(lines[0])  # "Examples:" and its indented lines
             for line in lines[1:]:
                 formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
         elif all(line.startswith("  ") for line in lines):
@@ -84,7 +84,7 @@ def _format_panels(command, ctx, formatter) -> None:
     arguments, panels = [], {}
     for param in command.get_params(ctx):
         record = _help_record(param, ctx)
-        if record is None or param.name == "help":      # -h/--help is in the usage line's habits, not a panel
+        if record is None or param.name == "help":  # -h/--help is in the usage line's habits, not a panel
             continue
         if param.param_type_name == "argument":
             arguments.append(record)

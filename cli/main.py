@@ -67,8 +67,6 @@ def _root(
     _state["debug"] = debug
 
 
-from . import compare as _compare  # noqa: E402
-from . import diagnose as _diagnose  # noqa: E402
 from . import encode as _encode  # noqa: E402
 from . import export as _export  # noqa: E402
 from . import extract as _extract  # noqa: E402
@@ -106,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error.filename or 'output'}: cannot write ({describe_os_error(error)})", file=sys.stderr)
         sys.exit(2)
     except Exception as error:
-        if type(error).__name__ == "NoArgsIsHelpError":   # 'microvae' or a command alone: its help
-            with contextlib.suppress(BrokenPipeError):     # 'microvae | head'
+        if type(error).__name__ == "NoArgsIsHelpError":  # 'microvae' or a command alone: its help
+            with contextlib.suppress(BrokenPipeError):  # 'microvae | head'
                 print(error.format_message())
             sys.exit(0)
         if _is_usage_error(error):  # bad option or argument: one line, as every user mistake

@@ -6,22 +6,27 @@ Each returns a fresh ``typer.Option`` in its help panel (see :mod:`cli.help`).
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import typer
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-def _check_device(value: Optional[str]) -> Optional[str]:
+def _check_device(value: str | None) -> str | None:
     if value is not None and not DEVICE_PATTERN.match(value):
         raise typer.BadParameter(f"'{value}' is not a device: give auto, cpu, cuda or cuda:N")
     return value
 
 
 def device(note: str = ""):
-    return typer.Option("auto", "--device", metavar="auto|cpu|cuda[:N]", callback=_check_device, rich_help_panel="Device",
-                        help="'auto': CUDA when present." + (f" {note}" if note else ""))
+    return typer.Option(
+        "auto",
+        "--device",
+        metavar="auto|cpu|cuda[:N]",
+        callback=_check_device,
+        rich_help_panel="Device",
+        help="'auto': CUDA when present." + (f" {note}" if note else ""),
+    )
 
 
 def output(help: str):

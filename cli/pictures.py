@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -33,7 +32,7 @@ def manifold_command(
     quiet: bool = options.quiet("Do not list the files written."),
 ) -> None:
     from microvae import artifacts
-    from microvae.generation import generate, latent_grid, sweep_values, traversal
+    from microvae.generation import latent_grid, sweep_values, traversal
     from microvae.plots import save_image_grid
     from microvae.run_folder import load_run
 
@@ -53,7 +52,9 @@ def manifold_command(
             images = latent_grid(model, k if config.n_classes else None, steps)
             target = output.with_name(f"{output.stem}_class{k}{output.suffix or '.png'}")
             with artifacts.atomic_file(target) as temp:
-                save_image_grid(temp, images, [f"z1 {v:+.1f}" for v in quantiles], [f"z0 {v:+.1f}" for v in quantiles], title=f"class {k}: latents z0 (columns) × z1 (rows)")
+                save_image_grid(
+                    temp, images, [f"z1 {v:+.1f}" for v in quantiles], [f"z0 {v:+.1f}" for v in quantiles], title=f"class {k}: latents z0 (columns) × z1 (rows)"
+                )
             written.append(target)
     if not quiet:
         for path in written:
@@ -74,18 +75,20 @@ def manifold_command(
 def generate_command(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="Run folder of a trained model.", show_default=False),
     output: Path = options.output(".png (picture) or .npy (array (C, W, W))."),
-    class_index: Optional[int] = typer.Option(None, "--class", min=0, metavar="K", rich_help_panel="Model", help="Class to generate (needed when the model has classes).", show_default=False),
+    class_index: int | None = typer.Option(
+        None, "--class", min=0, metavar="K", rich_help_panel="Model", help="Class to generate (needed when the model has classes).", show_default=False
+    ),
     angle: float = typer.Option(0.0, "--angle", metavar="DEG", rich_help_panel="Model", help="Rotation in degrees (counter-clockwise as displayed)."),
     z: str = typer.Option("", "--z", metavar="Z0,Z1,...", rich_help_panel="Model", help="Continuous latents (missing ones are 0)."),
     shift: str = typer.Option("0,0", "--shift", metavar="ROW,COL", rich_help_panel="Model", help="Shift in pixels."),
     quiet: bool = options.quiet("Do not print the file written."),
 ) -> None:
     from microvae import artifacts
-    from microvae.generation import generate, latent_grid, sweep_values, traversal
+    from microvae.generation import generate
     from microvae.plots import save_image_grid
     from microvae.run_folder import load_run
 
-    values = _numbers(z, "--z")                   # the options first: a typo is named before the run is read
+    values = _numbers(z, "--z")  # the options first: a typo is named before the run is read
     shift_values = _numbers(shift, "--shift")
     if len(shift_values) != 2:
         raise ParameterError("--shift takes two numbers: row,col")

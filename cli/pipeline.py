@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -28,7 +27,7 @@ from .train import training_progress
 )
 def pipeline_command(
     config: Path = typer.Argument(..., metavar="CONFIG", help="Pipeline settings (TOML).", show_default=False),
-    scans: List[str] = typer.Argument(..., metavar="SCAN...", help="Scans to analyse.", show_default=False),
+    scans: list[str] = typer.Argument(..., metavar="SCAN...", help="Scans to analyse.", show_default=False),
     output: Path = typer.Option(Path("microvae_out"), "-o", "--output", rich_help_panel="Output", help="Folder for all artifacts."),
     quiet: bool = options.quiet("Only errors."),
     json_summary: bool = options.json_summary("Print one JSON line per stage on stdout."),

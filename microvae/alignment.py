@@ -70,10 +70,9 @@ def _turned(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     cos, sin = torch.cos(angles), torch.sin(angles)
     zero = torch.zeros_like(angles)
     # affine_grid works in (x=col, y=row); sampling at R(+angle)·u turns the content by −angle as displayed
-    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)      # (R, 2, 3)
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)  # (R, 2, 3)
     grid = F.affine_grid(theta, (r, c, h, w), align_corners=True)
-    out = F.grid_sample(x.repeat_interleave(r, 0), grid.repeat(b, 1, 1, 1), mode="bilinear", padding_mode="zeros",
-                        align_corners=True)
+    out = F.grid_sample(x.repeat_interleave(r, 0), grid.repeat(b, 1, 1, 1), mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.view(b, r, c, h, w)
 
 
@@ -93,17 +92,25 @@ def _scores(turned: torch.Tensor, templates: torch.Tensor, window: torch.Tensor 
         corr = torch.einsum("brp,kp->bkr", turned.reshape(b, r, -1), templates.reshape(len(templates), -1))
         best, index = corr.max(-1)
         return best, index
-    spectra = torch.fft.rfft2(turned)                                          # (B, R, C, H, W//2+1)
-    template_spectra = torch.fft.rfft2(templates).conj()                       # (K, C, H, W//2+1)
-    corr = torch.fft.irfft2((spectra[:, None] * template_spectra[None, :, None]).sum(3), s=(h, w))   # (B, K, R, H, W)
+    spectra = torch.fft.rfft2(turned)  # (B, R, C, H, W//2+1)
+    template_spectra = torch.fft.rfft2(templates).conj()  # (K, C, H, W//2+1)
+    corr = torch.fft.irfft2((spectra[:, None] * template_spectra[None, :, None]).sum(3), s=(h, w))  # (B, K, R, H, W)
     corr = corr.masked_fill(~window, -math.inf)
     best, index = corr.flatten(2).max(-1)
     return best, index
 
 
-def aligned_kmeans(patches: np.ndarray, init_labels: np.ndarray, n_classes: int, rotation: bool = True,
-                   translation: bool = True, rotations: int = 24, iterations: int = 10,
-                   max_shift_fraction: float = 0.2, batch_size: int = 256) -> AlignedClusters:
+def aligned_kmeans(
+    patches: np.ndarray,
+    init_labels: np.ndarray,
+    n_classes: int,
+    rotation: bool = True,
+    translation: bool = True,
+    rotations: int = 24,
+    iterations: int = 10,
+    max_shift_fraction: float = 0.2,
+    batch_size: int = 256,
+) -> AlignedClusters:
     """Multi-reference alignment classification of (N, C, W, W) patches from ``init_labels`` (N,).
 
     Without ``rotation`` and ``translation`` this is k-means on the masked, normalised patches.
@@ -121,22 +128,22 @@ def aligned_kmeans(patches: np.ndarray, init_labels: np.ndarray, n_classes: int,
     shift_index = torch.zeros(n, dtype=torch.long)
     best = torch.zeros(n)
     for iteration in range(iterations + 1):
-        if iteration == 0:           # one sharp member per class: the mean of unaligned members is a blur
+        if iteration == 0:  # one sharp member per class: the mean of unaligned members is a blur
             templates = _exemplars(x, labels, n_classes)
         else:
             templates = _templates(x, labels, turn_index, shift_index, angles, n_classes, window is not None, mask)
         new_labels = torch.empty_like(labels)
         for start in range(0, n, batch_size):
-            turned = _turned(x[start:start + batch_size], angles)
+            turned = _turned(x[start : start + batch_size], angles)
             score, index = _scores(turned, templates, window)
-            new_labels[start:start + batch_size] = score.argmax(1)
-            chosen = index.gather(1, new_labels[start:start + batch_size, None])[:, 0]
-            best[start:start + batch_size] = score.max(1).values
+            new_labels[start : start + batch_size] = score.argmax(1)
+            chosen = index.gather(1, new_labels[start : start + batch_size, None])[:, 0]
+            best[start : start + batch_size] = score.max(1).values
             per_turn = width * width if window is not None else 1
-            turn_index[start:start + batch_size] = chosen // per_turn
-            shift_index[start:start + batch_size] = chosen % per_turn
+            turn_index[start : start + batch_size] = chosen // per_turn
+            shift_index[start : start + batch_size] = chosen % per_turn
         counts = torch.bincount(new_labels, minlength=n_classes)
-        for empty in torch.nonzero(counts == 0).flatten().tolist():      # reseed with the worst-fitting patch
+        for empty in torch.nonzero(counts == 0).flatten().tolist():  # reseed with the worst-fitting patch
             worst = int(best.argmin())
             new_labels[worst] = empty
             best[worst] = 1.0
@@ -146,10 +153,16 @@ def aligned_kmeans(patches: np.ndarray, init_labels: np.ndarray, n_classes: int,
             break
     shift_rows = shift_index // width
     shift_cols = shift_index % width
-    shift = torch.stack([torch.where(shift_rows > width // 2, shift_rows - width, shift_rows),
-                         torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1).float()
-    return AlignedClusters(labels.numpy().astype(np.int64), angles[turn_index].numpy().astype(np.float64),
-                           shift.numpy().astype(np.float64), float((1 - best).mean()), templates.numpy())
+    shift = torch.stack(
+        [torch.where(shift_rows > width // 2, shift_rows - width, shift_rows), torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1
+    ).float()
+    return AlignedClusters(
+        labels.numpy().astype(np.int64),
+        angles[turn_index].numpy().astype(np.float64),
+        shift.numpy().astype(np.float64),
+        float((1 - best).mean()),
+        templates.numpy(),
+    )
 
 
 def _exemplars(x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -167,15 +180,23 @@ def _exemplars(x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.T
     return torch.stack(out)
 
 
-def _templates(x: torch.Tensor, labels: torch.Tensor, turn_index: torch.Tensor, shift_index: torch.Tensor,
-               angles: torch.Tensor, n_classes: int, shifted: bool, mask: torch.Tensor) -> torch.Tensor:
+def _templates(
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    turn_index: torch.Tensor,
+    shift_index: torch.Tensor,
+    angles: torch.Tensor,
+    n_classes: int,
+    shifted: bool,
+    mask: torch.Tensor,
+) -> torch.Tensor:
     """(K, C, W, W) unit-norm mean of each class's members brought into its frame."""
     width = x.shape[-1]
     sums = torch.zeros((n_classes,) + tuple(x.shape[1:]))
     for start in range(0, len(x), 1024):
         part = slice(start, start + 1024)
-        turned = _turned(x[part], angles)                                              # (B, R, C, W, W)
-        aligned = turned[torch.arange(turned.shape[0]), turn_index[part]]              # (B, C, W, W)
+        turned = _turned(x[part], angles)  # (B, R, C, W, W)
+        aligned = turned[torch.arange(turned.shape[0]), turn_index[part]]  # (B, C, W, W)
         if shifted:
             rows, cols = shift_index[part] // width, shift_index[part] % width
             aligned = torch.stack([torch.roll(a, (-int(r), -int(c)), (-2, -1)) for a, r, c in zip(aligned, rows, cols)])
@@ -184,9 +205,17 @@ def _templates(x: torch.Tensor, labels: torch.Tensor, turn_index: torch.Tensor, 
     return templates / templates.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]
 
 
-def align_to_classes(patches: np.ndarray, labels: np.ndarray, start_angle_rad: np.ndarray | None = None,
-                     rotation: bool = True, translation: bool = True, rotations: int = 72, iterations: int = 3,
-                     max_shift_fraction: float = 0.2, batch_size: int = 128) -> AlignedClusters:
+def align_to_classes(
+    patches: np.ndarray,
+    labels: np.ndarray,
+    start_angle_rad: np.ndarray | None = None,
+    rotation: bool = True,
+    translation: bool = True,
+    rotations: int = 72,
+    iterations: int = 3,
+    max_shift_fraction: float = 0.2,
+    batch_size: int = 128,
+) -> AlignedClusters:
     """Pose of every patch relative to its class's template, the classes held fixed.
 
     The pose half of :func:`aligned_kmeans`: templates start as the class means of the patches
@@ -219,15 +248,15 @@ def align_to_classes(patches: np.ndarray, labels: np.ndarray, start_angle_rad: n
         templates = _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask)
         for first in range(0, n, batch_size):
             part = slice(first, first + batch_size)
-            turned = _turned(x[part], angles)                                         # (B, R, C, W, W)
-            own = templates[labels_t[part]]                                           # (B, C, W, W)
+            turned = _turned(x[part], angles)  # (B, R, C, W, W)
+            own = templates[labels_t[part]]  # (B, C, W, W)
             if window is None:
                 corr = torch.einsum("brp,bp->br", turned.flatten(2), own.flatten(1))
                 where = torch.zeros_like(corr, dtype=torch.long)
             else:
                 spectra = torch.fft.rfft2(turned) * torch.fft.rfft2(own).conj()[:, None]
                 full = torch.fft.irfft2(spectra.sum(2), s=(width, width)).masked_fill(~window, -math.inf)
-                corr, where = full.flatten(2).max(-1)                                 # (B, R)
+                corr, where = full.flatten(2).max(-1)  # (B, R)
             turn = corr.argmax(1)
             rows = torch.arange(len(turn))
             turn_index[part] = turn
@@ -239,9 +268,14 @@ def align_to_classes(patches: np.ndarray, labels: np.ndarray, start_angle_rad: n
                 offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(at))
                 fraction[part] = offset.clamp(-0.5, 0.5)
     shift_rows, shift_cols = shift_index // width, shift_index % width
-    shift = torch.stack([torch.where(shift_rows > width // 2, shift_rows - width, shift_rows),
-                         torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1).float()
+    shift = torch.stack(
+        [torch.where(shift_rows > width // 2, shift_rows - width, shift_rows), torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1
+    ).float()
     angle = torch.remainder((turn_index.float() + fraction) * step, 2 * math.pi) if rotation else torch.zeros(n)
-    return AlignedClusters(labels_t.numpy().astype(np.int64), angle.numpy().astype(np.float64),
-                           shift.numpy().astype(np.float64), float((1 - best).mean()),
-                           _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask).numpy())
+    return AlignedClusters(
+        labels_t.numpy().astype(np.int64),
+        angle.numpy().astype(np.float64),
+        shift.numpy().astype(np.float64),
+        float((1 - best).mean()),
+        _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask).numpy(),
+    )

@@ -33,9 +33,10 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -136,8 +137,10 @@ def plan_output(path: str | Path, fingerprint: str, force: bool = False) -> Outp
     if force:
         return OutputPlan("write", "overwriting (--force)")
     if existing is not None and version != SCHEMA_VERSION:
-        raise OutputError(f"{path}: exists with artifact schema version {version}, this microvae ({__version__}) writes version "
-                          f"{SCHEMA_VERSION}; pass --force to replace it, or choose another output")
+        raise OutputError(
+            f"{path}: exists with artifact schema version {version}, this microvae ({__version__}) writes version "
+            f"{SCHEMA_VERSION}; pass --force to replace it, or choose another output"
+        )
     if existing is None:
         raise OutputError(f"{path}: exists and is not a microvae artifact; choose another output or pass --force to overwrite it")
     raise OutputError(f"{path}: exists with other inputs or parameters; pass --force to overwrite it, or choose another output")
@@ -285,12 +288,22 @@ def gzip_options(sample: np.ndarray) -> dict[str, Any]:
         return dict(GZIP)
     raw = data[: max(1, TRIAL_BYTES // data.dtype.itemsize)].view(np.uint8)
     plain = len(zlib.compress(raw.tobytes(), 1))
-    shuffled = len(zlib.compress(raw.reshape(-1, data.dtype.itemsize).T.tobytes(), 1))   # what HDF5's shuffle does
+    shuffled = len(zlib.compress(raw.reshape(-1, data.dtype.itemsize).T.tobytes(), 1))  # what HDF5's shuffle does
     return {**GZIP, "shuffle": True} if shuffled < plain else dict(GZIP)
 
 
-def create_dataset(group, name: str, shape: tuple[int, ...], dtype, units: str, description: str, chunk_rows: int,
-                   compression: str = "gzip", sample: np.ndarray | None = None, **attrs: Any):
+def create_dataset(
+    group,
+    name: str,
+    shape: tuple[int, ...],
+    dtype,
+    units: str,
+    description: str,
+    chunk_rows: int,
+    compression: str = "gzip",
+    sample: np.ndarray | None = None,
+    **attrs: Any,
+):
     """An empty dataset to fill block by block (chunks of ``chunk_rows`` along axis 0), with
     ``units`` and ``description`` attributes (and any others given). ``compression``: 'gzip'
     (level 1, with the byte shuffle when :func:`gzip_options` finds that it shrinks ``sample``, the
@@ -446,7 +459,7 @@ def remove_stale_temps(folder: str | Path, prefix: str, suffix: str) -> None:
         return
     for name in names:
         if name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix):
-            pid = name[len(prefix):len(name) - len(suffix)]
+            pid = name[len(prefix) : len(name) - len(suffix)]
             if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
                 _remove_quietly(Path(folder) / name)
 
@@ -535,8 +548,13 @@ def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactH
     )
 
 
-def check_schema_version(path: str | Path, version: int, what: str = "artifact schema", supported: int = SCHEMA_VERSION,
-                         remedy: str = "rerun the stage that made it with this microvae") -> None:
+def check_schema_version(
+    path: str | Path,
+    version: int,
+    what: str = "artifact schema",
+    supported: int = SCHEMA_VERSION,
+    remedy: str = "rerun the stage that made it with this microvae",
+) -> None:
     """Raise InputError unless ``version`` (read from ``path``) is the ``supported`` one.
 
     The message names both versions and says whether the file is older or newer than this microvae.
@@ -544,8 +562,7 @@ def check_schema_version(path: str | Path, version: int, what: str = "artifact s
     if version == supported:
         return
     relation = "newer" if version > supported else "older"
-    raise InputError(f"{path}: {what} version {version} is {relation} than this microvae ({__version__}) reads "
-                     f"(version {supported}); {remedy}")
+    raise InputError(f"{path}: {what} version {version} is {relation} than this microvae ({__version__}) reads (version {supported}); {remedy}")
 
 
 def require_datasets(handle, path: str | Path, names: list[str], kind: str) -> None:
@@ -591,12 +608,20 @@ def write_image_table(handle, records: list[ImageRecord]) -> None:
     group = handle.create_group("images")
     group.attrs["description"] = "source scans; row i is image_index i of the per-patch/per-atom datasets"
     string_type = h5py.string_dtype()
-    write_dataset(group, "source", np.array([r.source for r in records], dtype=object).astype(string_type), "", "path as given by the user (with :/dataset for HDF5)")
+    write_dataset(
+        group, "source", np.array([r.source for r in records], dtype=object).astype(string_type), "", "path as given by the user (with :/dataset for HDF5)"
+    )
     write_dataset(group, "frame", np.array([r.frame for r in records], dtype=np.int32), "", "frame index within a multi-frame file")
     write_dataset(group, "sha256", np.array([r.sha256 for r in records], dtype=object).astype(string_type), "", "SHA-256 of the source file")
     write_dataset(group, "shape", np.array([[r.height, r.width] for r in records], dtype=np.int64).reshape(-1, 2), "px", "(height, width) of the scan")
     write_dataset(group, "n_channels", np.array([r.n_channels for r in records], dtype=np.int32), "", "co-registered channels")
-    write_dataset(group, "pixel_size", np.array([r.pixel_size for r in records], dtype=np.float64), "see pixel_unit", "calibrated size of one pixel (1.0 with unit 'px' when the file had none)")
+    write_dataset(
+        group,
+        "pixel_size",
+        np.array([r.pixel_size for r in records], dtype=np.float64),
+        "see pixel_unit",
+        "calibrated size of one pixel (1.0 with unit 'px' when the file had none)",
+    )
     write_dataset(group, "pixel_unit", np.array([r.unit for r in records], dtype=object).astype(string_type), "", "unit of pixel_size")
 
 

@@ -30,8 +30,8 @@ import numpy as np
 from .errors import ParameterError
 
 METHODS = ("kmeans", "gmm")
-FULL_COVARIANCE_MAX_FEATURES = 10   # GMMs on wider features use diagonal covariances
-_LARGE_N = 2000                     # from here on, fast_baseline clusters with fewer k-means restarts
+FULL_COVARIANCE_MAX_FEATURES = 10  # GMMs on wider features use diagonal covariances
+_LARGE_N = 2000  # from here on, fast_baseline clusters with fewer k-means restarts
 
 
 def _one_thread():
@@ -92,8 +92,7 @@ def standardize(features: np.ndarray, per_column: bool = True) -> np.ndarray:
     return x / sd
 
 
-def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *,
-                 max_fit_rows: int | None = None) -> np.ndarray:
+def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, max_fit_rows: int | None = None) -> np.ndarray:
     """PCA scores of the flattened patches (not whitened).
 
     Parameters
@@ -162,7 +161,7 @@ def polar_interpolation(height: int, width: int, n_radii: int, n_angles: int):
     fr, fc = rows - r0, cols - c0
     r0 = r0.astype(np.int64)
     c0 = np.minimum(c0.astype(np.int64), half_width - 1)
-    c1 = np.minimum(c0 + 1, half_width - 1)                  # weight ~0 wherever this clips
+    c1 = np.minimum(c0 + 1, half_width - 1)  # weight ~0 wherever this clips
     point = np.arange(rows.size)
     sources, targets, weights = [], [], []
     for dr, wr in ((0, 1.0 - fr), (1, fr)):
@@ -170,9 +169,9 @@ def polar_interpolation(height: int, width: int, n_radii: int, n_angles: int):
             sources.append(((r0 + dr) % height) * half_width + cc)
             targets.append(point)
             weights.append(wr * wc)
-    matrix = sparse.coo_matrix((np.concatenate(weights).astype(np.float32),
-                                (np.concatenate(sources), np.concatenate(targets))),
-                               shape=(height * half_width, rows.size))
+    matrix = sparse.coo_matrix(
+        (np.concatenate(weights).astype(np.float32), (np.concatenate(sources), np.concatenate(targets))), shape=(height * half_width, rows.size)
+    )
     return matrix.tocsr()
 
 
@@ -218,15 +217,16 @@ def fourier_descriptor(patches: np.ndarray, n_radii: int | None = None, n_angles
         raise ParameterError(f"need n_radii >= 1 and n_angles >= 2, got {n_radii} and {n_angles}")
     x = patches.astype(np.float32, copy=False)
     x = x - x.mean(axis=(2, 3), keepdims=True)
-    half = np.fft.fftshift(np.log1p(np.abs(scipy.fft.rfft2(x))), axes=2)          # (N, C, H, W//2+1)
+    half = np.fft.fftshift(np.log1p(np.abs(scipy.fft.rfft2(x))), axes=2)  # (N, C, H, W//2+1)
     polar = half.reshape(n * c, -1) @ polar_interpolation(h, w, n_radii, int(n_angles))
     polar = np.asarray(polar, dtype=np.float32).reshape(n * c, n_radii, n_angles)
     invariant = np.abs(scipy.fft.rfft(polar, axis=2))
     return invariant.reshape(n, -1).astype(np.float32, copy=False)
 
 
-def cluster(features: np.ndarray, n_classes: int, method: str = "kmeans", seed: int = 0,
-            restarts: int = 10, standardize_columns: bool = True, fit_fraction: float = 1.0) -> np.ndarray:
+def cluster(
+    features: np.ndarray, n_classes: int, method: str = "kmeans", seed: int = 0, restarts: int = 10, standardize_columns: bool = True, fit_fraction: float = 1.0
+) -> np.ndarray:
     """Partition standardised features with k-means or a Gaussian mixture.
 
     Parameters
@@ -282,15 +282,13 @@ def cluster(features: np.ndarray, n_classes: int, method: str = "kmeans", seed: 
         from sklearn.mixture import GaussianMixture
 
         covariance = "full" if x.shape[1] <= FULL_COVARIANCE_MAX_FEATURES else "diag"
-        gmm = GaussianMixture(n_components=n_classes, covariance_type=covariance, n_init=restarts,
-                              init_params="k-means++", reg_covar=1e-4, random_state=seed)
+        gmm = GaussianMixture(n_components=n_classes, covariance_type=covariance, n_init=restarts, init_params="k-means++", reg_covar=1e-4, random_state=seed)
         with _one_thread():
             labels = gmm.fit(fit_rows).predict(x)
     return np.asarray(labels, dtype=np.int64)
 
 
-def canonical_patches(patches: np.ndarray, angle_rad: np.ndarray | None, shift_px: np.ndarray | None,
-                      batch_size: int = 4096) -> np.ndarray:
+def canonical_patches(patches: np.ndarray, angle_rad: np.ndarray | None, shift_px: np.ndarray | None, batch_size: int = 4096) -> np.ndarray:
     """Resample each patch into the model's canonical frame: ``g(u) = x(R(angle) u + shift)``.
 
     The inverse of the decoder's pose (:mod:`microvae.nets`): a patch drawn as
@@ -340,8 +338,9 @@ def canonical_patches(patches: np.ndarray, angle_rad: np.ndarray | None, shift_p
     return out
 
 
-def baseline_labels(patches: np.ndarray, n_classes: int, seed: int = 0, angle_rad: np.ndarray | None = None,
-                    shift_px: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def baseline_labels(
+    patches: np.ndarray, n_classes: int, seed: int = 0, angle_rad: np.ndarray | None = None, shift_px: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Every classical baseline's partition of the patches, in one call.
 
     Parameters
@@ -412,8 +411,9 @@ def fast_baseline(patches: np.ndarray, n_classes: int, rotation: bool, seed: int
     return cluster(features, n_classes, "kmeans", seed, restarts, standardize_columns=False)
 
 
-def cluster_stability(features: np.ndarray, n_classes: int, seed: int = 0, restarts: int = 5,
-                      subsample: float = 0.8, standardize_columns: bool = True) -> float:
+def cluster_stability(
+    features: np.ndarray, n_classes: int, seed: int = 0, restarts: int = 5, subsample: float = 0.8, standardize_columns: bool = True
+) -> float:
     """How well the data support a k-means partition into ``n_classes``: mean pairwise ARI.
 
     k-means (3 initialisations each) is fit on ``restarts`` different random subsamples of the
@@ -463,8 +463,7 @@ def cluster_stability(features: np.ndarray, n_classes: int, seed: int = 0, resta
             rows = rng.choice(n, size, replace=False)
             model = KMeans(n_clusters=n_classes, n_init=3, random_state=int(rng.integers(2**31 - 1))).fit(x[rows])
             solutions.append(model.predict(x))
-    scores = [adjusted_rand_index(solutions[i], solutions[j])
-              for i in range(restarts) for j in range(i + 1, restarts)]
+    scores = [adjusted_rand_index(solutions[i], solutions[j]) for i in range(restarts) for j in range(i + 1, restarts)]
     return float(np.mean(scores))
 
 

@@ -36,8 +36,8 @@ from .errors import ParameterError
 CLASS_NAMES = ("clubs", "spades", "diamonds", "hearts")
 ROTATION_PRESETS_DEG = {"small": 12.0, "moderate": 60.0, "strong": 120.0}
 
-_CANONICAL_SIZE = 256   # pixels of each rasterised canonical shape
-_BASE_EXTENT = 0.62     # canonical shapes (which span about [-1, 1]) are shrunk by this before the affine
+_CANONICAL_SIZE = 256  # pixels of each rasterised canonical shape
+_BASE_EXTENT = 0.62  # canonical shapes (which span about [-1, 1]) are shrunk by this before the affine
 
 
 @dataclass
@@ -125,8 +125,7 @@ def render_cards(
     return out
 
 
-def render_moved(cards: CardsDataset, turn_rad: float = 0.0, centre_shift_px: tuple[float, float] = (0.0, 0.0),
-                 supersample: int = 2) -> np.ndarray:
+def render_moved(cards: CardsDataset, turn_rad: float = 0.0, centre_shift_px: tuple[float, float] = (0.0, 0.0), supersample: int = 2) -> np.ndarray:
     """The cards rendered again as a window turned and moved over them would see them: the content
     turned by ``turn_rad`` counter-clockwise as displayed about the image's middle ``(W − 1)/2``
     (each card's angle + turn, its shift turned with it) and the window's centre moved by
@@ -134,10 +133,9 @@ def render_moved(cards: CardsDataset, turn_rad: float = 0.0, centre_shift_px: tu
     interpolated from the image; ``render_moved(cards, π/2)`` is ``numpy.rot90`` of the images up
     to float rounding. (N, 1, W, W) float32 — a :data:`microvae.diagnose.PatchSource` for cards."""
     cos, sin = np.cos(turn_rad), np.sin(turn_rad)
-    turn = np.array([[cos, -sin], [sin, cos]])                   # (row, col), counter-clockwise as displayed
+    turn = np.array([[cos, -sin], [sin, cos]])  # (row, col), counter-clockwise as displayed
     shift = cards.shift_px @ turn.T - np.asarray(centre_shift_px, dtype=np.float64)
-    return render_cards(cards.labels, cards.angle_rad + turn_rad, cards.shear_rad, cards.scale, shift,
-                        cards.images.shape[-1], supersample)
+    return render_cards(cards.labels, cards.angle_rad + turn_rad, cards.shear_rad, cards.scale, shift, cards.images.shape[-1], supersample)
 
 
 def canonical_shapes() -> torch.Tensor:
@@ -156,6 +154,7 @@ def _canonical_shapes_cached() -> torch.Tensor:
 
 
 # --- the four suits as boolean masks of (row, col) arrays in [-1, 1]; rows point down ---------
+
 
 def _disc(row, col, centre_row, centre_col, radius):
     return (row - centre_row) ** 2 + (col - centre_col) ** 2 <= radius**2
@@ -203,6 +202,7 @@ def _diamond(row, col):
 
 # --- sampling ------------------------------------------------------------------------------
 
+
 def _canonical_sample_points(angle_rad, shear_rad, scale, shift_px, size, supersample) -> torch.Tensor:
     """Canonical-frame points of every supersampled output pixel, as grid_sample's (x=col, y=row).
 
@@ -211,14 +211,14 @@ def _canonical_sample_points(angle_rad, shear_rad, scale, shift_px, size, supers
     S = size·supersample; sub-samples sit at pixel coordinates ``(j + 0.5) / supersample - 0.5``.
     """
     n, s = len(angle_rad), size * supersample
-    first = -1.0 + (0.5 / supersample - 0.5) * 2.0 / (size - 1)      # grid coordinate of the first sub-sample
+    first = -1.0 + (0.5 / supersample - 0.5) * 2.0 / (size - 1)  # grid coordinate of the first sub-sample
     axis = torch.linspace(first, -first, s)
     cos, sin, tan = np.cos(angle_rad), np.sin(angle_rad), np.tan(shear_rad)
-    unrotate = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)      # R(-angle), (n, 2, 2)
+    unrotate = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)  # R(-angle), (n, 2, 2)
     unshear = np.stack([np.stack([np.ones(n), np.zeros(n)], -1), np.stack([-tan, np.ones(n)], -1)], -2)
-    linear = unshear @ unrotate / (scale * _BASE_EXTENT)[:, None, None]                # (row, col) frame
-    shift = shift_px * 2.0 / (size - 1)                                                # (n, 2) grid units
-    offset = -(linear @ shift[:, :, None])                                              # (n, 2, 1)
+    linear = unshear @ unrotate / (scale * _BASE_EXTENT)[:, None, None]  # (row, col) frame
+    shift = shift_px * 2.0 / (size - 1)  # (n, 2) grid units
+    offset = -(linear @ shift[:, :, None])  # (n, 2, 1)
     coef = torch.from_numpy(np.concatenate([linear, offset], axis=2).astype(np.float32)).view(n, 6, 1, 1)
     l00, l01, o0, l10, l11, o1 = coef.unbind(1)
     row, col = axis.view(1, s, 1), axis.view(1, 1, s)

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .config import GEOMETRIES  # noqa: E402,F401  (one list, kept where the settings live)
-MAX_SD = 3.0          # a wrapped normal this wide is uniform to 1e-8; keeps the winding sum short
+
+MAX_SD = 3.0  # a wrapped normal this wide is uniform to 1e-8; keeps the winding sum short
 WINDINGS = 4
 
 
@@ -30,7 +31,7 @@ def log_prob(theta: Tensor, mean: Tensor, sd: Tensor, windings: int = WINDINGS) 
     offsets = torch.arange(-windings, windings + 1, device=theta.device, dtype=theta.dtype) * (2 * math.pi)
     distance = wrap(theta - mean).unsqueeze(-1) + offsets
     sd = sd.unsqueeze(-1)
-    return (torch.logsumexp(-0.5 * (distance / sd) ** 2, dim=-1) - torch.log(sd[..., 0]) - 0.5 * math.log(2 * math.pi))
+    return torch.logsumexp(-0.5 * (distance / sd) ** 2, dim=-1) - torch.log(sd[..., 0]) - 0.5 * math.log(2 * math.pi)
 
 
 def sample(mean: Tensor, sd: Tensor, noise: Tensor) -> Tensor:

@@ -55,10 +55,17 @@ class Comparison:
     patches: int
 
     def to_dict(self) -> dict:
-        return {"delta": self.delta, "delta_relative": self.delta_relative, "delta_identity": self.delta_identity,
-                "latent_map": self.latent_map.tolist(), "latent_offset": self.latent_offset.tolist(),
-                "angle_offset_rad": self.angle_offset_rad, "class_map": self.class_map,
-                "class_agreement": self.class_agreement, "patches": self.patches}
+        return {
+            "delta": self.delta,
+            "delta_relative": self.delta_relative,
+            "delta_identity": self.delta_identity,
+            "latent_map": self.latent_map.tolist(),
+            "latent_offset": self.latent_offset.tolist(),
+            "angle_offset_rad": self.angle_offset_rad,
+            "class_map": self.class_map,
+            "class_agreement": self.class_agreement,
+            "patches": self.patches,
+        }
 
 
 def _render(model, z: torch.Tensor, onehot: torch.Tensor | None, angle_rad: torch.Tensor | None) -> torch.Tensor:
@@ -100,11 +107,16 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
     for name, model in (("A", model_a), ("B", model_b)):
         config = model.config
         if (config.channels, config.image_size) != (model_a.config.channels, model_a.config.image_size):
-            raise InputError(f"run {name} renders {config.channels}×{config.image_size}² patches but run A {model_a.config.channels}×{model_a.config.image_size}²; compare runs trained on the same patch shape")
+            raise InputError(
+                f"run {name} renders {config.channels}×{config.image_size}² patches but run A {model_a.config.channels}×{model_a.config.image_size}²; compare runs trained on the same patch shape"
+            )
     if model_a.config.latent_geometry != model_b.config.latent_geometry or (
-            model_a.config.latent_geometry != "euclidean" and model_a.config.latent_dim != model_b.config.latent_dim):
-        raise InputError(f"run A's latents are {model_a.config.latent_geometry} (D = {model_a.config.latent_dim}) and run B's "
-                         f"{model_b.config.latent_geometry} (D = {model_b.config.latent_dim}); compare needs the same geometry")
+        model_a.config.latent_geometry != "euclidean" and model_a.config.latent_dim != model_b.config.latent_dim
+    ):
+        raise InputError(
+            f"run A's latents are {model_a.config.latent_geometry} (D = {model_a.config.latent_dim}) and run B's "
+            f"{model_b.config.latent_geometry} (D = {model_b.config.latent_dim}); compare needs the same geometry"
+        )
     circular_latents = model_a.config.latent_geometry != "euclidean"
     if (model_a.config.n_classes > 0) != (model_b.config.n_classes > 0) or model_a.config.n_classes != model_b.config.n_classes:
         raise InputError(f"run A has {model_a.config.n_classes} classes and run B {model_b.config.n_classes}; comparison needs the same number")
@@ -114,7 +126,7 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
     class_map, agreement = [], float("nan")
     onehot_a = onehot_b = None
     if n_classes > 0:
-        permutation = align_labels(encoded_b["class"], encoded_a["class"], n_classes)      # A's k → B's permutation[k]
+        permutation = align_labels(encoded_b["class"], encoded_a["class"], n_classes)  # A's k → B's permutation[k]
         class_map = permutation.tolist()
         agreement = float((permutation[encoded_a["class"]] == encoded_b["class"]).mean())
         onehot_a = torch.nn.functional.one_hot(torch.from_numpy(encoded_a["class"]), n_classes).float()
@@ -147,5 +159,6 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
         delta = (rendered - target).pow(2).mean().sqrt().item()
         spread = (target - target.mean(0)).pow(2).mean().sqrt().item()
     angle_offset = float(np.angle(np.exp(1j * angle.item())))
-    return Comparison(delta, delta / max(spread, 1e-12), identity, weight.detach().numpy(), offset.detach().numpy(),
-                      angle_offset, class_map, agreement, int(len(images)))
+    return Comparison(
+        delta, delta / max(spread, 1e-12), identity, weight.detach().numpy(), offset.detach().numpy(), angle_offset, class_map, agreement, int(len(images))
+    )

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 from .errors import ParameterError, raise_first_failure
 
-GEOMETRIES = ("euclidean", "circle", "torus")   # latent geometries (see microvae.circular)
+GEOMETRIES = ("euclidean", "circle", "torus")  # latent geometries (see microvae.circular)
 CLASS_INITS = ("cluster", "restarts", "none")
 
 
@@ -173,12 +173,20 @@ class JTRVAEConfig:
             (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
             (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
             (len(self.conv_channels) >= 1 and min(self.conv_channels) >= 1, "conv_channels needs positive widths"),
-            (min(self.beta_z, self.beta_tau_start, self.beta_tau_end, self.beta_y_start, self.beta_y_end,
-                 self.beta_z if self.beta_z_start is None else self.beta_z_start) >= 0,
-             "KL weights must be >= 0"),
+            (
+                min(
+                    self.beta_z,
+                    self.beta_tau_start,
+                    self.beta_tau_end,
+                    self.beta_y_start,
+                    self.beta_y_end,
+                    self.beta_z if self.beta_z_start is None else self.beta_z_start,
+                )
+                >= 0,
+                "KL weights must be >= 0",
+            ),
             (0 <= self.anneal_fraction <= 1, f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}"),
-            (all(len(w) == 2 and 0 <= w[0] <= w[1] <= 1 for w in windows),
-             "β windows must be (begin, end) with 0 <= begin <= end <= 1"),
+            (all(len(w) == 2 and 0 <= w[0] <= w[1] <= 1 for w in windows), "β windows must be (begin, end) with 0 <= begin <= end <= 1"),
             (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
             (self.class_balance >= 0, f"class_balance must be >= 0, got {self.class_balance}"),
             (self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}"),
@@ -190,7 +198,7 @@ class JTRVAEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "JTRVAEConfig":
+    def from_dict(cls, data: dict) -> JTRVAEConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -280,8 +288,7 @@ class TrainConfig:
             (self.class_init in CLASS_INITS, f"class_init must be one of {CLASS_INITS}, got {self.class_init!r}"),
             (0 <= self.init_fraction <= 1, f"init_fraction must be in [0, 1], got {self.init_fraction}"),
             (0 < self.restart_fraction <= 1, f"restart_fraction must be in (0, 1], got {self.restart_fraction}"),
-            (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-             f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"),
+            (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}"),
         ]
         raise_first_failure(checks)
 
@@ -294,7 +301,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
@@ -302,8 +309,10 @@ class TrainConfig:
 
 
 #: Settings that :func:`configs_from_settings` accepts besides the two dataclasses' own fields.
-SETTING_ALIASES = {"classes": "n_classes, the number of discrete classes K, or 'auto' (K chosen in 2…max_classes)",
-                   "hidden": "one width for every hidden layer (encoder 2 layers, MLP decoder 3: the paper's layout)"}
+SETTING_ALIASES = {
+    "classes": "n_classes, the number of discrete classes K, or 'auto' (K chosen in 2…max_classes)",
+    "hidden": "one width for every hidden layer (encoder 2 layers, MLP decoder 3: the paper's layout)",
+}
 
 
 def setting_names() -> set[str]:
@@ -323,7 +332,7 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     unknown = set(values) - setting_names()
     if unknown:
         raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    if values.get("classes") == "auto":            # K chosen from the data in 2…max_classes (placeholder 2)
+    if values.get("classes") == "auto":  # K chosen from the data in 2…max_classes (placeholder 2)
         values.pop("classes")
         values["n_classes"] = 2
         values["max_classes"] = int(values.get("max_classes") or 6)

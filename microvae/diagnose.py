@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -54,13 +54,27 @@ TRANSFORMS = {
 }
 #: re-cut shifts: the window's centre moves by these (row, col) px (the content by the opposite)
 RECUTS = {"re-cut +1 px row": (1.0, 0.0), "re-cut −1 px row": (-1.0, 0.0), "re-cut +1 px col": (0.0, 1.0), "re-cut −1 px col": (0.0, -1.0)}
-EXPECTED_TURN_RAD = {"rotate 90°": math.pi / 2, "rotate 180°": math.pi, "rotate 270°": -math.pi / 2,
-                     "turn 30°": math.radians(30.0), "turn 45°": math.radians(45.0)}
+EXPECTED_TURN_RAD = {
+    "rotate 90°": math.pi / 2,
+    "rotate 180°": math.pi,
+    "rotate 270°": -math.pi / 2,
+    "turn 30°": math.radians(30.0),
+    "turn 45°": math.radians(45.0),
+}
 #: how far the content moves in the patch (row, col) px, which a shift latent should follow
-EXPECTED_SHIFT_PX = {"shift +1 px row": (1.0, 0.0), "shift −1 px row": (-1.0, 0.0), "shift +1 px col": (0.0, 1.0),
-                     "shift −1 px col": (0.0, -1.0), **{name: (-d_row, -d_col) for name, (d_row, d_col) in RECUTS.items()}}
-HOW = {"rotate": "pixel permutation (numpy.rot90)", "shift": "circular (numpy.roll)",
-       "turn": "interpolated in the patch (cubic spline; corners filled by reflection)", "re-cut": "re-cut from the scan"}
+EXPECTED_SHIFT_PX = {
+    "shift +1 px row": (1.0, 0.0),
+    "shift −1 px row": (-1.0, 0.0),
+    "shift +1 px col": (0.0, 1.0),
+    "shift −1 px col": (0.0, -1.0),
+    **{name: (-d_row, -d_col) for name, (d_row, d_col) in RECUTS.items()},
+}
+HOW = {
+    "rotate": "pixel permutation (numpy.rot90)",
+    "shift": "circular (numpy.roll)",
+    "turn": "interpolated in the patch (cubic spline; corners filled by reflection)",
+    "re-cut": "re-cut from the scan",
+}
 
 
 def turn_patches(images: np.ndarray, turn_rad: float) -> np.ndarray:
@@ -82,7 +96,7 @@ def turn_patches(images: np.ndarray, turn_rad: float) -> np.ndarray:
     for index, patch in enumerate(images):
         for channel, plane in enumerate(patch):
             turned = ndimage.map_coordinates(plane.astype(np.float64), where, order=3, mode="mirror")
-            out[index, channel] = np.clip(turned, plane.min(), plane.max())     # no spline overshoot
+            out[index, channel] = np.clip(turned, plane.min(), plane.max())  # no spline overshoot
     return out
 
 
@@ -115,8 +129,7 @@ class InvarianceRow:
     how: str = ""
 
 
-def invariance_report(model, images: np.ndarray, device: str = "cpu", batch_size: int = 1024,
-                      source: PatchSource | None = None) -> list[InvarianceRow]:
+def invariance_report(model, images: np.ndarray, device: str = "cpu", batch_size: int = 1024, source: PatchSource | None = None) -> list[InvarianceRow]:
     """One :class:`InvarianceRow` per transform for (N, C, W, W) ``images`` under a trained model.
 
     With ``source`` (the same patches' scans, :func:`artifact_source`) the 30° and 45° turns are
@@ -166,16 +179,24 @@ def report_dict(rows: list[InvarianceRow], notes: list[str] | tuple[str, ...] = 
     each kind of move — ``max_z_drift_rotation`` (quarter turns) and ``max_z_drift_shift``
     (circular 1-px shifts), the exact symmetries; ``max_z_drift_turn`` (30° and 45°) and
     ``max_z_drift_recut`` (re-cut 1-px shifts; None when not measured) — and ``notes``."""
+
     def worst(kind: str) -> float | None:
         return max((r.z_drift for r in rows if r.transform.split()[0] == kind), default=None)
 
     plain = [{key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in asdict(r).items()} for r in rows]
-    return {"rows": plain, "max_z_drift_rotation": worst("rotate"), "max_z_drift_shift": worst("shift"),
-            "max_z_drift_turn": worst("turn"), "max_z_drift_recut": worst("re-cut"), "notes": list(notes)}
+    return {
+        "rows": plain,
+        "max_z_drift_rotation": worst("rotate"),
+        "max_z_drift_shift": worst("shift"),
+        "max_z_drift_turn": worst("turn"),
+        "max_z_drift_recut": worst("re-cut"),
+        "notes": list(notes),
+    }
 
 
-NO_SOURCE_NOTE = ("no source scans (a bare stack): re-cut shifts not measured; the 30° and 45° turns are "
-                  "interpolated within each patch, its corners filled by reflection")
+NO_SOURCE_NOTE = (
+    "no source scans (a bare stack): re-cut shifts not measured; the 30° and 45° turns are interpolated within each patch, its corners filled by reflection"
+)
 
 
 def artifact_source(spec: str | Path, limit: int = 0) -> tuple[PatchSource | None, str]:
@@ -222,8 +243,7 @@ def artifact_source(spec: str | Path, limit: int = 0) -> tuple[PatchSource | Non
             return None, f"{why}: re-cut shifts not measured; the 30° and 45° turns are interpolated within each patch"
         scans[number] = data
     # the recorded per-scan (image) or common (global) range: every patch of a scan holds the same
-    ranges = {int(image_index[first]): (float(offset[first]), float(scale[first]))
-              for first in np.unique(image_index, return_index=True)[1]}
+    ranges = {int(image_index[first]): (float(offset[first]), float(scale[first])) for first in np.unique(image_index, return_index=True)[1]}
     if method == "global":
         ranges = {0: next(iter(ranges.values()))}
 

@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -135,8 +135,9 @@ class Partition:
     features: np.ndarray
 
 
-def candidate_partitions(images: np.ndarray, n_classes: int, seed: int,
-                         pose: tuple[np.ndarray | None, np.ndarray | None] | None = None) -> dict[str, Partition]:
+def candidate_partitions(
+    images: np.ndarray, n_classes: int, seed: int, pose: tuple[np.ndarray | None, np.ndarray | None] | None = None
+) -> dict[str, Partition]:
     """Candidate partitions of (N, C, W, W) patches into ``n_classes`` classes (name → :class:`Partition`).
 
     ``pose`` = (angle_rad (N,) or None, shift_px (N, 2) (row, col) pixels or None) of a class-free
@@ -150,8 +151,7 @@ def candidate_partitions(images: np.ndarray, n_classes: int, seed: int,
         spaces["canonical_kmeans"] = (pca_features(canonical_patches(images, pose[0], pose[1]), seed=seed), "kmeans")
     found = {}
     for name, (features, method) in spaces.items():
-        labels = cluster(features, n_classes, method=method, seed=seed, standardize_columns=False,
-                         fit_fraction=FIT_FRACTION).astype(np.int64)
+        labels = cluster(features, n_classes, method=method, seed=seed, standardize_columns=False, fit_fraction=FIT_FRACTION).astype(np.int64)
         found[name] = Partition(labels, separation(features, labels, seed), features)
     return found
 
@@ -163,8 +163,7 @@ def short_run_config(train_config):
     return replace(train_config, epochs=epochs, init_fraction=1.0, class_init="none", checkpoint_every=epochs)
 
 
-def learn_pose(images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str
-               ) -> tuple[np.ndarray | None, np.ndarray | None] | None:
+def learn_pose(images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str) -> tuple[np.ndarray | None, np.ndarray | None] | None:
     """Step 1: (angle_rad (N,) or None, shift_px (N, 2) or None) of every patch from a short
     class-free run in ``folder/pose`` (trained once, then reloaded); None without pose latents."""
     from .encoding import encode_array
@@ -173,8 +172,7 @@ def learn_pose(images: np.ndarray, model_config: JTRVAEConfig, train_config, fol
         return None
     pose_model = _fit_afresh(images, replace(model_config, n_classes=0), short_run_config(train_config), Path(folder) / "pose")
     summary = encode_array(pose_model, images, device=train_config.device, recon_error=False)
-    return (summary["angle_rad"] if model_config.rotation else None,
-            summary["shift_px"] if model_config.translation else None)
+    return (summary["angle_rad"] if model_config.rotation else None, summary["shift_px"] if model_config.translation else None)
 
 
 #: ``--classes auto`` takes the largest K whose prediction strength reaches this (Tibshirani & Walther 2005).
@@ -199,8 +197,7 @@ class ClassCountChoice:
         lines = [f"{'K':>3} {'strength':>9} {'separation':>10}  {'best candidate':<18} patches per class"]
         for row in self.rows:
             mark = "  ← chosen" if row["n_classes"] == self.n_classes else ""
-            lines.append(f"{row['n_classes']:>3} {row['strength']:>9.3f} {row['separation']:>10.3f}  "
-                         f"{row['candidate']:<18} {row['sizes']}{mark}")
+            lines.append(f"{row['n_classes']:>3} {row['strength']:>9.3f} {row['separation']:>10.3f}  {row['candidate']:<18} {row['sizes']}{mark}")
         return "\n".join(lines)
 
 
@@ -221,17 +218,22 @@ def choose_n_classes(candidates_for_k: Callable[[int], dict[str, Partition]], k_
         found = candidates_for_k(k)
         name = max(found, key=lambda n: found[n].separation)
         best = found[name]
-        rows.append({"n_classes": k, "candidate": name, "separation": best.separation,
-                     "strength": prediction_strength(best.features, k, seed),
-                     "sizes": np.bincount(best.labels, minlength=k).tolist()})
+        rows.append(
+            {
+                "n_classes": k,
+                "candidate": name,
+                "separation": best.separation,
+                "strength": prediction_strength(best.features, k, seed),
+                "sizes": np.bincount(best.labels, minlength=k).tolist(),
+            }
+        )
     supported = [row for row in rows if row["strength"] >= STRENGTH_THRESHOLD]
     chosen = max(supported, key=lambda row: row["n_classes"]) if supported else max(rows, key=lambda row: row["strength"])
     return ClassCountChoice(chosen["n_classes"], rows)
 
 
 @torch.no_grad()
-def heldout_neg_elbo(model: JTRVAE, images: np.ndarray, rows: np.ndarray, seed: int, draws: int = 2,
-                     batch_size: int = 256) -> float:
+def heldout_neg_elbo(model: JTRVAE, images: np.ndarray, rows: np.ndarray, seed: int, draws: int = 2, batch_size: int = 256) -> float:
     """Mean −ELBO (nats per patch, β = 1, all pixels, the model's own q(y|x)) of ``images[rows]``,
     averaged over ``draws`` reparametrised draws from a generator seeded with ``seed``."""
     device = next(model.parameters()).device
@@ -240,13 +242,14 @@ def heldout_neg_elbo(model: JTRVAE, images: np.ndarray, rows: np.ndarray, seed: 
     total = 0.0
     for _ in range(draws):
         for start in range(0, len(rows), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[rows[start:start + batch_size]])).to(device)
+            x = torch.from_numpy(np.ascontiguousarray(images[rows[start : start + batch_size]])).to(device)
             total += float(model.negative_elbo(model.loss_terms(x, generator)).double().sum())
     return total / (draws * len(rows))
 
 
-def choose_initial_classes(images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str,
-                           on_candidate: Callable[[Candidate], None] | None = None) -> InitialClasses:
+def choose_initial_classes(
+    images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str, on_candidate: Callable[[Candidate], None] | None = None
+) -> InitialClasses:
     """Steps 1–3 of the procedure (module docstring) for (N, C, W, W) float32 ``images``, in
     ``folder`` (``RUN_DIR/init``); a finished selection there is read back, an interrupted one resumes.
 
@@ -259,8 +262,9 @@ def choose_initial_classes(images: np.ndarray, model_config: JTRVAEConfig, train
     from .training import distributed_world, split_rows
 
     if isinstance(images, PatchFile):
-        raise InputError(f"{images.path}: the default class initialisation needs the patches in memory; "
-                         "raise --memory-limit-gb or train with --class-init none")
+        raise InputError(
+            f"{images.path}: the default class initialisation needs the patches in memory; raise --memory-limit-gb or train with --class-init none"
+        )
     folder = Path(folder)
     done = _read_selection(folder, images, model_config, train_config)
     if done is not None:
@@ -289,10 +293,16 @@ def choose_initial_classes(images: np.ndarray, model_config: JTRVAEConfig, train
         best = min(candidates, key=lambda c: c.heldout_neg_elbo)
     else:
         best = max(candidates, key=lambda c: c.separation)
-    result = InitialClasses(found[best.name].labels, best.name, "heldout_neg_elbo" if restarts else "separation", candidates,
-                            {name: partition.labels for name, partition in found.items()}, pose_seconds)
+    result = InitialClasses(
+        found[best.name].labels,
+        best.name,
+        "heldout_neg_elbo" if restarts else "separation",
+        candidates,
+        {name: partition.labels for name, partition in found.items()},
+        pose_seconds,
+    )
     world = distributed_world(train_config.device)
-    if world.rank == 0:                  # under torchrun every rank computes the same selection; one writes it
+    if world.rank == 0:  # under torchrun every rank computes the same selection; one writes it
         _write_selection(folder, result, images, model_config, train_config)
     world.barrier()
     return result
@@ -320,8 +330,7 @@ def _selection_key(images: np.ndarray, model_config: JTRVAEConfig, train_config)
     training settings (those that may change on resume excepted)."""
     sample = np.ascontiguousarray(images[:: max(1, len(images) // 256)], dtype=np.float64)
     settings = {k: v for k, v in train_config.to_dict().items() if k not in ("device", "compile", "checkpoint_every")}
-    key = {"version": SELECTION_VERSION, "shape": list(images.shape), "checksum": float(sample.sum()),
-           "model": model_config.to_dict(), "train": settings}
+    key = {"version": SELECTION_VERSION, "shape": list(images.shape), "checksum": float(sample.sum()), "model": model_config.to_dict(), "train": settings}
     return json.loads(json.dumps(key, default=_jsonable))
 
 
@@ -331,10 +340,14 @@ def _write_selection(folder: Path, result: InitialClasses, images, model_config,
     with atomic_file(folder / "initial_classes.npz") as temp:
         with open(temp, "wb") as handle:
             np.savez(handle, labels=result.labels, **{f"candidate_{k}": v for k, v in result.candidate_labels.items()})
-    record = {"key": _selection_key(images, model_config, train_config), "chosen": result.chosen,
-              "criterion": result.criterion, "pose_seconds": result.pose_seconds,
-              "candidates": [asdict(c) for c in result.candidates]}
-    with atomic_file(folder / "selection.json") as temp:          # written last: marks the selection finished
+    record = {
+        "key": _selection_key(images, model_config, train_config),
+        "chosen": result.chosen,
+        "criterion": result.criterion,
+        "pose_seconds": result.pose_seconds,
+        "candidates": [asdict(c) for c in result.candidates],
+    }
+    with atomic_file(folder / "selection.json") as temp:  # written last: marks the selection finished
         temp.write_text(json.dumps(record, indent=2, default=_jsonable))
 
 
@@ -346,14 +359,13 @@ def _read_selection(folder: Path, images, model_config, train_config) -> Initial
             return None
         with np.load(folder / "initial_classes.npz") as arrays:
             labels = arrays["labels"]
-            candidate_labels = {k[len("candidate_"):]: arrays[k] for k in arrays.files if k.startswith("candidate_")}
+            candidate_labels = {k[len("candidate_") :]: arrays[k] for k in arrays.files if k.startswith("candidate_")}
         candidates = [Candidate(**c) for c in record["candidates"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if labels.shape != (len(images),):
         return None
-    return InitialClasses(labels.astype(np.int64), record["chosen"], record["criterion"], candidates, candidate_labels,
-                          record.get("pose_seconds", 0.0))
+    return InitialClasses(labels.astype(np.int64), record["chosen"], record["criterion"], candidates, candidate_labels, record.get("pose_seconds", 0.0))
 
 
 def _jsonable(value):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import ParameterError
 
-NEIGHBOUR_COUNTS = (2, 3, 4, 6)   # the surroundings tried when the count is not given
+NEIGHBOUR_COUNTS = (2, 3, 4, 6)  # the surroundings tried when the count is not given
 
 
 @dataclass
@@ -48,8 +48,9 @@ class Displacements:
         return np.arctan2(-self.vector_px[:, 0], self.vector_px[:, 1])
 
 
-def neighbour_displacements(positions: np.ndarray, sublattice: np.ndarray, of: int, relative_to: int,
-                            neighbours: int | None = None, max_reach: float | None = None) -> Displacements:
+def neighbour_displacements(
+    positions: np.ndarray, sublattice: np.ndarray, of: int, relative_to: int, neighbours: int | None = None, max_reach: float | None = None
+) -> Displacements:
     """Displacement of each column of ``of`` from the centroid of its ``neighbours`` nearest
     columns of ``relative_to``.
 
@@ -81,7 +82,7 @@ def neighbour_displacements(positions: np.ndarray, sublattice: np.ndarray, of: i
         vector[distance[:, -1] > reach] = np.nan
         return vector, reach
 
-    if not neighbours:           # the count that puts the centroid nearest the columns, on an even sample of them
+    if not neighbours:  # the count that puts the centroid nearest the columns, on an even sample of them
         sample = movers[:: max(1, len(movers) // 4000)]
         _, reach = offsets(sample, 1, max_reach)
         typical = {}

@@ -10,8 +10,8 @@ much lower ELBO, than the training patches is outside the model's experience.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,8 +24,9 @@ from .streaming import PatchFile
 from .training import check_images
 
 
-def scan_summaries(image_index: np.ndarray, recon_error: np.ndarray | None, neg_elbo: np.ndarray | None,
-                   names: list[str], training: dict[str, ScoreStatistics] | None) -> list[dict]:
+def scan_summaries(
+    image_index: np.ndarray, recon_error: np.ndarray | None, neg_elbo: np.ndarray | None, names: list[str], training: dict[str, ScoreStatistics] | None
+) -> list[dict]:
     """Per scan: mean recon error and negative ELBO, and how they compare with the training patches.
 
     ``recon_error_ratio`` and ``neg_elbo_ratio`` are the scan's mean over the training mean;
@@ -49,10 +50,20 @@ def scan_summaries(image_index: np.ndarray, recon_error: np.ndarray | None, neg_
 
 
 @torch.no_grad()
-def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, device: str = "auto",
-                 refine: RefineConfig | None = None, labels: np.ndarray | None = None, *,
-                 recon_error: bool = True, neg_elbo: bool = False, seed: int = 0, amp: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+def encode_array(
+    model: JTRVAE,
+    images: np.ndarray,
+    batch_size: int = 256,
+    device: str = "auto",
+    refine: RefineConfig | None = None,
+    labels: np.ndarray | None = None,
+    *,
+    recon_error: bool = True,
+    neg_elbo: bool = False,
+    seed: int = 0,
+    amp: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
     """Encode (N, C, H, W) images (an array or a :class:`~microvae.streaming.PatchFile`, read block
     by block) with a trained model, in one pass over the images; numpy arrays out.
 
@@ -87,9 +98,9 @@ def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, devic
         batch_size = min(batch_size, model.batch_limit(activation_budget(target)))
     generator = torch.Generator(device=target).manual_seed(seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and target.type == "cuda" and not refining)
-    out: dict[str, np.ndarray] = {}      # filled in place: many small kept arrays fragment the heap
+    out: dict[str, np.ndarray] = {}  # filled in place: many small kept arrays fragment the heap
     for start, x in device_batches(data, batch_size, target):
-        known = None if labels is None else torch.as_tensor(labels[start:start + len(x)], device=target)
+        known = None if labels is None else torch.as_tensor(labels[start : start + len(x)], device=target)
         batch: dict[str, torch.Tensor] = {}
         with autocast:
             if refining:
@@ -101,13 +112,23 @@ def encode_array(model: JTRVAE, images: np.ndarray, batch_size: int = 256, devic
             if known is not None:
                 enc["class_probs"] = observed_classes(enc["class_probs"], known)
             classes = enc["class_probs"].argmax(1)
-            batch.update({"class_probs": enc["class_probs"], "class": classes, "z_mean": enc["z_mean"], "z_sd": enc["z_sd"],
-                          "angle_rad": enc["angle_rad"], "angle_concentration": enc["angle_concentration"],
-                          "shift_px": enc["shift"], "shift_sd_px": enc["shift_sd"]})
+            batch.update(
+                {
+                    "class_probs": enc["class_probs"],
+                    "class": classes,
+                    "z_mean": enc["z_mean"],
+                    "z_sd": enc["z_sd"],
+                    "angle_rad": enc["angle_rad"],
+                    "angle_concentration": enc["angle_concentration"],
+                    "shift_px": enc["shift"],
+                    "shift_sd_px": enc["shift_sd"],
+                }
+            )
             if recon_error:
                 onehot = torch.nn.functional.one_hot(classes, model.n_enumerated).float()
-                recon = model.decode(enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None,
-                                     enc["shift"] if model.config.translation else None)
+                recon = model.decode(
+                    enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None, enc["shift"] if model.config.translation else None
+                )
                 batch["recon_error"] = ((recon.float() - x) ** 2).flatten(1).mean(1)
             if neg_elbo:
                 terms = model.loss_terms(x, generator, posterior=posterior, labels=known)
@@ -125,7 +146,7 @@ def device_batches(data: np.ndarray | PatchFile, batch_size: int, device: torch.
     blocks = data.blocks() if isinstance(data, PatchFile) else [(0, data)]
     for first, block in blocks:
         for offset in range(0, len(block), batch_size):
-            x = torch.from_numpy(block[offset:offset + batch_size])
+            x = torch.from_numpy(block[offset : offset + batch_size])
             if device.type == "cuda":
                 x = x.pin_memory()
             yield first + offset, x.to(device, non_blocking=True)
@@ -150,4 +171,4 @@ def store_batch(out: dict[str, np.ndarray], start: int, batch: dict[str, torch.T
         array = value.numpy()
         if key not in out:
             out[key] = np.empty((count,) + array.shape[1:], dtype=array.dtype)
-        out[key][start:start + len(array)] = array
+        out[key][start : start + len(array)] = array

@@ -29,8 +29,18 @@ import numpy as np
 
 from .maps import nearest_centre
 
-MAP_UNITS = {"class": "", "angle_rad": "rad", "shift_row_px": "px", "shift_col_px": "px", "recon_error": "normalised intensity²", "neg_elbo": "nats",
-             "displacement_row_px": "px", "displacement_col_px": "px", "displacement_px": "px", "displacement_angle_rad": "rad"}
+MAP_UNITS = {
+    "class": "",
+    "angle_rad": "rad",
+    "shift_row_px": "px",
+    "shift_col_px": "px",
+    "recon_error": "normalised intensity²",
+    "neg_elbo": "nats",
+    "displacement_row_px": "px",
+    "displacement_col_px": "px",
+    "displacement_px": "px",
+    "displacement_angle_rad": "rad",
+}
 OPTIONAL_MAPS = {
     "recon_error": "mean squared reconstruction error of the nearest patch",
     "neg_elbo": "negative ELBO of the nearest patch (high: poorly explained by the model)",
@@ -38,7 +48,7 @@ OPTIONAL_MAPS = {
     "class_prob_sd": "sd over ensemble members of the aligned class posterior (high: uncertain)",
 }
 
-ATOM_MAPS = ("atom_sublattice", "atom_displacement_px")   # per-atom values carried from find-atoms
+ATOM_MAPS = ("atom_sublattice", "atom_displacement_px")  # per-atom values carried from find-atoms
 
 
 @dataclass

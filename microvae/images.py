@@ -43,9 +43,7 @@ PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".hspy", ".nxs"}
 ROSETTA_SUFFIXES = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".emd": "emd", ".ser": "tia"}
 NANONIS_SUFFIXES = {".sxm"}
-SUPPORTED_SUFFIXES = (
-    TIFF_SUFFIXES | PLAIN_IMAGE_SUFFIXES | HDF5_SUFFIXES | set(ROSETTA_SUFFIXES) | NANONIS_SUFFIXES | {".npy"}
-)
+SUPPORTED_SUFFIXES = TIFF_SUFFIXES | PLAIN_IMAGE_SUFFIXES | HDF5_SUFFIXES | set(ROSETTA_SUFFIXES) | NANONIS_SUFFIXES | {".npy"}
 
 # Units that a length calibration may be expressed in, and their size in metres.
 LENGTH_UNITS_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "nm": 1e-9, "Å": 1e-10, "A": 1e-10, "pm": 1e-12}

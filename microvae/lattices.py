@@ -34,9 +34,9 @@ their files exist.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage, special
@@ -205,8 +205,15 @@ def dip_with_halo_profile(sigma_px: float, halo_sigma_px: float, halo_weight: fl
     return profile
 
 
-def render_profile(shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray, profile: Callable, radius: float,
-                   row_shift: np.ndarray | None = None, max_values: int = 1_500_000) -> tuple[np.ndarray, np.ndarray]:
+def render_profile(
+    shape: tuple[int, int],
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    profile: Callable,
+    radius: float,
+    row_shift: np.ndarray | None = None,
+    max_values: int = 1_500_000,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sum of ``amplitude · profile(r − r_k, c − c_k − row_shift[r])`` on an (H, W) grid.
 
     Each column is evaluated in a (2R+1)² window (R = ceil(radius)) with numpy broadcasting, in
@@ -230,8 +237,8 @@ def render_profile(shape: tuple[int, int], positions: np.ndarray, amplitudes: np
     centroid_shift = np.zeros(len(positions))
     per_chunk = max(1, max_values // (size * size))
     for start in range(0, len(positions), per_chunk):
-        pos = positions[start:start + per_chunk]
-        amp = amplitudes[start:start + per_chunk]
+        pos = positions[start : start + per_chunk]
+        amp = amplitudes[start : start + per_chunk]
         centre_rows = np.round(pos[:, 0]).astype(np.int64)
         centre_cols = pos[:, 1]
         if row_shift is not None:  # the window follows the shift of the column's centre row
@@ -246,7 +253,7 @@ def render_profile(shape: tuple[int, int], positions: np.ndarray, amplitudes: np
         values = profile(dr, dc)  # (n, w, w)
         if row_shift is not None:
             marginal = np.abs(values).sum(axis=2)
-            centroid_shift[start:start + len(pos)] = (marginal * shifts).sum(axis=1) / np.maximum(marginal.sum(axis=1), 1e-300)
+            centroid_shift[start : start + len(pos)] = (marginal * shifts).sum(axis=1) / np.maximum(marginal.sum(axis=1), 1e-300)
         values = values * amp[:, None, None]
         row_ok = (rows >= 0) & (rows < height)
         col_ok = (cols >= 0) & (cols < width)
@@ -305,7 +312,9 @@ def _streams(seed: int):
 
 def _scan(name, image, positions, sublattice, names, displacement, species, vacancies, invert, params, extra=None) -> GroundTruthScan:
     order = np.lexsort((positions[:, 1], positions[:, 0]))
-    per_column = {key: np.asarray(value)[order] for key, value in (extra or {}).items() if np.ndim(value) and len(value) == len(positions) and key != "row_shift_px"}
+    per_column = {
+        key: np.asarray(value)[order] for key, value in (extra or {}).items() if np.ndim(value) and len(value) == len(positions) and key != "row_shift_px"
+    }
     others = {key: np.asarray(value) for key, value in (extra or {}).items() if key not in per_column}
     return GroundTruthScan(
         name=name,
@@ -326,10 +335,21 @@ def _scan(name, image, positions, sublattice, names, displacement, species, vaca
 # 1. Honeycomb (MoS2 / WSe2 / hBN-like)
 
 HONEYCOMB_DEFAULTS = {
-    "common": {"angle_deg": 17.0, "moffat_beta": 2.0, "dim_ratio": 0.38, "substitution_ratio": 1.35,
-               "substitution_fraction": 0.06, "vacancy_fraction": 0.04, "metal_vacancy_fraction": 0.0,
-               "jitter_px": 0.12, "dose": 80.0, "read_noise": 0.03, "background": 0.15,
-               "carbon_sd": 0.04, "carbon_correlation_px": 1.5},
+    "common": {
+        "angle_deg": 17.0,
+        "moffat_beta": 2.0,
+        "dim_ratio": 0.38,
+        "substitution_ratio": 1.35,
+        "substitution_fraction": 0.06,
+        "vacancy_fraction": 0.04,
+        "metal_vacancy_fraction": 0.0,
+        "jitter_px": 0.12,
+        "dose": 80.0,
+        "read_noise": 0.03,
+        "background": 0.15,
+        "carbon_sd": 0.04,
+        "carbon_correlation_px": 1.5,
+    },
     "ci": {"shape": [256, 256], "nn_px": 9.0, "moffat_hwhm_px": 2.0},
     "bench": {"shape": [1024, 1024], "nn_px": 12.0, "moffat_hwhm_px": 2.6},
 }
@@ -386,11 +406,27 @@ def honeycomb(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthScan:
 # 2. Displaced perovskite (the hard case: overlapping tails, B columns displaced towards A)
 
 PEROVSKITE_DEFAULTS = {
-    "common": {"ab_distance_px": 8.8, "angle_deg": 0.0, "sigma_a_px": 2.5, "sigma_b_px": 2.3, "ellipticity": 1.12,
-               "astigmatism_deg": 30.0, "tail_sigma_px": 7.0, "tail_fraction": 0.12, "b_ratio": 0.5,
-               "a_film_ratio": 1.0, "a_substrate_ratio": 0.85, "shift_px": 2.5, "shift_sd_px": 0.15,
-               "jitter_px": 0.08, "film_fraction": 0.5, "dose": 300.0, "read_noise": 0.02, "background": 0.1,
-               "wedge": 0.4},
+    "common": {
+        "ab_distance_px": 8.8,
+        "angle_deg": 0.0,
+        "sigma_a_px": 2.5,
+        "sigma_b_px": 2.3,
+        "ellipticity": 1.12,
+        "astigmatism_deg": 30.0,
+        "tail_sigma_px": 7.0,
+        "tail_fraction": 0.12,
+        "b_ratio": 0.5,
+        "a_film_ratio": 1.0,
+        "a_substrate_ratio": 0.85,
+        "shift_px": 2.5,
+        "shift_sd_px": 0.15,
+        "jitter_px": 0.08,
+        "film_fraction": 0.5,
+        "dose": 300.0,
+        "read_noise": 0.02,
+        "background": 0.1,
+        "wedge": 0.4,
+    },
     "ci": {"shape": [256, 256], "domain_px": 64.0},
     "bench": {"shape": [1024, 1024], "domain_px": 160.0},
 }
@@ -459,7 +495,7 @@ def displaced_perovskite(seed: int = 0, size: str = "ci", **overrides) -> Ground
     sigma_mean = 0.5 * (params["sigma_a_px"] + params["sigma_b_px"])
     tail_gain = (sigma_mean**2 + params["tail_sigma_px"] ** 2) / sigma_mean**2
     blurred = ndimage.gaussian_filter(cores, params["tail_sigma_px"], mode="constant", truncate=3.0)
-    clean = ((1.0 - params["tail_fraction"]) * cores + params["tail_fraction"] * tail_gain * blurred)[pad:pad + height, pad:pad + width]
+    clean = ((1.0 - params["tail_fraction"]) * cores + params["tail_fraction"] * tail_gain * blurred)[pad : pad + height, pad : pad + width]
     gain = 1.0 + params["wedge"] * (np.arange(width) / max(width - 1, 1) - 0.5)
     clean = clean * gain[None, :] + params["background"]
     image = poisson_read(clean, params["dose"], params["read_noise"], rng(4)) if params["noise"] else clean
@@ -467,16 +503,35 @@ def displaced_perovskite(seed: int = 0, size: str = "ci", **overrides) -> Ground
     params["interface_row"] = interface_row
     params["species_names"] = ["A", "B"]
     params["displacement_direction"] = "cell diagonal, towards the upper-left (variant +1) or upper-right (variant -1) A neighbour"
-    return _scan("displaced_perovskite", image, positions, labels, ("A", "B"), displacement, labels, np.zeros((0, 2)), False, params,
-                 extra={"region": film.astype(np.int64), "variant": variant.astype(np.int64)})
+    return _scan(
+        "displaced_perovskite",
+        image,
+        positions,
+        labels,
+        ("A", "B"),
+        displacement,
+        labels,
+        np.zeros((0, 2)),
+        False,
+        params,
+        extra={"region": film.astype(np.int64), "variant": variant.astype(np.int64)},
+    )
 
 
 # ----------------------------------------------------------------------------------------------
 # 3. Dumbbells (zincblende / diamond along [110])
 
 DUMBBELL_DEFAULTS = {
-    "common": {"light_ratio": 0.7, "jitter_px": 0.08, "pedestal": 0.3, "surface_sd": 0.04, "surface_correlation_px": 6.0,
-               "noise_sd": 0.05, "noise_correlation_px": 0.8, "white_sd": 0.03},
+    "common": {
+        "light_ratio": 0.7,
+        "jitter_px": 0.08,
+        "pedestal": 0.3,
+        "surface_sd": 0.04,
+        "surface_correlation_px": 6.0,
+        "noise_sd": 0.05,
+        "noise_correlation_px": 0.8,
+        "white_sd": 0.03,
+    },
     "ci": {"shape": [256, 256], "separation_px": 4.6, "sigma_px": 1.5, "angle_deg": 8.0},
     "bench": {"shape": [1024, 1024], "separation_px": 5.5, "sigma_px": 1.7, "angle_deg": -5.0},
 }
@@ -531,10 +586,25 @@ def dumbbells(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthScan:
 # 4. Scan-distorted two-sublattice lattice
 
 SCAN_DEFAULTS = {
-    "common": {"angle_deg": 20.0, "dim_ratio": 0.6, "sigma_px": 1.9, "tail_sigma_px": 4.5, "tail_fraction": 0.2,
-               "vacancy_fraction": 0.02, "jitter_px": 0.05, "line_jitter_px": 0.4, "wobble_px": 0.25, "wobble_period_rows": 37.0,
-               "shear": 0.015, "stretch": 0.012, "dose": 400.0, "read_noise": 0.01, "line_offset_sd": 0.03, "line_gain_sd": 0.02,
-               "background": 0.2},
+    "common": {
+        "angle_deg": 20.0,
+        "dim_ratio": 0.6,
+        "sigma_px": 1.9,
+        "tail_sigma_px": 4.5,
+        "tail_fraction": 0.2,
+        "vacancy_fraction": 0.02,
+        "jitter_px": 0.05,
+        "line_jitter_px": 0.4,
+        "wobble_px": 0.25,
+        "wobble_period_rows": 37.0,
+        "shear": 0.015,
+        "stretch": 0.012,
+        "dose": 400.0,
+        "read_noise": 0.01,
+        "line_offset_sd": 0.03,
+        "line_gain_sd": 0.02,
+        "background": 0.2,
+    },
     "ci": {"shape": [256, 256], "spacing_px": 16.0},
     "bench": {"shape": [1024, 1024], "spacing_px": 20.0},
 }
@@ -582,9 +652,11 @@ def scan_distorted(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthS
     jitter = rng(3).normal(0.0, params["jitter_px"], size=sites.shape)
     middle = (height - 1) / 2.0
     rows = np.arange(height, dtype=np.float64)
-    row_shift = (rng(4).normal(0.0, params["line_jitter_px"], size=height)
-                 + params["wobble_px"] * np.sin(2 * np.pi * rows / params["wobble_period_rows"] + rng(5).uniform(0, 2 * np.pi))
-                 + params["shear"] * (rows - middle))
+    row_shift = (
+        rng(4).normal(0.0, params["line_jitter_px"], size=height)
+        + params["wobble_px"] * np.sin(2 * np.pi * rows / params["wobble_period_rows"] + rng(5).uniform(0, 2 * np.pi))
+        + params["shear"] * (rows - middle)
+    )
     stretched = sites + jitter
     stretched[:, 0] = middle + (stretched[:, 0] - middle) * (1.0 + params["stretch"])
     near = _near_image(stretched, shape, radius + max(0.05 * max(shape), np.abs(row_shift).max()) + 1)
@@ -607,16 +679,27 @@ def scan_distorted(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthS
     vacancies[:, 1] += row_shift[np.clip(np.round(vacancies[:, 0]).astype(np.int64), 0, height - 1)]
     vacancies = vacancies[_near_image(vacancies, shape, radius)]
     params["species_names"] = ["A", "B"]
-    return _scan("scan_distorted", image, positions, labels, ("A", "B"), displacement, labels, vacancies, False, params,
-                 extra={"row_shift_px": row_shift})
+    return _scan("scan_distorted", image, positions, labels, ("A", "B"), displacement, labels, vacancies, False, params, extra={"row_shift_px": row_shift})
 
 
 # ----------------------------------------------------------------------------------------------
 # 5. ABF perovskite (dark columns, oxygen visible)
 
 ABF_DEFAULTS = {
-    "common": {"angle_deg": 0.0, "depth_a": 0.30, "depth_b": 0.26, "depth_o": 0.12, "halo_sigma_factor": 1.7, "halo_weight": 0.3,
-               "o_vacancy_fraction": 0.05, "tilt_px": 0.5, "jitter_px": 0.06, "dose": 400.0, "read_noise": 0.005, "background": 0.15},
+    "common": {
+        "angle_deg": 0.0,
+        "depth_a": 0.30,
+        "depth_b": 0.26,
+        "depth_o": 0.12,
+        "halo_sigma_factor": 1.7,
+        "halo_weight": 0.3,
+        "o_vacancy_fraction": 0.05,
+        "tilt_px": 0.5,
+        "jitter_px": 0.06,
+        "dose": 400.0,
+        "read_noise": 0.005,
+        "background": 0.15,
+    },
     "ci": {"shape": [256, 256], "cell_px": 16.0, "sigma_a_px": 1.5, "sigma_b_px": 1.4, "sigma_o_px": 1.2},
     "bench": {"shape": [1024, 1024], "cell_px": 19.5, "sigma_a_px": 1.8, "sigma_b_px": 1.7, "sigma_o_px": 1.45},
 }
@@ -701,12 +784,14 @@ def load_abtem(name: str, seed: int | None = None, dose: float | None = None, di
         FileNotFoundError: the simulation is not cached (run ``benchmarks/simulate_abtem.py``).
     """
     directory = ABTEM_DIR if directory is None else Path(directory)
-    stem = name[len("abtem_"):] if name.startswith("abtem_") else name
+    stem = name[len("abtem_") :] if name.startswith("abtem_") else name
     path = directory / f"{stem}.npz"
     if not path.is_file():
         available = sorted(abtem_files(directory))
-        raise FileNotFoundError(f"no cached abTEM simulation {str(path)!r} (available: {available or 'none'}); "
-                                "regenerate with benchmarks/simulate_abtem.py (see benchmarks/data/abtem/README.md)")
+        raise FileNotFoundError(
+            f"no cached abTEM simulation {str(path)!r} (available: {available or 'none'}); "
+            "regenerate with benchmarks/simulate_abtem.py (see benchmarks/data/abtem/README.md)"
+        )
     with np.load(path, allow_pickle=False) as data:
         params = json.loads(str(data["params_json"]))
         image = data["image"].astype(np.float64)
@@ -733,8 +818,10 @@ def _abtem_generator(name: str) -> Callable[..., GroundTruthScan]:
         return load_abtem(name, seed=seed, dose=dose)
 
     generate.__name__ = name
-    generate.__doc__ = (f"The cached abTEM simulation {name!r} (:func:`load_abtem`); ``size`` is accepted but the image is "
-                        "the simulated one; ``dose`` adds Poisson noise drawn with ``seed``.")
+    generate.__doc__ = (
+        f"The cached abTEM simulation {name!r} (:func:`load_abtem`); ``size`` is accepted but the image is "
+        "the simulated one; ``dose`` adds Poisson noise drawn with ``seed``."
+    )
     return generate
 
 

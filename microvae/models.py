@@ -42,7 +42,6 @@ suite checks that :meth:`JTRVAE.loss_terms` equals Pyro's ``TraceEnum_ELBO`` on 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import pyro
 import pyro.distributions as dist
@@ -53,12 +52,21 @@ from pyro.infer import config_enumerate
 from pyro.ops.indexing import Vindex
 from torch import Tensor, nn
 
-from .errors import ParameterError, raise_first_failure
 from . import circular
-from .nets import (EquivariantEncoder, FourierDescriptor, MLPEncoder, SpatialBroadcastDecoder, SpatialMLPDecoder, coordinate_grid, mlp,
-                   rotated_copies, sample_at, transform_coordinates)
-
 from .config import DECODERS, ENCODERS, KL_ESTIMATORS, LIKELIHOODS, JTRVAEConfig  # noqa: F401  (their home is microvae.config)
+from .errors import ParameterError
+from .nets import (
+    EquivariantEncoder,
+    FourierDescriptor,
+    MLPEncoder,
+    SpatialBroadcastDecoder,
+    SpatialMLPDecoder,
+    coordinate_grid,
+    mlp,
+    rotated_copies,
+    sample_at,
+    transform_coordinates,
+)
 
 
 def beta_schedule(epoch: float, n_epochs: int, config: JTRVAEConfig) -> dict[str, float]:
@@ -103,39 +111,57 @@ class JTRVAE(nn.Module):
         c, w = config.channels, config.image_size
         self.n_enumerated = max(config.n_classes, 1)
         self.half_width_px = (w - 1) / 2.0
-        self.register_buffer("grid", coordinate_grid(w), persistent=False)                    # (P, 2)
-        self.register_buffer("angle_prior_mean", torch.tensor([config.angle_prior_concentration, 0.0]),
-                             persistent=False)
+        self.register_buffer("grid", coordinate_grid(w), persistent=False)  # (P, 2)
+        self.register_buffer("angle_prior_mean", torch.tensor([config.angle_prior_concentration, 0.0]), persistent=False)
         self.circular_latents = config.latent_geometry != "euclidean"
-        decoder_latent = 2 * config.latent_dim if self.circular_latents else config.latent_dim   # (cos, sin) per angle
+        decoder_latent = 2 * config.latent_dim if self.circular_latents else config.latent_dim  # (cos, sin) per angle
         if config.encoder == "equivariant":
-            self.encoder = EquivariantEncoder(w, c, config.latent_dim, config.n_classes, config.rotation, config.translation,
-                                              config.encoder_hidden, config.activation, mean_size=decoder_latent,
-                                              rotations=config.encoder_rotations)
+            self.encoder = EquivariantEncoder(
+                w,
+                c,
+                config.latent_dim,
+                config.n_classes,
+                config.rotation,
+                config.translation,
+                config.encoder_hidden,
+                config.activation,
+                mean_size=decoder_latent,
+                rotations=config.encoder_rotations,
+            )
         else:
-            self.encoder = MLPEncoder(c * w * w, config.latent_dim, config.n_classes, config.rotation,
-                                      config.translation, config.encoder_hidden, config.activation,
-                                      mean_size=decoder_latent)
+            self.encoder = MLPEncoder(
+                c * w * w,
+                config.latent_dim,
+                config.n_classes,
+                config.rotation,
+                config.translation,
+                config.encoder_hidden,
+                config.activation,
+                mean_size=decoder_latent,
+            )
         self._start_at_prior_scale(self.encoder.head)
-        self.separate_class_head = config.n_classes > 0 and config.encoder == "mlp" and (
-            config.class_rotations > 0 or config.canonical_class_head or config.invariant_class_head)
+        self.separate_class_head = (
+            config.n_classes > 0 and config.encoder == "mlp" and (config.class_rotations > 0 or config.canonical_class_head or config.invariant_class_head)
+        )
         self.invariant_head = self.separate_class_head and config.invariant_class_head and config.class_rotations == 0
         if self.invariant_head:
             descriptor = FourierDescriptor(w)
-            self.class_encoder = nn.Sequential(descriptor, nn.LayerNorm(c * descriptor.out_features_per_channel),
-                                               mlp(c * descriptor.out_features_per_channel, config.encoder_hidden, config.activation),
-                                               nn.Linear(config.encoder_hidden[-1], config.n_classes))
+            self.class_encoder = nn.Sequential(
+                descriptor,
+                nn.LayerNorm(c * descriptor.out_features_per_channel),
+                mlp(c * descriptor.out_features_per_channel, config.encoder_hidden, config.activation),
+                nn.Linear(config.encoder_hidden[-1], config.n_classes),
+            )
         elif self.separate_class_head:
             # its own network: pooling over rotations wants rotation-invariant features, while the
             # main trunk must keep the orientation to infer the angle
-            self.class_encoder = nn.Sequential(mlp(c * w * w, config.encoder_hidden, config.activation),
-                                               nn.Linear(config.encoder_hidden[-1], config.n_classes))
+            self.class_encoder = nn.Sequential(mlp(c * w * w, config.encoder_hidden, config.activation), nn.Linear(config.encoder_hidden[-1], config.n_classes))
         if config.decoder == "mlp":
-            self.decoder = SpatialMLPDecoder(decoder_latent, config.n_classes, c, config.decoder_hidden,
-                                             config.activation, config.latent_skips, config.coordinate_gain)
+            self.decoder = SpatialMLPDecoder(
+                decoder_latent, config.n_classes, c, config.decoder_hidden, config.activation, config.latent_skips, config.coordinate_gain
+            )
         else:
-            self.decoder = SpatialBroadcastDecoder(decoder_latent, config.n_classes, (w, w), c,
-                                                   config.conv_channels, activation=config.activation)
+            self.decoder = SpatialBroadcastDecoder(decoder_latent, config.n_classes, (w, w), c, config.conv_channels, activation=config.activation)
 
     def _start_at_prior_scale(self, head: nn.Linear) -> None:
         """Start the posterior sd of the shift at the prior's (an sd of 1 grid unit costs ~50 nats)."""
@@ -155,7 +181,7 @@ class JTRVAE(nn.Module):
         """
         head = self.encoder(x)
         out = {"z_mean": head["z_mean"], "z_sd": torch.exp(head["z_log_sd"])}
-        if self.circular_latents:       # angles: the direction of the head's 2D vector per latent
+        if self.circular_latents:  # angles: the direction of the head's 2D vector per latent
             d = self.config.latent_dim
             out["z_mean"] = torch.atan2(head["z_mean"][:, d:], head["z_mean"][:, :d])
             # σ = MAX_SD · sigmoid(h − log 9): 0.3 at h = 0, never above MAX_SD, and never without a gradient
@@ -229,8 +255,9 @@ class JTRVAE(nn.Module):
         per_image = 3 * 4 * self.n_enumerated * self.grid.shape[0] * width
         return max(1, budget_bytes // per_image)
 
-    def decoder_logits(self, z: Tensor, angle_rad: Tensor | None, shift: Tensor | None,
-                       pixel_index: Tensor | None = None, class_vectors: Tensor | None = None) -> Tensor:
+    def decoder_logits(
+        self, z: Tensor, angle_rad: Tensor | None, shift: Tensor | None, pixel_index: Tensor | None = None, class_vectors: Tensor | None = None
+    ) -> Tensor:
         """Decoder outputs: (B, K', P, C) logits (Bernoulli) or means (Gaussian) for every class.
 
         ``shift`` is in grid units; ``pixel_index`` (P',) restricts the output to those pixels
@@ -240,8 +267,7 @@ class JTRVAE(nn.Module):
         coords = transform_coordinates(grid, angle_rad, shift)
         return self.decoder(coords, circular.features(z) if self.circular_latents else z, class_vectors)
 
-    def decode(self, z: Tensor, class_onehot: Tensor | None = None, angle_rad: Tensor | None = None,
-               shift: Tensor | None = None) -> Tensor:
+    def decode(self, z: Tensor, class_onehot: Tensor | None = None, angle_rad: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
         """Image means (B, C, W, W) for latents z (B, D).
 
         Args:
@@ -261,10 +287,18 @@ class JTRVAE(nn.Module):
 
     # --- objective -------------------------------------------------------------------------
 
-    def loss_terms(self, x: Tensor, generator: torch.Generator | None = None, *, pixel_fraction: float = 1.0,
-                   kl_estimator: str = "analytic", noise: dict[str, Tensor] | None = None,
-                   posterior: dict[str, Tensor] | None = None, labels: Tensor | None = None,
-                   use_z: bool = True) -> dict[str, Tensor]:
+    def loss_terms(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        pixel_fraction: float = 1.0,
+        kl_estimator: str = "analytic",
+        noise: dict[str, Tensor] | None = None,
+        posterior: dict[str, Tensor] | None = None,
+        labels: Tensor | None = None,
+        use_z: bool = True,
+    ) -> dict[str, Tensor]:
         """Negative-ELBO terms per image, in nats, for (B, C, W, W) images.
 
         The class is marginalised exactly: ``recon = Σ_y q(y|x) · (-log p(x | z, v, s, y))`` over all
@@ -311,11 +345,11 @@ class JTRVAE(nn.Module):
             shift = post["shift_mean"] + post["shift_sd"] * draws["shift"]
 
         pixel_index, pixel_weight = self._pixel_subset(pixel_fraction, generator, x.device)
-        outputs = self.decoder_logits(z, angle_rad, shift, pixel_index).float()           # (B, K', P', C)
-        target = x.flatten(2).transpose(1, 2)                                              # (B, P, C)
+        outputs = self.decoder_logits(z, angle_rad, shift, pixel_index).float()  # (B, K', P', C)
+        target = x.flatten(2).transpose(1, 2)  # (B, P, C)
         if pixel_index is not None:
             target = target[:, pixel_index]
-        nll = self._negative_log_likelihood(outputs, target.unsqueeze(1)) * pixel_weight   # (B, K')
+        nll = self._negative_log_likelihood(outputs, target.unsqueeze(1)) * pixel_weight  # (B, K')
 
         class_log_probs = torch.log_softmax(post["class_logits"].float(), dim=1)
         class_probs = class_log_probs.exp()
@@ -334,14 +368,12 @@ class JTRVAE(nn.Module):
         one = torch.ones((), device=x.device)
         if not use_z:
             terms["kl_z"] = zero
-        elif self.circular_latents:   # single-sample estimate log q(θ) + log 2π, unbiased (see microvae.circular)
+        elif self.circular_latents:  # single-sample estimate log q(θ) + log 2π, unbiased (see microvae.circular)
             terms["kl_z"] = (circular.log_prob(z, post["z_mean"], post["z_sd"]) + math.log(2 * math.pi)).sum(1)
         else:
             terms["kl_z"] = kl(post["z_mean"], post["z_sd"], 0.0 * one, one, z)
-        terms["kl_angle"] = zero if angle_vec is None else kl(
-            post["angle_vec_mean"], post["angle_vec_sd"].expand(-1, 2), self.angle_prior_mean, one, angle_vec)
-        terms["kl_shift"] = zero if shift is None else kl(
-            post["shift_mean"], post["shift_sd"], 0.0 * one, self.config.shift_prior_sd * one, shift)
+        terms["kl_angle"] = zero if angle_vec is None else kl(post["angle_vec_mean"], post["angle_vec_sd"].expand(-1, 2), self.angle_prior_mean, one, angle_vec)
+        terms["kl_shift"] = zero if shift is None else kl(post["shift_mean"], post["shift_sd"], 0.0 * one, self.config.shift_prior_sd * one, shift)
         terms["kl_tau"] = terms["kl_angle"] + terms["kl_shift"]
         return terms
 
@@ -359,8 +391,7 @@ class JTRVAE(nn.Module):
         """Batch mean of recon + β_τ·KL_τ + β_z·KL_z + β_y·KL_y (a scalar to minimise), plus
         ``class_balance`` · :func:`marginal_class_kl` (or :func:`class_imbalance` when
         'class_balance_unbiased' is set) when ``betas`` has a nonzero 'class_balance'."""
-        per_image = (terms["recon"] + betas["beta_tau"] * terms["kl_tau"] + betas["beta_z"] * terms["kl_z"]
-                     + betas["beta_y"] * terms["kl_y"])
+        per_image = terms["recon"] + betas["beta_tau"] * terms["kl_tau"] + betas["beta_z"] * terms["kl_z"] + betas["beta_y"] * terms["kl_y"]
         loss = per_image.mean()
         if betas.get("label_weight", 0.0) and "class_nll" in terms:
             loss = loss + betas["label_weight"] * terms["class_nll"].mean()
@@ -372,8 +403,7 @@ class JTRVAE(nn.Module):
 
     def _standard_normal_draws(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
         batch, kw = x.shape[0], {"generator": generator, "device": x.device, "dtype": torch.float32}
-        return {"z": torch.randn(batch, self.config.latent_dim, **kw), "angle_vec": torch.randn(batch, 2, **kw),
-                "shift": torch.randn(batch, 2, **kw)}
+        return {"z": torch.randn(batch, self.config.latent_dim, **kw), "angle_vec": torch.randn(batch, 2, **kw), "shift": torch.randn(batch, 2, **kw)}
 
     def _pixel_subset(self, fraction: float, generator: torch.Generator | None, device) -> tuple[Tensor | None, float]:
         if not 0 < fraction <= 1:
@@ -417,7 +447,7 @@ def class_imbalance(class_probs: Tensor) -> Tensor:
     if batch < 2:
         return class_probs.sum() * 0.0
     excess = class_probs - 1.0 / n_classes
-    pairs = excess.sum(0) ** 2 - (excess ** 2).sum(0)          # Σ_{i≠j} d_i d_j per class
+    pairs = excess.sum(0) ** 2 - (excess**2).sum(0)  # Σ_{i≠j} d_i d_j per class
     return 0.5 * n_classes * pairs.sum() / (batch * (batch - 1))
 
 
@@ -436,6 +466,7 @@ def _sampled_gaussian_kl(mean: Tensor, sd: Tensor, prior_mean: Tensor, prior_sd:
 
 # --- the same model in Pyro (reference formulation) ------------------------------------------
 
+
 def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) -> None:
     """p(x, z, v, s, y) of ``vae`` as a Pyro model; the class site 'y' is enumerated by the ELBO.
     (Euclidean latents only.)
@@ -445,7 +476,7 @@ def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) ->
     betas = betas or {}
     cfg, batch = vae.config, x.shape[0]
     pyro.module("decoder", vae.decoder)
-    target = x.flatten(2).transpose(1, 2).reshape(batch, -1)                                # (B, P·C)
+    target = x.flatten(2).transpose(1, 2).reshape(batch, -1)  # (B, P·C)
     with pyro.plate("data", batch):
         with poutine.scale(scale=betas.get("beta_z", 1.0)):
             z = pyro.sample("z", dist.Normal(x.new_zeros(batch, cfg.latent_dim), 1.0).to_event(1))
@@ -456,11 +487,11 @@ def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) ->
                 angle_rad = torch.atan2(v[..., 1], v[..., 0])
             if cfg.translation:
                 shift = pyro.sample("shift", dist.Normal(x.new_zeros(batch, 2), cfg.shift_prior_sd).to_event(1))
-        outputs = vae.decoder_logits(z, angle_rad, shift).flatten(2)                         # (B, K', P·C)
+        outputs = vae.decoder_logits(z, angle_rad, shift).flatten(2)  # (B, K', P·C)
         if cfg.n_classes > 0:
             with poutine.scale(scale=betas.get("beta_y", 1.0)):
                 y = pyro.sample("y", dist.Categorical(logits=x.new_zeros(batch, cfg.n_classes)))
-            outputs = Vindex(outputs)[torch.arange(batch, device=x.device), y]             # (..., B, P·C)
+            outputs = Vindex(outputs)[torch.arange(batch, device=x.device), y]  # (..., B, P·C)
         else:
             outputs = outputs[:, 0]
         if cfg.likelihood == "bernoulli":

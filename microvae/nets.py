@@ -19,7 +19,7 @@ enumerating K classes costs K times the later layers but never K concatenations.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -100,8 +100,17 @@ class MLPEncoder(nn.Module):
     ``shift_mean``, ``shift_log_sd`` (B, 2) in grid units (row, col) when translation is on.
     """
 
-    def __init__(self, in_features: int, latent_dim: int, n_classes: int, rotation: bool, translation: bool,
-                 hidden: Sequence[int] = (256, 256), activation: str = "tanh", mean_size: int | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        n_classes: int,
+        rotation: bool,
+        translation: bool,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "tanh",
+        mean_size: int | None = None,
+    ):
         super().__init__()
         self.trunk = mlp(in_features, hidden, activation)
         sizes = {"z_mean": latent_dim if mean_size is None else mean_size, "z_log_sd": latent_dim}
@@ -171,9 +180,16 @@ class SpatialMLPDecoder(nn.Module):
     values start the network with sharper features (spatial MLPs are otherwise slow to learn edges).
     """
 
-    def __init__(self, latent_dim: int, n_classes: int, out_channels: int = 1,
-                 hidden: Sequence[int] = (256, 256, 256), activation: str = "tanh",
-                 latent_skips: bool = False, coordinate_gain: float = 1.0):
+    def __init__(
+        self,
+        latent_dim: int,
+        n_classes: int,
+        out_channels: int = 1,
+        hidden: Sequence[int] = (256, 256, 256),
+        activation: str = "tanh",
+        latent_skips: bool = False,
+        coordinate_gain: float = 1.0,
+    ):
         super().__init__()
         if not hidden:
             raise ParameterError("the spatial MLP decoder needs at least one hidden layer")
@@ -185,12 +201,13 @@ class SpatialMLPDecoder(nn.Module):
         self.from_latents = LatentInput(latent_dim, n_classes, hidden[0], fan_in)
         self.activation = activation_layer(activation)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(hidden[:-1], hidden[1:]))
-        self.skips = nn.ModuleList(LatentInput(latent_dim, n_classes, b, a + latent_dim + n_classes)
-                                   for a, b in zip(hidden[:-1], hidden[1:])) if latent_skips else None
+        self.skips = (
+            nn.ModuleList(LatentInput(latent_dim, n_classes, b, a + latent_dim + n_classes) for a, b in zip(hidden[:-1], hidden[1:])) if latent_skips else None
+        )
         self.out = nn.Linear(hidden[-1], out_channels)
 
     def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
-        shared = self.from_coords(coords) + self.from_latents(z).unsqueeze(1)              # (B, P, H)
+        shared = self.from_coords(coords) + self.from_latents(z).unsqueeze(1)  # (B, P, H)
         h = self.activation(shared.unsqueeze(1) + self.from_latents.class_rows(class_vectors).unsqueeze(2))  # (B, K', P, H)
         for index, layer in enumerate(self.hidden):
             h = layer(h)
@@ -212,8 +229,16 @@ class SpatialBroadcastDecoder(nn.Module):
     z (B, D) → logits (B, K', H·W, C); with (B, K) ``class_vectors`` → (B, 1, H·W, C).
     """
 
-    def __init__(self, latent_dim: int, n_classes: int, image_shape: tuple[int, int], out_channels: int = 1,
-                 channels: Sequence[int] = (64, 64, 64), kernel_size: int = 3, activation: str = "tanh"):
+    def __init__(
+        self,
+        latent_dim: int,
+        n_classes: int,
+        image_shape: tuple[int, int],
+        out_channels: int = 1,
+        channels: Sequence[int] = (64, 64, 64),
+        kernel_size: int = 3,
+        activation: str = "tanh",
+    ):
         super().__init__()
         if not channels:
             raise ParameterError("the spatial broadcast decoder needs at least one hidden layer")
@@ -223,8 +248,8 @@ class SpatialBroadcastDecoder(nn.Module):
         pad = kernel_size // 2
         fan_ins = [a * kernel_size**2 + latent_dim + n_classes for a in widths[:-1]]
         self.convs = nn.ModuleList(
-            _uniform_init_(nn.Conv2d(a, b, kernel_size, padding=pad, bias=False), f)
-            for a, b, f in zip(widths[:-1], widths[1:], fan_ins))
+            _uniform_init_(nn.Conv2d(a, b, kernel_size, padding=pad, bias=False), f) for a, b, f in zip(widths[:-1], widths[1:], fan_ins)
+        )
         self.skips = nn.ModuleList(LatentInput(latent_dim, n_classes, b, f) for b, f in zip(channels, fan_ins))
         self.activation = activation_layer(activation)
         self.out = nn.Conv2d(channels[-1], out_channels, 1)
@@ -232,15 +257,15 @@ class SpatialBroadcastDecoder(nn.Module):
     def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
         batch, (height, width) = z.shape[0], self.image_shape
         grid = coords.transpose(1, 2).reshape(-1, 2, height, width).expand(batch, -1, -1, -1)
-        h = self.convs[0](grid) + self.skips[0](z)[:, :, None, None]                     # (B, C0, H, W)
-        rows = self.skips[0].class_rows(class_vectors)                                    # (B or 1, K', C0)
-        h = h.unsqueeze(1) + rows[:, :, :, None, None]                                    # (B, K', C0, H, W)
+        h = self.convs[0](grid) + self.skips[0](z)[:, :, None, None]  # (B, C0, H, W)
+        rows = self.skips[0].class_rows(class_vectors)  # (B or 1, K', C0)
+        h = h.unsqueeze(1) + rows[:, :, :, None, None]  # (B, K', C0, H, W)
         k = h.shape[1]
         h = self.activation(h).flatten(0, 1)
         for conv, skip in zip(self.convs[1:], self.skips[1:]):
-            bias = skip(z)[:, None, :] + skip.class_rows(class_vectors)                   # (B, K', Cl)
+            bias = skip(z)[:, None, :] + skip.class_rows(class_vectors)  # (B, K', Cl)
             h = self.activation(conv(h) + bias.reshape(batch * k, -1, 1, 1))
-        logits = self.out(h)                                                              # (B·K', C, H, W)
+        logits = self.out(h)  # (B·K', C, H, W)
         return logits.reshape(batch, k, logits.shape[1], height * width).transpose(2, 3)
 
 
@@ -250,7 +275,7 @@ def rotated_copies(x: Tensor, count: int) -> Tensor:
     angles = torch.arange(count, device=x.device, dtype=x.dtype) * (2 * math.pi / count)
     cos, sin = torch.cos(angles), torch.sin(angles)
     zero = torch.zeros_like(angles)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)   # (count, 2, 3)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)  # (count, 2, 3)
     grid = torch.nn.functional.affine_grid(theta, (count, x.shape[1], x.shape[2], x.shape[3]), align_corners=True)
     repeated = x.repeat_interleave(count, dim=0)
     return torch.nn.functional.grid_sample(repeated, grid.repeat(batch, 1, 1, 1), mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -265,12 +290,12 @@ def sample_at(x: Tensor, grid: Tensor, angle_rad: Tensor | None, shift: Tensor |
     multiple of 90° maps pixel centres onto pixel centres, so it is exact (a pixel permutation).
     """
     batch, width = x.shape[0], x.shape[-1]
-    points = grid.unsqueeze(0).expand(batch, -1, -1)                                      # (B, P, 2) u
+    points = grid.unsqueeze(0).expand(batch, -1, -1)  # (B, P, 2) u
     if angle_rad is not None:
         points = rotate_vectors(points, angle_rad[:, None])
     if shift is not None:
         points = points + shift.unsqueeze(1)
-    sample_grid = points.flip(-1).reshape(batch, width, width, 2).to(x.dtype)              # (x=col, y=row)
+    sample_grid = points.flip(-1).reshape(batch, width, width, 2).to(x.dtype)  # (x=col, y=row)
     return torch.nn.functional.grid_sample(x, sample_grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
@@ -290,8 +315,8 @@ def periodic_centroid(weights: Tensor) -> Tensor:
     """
     width = weights.shape[-1]
     phase = torch.arange(width, device=weights.device, dtype=weights.dtype) * (2 * math.pi / width)
-    unit = torch.polar(torch.ones_like(phase), phase)                                     # (W,) complex
-    row_mean = (weights.sum(2).to(unit.dtype) * unit).sum(1)                              # Σ_rows w e^{iφ}
+    unit = torch.polar(torch.ones_like(phase), phase)  # (W,) complex
+    row_mean = (weights.sum(2).to(unit.dtype) * unit).sum(1)  # Σ_rows w e^{iφ}
     col_mean = (weights.sum(1).to(unit.dtype) * unit).sum(1)
     centre = (width - 1) / 2
     position = torch.stack([torch.angle(row_mean), torch.angle(col_mean)], dim=1) * (width / (2 * math.pi))
@@ -327,9 +352,20 @@ class EquivariantEncoder(nn.Module):
     holds one isotropic value twice, so that the posterior turns with the patch).
     """
 
-    def __init__(self, image_size: int, channels: int, latent_dim: int, n_classes: int, rotation: bool, translation: bool,
-                 hidden: Sequence[int] = (256, 256), activation: str = "tanh", mean_size: int | None = None,
-                 rotations: int = 8, score_channels: int = 8):
+    def __init__(
+        self,
+        image_size: int,
+        channels: int,
+        latent_dim: int,
+        n_classes: int,
+        rotation: bool,
+        translation: bool,
+        hidden: Sequence[int] = (256, 256),
+        activation: str = "tanh",
+        mean_size: int | None = None,
+        rotations: int = 8,
+        score_channels: int = 8,
+    ):
         super().__init__()
         self.rotation, self.translation = rotation, translation
         self.rotations = rotations if rotation else 1
@@ -341,9 +377,8 @@ class EquivariantEncoder(nn.Module):
         radius = self.grid.norm(dim=1).view(1, 1, image_size, image_size)
         self.register_buffer("taper", ((1.0 - radius) / 0.25).clamp(0.0, 1.0), persistent=False)
         if translation:
-            self.pixel_scores = nn.Sequential(nn.Conv2d(channels, score_channels, 1), activation_layer(activation),
-                                              nn.Conv2d(score_channels, 1, 1))
-            nn.init.zeros_(self.pixel_scores[-1].weight)      # start from the salience (x − mean)² / sd² alone
+            self.pixel_scores = nn.Sequential(nn.Conv2d(channels, score_channels, 1), activation_layer(activation), nn.Conv2d(score_channels, 1, 1))
+            nn.init.zeros_(self.pixel_scores[-1].weight)  # start from the salience (x − mean)² / sd² alone
             nn.init.zeros_(self.pixel_scores[-1].bias)
         pose_sizes = {"score": 1} | ({"direction": 2} if rotation else {}) | ({"shift": 2} if translation else {})
         self.pose_sizes = pose_sizes
@@ -351,7 +386,7 @@ class EquivariantEncoder(nn.Module):
             self.pose_trunk = mlp(in_features, hidden[:1], activation)
             self.pose_head = nn.Linear(hidden[-1], sum(pose_sizes.values()))
         sizes = {"z_mean": latent_dim if mean_size is None else mean_size, "z_log_sd": latent_dim}
-        if n_classes > 0:   # its own read-out, as the MLP encoder's canonical class head
+        if n_classes > 0:  # its own read-out, as the MLP encoder's canonical class head
             self.class_head = nn.Sequential(mlp(in_features, hidden, activation), nn.Linear(hidden[-1], n_classes))
         if rotation:
             sizes["angle_vec_log_sd"] = 1
@@ -375,16 +410,17 @@ class EquivariantEncoder(nn.Module):
             # per patch and channel: the score sees contrast, not the absolute level
             mean, sd = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True)
             standardised = (x - mean) / (sd + 1e-6)
-            scores = self.pixel_scores(standardised).sum(1) + standardised.pow(2).sum(1)          # (B, W, W)
+            scores = self.pixel_scores(standardised).sum(1) + standardised.pow(2).sum(1)  # (B, W, W)
             scores = scores.flatten(1).float()
             weights = torch.softmax(scores, dim=1).view(batch, x.shape[-2], x.shape[-1])
-            centre = (periodic_centroid(weights) / self.half_width_px).to(x.dtype)                # grid units
+            centre = (periodic_centroid(weights) / self.half_width_px).to(x.dtype)  # grid units
         angles = torch.arange(self.rotations, device=x.device, dtype=x.dtype) * (2 * math.pi / self.rotations)
-        frames = self.taper * sample_at(x.repeat_interleave(self.rotations, 0), self.grid, angles.repeat(batch),
-                                        None if centre is None else centre.repeat_interleave(self.rotations, 0))
+        frames = self.taper * sample_at(
+            x.repeat_interleave(self.rotations, 0), self.grid, angles.repeat(batch), None if centre is None else centre.repeat_interleave(self.rotations, 0)
+        )
         raw = self.pose_head(self.pose_trunk(frames.flatten(1))).view(batch, self.rotations, -1)
         parts = dict(zip(self.pose_sizes, raw.split(list(self.pose_sizes.values()), dim=2)))
-        weights = torch.softmax(parts["score"].float(), dim=1).to(raw.dtype)                     # (B, R, 1)
+        weights = torch.softmax(parts["score"].float(), dim=1).to(raw.dtype)  # (B, R, 1)
         if self.rotation:
             out["angle_vec_mean"] = (weights * rotate_vectors(parts["direction"], angles[None, :])).sum(1)
         if self.translation:
@@ -431,7 +467,7 @@ class FourierDescriptor(nn.Module):
         batch, channels = x.shape[:2]
         x = x.float()
         x = x - x.mean(dim=(-2, -1), keepdim=True)
-        half = torch.fft.fftshift(torch.log1p(torch.fft.rfft2(x).abs()), dim=-2)        # (B, C, H, W//2+1)
+        half = torch.fft.fftshift(torch.log1p(torch.fft.rfft2(x).abs()), dim=-2)  # (B, C, H, W//2+1)
         polar = half.reshape(batch * channels, -1) @ self.polar
         polar = polar.view(batch * channels, self.n_radii, self.n_angles)
         return torch.fft.rfft(polar, dim=-1).abs().reshape(batch, -1)

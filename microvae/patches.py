@@ -54,7 +54,7 @@ class PatchParams:
     subpixel: bool = True
     grid_step: int | None = None
     percentiles: tuple[float, float] = (0.1, 99.9)
-    sublattices: tuple[int, ...] | None = None   # atom-centred patches of these sublattices only (None: all)
+    sublattices: tuple[int, ...] | None = None  # atom-centred patches of these sublattices only (None: all)
 
     def validate(self) -> None:
         if self.window < 4 or self.window > 1024:
@@ -152,8 +152,8 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
         from scipy import ndimage
 
         centres = np.asarray(centres, dtype=np.float64) if subpixel else np.round(centres)
-        middle = centres + ((window - 1) / 2 - half)                           # (N, 2) the window's middle
-        rows, cols = turned_offsets(window, turn_rad)                           # (W, W) each
+        middle = centres + ((window - 1) / 2 - half)  # (N, 2) the window's middle
+        rows, cols = turned_offsets(window, turn_rad)  # (W, W) each
         rows = middle[:, 0, None, None] + rows[None]
         cols = middle[:, 1, None, None] + cols[None]
         for channel in range(channels):
@@ -222,8 +222,13 @@ def intensity_range(patches: np.ndarray, percentiles: tuple[float, float] = (0.1
     return float(low), float(high - low) if high > low else 1.0
 
 
-def normalise(patches: np.ndarray, image_index: np.ndarray, method: str, percentiles: tuple[float, float] = (0.1, 99.9),
-              ranges: dict[int, tuple[float, float]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def normalise(
+    patches: np.ndarray,
+    image_index: np.ndarray,
+    method: str,
+    percentiles: tuple[float, float] = (0.1, 99.9),
+    ranges: dict[int, tuple[float, float]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalise (N, C, W, W) patches; returns (normalised, offset (N,), scale (N,)).
 
     ``raw ≈ normalised · scale + offset`` for ``image``/``global``/``patch``/``zscore`` (exactly,
@@ -276,8 +281,16 @@ def extract_patches(images: list[np.ndarray], centres: list[np.ndarray], params:
     plan = plan_patches(images, centres, params, labels)
     blocks = list(patch_blocks(images, plan, params, block_rows=max(1, plan.count)))
     normalised, offset, scale = (np.concatenate([block[k] for block in blocks]) for k in (1, 2, 3))
-    return PatchSet(patches=normalised, coords=plan.coords, image_index=plan.image_index, centre_index=plan.centre_index,
-                    edge_padded=plan.edge_padded, norm_offset=offset, norm_scale=scale, skipped=plan.skipped)
+    return PatchSet(
+        patches=normalised,
+        coords=plan.coords,
+        image_index=plan.image_index,
+        centre_index=plan.centre_index,
+        edge_padded=plan.edge_padded,
+        norm_offset=offset,
+        norm_scale=scale,
+        skipped=plan.skipped,
+    )
 
 
 @dataclass
@@ -329,10 +342,20 @@ def plan_patches(images: list[np.ndarray], centres: list[np.ndarray], params: Pa
         centre_index.append(rows)
         padded.append(~fits)
     if sum(len(k) for k in kept) == 0:
-        raise InputError(f"no patch of {window}×{window} pixels fits inside the image(s) ({skipped} dropped at the edges); use a smaller --window or --edge reflect")
+        raise InputError(
+            f"no patch of {window}×{window} pixels fits inside the image(s) ({skipped} dropped at the edges); use a smaller --window or --edge reflect"
+        )
     all_centres = np.concatenate(kept)
-    return PatchPlan(all_centres, all_centres if subpixel else np.round(all_centres), np.concatenate(index),
-                     np.concatenate(centre_index), np.concatenate(padded), subpixel, skipped, int(images[0].shape[0]))
+    return PatchPlan(
+        all_centres,
+        all_centres if subpixel else np.round(all_centres),
+        np.concatenate(index),
+        np.concatenate(centre_index),
+        np.concatenate(padded),
+        subpixel,
+        skipped,
+        int(images[0].shape[0]),
+    )
 
 
 def patch_blocks(images: list[np.ndarray], plan: PatchPlan, params: PatchParams, block_rows: int):
@@ -340,6 +363,7 @@ def patch_blocks(images: list[np.ndarray], plan: PatchPlan, params: PatchParams,
     yields (first row, normalised (B, C, W, W) float32, offset (B,), scale (B,)). ``image`` and
     ``global`` statistics come from all of an image's (all images') patches first
     (:func:`intensity_range`), so the result does not depend on the block size."""
+
     def cut(rows: np.ndarray) -> np.ndarray:
         number = int(plan.image_index[rows[0]])
         patches = cut_patches(images[number], plan.centres[rows], params.window, plan.subpixel)
@@ -348,8 +372,8 @@ def patch_blocks(images: list[np.ndarray], plan: PatchPlan, params: PatchParams,
     def image_rows(number: int) -> np.ndarray:
         return np.flatnonzero(plan.image_index == number)
 
-    def sample_rows(rows: np.ndarray) -> np.ndarray:     # the patches intensity_range would read
-        per_patch = plan.channels * params.window ** 2
+    def sample_rows(rows: np.ndarray) -> np.ndarray:  # the patches intensity_range would read
+        per_patch = plan.channels * params.window**2
         return rows[:: max(1, -(-len(rows) * per_patch // STATISTICS_VALUES))]
 
     ranges = None
@@ -365,6 +389,6 @@ def patch_blocks(images: list[np.ndarray], plan: PatchPlan, params: PatchParams,
     for number in np.unique(plan.image_index):
         rows = image_rows(int(number))
         for start in range(0, len(rows), block_rows):
-            block = rows[start:start + block_rows]
+            block = rows[start : start + block_rows]
             normalised, offset, scale = normalise(cut(block), plan.image_index[block], params.normalize, params.percentiles, ranges)
             yield int(block[0]), normalised, offset, scale

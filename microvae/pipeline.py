@@ -24,19 +24,34 @@ Outputs in the output folder: ``atoms.h5``, ``patches.h5``, ``run/``, ``encoded.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import tomllib
 
 from .atoms import FindAtomsParams
+from .config import configs_from_settings, setting_names
 from .errors import InputError, OutputError, ParameterError
 from .patches import PatchParams
-from .config import configs_from_settings, setting_names
 
 SECTIONS = {
-    "find_atoms": {"method", "refine", "sigma_px", "spacing_px", "threshold", "threshold_rel", "invert", "channel", "stack_as", "device",
-                   "sublattices", "joint", "displacements"},
+    "find_atoms": {
+        "method",
+        "refine",
+        "sigma_px",
+        "spacing_px",
+        "threshold",
+        "threshold_rel",
+        "invert",
+        "channel",
+        "stack_as",
+        "device",
+        "sublattices",
+        "joint",
+        "displacements",
+    },
     "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel", "compression", "sublattices"},
     "train": setting_names(),
     "encode": {"batch_size", "device", "scores", "amp"},
@@ -111,7 +126,9 @@ def train_configs(config: PipelineConfig):
 StageCallback = Callable[[str, Any], None]
 
 
-def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, on_stage: StageCallback | None = None, progress=None, train_progress=None) -> list:
+def run_pipeline(
+    config_path: str | Path, scans: list[str], outdir: str | Path, on_stage: StageCallback | None = None, progress=None, train_progress=None
+) -> list:
     """Run every stage in order; returns the list of :class:`~microvae.stages.StageResult`.
 
     ``on_stage(name, result)`` is called after each stage (for the CLI's report).
@@ -131,11 +148,14 @@ def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, 
     if mode == "atoms":
         params, channel, stack_as = find_atoms_params(config)
         atoms_path = outdir / "atoms.h5"
-        result = stages.run_find_atoms(scans, atoms_path, params, channel=channel, stack_as=stack_as, preview=outdir / "atoms.png", force=force, progress=progress)
+        result = stages.run_find_atoms(
+            scans, atoms_path, params, channel=channel, stack_as=stack_as, preview=outdir / "atoms.png", force=force, progress=progress
+        )
         on_stage("find-atoms", result)
         results.append(result)
-    result = stages.run_extract(scans, outdir / "patches.h5", patch_params, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress,
-                                compression=compression)
+    result = stages.run_extract(
+        scans, outdir / "patches.h5", patch_params, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress, compression=compression
+    )
     on_stage("extract", result)
     results.append(result)
     model_config, train_config = train_configs(config)
@@ -143,13 +163,23 @@ def run_pipeline(config_path: str | Path, scans: list[str], outdir: str | Path, 
     on_stage("train", result)
     results.append(result)
     encode = config.section("encode")
-    result = stages.run_encode(outdir / "run", outdir / "patches.h5", outdir / "encoded.h5", device=encode.get("device", train_config.device),
-                               batch_size=int(encode.get("batch_size", 1024)), force=force, progress=progress,
-                               scores=bool(encode.get("scores", True)), amp=bool(encode.get("amp", False)))
+    result = stages.run_encode(
+        outdir / "run",
+        outdir / "patches.h5",
+        outdir / "encoded.h5",
+        device=encode.get("device", train_config.device),
+        batch_size=int(encode.get("batch_size", 1024)),
+        force=force,
+        progress=progress,
+        scores=bool(encode.get("scores", True)),
+        amp=bool(encode.get("amp", False)),
+    )
     on_stage("encode", result)
     results.append(result)
     export = config.section("export")
-    result = stages.run_export(outdir / "encoded.h5", outdir / "maps", tuple(export.get("formats", ("h5", "tiff", "png"))), radius=export.get("radius"), force=force, progress=progress)
+    result = stages.run_export(
+        outdir / "encoded.h5", outdir / "maps", tuple(export.get("formats", ("h5", "tiff", "png"))), radius=export.get("radius"), force=force, progress=progress
+    )
     on_stage("export", result)
     results.append(result)
     return results

@@ -37,8 +37,17 @@ def add_scale_bar(axis, width_px: int, pixel_size: float, unit: str) -> None:
 SUBLATTICE_COLOURS = ("#ff3b30", "#30b0ff", "#ffcc00", "#34c759", "#af52de", "#ff9500")
 
 
-def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray, title: str = "", pixel_size: float = 1.0, unit: str = "px", values: np.ndarray | None = None, values_label: str = "fitted intensity",
-                      sublattice: np.ndarray | None = None) -> None:
+def save_atom_overlay(
+    path: str | Path,
+    image: np.ndarray,
+    positions: np.ndarray,
+    title: str = "",
+    pixel_size: float = 1.0,
+    unit: str = "px",
+    values: np.ndarray | None = None,
+    values_label: str = "fitted intensity",
+    sublattice: np.ndarray | None = None,
+) -> None:
     """Write a PNG of the (H, W) image with a marker on every (row, col) position.
 
     ``values`` (N,), if given, colours the markers (for example fitted intensity); otherwise
@@ -55,9 +64,15 @@ def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray
     if values is None and sublattice is not None and len(sublattice) and sublattice.max() > 0:
         for label in range(int(sublattice.max()) + 1):
             members = sublattice == label
-            axis.scatter(positions[members, 1], positions[members, 0], s=marker_size, facecolors="none",
-                         edgecolors=SUBLATTICE_COLOURS[label % len(SUBLATTICE_COLOURS)], linewidths=0.9,
-                         label=f"sublattice {label}: {int(members.sum())}")
+            axis.scatter(
+                positions[members, 1],
+                positions[members, 0],
+                s=marker_size,
+                facecolors="none",
+                edgecolors=SUBLATTICE_COLOURS[label % len(SUBLATTICE_COLOURS)],
+                linewidths=0.9,
+                label=f"sublattice {label}: {int(members.sum())}",
+            )
         axis.legend(loc="upper right", fontsize=8, framealpha=0.7)
     elif values is None:
         axis.scatter(positions[:, 1], positions[:, 0], s=marker_size, facecolors="none", edgecolors="#ff3b30", linewidths=0.8)
@@ -75,8 +90,7 @@ def save_atom_overlay(path: str | Path, image: np.ndarray, positions: np.ndarray
     plt.close(figure)
 
 
-def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", count: int = 64, seed: int = 0,
-                       row_labels: np.ndarray | None = None) -> None:
+def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", count: int = 64, seed: int = 0, row_labels: np.ndarray | None = None) -> None:
     """Write a PNG grid of up to ``count`` patches (N, C, W, W) chosen at random (channel 0 shown),
     each titled by its index (or by ``row_labels[index]``, e.g. its row in the file)."""
     plt = _pyplot()
@@ -96,8 +110,9 @@ def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", c
     plt.close(figure)
 
 
-def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.ndarray | None, pixel_size: float = 1.0, unit: str = "px", title: str = "",
-                     values_unit: str = "") -> None:
+def save_map_overlay(
+    path: str | Path, name: str, values: np.ndarray, scan: np.ndarray | None, pixel_size: float = 1.0, unit: str = "px", title: str = "", values_unit: str = ""
+) -> None:
     """Write a PNG of one (H, W) map over the scan in grey, with a colour bar (labelled with the map's
     name and ``values_unit``) and a scale bar.
 
@@ -131,7 +146,7 @@ def save_map_overlay(path: str | Path, name: str, values: np.ndarray, scan: np.n
             image = axis.imshow(np.degrees(shown), cmap="twilight", vmin=-180, vmax=180, alpha=0.6 if scan is not None else 1.0, interpolation="nearest")
             label = "angle (degrees)"
         else:
-            low, high = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+            low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
             if high <= low:
                 high = low + 1e-6
             image = axis.imshow(shown, cmap="viridis", vmin=low, vmax=high, alpha=0.6 if scan is not None else 1.0, interpolation="nearest")

@@ -15,15 +15,15 @@ logits, z mean and log sd, the angle's 2D mean and log sd, the shift's mean and 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from .errors import ParameterError
 
-_LOG_SD = ("z_sd", "angle_vec_sd", "shift_sd")   # optimised on the log scale
+_LOG_SD = ("z_sd", "angle_vec_sd", "shift_sd")  # optimised on the log scale
 
 
 @dataclass
@@ -95,13 +95,12 @@ def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: Ref
         before = negative_elbo_over_draws(model, x, start, eval_draws)
     if config.steps == 0:
         return start, before, before
-    leaves = {name: (value.clamp_min(1e-8).log() if name in _LOG_SD else value).clone().requires_grad_(True)
-              for name, value in start.items()}
+    leaves = {name: (value.clamp_min(1e-8).log() if name in _LOG_SD else value).clone().requires_grad_(True) for name, value in start.items()}
     optimizer = torch.optim.Adam(leaves.values(), lr=config.lr)
     with frozen(model), torch.enable_grad():
         for _ in range(config.steps):
             terms = model.loss_terms(x, generator, posterior=_from_leaves(leaves))
-            loss = model.negative_elbo(terms).sum()   # per-patch terms are independent
+            loss = model.negative_elbo(terms).sum()  # per-patch terms are independent
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -43,7 +43,7 @@ def prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -
     if record is not None and record.get("fingerprint") == fingerprint:
         log = run_dir / "log.csv"
         final = run_dir / "checkpoints" / "final.pt"
-        stats = run_dir / "summary.json"     # written last: a run killed before it is not complete
+        stats = run_dir / "summary.json"  # written last: a run killed before it is not complete
         if final.exists() and log.exists() and stats.exists() and sum(1 for _ in log.open()) - 1 >= epochs:
             return "complete"
         return "resume"
@@ -76,8 +76,9 @@ def read_run_provenance(run_dir: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: unreadable run provenance ({error})") from error
     if not isinstance(record, dict):
         raise InputError(f"{path}: unreadable run provenance (expected a JSON object)")
-    artifacts.check_schema_version(path, int(record.get("schema_version", artifacts.SCHEMA_VERSION)), what="run folder schema",
-                                   remedy="use the microvae that trained it, or retrain")
+    artifacts.check_schema_version(
+        path, int(record.get("schema_version", artifacts.SCHEMA_VERSION)), what="run folder schema", remedy="use the microvae that trained it, or retrain"
+    )
     return record
 
 
@@ -140,8 +141,9 @@ def load_checkpoint(path: Path | str) -> dict:
         raise InputError(f"{path}: not a microvae j-trVAE checkpoint")
     from .artifacts import check_schema_version
 
-    check_schema_version(path, int(payload.get("version", 0)), what="checkpoint format", supported=CHECKPOINT_VERSION,
-                         remedy="use the microvae that trained it, or retrain")
+    check_schema_version(
+        path, int(payload.get("version", 0)), what="checkpoint format", supported=CHECKPOINT_VERSION, remedy="use the microvae that trained it, or retrain"
+    )
     return payload
 
 
@@ -161,8 +163,9 @@ def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
         settings = json.loads(paths.config.read_text())
         from .artifacts import SCHEMA_VERSION, check_schema_version
 
-        check_schema_version(paths.config, int(settings.get("schema_version", SCHEMA_VERSION)), what="run folder schema",
-                             remedy="use the microvae that trained it, or retrain")  # no key: written before versions were recorded
+        check_schema_version(
+            paths.config, int(settings.get("schema_version", SCHEMA_VERSION)), what="run folder schema", remedy="use the microvae that trained it, or retrain"
+        )  # no key: written before versions were recorded
         model_config = JTRVAEConfig.from_dict(settings["model"])
         train_config = TrainConfig.from_dict(settings["train"])
     except (ValueError, KeyError, TypeError, AttributeError, ParameterError) as error:
@@ -193,7 +196,7 @@ class ScoreStatistics:
     count: int
 
     @classmethod
-    def of(cls, values: np.ndarray) -> "ScoreStatistics":
+    def of(cls, values: np.ndarray) -> ScoreStatistics:
         values = np.asarray(values, dtype=np.float64)
         p50, p95, p99 = np.percentile(values, [50, 95, 99]) if values.size else (np.nan,) * 3
         return cls(float(values.mean()), float(values.std()), float(p50), float(p95), float(p99), int(values.size))

@@ -16,8 +16,9 @@ many chunks (the default holds 64 MiB of patches) so that a batch spans many reg
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class PatchFile:
         bounds = np.flatnonzero(np.diff(chunk_of)) + 1
         for start, stop in zip(np.r_[0, bounds], np.r_[bounds, len(rows)]):
             first = int(chunk_of[start]) * self.chunk_rows
-            block = self[first:min(first + self.chunk_rows, self.shape[0])]
+            block = self[first : min(first + self.chunk_rows, self.shape[0])]
             out[start:stop] = block[rows[start:stop] - first]
         return out
 
@@ -85,7 +86,7 @@ class PatchFile:
         """(first row, patches) for consecutive blocks over the whole dataset."""
         step = block_rows or max(self.chunk_rows, (BLOCK_BYTES // self.row_bytes) // self.chunk_rows * self.chunk_rows)
         for start in range(0, self.shape[0], step):
-            yield start, self[start:start + step]
+            yield start, self[start : start + step]
 
     def close(self) -> None:
         self._handle.close()
@@ -119,7 +120,7 @@ def evenly_spaced(images: np.ndarray | PatchFile, limit: int) -> np.ndarray:
     the rows :func:`evenly_spaced_rows` picks."""
     if isinstance(images, PatchFile):
         return images.take(evenly_spaced_rows(len(images), limit))
-    return images[::_spacing(len(images), limit)]
+    return images[:: _spacing(len(images), limit)]
 
 
 def evenly_spaced_rows(count: int, limit: int) -> np.ndarray:
@@ -132,8 +133,9 @@ def _spacing(count: int, limit: int) -> int:
     return max(1, -(-count // limit)) if limit else 1
 
 
-def shuffled_batches(source: PatchFile, rows: np.ndarray, batch_size: int, generator: torch.Generator,
-                     buffer_rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def shuffled_batches(
+    source: PatchFile, rows: np.ndarray, batch_size: int, generator: torch.Generator, buffer_rows: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One epoch of (row indices, patches) batches over the sorted ``rows`` of ``source``, in
     shuffled chunk order through a shuffle buffer (see the module docstring). Deterministic for a
     given ``generator`` state; every row is yielded exactly once, in batches of ``batch_size``
@@ -149,15 +151,15 @@ def shuffled_batches(source: PatchFile, rows: np.ndarray, batch_size: int, gener
     carry_rows = np.zeros(0, dtype=np.int64)
     carry = np.zeros((0,) + source.shape[1:], dtype=np.float32)
     for group_start in range(0, len(order), per_buffer):
-        group = np.sort(order[group_start:group_start + per_buffer])
-        picked = np.concatenate([rows[first[g]:ends[g]] for g in group])
+        group = np.sort(order[group_start : group_start + per_buffer])
+        picked = np.concatenate([rows[first[g] : ends[g]] for g in group])
         buffer_rows_now = np.concatenate([carry_rows, picked])
         buffer = np.concatenate([carry, source.take(picked)])
         mix = torch.randperm(len(buffer_rows_now), generator=generator).numpy()
         buffer_rows_now, buffer = buffer_rows_now[mix], buffer[mix]
         full = len(buffer) // batch_size * batch_size
         for start in range(0, full, batch_size):
-            yield buffer_rows_now[start:start + batch_size], buffer[start:start + batch_size]
+            yield buffer_rows_now[start : start + batch_size], buffer[start : start + batch_size]
         carry_rows, carry = buffer_rows_now[full:], buffer[full:]
     if len(carry):
         yield carry_rows, carry

@@ -52,7 +52,7 @@ def render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np
     return np.bincount(flat, weights=values[valid], minlength=height * width).reshape(shape)
 
 
-NEIGHBOURS_MODELLED = 8    # nearest columns whose models are taken away from a column's fit window
+NEIGHBOURS_MODELLED = 8  # nearest columns whose models are taken away from a column's fit window
 
 
 def nearest_columns(positions: np.ndarray, count: int = NEIGHBOURS_MODELLED, tree=None) -> np.ndarray:
@@ -85,9 +85,17 @@ def _precision(covariance: np.ndarray) -> np.ndarray:
     return np.stack([covariance[..., 2] / det, -covariance[..., 1] / det, covariance[..., 0] / det], axis=-1)
 
 
-def neighbours_at(positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray, members: np.ndarray,
-                  centres: np.ndarray, row_offsets: np.ndarray, col_offsets: np.ndarray,
-                  others: np.ndarray | None = None, covariance: np.ndarray | None = None) -> np.ndarray:
+def neighbours_at(
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    sigma_px: np.ndarray,
+    members: np.ndarray,
+    centres: np.ndarray,
+    row_offsets: np.ndarray,
+    col_offsets: np.ndarray,
+    others: np.ndarray | None = None,
+    covariance: np.ndarray | None = None,
+) -> np.ndarray:
     """(P, M) the summed Gaussian models of each member's ``NEIGHBOURS_MODELLED`` nearest other
     columns at its window pixels ``centres`` (M, 2) + (row_offsets, col_offsets) (P,): the part of
     the image that :func:`render_columns` of all columns minus the member's own model would give
@@ -100,10 +108,10 @@ def neighbours_at(positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.nd
         count = min(NEIGHBOURS_MODELLED + 1, len(positions))
         _, index = cKDTree(positions).query(positions[members], k=count)
         index = index.reshape(len(members), -1)
-        others = index[:, 1:] if count > 1 else index[:, :0]                    # (M, K) the member itself first
+        others = index[:, 1:] if count > 1 else index[:, :0]  # (M, K) the member itself first
     # −½·precision, float32 (the pixels relative to the window centre keep the offsets small)
     half = (-0.5 * _precision(isotropic_covariance(sigma_px) if covariance is None else np.asarray(covariance, dtype=np.float64))).astype(np.float32)
-    rows = row_offsets.astype(np.float32)[:, None]                                # (P, 1)
+    rows = row_offsets.astype(np.float32)[:, None]  # (P, 1)
     cols = col_offsets.astype(np.float32)[:, None]
     total = np.zeros((len(row_offsets), len(centres)), np.float32)
     for k in range(others.shape[1]):
@@ -118,9 +126,16 @@ def neighbours_at(positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.nd
     return total
 
 
-def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.ndarray, initial: np.ndarray,
-                     covariance: np.ndarray, iterations: int, tolerance: float = 1e-4,
-                     inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _fit_fixed_shape(
+    data: np.ndarray,
+    row_offsets: np.ndarray,
+    col_offsets: np.ndarray,
+    initial: np.ndarray,
+    covariance: np.ndarray,
+    iterations: int,
+    tolerance: float = 1e-4,
+    inside: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Batched LM fit of ``A·exp(−½ dᵀPd) + b₀`` (d = pixel − centre, P = C⁻¹) with the covariance C
     (3,) [c_rr, c_rc, c_cc] fixed, to ``data`` (P, N), the pixels at (``row_offsets``,
     ``col_offsets``) from each window centre; ``initial`` (N, 2) centre offsets. The elliptical
@@ -136,14 +151,14 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
     from .atoms.refine import levenberg_marquardt
 
     data = np.asarray(data, dtype=np.float32)
-    low, high = data.min(axis=0), data.max(axis=0)           # the start
+    low, high = data.min(axis=0), data.max(axis=0)  # the start
     masked = inside is not None and not inside.all()
     if masked:
-        data = np.where(inside, data, np.float32(np.nan))        # NaN marks them (the fit drops finished columns as it goes)
+        data = np.where(inside, data, np.float32(np.nan))  # NaN marks them (the fit drops finished columns as it goes)
     pixels = data.shape[0]
     y = row_offsets.astype(np.float32)[:, None]
     x = col_offsets.astype(np.float32)[:, None]
-    basis = np.concatenate([np.ones_like(y), y, x, y * y, x * x, x * y], axis=1)       # (P, 6)
+    basis = np.concatenate([np.ones_like(y), y, x, y * y, x * x, x * y], axis=1)  # (P, 6)
     p_rr, p_rc, p_cc = _precision(np.asarray(covariance, dtype=np.float64))
     params = np.stack([high - low, initial[:, 0], initial[:, 1], low], axis=0).astype(np.float64)
 
@@ -154,7 +169,7 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
         residual = values - b0
         residual -= amp * gauss
         count = pixels
-        if masked:                                                 # pixels off the image count for nothing
+        if masked:  # pixels off the image count for nothing
             on_image = values == values
             gauss, residual = gauss * on_image, np.where(on_image, residual, np.float32(0))
             count = on_image.sum(axis=0, dtype=np.float64)
@@ -163,8 +178,8 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
     def normal_equations(p, state):
         gauss, residual, count = state
         amp, r0, c0 = p[0], p[1], p[2]
-        w = np.einsum("pn,pk->kn", gauss * gauss, basis).astype(np.float64)           # Σe²·[1, y, x, y², x², xy]
-        e = np.einsum("pn,pk->kn", gauss, basis[:, :3]).astype(np.float64)            # Σe·[1, y, x]
+        w = np.einsum("pn,pk->kn", gauss * gauss, basis).astype(np.float64)  # Σe²·[1, y, x, y², x², xy]
+        e = np.einsum("pn,pk->kn", gauss, basis[:, :3]).astype(np.float64)  # Σe·[1, y, x]
         r = np.einsum("pn,pk->kn", residual * gauss, basis[:, :3]).astype(np.float64)  # Σr·e·[1, y, x]
         # centred moments of e² (d = pixel − centre), then of e and r·e to first order
         s10, s01 = w[1] - r0 * w[0], w[2] - c0 * w[0]
@@ -173,17 +188,22 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
         s11 = w[5] - r0 * w[2] - c0 * w[1] + r0 * c0 * w[0]
         e10, e01 = e[1] - r0 * e[0], e[2] - c0 * e[0]
         r10, r01 = r[1] - r0 * r[0], r[2] - c0 * r[0]
-        matrix = np.stack([
-            w[0], amp * (p_rr * s10 + p_rc * s01), amp * (p_rc * s10 + p_cc * s01), e[0],
-            amp * amp * (p_rr * p_rr * s20 + 2 * p_rr * p_rc * s11 + p_rc * p_rc * s02),
-            amp * amp * (p_rr * p_rc * s20 + (p_rr * p_cc + p_rc * p_rc) * s11 + p_rc * p_cc * s02),
-            amp * (p_rr * e10 + p_rc * e01),
-            amp * amp * (p_rc * p_rc * s20 + 2 * p_rc * p_cc * s11 + p_cc * p_cc * s02),
-            amp * (p_rc * e10 + p_cc * e01),
-            0 * amp + count,
-        ], axis=0)
-        gradient = np.stack([r[0], amp * (p_rr * r10 + p_rc * r01), amp * (p_rc * r10 + p_cc * r01),
-                             residual.sum(axis=0, dtype=np.float64)], axis=0)
+        matrix = np.stack(
+            [
+                w[0],
+                amp * (p_rr * s10 + p_rc * s01),
+                amp * (p_rc * s10 + p_cc * s01),
+                e[0],
+                amp * amp * (p_rr * p_rr * s20 + 2 * p_rr * p_rc * s11 + p_rc * p_rc * s02),
+                amp * amp * (p_rr * p_rc * s20 + (p_rr * p_cc + p_rc * p_rc) * s11 + p_rc * p_cc * s02),
+                amp * (p_rr * e10 + p_rc * e01),
+                amp * amp * (p_rc * p_rc * s20 + 2 * p_rc * p_cc * s11 + p_cc * p_cc * s02),
+                amp * (p_rc * e10 + p_cc * e01),
+                0 * amp + count,
+            ],
+            axis=0,
+        )
+        gradient = np.stack([r[0], amp * (p_rr * r10 + p_rc * r01), amp * (p_rc * r10 + p_cc * r01), residual.sum(axis=0, dtype=np.float64)], axis=0)
         return matrix, gradient
 
     params = levenberg_marquardt(params, data, evaluate, normal_equations, iterations, tolerance)
@@ -192,8 +212,9 @@ def _fit_fixed_shape(data: np.ndarray, row_offsets: np.ndarray, col_offsets: np.
     return params.T, inside & (params[0] > 0) & np.isfinite(params).all(axis=0)
 
 
-def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offsets: np.ndarray, offsets: np.ndarray,
-                      weights: np.ndarray, sigma_px: float, iterations: int = 30) -> tuple[np.ndarray, bool]:
+def _fit_shared_shape(
+    mean_window: np.ndarray, row_offsets: np.ndarray, col_offsets: np.ndarray, offsets: np.ndarray, weights: np.ndarray, sigma_px: float, iterations: int = 30
+) -> tuple[np.ndarray, bool]:
     """The one elliptical Gaussian that a set of columns share, from the mean of their windows.
 
     Each window is read around its column's nearest pixel, so column i sits at ``offsets`` (n, 2)
@@ -207,7 +228,7 @@ def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offs
     """
     from .atoms.refine import levenberg_marquardt
 
-    y = row_offsets.astype(np.float64)[:, None] - offsets[:, 0][None, :]          # (P, n) pixel − column
+    y = row_offsets.astype(np.float64)[:, None] - offsets[:, 0][None, :]  # (P, n) pixel − column
     x = col_offsets.astype(np.float64)[:, None] - offsets[:, 1][None, :]
     w = (weights / weights.sum())[None, :]
     values = np.asarray(mean_window, dtype=np.float64)[:, None]
@@ -219,12 +240,18 @@ def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offs
         amp, dr, dc, p_rr, p_rc, p_cc, b0 = (float(p[i, 0]) for i in range(7))
         dy, dx = y - dr, x - dc
         grad_r, grad_c = p_rr * dy + p_rc * dx, p_rc * dy + p_cc * dx
-        gauss = w * np.exp(-0.5 * (dy * grad_r + dx * grad_c))                 # (P, n)
+        gauss = w * np.exp(-0.5 * (dy * grad_r + dx * grad_c))  # (P, n)
         mean = gauss.sum(axis=1)
         residual = values[:, 0] - amp * mean - b0
-        jacobian = (mean, amp * (gauss * grad_r).sum(axis=1), amp * (gauss * grad_c).sum(axis=1),
-                    -0.5 * amp * (gauss * dy * dy).sum(axis=1), -amp * (gauss * dy * dx).sum(axis=1),
-                    -0.5 * amp * (gauss * dx * dx).sum(axis=1), np.ones_like(mean))
+        jacobian = (
+            mean,
+            amp * (gauss * grad_r).sum(axis=1),
+            amp * (gauss * grad_c).sum(axis=1),
+            -0.5 * amp * (gauss * dy * dy).sum(axis=1),
+            -amp * (gauss * dy * dx).sum(axis=1),
+            -0.5 * amp * (gauss * dx * dx).sum(axis=1),
+            np.ones_like(mean),
+        )
         return (np.stack(jacobian, axis=0), residual), np.array([residual @ residual])
 
     def normal_equations(p, state):
@@ -232,7 +259,7 @@ def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offs
         full = jacobian @ jacobian.T
         return np.array([[full[i, j]] for i, j in pairs]), (jacobian @ residual)[:, None]
 
-    def project(trial):                      # keep P positive definite
+    def project(trial):  # keep P positive definite
         trial[3], trial[5] = np.abs(trial[3]), np.abs(trial[5])
         limit = 0.95 * np.sqrt(trial[3] * trial[5])
         trial[4] = np.clip(trial[4], -limit, limit)
@@ -244,16 +271,17 @@ def _fit_shared_shape(mean_window: np.ndarray, row_offsets: np.ndarray, col_offs
         return params, False
     root = np.sqrt(max(trace**2 / 4 - det, 0.0))
     ratio = np.sqrt((trace / 2 + root) / max(trace / 2 - root, 1e-12))
-    width = det ** -0.25
+    width = det**-0.25
     return params, bool((0.25 * sigma_px < width < 4 * sigma_px + 1) and ratio < 3)
 
 
-MIN_SIGNIFICANCE = 6.0   # residual response over its noise sd for a new column
-MIN_RELATIVE_HEIGHT = 0.1   # residual response over a typical bright column's response
+MIN_SIGNIFICANCE = 6.0  # residual response over its noise sd for a new column
+MIN_RELATIVE_HEIGHT = 0.1  # residual response over a typical bright column's response
 
 
-def find_dim_columns(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
-                     filter_sigma_px: float, typical_response: float, noise: float) -> tuple[np.ndarray, np.ndarray]:
+def find_dim_columns(
+    image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray, filter_sigma_px: float, typical_response: float, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Columns that a first search passed over: integer (M, 2) (row, col) peaks and (M,) starting
     heights (the residual, smoothed by a Gaussian of the columns' width, at the peak).
 
@@ -266,9 +294,10 @@ def find_dim_columns(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     response's noise sd (``noise`` is the image's white-noise sd) and ``MIN_RELATIVE_HEIGHT``
     times ``typical_response`` (the 90th percentile of the first search's peak responses).
     """
+    from scipy.spatial import cKDTree
+
     from .atoms.peaks import disk_maxima, filter_gain, inner_of
     from .atoms.response import log_response_and_maxima
-    from scipy.spatial import cKDTree
 
     none = (np.zeros((0, 2), np.int64), np.zeros(0))
     if len(positions) == 0:
@@ -288,20 +317,28 @@ def find_dim_columns(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     from scipy import ndimage
 
     smooth = ndimage.gaussian_filter(residual, float(np.median(sigma_px)) / np.sqrt(2), mode="nearest")
-    return peaks, 2.0 * smooth[peaks[:, 0], peaks[:, 1]].astype(np.float64)   # a Gaussian smoothed by σ/√2 keeps half its height
+    return peaks, 2.0 * smooth[peaks[:, 0], peaks[:, 1]].astype(np.float64)  # a Gaussian smoothed by σ/√2 keeps half its height
 
 
-WIDTH_RADIUS = 1.5        # free-width fits of the widths use a disk of this many σ (≥ 2 px): the core, where neighbours subtracted with a wrong width matter least
-DUPLICATE_DISTANCE = 0.5    # × median nearest-neighbour distance: two columns closer are one
-JOINT_ROUNDS = 4           # rounds of subtract-the-neighbours-and-refit
-SHAPE_ROUNDS = 3           # alternations of the sublattices' shapes and the positions (each shape is read with its neighbours' current shapes)
-NEIGHBOUR_SHARE = 0.1      # a neighbour counts when its model, over the column's height, exceeds this at the fit disk's edge
+WIDTH_RADIUS = 1.5  # free-width fits of the widths use a disk of this many σ (≥ 2 px): the core, where neighbours subtracted with a wrong width matter least
+DUPLICATE_DISTANCE = 0.5  # × median nearest-neighbour distance: two columns closer are one
+JOINT_ROUNDS = 4  # rounds of subtract-the-neighbours-and-refit
+SHAPE_ROUNDS = 3  # alternations of the sublattices' shapes and the positions (each shape is read with its neighbours' current shapes)
+NEIGHBOUR_SHARE = 0.1  # a neighbour counts when its model, over the column's height, exceeds this at the fit disk's edge
 
 
-def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
-                   spacing_px: float, rounds: int = JOINT_ROUNDS, iterations: int = 12,
-                   must: np.ndarray | None = None, neighbours: np.ndarray | None = None,
-                   covariance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def refine_jointly(
+    image: np.ndarray,
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    sigma_px: np.ndarray,
+    spacing_px: float,
+    rounds: int = JOINT_ROUNDS,
+    iterations: int = 12,
+    must: np.ndarray | None = None,
+    neighbours: np.ndarray | None = None,
+    covariance: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refit columns whose neighbours reach into their fit window, each against the image minus
     every other column's fitted model, until the positions settle.
 
@@ -340,10 +377,10 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
     radius_of = {s: fit_disk_radius(s, spacing_px) for s in np.unique(sigma)}
     fit_radius = np.array([radius_of[s] for s in sigma])
     neighbour = nearest_columns(positions) if neighbours is None else neighbours
-    closest = neighbour[:, :4]                                          # the nearest four decide who is reached
+    closest = neighbour[:, :4]  # the nearest four decide who is reached
     distance = np.hypot(*(positions[closest] - positions[:, None, :]).transpose(2, 0, 1))
     gap = np.clip(distance - fit_radius[:, None], 0, None)
-    reach = amplitudes[closest] / np.clip(amplitudes, 1e-6, None)[:, None] * np.exp(-gap**2 / (2 * sigma[closest] ** 2))
+    reach = amplitudes[closest] / np.clip(amplitudes, 1e-6, None)[:, None] * np.exp(-(gap**2) / (2 * sigma[closest] ** 2))
     affected = (reach > NEIGHBOUR_SHARE).any(axis=1)
     if must is not None:
         affected |= must
@@ -351,10 +388,10 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
         return positions, amplitudes, refitted
     if covariance is not None:
         covariance = np.asarray(covariance, dtype=np.float64)
-    shapes = sigma[:, None] if covariance is None else np.concatenate([sigma[:, None], covariance], axis=1)   # the groups fitted together
+    shapes = sigma[:, None] if covariance is None else np.concatenate([sigma[:, None], covariance], axis=1)  # the groups fitted together
     for _ in range(rounds):
         largest_move = 0.0
-        current = positions.copy(), amplitudes.copy()          # every group of a round sees the same neighbours
+        current = positions.copy(), amplitudes.copy()  # every group of a round sees the same neighbours
         for shape in np.unique(shapes[affected], axis=0):
             width = shape[0]
             members = np.nonzero(affected & (shapes == shape).all(axis=1))[0]
@@ -381,9 +418,9 @@ def refine_jointly(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndar
 
 
 MAX_SUBLATTICES = 3
-MIXTURE_SAMPLE = 4000            # heights the mixture is fitted on (an even sample)
-MIN_SUBLATTICE_FRACTION = 0.08   # a sublattice holds at least this share of the columns
-MIN_SEPARATION = 2.5             # adjacent sublattices' mean log heights differ by this many pooled sd
+MIXTURE_SAMPLE = 4000  # heights the mixture is fitted on (an even sample)
+MIN_SUBLATTICE_FRACTION = 0.08  # a sublattice holds at least this share of the columns
+MIN_SEPARATION = 2.5  # adjacent sublattices' mean log heights differ by this many pooled sd
 
 
 def label_sublattices(intensity: np.ndarray) -> np.ndarray:
@@ -400,7 +437,7 @@ def label_sublattices(intensity: np.ndarray) -> np.ndarray:
     labels = np.zeros(len(values), np.int64)
     if len(values) < 20:
         return labels
-    sample = values[:: max(1, len(values) // MIXTURE_SAMPLE)]     # fitted on an even sample, applied to all
+    sample = values[:: max(1, len(values) // MIXTURE_SAMPLE)]  # fitted on an even sample, applied to all
     best_bic = np.inf
     for components in range(1, MAX_SUBLATTICES + 1):
         means, sds, weights, _, log_likelihood = gaussian_mixture_1d(sample, components)
@@ -444,9 +481,15 @@ def gaussian_mixture_1d(values: np.ndarray, components: int, iterations: int = 1
     return means[order], sds[order], weights[order], responsibilities[:, order], log_likelihood
 
 
-def sublattice_shapes(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, covariance: np.ndarray,
-                      labels: np.ndarray, sample: int = 2048,
-                      neighbours: np.ndarray | None = None) -> np.ndarray:
+def sublattice_shapes(
+    image: np.ndarray,
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    covariance: np.ndarray,
+    labels: np.ndarray,
+    sample: int = 2048,
+    neighbours: np.ndarray | None = None,
+) -> np.ndarray:
     """(N, 3) covariance [c_rr, c_rc, c_cc] (px²) of every column: per sublattice, the elliptical
     Gaussian its columns share (:func:`_fit_shared_shape`), fitted to the mean of up to ``sample``
     of its columns' windows (a disk of ``WIDTH_RADIUS`` × the current equivalent width, at least
@@ -460,7 +503,7 @@ def sublattice_shapes(image: np.ndarray, positions: np.ndarray, amplitudes: np.n
     covariance = np.array(covariance, dtype=np.float64)
     current = covariance.copy()
     sigma = equivalent_sigma(current)
-    for label in np.unique(labels[labels >= 0]):          # −1: columns left out
+    for label in np.unique(labels[labels >= 0]):  # −1: columns left out
         members = np.nonzero((labels == label) & (amplitudes > 0))[0]
         members = members[:: max(1, len(members) // sample)]
         if len(members) < 3:
@@ -499,7 +542,7 @@ class CompletedLattice:
     source: np.ndarray
 
 
-PROBE_SIZE = 1024     # scans larger than this are searched on a central crop of this size first
+PROBE_SIZE = 1024  # scans larger than this are searched on a central crop of this size first
 
 
 def _worth_searching(image, positions, amplitudes, widths, filter_sigma_px, typical_response, noise) -> bool:
@@ -512,14 +555,22 @@ def _worth_searching(image, positions, amplitudes, widths, filter_sigma_px, typi
     top, left = max(0, (height - PROBE_SIZE) // 2), max(0, (width - PROBE_SIZE) // 2)
     corner = np.array([top, left])
     inside = ((positions >= corner - 20) & (positions < corner + PROBE_SIZE + 20)).all(axis=1)
-    crop = image[top:top + PROBE_SIZE, left:left + PROBE_SIZE]
+    crop = image[top : top + PROBE_SIZE, left : left + PROBE_SIZE]
     found, _ = find_dim_columns(crop, positions[inside] - corner, amplitudes[inside], widths[inside], filter_sigma_px, typical_response, noise)
     return len(found) >= max(3, 0.01 * inside.sum())
 
 
-def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray,
-                     filter_sigma_px: float, typical_response: float, noise: float, joint: bool = True,
-                     search: bool = True) -> CompletedLattice:
+def complete_lattice(
+    image: np.ndarray,
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    sigma_px: np.ndarray,
+    filter_sigma_px: float,
+    typical_response: float,
+    noise: float,
+    joint: bool = True,
+    search: bool = True,
+) -> CompletedLattice:
     """From a first search's fitted columns to every sublattice, labelled and refined together.
 
     1. :func:`find_dim_columns` in the residual (``search``; on scans above ``PROBE_SIZE``² only
@@ -555,29 +606,29 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
         second = np.concatenate([second, np.ones(len(peaks), bool)])
         source = np.concatenate([source, np.full(len(peaks), -1)])
     if len(positions) <= 1:
-        return CompletedLattice(positions, amplitudes, widths, np.zeros(len(positions), np.int64), second,
-                                np.zeros(len(positions), bool), float("nan"), source)
-    tree = cKDTree(positions)                         # one tree and one neighbour table: the columns move by fractions of a pixel
+        return CompletedLattice(positions, amplitudes, widths, np.zeros(len(positions), np.int64), second, np.zeros(len(positions), bool), float("nan"), source)
+    tree = cKDTree(positions)  # one tree and one neighbour table: the columns move by fractions of a pixel
     neighbours = nearest_columns(positions, tree=tree)
     nearest = float(np.median(np.hypot(*(positions[neighbours[:, 0]] - positions).T)))
     refitted = np.zeros(len(positions), bool)
-    if joint and second.any():      # heights of the new columns (and of their neighbours) before they are labelled
+    if joint and second.any():  # heights of the new columns (and of their neighbours) before they are labelled
         positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=2, must=second, neighbours=neighbours)
         refitted |= moved
     labels, linked = label_columns(positions, amplitudes, image.shape, nearest, tree)
-    drop = second & ~linked          # found in the residual but part of no site set: misfit, not a column
+    drop = second & ~linked  # found in the residual but part of no site set: misfit, not a column
     covariance = isotropic_covariance(widths)
-    for _ in range(SHAPE_ROUNDS if joint else 0):     # shapes from neighbour-subtracted cores, then positions, until the shapes stand
+    for _ in range(SHAPE_ROUNDS if joint else 0):  # shapes from neighbour-subtracted cores, then positions, until the shapes stand
         previous = covariance
         covariance = sublattice_shapes(image, positions, amplitudes, covariance, np.where(drop, -1, labels), neighbours=neighbours)
         widths = equivalent_sigma(covariance)
-        amplitudes = np.where(drop, 0.0, amplitudes)          # a dropped column takes nothing from its neighbours
-        positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop,
-                                                      neighbours=neighbours, covariance=covariance)
+        amplitudes = np.where(drop, 0.0, amplitudes)  # a dropped column takes nothing from its neighbours
+        positions, amplitudes, moved = refine_jointly(
+            image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours, covariance=covariance
+        )
         refitted |= moved
         if np.abs(covariance - previous).max(initial=0.0) < 0.04 * float(np.median(widths)) ** 2:
             break
-        if second.any():     # heights read with better shapes: the next shapes are read per sublattice as labelled now
+        if second.any():  # heights read with better shapes: the next shapes are read per sublattice as labelled now
             labels = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)[0]
     # two fits that settled on one column: keep the taller
     distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
@@ -589,19 +640,18 @@ def complete_lattice(image: np.ndarray, positions: np.ndarray, amplitudes: np.nd
     keep = ~drop
     nearest = float(np.median(np.where(drop[neighbours], np.inf, distance)[keep].min(axis=1)))
     positions, amplitudes, widths, second, refitted, source, labels = (a[keep] for a in (positions, amplitudes, widths, second, refitted, source, labels))
-    if second.any():         # the new columns' heights were provisional when they were first labelled
+    if second.any():  # the new columns' heights were provisional when they were first labelled
         labels, _ = label_columns(positions, amplitudes, image.shape, nearest)
     return CompletedLattice(positions, amplitudes, widths, labels, second, refitted, nearest, source)
 
 
-LINK_HEIGHT_STEP = 0.3         # log-height step a link may always take (a thickness wedge changes neighbours little)
-LINK_TOLERANCE = 0.45          # × nearest-neighbour distance: how far a translated column may miss its partner
-TRANSLATION_SAMPLE = 3000      # columns whose neighbours propose, and test, the translations
-MIN_TRANSLATION_SHARE = 0.75   # a lattice translation maps at least this share of the columns onto columns
+LINK_HEIGHT_STEP = 0.3  # log-height step a link may always take (a thickness wedge changes neighbours little)
+LINK_TOLERANCE = 0.45  # × nearest-neighbour distance: how far a translated column may miss its partner
+TRANSLATION_SAMPLE = 3000  # columns whose neighbours propose, and test, the translations
+MIN_TRANSLATION_SHARE = 0.75  # a lattice translation maps at least this share of the columns onto columns
 
 
-def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_px: float,
-                         intensity: np.ndarray | None = None, tree=None) -> np.ndarray | None:
+def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_px: float, intensity: np.ndarray | None = None, tree=None) -> np.ndarray | None:
     """(2, 2) the two shortest non-collinear lattice translations (row, col) px, or None.
 
     A translation of the crystal carries (almost) every column onto another column of the same
@@ -621,7 +671,7 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
     if count < 12:
         return None
     tree = tree if tree is not None else cKDTree(positions)
-    probes = np.arange(0, count, max(1, count // TRANSLATION_SAMPLE))       # an even sample of the columns
+    probes = np.arange(0, count, max(1, count // TRANSLATION_SAMPLE))  # an even sample of the columns
     _, neighbours = tree.query(positions[probes], k=min(13, count))
     vectors = (positions[neighbours[:, 1:]] - positions[probes][:, None, :]).reshape(-1, 2)
     step = 0.15 * nearest_px
@@ -636,7 +686,7 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
     for index in frequent[np.argsort(-counts[frequent])]:
         vector = vectors[inverse == index].mean(axis=0)
         if vector[0] < 0 or (vector[0] == 0 and vector[1] < 0):
-            continue                      # one of ±v is enough
+            continue  # one of ±v is enough
         if any(np.linalg.norm(vector - t) < tolerance for t in candidates):
             continue
         target = positions[probes] + vector
@@ -663,8 +713,7 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
     return None
 
 
-def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray,
-                         nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
+def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray, nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
     """(N,) sublattice of each column from the lattice's geometry, 0 the brightest, and (N,) bool:
     whether the column belongs to one of the large sets or sits on their lattice (≥ 2 of its
     translation partners, whatever their heights, in large sets: a dopant does, a misfit between
@@ -692,11 +741,11 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
         rows.append(np.nonzero(linked)[0])
         cols.append(index[linked])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    every_row, every_col = rows, cols                 # the geometric links, whatever the heights
+    every_row, every_col = rows, cols  # the geometric links, whatever the heights
     log_height = np.log(np.clip(intensity, 1e-6, None))
     step = np.abs(log_height[rows] - log_height[cols])
     alike = step <= max(LINK_HEIGHT_STEP, 3 * float(np.median(step))) if len(step) else step > 0
-    rows, cols = rows[alike], cols[alike]          # one bad fit at the scan's edge must not join two sites
+    rows, cols = rows[alike], cols[alike]  # one bad fit at the scan's edge must not join two sites
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
     _, component = connected_components(graph, directed=False)
     sizes = np.bincount(component)
@@ -717,8 +766,7 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
     return rank[component].astype(np.int64), linked_any
 
 
-def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int, int],
-                  nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
+def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int, int], nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
     """Sublattice of every column, 0 the brightest: position within the lattice, then height.
 
     1. The lattice's translations, those that carry each column onto one of about its height

@@ -90,12 +90,7 @@ def lattice_sites(shape: tuple[int, int], spacing_px: float, angle_deg: float, s
         labels.append(np.full(len(points), label))
     positions = np.concatenate(positions)
     labels = np.concatenate(labels)
-    keep = (
-        (positions[:, 0] > -margin)
-        & (positions[:, 0] < height - 1 + margin)
-        & (positions[:, 1] > -margin)
-        & (positions[:, 1] < width - 1 + margin)
-    )
+    keep = (positions[:, 0] > -margin) & (positions[:, 0] < height - 1 + margin) & (positions[:, 1] > -margin) & (positions[:, 1] < width - 1 + margin)
     return positions[keep], labels[keep]
 
 
@@ -274,8 +269,9 @@ def make_two_phase_lattice(
     return TwoPhaseImage(noisy.astype(np.float32), positions, labels, region, variant, boundary)
 
 
-def score_two_phase(truth: TwoPhaseImage, coords: np.ndarray, classes: np.ndarray, class_probs: np.ndarray,
-                    z_mean: np.ndarray, margin_px: float = 20.0) -> dict:
+def score_two_phase(
+    truth: TwoPhaseImage, coords: np.ndarray, classes: np.ndarray, class_probs: np.ndarray, z_mean: np.ndarray, margin_px: float = 20.0
+) -> dict:
     """How well encoded patches of a two-phase lattice recover its regions and variants.
 
     Args:
@@ -288,7 +284,8 @@ def score_two_phase(truth: TwoPhaseImage, coords: np.ndarray, classes: np.ndarra
     (mean max q(y|x)), and variant_corr_per_region (per region, the best |corr(z_k, variant)| of the
     nearest dim column's variant).
     """
-    from scipy.spatial import cKDTree       # scipy is imported only where it is used
+    from scipy.spatial import cKDTree  # scipy is imported only where it is used
+
     from .metrics import matched_accuracy
 
     distance, nearest = cKDTree(truth.positions).query(coords)
@@ -296,10 +293,14 @@ def score_two_phase(truth: TwoPhaseImage, coords: np.ndarray, classes: np.ndarra
     dim = np.flatnonzero(truth.sublattice == 1)
     variant = truth.variant[dim][cKDTree(truth.positions[dim]).query(coords)[1]]
     far = np.abs(coords[:, 1] - truth.boundary_col) > margin_px
-    correlations = [max((abs(np.corrcoef(z_mean[m, k], variant[m])[0, 1]) for k in range(z_mean.shape[1])), default=0.0)
-                    for m in ((region == 0) & far, (region == 1) & far)]
-    return {"patches": int(len(coords)), "median_match_px": float(np.median(distance)),
-            "bright_only": bool((truth.sublattice[nearest] == 0).all()),
-            "region_accuracy": float(matched_accuracy(region[far], classes[far])),
-            "class_confidence": float(class_probs.max(1).mean()),
-            "variant_corr_per_region": [round(float(c), 3) for c in correlations]}
+    correlations = [
+        max((abs(np.corrcoef(z_mean[m, k], variant[m])[0, 1]) for k in range(z_mean.shape[1])), default=0.0) for m in ((region == 0) & far, (region == 1) & far)
+    ]
+    return {
+        "patches": int(len(coords)),
+        "median_match_px": float(np.median(distance)),
+        "bright_only": bool((truth.sublattice[nearest] == 0).all()),
+        "region_accuracy": float(matched_accuracy(region[far], classes[far])),
+        "class_confidence": float(class_probs.max(1).mean()),
+        "variant_corr_per_region": [round(float(c), 3) for c in correlations],
+    }

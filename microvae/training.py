@@ -32,9 +32,9 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -65,9 +65,15 @@ class FitResult:
 ProgressCallback = Callable[[dict], None]
 
 
-def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfig, run_dir: Path | str,
-        progress: ProgressCallback | None = None, labels: np.ndarray | None = None,
-        init_labels: np.ndarray | None = None) -> FitResult:
+def fit(
+    images: np.ndarray,
+    model_config: JTRVAEConfig,
+    train_config: TrainConfig,
+    run_dir: Path | str,
+    progress: ProgressCallback | None = None,
+    labels: np.ndarray | None = None,
+    init_labels: np.ndarray | None = None,
+) -> FitResult:
     """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``: an
     array (kept on the device) or a :class:`~microvae.streaming.PatchFile` (streamed).
 
@@ -96,7 +102,7 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
     if world.rank == 0:
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
     checkpoint = _load_resumable_checkpoint(paths.last, model_config, train_config)
-    world.barrier()                                  # every rank has read last.pt before rank 0 rewrites it
+    world.barrier()  # every rank has read last.pt before rank 0 rewrites it
     if world.rank == 0:
         _write_config(paths.config, model_config, train_config)
 
@@ -113,17 +119,16 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         scaler.load_state_dict(checkpoint["scaler_state"])
         shuffle_gen.set_state(checkpoint["shuffle_generator"])
-        if world.size == 1:          # each rank draws its own noise; a resumed DDP run reseeds it
+        if world.size == 1:  # each rank draws its own noise; a resumed DDP run reseeds it
             noise_gen.set_state(checkpoint["noise_generator"])
         _set_global_rng_states(checkpoint["rng"])
         history = list(checkpoint["history"])
         start_epoch = int(checkpoint["epoch"])
 
     if train_config.compile:
-        model.compile()          # in place: the forward (the loss terms) compiles; weights and their names stay
+        model.compile()  # in place: the forward (the loss terms) compiles; weights and their names stay
     data = TrainingData(images, known, train_config.val_fraction, train_config.seed, device, world, initial)
-    state = _TrainingState(model, world.wrap(model), optimizer, scaler, shuffle_gen, noise_gen, model_config,
-                           train_config, history, world)
+    state = _TrainingState(model, world.wrap(model), optimizer, scaler, shuffle_gen, noise_gen, model_config, train_config, history, world)
 
     for epoch in range(start_epoch, train_config.epochs):
         try:
@@ -145,10 +150,9 @@ def fit(images: np.ndarray, model_config: JTRVAEConfig, train_config: TrainConfi
         _atomic_copy(paths.last, paths.final)
         write_log(paths.log, history)
         plot_losses(paths.plot, history)
-    world.barrier()                                  # final.pt exists for every rank on return
+    world.barrier()  # final.pt exists for every rank on return
     model.eval()
-    return FitResult(model, run_dir, history, len(history), start_epoch if checkpoint is not None else None,
-                     paths.final)
+    return FitResult(model, run_dir, history, len(history), start_epoch if checkpoint is not None else None, paths.final)
 
 
 def _out_of_memory(error: Exception, device: torch.device, batch_size: int, last: Path) -> MicrovaeError:
@@ -161,9 +165,11 @@ def _out_of_memory(error: Exception, device: torch.device, batch_size: int, last
         free, total = torch.cuda.mem_get_info(device)
         detail = f" ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free after clearing the cache)"
     kept = f"; the checkpoint {last} is kept" if last.exists() else ""
-    return MicrovaeError(f"out of memory on {device} training batches of {batch_size}{detail}: "
-                         f"train with --batch-size {suggestion} (or a smaller --pixel-fraction) in a new run folder "
-                         f"or with --force{kept}")
+    return MicrovaeError(
+        f"out of memory on {device} training batches of {batch_size}{detail}: "
+        f"train with --batch-size {suggestion} (or a smaller --pixel-fraction) in a new run folder "
+        f"or with --force{kept}"
+    )
 
 
 # --- building blocks of fit ---------------------------------------------------------------
@@ -172,7 +178,7 @@ def _out_of_memory(error: Exception, device: torch.device, batch_size: int, last
 @dataclass
 class _TrainingState:
     model: JTRVAE
-    trained: torch.nn.Module      # the model, or its DistributedDataParallel wrapper (one call = loss terms)
+    trained: torch.nn.Module  # the model, or its DistributedDataParallel wrapper (one call = loss terms)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     shuffle_gen: torch.Generator
@@ -180,14 +186,13 @@ class _TrainingState:
     model_config: JTRVAEConfig
     train_config: TrainConfig
     history: list[dict]
-    world: "World"
+    world: World
 
 
 TERMS = ("recon", "kl_z", "kl_tau", "kl_y")
 
 
-def _train_one_epoch(state: _TrainingState, data: "TrainingData", epoch: int, use_amp: bool,
-                     progress: ProgressCallback | None) -> dict:
+def _train_one_epoch(state: _TrainingState, data: TrainingData, epoch: int, use_amp: bool, progress: ProgressCallback | None) -> dict:
     """One pass over this rank's share of the training images (and their labels, −1 = unknown)
     in shuffled batches; returns the epoch's mean terms over all ranks."""
     model, cfg = state.model, state.train_config
@@ -198,11 +203,10 @@ def _train_one_epoch(state: _TrainingState, data: "TrainingData", epoch: int, us
     started = time.perf_counter()
     guided = data.initial is not None and epoch < cfg.init_fraction * cfg.epochs
     if guided:
-        betas["class_balance"] = 0.0      # the initial classes say how the classes are used
+        betas["class_balance"] = 0.0  # the initial classes say how the classes are used
     for step, (x, y) in enumerate(data.epoch_batches(cfg.batch_size, state.shuffle_gen, guided)):
         with torch.autocast(device_type=data.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            terms = state.trained(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()),
-                                  labels=y, use_z=betas["z_active"] > 0)
+            terms = state.trained(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()), labels=y, use_z=betas["z_active"] > 0)
         loss = model.weighted_loss(terms, betas)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
@@ -213,15 +217,21 @@ def _train_one_epoch(state: _TrainingState, data: "TrainingData", epoch: int, us
         sums[-1] += len(x)
         if progress is not None:
             values = batch_sums.cpu().tolist()
-            progress({"event": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps,
-                      **{k: v / len(x) for k, v in zip(("loss",) + TERMS, values)},
-                      "samples_per_s": state.world.size * (step * cfg.batch_size + len(x)) / (time.perf_counter() - started)})
+            progress(
+                {
+                    "event": "batch",
+                    "epoch": epoch + 1,
+                    "step": step + 1,
+                    "steps": steps,
+                    **{k: v / len(x) for k, v in zip(("loss",) + TERMS, values)},
+                    "samples_per_s": state.world.size * (step * cfg.batch_size + len(x)) / (time.perf_counter() - started),
+                }
+            )
     sums = state.world.all_reduce_sum(sums)
     seconds = time.perf_counter() - started
     means = (sums[:-1] / sums[-1]).cpu().tolist()
     if not all(math.isfinite(v) for v in means):
-        raise MicrovaeError(f"training diverged at epoch {epoch + 1} (loss is not finite); "
-                            f"try a lower learning rate than {cfg.lr}")
+        raise MicrovaeError(f"training diverged at epoch {epoch + 1} (loss is not finite); try a lower learning rate than {cfg.lr}")
     row = {"epoch": epoch + 1, **dict(zip(("loss",) + TERMS, means)), **betas}
     row["samples_per_s"] = float(sums[-1]) / seconds
     row["seconds"] = seconds
@@ -229,7 +239,7 @@ def _train_one_epoch(state: _TrainingState, data: "TrainingData", epoch: int, us
 
 
 @torch.no_grad()
-def _evaluate(model: JTRVAE, data: "TrainingData", epoch: int, state: _TrainingState) -> dict:
+def _evaluate(model: JTRVAE, data: TrainingData, epoch: int, state: _TrainingState) -> dict:
     """Validation loss (no optimiser step, own generator) and images per argmax class (all images
     when resident; the validation images, or a sample of 20 000, when streamed)."""
     model.eval()
@@ -258,8 +268,7 @@ def build_model(config: JTRVAEConfig, seed: int) -> JTRVAE:
         return JTRVAE(config)
 
 
-def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainConfig, warmup: int = 3,
-                       seconds: float = 0.5, max_steps: int = 50) -> float:
+def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainConfig, warmup: int = 3, seconds: float = 0.5, max_steps: int = 50) -> float:
     """Training samples per second on this device: optimiser steps of a fresh model with the run's
     settings on the first ``batch_size`` patches of ``images`` (an array or a
     :class:`~microvae.streaming.PatchFile`), timed after ``warmup`` untimed steps until
@@ -305,16 +314,17 @@ def check_images(images, config: JTRVAEConfig):
     if not np.isfinite(data).all():
         raise InputError("images contain NaN or infinite values")
     if config.likelihood == "bernoulli" and (data.min() < 0 or data.max() > 1):
-        raise InputError(f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
-                         "normalise the patches or use the Gaussian likelihood")
+        raise InputError(
+            f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
+            "normalise the patches or use the Gaussian likelihood"
+        )
     return data
 
 
 def _check_shape(shape: tuple[int, ...], config: JTRVAEConfig) -> None:
     n, c, h, w = shape
     if (c, h, w) != (config.channels, config.image_size, config.image_size):
-        raise ParameterError(f"images are {c}×{h}×{w} but the model expects "
-                             f"{config.channels}×{config.image_size}×{config.image_size}")
+        raise ParameterError(f"images are {c}×{h}×{w} but the model expects {config.channels}×{config.image_size}×{config.image_size}")
     if n < 2:
         raise InputError(f"need at least 2 images to train, got {n}")
 
@@ -354,21 +364,22 @@ class TrainingData:
     #: Streamed runs count classes per epoch on at most this many images.
     COUNT_SAMPLE = 20_000
 
-    def __init__(self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device,
-                 world: "World", initial: np.ndarray | None = None):
+    def __init__(
+        self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device, world: World, initial: np.ndarray | None = None
+    ):
         self.device, self.world = device, world
         self.streamed = isinstance(images, PatchFile)
         train_rows, val_rows = split_rows(len(images), val_fraction, seed)
         self.labels = None if labels is None else torch.from_numpy(labels).to(device)
         self.initial = None
-        if initial is not None:        # observed labels take precedence over initial classes
+        if initial is not None:  # observed labels take precedence over initial classes
             merged = initial if labels is None else np.where(labels >= 0, labels, initial)
             self.initial = torch.from_numpy(merged).to(device)
         if self.streamed:
             self.source = images
             self.train_rows, self.val_rows = np.sort(train_rows), np.sort(val_rows)
         else:
-            self.resident = torch.from_numpy(images).to(device)        # resident for the whole run
+            self.resident = torch.from_numpy(images).to(device)  # resident for the whole run
             self.train_rows = torch.from_numpy(train_rows).to(device)
             self.val_rows = torch.from_numpy(val_rows).to(device)
 
@@ -410,7 +421,7 @@ class TrainingData:
     def blocks(self, rows, batch_size: int):
         """The images at ``rows`` in blocks of ``batch_size``, on the device."""
         for start in range(0, len(rows), batch_size):
-            part = rows[start:start + batch_size]
+            part = rows[start : start + batch_size]
             yield self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
 
     def _to_device(self, patches: np.ndarray) -> torch.Tensor:
@@ -421,6 +432,7 @@ class TrainingData:
 
 
 # --- several processes (torchrun) ---------------------------------------------------------
+
 
 @dataclass
 class World:
@@ -471,6 +483,7 @@ def distributed_world(device: str = "auto") -> World:
 
 # --- checkpoints ---------------------------------------------------------------------------
 
+
 def _save_checkpoint(path: Path, state: _TrainingState, completed_epochs: int) -> None:
     schedule = beta_schedule(max(completed_epochs - 1, 0), state.train_config.epochs, state.model_config)
     payload = {
@@ -498,14 +511,14 @@ def _load_resumable_checkpoint(path: Path, model_config: JTRVAEConfig, train_con
         return None
     checkpoint = load_checkpoint(path)
     if checkpoint["model_config"] != model_config.to_dict():
-        raise ParameterError(f"{path.parent.parent}: the run was started with different model settings; "
-                             "use a new run folder to change them")
+        raise ParameterError(f"{path.parent.parent}: the run was started with different model settings; use a new run folder to change them")
     saved = {k: v for k, v in checkpoint["train_config"].items() if k not in RESUMABLE_CHANGES}
     given = {k: v for k, v in train_config.to_dict().items() if k not in RESUMABLE_CHANGES}
     if saved != given:
         changed = sorted(k for k in given if saved.get(k) != given[k])
-        raise ParameterError(f"{path.parent.parent}: cannot resume with changed training settings "
-                             f"({', '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change")
+        raise ParameterError(
+            f"{path.parent.parent}: cannot resume with changed training settings ({', '.join(changed)}); only {', '.join(RESUMABLE_CHANGES)} may change"
+        )
     return checkpoint
 
 
@@ -515,8 +528,13 @@ def _global_rng_states() -> dict:
     states = {
         "torch": torch.get_rng_state(),
         "python": {"version": version, "state": list(mt_state), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
@@ -528,8 +546,7 @@ def _set_global_rng_states(states: dict) -> None:
     py = states["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     npy = states["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
-                         npy["cached_gaussian"]))
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(states["cuda"])
 
@@ -544,7 +561,7 @@ def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     from .artifacts import remove_stale_temps
 
-    remove_stale_temps(path.parent, f".{path.name}.", ".tmp")       # left by a killed writer
+    remove_stale_temps(path.parent, f".{path.name}.", ".tmp")  # left by a killed writer
     try:
         with open(temp, "wb") as handle:
             handle.write(payload)
@@ -573,6 +590,7 @@ def _write_config(path: Path, model_config: JTRVAEConfig, train_config: TrainCon
 
 
 # --- log and plot --------------------------------------------------------------------------
+
 
 def write_log(path: Path, history: list[dict]) -> None:
     """Write the per-epoch history as CSV (columns: union of the rows' keys, in first-seen order)."""
@@ -615,5 +633,3 @@ def plot_losses(path: Path, history: list[dict]) -> None:
 
 
 # --- using a trained model -----------------------------------------------------------------
-
-

@@ -65,16 +65,20 @@ class Verdict:
         parts = []
         if self.class_sizes:
             shares = "/".join(f"{100 * s / max(self.n_patches, 1):.0f}" for s in self.class_sizes)
-            parts.append(f"{len(self.class_sizes)} classes of {'/'.join(map(str, self.class_sizes))} patches ({shares} %), "
-                         f"mean class confidence {self.mean_confidence:.2f}")
+            parts.append(
+                f"{len(self.class_sizes)} classes of {'/'.join(map(str, self.class_sizes))} patches ({shares} %), "
+                f"mean class confidence {self.mean_confidence:.2f}"
+            )
             if self.baseline_ari is not None:
                 parts.append(f"agreement with the classical baseline ({self.baseline}) ARI {self.baseline_ari:.2f}")
             if self.candidate_ari:
                 low, high = min(self.candidate_ari.values()), max(self.candidate_ari.values())
                 span = f"{low:.2f}" if abs(high - low) < 0.005 else f"{low:.2f}–{high:.2f}"
-                parts.append(f"with the candidate partitions ARI {span}"
-                             + (f" (among themselves {self.candidate_agreement:.2f})" if self.candidate_agreement is not None else "")
-                             + (f", started from {self.chosen_start}" if self.chosen_start else ""))
+                parts.append(
+                    f"with the candidate partitions ARI {span}"
+                    + (f" (among themselves {self.candidate_agreement:.2f})" if self.candidate_agreement is not None else "")
+                    + (f", started from {self.chosen_start}" if self.chosen_start else "")
+                )
         parts.append(f"the model explains {100 * self.explained_variance:.0f} % of the pixel variance")
         text = "Verdict: " + "; ".join(parts) + "."
         text += " Warnings: " + " ".join(self.warnings) if self.warnings else " No warnings."
@@ -84,9 +88,14 @@ class Verdict:
         return {**asdict(self), "paragraph": self.paragraph()}
 
 
-def assess(class_probs: np.ndarray | None, recon_error: np.ndarray, pixel_variance: float,
-           baseline: tuple[str, np.ndarray] | None = None, candidate_classes: dict[str, np.ndarray] | None = None,
-           chosen_start: str | None = None) -> Verdict:
+def assess(
+    class_probs: np.ndarray | None,
+    recon_error: np.ndarray,
+    pixel_variance: float,
+    baseline: tuple[str, np.ndarray] | None = None,
+    candidate_classes: dict[str, np.ndarray] | None = None,
+    chosen_start: str | None = None,
+) -> Verdict:
     """The verdict on a trained model's classes over N patches.
 
     Args:
@@ -104,14 +113,16 @@ def assess(class_probs: np.ndarray | None, recon_error: np.ndarray, pixel_varian
     error = float(np.mean(recon_error)) if n else float("nan")
     if pixel_variance > 0:
         explained = 1.0 - error / pixel_variance
-    else:                                  # identical patches: perfect if reproduced exactly
+    else:  # identical patches: perfect if reproduced exactly
         explained = 1.0 if error == 0 else 0.0
-    if not np.isfinite(explained):         # a diverged model: NaN errors
+    if not np.isfinite(explained):  # a diverged model: NaN errors
         explained = 0.0
     warnings: list[str] = []
     if explained < NOTHING_LEARNED:
-        warnings.append(f"The model explains only {100 * explained:.0f} % of the pixel variance: it learned (almost) nothing; "
-                        "train longer, check the patches, or lower --gaussian-sd.")
+        warnings.append(
+            f"The model explains only {100 * explained:.0f} % of the pixel variance: it learned (almost) nothing; "
+            "train longer, check the patches, or lower --gaussian-sd."
+        )
     if class_probs is None or class_probs.shape[1] < 2:
         return Verdict(n, [], None, explained, warnings=warnings)
     k = class_probs.shape[1]
@@ -121,13 +132,14 @@ def assess(class_probs: np.ndarray | None, recon_error: np.ndarray, pixel_varian
     verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start)
     for index, size in enumerate(sizes):
         if size <= EMPTY_FRACTION * n:
-            warnings.append(f"Class {index} is {'empty' if size == 0 else f'nearly empty ({size} patches)'}: "
-                            f"the data may hold fewer than {k} kinds of object (try fewer --classes or --classes auto).")
+            warnings.append(
+                f"Class {index} is {'empty' if size == 0 else f'nearly empty ({size} patches)'}: "
+                f"the data may hold fewer than {k} kinds of object (try fewer --classes or --classes auto)."
+            )
         elif size > DOMINANT_FRACTION * n:
             warnings.append(f"Class {index} holds {100 * size / n:.0f} % of the patches: the classes may not have formed.")
     if confidence < LOW_CONFIDENCE:
-        warnings.append(f"The class posteriors are soft (mean confidence {confidence:.2f}): look at the class_prob maps, "
-                        "not only the class map.")
+        warnings.append(f"The class posteriors are soft (mean confidence {confidence:.2f}): look at the class_prob maps, not only the class map.")
     if baseline is not None:
         verdict.baseline, labels = baseline
         verdict.baseline_ari = adjusted_rand_index(labels, classes)
@@ -138,8 +150,10 @@ def assess(class_probs: np.ndarray | None, recon_error: np.ndarray, pixel_varian
             verdict.candidate_agreement = float(np.mean(pairs))
     agreements = list(verdict.candidate_ari.values()) + ([verdict.baseline_ari] if verdict.baseline_ari is not None else [])
     if agreements and max(agreements) < DISAGREEMENT_ARI:
-        warnings.append(f"The classes agree with no classical partition of the same patches (best ARI {max(agreements):.2f}): "
-                        "either the model found what they miss or the classes are not stable; compare seeds with --ensemble "
-                        "and look at the class maps.")
+        warnings.append(
+            f"The classes agree with no classical partition of the same patches (best ARI {max(agreements):.2f}): "
+            "either the model found what they miss or the classes are not stable; compare seeds with --ensemble "
+            "and look at the class maps."
+        )
     verdict.warnings = warnings
     return verdict

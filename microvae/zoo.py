@@ -46,9 +46,9 @@ data, no download); it raises :class:`ImportError` with a message where scikit-l
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -60,8 +60,8 @@ from .patches import cut_patches, fft_magnitude, grid_centres, normalise, window
 SIZES = ("bench", "ci")
 PERCENTILES = (0.1, 99.9)
 ROTATION_DEGREES = (12, 60, 120)
-SUIT_NAMES = ("clubs", "spades", "diamonds", "hearts")          # the order of microvae.cards.CLASS_NAMES
-SUIT_GLYPHS = ("\u2663", "\u2660", "\u2666", "\u2665")             # ♣ ♠ ♦ ♥ in DejaVu Sans
+SUIT_NAMES = ("clubs", "spades", "diamonds", "hearts")  # the order of microvae.cards.CLASS_NAMES
+SUIT_GLYPHS = ("\u2663", "\u2660", "\u2666", "\u2665")  # ♣ ♠ ♦ ♥ in DejaVu Sans
 DIGIT_CLASSES = (0, 1, 4, 7)
 
 
@@ -114,6 +114,7 @@ class ZooCase:
 
 # --- shared helpers ------------------------------------------------------------------------------
 
+
 def _check(seed: int, size: str, n: int | None) -> None:
     if size not in SIZES:
         raise ParameterError(f"unknown zoo size {size!r}; expected one of {', '.join(SIZES)}")
@@ -138,8 +139,17 @@ def _balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % k).astype(np.int64)
 
 
-def _render_affine(sources: np.ndarray, which: np.ndarray, angle_rad: np.ndarray, scale: np.ndarray,
-                   shift_px: np.ndarray, window: int, unit: float, supersample: int = 2, chunk: int = 256) -> np.ndarray:
+def _render_affine(
+    sources: np.ndarray,
+    which: np.ndarray,
+    angle_rad: np.ndarray,
+    scale: np.ndarray,
+    shift_px: np.ndarray,
+    window: int,
+    unit: float,
+    supersample: int = 2,
+    chunk: int = 256,
+) -> np.ndarray:
     """Images of sources under a rotation, scaling and shift, (N, W, W) float32.
 
     Sample ``i`` is ``sources[which[i]]`` (a (M, A, A) stack, its centre at ((A-1)/2, (A-1)/2))
@@ -151,7 +161,7 @@ def _render_affine(sources: np.ndarray, which: np.ndarray, angle_rad: np.ndarray
     """
     n, s = len(which), window * supersample
     out = np.empty((n, window, window), np.float32)
-    sub = (np.arange(s) + 0.5) / supersample - 0.5 - (window - 1) / 2.0        # sub-sample offsets from the centre
+    sub = (np.arange(s) + 0.5) / supersample - 0.5 - (window - 1) / 2.0  # sub-sample offsets from the centre
     centre = (sources.shape[-1] - 1) / 2.0
     for start in range(0, n, chunk):
         part = slice(start, min(start + chunk, n))
@@ -167,8 +177,9 @@ def _render_affine(sources: np.ndarray, which: np.ndarray, angle_rad: np.ndarray
     return out
 
 
-def _render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray,
-                    profile: Callable[[np.ndarray], np.ndarray], radius: int) -> np.ndarray:
+def _render_columns(
+    shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray, profile: Callable[[np.ndarray], np.ndarray], radius: int
+) -> np.ndarray:
     """Sum of radial profiles ``amplitude · profile(r)`` (r in pixels from each position), each
     evaluated in a (2·radius+1)² window and accumulated with one ``bincount``; (H, W) float64."""
     height, width = shape
@@ -210,12 +221,23 @@ def _lattice_case(name: str, scan: np.ndarray, centres: np.ndarray, labels: np.n
     extra.update(fields.pop("extra", {}))
     patches, norm = _normalised(cut_patches(scan[None].astype(np.float32), centres, window, subpixel=True))
     extra.update(norm)
-    return ZooCase(name=name, patches=patches, labels=labels.astype(np.int64), scan=scan.astype(np.float32),
-                   coords=centres.astype(np.float64), extra=extra, angle_rad=None, rotation=False, translation=False,
-                   fft=False, **fields)
+    return ZooCase(
+        name=name,
+        patches=patches,
+        labels=labels.astype(np.int64),
+        scan=scan.astype(np.float32),
+        coords=centres.astype(np.float64),
+        extra=extra,
+        angle_rad=None,
+        rotation=False,
+        translation=False,
+        fft=False,
+        **fields,
+    )
 
 
 # --- 1. the project's cards, wrapped ----------------------------------------------------------------
+
 
 def make_cards_case(seed: int, n: int | None = None, size: str = "bench", *, max_angle_deg: float = 60.0) -> ZooCase:
     """The project's own cards (:func:`microvae.cards.make_cards`): 4 suits, rotation uniform in
@@ -235,18 +257,26 @@ def make_cards_case(seed: int, n: int | None = None, size: str = "bench", *, max
     cards = make_cards(n, size=window, max_angle_deg=float(max_angle_deg), seed=int(seed))
     patches, norm = _normalised(cards.images)
     return ZooCase(
-        name=f"cards_{max_angle_deg:g}", patches=patches, labels=cards.labels.astype(np.int64), n_classes=4,
-        rotation=True, translation=True, fft=False, angle_rad=cards.angle_rad.astype(np.float64),
-        description=(f"project cards (microvae.cards): 4 suits, rotation ±{max_angle_deg:g}°, shear ±10°, scale 1–1.2, "
-                     "shift ±10 %, noise-free bright ink on black, balanced"),
-        extra={"shear_rad": cards.shear_rad, "scale": cards.scale, "shift_px": cards.shift_px,
-               "class_names": tuple(CLASS_NAMES), **norm})
+        name=f"cards_{max_angle_deg:g}",
+        patches=patches,
+        labels=cards.labels.astype(np.int64),
+        n_classes=4,
+        rotation=True,
+        translation=True,
+        fft=False,
+        angle_rad=cards.angle_rad.astype(np.float64),
+        description=(
+            f"project cards (microvae.cards): 4 suits, rotation ±{max_angle_deg:g}°, shear ±10°, scale 1–1.2, "
+            "shift ±10 %, noise-free bright ink on black, balanced"
+        ),
+        extra={"shear_rad": cards.shear_rad, "scale": cards.scale, "shift_px": cards.shift_px, "class_names": tuple(CLASS_NAMES), **norm},
+    )
 
 
 # --- 2. card suits from font glyphs ---------------------------------------------------------------
 
 GLYPH_ATLAS_SIZE = 256
-GLYPH_BASE_EXTENT = 0.64        # a glyph's longer side, as a fraction of the window, at scale 1
+GLYPH_BASE_EXTENT = 0.64  # a glyph's longer side, as a fraction of the window, at scale 1
 
 
 def glyph_canonical_shapes(size: int = GLYPH_ATLAS_SIZE) -> np.ndarray:
@@ -268,7 +298,7 @@ def _glyph_atlas(size: int) -> np.ndarray:
 
     font = FontProperties(fname=f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf")
     fine = 2 * size
-    axis = (np.arange(fine) + 0.5) / fine * 2.0 - 1.0          # [-1, 1], rows down
+    axis = (np.arange(fine) + 0.5) / fine * 2.0 - 1.0  # [-1, 1], rows down
     u_row, u_col = np.meshgrid(axis, axis, indexing="ij")
     atlas = np.empty((len(SUIT_GLYPHS), size, size), np.float32)
     for k, glyph in enumerate(SUIT_GLYPHS):
@@ -276,7 +306,7 @@ def _glyph_atlas(size: int) -> np.ndarray:
         (x0, y0), (x1, y1) = path.vertices.min(axis=0), path.vertices.max(axis=0)
         half = max(x1 - x0, y1 - y0) / 2.0 / 0.98
         x = (x0 + x1) / 2.0 + u_col * half
-        y = (y0 + y1) / 2.0 - u_row * half                    # font y points up
+        y = (y0 + y1) / 2.0 - u_row * half  # font y points up
         inside = path.contains_points(np.column_stack([x.ravel(), y.ravel()])).reshape(fine, fine)
         atlas[k] = inside.reshape(size, 2, size, 2).mean(axis=(1, 3))
     return atlas
@@ -323,29 +353,37 @@ def make_glyph_suits(seed: int, n: int | None = None, size: str = "bench", *, ma
     ink = ndimage.gaussian_filter(ink, (0, 0.6, 0.6))
     offsets = np.arange(window) - (window - 1) / 2.0
     direction = rng.uniform(0, 2 * np.pi, n)[:, None, None]
-    gradient = rng.uniform(0.0, 0.25, n)[:, None, None] * (np.cos(direction) * offsets[None, :, None]
-                                                           + np.sin(direction) * offsets[None, None, :]) / window
+    gradient = rng.uniform(0.0, 0.25, n)[:, None, None] * (np.cos(direction) * offsets[None, :, None] + np.sin(direction) * offsets[None, None, :]) / window
     raw = 0.8 - 0.5 * ink + gradient + rng.normal(0.0, 0.07, ink.shape)
     speckle = rng.random(ink.shape)
     raw = np.where(speckle < 0.0075, 0.0, np.where(speckle > 1 - 0.0075, 1.1, raw))
     patches, norm = _normalised(raw[:, None])
     return ZooCase(
-        name=f"glyph_suits_{max_angle_deg:g}", patches=patches, labels=labels, n_classes=4, rotation=True,
-        translation=True, fft=False, angle_rad=angle,
-        description=(f"DejaVu Sans suit glyphs ♣♠♦♥, rotation ±{max_angle_deg:g}°, scale 0.75–1.1 (48–70 % of the window), "
-                     "shift ±10 %, dark on light with a per-patch gradient, Gaussian + salt-and-pepper noise, balanced"),
-        extra={"scale": scale, "shift_px": shift, "class_names": SUIT_NAMES, **norm})
+        name=f"glyph_suits_{max_angle_deg:g}",
+        patches=patches,
+        labels=labels,
+        n_classes=4,
+        rotation=True,
+        translation=True,
+        fft=False,
+        angle_rad=angle,
+        description=(
+            f"DejaVu Sans suit glyphs ♣♠♦♥, rotation ±{max_angle_deg:g}°, scale 0.75–1.1 (48–70 % of the window), "
+            "shift ±10 %, dark on light with a per-patch gradient, Gaussian + salt-and-pepper noise, balanced"
+        ),
+        extra={"scale": scale, "shift_px": shift, "class_names": SUIT_NAMES, **norm},
+    )
 
 
 # --- 3. rotated handwritten digits --------------------------------------------------------------------
+
 
 @lru_cache(maxsize=1)
 def _digit_examples() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
-    except ImportError as error:      # scikit-learn is not a microvae dependency
-        raise ImportError("the zoo member 'digits' needs scikit-learn (pip install scikit-learn) for "
-                          "sklearn.datasets.load_digits") from error
+    except ImportError as error:  # scikit-learn is not a microvae dependency
+        raise ImportError("the zoo member 'digits' needs scikit-learn (pip install scikit-learn) for sklearn.datasets.load_digits") from error
     data = load_digits()
     return data.images.astype(np.float64) / 16.0, data.target.astype(np.int64)
 
@@ -388,10 +426,9 @@ def make_digits(seed: int, n: int | None = None, size: str = "bench") -> ZooCase
         members = np.flatnonzero(labels == k)
         pool = np.flatnonzero(target == digit)
         repeats = -(-len(members) // len(pool))
-        example[members] = np.concatenate([rng.permutation(pool) for _ in range(max(repeats, 1))])[:len(members)]
+        example[members] = np.concatenate([rng.permutation(pool) for _ in range(max(repeats, 1))])[: len(members)]
     unique, which = np.unique(example, return_inverse=True)
-    sources = np.stack([resize(images[i], (inner, inner), order=3, mode="constant", anti_aliasing=False, preserve_range=True)
-                        for i in unique]).clip(0.0, 1.0)
+    sources = np.stack([resize(images[i], (inner, inner), order=3, mode="constant", anti_aliasing=False, preserve_range=True) for i in unique]).clip(0.0, 1.0)
     angle = np.deg2rad(rng.uniform(-180.0, 180.0, n))
     ink = _render_affine(sources, which, angle, np.ones(n), np.zeros((n, 2)), window, unit=1.0)
     ink = ndimage.gaussian_filter(ink, (0, 0.7, 0.7))
@@ -401,21 +438,32 @@ def make_digits(seed: int, n: int | None = None, size: str = "bench") -> ZooCase
     raw = rng.poisson(clean * 20.0) / 20.0
     patches, norm = _normalised(raw[:, None])
     return ZooCase(
-        name="digits", patches=patches, labels=labels, n_classes=len(DIGIT_CLASSES), rotation=True, translation=False,
-        fft=False, angle_rad=angle,
-        description=("sklearn handwritten digits 0/1/4/7 (8×8 upsampled bicubically), rotation ±180°, bright on a textured "
-                     "dark background, Poisson noise at 20 counts, balanced"),
-        extra={"example_index": example, "digit": np.asarray(DIGIT_CLASSES)[labels],
-               "class_names": tuple(str(d) for d in DIGIT_CLASSES), **norm})
+        name="digits",
+        patches=patches,
+        labels=labels,
+        n_classes=len(DIGIT_CLASSES),
+        rotation=True,
+        translation=False,
+        fft=False,
+        angle_rad=angle,
+        description=(
+            "sklearn handwritten digits 0/1/4/7 (8×8 upsampled bicubically), rotation ±180°, bright on a textured "
+            "dark background, Poisson noise at 20 counts, balanced"
+        ),
+        extra={"example_index": example, "digit": np.asarray(DIGIT_CLASSES)[labels], "class_names": tuple(str(d) for d in DIGIT_CLASSES), **norm},
+    )
 
 
 # --- 4. a perovskite film on a substrate ------------------------------------------------------------------
 
+
 def _probe(core_sigma: float, tail_gamma: float, tail: float, radius: int) -> Callable[[np.ndarray], np.ndarray]:
     """A STEM probe image: Gaussian core plus a weak Moffat (β = 1.5) tail, tapered to 0 at ``radius``."""
+
     def profile(r: np.ndarray) -> np.ndarray:
         taper = np.clip((radius - r) / (0.3 * radius), 0.0, 1.0) ** 2
-        return np.exp(-r**2 / (2 * core_sigma**2)) + tail * taper * (1 + (r / tail_gamma) ** 2) ** -1.5
+        return np.exp(-(r**2) / (2 * core_sigma**2)) + tail * taper * (1 + (r / tail_gamma) ** 2) ** -1.5
+
     return profile
 
 
@@ -457,7 +505,7 @@ def make_perovskite_film(seed: int, n: int | None = None, size: str = "bench") -
     a_sites = np.column_stack([a_rows.ravel(), a_cols.ravel()])
     b_sites = a_sites + spacing / 2.0
     boundary_index = int(round(rng.uniform(0.4, 0.6) * side / spacing))
-    boundary_row = (boundary_index + 0.25) * spacing          # between A row i (at i·a) and the B row below it (at (i + ½)·a)
+    boundary_row = (boundary_index + 0.25) * spacing  # between A row i (at i·a) and the B row below it (at (i + ½)·a)
     film = b_sites[:, 0] < boundary_row
     displacement = rng.uniform(1.5, 2.5)
     walls = np.cumsum(rng.uniform(40.0, 100.0, int(side // 40) + 2)) - rng.uniform(0.0, 100.0)
@@ -474,16 +522,24 @@ def make_perovskite_film(seed: int, n: int | None = None, size: str = "bench") -
     clean = 0.08 + _render_columns((side, side), positions, amplitudes, _probe(sigma, 3 * sigma, 0.06, radius), radius)
     scan = rng.poisson(clean * 300.0) / 300.0 + rng.normal(0.0, 0.015, clean.shape)
     return _lattice_case(
-        "perovskite_film", scan, b_positions, film.astype(np.int64), window, n_classes=2,
-        description=("perovskite film (above a horizontal interface) on substrate, B-site patches; film B sites brighter "
-                     "(0.72 vs 0.45) and displaced ±1.5–2.5 px along rows in stripe domains; Gaussian+Moffat probe, "
-                     "Poisson 300 counts + read noise"),
+        "perovskite_film",
+        scan,
+        b_positions,
+        film.astype(np.int64),
+        window,
+        n_classes=2,
+        description=(
+            "perovskite film (above a horizontal interface) on substrate, B-site patches; film B sites brighter "
+            "(0.72 vs 0.45) and displaced ±1.5–2.5 px along rows in stripe domains; Gaussian+Moffat probe, "
+            "Poisson 300 counts + read noise"
+        ),
         per_patch={"variant": variant.astype(np.int64)},
-        extra={"boundary_row": float(boundary_row), "displacement_px": float(displacement), "a_positions": a_positions,
-               "class_names": ("substrate", "film")})
+        extra={"boundary_row": float(boundary_row), "displacement_px": float(displacement), "a_positions": a_positions, "class_names": ("substrate", "film")},
+    )
 
 
 # --- 5. the project's two-phase lattice, wrapped -----------------------------------------------------
+
 
 def make_two_phase_case(seed: int, n: int | None = None, size: str = "bench") -> ZooCase:
     """The project's two-phase lattice (:func:`microvae.synthetic.make_two_phase_lattice`, its
@@ -508,18 +564,26 @@ def make_two_phase_case(seed: int, n: int | None = None, size: str = "bench") ->
     dim = ~bright
     nearest_dim = cKDTree(truth.positions[dim]).query(truth.positions[bright])[1]
     return _lattice_case(
-        "two_phase", truth.image, truth.positions[bright], truth.region[bright], window, n_classes=2,
-        description=("project two-phase lattice (microvae.synthetic), bright-column patches; regions differ in dim-column "
-                     "brightness (0.2 vs 0.65); ±1.5 px stripe variants"),
+        "two_phase",
+        truth.image,
+        truth.positions[bright],
+        truth.region[bright],
+        window,
+        n_classes=2,
+        description=(
+            "project two-phase lattice (microvae.synthetic), bright-column patches; regions differ in dim-column "
+            "brightness (0.2 vs 0.65); ±1.5 px stripe variants"
+        ),
         per_patch={"variant": truth.variant[dim][nearest_dim].astype(np.int64)},
-        extra={"boundary_col": float(truth.boundary_col), "class_names": ("left", "right")})
+        extra={"boundary_col": float(truth.boundary_col), "class_names": ("left", "right")},
+    )
 
 
 # --- 6. STM: defects with √3×√3 interference, FFT patches -------------------------------------------------
 
-STM_RIPPLE = 0.9          # interference amplitude at the defect, in units of the lattice corrugation
-STM_DECAY_CELLS = 2.5      # decay length ξ of the interference, in lattice spacings
-STM_R2_DECAYS = 1.0        # r2 = W/4 + STM_R2_DECAYS · ξ
+STM_RIPPLE = 0.9  # interference amplitude at the defect, in units of the lattice corrugation
+STM_DECAY_CELLS = 2.5  # decay length ξ of the interference, in lattice spacings
+STM_R2_DECAYS = 1.0  # r2 = W/4 + STM_R2_DECAYS · ξ
 
 
 @dataclass
@@ -542,8 +606,7 @@ def _stm_params(size: str, n: int | None) -> _StmParams:
     n = int(n) if n is not None else n_default
     side = window + step * (int(np.ceil(np.sqrt(n))) - 1)
     decay = STM_DECAY_CELLS * spacing
-    return _StmParams(side, window, step, spacing, max(2, int(round(per_patch_defects * n))), decay,
-                      r1=window / 4.0, r2=window / 4.0 + STM_R2_DECAYS * decay)
+    return _StmParams(side, window, step, spacing, max(2, int(round(per_patch_defects * n))), decay, r1=window / 4.0, r2=window / 4.0 + STM_R2_DECAYS * decay)
 
 
 def _one_over_f(count: int, rng: np.random.Generator) -> np.ndarray:
@@ -559,17 +622,17 @@ def _one_over_f(count: int, rng: np.random.Generator) -> np.ndarray:
 def _stm_scan(p: _StmParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One STM topograph (side², raw units, corrugation ≈ 1) and its defect positions (M, 2)."""
     side = p.side
-    theta = np.deg2rad(7.0 + rng.uniform(-1.0, 1.0))           # lattice orientation, nearly fixed per member
-    a1 = p.spacing * np.array([np.sin(theta), np.cos(theta)])                   # (row, col)
+    theta = np.deg2rad(7.0 + rng.uniform(-1.0, 1.0))  # lattice orientation, nearly fixed per member
+    a1 = p.spacing * np.array([np.sin(theta), np.cos(theta)])  # (row, col)
     a2 = p.spacing * np.array([np.sin(theta + np.pi / 3), np.cos(theta + np.pi / 3)])
-    basis = np.stack([a1, a2], axis=1)                                           # columns a1, a2
-    reciprocal = np.linalg.inv(basis)                                            # rows b1, b2 (cycles/px): b_i · a_j = δ_ij
+    basis = np.stack([a1, a2], axis=1)  # columns a1, a2
+    reciprocal = np.linalg.inv(basis)  # rows b1, b2 (cycles/px): b_i · a_j = δ_ij
     b1, b2 = reciprocal
     origin = rng.uniform(0, p.spacing, 2)
     rows, cols = np.meshgrid(np.arange(side, dtype=np.float64), np.arange(side, dtype=np.float64), indexing="ij")
     dr, dc = rows - origin[0], cols - origin[1]
     waves = sum(np.cos(2 * np.pi * (g[0] * dr + g[1] * dc)) for g in (b1, b2, -(b1 + b2)))
-    topography = ((waves + 1.5) / 4.5) ** 2                                      # round bumps, 1 on the sites, 0 between
+    topography = ((waves + 1.5) / 4.5) ** 2  # round bumps, 1 on the sites, 0 between
     # defects on lattice sites, at least 2·r1 apart
     count = p.defects
     candidates = origin + rng.uniform(-2, side / p.spacing + 2, (8 * count, 2)) @ basis.T
@@ -583,7 +646,7 @@ def _stm_scan(p: _StmParams, rng: np.random.Generator) -> tuple[np.ndarray, np.n
         if len(defects) == count:
             break
     defects = np.array(defects).reshape(-1, 2)
-    k_vectors = ((2 * b1 + b2) / 3, (-b1 + b2) / 3, (-b1 - 2 * b2) / 3)          # the √3×√3 (K-point) wave vectors
+    k_vectors = ((2 * b1 + b2) / 3, (-b1 + b2) / 3, (-b1 - 2 * b2) / 3)  # the √3×√3 (K-point) wave vectors
     reach = int(np.ceil(7 * p.decay))
     for centre in defects:
         r0, c0 = np.round(centre).astype(int)
@@ -592,7 +655,7 @@ def _stm_scan(p: _StmParams, rng: np.random.Generator) -> tuple[np.ndarray, np.n
         distance = np.hypot(er, ec)
         ripple = sum(np.cos(2 * np.pi * (k[0] * er + k[1] * ec)) for k in k_vectors) / 3.0
         topography[lo_r:hi_r, lo_c:hi_c] += STM_RIPPLE * ripple * np.exp(-distance / p.decay)
-        topography[lo_r:hi_r, lo_c:hi_c] += 1.3 * np.exp(-distance**2 / (2 * (0.55 * p.spacing) ** 2))   # adsorbate bump
+        topography[lo_r:hi_r, lo_c:hi_c] += 1.3 * np.exp(-(distance**2) / (2 * (0.55 * p.spacing) ** 2))  # adsorbate bump
     # scan artefacts: fast scan along rows, 1/f noise along the raster, line-to-line offsets, a plane
     line_noise = 0.12 * _one_over_f(side * side, rng).reshape(side, side)
     steps = rng.normal(0.0, 0.03, side) + np.where(rng.random(side) < 0.03, rng.normal(0.0, 0.35, side), 0.0)
@@ -655,20 +718,43 @@ def make_stm_defects(seed: int, n: int | None = None, size: str = "bench") -> Zo
     second_scan, second_defects = _stm_scan(p, _rng(seed, "stm_defects", 1))
     second = _stm_patches(p, second_scan, second_defects)
     return ZooCase(
-        name="stm_defects", patches=first["patches"], labels=first["labels"], n_classes=3, rotation=False,
-        translation=False, fft=True, angle_rad=None, scan=scan, coords=first["coords"],
-        description=("STM triangular lattice with adsorbate defects and √3×√3 interference ripples, 1/f scan-line noise and "
-                     "line offsets; grid FFT patches; 0 clean, 1 defect within W/4, 2 interference only"),
-        extra={"is_defect": first["labels"] != 0, "defect_distance_px": first["distance"], "ambiguous": first["ambiguous"],
-               "defects": defects, "r1_px": p.r1, "r2_px": p.r2, "grid_step": p.step,
-               "norm_offset": first["norm_offset"], "norm_scale": first["norm_scale"],
-               "class_names": ("clean", "defect", "interference"),
-               "second_scan": second_scan, "second_patches": second["patches"], "second_labels": second["labels"],
-               "second_coords": second["coords"], "second_is_defect": second["labels"] != 0,
-               "second_defects": second_defects})
+        name="stm_defects",
+        patches=first["patches"],
+        labels=first["labels"],
+        n_classes=3,
+        rotation=False,
+        translation=False,
+        fft=True,
+        angle_rad=None,
+        scan=scan,
+        coords=first["coords"],
+        description=(
+            "STM triangular lattice with adsorbate defects and √3×√3 interference ripples, 1/f scan-line noise and "
+            "line offsets; grid FFT patches; 0 clean, 1 defect within W/4, 2 interference only"
+        ),
+        extra={
+            "is_defect": first["labels"] != 0,
+            "defect_distance_px": first["distance"],
+            "ambiguous": first["ambiguous"],
+            "defects": defects,
+            "r1_px": p.r1,
+            "r2_px": p.r2,
+            "grid_step": p.step,
+            "norm_offset": first["norm_offset"],
+            "norm_scale": first["norm_scale"],
+            "class_names": ("clean", "defect", "interference"),
+            "second_scan": second_scan,
+            "second_patches": second["patches"],
+            "second_labels": second["labels"],
+            "second_coords": second["coords"],
+            "second_is_defect": second["labels"] != 0,
+            "second_defects": second_defects,
+        },
+    )
 
 
 # --- 7. honeycomb with dopants on the dim sublattice -------------------------------------------------------
+
 
 def make_honeycomb_dopants(seed: int, n: int | None = None, size: str = "bench") -> ZooCase:
     """A honeycomb (MoS2/hBN-like) lattice with substitutional dopants on the dim sublattice.
@@ -727,19 +813,27 @@ def make_honeycomb_dopants(seed: int, n: int | None = None, size: str = "bench")
     amplitudes = np.where(sublattice == 0, 1.0, np.where(dopant, 0.8, 0.55))
     sigma = 0.11 * spacing
     radius = int(np.ceil(4 * sigma))
-    columns = _render_columns((side, side), positions, amplitudes,
-                              lambda r: np.exp(-r**2 / (2 * sigma**2)), radius)
+    columns = _render_columns((side, side), positions, amplitudes, lambda r: np.exp(-(r**2) / (2 * sigma**2)), radius)
     scan = 0.6 + 0.25 * _smooth_background((side, side), rng) + 0.4 * columns + rng.normal(0.0, 0.05, (side, side))
     labels = np.where(sublattice == 0, 0, np.where(dopant, 2, 1))
     return _lattice_case(
-        "honeycomb_dopants", scan, positions, labels, window, n_classes=3,
-        description=("honeycomb lattice (A 1.0, B 0.55) with 5 % dopants on B (0.8), low contrast over a sloping background, "
-                     "Gaussian noise, scan drift; patches at every site: A host, B host, B dopant"),
+        "honeycomb_dopants",
+        scan,
+        positions,
+        labels,
+        window,
+        n_classes=3,
+        description=(
+            "honeycomb lattice (A 1.0, B 0.55) with 5 % dopants on B (0.8), low contrast over a sloping background, "
+            "Gaussian noise, scan drift; patches at every site: A host, B host, B dopant"
+        ),
         per_patch={"sublattice": sublattice.astype(np.int64), "is_dopant": dopant},
-        extra={"drift": (float(shear), float(creep)), "class_names": ("A host", "B host", "B dopant")})
+        extra={"drift": (float(shear), float(creep)), "class_names": ("A host", "B host", "B dopant")},
+    )
 
 
 # --- registry ----------------------------------------------------------------------------------------
+
 
 def _named(generator: Callable[..., ZooCase], **fixed) -> Callable[..., ZooCase]:
     function = partial(generator, **fixed)

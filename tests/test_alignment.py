@@ -17,11 +17,11 @@ def turned_shapes(n: int = 150, seed: int = 0):
     rng = np.random.default_rng(seed)
     shapes = np.zeros((3, 24, 24), np.float32)
     shapes[0, 6:18, 8:11] = 1
-    shapes[0, 15:18, 8:17] = 1                     # L
+    shapes[0, 15:18, 8:17] = 1  # L
     shapes[1, 6:9, 6:18] = 1
-    shapes[1, 6:18, 11:14] = 1                     # T
+    shapes[1, 6:18, 11:14] = 1  # T
     shapes[2, 6:18, 11:13] = 1
-    shapes[2, 7:10, 15:18] = 1                     # bar and dot
+    shapes[2, 7:10, 15:18] = 1  # bar and dot
     labels = rng.integers(0, 3, n)
     angles = rng.uniform(-np.pi, np.pi, n)
     patches = np.stack([ndimage.rotate(shapes[k], np.degrees(a), reshape=False, order=1) for k, a in zip(labels, angles)])
@@ -32,13 +32,13 @@ def turned_shapes(n: int = 150, seed: int = 0):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_aligned_kmeans_finds_turned_shapes(seed):
     patches, labels, angles = turned_shapes(seed=seed)
-    start = np.random.default_rng(seed).integers(0, 3, len(labels))          # a random start
+    start = np.random.default_rng(seed).integers(0, 3, len(labels))  # a random start
     found = aligned_kmeans(patches, start, 3, rotation=True, translation=False)
     assert matched_accuracy(labels, found.labels) > 0.9
-    for k in range(3):                            # the angle relative to the template follows the turn
+    for k in range(3):  # the angle relative to the template follows the turn
         members = found.labels == k
         assert abs(circular_correlation(angles[members], found.angle_rad[members])) > 0.8
-    plain = aligned_kmeans(patches, start, 3, rotation=False, translation=False)   # control: k-means
+    plain = aligned_kmeans(patches, start, 3, rotation=False, translation=False)  # control: k-means
     assert matched_accuracy(labels, plain.labels) < 0.7
     assert found.objective < plain.objective
 
@@ -55,8 +55,8 @@ def test_align_to_classes_recovers_the_turn(seed):
         signed = np.sign(circular_correlation(angles[members], found.angle_rad[members]))
         residual = np.angle(np.exp(1j * (signed * found.angle_rad[members] - angles[members])))
         residual = np.angle(np.exp(1j * (residual - np.angle(np.exp(1j * residual).mean()))))
-        assert np.sqrt(np.mean(residual ** 2)) < np.radians(3)
-    shuffled = np.random.default_rng(seed).permutation(labels)          # control: the wrong classes
+        assert np.sqrt(np.mean(residual**2)) < np.radians(3)
+    shuffled = np.random.default_rng(seed).permutation(labels)  # control: the wrong classes
     wrong = align_to_classes(patches, shuffled, rotation=True, translation=False)
     worst = min(abs(circular_correlation(angles[labels == k], wrong.angle_rad[labels == k])) for k in range(3))
     assert worst < 0.8

@@ -102,7 +102,7 @@ def test_gzip_options_keep_the_byte_shuffle_only_where_it_shrinks_the_data():
     rng = np.random.default_rng(0)
     noisy = (0.5 + 0.05 * rng.standard_normal((256, 32, 32))).astype(np.float32)
     image = (ndimage.gaussian_filter(rng.random((160, 160)), 2) + 0.02 * rng.standard_normal((160, 160))).astype(np.float32)
-    overlapping = np.stack([image[r:r + 32, c:c + 32] for r in range(0, 128, 4) for c in range(0, 128, 4)])[:256]   # grid step 4
+    overlapping = np.stack([image[r : r + 32, c : c + 32] for r in range(0, 128, 4) for c in range(0, 128, 4)])[:256]  # grid step 4
     assert gzip_options(noisy).get("shuffle") is True
     assert "shuffle" not in gzip_options(overlapping)
     assert "shuffle" not in gzip_options(np.array(["a", "b"] * 3000))

@@ -56,6 +56,7 @@ def two_suits_rotating(seed: int, pair=(0, 2), n: int = 240, size: int = 24):
 
 # --- the Fourier descriptor ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("shape", [(32, 32), (31, 31), (16, 24), (9, 8)])
 def test_fourier_descriptor_is_the_map_coordinates_textbook_version(seed, shape):
@@ -70,8 +71,7 @@ def test_fourier_descriptor_is_the_map_coordinates_textbook_version(seed, shape)
     angles = -np.pi / 2 + np.arange(n_angles) * np.pi / n_angles
     rows = h // 2 + radii[:, None] * np.sin(angles)
     cols = w // 2 + radii[:, None] * np.cos(angles)
-    polar = np.array([[map_coordinates(full[i, c], [rows, cols], order=1, mode="grid-wrap") for c in range(2)]
-                      for i in range(3)])
+    polar = np.array([[map_coordinates(full[i, c], [rows, cols], order=1, mode="grid-wrap") for c in range(2)] for i in range(3)])
     expected = np.abs(np.fft.rfft(polar, axis=3)).reshape(3, -1)
     got = fourier_descriptor(x, n_angles=n_angles)
     assert got.dtype == np.float32 and got.shape == (3, 2 * n_radii * (n_angles // 2 + 1))
@@ -85,8 +85,8 @@ def test_fourier_descriptor_ignores_shifts_and_quarter_turns_but_not_shape(seed)
     reference = fourier_descriptor(patch)[0]
     rolled = fourier_descriptor(np.roll(patch, (3, -2), axis=(2, 3)))[0]
     turned = fourier_descriptor(np.ascontiguousarray(np.rot90(patch, axes=(2, 3))))[0]
-    assert relative_difference(reference, rolled) < 1e-4          # measured 1e-7 to 2e-6 (float32 FFT)
-    assert relative_difference(reference, turned) < 1e-3          # measured ~2e-7: quarter turns map the polar grid onto itself
+    assert relative_difference(reference, rolled) < 1e-4  # measured 1e-7 to 2e-6 (float32 FFT)
+    assert relative_difference(reference, turned) < 1e-3  # measured ~2e-7: quarter turns map the polar grid onto itself
     # control: clubs vs diamonds, each at an arbitrary pose (measured 0.27 and 0.26)
     rng = np.random.default_rng(seed)
     pair = upright_cards([0, 2], angle_rad=rng.uniform(-np.pi, np.pi, 2), shift_px=rng.uniform(-3, 3, (2, 2)))
@@ -105,6 +105,7 @@ def test_fourier_descriptor_of_a_turned_shape_stays_closer_than_another_shape():
 
 # --- the canonical frame ---------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_canonical_patches_undo_a_known_rotation_and_shift(seed):
     rng = np.random.default_rng(seed)
@@ -120,9 +121,9 @@ def test_canonical_patches_undo_a_known_rotation_and_shift(seed):
 
     right = correlations(canonical_patches(posed, angle, shift))
     wrong = correlations(canonical_patches(posed, angle + np.pi / 2, shift))
-    assert right.min() > 0.95                                     # measured 0.984-0.996
-    assert wrong.max() < 0.9                                      # measured 0.71-0.83 (round suits overlap their turns)
-    assert right.mean() - wrong.mean() > 0.15                     # measured ~0.23
+    assert right.min() > 0.95  # measured 0.984-0.996
+    assert wrong.max() < 0.9  # measured 0.71-0.83 (round suits overlap their turns)
+    assert right.mean() - wrong.mean() > 0.15  # measured ~0.23
 
 
 def test_canonical_patches_identity_and_checks():
@@ -139,6 +140,7 @@ def test_canonical_patches_identity_and_checks():
 
 # --- partitions ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
     patches, labels = gaussian_blob_patches(seed)
@@ -146,8 +148,8 @@ def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
     assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans"}
     for name, predicted in found.items():
         assert predicted.dtype == np.int64 and predicted.shape == labels.shape, name
-    assert adjusted_rand_index(labels, found["pca_kmeans"]) > 0.95       # measured 1.0
-    assert adjusted_rand_index(labels, found["pca_gmm"]) > 0.95          # measured 1.0
+    assert adjusted_rand_index(labels, found["pca_kmeans"]) > 0.95  # measured 1.0
+    assert adjusted_rand_index(labels, found["pca_gmm"]) > 0.95  # measured 1.0
     assert adjusted_rand_index(labels, fast_baseline(patches, 2, rotation=False, seed=seed)) > 0.95
 
 
@@ -180,16 +182,16 @@ def test_cluster_stability_tells_real_clusters_from_arbitrary_cuts(seed):
     centres = 3.0 * rng.normal(size=(3, 10))
     blobs = np.concatenate([centre + rng.normal(size=(150, 10)) for centre in centres])
     isotropic = rng.normal(size=(450, 10))
-    assert cluster_stability(blobs, 3, seed=seed) > 0.9             # measured 1.0
-    assert cluster_stability(isotropic, 3, seed=seed) < 0.5         # measured 0.14, 0.13 (a 2-D blob gives 0.52, 0.94: its 3 pie slices barely turn)
+    assert cluster_stability(blobs, 3, seed=seed) > 0.9  # measured 1.0
+    assert cluster_stability(isotropic, 3, seed=seed) < 0.5  # measured 0.14, 0.13 (a 2-D blob gives 0.52, 0.94: its 3 pie slices barely turn)
     assert cluster_stability(isotropic, 1, seed=seed) == 1.0
 
 
 def test_cluster_details():
     rng = np.random.default_rng(0)
-    features = np.concatenate([rng.normal(size=(60, 12)), np.full((60, 1), 5.0)], axis=1)   # a constant column
-    features[:30, :4] += 10.0      # (one shifted column of 12 would not do per column: standardised, it is ±1 among noise)
-    for method in ("kmeans", "gmm"):                 # gmm on 13 columns: diagonal covariances
+    features = np.concatenate([rng.normal(size=(60, 12)), np.full((60, 1), 5.0)], axis=1)  # a constant column
+    features[:30, :4] += 10.0  # (one shifted column of 12 would not do per column: standardised, it is ±1 among noise)
+    for method in ("kmeans", "gmm"):  # gmm on 13 columns: diagonal covariances
         for per_column in (True, False):
             labels = cluster(features, 2, method, seed=0, standardize_columns=per_column)
             assert labels.dtype == np.int64 and set(np.unique(labels)) == {0, 1}
@@ -206,7 +208,7 @@ def test_cluster_details():
 
 def test_pca_features_shapes():
     x = np.random.default_rng(0).random((6, 1, 3, 3))
-    assert pca_features(x).shape == (6, 5)                       # min(10, N - 1, pixels)
+    assert pca_features(x).shape == (6, 5)  # min(10, N - 1, pixels)
     assert pca_features(x[:, :, :2, :2], n_components=3).shape == (6, 3)
     big = np.random.default_rng(1).random((300, 1, 4, 4))
     assert pca_features(big, n_components=4, max_fit_rows=100).shape == (300, 4)

@@ -36,20 +36,22 @@ def test_sampled_kl_estimate_agrees_with_quadrature(sd):
     """E_q[log q(θ) + log 2π] over reparametrised draws (what training uses) equals the KL by
     numerical integration; and the KL is that of N(0, σ²) vs uniform for small σ."""
     scale = torch.tensor(sd, dtype=torch.float64)
-    draws = circular.sample(torch.tensor(0.3, dtype=torch.float64), scale, torch.randn(400_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    draws = circular.sample(
+        torch.tensor(0.3, dtype=torch.float64), scale, torch.randn(400_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    )
     sampled = (circular.log_prob(draws, torch.tensor(0.3, dtype=torch.float64), scale) + math.log(2 * math.pi)).mean().item()
     exact = circular.kl_to_uniform(scale).item()
     assert sampled == pytest.approx(exact, abs=0.01)
     if sd <= 0.1:
         assert exact == pytest.approx(math.log(2 * math.pi) - 0.5 * math.log(2 * math.pi * math.e * sd**2), abs=1e-6)
-    assert circular.kl_to_uniform(torch.tensor(3.0)).item() < 1e-3      # wide = uniform
+    assert circular.kl_to_uniform(torch.tensor(3.0)).item() < 1e-3  # wide = uniform
 
 
 def cyclic_stripes(count: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(count, 1, size, size) stripes with two periods across the patch, shifted by a phase in [0, 2π)."""
     phase = np.random.default_rng(seed).uniform(0, 2 * math.pi, count)
     col = np.arange(size)
-    rows = 0.5 + 0.4 * np.cos(2 * math.pi * 2 * col[None] / size + phase[:, None])      # (count, size)
+    rows = 0.5 + 0.4 * np.cos(2 * math.pi * 2 * col[None] / size + phase[:, None])  # (count, size)
     return np.repeat(rows[:, None, None, :], size, axis=2).astype(np.float32), phase
 
 
@@ -73,11 +75,19 @@ def test_a_cyclic_shift_is_learned_as_one_turn_of_a_circle_latent(seed):
     images, phase = cyclic_stripes(800)
     # KL warm-up (β_z from 0): with the default start of 3 the circle posterior went uniform (σ → 3)
     # within the first epochs and never came back, even after 60 epochs (recon error = the variance)
-    config = JTRVAEConfig(image_size=16, n_classes=0, latent_dim=1, latent_geometry="circle", rotation=False, translation=False,
-                          encoder_hidden=(64,), decoder_hidden=(64, 64), beta_z_start=0.0)
+    config = JTRVAEConfig(
+        image_size=16,
+        n_classes=0,
+        latent_dim=1,
+        latent_geometry="circle",
+        rotation=False,
+        translation=False,
+        encoder_hidden=(64,),
+        decoder_hidden=(64, 64),
+        beta_z_start=0.0,
+    )
     with tempfile.TemporaryDirectory() as run:
-        model = fit(images, config, TrainConfig(epochs=40, batch_size=16, seed=seed, device="cpu", val_fraction=0.0,
-                                                checkpoint_every=40), run).model
+        model = fit(images, config, TrainConfig(epochs=40, batch_size=16, seed=seed, device="cpu", val_fraction=0.0, checkpoint_every=40), run).model
 
     def learned(winding, recon, corr):
         return abs(winding) == 1 and recon < 0.1 and corr > 0.5
@@ -109,9 +119,8 @@ def torus_on_plaid(model, images, phases) -> list[str]:
         failures.append(f"recon error {encoded['recon_error'].mean() / images.var():.3f} of the variance")
     angles = encoded["z_mean"]
     # |circular mean of exp(i(angle ∓ phase))|, up to a reflection: rows = angles, columns = phases
-    corr = np.array([[max(abs(np.mean(np.exp(1j * (angles[:, j] - s * phase)))) for s in (1, -1)) for phase in phases]
-                     for j in range(2)])
-    match = int(np.argmax(corr[:, 0]))             # the angle that carries the row phase
+    corr = np.array([[max(abs(np.mean(np.exp(1j * (angles[:, j] - s * phase)))) for s in (1, -1)) for phase in phases] for j in range(2)])
+    match = int(np.argmax(corr[:, 0]))  # the angle that carries the row phase
     if not (corr[match, 0] > 0.8 and corr[1 - match, 1] > 0.8 and corr[match, 1] < 0.3 and corr[1 - match, 0] < 0.3):
         failures.append(f"correlations {np.round(corr, 2).tolist()}")
     # loops: one phase once around (64 steps), the other held at three values
@@ -142,14 +151,23 @@ def test_two_cyclic_shifts_are_learned_as_the_two_circles_of_a_torus_latent(seed
     # torus learned one phase or none in 20-40 epochs. Gaussian likelihood: the plaid exceeds [0, 1].
     # Batches of 16: with 32 the encoder tangled the two phases (no angle followed either,
     # correlations ≈ 0.5, recon error 8 %) in 2 of 6 seeds, with 16 in 2 of 12.
-    config = JTRVAEConfig(image_size=16, n_classes=0, latent_dim=2, latent_geometry="torus", rotation=False, translation=False,
-                          likelihood="gaussian", encoder_hidden=(64,), decoder_hidden=(64, 64), beta_z_start=0.0)
+    config = JTRVAEConfig(
+        image_size=16,
+        n_classes=0,
+        latent_dim=2,
+        latent_geometry="torus",
+        rotation=False,
+        translation=False,
+        likelihood="gaussian",
+        encoder_hidden=(64,),
+        decoder_hidden=(64, 64),
+        beta_z_start=0.0,
+    )
     with tempfile.TemporaryDirectory() as run:
-        model = fit(images, config, TrainConfig(epochs=40, batch_size=16, seed=seed, device="cpu", val_fraction=0.0,
-                                                checkpoint_every=40), run).model
+        model = fit(images, config, TrainConfig(epochs=40, batch_size=16, seed=seed, device="cpu", val_fraction=0.0, checkpoint_every=40), run).model
     assert torus_on_plaid(model, images, phases) == []
     untrained = torus_on_plaid(build_model(config, seed), images, phases)
-    assert len(untrained) >= 3, untrained          # recon, correlations and the loops all fail
+    assert len(untrained) >= 3, untrained  # recon, correlations and the loops all fail
 
 
 def test_geometry_validation():

@@ -169,10 +169,17 @@ def test_real_scan_end_to_end_in_a_subprocess(tmp_path, realdata):
     """The README's main job on the shipped real scan, through the installed console script."""
     scan = realdata / "scifireaders_SI-Survey_Image.dm3"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([sys.executable, "-m", "microvae.cli", "find-atoms", str(scan), "-o", str(tmp_path / "a.h5"), "--json"], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "microvae.cli", "find-atoms", str(scan), "-o", str(tmp_path / "a.h5"), "--json"], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["atoms"] > 500 and 10 < summary["spacing_px"][0] < 25
-    done = subprocess.run([sys.executable, "-m", "microvae.cli", "extract", str(scan), "--atoms", str(tmp_path / "a.h5"), "-o", str(tmp_path / "p.h5"), "--json"], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "microvae.cli", "extract", str(scan), "--atoms", str(tmp_path / "a.h5"), "-o", str(tmp_path / "p.h5"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1])["patches"] > 500

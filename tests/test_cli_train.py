@@ -127,7 +127,7 @@ def test_train_states_its_work_and_expected_time_before_it_starts(tmp_path, patc
     assert events.index(estimate) < next(i for i, e in enumerate(events) if e["event"] == "batch")
     with h5py.File(patches_file) as handle:
         count = len(handle["patches"])
-    pose = 1                                      # restart_fraction 0.2 of 2 epochs, at least 1
+    pose = 1  # restart_fraction 0.2 of 2 epochs, at least 1
     assert estimate["patches"] == count and estimate["epochs"] == 2 and estimate["pose_epochs"] == pose
     assert estimate["passes"] == (count - round(0.1 * count)) * (2 + pose)
     assert estimate["samples_per_s"] > 0 and estimate["seconds"] == pytest.approx(estimate["passes"] / estimate["samples_per_s"])
@@ -141,6 +141,5 @@ def test_train_states_its_work_and_expected_time_before_it_starts(tmp_path, patc
 def test_the_estimate_line_reads_as_minutes():
     from microvae.cli.train import estimate_line
 
-    line = estimate_line({"patches": 12000, "epochs": 40, "done": 10, "pose_epochs": 0, "seconds": 252.0,
-                          "samples_per_s": 1904.8, "device": "cpu (2 threads)"})
+    line = estimate_line({"patches": 12000, "epochs": 40, "done": 10, "pose_epochs": 0, "seconds": 252.0, "samples_per_s": 1904.8, "device": "cpu (2 threads)"})
     assert line.startswith("12,000 patches × 40 epochs left of 50 ≈ 4.2 min on cpu (2 threads) at 1,905 patches/s")

@@ -37,11 +37,11 @@ def transformed_copy(model, rotation: np.ndarray, permutation: list[int]):
     """B = A with its latent space turned (z_B = R z_A) and its classes renamed (A's k is B's permutation[k])."""
     other = copy.deepcopy(model)
     rotation_t = torch.tensor(rotation, dtype=torch.float32)
-    order = torch.tensor(np.argsort(permutation))                     # B's class j is A's class order[j]
+    order = torch.tensor(np.argsort(permutation))  # B's class j is A's class order[j]
     with torch.no_grad():
         for module in other.decoder.modules():
             if isinstance(module, LatentInput):
-                module.from_z.copy_(module.from_z @ rotation_t.T)     # W_B R = W_A (R orthogonal)
+                module.from_z.copy_(module.from_z @ rotation_t.T)  # W_B R = W_A (R orthogonal)
                 module.class_bias.copy_(module.class_bias[order])
         head = other.encoder.head
         rows = other.encoder.head_slice("z_mean")
@@ -61,7 +61,7 @@ def test_a_known_rotation_and_class_renaming_are_recovered(trained):
     result = compare_runs(model, other, images, steps=50)
     assert result.class_map == [2, 0, 1] and result.class_agreement == 1.0
     np.testing.assert_allclose(result.latent_map, rotation, atol=0.02)
-    assert result.delta_relative < 0.01 and result.delta_identity > 10 * result.delta    # the map matters
+    assert result.delta_relative < 0.01 and result.delta_identity > 10 * result.delta  # the map matters
 
 
 def test_an_untrained_run_is_not_the_same(trained):
@@ -90,13 +90,22 @@ def test_a_reflected_and_turned_circle_latent_is_recovered():
     from .test_circular import cyclic_stripes
 
     images, _ = cyclic_stripes(400)
-    config = JTRVAEConfig(image_size=16, n_classes=0, latent_dim=1, latent_geometry="circle", rotation=False, translation=False,
-                          encoder_hidden=(32,), decoder_hidden=(32, 32), beta_z_start=0.0)
+    config = JTRVAEConfig(
+        image_size=16,
+        n_classes=0,
+        latent_dim=1,
+        latent_geometry="circle",
+        rotation=False,
+        translation=False,
+        encoder_hidden=(32,),
+        decoder_hidden=(32, 32),
+        beta_z_start=0.0,
+    )
     with tempfile.TemporaryDirectory() as run:
         model = fit(images, config, TrainConfig(epochs=4, seed=0, device="cpu", val_fraction=0.0, checkpoint_every=4), run).model
     sign, turn = -1.0, 1.0
     other = copy.deepcopy(model)
-    mix = torch.tensor([[math.cos(turn), math.sin(turn)], [-sign * math.sin(turn), sign * math.cos(turn)]])   # f(θ) = M f(θ_B)
+    mix = torch.tensor([[math.cos(turn), math.sin(turn)], [-sign * math.sin(turn), sign * math.cos(turn)]])  # f(θ) = M f(θ_B)
     direction = torch.tensor([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]]) @ torch.diag(torch.tensor([1.0, sign]))
     with torch.no_grad():
         for module in other.decoder.modules():

@@ -225,8 +225,9 @@ class ForkServer:
         driver = folder / "fork_server.py"
         driver.write_text(DRIVER)
         self.stderr = open(folder / "fork_server.err", "w")
-        self.process = subprocess.Popen([sys.executable, str(driver)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, env=ENV, cwd=folder)
+        self.process = subprocess.Popen(
+            [sys.executable, str(driver)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=ENV, cwd=folder
+        )
         self._expect("ready")
 
     def _expect(self, what: str) -> str:
@@ -244,8 +245,7 @@ class ForkServer:
         self.process.stdin.flush()
         answer = json.loads(self._expect("an exit status"))
         recorded = [json.loads(line) for line in events.read_text().splitlines()] if events.exists() else []
-        return Outcome(answer["code"], answer["killed_by_server"], answer["started"], answer["seconds"], recorded,
-                       log.read_text() if log.exists() else "")
+        return Outcome(answer["code"], answer["killed_by_server"], answer["started"], answer["seconds"], recorded, log.read_text() if log.exists() else "")
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -266,16 +266,15 @@ def server(tmp_path_factory):
 
 def real_command(argv: list) -> subprocess.CompletedProcess:
     """``python -m microvae.cli ARGV`` in a new interpreter."""
-    return subprocess.run([sys.executable, "-m", "microvae.cli", *[str(a) for a in argv]], env=ENV, cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "microvae.cli", *[str(a) for a in argv]], env=ENV, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 # --- what every finished folder must satisfy ------------------------------------------------------
 
+
 def leftovers(folder: Path) -> list[str]:
     """Temporary files (hidden ``.NAME.PID.tmp…``) and lock files (``*.lock``) under ``folder``."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.startswith(".") or p.name.endswith(".lock") or ".tmp" in p.name)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith(".") or p.name.endswith(".lock") or ".tmp" in p.name)
 
 
 def files_of(folder: Path) -> set[str]:
@@ -348,8 +347,29 @@ def patches(tmp_path_factory):
 
 
 def train_argv(patches: Path, run: Path) -> list:
-    return ["train", patches, "-o", run, "--classes", "2", "--hidden", "16", "--batch-size", "32", "--epochs", EPOCHS,
-            "--checkpoint-every", "1", "--seed", "3", "--device", "cpu", "-q", "--class-init", "none"]
+    return [
+        "train",
+        patches,
+        "-o",
+        run,
+        "--classes",
+        "2",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "32",
+        "--epochs",
+        EPOCHS,
+        "--checkpoint-every",
+        "1",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "-q",
+        "--class-init",
+        "none",
+    ]
     # --class-init none: the kills are timed on the main training loop; an interrupted class
     # initialisation resumes through the same fit (tests/test_discovery.py)
 
@@ -385,13 +405,25 @@ def test_train_killed_eleven_times_ends_with_the_uninterrupted_weights(server, p
         kill_after = startup + max(moment - written[done], 0.0)
         outcome = server.run(argv, kill_after=kill_after)
         assert outcome.code in (0, KILLED), outcome.log
-        attempts.append({"moment_s": round(float(moment), 2), "from_epoch": done, "kill_after_s": round(float(kill_after), 2),
-                         "code": outcome.code, "resumed_from": [e["resumed_from"] for e in outcome.events if e["event"] == "fit"],
-                         "epoch_after": checkpoint_epoch(run), "leftovers": leftovers(run)})
-    print(f"\nuninterrupted run {duration:.2f} s, training from {startup:.2f} s, checkpoints at "
-          + ", ".join(f"{t:.2f}" for t in written.values()) + " s; attempts:\n" + "\n".join(map(str, attempts)))
+        attempts.append(
+            {
+                "moment_s": round(float(moment), 2),
+                "from_epoch": done,
+                "kill_after_s": round(float(kill_after), 2),
+                "code": outcome.code,
+                "resumed_from": [e["resumed_from"] for e in outcome.events if e["event"] == "fit"],
+                "epoch_after": checkpoint_epoch(run),
+                "leftovers": leftovers(run),
+            }
+        )
+    print(
+        f"\nuninterrupted run {duration:.2f} s, training from {startup:.2f} s, checkpoints at "
+        + ", ".join(f"{t:.2f}" for t in written.values())
+        + " s; attempts:\n"
+        + "\n".join(map(str, attempts))
+    )
     first_resume = next(a["resumed_from"][0] for a in attempts if a["resumed_from"])
-    assert first_resume == 1, attempts                     # resumed from the checkpoint that survived
+    assert first_resume == 1, attempts  # resumed from the checkpoint that survived
     assert sum(a["code"] == KILLED for a in attempts) >= 7, attempts
 
     finish = real_command(argv)
@@ -438,8 +470,8 @@ PIPELINE_CRASHES = [
     ("extract", {"at": "mid-write", "file": "patches.h5"}),
     ("extract", {"at": "after-rename", "file": "patches.h5"}),
     ("train", {"at": "entry", "stage": "train"}),
-    ("train", {"at": "mid-write", "file": "selection.json"}),        # the class initialisation (run/init/)
-    ("train", {"at": "mid-write", "file": "last.pt", "nth": 2}),     # the pose run (run/init/pose) was finished before
+    ("train", {"at": "mid-write", "file": "selection.json"}),  # the class initialisation (run/init/)
+    ("train", {"at": "mid-write", "file": "last.pt", "nth": 2}),  # the pose run (run/init/pose) was finished before
     ("train", {"at": "after-rename", "file": "final.pt"}),
     ("encode", {"at": "entry", "stage": "encode"}),
     ("encode", {"at": "mid-write", "file": "encoded.h5"}),
@@ -509,6 +541,7 @@ def test_pipeline_killed_in_every_stage_ends_with_the_uninterrupted_results(serv
 
 # --- the clean-up the reruns rely on, in isolation ----------------------------------------------------
 
+
 def test_files_left_by_dead_writers_are_cleared_and_live_ones_kept(tmp_path):
     from microvae import artifacts
     from microvae.artifacts import Provenance
@@ -532,7 +565,7 @@ def test_files_left_by_dead_writers_are_cleared_and_live_ones_kept(tmp_path):
     lock = tmp_path / "a.h5.lock"
     lock.write_text(str(alive))
     assert artifacts.plan_output(target, provenance.fingerprint).action == "skip"
-    assert lock.exists()                                   # a live holder's lock stays
+    assert lock.exists()  # a live holder's lock stays
     lock.write_text(str(dead))
     assert artifacts.plan_output(target, provenance.fingerprint).action == "skip"
     assert not lock.exists()

@@ -15,7 +15,7 @@ import torch
 from microvae.cards import make_cards
 from microvae.encoding import encode_array
 from microvae.metrics import matched_accuracy
-from microvae.models import JTRVAE, JTRVAEConfig
+from microvae.models import JTRVAEConfig
 from microvae.run_folder import load_run
 from microvae.training import TrainConfig, build_model, fit
 
@@ -23,8 +23,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 def small_config(**changes) -> JTRVAEConfig:
-    return JTRVAEConfig(**(dict(image_size=12, n_classes=3, latent_dim=2, encoder_hidden=(32,),
-                                decoder_hidden=(32, 32)) | changes))
+    return JTRVAEConfig(**(dict(image_size=12, n_classes=3, latent_dim=2, encoder_hidden=(32,), decoder_hidden=(32, 32)) | changes))
 
 
 @pytest.mark.parametrize("decoder", ["mlp", "conv"])
@@ -34,8 +33,7 @@ def test_loss_terms_on_cuda_equal_the_cpu_ones(decoder):
     torch.backends.cudnn.allow_tf32 = False
     model = build_model(small_config(decoder=decoder), seed=0)
     x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(1))
-    noise = {name: torch.randn(16, dim, generator=torch.Generator().manual_seed(2))
-             for name, dim in (("z", 2), ("angle_vec", 2), ("shift", 2))}
+    noise = {name: torch.randn(16, dim, generator=torch.Generator().manual_seed(2)) for name, dim in (("z", 2), ("angle_vec", 2), ("shift", 2))}
     on_cpu = model.loss_terms(x, noise=noise)
     gpu_model = build_model(small_config(decoder=decoder), seed=0).cuda()
     on_gpu = gpu_model.loss_terms(x.cuda(), noise={k: v.cuda() for k, v in noise.items()})
@@ -66,8 +64,7 @@ def test_encoding_on_cuda_equals_the_cpu_one_and_bf16_stays_close(encoder):
 
 def test_fit_on_cuda_checkpoints_load_on_cpu_and_encode_the_same(tmp_path):
     images = make_cards(256, size=12, seed=0).images
-    result = fit(images, small_config(), TrainConfig(epochs=2, batch_size=32, device="cuda", checkpoint_every=1),
-                 tmp_path / "run")
+    result = fit(images, small_config(), TrainConfig(epochs=2, batch_size=32, device="cuda", checkpoint_every=1), tmp_path / "run")
     assert next(result.model.parameters()).is_cuda
     assert all(np.isfinite(row["loss"]) for row in result.history)
     on_cpu, _ = load_run(tmp_path / "run", device="cpu")
@@ -125,8 +122,7 @@ def test_bf16_autocast_trains(tmp_path):
 def test_default_recipe_separates_the_card_suits_on_cuda(tmp_path):
     """The CPU quality test's recipe on the GPU (TF32 allowed): matched accuracy ≥ 0.95."""
     cards = make_cards(3000, size=28, max_angle_deg=60.0, seed=1)
-    result = fit(cards.images, JTRVAEConfig(), TrainConfig(epochs=45, seed=0, device="cuda", val_fraction=0.0,
-                                                            checkpoint_every=45), tmp_path / "run")
+    result = fit(cards.images, JTRVAEConfig(), TrainConfig(epochs=45, seed=0, device="cuda", val_fraction=0.0, checkpoint_every=45), tmp_path / "run")
     predicted = encode_array(result.model, cards.images, device="cuda")["class"]
     assert matched_accuracy(cards.labels, predicted) >= 0.95
 
@@ -136,14 +132,11 @@ def test_cli_train_and_encode_on_cuda(tmp_path, capsys):
 
     stack = tmp_path / "stack.npy"
     np.save(stack, make_cards(128, size=12, seed=0).images)
-    code, _, err = run_cli(["train", stack, "-o", tmp_path / "run", "--classes", "2", "--epochs", "1",
-                            "--hidden", "32", "--device", "cuda", "-q"], capsys)
+    code, _, err = run_cli(["train", stack, "-o", tmp_path / "run", "--classes", "2", "--epochs", "1", "--hidden", "32", "--device", "cuda", "-q"], capsys)
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["device"] == "cuda"
-    code, _, err = run_cli(["encode", tmp_path / "run", stack, "-o", tmp_path / "enc.h5", "--device", "cuda", "-q"],
-                           capsys)
+    code, _, err = run_cli(["encode", tmp_path / "run", stack, "-o", tmp_path / "enc.h5", "--device", "cuda", "-q"], capsys)
     assert code == 0, err
     assert (tmp_path / "enc.h5").exists()
-    code, _, err = run_cli(["encode", tmp_path / "run", stack, "-o", tmp_path / "fast.h5", "--device", "cuda",
-                            "--no-scores", "--amp", "-q"], capsys)
+    code, _, err = run_cli(["encode", tmp_path / "run", stack, "-o", tmp_path / "fast.h5", "--device", "cuda", "--no-scores", "--amp", "-q"], capsys)
     assert code == 0, err

@@ -37,7 +37,7 @@ def test_quarter_turns_of_symmetric_patches_do_not_move_any_model():
         assert rows[name].z_drift < 1e-5 and rows[name].class_changed == 0.0 and rows[name].class_prob_shift < 1e-6
         # the patch did not change, so the encoded angle does not change either: the error is the turn
         assert rows[name].angle_error_deg == pytest.approx({"rotate 90°": 90, "rotate 180°": 180, "rotate 270°": 90}[name], abs=1e-3)
-    assert rows["shift +1 px col"].z_drift > 1e-3      # an untrained encoder is not shift invariant
+    assert rows["shift +1 px col"].z_drift > 1e-3  # an untrained encoder is not shift invariant
 
 
 def first(cards: CardsDataset, count: int) -> CardsDataset:
@@ -64,7 +64,7 @@ def test_turned_patches_are_the_renderers_turned_cards():
         assert rms_in_disc(turn_patches(cards.images, np.radians(degrees)), truth) < 0.1
         assert rms_in_disc(turn_patches(cards.images, np.radians(-degrees)), truth) > 0.25
     turned = turn_patches(cards.images, np.radians(30))
-    assert turned.min() >= cards.images.min() and turned.max() <= cards.images.max()      # no spline overshoot
+    assert turned.min() >= cards.images.min() and turned.max() <= cards.images.max()  # no spline overshoot
     # a window moved by +1 row over the card sees the card 1 px higher: rolled by −1 row, but for
     # the last row, which the roll wraps round and the re-cut renders anew
     np.testing.assert_allclose(render_moved(cards, 0.0, (1.0, 0.0))[:, :, :-1], np.roll(cards.images, -1, axis=2)[:, :, :-1], atol=1e-4)
@@ -95,7 +95,7 @@ def test_recut_patches_come_from_the_scan_as_extract_cut_them(tmp_path, lattice_
     moved = source(0.0, (6.0, 0.0))
     np.testing.assert_array_equal(moved[[i for i, _ in pairs]], stored[[j for _, j in pairs]])
     np.testing.assert_allclose(source(np.pi / 2, (0.0, 0.0)), np.rot90(stored, 1, axes=(2, 3)), atol=1e-5)
-    assert np.abs(source(np.radians(30), (0.0, 0.0)) - stored).mean() > 0.05          # a turn moves the lattice
+    assert np.abs(source(np.radians(30), (0.0, 0.0)) - stored).mean() > 0.05  # a turn moves the lattice
 
     model_config = JTRVAEConfig(image_size=12, n_classes=2, encoder_hidden=(16,), decoder_hidden=(16,))
     fit(stored, model_config, TrainConfig(epochs=1, device="cpu", val_fraction=0.0, checkpoint_every=1), tmp_path / "run")
@@ -114,7 +114,7 @@ def test_recut_patches_come_from_the_scan_as_extract_cut_them(tmp_path, lattice_
     assert [row["transform"] for row in report["rows"]] == list(TRANSFORMS) and report["max_z_drift_recut"] is None
     assert report["notes"] == [NO_SOURCE_NOTE] and artifact_source(tmp_path / "stack.npy") == (None, NO_SOURCE_NOTE)
 
-    elsewhere = tmp_path / "moved"                      # the scan is also found beside the artifact
+    elsewhere = tmp_path / "moved"  # the scan is also found beside the artifact
     elsewhere.mkdir()
     shutil.copy(patches, elsewhere / "p.h5")
     shutil.move(scan, elsewhere / scan.name)
@@ -149,15 +149,19 @@ def test_the_equivariant_jtrvae_is_invariant_where_a_plain_vae_and_the_mlp_encod
     stack = tmp_path / "cards.npy"
     np.save(stack, shown.images)
     small = dict(image_size=16, n_classes=0, encoder_hidden=(64,), decoder_hidden=(64, 64), angle_prior_concentration=0.0)
-    runs = {"plain": JTRVAEConfig(**small, rotation=False, translation=False),
-            "mlp": JTRVAEConfig(**small), "equivariant": JTRVAEConfig(**small, encoder="equivariant")}
+    runs = {
+        "plain": JTRVAEConfig(**small, rotation=False, translation=False),
+        "mlp": JTRVAEConfig(**small),
+        "equivariant": JTRVAEConfig(**small, encoder="equivariant"),
+    }
     models = {}
     for name, config in runs.items():
         train = TrainConfig(epochs=8, seed=seed, device="cpu", val_fraction=0.0, checkpoint_every=8)
         models[name] = fit(cards.images, config, train, tmp_path / name).model
 
-    code, stdout, err = run_cli(["diagnose", tmp_path / "equivariant", stack, "--reference", tmp_path / "plain", "--device", "cpu",
-                                 "--json", "-o", tmp_path / "report.json"], capsys)
+    code, stdout, err = run_cli(
+        ["diagnose", tmp_path / "equivariant", stack, "--reference", tmp_path / "plain", "--device", "cpu", "--json", "-o", tmp_path / "report.json"], capsys
+    )
     assert code == 0, err
     reports = json.loads(stdout)
     assert reports == json.loads((tmp_path / "report.json").read_text())

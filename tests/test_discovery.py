@@ -30,7 +30,7 @@ def test_separation_prefers_the_true_partition():
     features = np.concatenate([rng.normal(0, 1, (200, 5)), rng.normal(6, 1, (200, 5))])
     truth = np.repeat([0, 1], 200)
     assert separation(features, truth) > 0.6
-    assert separation(features, rng.permutation(truth)) < 0.05          # control: a random partition
+    assert separation(features, rng.permutation(truth)) < 0.05  # control: a random partition
     assert separation(features, np.zeros(400, np.int64)) == -1.0
 
 
@@ -42,7 +42,7 @@ def test_the_best_separated_candidate_is_the_right_one_for_turned_shapes(seed):
     best = max(found, key=lambda name: found[name].separation)
     assert best == "fourier_kmeans"
     assert matched_accuracy(truth, found[best].labels) > 0.95
-    assert matched_accuracy(truth, found["pca_kmeans"].labels) < 0.8           # control: PCA groups by orientation
+    assert matched_accuracy(truth, found["pca_kmeans"].labels) < 0.8  # control: PCA groups by orientation
 
 
 def tiny_configs(**train):
@@ -58,7 +58,7 @@ def test_selection_is_written_and_read_back(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "init" / "selection.json").read_text())
     assert record["chosen"] == first.chosen and record["criterion"] == "separation"
     assert first.chosen == max(first.candidates, key=lambda c: c.separation).name
-    assert "canonical_kmeans" in first.candidate_labels                     # the pose run's frame is a candidate
+    assert "canonical_kmeans" in first.candidate_labels  # the pose run's frame is a candidate
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished selection must not train again")
@@ -91,8 +91,9 @@ def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys):
     images, truth = turned_suits(160)
     np.save(tmp_path / "suits.npy", images)
     run = tmp_path / "run"
-    code, _, err = run_cli(["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32",
-                            "--device", "cpu", "--json"], capsys)
+    code, _, err = run_cli(
+        ["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32", "--device", "cpu", "--json"], capsys
+    )
     assert code == 0, err
     selection = json.loads((run / "init" / "selection.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
@@ -102,12 +103,31 @@ def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys):
     assert set(summary["candidate_ari"]) == {c["name"] for c in selection["candidates"]}
     assert summary["baseline"] == "fourier_kmeans" and -1 <= summary["baseline_ari"] <= 1
     # rerun: up to date, and it still reports the verdict
-    code, out, _ = run_cli(["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32",
-                            "--device", "cpu", "--json"], capsys)
+    code, out, _ = run_cli(
+        ["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32", "--device", "cpu", "--json"], capsys
+    )
     assert code == 0 and json.loads(out)["status"] == "up-to-date"
     # the paper's procedure: no init folder
-    code, _, err = run_cli(["train", tmp_path / "suits.npy", "-o", tmp_path / "plain", "--classes", "2", "--epochs", "2",
-                            "--hidden", "32", "--device", "cpu", "--class-init", "none", "-q"], capsys)
+    code, _, err = run_cli(
+        [
+            "train",
+            tmp_path / "suits.npy",
+            "-o",
+            tmp_path / "plain",
+            "--classes",
+            "2",
+            "--epochs",
+            "2",
+            "--hidden",
+            "32",
+            "--device",
+            "cpu",
+            "--class-init",
+            "none",
+            "-q",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert not (tmp_path / "plain" / "init").exists() and (tmp_path / "plain" / "summary.json").exists()
 
@@ -136,7 +156,7 @@ def three_kinds(n_per_kind: int = 80, seed: int = 0) -> tuple[np.ndarray, np.nda
     rng = np.random.default_rng(seed)
     row, col = np.mgrid[:16, :16] - 7.5
     radius = np.hypot(row, col)
-    kinds = [np.exp(-radius**2 / 8), np.exp(-row**2 / 2) * (np.abs(col) < 6), np.exp(-(radius - 5) ** 2 / 2)]
+    kinds = [np.exp(-(radius**2) / 8), np.exp(-(row**2) / 2) * (np.abs(col) < 6), np.exp(-((radius - 5) ** 2) / 2)]
     labels = np.repeat(np.arange(3), n_per_kind)
     images = np.stack([kinds[k] for k in labels]) + rng.normal(0, 0.15, (len(labels), 16, 16))
     images = np.clip((images - images.min()) / (images.max() - images.min()), 0, 1)
@@ -158,8 +178,27 @@ def test_train_classes_auto(tmp_path, capsys):
     images, truth = three_kinds()
     np.save(tmp_path / "kinds.npy", images[:, 0])
     run = tmp_path / "run"
-    code, out, err = run_cli(["train", tmp_path / "kinds.npy", "-o", run, "--classes", "auto", "--max-classes", "4",
-                              "--no-rotation", "--no-translation", "--epochs", "3", "--hidden", "32", "--device", "cpu"], capsys)
+    code, out, err = run_cli(
+        [
+            "train",
+            tmp_path / "kinds.npy",
+            "-o",
+            run,
+            "--classes",
+            "auto",
+            "--max-classes",
+            "4",
+            "--no-rotation",
+            "--no-translation",
+            "--epochs",
+            "3",
+            "--hidden",
+            "32",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "chose K = 3" in err
     assert json.loads((run / "init" / "classes_auto.json").read_text())["n_classes"] == 3
@@ -181,8 +220,7 @@ def test_invariant_class_head_ignores_the_pose():
     from microvae.nets import FourierDescriptor
 
     images, _ = turned_suits(8)
-    np.testing.assert_allclose(FourierDescriptor(20)(torch.from_numpy(images)).numpy(), fourier_descriptor(images),
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(FourierDescriptor(20)(torch.from_numpy(images)).numpy(), fourier_descriptor(images), rtol=1e-4, atol=1e-3)
     x = torch.from_numpy(images)
     moved = [torch.rot90(x, 1, (2, 3)), torch.rot90(x, 2, (2, 3)), torch.roll(x, (3, -2), (2, 3))]
     torch.manual_seed(0)

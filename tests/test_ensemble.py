@@ -21,8 +21,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_alignment_recovers_a_permutation_despite_noise():
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 4, 500)
-    permutation = np.array([2, 0, 3, 1])              # member class k is reference class permutation[k]
-    member = np.argsort(permutation)[reference]       # the member's name for each reference class
+    permutation = np.array([2, 0, 3, 1])  # member class k is reference class permutation[k]
+    member = np.argsort(permutation)[reference]  # the member's name for each reference class
     flip = rng.random(500) < 0.15
     member[flip] = rng.integers(0, 4, flip.sum())
     np.testing.assert_array_equal(align_labels(reference, member, 4), permutation)
@@ -31,9 +31,7 @@ def test_alignment_recovers_a_permutation_despite_noise():
 
 
 def test_consensus_agreement_and_spread():
-    aligned = np.array([[[0.9, 0.1], [0.6, 0.4]],
-                        [[0.8, 0.2], [0.3, 0.7]],
-                        [[1.0, 0.0], [0.4, 0.6]]])     # (M=3, N=2, K=2)
+    aligned = np.array([[[0.9, 0.1], [0.6, 0.4]], [[0.8, 0.2], [0.3, 0.7]], [[1.0, 0.0], [0.4, 0.6]]])  # (M=3, N=2, K=2)
     result = consensus(aligned)
     np.testing.assert_allclose(result.class_probs, [[0.9, 0.1], [13 / 30, 17 / 30]])
     np.testing.assert_array_equal(result.labels, [0, 1])
@@ -53,8 +51,23 @@ def two_suit_cards(path, count=600):
 
 # No continuous latent and every pixel scored: the settings under which a joint VAE's classes form on
 # two suits within a few epochs (with a continuous latent, z takes the suit and q(y|x) stays ≈ 0.5).
-TINY = ["--hidden", "48", "--batch-size", "32", "--device", "cpu", "--epochs", "8", "--no-rotation", "--no-translation",
-        "--latent-dim", "0", "--pixel-fraction", "1", "-q"]
+TINY = [
+    "--hidden",
+    "48",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--epochs",
+    "8",
+    "--no-rotation",
+    "--no-translation",
+    "--latent-dim",
+    "0",
+    "--pixel-fraction",
+    "1",
+    "-q",
+]
 
 
 def test_ensemble_summary_points_to_the_true_number_of_classes(tmp_path, capsys):
@@ -84,12 +97,12 @@ def test_ensemble_summary_points_to_the_true_number_of_classes(tmp_path, capsys)
     with h5py.File(encoded) as handle:
         agreement, classes = handle["class_agreement"][()], handle["class"][()]
         assert handle["class_prob_sd"].shape == agreement.shape == (len(labels),)
-        np.testing.assert_allclose(agreement * 3, np.round(agreement * 3), atol=1e-5)     # 1/3, 2/3 or 1
+        np.testing.assert_allclose(agreement * 3, np.round(agreement * 3), atol=1e-5)  # 1/3, 2/3 or 1
         assert agreement.min() >= 1 / 3 - 1e-6 and agreement.max() <= 1 + 1e-6
         assert handle.attrs["ensemble_members"] == 3
     from microvae.metrics import matched_accuracy
 
-    assert matched_accuracy(labels, classes) > 0.95          # the consensus recovers the suits
+    assert matched_accuracy(labels, classes) > 0.95  # the consensus recovers the suits
     # the control: member 2 replaced by an untrained network, which knows nothing of the suits
     from microvae.run_folder import load_checkpoint, load_run
     from microvae.training import build_model
@@ -123,8 +136,10 @@ def test_ensemble_encode_and_export_on_scans(tmp_path, capsys):
     patches = tmp_path / "patches.h5"
     assert run_cli(["extract", scan, "--grid", "8", "--window", "12", "-o", patches, "-q"], capsys)[0] == 0
     run = tmp_path / "ens"
-    code, _, err = run_cli(["train", patches, "-o", run, "--classes", "2", "--ensemble", "2", "--hidden", "16", "--epochs", "2",
-                            "--batch-size", "32", "--device", "cpu", "-q"], capsys)
+    code, _, err = run_cli(
+        ["train", patches, "-o", run, "--classes", "2", "--ensemble", "2", "--hidden", "16", "--epochs", "2", "--batch-size", "32", "--device", "cpu", "-q"],
+        capsys,
+    )
     assert code == 0, err
     encoded = tmp_path / "encoded.h5"
     assert run_cli(["encode", "--pretrained", run, scan, "-o", encoded, "--device", "cpu", "-q"], capsys)[0] == 0
@@ -137,7 +152,7 @@ def test_ensemble_encode_and_export_on_scans(tmp_path, capsys):
     with h5py.File(encoded) as handle:
         centres = np.round(handle["coords"][()]).astype(int)
         np.testing.assert_allclose(values[centres[:, 0], centres[:, 1]], handle["class_agreement"][()], atol=1e-6)
-    assert np.isin(values[np.isfinite(values)], [0.5, 1.0]).all()          # two members: both agree, or not
+    assert np.isin(values[np.isfinite(values)], [0.5, 1.0]).all()  # two members: both agree, or not
     code, _, err = run_cli(["train", patches, "-o", tmp_path / "one", "--classes", "2", "--ensemble", "1", "-q"], capsys)
     assert code == 2 and "at least 2" in err
 
@@ -147,12 +162,13 @@ def test_a_semi_supervised_ensemble_keeps_the_labelled_class_names(tmp_path, cap
     labels' names and the alignment is the identity; each member records its labelled patches."""
     stack = tmp_path / "cards.npy"
     truth = two_suit_cards(stack, count=300)
-    suit = (truth == 2).astype(np.int64)                              # class 0 = suit 0, class 1 = suit 2
+    suit = (truth == 2).astype(np.int64)  # class 0 = suit 0, class 1 = suit 2
     labelled = np.random.default_rng(1).random(len(suit)) < 0.1
     np.save(tmp_path / "labels.npy", np.where(labelled, suit, -1))
     run = tmp_path / "run"
-    code, out, err = run_cli(["train", stack, "-o", run, "--classes", "2", "--ensemble", "2", "--labels", tmp_path / "labels.npy",
-                              *TINY[:-1], "--json"], capsys)
+    code, out, err = run_cli(
+        ["train", stack, "-o", run, "--classes", "2", "--ensemble", "2", "--labels", tmp_path / "labels.npy", *TINY[:-1], "--json"], capsys
+    )
     assert code == 0, err
     record = json.loads((run / "ensemble.json").read_text())
     assert record["permutations"] == [[0, 1], [0, 1]], record
@@ -162,4 +178,4 @@ def test_a_semi_supervised_ensemble_keeps_the_labelled_class_names(tmp_path, cap
     encoded = tmp_path / "encoded.h5"
     assert run_cli(["encode", run, stack, "-o", encoded, "--device", "cpu", "-q"], capsys)[0] == 0
     with h5py.File(encoded) as handle:
-        assert (handle["class"][()][~labelled] == suit[~labelled]).mean() > 0.9      # no matching needed
+        assert (handle["class"][()][~labelled] == suit[~labelled]).mean() > 0.9  # no matching needed

@@ -42,13 +42,13 @@ TINY_TRAIN = ["--classes", "2", "--latent-dim", "2", "--hidden", "16", "--batch-
 @dataclass
 class World:
     root: Path
-    scan: Path          # 96×96 float32 TIFF, 0.02 nm/px
+    scan: Path  # 96×96 float32 TIFF, 0.02 nm/px
     npy: Path
-    h5: Path            # the scan as dataset /data
+    h5: Path  # the scan as dataset /data
     sxm: Path
     atoms: Path
-    patches: Path       # atom-centred, window 12, normalize image
-    run: Path           # one epoch, tiny net
+    patches: Path  # atom-centred, window 12, normalize image
+    run: Path  # one epoch, tiny net
     encoded: Path
 
     def valid(self, fmt: str) -> Path:
@@ -68,8 +68,7 @@ def world(tmp_path_factory):
     with h5py.File(root / "scan.h5", "w") as handle:
         handle["data"] = image
     write_sxm(root / "scan.sxm", {"Z": image}, scan_range_m=(96 * 0.02e-9, 96 * 0.02e-9))
-    w = World(root, scan, root / "scan.npy", root / "scan.h5", root / "scan.sxm", root / "atoms.h5", root / "patches.h5",
-              root / "run", root / "encoded.h5")
+    w = World(root, scan, root / "scan.npy", root / "scan.h5", root / "scan.sxm", root / "atoms.h5", root / "patches.h5", root / "run", root / "encoded.h5")
     _main_ok(["find-atoms", scan, "-o", w.atoms, "-q"])
     _main_ok(["extract", scan, "--atoms", w.atoms, "--window", 12, "-o", w.patches, "-q"])
     _main_ok(["train", w.patches, "-o", w.run, "--epochs", 1, *TINY_TRAIN])
@@ -103,9 +102,9 @@ def corrupt(source: Path, target: Path, fmt: str | None = None) -> Path:
     """A valid header followed by random garbage, same length as the valid file."""
     data = source.read_bytes()
     if fmt == "npy":
-        keep = 10 + int.from_bytes(data[8:10], "little")           # magic, version, header length, header
+        keep = 10 + int.from_bytes(data[8:10], "little")  # magic, version, header length, header
     elif fmt == "sxm":
-        keep = data.index(b"\x1a\x04") + 2                          # the text header
+        keep = data.index(b"\x1a\x04") + 2  # the text header
     else:
         keep = HEADER_BYTES.get(fmt or "", 64)
     garbage = np.random.default_rng(7).integers(0, 256, len(data) - keep, dtype=np.uint8).tobytes()
@@ -154,15 +153,18 @@ def _find_atoms_on(path: Path, tmp: Path) -> list:
 def _format_cases() -> dict:
     cases = {}
     for fmt in FORMATS:
-        cases[f"find-atoms/empty-{fmt}"] = (lambda w, tmp, fmt=fmt: (
-            _find_atoms_on(_write(tmp / f"empty.{fmt}", b""), tmp), f"empty.{fmt}", ["empty"]))
-        cases[f"find-atoms/truncated-{fmt}"] = (lambda w, tmp, fmt=fmt: (
-            _find_atoms_on(truncated(w.valid(fmt), tmp / f"cut.{fmt}"), tmp), f"cut.{fmt}",
-            ["cannot read", "truncated", "expected an image"]))
-        cases[f"find-atoms/corrupt-{fmt}"] = (lambda w, tmp, fmt=fmt: (
-            _find_atoms_on(corrupt(w.valid(fmt), tmp / f"bad.{fmt}", fmt), tmp), f"bad.{fmt}",
+        cases[f"find-atoms/empty-{fmt}"] = lambda w, tmp, fmt=fmt: (_find_atoms_on(_write(tmp / f"empty.{fmt}", b""), tmp), f"empty.{fmt}", ["empty"])
+        cases[f"find-atoms/truncated-{fmt}"] = lambda w, tmp, fmt=fmt: (
+            _find_atoms_on(truncated(w.valid(fmt), tmp / f"cut.{fmt}"), tmp),
+            f"cut.{fmt}",
+            ["cannot read", "truncated", "expected an image"],
+        )
+        cases[f"find-atoms/corrupt-{fmt}"] = lambda w, tmp, fmt=fmt: (
+            _find_atoms_on(corrupt(w.valid(fmt), tmp / f"bad.{fmt}", fmt), tmp),
+            f"bad.{fmt}",
             # garbage after a raw-binary header (npy, sxm) decodes as pixels: NaN/Inf give it away
-            ["cannot read", "expected an image", "NaN or Inf", "truncated"]))
+            ["cannot read", "expected an image", "NaN or Inf", "truncated"],
+        )
     return cases
 
 
@@ -187,17 +189,41 @@ CASES = {
     "find-atoms/tiny-image": lambda w, tmp: (_find_atoms_on(save_npy(tmp / "tiny.npy", np.eye(3)), tmp), "tiny.npy", ["at least 4×4"]),
     "find-atoms/zero-atoms": lambda w, tmp: (_find_atoms_on(w.scan, tmp) + ["--threshold", "1e9"], "scan.tif", ["no atoms found"]),
     "find-atoms/1d-array": lambda w, tmp: (_find_atoms_on(save_npy(tmp / "line.npy", np.arange(64.0)), tmp), "line.npy", ["expected an image"]),
-    "find-atoms/5d-array": lambda w, tmp: (_find_atoms_on(save_npy(tmp / "five.npy", np.random.default_rng(0).random((2, 2, 2, 8, 8))), tmp), "five.npy", ["expected an image"]),
+    "find-atoms/5d-array": lambda w, tmp: (
+        _find_atoms_on(save_npy(tmp / "five.npy", np.random.default_rng(0).random((2, 2, 2, 8, 8))), tmp),
+        "five.npy",
+        ["expected an image"],
+    ),
     "find-atoms/text-pixels": lambda w, tmp: (_find_atoms_on(_h5(tmp / "text.h5", np.array([[b"ab"] * 8] * 8)), tmp), "text.h5", ["not numeric"]),
     "find-atoms/no-such-channel": lambda w, tmp: (_find_atoms_on(w.scan, tmp) + ["--channel", "2"], "scan.tif", ["channel"]),
     "find-atoms/ambiguous-h5": lambda w, tmp: (_find_atoms_on(_h5(tmp / "two.h5", _image(w), _image(w)), tmp), "two.h5", ["name the image dataset"]),
     "find-atoms/artifact-as-scan": lambda w, tmp: (_find_atoms_on(w.atoms, tmp), "atoms.h5", ["artifact, not an image"]),
     # --- extract
-    "extract/smaller-than-window": lambda w, tmp: (["extract", save_npy(tmp / "small.npy", _image(w)[:20, :20]), "--grid", 8, "--window", 32, "-o", tmp / "out.h5"], "small", ["smaller than the 32×32 window"]),
-    "extract/truncated-atoms": lambda w, tmp: (["extract", w.scan, "--atoms", truncated(w.atoms, tmp / "atoms.h5"), "-o", tmp / "out.h5"], "atoms.h5", ["not a readable HDF5", "truncated"]),
-    "extract/patches-as-atoms": lambda w, tmp: (["extract", w.scan, "--atoms", w.patches, "-o", tmp / "out.h5"], "patches.h5", ["'patches' artifact, expected a microvae 'atoms'"]),
-    "extract/scan-not-in-atoms": lambda w, tmp: (["extract", _tif(tmp / "other.tif", _image(w)[::-1].copy()), "--atoms", w.atoms, "-o", tmp / "out.h5"], "other.tif", ["not among the images"]),
-    "extract/atoms-lacks-dataset": lambda w, tmp: (["extract", w.scan, "--atoms", _drop(w.atoms, tmp / "atoms.h5", "coords"), "-o", tmp / "out.h5"], "atoms.h5", ["lacks dataset 'coords'"]),
+    "extract/smaller-than-window": lambda w, tmp: (
+        ["extract", save_npy(tmp / "small.npy", _image(w)[:20, :20]), "--grid", 8, "--window", 32, "-o", tmp / "out.h5"],
+        "small",
+        ["smaller than the 32×32 window"],
+    ),
+    "extract/truncated-atoms": lambda w, tmp: (
+        ["extract", w.scan, "--atoms", truncated(w.atoms, tmp / "atoms.h5"), "-o", tmp / "out.h5"],
+        "atoms.h5",
+        ["not a readable HDF5", "truncated"],
+    ),
+    "extract/patches-as-atoms": lambda w, tmp: (
+        ["extract", w.scan, "--atoms", w.patches, "-o", tmp / "out.h5"],
+        "patches.h5",
+        ["'patches' artifact, expected a microvae 'atoms'"],
+    ),
+    "extract/scan-not-in-atoms": lambda w, tmp: (
+        ["extract", _tif(tmp / "other.tif", _image(w)[::-1].copy()), "--atoms", w.atoms, "-o", tmp / "out.h5"],
+        "other.tif",
+        ["not among the images"],
+    ),
+    "extract/atoms-lacks-dataset": lambda w, tmp: (
+        ["extract", w.scan, "--atoms", _drop(w.atoms, tmp / "atoms.h5", "coords"), "-o", tmp / "out.h5"],
+        "atoms.h5",
+        ["lacks dataset 'coords'"],
+    ),
     # --- train: another stage's artifact, damaged patches, bad stacks
     "train/atoms-artifact": lambda w, tmp: (["train", w.atoms, "-o", tmp / "run"], "atoms.h5", ["'atoms' artifact, expected a microvae 'patches'"]),
     "train/encoded-artifact": lambda w, tmp: (["train", w.encoded, "-o", tmp / "run"], "encoded.h5", ["'encoded' artifact, expected a microvae 'patches'"]),
@@ -206,46 +232,170 @@ CASES = {
     "train/truncated-patches": lambda w, tmp: (["train", truncated(w.patches, tmp / "p.h5"), "-o", tmp / "run"], "p.h5", ["truncated"]),
     "train/corrupt-patches": lambda w, tmp: (["train", corrupt(w.patches, tmp / "p.h5", "h5"), "-o", tmp / "run"], "p.h5", ["not a readable HDF5"]),
     "train/patches-lack-dataset": lambda w, tmp: (["train", _drop(w.patches, tmp / "p.h5", "patches"), "-o", tmp / "run"], "p.h5", ["lacks dataset 'patches'"]),
-    "train/nan-patches": lambda w, tmp: (["train", save_npy(tmp / "nan.npy", np.full((4, 1, 8, 8), np.nan, np.float32)), "-o", tmp / "run"], "nan.npy", ["NaN or Inf"]),
-    "train/non-square-patches": lambda w, tmp: (["train", save_npy(tmp / "rect.npy", np.random.default_rng(0).random((4, 1, 8, 6)).astype(np.float32)), "-o", tmp / "run"], "rect.npy", ["square"]),
-    "train/one-patch": lambda w, tmp: (["train", save_npy(tmp / "one.npy", np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32)), "-o", tmp / "run"], "one.npy", ["at least 2"]),
-    "train/corrupt-npy-stack": lambda w, tmp: (["train", corrupt(save_npy(tmp / "ok.npy", np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)), tmp / "stack.npy", "npy"), "-o", tmp / "run"], "stack.npy", ["NaN or Inf", "cannot read"]),
+    "train/nan-patches": lambda w, tmp: (
+        ["train", save_npy(tmp / "nan.npy", np.full((4, 1, 8, 8), np.nan, np.float32)), "-o", tmp / "run"],
+        "nan.npy",
+        ["NaN or Inf"],
+    ),
+    "train/non-square-patches": lambda w, tmp: (
+        ["train", save_npy(tmp / "rect.npy", np.random.default_rng(0).random((4, 1, 8, 6)).astype(np.float32)), "-o", tmp / "run"],
+        "rect.npy",
+        ["square"],
+    ),
+    "train/one-patch": lambda w, tmp: (
+        ["train", save_npy(tmp / "one.npy", np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32)), "-o", tmp / "run"],
+        "one.npy",
+        ["at least 2"],
+    ),
+    "train/corrupt-npy-stack": lambda w, tmp: (
+        [
+            "train",
+            corrupt(save_npy(tmp / "ok.npy", np.random.default_rng(0).random((6, 8, 8)).astype(np.float32)), tmp / "stack.npy", "npy"),
+            "-o",
+            tmp / "run",
+        ],
+        "stack.npy",
+        ["NaN or Inf", "cannot read"],
+    ),
     # --- encode: run folder damage, patches that do not fit the run
     "encode/run-not-a-folder": lambda w, tmp: (["encode", tmp / "nowhere", w.patches, "-o", tmp / "out.h5"], "nowhere", ["no such run folder"]),
-    "encode/run-without-config": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: (r / "config.json").unlink()), w.patches, "-o", tmp / "out.h5"], "run_copy", ["no config.json"]),
-    "encode/corrupt-config": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: (r / "config.json").write_text("{not json")), w.patches, "-o", tmp / "out.h5"], "config.json", ["unreadable run configuration"]),
-    "encode/missing-checkpoint": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: shutil.rmtree(r / "checkpoints")), w.patches, "-o", tmp / "out.h5"], "last.pt", ["no such checkpoint"]),
-    "encode/truncated-checkpoint": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: truncated(r / "checkpoints" / "final.pt", r / "checkpoints" / "final.pt")), w.patches, "-o", tmp / "out.h5"], "final.pt", ["truncated or corrupt"]),
-    "encode/corrupt-checkpoint": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: corrupt(r / "checkpoints" / "final.pt", r / "checkpoints" / "final.pt")), w.patches, "-o", tmp / "out.h5"], "final.pt", ["truncated or corrupt"]),
-    "encode/checkpoint-of-another-model": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: _other_model_config(r)), w.patches, "-o", tmp / "out.h5"], "final.pt", ["does not fit the model"]),
-    "encode/run-schema-newer": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: edit_json(r / "config.json", schema_version=artifacts.SCHEMA_VERSION + 1)), w.patches, "-o", tmp / "out.h5"], "config.json", ["version 2 is newer", "(version 1)"]),
-    "encode/run-schema-older": lambda w, tmp: (["encode", copy_run(w, tmp, lambda r: edit_json(r / "provenance.json", schema_version=0)), w.patches, "-o", tmp / "out.h5"], "provenance.json", ["version 0 is older"]),
+    "encode/run-without-config": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: (r / "config.json").unlink()), w.patches, "-o", tmp / "out.h5"],
+        "run_copy",
+        ["no config.json"],
+    ),
+    "encode/corrupt-config": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: (r / "config.json").write_text("{not json")), w.patches, "-o", tmp / "out.h5"],
+        "config.json",
+        ["unreadable run configuration"],
+    ),
+    "encode/missing-checkpoint": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: shutil.rmtree(r / "checkpoints")), w.patches, "-o", tmp / "out.h5"],
+        "last.pt",
+        ["no such checkpoint"],
+    ),
+    "encode/truncated-checkpoint": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: truncated(r / "checkpoints" / "final.pt", r / "checkpoints" / "final.pt")), w.patches, "-o", tmp / "out.h5"],
+        "final.pt",
+        ["truncated or corrupt"],
+    ),
+    "encode/corrupt-checkpoint": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: corrupt(r / "checkpoints" / "final.pt", r / "checkpoints" / "final.pt")), w.patches, "-o", tmp / "out.h5"],
+        "final.pt",
+        ["truncated or corrupt"],
+    ),
+    "encode/checkpoint-of-another-model": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: _other_model_config(r)), w.patches, "-o", tmp / "out.h5"],
+        "final.pt",
+        ["does not fit the model"],
+    ),
+    "encode/run-schema-newer": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: edit_json(r / "config.json", schema_version=artifacts.SCHEMA_VERSION + 1)), w.patches, "-o", tmp / "out.h5"],
+        "config.json",
+        ["version 2 is newer", "(version 1)"],
+    ),
+    "encode/run-schema-older": lambda w, tmp: (
+        ["encode", copy_run(w, tmp, lambda r: edit_json(r / "provenance.json", schema_version=0)), w.patches, "-o", tmp / "out.h5"],
+        "provenance.json",
+        ["version 0 is older"],
+    ),
     "encode/atoms-as-patches": lambda w, tmp: (["encode", w.run, w.atoms, "-o", tmp / "out.h5"], "atoms.h5", ["'atoms' artifact"]),
-    "encode/window-mismatch": lambda w, tmp: (["encode", w.run, _extract(w, tmp / "p16.h5", "--window", 16), "-o", tmp / "out.h5"], "p16.h5", ["1×16×16", "1×12×12"]),
-    "encode/normalisation-mismatch": lambda w, tmp: (["encode", w.run, _extract(w, tmp / "pnorm.h5", "--window", 12, "--normalize", "zscore"), "-o", tmp / "out.h5"], "pnorm.h5", ["normalize='zscore'"]),
-    "encode/patches-pixel-size": lambda w, tmp: (["encode", w.run, _coarse_patches(w, tmp), "-o", tmp / "out.h5"], "coarse.tif", ["pixel size 0.05 nm differs", "--ignore-calibration"]),
-    "encode/channel-mismatch": lambda w, tmp: (["encode", w.run, save_npy(tmp / "two.npy", np.random.default_rng(0).random((4, 2, 12, 12)).astype(np.float32)), "-o", tmp / "out.h5"], "two.npy", ["2×12×12"]),
+    "encode/window-mismatch": lambda w, tmp: (
+        ["encode", w.run, _extract(w, tmp / "p16.h5", "--window", 16), "-o", tmp / "out.h5"],
+        "p16.h5",
+        ["1×16×16", "1×12×12"],
+    ),
+    "encode/normalisation-mismatch": lambda w, tmp: (
+        ["encode", w.run, _extract(w, tmp / "pnorm.h5", "--window", 12, "--normalize", "zscore"), "-o", tmp / "out.h5"],
+        "pnorm.h5",
+        ["normalize='zscore'"],
+    ),
+    "encode/patches-pixel-size": lambda w, tmp: (
+        ["encode", w.run, _coarse_patches(w, tmp), "-o", tmp / "out.h5"],
+        "coarse.tif",
+        ["pixel size 0.05 nm differs", "--ignore-calibration"],
+    ),
+    "encode/channel-mismatch": lambda w, tmp: (
+        ["encode", w.run, save_npy(tmp / "two.npy", np.random.default_rng(0).random((4, 2, 12, 12)).astype(np.float32)), "-o", tmp / "out.h5"],
+        "two.npy",
+        ["2×12×12"],
+    ),
     # --- encode --pretrained on raw scans
-    "encode-pretrained/missing-scan": lambda w, tmp: (["encode", "--pretrained", w.run, tmp / "absent.tif", "-o", tmp / "out.h5"], "absent.tif", ["no such file"]),
-    "encode-pretrained/corrupt-dm3": lambda w, tmp: (["encode", "--pretrained", w.run, corrupt(DM3, tmp / "scan.dm3", "dm3"), "-o", tmp / "out.h5"], "scan.dm3", ["cannot read"]),
-    "encode-pretrained/channel-count": lambda w, tmp: (["encode", "--pretrained", w.run, write_sxm(tmp / "two.sxm", {"Z": _image(w), "Current": _image(w)[::-1]}, scan_range_m=(96 * 0.02e-9,) * 2), "-o", tmp / "out.h5"], "two.sxm", ["2 channel(s)", "trained on 1"]),
-    "encode-pretrained/pixel-size": lambda w, tmp: (["encode", "--pretrained", w.run, _tif(tmp / "coarse.tif", _image(w), 0.05), "-o", tmp / "out.h5"], "coarse.tif", ["pixel size"]),
-    "encode-pretrained/smaller-than-window": lambda w, tmp: (["encode", "--pretrained", w.run, _tif(tmp / "crop.tif", _image(w)[:10, :10], 0.02), "-o", tmp / "out.h5"], "crop.tif", ["window", "no atoms found"]),
-    "encode-pretrained/constant-scan": lambda w, tmp: (["encode", "--pretrained", w.run, _tif(tmp / "flat.tif", np.ones((64, 64), np.float32), 0.02), "-o", tmp / "out.h5"], "flat.tif", ["constant"]),
+    "encode-pretrained/missing-scan": lambda w, tmp: (
+        ["encode", "--pretrained", w.run, tmp / "absent.tif", "-o", tmp / "out.h5"],
+        "absent.tif",
+        ["no such file"],
+    ),
+    "encode-pretrained/corrupt-dm3": lambda w, tmp: (
+        ["encode", "--pretrained", w.run, corrupt(DM3, tmp / "scan.dm3", "dm3"), "-o", tmp / "out.h5"],
+        "scan.dm3",
+        ["cannot read"],
+    ),
+    "encode-pretrained/channel-count": lambda w, tmp: (
+        [
+            "encode",
+            "--pretrained",
+            w.run,
+            write_sxm(tmp / "two.sxm", {"Z": _image(w), "Current": _image(w)[::-1]}, scan_range_m=(96 * 0.02e-9,) * 2),
+            "-o",
+            tmp / "out.h5",
+        ],
+        "two.sxm",
+        ["2 channel(s)", "trained on 1"],
+    ),
+    "encode-pretrained/pixel-size": lambda w, tmp: (
+        ["encode", "--pretrained", w.run, _tif(tmp / "coarse.tif", _image(w), 0.05), "-o", tmp / "out.h5"],
+        "coarse.tif",
+        ["pixel size"],
+    ),
+    "encode-pretrained/smaller-than-window": lambda w, tmp: (
+        ["encode", "--pretrained", w.run, _tif(tmp / "crop.tif", _image(w)[:10, :10], 0.02), "-o", tmp / "out.h5"],
+        "crop.tif",
+        ["window", "no atoms found"],
+    ),
+    "encode-pretrained/constant-scan": lambda w, tmp: (
+        ["encode", "--pretrained", w.run, _tif(tmp / "flat.tif", np.ones((64, 64), np.float32), 0.02), "-o", tmp / "out.h5"],
+        "flat.tif",
+        ["constant"],
+    ),
     # --- export
     "export/patches-artifact": lambda w, tmp: (["export", w.patches, "-o", tmp / "maps"], "patches.h5", ["expected a microvae 'encoded'"]),
     "export/truncated-encoded": lambda w, tmp: (["export", truncated(w.encoded, tmp / "enc.h5"), "-o", tmp / "maps"], "enc.h5", ["truncated"]),
-    "export/encoded-schema-newer": lambda w, tmp: (["export", with_attrs(w.encoded, tmp / "enc.h5", schema_version=2), "-o", tmp / "maps"], "enc.h5", ["version 2 is newer"]),
-    "export/encoded-lacks-dataset": lambda w, tmp: (["export", _drop(w.encoded, tmp / "enc.h5", "class_probs"), "-o", tmp / "maps"], "enc.h5", ["lacks dataset 'class_probs'"]),
+    "export/encoded-schema-newer": lambda w, tmp: (
+        ["export", with_attrs(w.encoded, tmp / "enc.h5", schema_version=2), "-o", tmp / "maps"],
+        "enc.h5",
+        ["version 2 is newer"],
+    ),
+    "export/encoded-lacks-dataset": lambda w, tmp: (
+        ["export", _drop(w.encoded, tmp / "enc.h5", "class_probs"), "-o", tmp / "maps"],
+        "enc.h5",
+        ["lacks dataset 'class_probs'"],
+    ),
     # --- manifold, generate, diagnose, compare
     "manifold/not-a-run": lambda w, tmp: (["manifold", _mkdir(tmp / "empty_run"), "-o", tmp / "m.png"], "empty_run", ["not a training run folder"]),
-    "generate/corrupt-checkpoint": lambda w, tmp: (["generate", copy_run(w, tmp, lambda r: corrupt(r / "checkpoints" / "final.pt", r / "checkpoints" / "final.pt")), "--class", 0, "-o", tmp / "g.png"], "final.pt", ["truncated or corrupt"]),
+    "generate/corrupt-checkpoint": lambda w, tmp: (
+        ["generate", copy_run(w, tmp, lambda r: corrupt(r / "checkpoints" / "final.pt", r / "checkpoints" / "final.pt")), "--class", 0, "-o", tmp / "g.png"],
+        "final.pt",
+        ["truncated or corrupt"],
+    ),
     "diagnose/atoms-as-patches": lambda w, tmp: (["diagnose", w.run, w.atoms], "atoms.h5", ["expected a microvae 'patches'"]),
-    "compare/run-schema-newer": lambda w, tmp: (["compare", w.run, copy_run(w, tmp, lambda r: edit_json(r / "config.json", schema_version=2)), w.patches, "--steps", 1], "config.json", ["version 2 is newer"]),
+    "compare/run-schema-newer": lambda w, tmp: (
+        ["compare", w.run, copy_run(w, tmp, lambda r: edit_json(r / "config.json", schema_version=2)), w.patches, "--steps", 1],
+        "config.json",
+        ["version 2 is newer"],
+    ),
     # --- pipeline
     "pipeline/missing-config": lambda w, tmp: (["pipeline", tmp / "absent.toml", w.scan, "-o", tmp / "study"], "absent.toml", ["no such config file"]),
-    "pipeline/invalid-toml": lambda w, tmp: (["pipeline", _write(tmp / "bad.toml", b"[train\nepochs = 1"), w.scan, "-o", tmp / "study"], "bad.toml", ["not valid TOML"]),
-    "pipeline/truncated-scan": lambda w, tmp: (["pipeline", SAMPLE_DATA / "pipeline.toml", truncated(w.scan, tmp / "cut.tif"), "-o", tmp / "study"], "cut.tif", ["cannot read"]),
+    "pipeline/invalid-toml": lambda w, tmp: (
+        ["pipeline", _write(tmp / "bad.toml", b"[train\nepochs = 1"), w.scan, "-o", tmp / "study"],
+        "bad.toml",
+        ["not valid TOML"],
+    ),
+    "pipeline/truncated-scan": lambda w, tmp: (
+        ["pipeline", SAMPLE_DATA / "pipeline.toml", truncated(w.scan, tmp / "cut.tif"), "-o", tmp / "study"],
+        "cut.tif",
+        ["cannot read"],
+    ),
 }
 
 
@@ -354,10 +504,11 @@ def test_memory_limit_reaches_the_ensemble_alignment_and_pretrained_encoding(wor
     real = inputs.load_patch_input
     for stage in (train, encode):
         monkeypatch.setattr(stage, "load_patch_input", lambda spec, stream_above=None: seen.append(stream_above) or real(spec, stream_above=stream_above))
-    code, _, err = run_cli(["train", world.patches, "-o", tmp_path / "ens", "--ensemble", 2, "--classes", 2, "--epochs", 1,
-                            *TINY_TRAIN, "--memory-limit-gb", "0"], capsys)
+    code, _, err = run_cli(
+        ["train", world.patches, "-o", tmp_path / "ens", "--ensemble", 2, "--classes", 2, "--epochs", 1, *TINY_TRAIN, "--memory-limit-gb", "0"], capsys
+    )
     assert code == 0, err
-    assert len(seen) == 3 and set(seen) == {0}, seen           # two members and the alignment
+    assert len(seen) == 3 and set(seen) == {0}, seen  # two members and the alignment
     seen.clear()
     code, _, err = run_cli(["encode", "--pretrained", world.run, world.scan, "-o", tmp_path / "enc.h5", "--memory-limit-gb", "0.002", "-q"], capsys)
     assert code == 0, err
@@ -380,8 +531,7 @@ def test_non_ascii_and_space_paths_work_end_to_end(world, tmp_path, capsys):
     folder.mkdir()
     scan = folder / "scan 1.tif"
     shutil.copy(world.scan, scan)
-    atoms, patches, run, encoded, maps = (folder / "atomes é.h5", folder / "patchs 1.h5", folder / "exécution 1",
-                                          folder / "encodé 1.h5", folder / "cartes été")
+    atoms, patches, run, encoded, maps = (folder / "atomes é.h5", folder / "patchs 1.h5", folder / "exécution 1", folder / "encodé 1.h5", folder / "cartes été")
     cli_ok = lambda args: _assert_ok(run_cli(args, capsys))  # noqa: E731
     cli_ok(["find-atoms", scan, "-o", atoms, "--preview", folder / "aperçu 1.png", "-q"])
     cli_ok(["extract", scan, "--atoms", atoms, "--window", 12, "-o", patches, "-q"])
@@ -444,12 +594,14 @@ def test_read_only_output_folder(world, tmp_path, capsys, monkeypatch):
     try:
         if os.access(folder, os.W_OK):  # running as root: chmod does not stop writes, so simulate it
             _simulate_read_only(monkeypatch, folder)
-        for args in (["find-atoms", world.scan, "-o", target, "--refine", "com", "--force"],
-                     ["extract", world.scan, "--atoms", world.atoms, "--window", 12, "-o", folder / "patches.h5"],
-                     ["train", world.patches, "-o", folder / "run", "--epochs", 1, *TINY_TRAIN],
-                     ["encode", world.run, world.patches, "-o", folder / "encoded.h5", "--device", "cpu"],
-                     ["export", world.encoded, "-o", folder / "maps"],
-                     ["generate", world.run, "--class", 0, "-o", folder / "g.png"]):
+        for args in (
+            ["find-atoms", world.scan, "-o", target, "--refine", "com", "--force"],
+            ["extract", world.scan, "--atoms", world.atoms, "--window", 12, "-o", folder / "patches.h5"],
+            ["train", world.patches, "-o", folder / "run", "--epochs", 1, *TINY_TRAIN],
+            ["encode", world.run, world.patches, "-o", folder / "encoded.h5", "--device", "cpu"],
+            ["export", world.encoded, "-o", folder / "maps"],
+            ["generate", world.run, "--class", 0, "-o", folder / "g.png"],
+        ):
             code, _, err = run_cli(args, capsys)
             line = assert_one_error_line(code, err, args[0])
             assert str(folder) in line and "read-only" in line, line
@@ -500,9 +652,11 @@ def test_full_disk_keeps_previous_artifacts(world, tmp_path, capsys, monkeypatch
     _assert_ok(run_cli(["export", world.encoded, "-o", maps, "--format", "h5,tiff", "-q"], capsys))
     before = snapshot(tmp_path)
     _fail_fsync(monkeypatch)
-    for args, named in ((["find-atoms", world.scan, "-o", atoms, "--refine", "com", "--force"], "atoms.h5"),
-                        (["export", world.encoded, "-o", maps, "--format", "h5,tiff", "--radius", 3, "--force"], str(maps)),
-                        (["extract", world.scan, "--atoms", world.atoms, "--window", 12, "-o", tmp_path / "patches.h5"], "patches.h5")):
+    for args, named in (
+        (["find-atoms", world.scan, "-o", atoms, "--refine", "com", "--force"], "atoms.h5"),
+        (["export", world.encoded, "-o", maps, "--format", "h5,tiff", "--radius", 3, "--force"], str(maps)),
+        (["extract", world.scan, "--atoms", world.atoms, "--window", 12, "-o", tmp_path / "patches.h5"], "patches.h5"),
+    ):
         code, _, err = run_cli(args, capsys)
         line = assert_one_error_line(code, err)
         assert named in line and "no space left" in line.lower(), line
@@ -699,9 +853,11 @@ def _schema_case(kind: str, version: int, world: World, tmp: Path):
     if kind in ("atoms", "patches", "encoded"):
         source = {"atoms": world.atoms, "patches": world.patches, "encoded": world.encoded}[kind]
         damaged = with_attrs(source, tmp / f"{kind}.h5", schema_version=version)
-        args = {"atoms": ["extract", world.scan, "--atoms", damaged, "-o", tmp / "out.h5"],
-                "patches": ["train", damaged, "-o", tmp / "run"],
-                "encoded": ["export", damaged, "-o", tmp / "maps"]}[kind]
+        args = {
+            "atoms": ["extract", world.scan, "--atoms", damaged, "-o", tmp / "out.h5"],
+            "patches": ["train", damaged, "-o", tmp / "run"],
+            "encoded": ["export", damaged, "-o", tmp / "maps"],
+        }[kind]
         return args, damaged.name
     if kind == "maps":  # export's own output, found in place: neither up to date nor overwritten silently
         maps = _maps(world, tmp / "maps")
@@ -742,6 +898,7 @@ def test_maps_of_another_schema_are_replaced_with_force(world, tmp_path, capsys)
 
 def test_run_folder_from_before_schema_versions_still_works(world, tmp_path, capsys):
     """config.json and provenance.json without a schema_version (written before it was recorded) are version 1."""
+
     def strip(run):
         for name in ("config.json", "provenance.json"):
             record = json.loads((run / name).read_text())

@@ -75,6 +75,7 @@ def test_find_atoms_on_the_cpu_does_not_import_torch(tmp_path):
 
 # --- help that reads at 80 columns ------------------------------------------------------------
 
+
 def _help(command, capsys, monkeypatch, columns=80):
     from .test_cli import run_cli
 
@@ -116,7 +117,7 @@ def test_train_help_groups_its_options_in_panels(capsys, monkeypatch):
     text = _help("train", capsys, monkeypatch)
     headings = [line[:-1] for line in text.splitlines() if line and not line[0].isspace() and line.endswith(":")]
     assert headings == ["Arguments", "Model", "Classes", "Schedule", "Data", "Output", "Device"], headings
-    assert len(text.splitlines()) < 160          # the rich layout took 475 lines at 80 columns
+    assert len(text.splitlines()) < 160  # the rich layout took 475 lines at 80 columns
     for command in COMMANDS:
         for param in _params(command):
             if param.param_type_name == "option":
@@ -134,30 +135,34 @@ def test_the_help_check_sees_a_cut_name(capsys, monkeypatch):
 
 # --- every option checked when it is parsed: one line, exit 2 ---------------------------------
 
+
 def _run(args, capsys):
     from .test_cli import run_cli
 
     return run_cli(args, capsys)
 
 
-@pytest.mark.parametrize("args, says", [
-    (["encode", "--batch-size", "0", "run", "scan.npy", "-o", "out.h5"], "--batch-size"),
-    (["train", "patches.h5", "-o", "run", "--batch-size", "0"], "--batch-size"),
-    (["manifold", "run", "-o", "m.png", "--steps", "0"], "--steps"),
-    (["generate", "run", "-o", "g.png", "--z", "a"], "--z"),
-    (["generate", "run", "-o", "g.png", "--shift", "1"], "--shift"),
-    (["export", "encoded.h5", "-o", "maps", "--radius", "-1"], "--radius"),
-    (["export", "encoded.h5", "-o", "maps", "--radius", "0"], "--radius"),
-    (["encode", "run", "scan.npy", "-o", "out.h5", "--input-kind", "pictures"], "--input-kind"),
-    (["find-atoms", "scan.npy", "-o", "a.h5", "--displacements", "B:A"], "--displacements"),
-    (["find-atoms", "scan.npy", "-o", "a.h5", "--method", "blob"], "--method"),
-    (["find-atoms", "scan.npy", "-o", "a.h5", "--device", "gpu"], "--device"),
-    (["train", "patches.h5", "-o", "run", "--classes", "three"], "--classes"),
-    (["train", "patches.h5", "-o", "run", "--pixel-fraction", "0"], "--pixel-fraction"),
-    (["train", "patches.h5", "-o", "run", "--encoder", "cnn"], "--encoder"),
-    (["extract", "scan.npy", "-o", "p.h5", "--grid", "8", "--normalize", "max"], "--normalize"),
-    (["export", "encoded.h5", "-o", "maps", "--format", "tiff,jpg"], "--format"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["encode", "--batch-size", "0", "run", "scan.npy", "-o", "out.h5"], "--batch-size"),
+        (["train", "patches.h5", "-o", "run", "--batch-size", "0"], "--batch-size"),
+        (["manifold", "run", "-o", "m.png", "--steps", "0"], "--steps"),
+        (["generate", "run", "-o", "g.png", "--z", "a"], "--z"),
+        (["generate", "run", "-o", "g.png", "--shift", "1"], "--shift"),
+        (["export", "encoded.h5", "-o", "maps", "--radius", "-1"], "--radius"),
+        (["export", "encoded.h5", "-o", "maps", "--radius", "0"], "--radius"),
+        (["encode", "run", "scan.npy", "-o", "out.h5", "--input-kind", "pictures"], "--input-kind"),
+        (["find-atoms", "scan.npy", "-o", "a.h5", "--displacements", "B:A"], "--displacements"),
+        (["find-atoms", "scan.npy", "-o", "a.h5", "--method", "blob"], "--method"),
+        (["find-atoms", "scan.npy", "-o", "a.h5", "--device", "gpu"], "--device"),
+        (["train", "patches.h5", "-o", "run", "--classes", "three"], "--classes"),
+        (["train", "patches.h5", "-o", "run", "--pixel-fraction", "0"], "--pixel-fraction"),
+        (["train", "patches.h5", "-o", "run", "--encoder", "cnn"], "--encoder"),
+        (["extract", "scan.npy", "-o", "p.h5", "--grid", "8", "--normalize", "max"], "--normalize"),
+        (["export", "encoded.h5", "-o", "maps", "--format", "tiff,jpg"], "--format"),
+    ],
+)
 def test_bad_options_are_one_line_exit_2(args, says, tmp_path, capsys, monkeypatch):
     """Each is refused before any file is read (none of the files exists): exit 2, one line
     naming the option. Before, these ended as 'internal error' (exit 1) or wrote empty maps."""
@@ -181,6 +186,7 @@ def test_duplicate_label_rows_are_refused(tmp_path):
 
 
 # --- input kinds from the data and the run --------------------------------------------------
+
 
 def test_input_kind_from_the_data(tmp_path):
     """A 2-D array is a scan whatever its extension; frames of the run's patch shape are patches,
@@ -217,8 +223,8 @@ def test_input_kind_from_the_data(tmp_path):
     assert input_kind(tmp_path / "one.npy", 16, "scans") == "scans"
     with pytest.raises(ParameterError, match="patches of another shape .* or as scans barely larger"):
         input_kind(tmp_path / "other.npy", 16)
-    assert input_kind(tmp_path / "four.npy", 16) == "patches"              # (N, C, H, W): its shape is checked by encode
-    for name, side in (("tiny.npy", 16), ("stack.npy", 24)):     # frames smaller than this run's patches
+    assert input_kind(tmp_path / "four.npy", 16) == "patches"  # (N, C, H, W): its shape is checked by encode
+    for name, side in (("tiny.npy", 16), ("stack.npy", 24)):  # frames smaller than this run's patches
         with pytest.raises(InputError, match="neither patches"):
             input_kind(tmp_path / name, side)
 
@@ -238,8 +244,9 @@ def test_encode_pretrained_reads_a_2d_npy_as_a_scan(tmp_path, capsys):
     patches = tmp_path / "patches.h5"
     assert _run(["extract", tif, "--grid", "8", "--window", "12", "-o", patches, "-q"], capsys)[0] == 0
     run = tmp_path / "run"
-    code, _, err = _run(["train", patches, "-o", run, "--classes", "2", "--hidden", "16", "--epochs", "1", "--batch-size", "32",
-                         "--device", "cpu", "-q"], capsys)
+    code, _, err = _run(
+        ["train", patches, "-o", run, "--classes", "2", "--hidden", "16", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "-q"], capsys
+    )
     assert code == 0, err
     scan = tmp_path / "scan.npy"
     np.save(scan, image)

@@ -334,7 +334,9 @@ def test_scan_distorted_positions_are_where_the_columns_appear():
     naive = distorted.extra["row_shift_px"][np.round(distorted.positions[keep, 0]).astype(int)]
     assert np.sqrt(np.mean((moved - naive) ** 2)) > 2 * np.sqrt(np.mean((moved - recorded) ** 2))
     # displacement_px is the scan-induced part: stretch along rows, row shifts along columns
-    np.testing.assert_allclose(distorted.displacement_px[:, 1] - straight.displacement_px[:, 1], distorted.positions[:, 1] - straight.positions[:, 1], atol=1e-9)
+    np.testing.assert_allclose(
+        distorted.displacement_px[:, 1] - straight.displacement_px[:, 1], distorted.positions[:, 1] - straight.positions[:, 1], atol=1e-9
+    )
     assert np.all(np.abs(distorted.displacement_px).sum(axis=1) > 0)
 
 
@@ -406,12 +408,15 @@ def test_render_profile_reproduces_gaussians_and_shifts_rows():
         np.testing.assert_allclose(moved, render_gaussians((48, 52), positions + [0.0, value], amplitudes, sigma), atol=1e-12)
 
 
-@pytest.mark.parametrize("profile, half_width", [
-    (lattices.moffat_profile(2.0, 2.0), 2.0),
-    (lattices.moffat_profile(1.5, 1.0), 1.5),
-    (lattices.airy_profile(1.5), 1.5 * np.sqrt(2 * np.log(2))),
-    (lattices.two_gaussian_profile(1.8, 5.0, 0.2), None),
-])
+@pytest.mark.parametrize(
+    "profile, half_width",
+    [
+        (lattices.moffat_profile(2.0, 2.0), 2.0),
+        (lattices.moffat_profile(1.5, 1.0), 1.5),
+        (lattices.airy_profile(1.5), 1.5 * np.sqrt(2 * np.log(2))),
+        (lattices.two_gaussian_profile(1.8, 5.0, 0.2), None),
+    ],
+)
 def test_profiles_peak_at_one_with_the_stated_half_width(profile, half_width):
     assert profile(np.zeros(1), np.zeros(1))[0] == pytest.approx(1.0)
     if half_width is not None:

@@ -13,7 +13,7 @@ def test_matched_accuracy_ignores_label_names():
     truth = np.array([0, 0, 1, 1, 2, 2])
     assert matched_accuracy(truth, np.array([2, 2, 0, 0, 1, 1])) == 1.0
     assert matched_accuracy(truth, np.array([5, 5, 7, 7, 7, 9])) == pytest.approx(5 / 6)
-    assert matched_accuracy(truth, np.zeros(6, int)) == pytest.approx(2 / 6)   # one cluster: one class right
+    assert matched_accuracy(truth, np.zeros(6, int)) == pytest.approx(2 / 6)  # one cluster: one class right
 
 
 def test_matched_accuracy_counts_extra_clusters_as_wrong():
@@ -43,7 +43,7 @@ def test_circular_correlation_sign_and_offset_invariance():
     assert circular_correlation(a, a + 2.0) == pytest.approx(1.0)
     assert circular_correlation(a, -a + 0.5) == pytest.approx(-1.0)
     assert abs(circular_correlation(a, rng.uniform(-np.pi, np.pi, 500))) < 0.15
-    wrapped = np.angle(np.exp(1j * (a + 3.0)))          # wrapping across ±π changes nothing
+    wrapped = np.angle(np.exp(1j * (a + 3.0)))  # wrapping across ±π changes nothing
     assert circular_correlation(a, wrapped) == pytest.approx(1.0)
 
 

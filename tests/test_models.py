@@ -28,12 +28,13 @@ def small_config(**changes) -> JTRVAEConfig:
 
 # --- coordinates and decoders ----------------------------------------------------------------
 
+
 def test_coordinate_grid_is_row_col_in_minus_one_to_one_row_major():
     grid = coordinate_grid(3, 5)
     assert grid.shape == (15, 2)
     torch.testing.assert_close(grid[0], torch.tensor([-1.0, -1.0]))
-    torch.testing.assert_close(grid[1], torch.tensor([-1.0, -0.5]))        # next column
-    torch.testing.assert_close(grid[5], torch.tensor([0.0, -1.0]))         # next row
+    torch.testing.assert_close(grid[1], torch.tensor([-1.0, -0.5]))  # next column
+    torch.testing.assert_close(grid[5], torch.tensor([0.0, -1.0]))  # next row
     torch.testing.assert_close(grid[-1], torch.tensor([1.0, 1.0]))
 
 
@@ -57,7 +58,7 @@ def test_positive_row_shift_moves_the_content_down():
     model = JTRVAE(small_config(n_classes=0, latent_dim=1))
     z = torch.randn(1, 1)
     still = model.decode(z)[0, 0]
-    moved = model.decode(z, shift=torch.tensor([[2.0, 0.0]]))[0, 0]       # pixels (row, col)
+    moved = model.decode(z, shift=torch.tensor([[2.0, 0.0]]))[0, 0]  # pixels (row, col)
     torch.testing.assert_close(moved[2:], still[:-2], atol=1e-5, rtol=0)
 
 
@@ -69,8 +70,7 @@ def test_factored_first_layer_equals_the_concatenated_decoder():
     coords, z = torch.randn(4, 5, 2), torch.randn(4, d)
     first = torch.nn.Linear(2 + d + k, 8)
     with torch.no_grad():
-        first.weight.copy_(torch.cat([decoder.from_coords.weight, decoder.from_latents.from_z,
-                                      decoder.from_latents.class_bias.t()], dim=1))
+        first.weight.copy_(torch.cat([decoder.from_coords.weight, decoder.from_latents.from_z, decoder.from_latents.class_bias.t()], dim=1))
         first.bias.copy_(decoder.from_latents.bias)
     expected = []
     for y in range(k):
@@ -91,19 +91,23 @@ def test_canonical_view_undoes_the_decoders_pose():
     angle, shift_px = torch.tensor([0.6]), torch.tensor([[1.0, -1.5]])
     posed = model.decode(z, angle_rad=angle, shift=shift_px)
     back = model.canonical_view(posed, angle, shift_px / model.half_width_px)
-    inner = (slice(None), slice(None), slice(4, 11), slice(4, 11))        # away from the corners
+    inner = (slice(None), slice(None), slice(4, 11), slice(4, 11))  # away from the corners
     torch.testing.assert_close(back[inner], upright[inner], atol=0.03, rtol=0)
 
 
 # --- the objective ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("settings", [
-    dict(n_classes=4),                                                      # j-trVAE
-    dict(n_classes=0),                                                      # rtVAE
-    dict(n_classes=3, rotation=False),                                      # j-tVAE
-    dict(n_classes=3, translation=False, decoder="conv"),                   # j-rVAE, conv decoder
-    dict(n_classes=0, rotation=False, translation=False, likelihood="gaussian"),  # plain VAE
-])
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(n_classes=4),  # j-trVAE
+        dict(n_classes=0),  # rtVAE
+        dict(n_classes=3, rotation=False),  # j-tVAE
+        dict(n_classes=3, translation=False, decoder="conv"),  # j-rVAE, conv decoder
+        dict(n_classes=0, rotation=False, translation=False, likelihood="gaussian"),  # plain VAE
+    ],
+)
 def test_loss_terms_shapes_and_sub_cases(settings):
     torch.manual_seed(4)
     model = JTRVAE(small_config(**settings))
@@ -142,8 +146,16 @@ def test_recon_is_the_class_posterior_weighted_sum_of_per_class_reconstructions(
 
 
 @pytest.mark.parametrize("betas", [None, {"beta_z": 1.0, "beta_tau": 3.0, "beta_y": 7.0}])
-@pytest.mark.parametrize("settings", [dict(n_classes=4), dict(n_classes=2, translation=False, likelihood="gaussian"),
-                                      dict(n_classes=0), dict(n_classes=2, decoder="conv"), dict(n_classes=3, encoder="equivariant")])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(n_classes=4),
+        dict(n_classes=2, translation=False, likelihood="gaussian"),
+        dict(n_classes=0),
+        dict(n_classes=2, decoder="conv"),
+        dict(n_classes=3, encoder="equivariant"),
+    ],
+)
 def test_enumerated_elbo_matches_pyro_traceenum(settings, betas):
     """Our one-pass Σ_y q(y|x)·ELBO(x, y) equals TraceEnum_ELBO with 'y' enumerated in parallel,
     on the same model, batch and continuous draws (the guide's draws are replayed into ours)."""
@@ -154,14 +166,13 @@ def test_enumerated_elbo_matches_pyro_traceenum(settings, betas):
     pyro.set_rng_seed(11)
     guide_trace = poutine.trace(pyro_guide).get_trace(model, x, betas)
     post = model.posterior(x)
-    noise = {"z": (guide_trace.nodes["z"]["value"] - post["z_mean"]) / post["z_sd"],
-             "angle_vec": torch.zeros(6, 2), "shift": torch.zeros(6, 2)}
+    noise = {"z": (guide_trace.nodes["z"]["value"] - post["z_mean"]) / post["z_sd"], "angle_vec": torch.zeros(6, 2), "shift": torch.zeros(6, 2)}
     if model.config.rotation:
         noise["angle_vec"] = (guide_trace.nodes["angle_vec"]["value"] - post["angle_vec_mean"]) / post["angle_vec_sd"]
     if model.config.translation:
         noise["shift"] = (guide_trace.nodes["shift"]["value"] - post["shift_mean"]) / post["shift_sd"]
     if "y" in guide_trace.nodes:
-        guide_trace.remove_node("y")                       # y is enumerated, not replayed
+        guide_trace.remove_node("y")  # y is enumerated, not replayed
     replayed_guide = poutine.replay(pyro_guide, trace=guide_trace)
     theirs = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(pyro_model, replayed_guide, model, x, betas)
 
@@ -194,18 +205,25 @@ def test_analytic_kl_is_the_mean_of_the_sampled_estimate():
 
 
 def test_beta_schedule_windows():
-    config = JTRVAEConfig()                  # the defaults: y 30 → 1 over 0–10 %, z 3 → 1 over 10–30 %
+    config = JTRVAEConfig()  # the defaults: y 30 → 1 over 0–10 %, z 3 → 1 over 10–30 %
     at = {e: beta_schedule(e, 100, config) for e in (0, 5, 10, 20, 30, 60)}
     assert (at[0]["beta_z"], at[0]["beta_tau"], at[0]["beta_y"]) == (3.0, 1.0, 30.0)
     assert at[5]["beta_y"] == pytest.approx(15.5)
-    assert (at[10]["beta_z"], at[10]["beta_y"]) == (3.0, 1.0)        # continuous weighted 3× the discrete
+    assert (at[10]["beta_z"], at[10]["beta_y"]) == (3.0, 1.0)  # continuous weighted 3× the discrete
     assert at[20]["beta_z"] == pytest.approx(2.0)
-    for epoch in (30, 60):                                            # the plain ELBO from then on
+    for epoch in (30, 60):  # the plain ELBO from then on
         assert (at[epoch]["beta_z"], at[epoch]["beta_tau"], at[epoch]["beta_y"]) == (1.0, 1.0, 1.0)
     assert at[60]["class_balance"] == config.class_balance
-    paper = JTRVAEConfig(beta_tau_start=10, beta_y_start=3, beta_z_start=None, beta_y_window=None, anneal_fraction=0.2,
-                         class_balance=0.0)
-    assert beta_schedule(10, 100, paper) == {"beta_z": 1.0, "beta_tau": 5.5, "beta_y": 2.0, "class_balance": 0.0, "label_weight": paper.label_weight, "class_balance_unbiased": 0.0, "z_active": 1.0}
+    paper = JTRVAEConfig(beta_tau_start=10, beta_y_start=3, beta_z_start=None, beta_y_window=None, anneal_fraction=0.2, class_balance=0.0)
+    assert beta_schedule(10, 100, paper) == {
+        "beta_z": 1.0,
+        "beta_tau": 5.5,
+        "beta_y": 2.0,
+        "class_balance": 0.0,
+        "label_weight": paper.label_weight,
+        "class_balance_unbiased": 0.0,
+        "z_active": 1.0,
+    }
 
 
 def test_class_balance_penalises_unequal_class_usage_only():
@@ -213,11 +231,11 @@ def test_class_balance_penalises_unequal_class_usage_only():
     betas = {"beta_z": 1.0, "beta_tau": 1.0, "beta_y": 1.0, "class_balance": 2.0}
     collapsed = torch.eye(4)[[0, 0, 0, 0]]
     uniform = torch.full((4, 4), 0.25)
-    uniform_confident = torch.eye(4)[[0, 1, 2, 3]]                    # every class used once
+    uniform_confident = torch.eye(4)[[0, 1, 2, 3]]  # every class used once
     assert JTRVAE.weighted_loss(terms | {"class_probs": uniform_confident}, betas) == pytest.approx(0.0, abs=1e-6)
     assert JTRVAE.weighted_loss(terms | {"class_probs": collapsed}, betas) == pytest.approx(2.0 * math.log(4))
     unbiased = betas | {"class_balance_unbiased": 1.0}
-    assert JTRVAE.weighted_loss(terms | {"class_probs": collapsed}, unbiased) == pytest.approx(2.0 * 2 * (0.75 ** 2 + 3 * 0.25 ** 2))
+    assert JTRVAE.weighted_loss(terms | {"class_probs": collapsed}, unbiased) == pytest.approx(2.0 * 2 * (0.75**2 + 3 * 0.25**2))
     assert JTRVAE.weighted_loss(terms | {"class_probs": uniform}, unbiased) == pytest.approx(0.0, abs=1e-7)
 
 
@@ -247,8 +265,8 @@ def test_class_imbalance_is_unbiased_and_does_not_favour_uniform_posteriors():
     assert abs(mean_over_batches(torch.tensor([0.5, 0.5]))) < 2e-3
     skewed = torch.tensor([0.7, 0.3])
     assert mean_over_batches(skewed) == pytest.approx(0.5 * 2 * float(((skewed - 0.5) ** 2).sum()), rel=0.05)
-    confident_batch = torch.eye(2)[torch.arange(32) % 2]                  # 16 of each: a lucky batch
-    assert class_imbalance(confident_batch) < 0                           # below its mean of 0 by chance
+    confident_batch = torch.eye(2)[torch.arange(32) % 2]  # 16 of each: a lucky batch
+    assert class_imbalance(confident_batch) < 0  # below its mean of 0 by chance
 
 
 # --- the cards ----------------------------------------------------------------------------------
@@ -267,7 +285,7 @@ def test_untrained_or_collapsed_models_fail_the_metric(cards):
     untrained = build_model(JTRVAEConfig(), seed=0)
     predicted = encode_array(untrained, cards.images, device="cpu")["class"]
     assert matched_accuracy(cards.labels, predicted) < 0.45
-    assert matched_accuracy(cards.labels, np.zeros_like(cards.labels)) == pytest.approx(0.25)   # one class
+    assert matched_accuracy(cards.labels, np.zeros_like(cards.labels)) == pytest.approx(0.25)  # one class
     shuffled = np.random.default_rng(0).permutation(cards.labels)
     assert matched_accuracy(cards.labels, shuffled) < 0.3 and abs(adjusted_rand_index(cards.labels, shuffled)) < 0.01
 
@@ -289,6 +307,5 @@ def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
     accuracy = matched_accuracy(cards.labels, predicted)
     assert accuracy >= 0.95, f"matched accuracy {accuracy:.3f}"
     assert adjusted_rand_index(cards.labels, predicted) > 0.85
-    correlations = sorted(circular_correlation(cards.angle_rad[cards.labels == suit], encoded["angle_rad"][cards.labels == suit])
-                          for suit in range(4))
-    assert correlations[1] > 0.85, correlations               # the best three suits
+    correlations = sorted(circular_correlation(cards.angle_rad[cards.labels == suit], encoded["angle_rad"][cards.labels == suit]) for suit in range(4))
+    assert correlations[1] > 0.85, correlations  # the best three suits

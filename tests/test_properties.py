@@ -219,8 +219,12 @@ def test_every_patch_is_the_image_cut_at_its_recorded_centre(case):
         return
     half = window // 2
     placed = centres if subpixel else np.round(centres)
-    fits = ((placed[:, 0] - half >= 0) & (placed[:, 1] - half >= 0)
-            & (placed[:, 0] + window - 1 - half <= height - 1) & (placed[:, 1] + window - 1 - half <= width - 1))
+    fits = (
+        (placed[:, 0] - half >= 0)
+        & (placed[:, 1] - half >= 0)
+        & (placed[:, 0] + window - 1 - half <= height - 1)
+        & (placed[:, 1] + window - 1 - half <= width - 1)
+    )
     if edge == "skip" and not fits.any():
         with pytest.raises(InputError, match="no patch"):
             extract_patches([image], [centres], params)
@@ -238,15 +242,14 @@ def test_every_patch_is_the_image_cut_at_its_recorded_centre(case):
         rows, cols = np.meshgrid(row + offsets, col + offsets, indexing="ij")
         if not subpixel and not padded:  # a plain copy of the pixels
             r, c = int(row) - half, int(col) - half
-            np.testing.assert_array_equal(patch, image[:, r:r + window, c:c + window])
+            np.testing.assert_array_equal(patch, image[:, r : r + window, c : c + window])
         np.testing.assert_allclose(patch, sample(image, rows, cols), atol=1e-5)
         # the recorded centre is patch pixel (W//2, W//2)
         np.testing.assert_allclose(patch[:, half, half], sample(image, np.array(row), np.array(col)), atol=1e-5)
 
 
 @settings(max_examples=10, deadline=None)
-@given(height=st.integers(16, 48), width=st.integers(16, 48), window=st.integers(4, 16), step=st.integers(3, 12),
-       seed=st.integers(0, 1000))
+@given(height=st.integers(16, 48), width=st.integers(16, 48), window=st.integers(4, 16), step=st.integers(3, 12), seed=st.integers(0, 1000))
 def test_extract_artifact_coordinates_map_back_to_the_scan(height, width, window, step, seed):
     """Through the extract stage and its HDF5 artifact: grid patches, un-normalised with the recorded
     (offset, scale), are the scan's pixels at the recorded centres."""
@@ -267,4 +270,4 @@ def test_extract_artifact_coordinates_map_back_to_the_scan(height, width, window
     assert len(coords) == len(range(half, height - window + half + 1, step)) * len(range(half, width - window + half + 1, step))
     for patch, (row, col), low, span in zip(patches, coords, offset, scale):
         r, c = int(row) - half, int(col) - half
-        np.testing.assert_allclose(patch[0] * span + low, image[r:r + window, c:c + window], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(patch[0] * span + low, image[r : r + window, c : c + window], rtol=1e-5, atol=1e-3)

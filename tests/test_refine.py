@@ -42,7 +42,7 @@ def test_refinement_closes_a_larger_gap_on_shifted_cards(small_model):
     assert gain_shifted > 0.10, gain_shifted
     assert gain_shifted > 2 * gain_training, (gain_shifted, gain_training)
     assert (on_shifted["neg_elbo_refined"] < on_shifted["neg_elbo_encoder"]).mean() > 0.9
-    for name, value in model.state_dict().items():       # the model itself is untouched
+    for name, value in model.state_dict().items():  # the model itself is untouched
         assert (value == weights[name]).all(), name
     assert all(p.requires_grad for p in model.parameters())
 

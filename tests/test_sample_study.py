@@ -37,7 +37,7 @@ def test_sample_pipeline_splits_the_interface(tmp_path):
     run_pipeline(SAMPLE / "pipeline.toml", [str(SCAN)], tmp_path / "study")
     image = read_scans(str(SCAN))[0].data[0].astype(np.float64)
     boundary = interface_row(image)
-    assert 180 < boundary < 340                   # the interface crosses the middle of the scan
+    assert 180 < boundary < 340  # the interface crosses the middle of the scan
     with h5py.File(tmp_path / "study" / "encoded.h5") as handle:
         coords, classes = handle["coords"][:], handle["class"][:]
     majorities = []

@@ -57,10 +57,10 @@ def test_five_percent_labels_beat_unsupervised_at_120_degrees(seed):
     for name, known in (("unsupervised", None), ("5% labels", labels)):
         with tempfile.TemporaryDirectory() as run:
             model = fit(cards.images, JTRVAEConfig(**config), train, run, labels=known).model
-        if known is None:        # its classes have arbitrary names: its best matching
+        if known is None:  # its classes have arbitrary names: its best matching
             predicted = encode_array(model, cards.images, device="cpu")["class"]
             accuracy[name] = matched_accuracy(cards.labels[~labelled], predicted[~labelled])
-        else:                    # the labelled classes keep their names: no matching needed
+        else:  # the labelled classes keep their names: no matching needed
             accuracy[name] = unlabelled_correct(model)
     assert accuracy["5% labels"] >= 0.6 and accuracy["5% labels"] > accuracy["unsupervised"], accuracy
     assert accuracy["untrained"] < 0.4, accuracy
@@ -89,8 +89,7 @@ def test_train_with_labels_through_the_cli(tmp_path, capsys):
     known = tmp_path / "known.csv"
     known.write_text("".join(f"{i},{cards.labels[i]}\n" for i in range(0, 96, 10)))
     run = tmp_path / "run"
-    code, _, err = run_cli(["train", stack, "-o", run, "--classes", "4", "--labels", known, "--epochs", "1", "--hidden", "16",
-                            "--device", "cpu", "-q"], capsys)
+    code, _, err = run_cli(["train", stack, "-o", run, "--classes", "4", "--labels", known, "--epochs", "1", "--hidden", "16", "--device", "cpu", "-q"], capsys)
     assert code == 0, err
     record = json.loads((run / "provenance.json").read_text())
     assert record["parameters"]["labelled_patches"] == 10 and any(i["role"] == "labels" for i in record["inputs"])
@@ -110,17 +109,35 @@ def test_a_conditional_model_encodes_with_the_given_classes(tmp_path, capsys):
     np.save(tmp_path / "labels.npy", cards.labels.astype(np.int64))
     wrong = (cards.labels + 1) % 4
     np.save(tmp_path / "wrong.npy", wrong.astype(np.int64))
-    tiny = ["--hidden", "32", "--batch-size", "32", "--device", "cpu", "--epochs", "8", "--no-rotation", "--no-translation",
-            "--latent-dim", "2", "--classes", "4", "--z-delay", "0.5", "-q"]
+    tiny = [
+        "--hidden",
+        "32",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--epochs",
+        "8",
+        "--no-rotation",
+        "--no-translation",
+        "--latent-dim",
+        "2",
+        "--classes",
+        "4",
+        "--z-delay",
+        "0.5",
+        "-q",
+    ]
     assert run_cli(["train", tmp_path / "cards.npy", "-o", tmp_path / "run", "--labels", tmp_path / "labels.npy", *tiny], capsys)[0] == 0
     errors = {}
     for name in ("labels", "wrong"):
         out = tmp_path / f"{name}.h5"
-        code, _, err = run_cli(["encode", tmp_path / "run", tmp_path / "cards.npy", "-o", out, "--labels", tmp_path / f"{name}.npy",
-                                "--device", "cpu", "-q"], capsys)
+        code, _, err = run_cli(
+            ["encode", tmp_path / "run", tmp_path / "cards.npy", "-o", out, "--labels", tmp_path / f"{name}.npy", "--device", "cpu", "-q"], capsys
+        )
         assert code == 0, err
         with h5py.File(out) as handle:
             assert handle["class_observed"][()].all()
             np.testing.assert_array_equal(handle["class"][()], cards.labels if name == "labels" else wrong)
             errors[name] = float(handle["neg_elbo"][()].mean())
-    assert errors["labels"] < errors["wrong"] - 1, errors        # measured 90.2 vs 93.4 nats
+    assert errors["labels"] < errors["wrong"] - 1, errors  # measured 90.2 vs 93.4 nats

@@ -65,10 +65,10 @@ def test_shuffled_batches_visit_every_row_once_in_mixed_deterministic_order(tmp_
 
     batches = epoch(0)
     seen = np.concatenate([r for r, _ in batches])
-    assert sorted(seen.tolist()) == rows.tolist()                     # each row exactly once
-    assert [len(r) for r, _ in batches] == [20] * 12 + [10]            # full batches but the last
+    assert sorted(seen.tolist()) == rows.tolist()  # each row exactly once
+    assert [len(r) for r, _ in batches] == [20] * 12 + [10]  # full batches but the last
     for batch_rows, patches in batches:
-        np.testing.assert_array_equal(patches, images[batch_rows])     # data follow their rows
+        np.testing.assert_array_equal(patches, images[batch_rows])  # data follow their rows
     assert all(len(np.unique(r // 16)) >= 3 for r, _ in batches[:-1])  # every batch mixes chunks
     again = epoch(0)
     assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(batches, again))
@@ -81,8 +81,7 @@ def test_shuffled_batches_visit_every_row_once_in_mixed_deterministic_order(tmp_
 
 def tiny(**changes):
     model = JTRVAEConfig(image_size=10, n_classes=2, encoder_hidden=(16,), decoder_hidden=(16, 16))
-    train = TrainConfig(**(dict(epochs=3, batch_size=16, seed=3, checkpoint_every=1, device="cpu", val_fraction=0.2,
-                                pixel_fraction=0.5) | changes))
+    train = TrainConfig(**(dict(epochs=3, batch_size=16, seed=3, checkpoint_every=1, device="cpu", val_fraction=0.2, pixel_fraction=0.5) | changes))
     return model, train
 
 
@@ -101,7 +100,7 @@ def test_streamed_training_trains_and_resumes_bit_identically(tmp_path):
     train = tiny(epochs=10, lr=5e-3)[1]
     streamed = fit(PatchFile(path), model, train, tmp_path / "streamed")
     assert np.isfinite([row["loss"] for row in streamed.history]).all()
-    assert sum(streamed.history[-1][f"n_class_{k}"] for k in range(2)) == 60       # the validation rows
+    assert sum(streamed.history[-1][f"n_class_{k}"] for k in range(2)) == 60  # the validation rows
     resident = fit(images, model, train, tmp_path / "resident")
     train_rows, val_rows = split_rows(len(images), train.val_fraction, train.seed)
     mean_image = float(((images[val_rows] - images[train_rows].mean(0)) ** 2).mean())
@@ -109,8 +108,12 @@ def test_streamed_training_trains_and_resumes_bit_identically(tmp_path):
     def held_out_mse(trained):
         return float(encode_array(trained, images[val_rows], device="cpu")["recon_error"].mean())
 
-    errors = {"streamed": held_out_mse(streamed.model), "resident": held_out_mse(resident.model),
-              "untrained": held_out_mse(build_model(model, train.seed)), "mean image": mean_image}
+    errors = {
+        "streamed": held_out_mse(streamed.model),
+        "resident": held_out_mse(resident.model),
+        "untrained": held_out_mse(build_model(model, train.seed)),
+        "mean image": mean_image,
+    }
     assert errors["streamed"] < 0.75 * mean_image and errors["resident"] < 0.75 * mean_image, errors
     assert errors["untrained"] > mean_image, errors
 
@@ -178,15 +181,14 @@ def torchrun(*args, timeout=300):
 # process trained on the global batches.
 def noiseless_draws(self, x, generator):
     """Stands in for ``JTRVAE._standard_normal_draws``: zeros, i.e. z, v, s at their posterior means."""
-    zeros = lambda width: torch.zeros(x.shape[0], width, device=x.device)   # noqa: E731
+    zeros = lambda width: torch.zeros(x.shape[0], width, device=x.device)  # noqa: E731
     return {"z": zeros(self.config.latent_dim), "angle_vec": zeros(2), "shift": zeros(2)}
 
 
 def exact_settings(per_rank_batch):
     """Settings under which a DDP step equals a one-process step on the global batch (see above)."""
     model = JTRVAEConfig(image_size=10, n_classes=2, latent_dim=2, encoder_hidden=(16,), decoder_hidden=(16, 16), class_balance=0.0)
-    train = TrainConfig(epochs=3, batch_size=per_rank_batch, seed=3, checkpoint_every=3, device="cpu", val_fraction=0.2,
-                        pixel_fraction=1.0)
+    train = TrainConfig(epochs=3, batch_size=per_rank_batch, seed=3, checkpoint_every=3, device="cpu", val_fraction=0.2, pixel_fraction=1.0)
     return model, train
 
 
@@ -229,7 +231,7 @@ def test_distributed_training_equals_one_process_on_the_same_global_batches(tmp_
     from microvae.models import JTRVAE
     from microvae.training import build_model
 
-    images, path = cards_file(tmp_path)                 # 160 training images: 5 global batches of 32
+    images, path = cards_file(tmp_path)  # 160 training images: 5 global batches of 32
     driver = tmp_path / "driver.py"
     driver.write_text(DDP_DRIVER)
     done = torchrun(str(driver), str(path), str(tmp_path), str(REPO))
@@ -238,13 +240,15 @@ def test_distributed_training_equals_one_process_on_the_same_global_batches(tmp_
     monkeypatch.setattr(JTRVAE, "_standard_normal_draws", noiseless_draws)
     model, train = exact_settings(16)
     start = build_model(model, train.seed).state_dict()
-    single = {name: fit(data, model, replace(train, batch_size=32), tmp_path / f"single_{name}").model.state_dict()
-              for name, data in (("resident", images), ("streamed", PatchFile(path)))}
+    single = {
+        name: fit(data, model, replace(train, batch_size=32), tmp_path / f"single_{name}").model.state_dict()
+        for name, data in (("resident", images), ("streamed", PatchFile(path)))
+    }
 
     def largest_difference(a, b):
         return max(float((a[key] - b[key]).abs().max()) for key in a)
 
-    moved = largest_difference(single["resident"], start)           # how far training moved the weights
+    moved = largest_difference(single["resident"], start)  # how far training moved the weights
     figures = {"moved": moved}
     for name in ("resident", "streamed"):
         for rank in (0, 1):
@@ -272,7 +276,8 @@ def test_distributed_training_with_two_cpu_processes(tmp_path, lattice_tif):
     patches = tmp_path / "p.h5"
     run_extract([str(path)], patches, PatchParams(window=12, grid_step=6))
     driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent("""
+    driver.write_text(
+        textwrap.dedent("""
         import os, sys, torch
         torch.set_num_threads(1)
         from microvae.stages import run_train
@@ -281,13 +286,15 @@ def test_distributed_training_with_two_cpu_processes(tmp_path, lattice_tif):
                                                   device="cpu", translation=False, seed=4, checkpoint_every=1))
         result = run_train(sys.argv[1], sys.argv[2], model, train, memory_limit=int(sys.argv[4]))
         print("rank", os.environ["RANK"], result.status, " ".join(result.notes))
-    """))
+    """)
+    )
     run = tmp_path / "run"
     done = torchrun(str(driver), str(patches), str(run), "2", str(memory_limit))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DistributedDataParallel over 2 processes" in done.stdout
-    assert sorted(p.name for p in run.iterdir()) == sorted(["checkpoints", "config.json", "log.csv", "loss.png", "init",
-                                                           "provenance.json", "training_stats.json", "summary.json"])
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        ["checkpoints", "config.json", "log.csv", "loss.png", "init", "provenance.json", "training_stats.json", "summary.json"]
+    )
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["final.pt", "last.pt"]
     more = torchrun(str(driver), str(patches), str(run), "3", str(memory_limit))
     assert more.returncode == 0, more.stderr[-3000:]

@@ -12,7 +12,7 @@ from microvae.atoms import FindAtomsParams, find_atoms
 from microvae.displacements import neighbour_displacements, parse_pair
 from microvae.errors import ParameterError
 from microvae.lattices import GENERATORS
-from microvae.sublattices import gaussian_mixture_1d, label_columns, render_columns
+from microvae.sublattices import gaussian_mixture_1d, render_columns
 from microvae.synthetic import make_lattice, match_positions
 
 
@@ -29,8 +29,11 @@ def per_sublattice(scan, table, margin: float = 4.0, radius_fraction: float = 0.
         members = scan.sublattice[inside] == k
         matched = members[true_index]
         error = table.positions[found_index[matched]] - truth[true_index[matched]]
-        out[name] = (matched.sum() / max(members.sum(), 1), float(np.sqrt((error**2).sum(1).mean())) if len(error) else np.inf,
-                     error.mean(0) if len(error) else np.full(2, np.inf))
+        out[name] = (
+            matched.sum() / max(members.sum(), 1),
+            float(np.sqrt((error**2).sum(1).mean())) if len(error) else np.inf,
+            error.mean(0) if len(error) else np.full(2, np.inf),
+        )
     return out
 
 
@@ -52,7 +55,7 @@ def test_honeycomb_dim_sublattice_is_found_by_default(seed):
     assert all(recall >= 0.98 for recall, _, _ in scores.values()), scores
     true_nn = scan.params["nn_px"]
     assert abs(estimate.nearest_neighbour_px - true_nn) < 0.05 * true_nn
-    assert estimate.spacing_px > 1.5 * true_nn               # the autocorrelation alone sees the metals
+    assert estimate.spacing_px > 1.5 * true_nn  # the autocorrelation alone sees the metals
     assert label_agreement(scan, table) >= 0.98
     first_only, _ = find_atoms(scan.image, FindAtomsParams(device="cpu", sublattices=False))
     assert per_sublattice(scan, first_only)[scan.sublattice_names[1]][0] < 0.5
@@ -240,7 +243,7 @@ def test_real_srtio3_adf_and_abf_sublattices(realdata):
     table, estimate = find_atoms(abf.data[0], FindAtomsParams(device="cpu", invert=True))
     assert len(estimate.sublattice_counts) == 3
     assert all(100 <= count <= 140 for count in estimate.sublattice_counts), estimate.sublattice_counts
-    assert estimate.nearest_neighbour_px < 0.75 * estimate.spacing_px        # oxygen columns between the others
+    assert estimate.nearest_neighbour_px < 0.75 * estimate.spacing_px  # oxygen columns between the others
 
 
 def _cli(capsys):
@@ -281,14 +284,31 @@ def test_cli_writes_sublattices_and_displacements_through_to_the_maps(tmp_path, 
     assert run(["extract", image, "--atoms", tmp_path / "atoms.h5", "--window", 12, "-o", tmp_path / "patches.h5"])[0] == 0
     with h5py.File(tmp_path / "patches.h5") as handle:
         assert "atom_sublattice" in handle and handle["atom_displacement_px"].shape[1] == 2
-    assert run(["train", tmp_path / "patches.h5", "-o", tmp_path / "run", "--classes", 2, "--epochs", 1, "--no-rotation",
-                "--no-translation", "--class-init", "none"])[0] == 0
+    assert (
+        run(
+            [
+                "train",
+                tmp_path / "patches.h5",
+                "-o",
+                tmp_path / "run",
+                "--classes",
+                2,
+                "--epochs",
+                1,
+                "--no-rotation",
+                "--no-translation",
+                "--class-init",
+                "none",
+            ]
+        )[0]
+        == 0
+    )
     assert run(["encode", tmp_path / "run", tmp_path / "patches.h5", "-o", tmp_path / "encoded.h5", "--no-scores"])[0] == 0
     assert run(["export", tmp_path / "encoded.h5", "-o", tmp_path / "maps", "--format", "tiff"])[0] == 0
     with h5py.File(tmp_path / "maps" / "maps.h5") as handle:
         group = handle["image_00"]
         assert group["displacement_px"].attrs["units"] == "px"
-        assert np.nanmax(group["displacement_px"][()]) > 1.5          # film B moved 2–3 px
+        assert np.nanmax(group["displacement_px"][()]) > 1.5  # film B moved 2–3 px
         assert set(np.unique(group["sublattice"][()])) <= {-1, 0, 1}
 
 

@@ -30,8 +30,7 @@ def tiny_problem(n=80, size=10):
 
 
 def train_config(**changes):
-    return TrainConfig(**(dict(epochs=4, batch_size=16, seed=5, checkpoint_every=1, device="cpu", val_fraction=0.25,
-                               pixel_fraction=0.5) | changes))
+    return TrainConfig(**(dict(epochs=4, batch_size=16, seed=5, checkpoint_every=1, device="cpu", val_fraction=0.25, pixel_fraction=0.5) | changes))
 
 
 @pytest.mark.parametrize("decoder", ["mlp", "conv"])
@@ -46,7 +45,7 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, decoder):
 
     with pytest.raises(Interrupt):
         fit(images, model, train_config(), tmp_path / "resumed", progress=crash_in_epoch_three)
-    torch.rand(3), np.random.rand(2)                      # unrelated use of the global generators
+    torch.rand(3), np.random.rand(2)  # unrelated use of the global generators
     resumed = fit(images, model, train_config(), tmp_path / "resumed")
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_completed == 4
     for name, value in straight.model.state_dict().items():
@@ -63,24 +62,36 @@ def test_run_folder_contents_and_weights_only_checkpoint(tmp_path):
     assert settings["model"]["n_classes"] == 3 and settings["train"]["epochs"] == 2
     checkpoint = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert torch.load(run / "checkpoints" / "final.pt", weights_only=True)["epoch"] == 2
-    assert {"model_state", "optimizer_state", "scaler_state", "shuffle_generator", "noise_generator", "rng",
-            "schedule", "epoch", "history"} <= set(checkpoint)
+    assert {"model_state", "optimizer_state", "scaler_state", "shuffle_generator", "noise_generator", "rng", "schedule", "epoch", "history"} <= set(checkpoint)
     assert {"torch", "numpy", "python"} <= set(checkpoint["rng"])
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert {"loss", "recon", "kl_z", "kl_tau", "kl_y", "beta_z", "beta_tau", "beta_y", "val_loss",
-            "n_class_0", "n_class_1", "n_class_2", "samples_per_s"} <= set(rows[0])
+    assert {
+        "loss",
+        "recon",
+        "kl_z",
+        "kl_tau",
+        "kl_y",
+        "beta_z",
+        "beta_tau",
+        "beta_y",
+        "val_loss",
+        "n_class_0",
+        "n_class_1",
+        "n_class_2",
+        "samples_per_s",
+    } <= set(rows[0])
     assert sum(int(rows[-1][f"n_class_{k}"]) for k in range(3)) == len(images)
     assert (run / "loss.png").stat().st_size > 1000
     assert {e["event"] for e in events} == {"batch", "epoch"}
-    assert not list(run.glob("**/*.tmp"))                 # no temporary files left behind
+    assert not list(run.glob("**/*.tmp"))  # no temporary files left behind
 
 
 def test_validation_has_no_effect_on_training(tmp_path):
     """Changing only the held-out images changes the validation loss but not a single weight."""
     images, model = tiny_problem()
     n_val = round(0.25 * len(images))
-    held_out = np.random.default_rng(5).permutation(len(images))[:n_val]   # fit's split for seed 5
+    held_out = np.random.default_rng(5).permutation(len(images))[:n_val]  # fit's split for seed 5
     other = images.copy()
     other[held_out] = 1.0 - other[held_out]
     a = fit(images, model, train_config(epochs=2), tmp_path / "a")
@@ -117,23 +128,21 @@ def test_encode_array_scores_in_one_pass_match_the_model_and_stream_alike(tmp_pa
     images, model_config = tiny_problem()
     model = build_model(model_config, seed=3).eval()
     calls = []
-    encoded = encode_array(model, images, batch_size=len(images), device="cpu", neg_elbo=True, seed=5,
-                           progress=lambda done, total: calls.append((done, total)))
+    encoded = encode_array(model, images, batch_size=len(images), device="cpu", neg_elbo=True, seed=5, progress=lambda done, total: calls.append((done, total)))
     assert calls[-1] == (len(images), len(images))
     x = torch.from_numpy(images)
     with torch.no_grad():
         terms = model.loss_terms(x, torch.Generator().manual_seed(5))
         expected_elbo = model.negative_elbo(terms).double().numpy()
         onehot = torch.nn.functional.one_hot(torch.from_numpy(encoded["class"]), 3).float()
-        recon = model.decode(torch.from_numpy(encoded["z_mean"]), onehot, torch.from_numpy(encoded["angle_rad"]),
-                             torch.from_numpy(encoded["shift_px"]))
+        recon = model.decode(torch.from_numpy(encoded["z_mean"]), onehot, torch.from_numpy(encoded["angle_rad"]), torch.from_numpy(encoded["shift_px"]))
     np.testing.assert_allclose(encoded["neg_elbo"], expected_elbo, rtol=1e-5)
     np.testing.assert_allclose(encoded["recon_error"], ((recon - x) ** 2).flatten(1).mean(1).numpy(), rtol=1e-5)
 
     path = tmp_path / "patches.h5"
     with h5py.File(path, "w") as handle:
         handle.create_dataset("patches", data=images, chunks=(5,) + images.shape[1:], compression="gzip")
-    monkeypatch.setattr(streaming, "BLOCK_BYTES", 10 * images[0].nbytes)     # 8 blocks of 2 chunks
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 10 * images[0].nbytes)  # 8 blocks of 2 chunks
     in_batches = encode_array(model, images, batch_size=5, device="cpu", neg_elbo=True)
     streamed = encode_array(model, PatchFile(path), batch_size=5, device="cpu", neg_elbo=True)
     latents_only = encode_array(model, images, batch_size=5, device="cpu", recon_error=False)
@@ -174,8 +183,7 @@ def test_resuming_with_other_model_settings_is_refused(tmp_path):
     images, model = tiny_problem()
     fit(images, model, train_config(epochs=1), tmp_path / "run")
     with pytest.raises(ParameterError):
-        fit(images, JTRVAEConfig(image_size=10, n_classes=2, encoder_hidden=(16,), decoder_hidden=(16, 16)),
-            train_config(epochs=2), tmp_path / "run")
+        fit(images, JTRVAEConfig(image_size=10, n_classes=2, encoder_hidden=(16,), decoder_hidden=(16, 16)), train_config(epochs=2), tmp_path / "run")
     with pytest.raises(ParameterError):
         fit(images, model, train_config(epochs=2, lr=1e-2), tmp_path / "run")
 
@@ -183,9 +191,9 @@ def test_resuming_with_other_model_settings_is_refused(tmp_path):
 def test_bad_inputs_raise_user_errors(tmp_path):
     images, model = tiny_problem()
     with pytest.raises(InputError):
-        fit(images * 3.0, model, train_config(), tmp_path / "a")          # not in [0, 1] for Bernoulli
+        fit(images * 3.0, model, train_config(), tmp_path / "a")  # not in [0, 1] for Bernoulli
     with pytest.raises(ParameterError):
-        fit(images[:, :, :8, :8], model, train_config(), tmp_path / "b")   # wrong patch size
+        fit(images[:, :, :8, :8], model, train_config(), tmp_path / "b")  # wrong patch size
     with pytest.raises(InputError):
         load_run(tmp_path / "missing")
 

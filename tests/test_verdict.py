@@ -125,7 +125,7 @@ def test_learned_nothing_threshold_is_at_ten_percent():
     assert below.explained_variance == pytest.approx(0.05)
     assert above.explained_variance == pytest.approx(0.5)
     assert has(below, NOTHING)
-    assert not has(above, NOTHING)   # control
+    assert not has(above, NOTHING)  # control
 
 
 def test_model_without_classes_still_judged_on_variance():
@@ -143,7 +143,7 @@ def test_model_without_classes_still_judged_on_variance():
 
 
 def test_empty_class_is_named(good):
-    classes = np.arange(N) % 2                    # all mass on classes 0 and 1
+    classes = np.arange(N) % 2  # all mass on classes 0 and 1
     verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE)
     assert verdict.class_sizes == [150, 150, 0]
     assert has(verdict, "Class 2 is empty")
@@ -155,8 +155,8 @@ def test_empty_class_is_named(good):
 def test_nearly_empty_class_is_named():
     n = 1000
     classes = np.zeros(n, dtype=int)
-    classes[: 499] = 1
-    classes[-1] = 2                               # 1 patch of 1000 ≤ 0.5 %
+    classes[:499] = 1
+    classes[-1] = 2  # 1 patch of 1000 ≤ 0.5 %
     verdict = assess(confident_probs(classes), low_error(n), PIXEL_VARIANCE)
     assert 1 <= EMPTY_FRACTION * n
     assert has(verdict, "Class 2 is nearly empty (1 patches)")
@@ -204,7 +204,7 @@ def test_soft_posteriors_threshold():
     soft = assess(confident_probs(classes, sure=0.7), low_error(), PIXEL_VARIANCE)
     sure = assess(confident_probs(classes, sure=0.9), low_error(), PIXEL_VARIANCE)
     assert has(soft, SOFT)
-    assert not has(sure, SOFT)   # control
+    assert not has(sure, SOFT)  # control
     assert soft.class_sizes == sure.class_sizes == [100, 100, 100]
 
 
@@ -214,24 +214,21 @@ def test_soft_posteriors_threshold():
 
 def test_baseline_equal_up_to_permutation_agrees():
     classes = balanced_classes()
-    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", permuted(classes)))
+    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", permuted(classes)))
     assert verdict.baseline == "pca_kmeans"
     assert verdict.baseline_ari == pytest.approx(1.0)
     assert not has(verdict, DISAGREES)
     assert "agreement with the classical baseline (pca_kmeans) ARI 1.00" in verdict.paragraph()
     assert verdict.warnings == []
     # control: a random baseline (and nothing else to agree with) is a disagreement
-    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", random_labels(3)))
+    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)))
     assert has(control, DISAGREES)
 
 
 def test_random_baseline_and_random_candidates_give_one_warning():
     classes = balanced_classes()
     candidates = {"r0": random_labels(10), "r1": random_labels(11), "r2": random_labels(12)}
-    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
+    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
     assert abs(verdict.baseline_ari) < 0.05
     assert max(abs(ari) for ari in verdict.candidate_ari.values()) < 0.05
     assert verdict.candidate_agreement is not None and verdict.candidate_agreement < DISAGREEMENT_ARI
@@ -243,8 +240,7 @@ def test_random_baseline_and_random_candidates_give_one_warning():
     assert f"(best ARI {best:.2f})" in verdict.warnings[0]
     # control: the same random baseline, but one candidate that agrees with the model settles it
     agreeing = {**candidates, "r3": permuted(classes, (1, 2, 0))}
-    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", random_labels(3)), candidate_classes=agreeing)
+    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)), candidate_classes=agreeing)
     assert control.candidate_ari["r3"] == pytest.approx(1.0)
     assert not has(control, DISAGREES)
     assert control.warnings == []
@@ -253,14 +249,12 @@ def test_random_baseline_and_random_candidates_give_one_warning():
 def test_agreeing_baseline_settles_random_candidates():
     classes = balanced_classes()
     candidates = {"r0": random_labels(10), "r1": random_labels(11)}
-    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", permuted(classes)), candidate_classes=candidates)
+    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", permuted(classes)), candidate_classes=candidates)
     assert max(abs(ari) for ari in verdict.candidate_ari.values()) < 0.05
     assert verdict.baseline_ari == pytest.approx(1.0)
     assert not has(verdict, DISAGREES)
     # control: the same candidates with a random baseline disagree
-    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
+    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
     assert has(control, DISAGREES)
 
 
@@ -280,8 +274,7 @@ def test_random_baseline_without_candidates_disagrees():
 def test_candidates_that_agree_raise_no_warning():
     classes = balanced_classes()
     candidates = {"pca_kmeans": permuted(classes), "hog_gmm": permuted(classes, (1, 0, 2))}
-    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, candidate_classes=candidates,
-                     chosen_start="pca_kmeans")
+    verdict = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, candidate_classes=candidates, chosen_start="pca_kmeans")
     assert verdict.candidate_ari == {"pca_kmeans": pytest.approx(1.0), "hog_gmm": pytest.approx(1.0)}
     assert verdict.candidate_agreement == pytest.approx(1.0)
     assert verdict.chosen_start == "pca_kmeans"
@@ -289,8 +282,7 @@ def test_candidates_that_agree_raise_no_warning():
     paragraph = verdict.paragraph()
     assert "with the candidate partitions ARI 1.00 (among themselves 1.00), started from pca_kmeans" in paragraph
     # control: random candidates disagree, and the paragraph shows the span of their ARIs
-    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     candidate_classes={"pca_kmeans": random_labels(20), "hog_gmm": random_labels(21)})
+    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, candidate_classes={"pca_kmeans": random_labels(20), "hog_gmm": random_labels(21)})
     assert has(control, DISAGREES)
     low, high = min(control.candidate_ari.values()), max(control.candidate_ari.values())
     assert f"with the candidate partitions ARI {low:.2f}–{high:.2f}" in control.paragraph()
@@ -343,21 +335,18 @@ def test_single_candidate_has_no_pairwise_agreement():
     assert verdict.candidate_ari == {"only": pytest.approx(1.0)}
     assert "among themselves" not in verdict.paragraph()
     # control: two candidates do have a pairwise agreement, and the paragraph says so
-    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE,
-                     candidate_classes={"only": classes, "other": permuted(classes)})
+    control = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, candidate_classes={"only": classes, "other": permuted(classes)})
     assert control.candidate_agreement == pytest.approx(1.0)
     assert "among themselves 1.00" in control.paragraph()
 
 
 def test_model_without_classes_is_not_compared():
     candidates = {"pca_kmeans": random_labels(20)}
-    verdict = assess(None, low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)),
-                     candidate_classes=candidates)
+    verdict = assess(None, low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
     assert verdict.baseline is None and verdict.candidate_ari == {}
     assert verdict.warnings == []
     # control: the same comparisons for a model with classes do warn
-    control = assess(confident_probs(balanced_classes()), low_error(), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
+    control = assess(confident_probs(balanced_classes()), low_error(), PIXEL_VARIANCE, baseline=("pca_kmeans", random_labels(3)), candidate_classes=candidates)
     assert has(control, DISAGREES)
 
 
@@ -371,7 +360,7 @@ def test_length_mismatch_is_a_parameter_error():
         assess(confident_probs(classes), low_error(N - 1), PIXEL_VARIANCE)
     with pytest.raises(ParameterError):
         assess(confident_probs(classes), low_error(N + 1), PIXEL_VARIANCE)
-    assert issubclass(ParameterError, MicrovaeError)   # the CLI shows it as a user error
+    assert issubclass(ParameterError, MicrovaeError)  # the CLI shows it as a user error
     # controls: matching lengths, and a model without classes, raise nothing
     assert assess(confident_probs(classes), low_error(N), PIXEL_VARIANCE).n_patches == N
     assert assess(None, low_error(N - 1), PIXEL_VARIANCE).n_patches == N - 1
@@ -380,9 +369,8 @@ def test_length_mismatch_is_a_parameter_error():
 def test_nan_errors_learned_nothing_and_serialise_strictly():
     classes = balanced_classes()
     error = low_error()
-    error[7] = np.nan                              # one diverged patch spoils the mean
-    verdict = assess(confident_probs(classes), error, PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", permuted(classes)), candidate_classes={"pca_kmeans": classes})
+    error[7] = np.nan  # one diverged patch spoils the mean
+    verdict = assess(confident_probs(classes), error, PIXEL_VARIANCE, baseline=("pca_kmeans", permuted(classes)), candidate_classes={"pca_kmeans": classes})
     assert verdict.explained_variance == 0.0
     assert has(verdict, NOTHING)
     assert verdict.class_sizes == [100, 100, 100]
@@ -418,12 +406,16 @@ def test_identical_patches_reproduced_exactly_explain_everything():
 
 def test_to_dict_is_json_ready():
     classes = balanced_classes()
-    verdict = assess(confident_probs(classes), np.full(N, PIXEL_VARIANCE), PIXEL_VARIANCE,
-                     baseline=("pca_kmeans", random_labels(3)),
-                     candidate_classes={"hog_gmm": random_labels(20), "pca_kmeans": permuted(classes)},
-                     chosen_start="pca_kmeans")
+    verdict = assess(
+        confident_probs(classes),
+        np.full(N, PIXEL_VARIANCE),
+        PIXEL_VARIANCE,
+        baseline=("pca_kmeans", random_labels(3)),
+        candidate_classes={"hog_gmm": random_labels(20), "pca_kmeans": permuted(classes)},
+        chosen_start="pca_kmeans",
+    )
     record = verdict.to_dict()
-    text = json.dumps(record, allow_nan=False)     # raises on numpy scalars or arrays, and on NaN
+    text = json.dumps(record, allow_nan=False)  # raises on numpy scalars or arrays, and on NaN
     back = json.loads(text)
     assert back["paragraph"] == verdict.paragraph()
     assert back["class_sizes"] == [100, 100, 100]

@@ -23,6 +23,7 @@ def ci_cases() -> dict[str, tuple[ZooCase, float]]:
     import skimage.transform  # noqa: F401
 
     import microvae.cards  # noqa: F401
+
     if HAVE_SKLEARN:
         import sklearn.datasets  # noqa: F401
     cases = {}
@@ -41,7 +42,7 @@ def test_ci_case_shapes_dtypes_and_ranges(ci_cases, name):
     assert case.patches.dtype == np.float32 and channels == 1 and height == width == case.window
     assert 400 <= n <= 800 and 16 <= case.window <= 24
     assert np.isfinite(case.patches).all() and case.patches.min() >= 0.0 and case.patches.max() <= 1.0
-    assert case.patches.max() == 1.0 and case.patches.min() == 0.0           # min–max to [0, 1], clipped
+    assert case.patches.max() == 1.0 and case.patches.min() == 0.0  # min–max to [0, 1], clipped
     assert case.labels.dtype == np.int64 and case.labels.shape == (n,)
     assert set(np.unique(case.labels)) == set(range(case.n_classes)) and case.n_classes >= 2
     assert np.isclose(case.class_fractions().sum(), 1.0)
@@ -76,7 +77,7 @@ def test_honeycomb_minority_class_is_about_five_percent():
         case = make_case("honeycomb_dopants", seed, "ci")
         fractions = case.class_fractions()
         assert 0.03 <= fractions[2] <= 0.08
-        assert (case.extra["sublattice"][case.labels == 2] == 1).all()        # dopants only on the dim sublattice
+        assert (case.extra["sublattice"][case.labels == 2] == 1).all()  # dopants only on the dim sublattice
         assert (case.labels[case.extra["is_dopant"]] == 2).all()
 
 
@@ -85,11 +86,11 @@ def _boxed(mask: np.ndarray, side: int = 64) -> np.ndarray:
     from skimage.transform import resize
 
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].astype(np.float64)
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float64)
     size = max(crop.shape)
     square = np.zeros((size, size))
     top, left = (size - crop.shape[0]) // 2, (size - crop.shape[1]) // 2
-    square[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+    square[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
     return resize(square, (side, side), order=1) > 0.5
 
 
@@ -111,9 +112,8 @@ def test_glyph_rotation_follows_the_cards_convention():
     from microvae.zoo import GLYPH_ATLAS_SIZE, _glyph_atlas, _render_affine
 
     window = 25
-    images = _render_affine(_glyph_atlas(GLYPH_ATLAS_SIZE), np.array([1, 1]), np.array([0.0, np.pi / 2]), np.ones(2),
-                            np.zeros((2, 2)), window, unit=4.0)
-    np.testing.assert_allclose(images[1], np.rot90(images[0]), atol=1e-5)     # +90° = counter-clockwise as displayed
+    images = _render_affine(_glyph_atlas(GLYPH_ATLAS_SIZE), np.array([1, 1]), np.array([0.0, np.pi / 2]), np.ones(2), np.zeros((2, 2)), window, unit=4.0)
+    np.testing.assert_allclose(images[1], np.rot90(images[0]), atol=1e-5)  # +90° = counter-clockwise as displayed
 
 
 def _nearest_class_mean_accuracy(case: ZooCase, mask: np.ndarray | None = None) -> float:

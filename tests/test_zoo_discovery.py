@@ -23,8 +23,15 @@ EPOCHS = 30
 def train_defaults(case, seed: int, folder, **settings) -> dict:
     """Train with the CLI's defaults (what a user knows: K, rotation, translation) and encode."""
     np.save(folder / "patches.npy", case.patches)
-    values = {"classes": case.n_classes, "rotation": case.rotation, "translation": case.translation,
-              "epochs": EPOCHS, "seed": seed, "device": "cpu", **settings}
+    values = {
+        "classes": case.n_classes,
+        "rotation": case.rotation,
+        "translation": case.translation,
+        "epochs": EPOCHS,
+        "seed": seed,
+        "device": "cpu",
+        **settings,
+    }
     model_config, train_config = configs_from_settings(values)
     run_train(folder / "patches.npy", folder / "run", model_config, train_config)
     model, _ = load_run(folder / "run")
@@ -32,8 +39,7 @@ def train_defaults(case, seed: int, folder, **settings) -> dict:
 
 
 def untrained_classes(case, seed: int) -> np.ndarray:
-    model_config, _ = configs_from_settings({"classes": case.n_classes, "rotation": case.rotation,
-                                             "translation": case.translation})
+    model_config, _ = configs_from_settings({"classes": case.n_classes, "rotation": case.rotation, "translation": case.translation})
     model_config.image_size, model_config.channels = case.patches.shape[-1], case.patches.shape[1]
     model_config.likelihood = "bernoulli"
     return encode_array(build_model(model_config, seed), case.patches, recon_error=False)["class"]
@@ -54,7 +60,7 @@ def test_cards_turned_by_any_angle(tmp_path, seed):
     case = make_case("cards_120", seed, "ci")
     encoded = train_defaults(case, seed, tmp_path)
     assert matched_accuracy(case.labels, encoded["class"]) >= 0.95
-    assert matched_accuracy(case.labels, untrained_classes(case, seed)) < 0.6          # control: untrained
+    assert matched_accuracy(case.labels, untrained_classes(case, seed)) < 0.6  # control: untrained
 
 
 @pytest.mark.slow
@@ -66,7 +72,7 @@ def test_two_phase_lattice(tmp_path, seed):
     case = make_case("two_phase", seed, "ci")
     encoded = train_defaults(case, seed, tmp_path)
     assert matched_accuracy(case.labels, encoded["class"]) >= 0.9
-    assert matched_accuracy(case.labels, untrained_classes(case, seed)) < 0.75         # control: untrained
+    assert matched_accuracy(case.labels, untrained_classes(case, seed)) < 0.75  # control: untrained
 
 
 @pytest.mark.slow

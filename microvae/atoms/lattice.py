@@ -7,8 +7,8 @@ import functools
 import numpy as np
 
 from ..errors import ParameterError
-from .tables import LatticeEstimate
 from .backend import as_float32, f64, like, percentiles, to_numpy
+from .tables import LatticeEstimate
 
 
 def prepare_image(image, invert: bool = False):
@@ -83,7 +83,7 @@ def estimate_lattice(image, max_size: int = 1024) -> LatticeEstimate:
         import torch.nn.functional as F
 
         pooled = F.max_pool2d(autocorr[None, None], 3, stride=1, padding=1)[0, 0]
-        local_max = to_numpy((autocorr == pooled)) & region
+        local_max = to_numpy(autocorr == pooled) & region
         heights, radii = to_numpy(autocorr)[local_max], radius[local_max]
     if heights.size == 0 or heights.max() <= 0.02:
         return LatticeEstimate(spacing_px=max(4.0 * sigma, 4.0), sigma_px=sigma, periodic=False)

@@ -8,12 +8,12 @@ import sys
 import numpy as np
 
 from ..errors import ParameterError
-from .tables import AtomTable, FindAtomsParams, LatticeEstimate
 from .backend import as_float32, to_numpy
 from .lattice import estimate_lattice, prepare_image
-from .response import detection_response, log_response_and_maxima, response_torch
 from .peaks import disk_maxima, filter_gain, inner_radius, maxima_radius, noise_sd, square_maxima, stands_out_from_noise, threshold_from
 from .refine import keep_inside, parabola_start, refine_center_of_mass, refine_gaussian
+from .response import detection_response, log_response_and_maxima, response_torch
+from .tables import AtomTable, FindAtomsParams, LatticeEstimate
 
 
 def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None, progress=None) -> tuple[AtomTable, LatticeEstimate]:
@@ -57,7 +57,7 @@ def torch_device_for(name: str):
     :class:`ParameterError`.
     """
     if name == "cpu" or (name == "auto" and "torch" not in sys.modules and _no_nvidia_device()):
-        return None          # importing torch only to learn there is no GPU costs about 1 s
+        return None  # importing torch only to learn there is no GPU costs about 1 s
     try:
         import torch
     except ImportError:
@@ -157,13 +157,13 @@ def column_displacements(positions: np.ndarray, sublattice: np.ndarray, spec: st
             movers = sublattice == of
             out[movers] = found.vector_px[movers]
         elif spec != "auto":
-            raise ParameterError(f"--displacements {spec}: the atoms hold sublattices "
-                                 + ", ".join(str(k) for k in np.unique(sublattice)))
+            raise ParameterError(f"--displacements {spec}: the atoms hold sublattices " + ", ".join(str(k) for k in np.unique(sublattice)))
     return out
 
 
-def _every_sublattice(image, response, table: AtomTable, sigma: float, noise: float, params: FindAtomsParams,
-                      used: LatticeEstimate) -> tuple[AtomTable, LatticeEstimate]:
+def _every_sublattice(
+    image, response, table: AtomTable, sigma: float, noise: float, params: FindAtomsParams, used: LatticeEstimate
+) -> tuple[AtomTable, LatticeEstimate]:
     """The second search, joint refinement and labels of :mod:`microvae.sublattices` (numpy, CPU)."""
     from dataclasses import replace
 
@@ -171,16 +171,25 @@ def _every_sublattice(image, response, table: AtomTable, sigma: float, noise: fl
 
     from ..sublattices import complete_lattice, label_columns
 
-    if params.refine != "gaussian":              # labels only
+    if params.refine != "gaussian":  # labels only
         nearest = float(np.median(cKDTree(table.positions).query(table.positions, k=2)[0][:, 1])) if len(table) > 1 else None
         if params.sublattices and nearest is not None:
             table.sublattice = label_columns(table.positions, np.clip(table.intensity, 1e-6, None), tuple(image.shape), nearest)[0]
         return table, replace(used, nearest_neighbour_px=nearest)
-    done = complete_lattice(to_numpy(image, np.float32), table.positions, table.intensity, table.sigma_px, float(sigma),
-                            float(np.percentile(table.score, 90)), noise, joint=params.joint, search=params.sublattices)
+    done = complete_lattice(
+        to_numpy(image, np.float32),
+        table.positions,
+        table.intensity,
+        table.sigma_px,
+        float(sigma),
+        float(np.percentile(table.score, 90)),
+        noise,
+        joint=params.joint,
+        search=params.sublattices,
+    )
     old = done.source >= 0
     peaks = np.clip(np.round(done.positions).astype(np.int64), 0, np.array(image.shape) - 1)
-    scores = to_numpy(response, np.float64)[peaks[:, 0], peaks[:, 1]]          # new columns: the response at their peak
+    scores = to_numpy(response, np.float64)[peaks[:, 0], peaks[:, 1]]  # new columns: the response at their peak
     scores[old] = table.score[done.source[old]]
     fit_ok = done.refitted.copy()
     fit_ok[old] = table.fit_ok[done.source[old]]

@@ -80,7 +80,7 @@ def stands_out_from_noise(image, peaks, heights, sigma_px: float, noise: float, 
     count = int(peaks.shape[0])
     if count == 0:
         return False
-    if noise <= 0:          # the robust estimate is 0 where most pixels are equal (sparse counts): use the plain sd
+    if noise <= 0:  # the robust estimate is 0 where most pixels are equal (sparse counts): use the plain sd
         noise = _plain_noise_sd(image)
         if noise <= 0:
             return True
@@ -91,7 +91,7 @@ def stands_out_from_noise(image, peaks, heights, sigma_px: float, noise: float, 
     ratio = _log_at(image, top, sigma_px / 2.0) / np.where(full > 0, full, np.inf)
     if sigma_px >= 0.9:
         blob = ratio < SPIKE_RATIO
-    else:                   # too narrow for two scales alone: a column's 4 neighbours also rise above the local floor
+    else:  # too narrow for two scales alone: a column's 4 neighbours also rise above the local floor
         blob = (ratio < 1.5 * SPIKE_RATIO) & (_neighbour_share(image, top, sigma_px) >= NEIGHBOUR_SHARE)
     passing = (z >= significance_threshold(tuple(image.shape), sigma_px)) & blob
     return int(passing.sum()) >= min(3, count)
@@ -115,8 +115,15 @@ def _plain_noise_sd(image) -> float:
     data = to_numpy(image, np.float64)
     if min(data.shape) < 3:
         return 0.0
-    filtered = data[:-2, :-2] - 2 * data[:-2, 1:-1] + data[:-2, 2:] - 2 * (data[1:-1, :-2] - 2 * data[1:-1, 1:-1] + data[1:-1, 2:]) \
-        + data[2:, :-2] - 2 * data[2:, 1:-1] + data[2:, 2:]
+    filtered = (
+        data[:-2, :-2]
+        - 2 * data[:-2, 1:-1]
+        + data[:-2, 2:]
+        - 2 * (data[1:-1, :-2] - 2 * data[1:-1, 1:-1] + data[1:-1, 2:])
+        + data[2:, :-2]
+        - 2 * data[2:, 1:-1]
+        + data[2:, 2:]
+    )
     return float(filtered.std() / 6.0)
 
 
@@ -126,7 +133,7 @@ def _log_at(image, points, sigma_px: float) -> np.ndarray:
     kernel = np.outer(log, gauss) + np.outer(gauss, log)
     radius = len(gauss) // 2
     rows, cols = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    values = to_numpy(gather(image, points, rows.ravel(), cols.ravel()), np.float64)       # (K, N)
+    values = to_numpy(gather(image, points, rows.ravel(), cols.ravel()), np.float64)  # (K, N)
     return kernel.ravel() @ values
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .backend import array_module, f64, like, to_numpy
+from .peaks import disk_offsets, gather
 from .tables import AtomTable
 
 WIDTH_SAMPLE = 1024  # columns fitted with a free width to measure it (the width is one number per image)
-from .backend import array_module, f64, like, to_numpy
-from .peaks import disk_offsets, gather
 
 
 def refinement_radius(sigma_px: float, spacing_px: float) -> int:
@@ -287,9 +287,15 @@ def fit_fixed_width(data, row_offsets: np.ndarray, col_offsets: np.ndarray, init
         k = amp * inv_s2
         matrix = xp.stack(
             [
-                w[0], k * (w[1] - r0 * w[0]), k * (w[2] - c0 * w[0]), e[0],  # row A
-                k * k * (w[3] - 2 * r0 * w[1] + r0 * r0 * w[0]), k * k * (w[5] - r0 * w[2] - c0 * w[1] + r0 * c0 * w[0]), k * (e[1] - r0 * e[0]),  # row r₀
-                k * k * (w[4] - 2 * c0 * w[2] + c0 * c0 * w[0]), k * (e[2] - c0 * e[0]),  # row c₀
+                w[0],
+                k * (w[1] - r0 * w[0]),
+                k * (w[2] - c0 * w[0]),
+                e[0],  # row A
+                k * k * (w[3] - 2 * r0 * w[1] + r0 * r0 * w[0]),
+                k * k * (w[5] - r0 * w[2] - c0 * w[1] + r0 * c0 * w[0]),
+                k * (e[1] - r0 * e[0]),  # row r₀
+                k * k * (w[4] - 2 * c0 * w[2] + c0 * c0 * w[0]),
+                k * (e[2] - c0 * e[0]),  # row c₀
                 0 * k + pixels,  # row b₀
             ],
             axis=0,

@@ -27,11 +27,20 @@ from __future__ import annotations
 import importlib
 
 _HOMES = {
-    "ProgressCallback": "result", "StageResult": "result",
-    "input_kind": "inputs", "load_patch_input": "inputs", "patches_for_model": "inputs", "stored_shape": "inputs",
-    "run_find_atoms": "find_atoms", "run_extract": "extract",
-    "run_train": "train", "run_train_ensemble": "train", "read_labels": "train",
-    "run_encode": "encode", "run_encode_scans": "encode", "run_export": "export",
+    "ProgressCallback": "result",
+    "StageResult": "result",
+    "input_kind": "inputs",
+    "load_patch_input": "inputs",
+    "patches_for_model": "inputs",
+    "stored_shape": "inputs",
+    "run_find_atoms": "find_atoms",
+    "run_extract": "extract",
+    "run_train": "train",
+    "run_train_ensemble": "train",
+    "read_labels": "train",
+    "run_encode": "encode",
+    "run_encode_scans": "encode",
+    "run_export": "export",
 }
 
 __all__ = sorted(_HOMES)

@@ -65,7 +65,6 @@ def run_encode(
     if refine.steps and not scores:
         raise ParameterError("encode --refine optimises each patch's −ELBO and records it: it cannot be combined with --no-scores")
 
-
     progress = progress or no_progress
     run_dir = Path(run_dir)
     output = Path(output)
@@ -74,21 +73,26 @@ def run_encode(
     ensemble = read_record(run_dir)
     ensemble_dir = run_dir if ensemble else None
     if ensemble:
-        run_dir = member_dir(run_dir, 0)       # latents, angles and provenance come from member 0
+        run_dir = member_dir(run_dir, 0)  # latents, angles and provenance come from member 0
     model, configs = load_run(run_dir, device="cpu")
     run_record = read_run_provenance(run_dir)
     source = load_patch_input(patches, stream_above=memory_limit)
     model_config = configs["model"]
     expected = (model_config.channels, model_config.image_size, model_config.image_size)
     if tuple(source.images.shape[1:]) != expected:
-        raise InputError(f"{patches}: patches are {'×'.join(map(str, source.images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}")
+        raise InputError(
+            f"{patches}: patches are {'×'.join(map(str, source.images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}"
+        )
     _check_recipe_matches(run_record.get("recipe"), source.recipe, patches, run_dir)
     if not ignore_calibration:
         for record in source.records or []:
             _check_pixel_size(f"{patches}: patches from {record.name}", record.pixel_size, record.unit, run_record.get("training_images") or [])
     checkpoint = run_dir / "checkpoints" / ("final.pt" if (run_dir / "checkpoints" / "final.pt").exists() else "last.pt")
 
-    inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}, {"path": str(checkpoint), "sha256": file_sha256(checkpoint), "role": "model"}]
+    inputs = [
+        {"path": str(source.path), "sha256": source.sha256, "role": "patches"},
+        {"path": str(checkpoint), "sha256": file_sha256(checkpoint), "role": "model"},
+    ]
     known = None
     if labels is not None:
         if ensemble or refine.steps:
@@ -99,9 +103,14 @@ def run_encode(
     parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size, "scores": scores, "amp": amp}
     if ensemble:
         parameters["ensemble"] = {"members": ensemble.members, "permutations": ensemble.permutations}
-        inputs += [{"path": str(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"),
-                    "sha256": file_sha256(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"), "role": "model"}
-                   for i in range(1, len(ensemble.members))]
+        inputs += [
+            {
+                "path": str(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"),
+                "sha256": file_sha256(member_dir(ensemble_dir, i) / "checkpoints" / "final.pt"),
+                "role": "model",
+            }
+            for i in range(1, len(ensemble.members))
+        ]
     if refine.steps:
         parameters["refine"] = asdict(refine)
     provenance = Provenance(stage="encode", parameters=parameters, inputs=inputs, upstream=upstream)
@@ -110,8 +119,18 @@ def run_encode(
         return StageResult("up-to-date", output, notes=[plan.reason])
 
     task = "encoding" if not refine.steps else f"encoding, refining {refine.steps} steps"
-    encoded = encode_array(model, source.images, batch_size=batch_size, device=device, refine=refine, labels=known,
-                           recon_error=scores, neg_elbo=scores, amp=amp, progress=lambda done, total: progress(task, done, total))
+    encoded = encode_array(
+        model,
+        source.images,
+        batch_size=batch_size,
+        device=device,
+        refine=refine,
+        labels=known,
+        recon_error=scores,
+        neg_elbo=scores,
+        amp=amp,
+        progress=lambda done, total: progress(task, done, total),
+    )
     if refine.steps:
         encoded["neg_elbo"] = encoded["neg_elbo_refined"].astype(np.float64)
     if ensemble:
@@ -135,7 +154,10 @@ def run_encode(
             "class": ("", "argmax of class_probs"),
             "z_mean": ("latent units", "mean of q(z|x), continuous latents (prior N(0, 1))"),
             "z_sd": ("latent units", "sd of q(z|x)"),
-            "angle_rad": ("rad", "posterior angle of the patch's rotation relative to the learned canonical frame, in (−π, π], counter-clockwise in (row, col) display coordinates as documented in microvae.nets"),
+            "angle_rad": (
+                "rad",
+                "posterior angle of the patch's rotation relative to the learned canonical frame, in (−π, π], counter-clockwise in (row, col) display coordinates as documented in microvae.nets",
+            ),
             "angle_concentration": ("", "sharpness of q(angle|x): |mean|/sd of the projected-normal's 2D vector (large = certain)"),
             "shift_px": ("px", "posterior mean shift (row, col) of the object relative to the patch centre"),
             "shift_sd_px": ("px", "posterior sd of the shift"),
@@ -143,12 +165,18 @@ def run_encode(
             "neg_elbo": ("nats", "negative ELBO of the patch under the model (β = 1, one fixed-seed draw): high means poorly explained"),
         }
         if ensemble:
-            descriptions["class_probs"] = ("", f"q(y|x) averaged over the {len(ensemble.members)} ensemble members after aligning their classes to member 0's (columns sum to 1)")
+            descriptions["class_probs"] = (
+                "",
+                f"q(y|x) averaged over the {len(ensemble.members)} ensemble members after aligning their classes to member 0's (columns sum to 1)",
+            )
             descriptions["class"] = ("", "argmax of the ensemble's class_probs")
             descriptions["class_agreement"] = ("", "fraction of ensemble members whose own argmax class equals `class` (1/M to 1; low = uncertain)")
             descriptions["class_prob_sd"] = ("", "sd over ensemble members of the aligned q(y|x), mean over classes")
         if refine.steps:
-            descriptions["neg_elbo"] = ("nats", f"negative ELBO of the patch after {refine.steps} steps of per-sample refinement of its posterior (β = 1, mean of {refine.eval_draws} fixed-seed draws)")
+            descriptions["neg_elbo"] = (
+                "nats",
+                f"negative ELBO of the patch after {refine.steps} steps of per-sample refinement of its posterior (β = 1, mean of {refine.eval_draws} fixed-seed draws)",
+            )
             descriptions["neg_elbo_encoder"] = ("nats", "negative ELBO with the encoder's posterior, before refinement (the same draws)")
         if known is not None:
             encoded["class_observed"] = known >= 0
@@ -172,8 +200,10 @@ def run_encode(
     counts = np.bincount(encoded["class"], minlength=max(model_config.n_classes, 1))
     notes = [f"{count} patches encoded; patches per class: {counts.tolist()}"]
     if ensemble:
-        notes.append(f"ensemble of {len(ensemble.members)}: all members agree on {100 * (encoded['class_agreement'] == 1).mean():.1f}% of patches "
-                     f"(mean agreement {encoded['class_agreement'].mean():.3f}; training-set pairwise ARI {ensemble.mean_pairwise_ari:.3f})")
+        notes.append(
+            f"ensemble of {len(ensemble.members)}: all members agree on {100 * (encoded['class_agreement'] == 1).mean():.1f}% of patches "
+            f"(mean agreement {encoded['class_agreement'].mean():.3f}; training-set pairwise ARI {ensemble.mean_pairwise_ari:.3f})"
+        )
     for entry in summaries:
         if "neg_elbo_ratio" in entry:
             notes.append(
@@ -185,14 +215,22 @@ def run_encode(
         summary["mean_recon_error"] = float(encoded["recon_error"].mean())
     if refine.steps:
         before, after = encoded["neg_elbo_encoder"], encoded["neg_elbo_refined"]
-        summary["refine"] = {"steps": refine.steps, "mean_neg_elbo_encoder": float(before.mean()), "mean_neg_elbo_refined": float(after.mean()),
-                             "improved_fraction": float((after < before).mean())}
-        notes.append(f"refinement ({refine.steps} steps): mean −ELBO {before.mean():.2f} → {after.mean():.2f} nats; "
-                     f"{100 * (after < before).mean():.1f}% of patches improved")
+        summary["refine"] = {
+            "steps": refine.steps,
+            "mean_neg_elbo_encoder": float(before.mean()),
+            "mean_neg_elbo_refined": float(after.mean()),
+            "improved_fraction": float((after < before).mean()),
+        }
+        notes.append(
+            f"refinement ({refine.steps} steps): mean −ELBO {before.mean():.2f} → {after.mean():.2f} nats; "
+            f"{100 * (after < before).mean():.1f}% of patches improved"
+        )
     return StageResult("written", output, summary, notes)
 
 
-def _ensemble_classes(ensemble_dir: Path, ensemble, images: np.ndarray, first_probs: np.ndarray, batch_size: int, device: str, progress) -> dict[str, np.ndarray]:
+def _ensemble_classes(
+    ensemble_dir: Path, ensemble, images: np.ndarray, first_probs: np.ndarray, batch_size: int, device: str, progress
+) -> dict[str, np.ndarray]:
     """Consensus class, class_probs, class_agreement and class_prob_sd of an ensemble's members."""
 
     aligned = [permute_probs(first_probs, np.asarray(ensemble.permutations[0]))]
@@ -203,8 +241,12 @@ def _ensemble_classes(ensemble_dir: Path, ensemble, images: np.ndarray, first_pr
         aligned.append(permute_probs(probs, np.asarray(ensemble.permutations[index])))
     progress("encoding ensemble members", len(ensemble.members), len(ensemble.members))
     combined = consensus(np.stack(aligned))
-    return {"class_probs": combined.class_probs.astype(np.float32), "class": combined.labels,
-            "class_agreement": combined.agreement.astype(np.float32), "class_prob_sd": combined.prob_sd.astype(np.float32)}
+    return {
+        "class_probs": combined.class_probs.astype(np.float32),
+        "class": combined.labels,
+        "class_agreement": combined.agreement.astype(np.float32),
+        "class_prob_sd": combined.prob_sd.astype(np.float32),
+    }
 
 
 def _check_recipe_matches(run_recipe: dict | None, patch_recipe: dict | None, patches, run_dir) -> None:
@@ -215,7 +257,9 @@ def _check_recipe_matches(run_recipe: dict | None, patch_recipe: dict | None, pa
     given = patch_recipe.get("extract") or {}
     for key in ("fft", "normalize", "window"):
         if key in trained and key in given and trained[key] != given[key]:
-            raise InputError(f"{patches}: extracted with {key}={given[key]!r} but the model in {run_dir} was trained on {key}={trained[key]!r}; re-extract with the run's settings")
+            raise InputError(
+                f"{patches}: extracted with {key}={given[key]!r} but the model in {run_dir} was trained on {key}={trained[key]!r}; re-extract with the run's settings"
+            )
 
 
 def run_encode_scans(
@@ -256,7 +300,9 @@ def run_encode_scans(
     recipe = record.get("recipe") or {}
     extract_settings = dict(recipe.get("extract") or {})
     if not extract_settings:
-        raise InputError(f"{run_dir}: the run was trained on a bare stack, so it has no extraction recipe to replay; extract patches with 'microvae extract' and pass the patches artifact")
+        raise InputError(
+            f"{run_dir}: the run was trained on a bare stack, so it has no extraction recipe to replay; extract patches with 'microvae extract' and pass the patches artifact"
+        )
     channels = int(record.get("patch_shape", [1])[0])
     scan_list = [scan for spec in scans for scan in read_scans(spec, stack_as=extract_settings.get("stack_as", "frames"))]
     training_images = record.get("training_images") or []
@@ -268,9 +314,18 @@ def run_encode_scans(
     work = output.parent / f"{output.stem}_work"
     made_work = not work.exists()
     try:
-        encode_options = {"device": device, "batch_size": batch_size, "force": force, "progress": progress,
-                          "refine_steps": refine_steps, "refine_lr": refine_lr, "scores": scores, "amp": amp,
-                          "memory_limit": memory_limit, "ignore_calibration": ignore_calibration}
+        encode_options = {
+            "device": device,
+            "batch_size": batch_size,
+            "force": force,
+            "progress": progress,
+            "refine_steps": refine_steps,
+            "refine_lr": refine_lr,
+            "scores": scores,
+            "amp": amp,
+            "memory_limit": memory_limit,
+            "ignore_calibration": ignore_calibration,
+        }
         return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options)
     except BaseException:
         if made_work:  # a failed replay leaves no partial output (a work folder kept from earlier runs stays)
@@ -315,6 +370,8 @@ def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, f
     if mode == "atoms":
         patch_params.grid_step = None
     patches_path = work / "patches.h5"
-    results.append(run_extract(scans, patches_path, patch_params, atoms=atoms_path, stack_as=extract_settings.get("stack_as", "frames"), force=True, progress=progress))
+    results.append(
+        run_extract(scans, patches_path, patch_params, atoms=atoms_path, stack_as=extract_settings.get("stack_as", "frames"), force=True, progress=progress)
+    )
     results.append(run_encode(run_dir, patches_path, output, **encode_options))
     return results

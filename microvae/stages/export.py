@@ -35,7 +35,6 @@ def run_export(
     """
     import h5py
 
-
     progress = progress or no_progress
     formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
@@ -58,7 +57,12 @@ def run_export(
         window = int(handle.attrs.get("window", 0)) or None
     radius = float(radius if radius is not None else (window / 2.0 if window else 8.0))
     parameters = {"formats": sorted(formats), "radius_px": radius}
-    provenance = Provenance(stage="export", parameters=parameters, inputs=[{"path": str(encoded), "sha256": header.fingerprint, "role": "encoded"}], upstream=[header.provenance_record()])
+    provenance = Provenance(
+        stage="export",
+        parameters=parameters,
+        inputs=[{"path": str(encoded), "sha256": header.fingerprint, "role": "encoded"}],
+        upstream=[header.provenance_record()],
+    )
     plan = artifacts.plan_output(outdir / "maps.h5", provenance.fingerprint, force)
     if plan.action == "skip":
         return StageResult("up-to-date", outdir, notes=[plan.reason])
@@ -91,7 +95,9 @@ def run_export(
     with artifacts.atomic_h5(outdir / "maps.h5", provenance, "maps") as handle:
         artifacts.write_image_table(handle, records)
         handle.attrs["radius_px"] = radius
-        handle.attrs["rule"] = "each pixel takes the value of the nearest patch centre within radius_px (Voronoi cells of the rounded centres); NaN (class: -1) elsewhere"
+        handle.attrs["rule"] = (
+            "each pixel takes the value of the nearest patch centre within radius_px (Voronoi cells of the rounded centres); NaN (class: -1) elsewhere"
+        )
         for index, scan_maps in enumerate(all_maps):
             group = handle.create_group(f"image_{index:02d}")
             group.attrs["source"] = records[index].source
@@ -122,8 +128,9 @@ def _write_map_pngs(outdir: Path, label: str, record: ImageRecord, scan_maps) ->
             continue
         target = outdir / f"{label}_{name}.png"
         with artifacts.atomic_file(target) as temp:
-            save_map_overlay(temp, name, values, scan, record.pixel_size, record.unit, title=f"{record.name}: {name}",
-                             values_unit=scan_maps.units.get(name, ""))
+            save_map_overlay(
+                temp, name, values, scan, record.pixel_size, record.unit, title=f"{record.name}: {name}", values_unit=scan_maps.units.get(name, "")
+            )
         written.append(target)
     return written
 

@@ -58,7 +58,6 @@ def run_extract(
     if atoms is not None:
         centres, atom_rows = _atom_centres_for(Path(atoms), scans, params.sublattices)
     else:
-
         centres = [grid_centres(scan.shape, params.window, params.grid_step) for scan in scans]
         atom_rows = [np.full(len(c), -1, dtype=np.int64) for c in centres]
     plan = plan_patches([scan.data for scan in scans], centres, params, labels=[scan.name for scan in scans])
@@ -72,16 +71,31 @@ def run_extract(
         chunk_rows = max(1, (1 << 20) // (4 * window * window * channels))
         block_rows = max(1, BLOCK_BYTES // (4 * window * window * channels))
         blocks = patch_blocks([scan.data for scan in scans], plan, params, block_rows)
-        first = next(blocks, None)            # the first chunk's patches choose the compression filters
-        patches = artifacts.create_dataset(handle, "patches", (plan.count, channels, window, window), np.float32, "normalised intensity",
-                                           f"(N, C, W, W) patches: {content}; normalisation '{params.normalize}'",
-                                           chunk_rows=chunk_rows, compression=compression,
-                                           sample=None if first is None else first[1][:chunk_rows], axes="patch,channel,row,col")
+        first = next(blocks, None)  # the first chunk's patches choose the compression filters
+        patches = artifacts.create_dataset(
+            handle,
+            "patches",
+            (plan.count, channels, window, window),
+            np.float32,
+            "normalised intensity",
+            f"(N, C, W, W) patches: {content}; normalisation '{params.normalize}'",
+            chunk_rows=chunk_rows,
+            compression=compression,
+            sample=None if first is None else first[1][:chunk_rows],
+            axes="patch,channel,row,col",
+        )
         for start, block, offset, scale in itertools.chain([first] if first is not None else [], blocks):
-            patches[start:start + len(block)] = block
-            norm_offset[start:start + len(block)], norm_scale[start:start + len(block)] = offset, scale
+            patches[start : start + len(block)] = block
+            norm_offset[start : start + len(block)], norm_scale[start : start + len(block)] = offset, scale
             progress("cutting patches", start + len(block), plan.count)
-        write_dataset(handle, "coords", plan.coords, "px", "patch centre (row, col) in source pixels; patch pixel (i, j) samples (row + i − W//2, col + j − W//2)", axes="row,col")
+        write_dataset(
+            handle,
+            "coords",
+            plan.coords,
+            "px",
+            "patch centre (row, col) in source pixels; patch pixel (i, j) samples (row + i − W//2, col + j − W//2)",
+            axes="row,col",
+        )
         write_dataset(handle, "image_index", plan.image_index, "", "row of /images the patch was cut from")
         write_dataset(handle, "atom_index", atom_index, "", "row of the atoms artifact's coords the patch is centred on (−1 for grid patches)")
         for name, (values, units, description) in atom_values(atoms, atom_index).items():
@@ -103,8 +117,7 @@ def run_extract(
 
             shown = np.sort(np.random.default_rng(0).choice(plan.count, size=min(64, plan.count), replace=False))
             with artifacts.atomic_file(preview) as temp:
-                save_patch_gallery(temp, patches[shown], title=f"{plan.count} patches ({'FFT' if params.fft else 'real space'})",
-                                   row_labels=shown)
+                save_patch_gallery(temp, patches[shown], title=f"{plan.count} patches ({'FFT' if params.fft else 'real space'})", row_labels=shown)
     notes = [f"{plan.count} patches of {channels}×{params.window}×{params.window} from {len(scans)} image(s)"]
     if plan.skipped:
         notes.append(f"{plan.skipped} centre(s) too close to the edge were skipped (--edge reflect keeps them)")

@@ -60,25 +60,58 @@ def run_find_atoms(
     if preview is not None:  # before the artifact: a rerun after a crash skips a complete artifact
         _write_atom_previews(Path(preview), scans, tables, channel)
     with artifacts.atomic_h5(output, provenance, "atoms") as handle:
-        write_dataset(handle, "coords", np.concatenate([t.positions for t in tables]), "px", "atom centre (row, col) in source pixels; pixel (r, c) is centred at (r, c)", axes="row,col")
-        write_dataset(handle, "image_index", np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(tables)]), "", "row of /images the atom belongs to")
-        write_dataset(handle, "intensity", np.concatenate([t.intensity for t in tables]), "normalised intensity", "fitted peak height above local background, image scaled so its 0.1–99.9 percentiles map to 0–1")
+        write_dataset(
+            handle,
+            "coords",
+            np.concatenate([t.positions for t in tables]),
+            "px",
+            "atom centre (row, col) in source pixels; pixel (r, c) is centred at (r, c)",
+            axes="row,col",
+        )
+        write_dataset(
+            handle, "image_index", np.concatenate([np.full(len(t), i, np.int32) for i, t in enumerate(tables)]), "", "row of /images the atom belongs to"
+        )
+        write_dataset(
+            handle,
+            "intensity",
+            np.concatenate([t.intensity for t in tables]),
+            "normalised intensity",
+            "fitted peak height above local background, image scaled so its 0.1–99.9 percentiles map to 0–1",
+        )
         write_dataset(handle, "sigma_px", np.concatenate([t.sigma_px for t in tables]), "px", "fitted Gaussian width σ")
         write_dataset(handle, "score", np.concatenate([t.score for t in tables]), "response units", "detection response at the candidate peak")
         write_dataset(handle, "fit_ok", np.concatenate([t.fit_ok for t in tables]), "", "False where the Gaussian fit failed and the centre of mass was kept")
-        write_dataset(handle, "sublattice", np.concatenate([t.sublattice for t in tables]).astype(np.int16), "",
-                      "sublattice of the column, 0 the brightest: the unit-cell sites that the lattice's translations link, split where their fitted heights differ")
-        write_dataset(handle, "displacement_px", np.concatenate([t.displacement_px for t in tables]), "px",
-                      f"(row, col) offset of the column from the centroid of its nearest neighbours in the reference sublattice ({params.displacements}: "
-                      "'auto' = each sublattice s ≥ 1 against sublattice 0); NaN where not computed", axes="row,col")
+        write_dataset(
+            handle,
+            "sublattice",
+            np.concatenate([t.sublattice for t in tables]).astype(np.int16),
+            "",
+            "sublattice of the column, 0 the brightest: the unit-cell sites that the lattice's translations link, split where their fitted heights differ",
+        )
+        write_dataset(
+            handle,
+            "displacement_px",
+            np.concatenate([t.displacement_px for t in tables]),
+            "px",
+            f"(row, col) offset of the column from the centroid of its nearest neighbours in the reference sublattice ({params.displacements}: "
+            "'auto' = each sublattice s ≥ 1 against sublattice 0); NaN where not computed",
+            axes="row,col",
+        )
         group = handle.create_group("estimates")
         group.attrs["description"] = "per-image lattice estimates used for detection (user overrides applied)"
         write_dataset(group, "spacing_px", np.array([e.spacing_px for e in estimates]), "px", "nearest-neighbour column spacing")
         write_dataset(group, "sigma_px", np.array([e.sigma_px for e in estimates]), "px", "column width σ used for filtering")
         write_dataset(group, "periodic", np.array([e.periodic for e in estimates]), "", "False when the autocorrelation showed no lattice")
-        write_dataset(group, "nearest_neighbour_px", np.array([e.nearest_neighbour_px or np.nan for e in estimates]), "px",
-                      "median distance from each column found to its nearest neighbour, all sublattices")
-        write_dataset(group, "second_search", np.array([e.second_search for e in estimates]), "", "columns found by the second search, in the residual of the first")
+        write_dataset(
+            group,
+            "nearest_neighbour_px",
+            np.array([e.nearest_neighbour_px or np.nan for e in estimates]),
+            "px",
+            "median distance from each column found to its nearest neighbour, all sublattices",
+        )
+        write_dataset(
+            group, "second_search", np.array([e.second_search for e in estimates]), "", "columns found by the second search, in the residual of the first"
+        )
         group.attrs["sublattice_counts"] = artifacts.to_json([list(e.sublattice_counts) for e in estimates])
         group.attrs["sublattice_sigma_px"] = artifacts.to_json([[round(w, 4) for w in e.sublattice_sigma_px] for e in estimates])
         artifacts.write_image_table(handle, [image_record(scan) for scan in scans])

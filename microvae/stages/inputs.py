@@ -45,10 +45,14 @@ def read_all(paths: list[str], stack_as: str, progress: ProgressCallback) -> lis
     return scans
 
 
-ATOM_VALUES = {   # per-atom datasets of the atoms artifact that patches, encodings and maps carry along
+ATOM_VALUES = {  # per-atom datasets of the atoms artifact that patches, encodings and maps carry along
     "sublattice": ("atom_sublattice", "", "sublattice of the atom the patch is centred on (−1 for grid patches)"),
-    "displacement_px": ("atom_displacement_px", "px", "(row, col) displacement of the atom the patch is centred on from the centroid of its "
-                        "neighbours in the reference sublattice (NaN where not computed, and for grid patches)"),
+    "displacement_px": (
+        "atom_displacement_px",
+        "px",
+        "(row, col) displacement of the atom the patch is centred on from the centroid of its "
+        "neighbours in the reference sublattice (NaN where not computed, and for grid patches)",
+    ),
 }
 
 
@@ -109,7 +113,6 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
     """
     import h5py
 
-
     spec = str(spec)
     file_part, dataset = split_dataset_path(spec)
     path = Path(file_part)
@@ -136,9 +139,11 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
             image_index = handle["image_index"][()]
             records = artifacts.read_image_table(handle)
             recipe = json.loads(artifacts._as_str(handle.attrs.get("recipe", "{}")))
-            atom_values = {name: (handle[name][()], artifacts._as_str(handle[name].attrs.get("units", "")),
-                                  artifacts._as_str(handle[name].attrs.get("description", "")))
-                           for name, _, _ in ATOM_VALUES.values() if name in handle}
+            atom_values = {
+                name: (handle[name][()], artifacts._as_str(handle[name].attrs.get("units", "")), artifacts._as_str(handle[name].attrs.get("description", "")))
+                for name, _, _ in ATOM_VALUES.values()
+                if name in handle
+            }
         if images is None:
             images = PatchFile(path)
         stack = PatchInput(images, path, sha, "patches", header, coords, image_index, records, recipe, atom_values=atom_values)
@@ -155,7 +160,9 @@ def patches_for_model(spec: str | Path, model_config, run_dir: str | Path, limit
     images = evenly_spaced(load_patch_input(spec).images, limit)
     expected = (model_config.channels, model_config.image_size, model_config.image_size)
     if tuple(images.shape[1:]) != expected:
-        raise InputError(f"{spec}: patches are {'×'.join(map(str, images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}")
+        raise InputError(
+            f"{spec}: patches are {'×'.join(map(str, images.shape[1:]))} (C×W×W) but the model in {run_dir} was trained on {'×'.join(map(str, expected))}"
+        )
     return images
 
 
@@ -185,7 +192,6 @@ def stored_shape(spec: str | Path) -> tuple[int, ...] | None:
     (nothing loaded); None for other formats (vendor and picture formats hold scans) or a file
     that cannot be read (the reader then names the problem)."""
     import h5py
-
 
     file_part, dataset = split_dataset_path(str(spec))
     path = Path(file_part)
@@ -246,16 +252,21 @@ def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -
     side = (patch_side, patch_side)
     if len(shape) == 2:
         if frame == side:
-            raise ParameterError(f"{spec}: a {frame[0]}×{frame[1]} array reads as one patch of this run ({patch_side}×{patch_side}) "
-                                 "or as a scan that small; say which with --input-kind patches or --input-kind scans")
+            raise ParameterError(
+                f"{spec}: a {frame[0]}×{frame[1]} array reads as one patch of this run ({patch_side}×{patch_side}) "
+                "or as a scan that small; say which with --input-kind patches or --input-kind scans"
+            )
         return "scans"
-    if frame == side or len(shape) == 4:         # (N, C, H, W) is a patch stack (its shape is checked against the run's)
+    if frame == side or len(shape) == 4:  # (N, C, H, W) is a patch stack (its shape is checked against the run's)
         return "patches"
     if frame[0] < patch_side or frame[1] < patch_side:
-        raise InputError(f"{spec}: frames of {frame[0]}×{frame[1]} px are neither patches of this run ({patch_side}×{patch_side}) "
-                         "nor scans large enough to cut them from")
+        raise InputError(
+            f"{spec}: frames of {frame[0]}×{frame[1]} px are neither patches of this run ({patch_side}×{patch_side}) nor scans large enough to cut them from"
+        )
     if min(frame) < 2 * patch_side:
-        raise ParameterError(f"{spec}: {shape[0]} frames of {frame[0]}×{frame[1]} px read as patches of another shape than this run's "
-                             f"({patch_side}×{patch_side}) or as scans barely larger than a patch; say which with --input-kind patches "
-                             "or --input-kind scans")
+        raise ParameterError(
+            f"{spec}: {shape[0]} frames of {frame[0]}×{frame[1]} px read as patches of another shape than this run's "
+            f"({patch_side}×{patch_side}) or as scans barely larger than a patch; say which with --input-kind patches "
+            "or --input-kind scans"
+        )
     return "scans"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -85,7 +85,6 @@ def run_train(
     inputs = [{"path": str(source.path), "sha256": source.sha256, "role": "patches"}]
     known = None
     if labels is not None:
-
         known = read_labels(labels, len(source.images), model_config.n_classes)
         inputs.append({"path": str(labels), "sha256": file_sha256(Path(labels)), "role": "labels"})
         parameters["labelled_patches"] = int((known >= 0).sum())
@@ -133,15 +132,18 @@ def run_train(
 
             initial = choose_initial_classes(source.images, model_config, train_config, run_dir / "init", on_candidate)
             if initial.chosen == "fourier_kmeans" and model_config.rotation and model_config.encoder == "mlp":
-                model_config.invariant_class_head = True      # the class posterior reads what the classes were found in
-        result = fit(source.images, model_config, train_config, run_dir, progress=progress, labels=known,
-                     init_labels=None if initial is None else initial.labels)
+                model_config.invariant_class_head = True  # the class posterior reads what the classes were found in
+        result = fit(
+            source.images, model_config, train_config, run_dir, progress=progress, labels=known, init_labels=None if initial is None else initial.labels
+        )
         verdict = None
         if world.rank == 0:
             verdict = _summarise_training(result.model, source.images, run_dir, train_config, initial)
     last = result.history[-1] if result.history else {}
-    notes = [f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"
-             + (" (streamed from disk)" if isinstance(source.images, PatchFile) else "")]
+    notes = [
+        f"{len(source.images)} patches {tuple(source.images.shape[1:])}, likelihood {model_config.likelihood}, {model_config.n_classes} classes"
+        + (" (streamed from disk)" if isinstance(source.images, PatchFile) else "")
+    ]
     if world.size > 1:
         notes.append(f"DistributedDataParallel over {world.size} processes ({world.device.type}); batch {train_config.batch_size} per process")
     if known is not None:
@@ -149,8 +151,9 @@ def run_train(
     if result.resumed_from_epoch is not None:
         notes.append(f"resumed from epoch {result.resumed_from_epoch}")
     if class_count is not None:
-        notes.append(f"--classes auto chose K = {class_count.n_classes} (best-separated classical partition; "
-                     "RUN_DIR/init/classes_auto.json):\n" + class_count.table())
+        notes.append(
+            f"--classes auto chose K = {class_count.n_classes} (best-separated classical partition; RUN_DIR/init/classes_auto.json):\n" + class_count.table()
+        )
     if initial is not None:
         how = "best separated" if initial.criterion == "separation" else "lowest held-out −ELBO of a short run"
         notes.append(f"initial classes: {initial.chosen} ({how}; RUN_DIR/init/selection.json)\n" + initial.table())
@@ -182,13 +185,22 @@ def _training_estimate(images, model_config, train_config, run_dir: Path, known)
     if done == 0 and uses_class_init(model_config, train_config, known, images):
         short = restart_epochs(train_config)
         pose = short * ((model_config.rotation or model_config.translation) + 4 * (train_config.class_init == "restarts"))
-    if train_config.max_classes:                     # --classes auto: time the largest K it tries
+    if train_config.max_classes:  # --classes auto: time the largest K it tries
         model_config = dataclasses.replace(model_config, n_classes=train_config.max_classes)
     train_rows = len(images) - int(round(train_config.val_fraction * len(images)))
     passes = train_rows * (epochs + pose)
     rate = measure_throughput(images, model_config, train_config) if passes else float("inf")
-    return {"event": "estimate", "patches": int(len(images)), "epochs": epochs, "done": done, "pose_epochs": pose,
-            "passes": int(passes), "samples_per_s": rate, "seconds": passes / rate, "device": _device_words(resolve_device(train_config.device))}
+    return {
+        "event": "estimate",
+        "patches": int(len(images)),
+        "epochs": epochs,
+        "done": done,
+        "pose_epochs": pose,
+        "passes": int(passes),
+        "samples_per_s": rate,
+        "seconds": passes / rate,
+        "device": _device_words(resolve_device(train_config.device)),
+    }
 
 
 def run_train_ensemble(
@@ -211,7 +223,6 @@ def run_train_ensemble(
     import copy
     from dataclasses import replace
 
-
     if members < 2:
         raise ParameterError(f"an ensemble needs at least 2 members, got {members}")
     if model_config.n_classes < 2:
@@ -224,15 +235,23 @@ def run_train_ensemble(
     seeds = [train_config.seed + index for index in range(members)]
     statuses = []
     for index, seed in enumerate(seeds):
-        result = run_train(patches, member_dir(run_dir, index), copy.deepcopy(model_config), replace(train_config, seed=seed), force=force, progress=progress,
-                           labels=labels, memory_limit=memory_limit)
+        result = run_train(
+            patches,
+            member_dir(run_dir, index),
+            copy.deepcopy(model_config),
+            replace(train_config, seed=seed),
+            force=force,
+            progress=progress,
+            labels=labels,
+            memory_limit=memory_limit,
+        )
         statuses.append(result.status)
         if on_member is not None:
             on_member(index, result)
     names = [member_dir(run_dir, i).name for i in range(members)]
     status = "up-to-date" if all(s == "up-to-date" for s in statuses) else "written"
     record = read_record(run_dir) if status == "up-to-date" else None
-    if record is None or record.members != names or record.seeds != seeds:     # align the (new) members
+    if record is None or record.members != names or record.seeds != seeds:  # align the (new) members
         source = load_patch_input(patches, stream_above=memory_limit)
         labels = []
         for index in range(members):
@@ -242,14 +261,21 @@ def run_train_ensemble(
         record.write(run_dir)
         status = "written"
         counts = [np.bincount(label, minlength=model_config.n_classes).tolist() for label in labels]
-    notes = [f"{members} members (seeds {seeds[0]}–{seeds[-1]}); mean pairwise ARI of their classes {record.mean_pairwise_ari:.3f} "
-             "(near 1: stable classes; compare across --classes to choose K)"]
+    notes = [
+        f"{members} members (seeds {seeds[0]}–{seeds[-1]}); mean pairwise ARI of their classes {record.mean_pairwise_ari:.3f} "
+        "(near 1: stable classes; compare across --classes to choose K)"
+    ]
     if status == "written":
         notes.append(f"patches per class, by member: {counts}")
     if min(record.classes_used) < model_config.n_classes:
         notes.append(f"some members fill fewer than {model_config.n_classes} classes (classes used: {record.classes_used}): their agreement says little")
-    summary = {"members": members, "mean_pairwise_ari": record.mean_pairwise_ari, "pairwise_ari": record.pairwise_ari,
-               "classes_used": record.classes_used, "run_dir": str(run_dir)}
+    summary = {
+        "members": members,
+        "mean_pairwise_ari": record.mean_pairwise_ari,
+        "pairwise_ari": record.pairwise_ari,
+        "classes_used": record.classes_used,
+        "run_dir": str(run_dir),
+    }
     return StageResult(status, run_dir, summary, notes)
 
 
@@ -270,7 +296,7 @@ def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
             raise InputError(f"{path}: not a readable .npy array ({error})") from error
     else:
         labels = np.full(count, -1, dtype=np.int64)
-        first_line = {}                       # patch index -> the line that labelled it
+        first_line = {}  # patch index -> the line that labelled it
         for number, line in enumerate(path.read_text().splitlines(), 1):
             fields = [f.strip() for f in line.replace(";", ",").split(",")]
             if not line.strip() or (number == 1 and not fields[0].lstrip("-").isdigit()):
@@ -299,8 +325,7 @@ def uses_class_init(model_config, train_config, labels, images) -> bool:
     """Whether training starts its classes from :mod:`microvae.discovery`: with classes, a
     ``class_init`` other than 'none', no user labels (they already say what the classes are) and
     patches in memory."""
-    return (model_config.n_classes >= 2 and train_config.class_init != "none" and labels is None
-            and not isinstance(images, PatchFile))
+    return model_config.n_classes >= 2 and train_config.class_init != "none" and labels is None and not isinstance(images, PatchFile)
 
 
 def _choose_class_count(images, model_config, train_config, folder: Path):
@@ -310,8 +335,7 @@ def _choose_class_count(images, model_config, train_config, folder: Path):
     if isinstance(images, PatchFile):
         raise InputError(f"{images.path}: --classes auto needs the patches in memory; raise --memory-limit-gb or give K")
     pose = learn_pose(images, model_config, train_config, folder)
-    choice = choose_n_classes(lambda k: candidate_partitions(images, k, train_config.seed, pose),
-                              range(2, train_config.max_classes + 1), train_config.seed)
+    choice = choose_n_classes(lambda k: candidate_partitions(images, k, train_config.seed, pose), range(2, train_config.max_classes + 1), train_config.seed)
 
     if distributed_world(train_config.device).rank == 0:
         with artifacts.atomic_file(folder / "classes_auto.json") as temp:
@@ -319,13 +343,13 @@ def _choose_class_count(images, model_config, train_config, folder: Path):
     return choice
 
 
-def _summarise_training(model, images, run_dir: Path, train_config, initial) -> "Verdict":
+def _summarise_training(model, images, run_dir: Path, train_config, initial) -> Verdict:
     """One encoding pass over at most :data:`STATISTICS_SAMPLE` evenly spaced training patches
     gives both the training statistics (reconstruction error and −ELBO, for the out-of-distribution
     checks of ``encode``: ``training_stats.json``) and the run's :class:`~microvae.verdict.Verdict`
     (``summary.json``, written last)."""
 
-    rows = np.arange(0, len(images), max(1, -(-len(images) // STATISTICS_SAMPLE)))     # evenly_spaced's rows
+    rows = np.arange(0, len(images), max(1, -(-len(images) // STATISTICS_SAMPLE)))  # evenly_spaced's rows
     sample = evenly_spaced(images, STATISTICS_SAMPLE)
     encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True)
     write_training_statistics(run_dir, encoded["recon_error"], encoded["neg_elbo"])
@@ -335,9 +359,14 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
     if k >= 2:
         name = "fourier_kmeans" if model.config.rotation else "pca_kmeans"
         baseline = (name, fast_baseline(sample, k, model.config.rotation, seed=train_config.seed))
-    verdict = assess(encoded["class_probs"] if k >= 2 else None, encoded["recon_error"], pixel_variance, baseline,
-                     {name: labels[rows] for name, labels in initial.candidate_labels.items()} if initial else None,
-                     initial.chosen if initial else None)
+    verdict = assess(
+        encoded["class_probs"] if k >= 2 else None,
+        encoded["recon_error"],
+        pixel_variance,
+        baseline,
+        {name: labels[rows] for name, labels in initial.candidate_labels.items()} if initial else None,
+        initial.chosen if initial else None,
+    )
     with artifacts.atomic_file(run_dir / "summary.json") as temp:
         temp.write_text(json.dumps(verdict.to_dict(), indent=2))
     return verdict
