@@ -9,6 +9,7 @@ denied); anything else is a bug: one line ``internal error: ...`` and exit code 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import traceback
@@ -67,15 +68,10 @@ def _root(
     _state["debug"] = debug
 
 
-from . import encode as _encode  # noqa: E402
-from . import export as _export  # noqa: E402
-from . import extract as _extract  # noqa: E402
-from . import find_atoms as _find_atoms  # noqa: E402  (importing registers the subcommands, in pipeline order)
-from . import pictures as _pictures  # noqa: E402
-from . import pipeline as _pipeline  # noqa: E402
-from . import train as _train  # noqa: E402
-
-del _encode, _export, _extract, _find_atoms, _pictures, _pipeline, _train
+#: The command modules, in pipeline order: importing one registers its subcommand(s) on ``app``.
+COMMAND_MODULES = ("find_atoms", "extract", "train", "encode", "export", "pipeline", "diagnose", "compare", "pictures")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f".{_module}", __package__)
 
 
 def main(argv: list[str] | None = None) -> None:
