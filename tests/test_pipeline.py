@@ -184,7 +184,7 @@ def test_two_phase_lattice_regions_by_class_variants_by_z(tmp_path, seed):
         assert score["bright_only"] and score["median_match_px"] < 0.5, score
         assert score["region_accuracy"] >= 0.95 and score["class_confidence"] >= 0.9, score
         assert min(score["variant_corr_per_region"]) >= 0.8, score
-    if seed == 0:                     # the control, once: an untrained model of the same recipe
+    if seed == 0:  # the control, once: an untrained model of the same recipe
         untrained = tmp_path / "untrained.toml"
         untrained.write_text(TWO_PHASE_CONFIG.replace("epochs = 30", "epochs = 1").replace("beta_y_start = 1.0", "beta_y_start = 1.0\nlr = 1e-9"))
         run_pipeline(untrained, [scan], tmp_path / "untrained")
