@@ -81,11 +81,11 @@ def compute_fingerprint(stage: str, parameters: dict[str, Any], inputs: list[dic
         "parameters": parameters,
         "inputs": sorted((entry.get("role", ""), entry["sha256"]) for entry in inputs),
     }
-    text = json.dumps(payload, sort_keys=True, default=_json_default)
+    text = json.dumps(payload, sort_keys=True, default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -98,7 +98,7 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=_json_default)
+    return json.dumps(value, sort_keys=True, default=json_default)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def _read_fingerprint(path: Path) -> tuple[str | None, int | None]:
         return None, None
     if value is None:
         return None, None
-    return _as_str(value), int(version) if version is not None else 0
+    return as_str(value), int(version) if version is not None else 0
 
 
 def check_writable_location(path: str | Path) -> None:
@@ -528,7 +528,7 @@ def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactH
         raise InputError(f"{path}: not a readable HDF5 file (expected {wanted}); is it truncated or of another format?") from error
     if "microvae_artifact" not in attrs:
         raise InputError(f"{path}: HDF5 file without microvae provenance (expected {wanted})")
-    kind = _as_str(attrs["microvae_artifact"])
+    kind = as_str(attrs["microvae_artifact"])
     if expected_kind and kind != expected_kind:
         raise InputError(f"{path}: is a microvae '{kind}' artifact, expected {wanted}")
     version = int(attrs.get("schema_version", 0))
@@ -537,14 +537,14 @@ def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactH
         path=path,
         kind=kind,
         schema_version=version,
-        microvae_version=_as_str(attrs.get("microvae_version", "")),
-        parameters=json.loads(_as_str(attrs.get("parameters", "{}"))),
-        inputs=json.loads(_as_str(attrs.get("inputs", "[]"))),
-        upstream=json.loads(_as_str(attrs.get("upstream", "[]"))),
-        fingerprint=_as_str(attrs.get("fingerprint", "")),
-        stage=_as_str(attrs.get("stage", "")),
-        created=_as_str(attrs.get("created", "")),
-        command_line=_as_str(attrs.get("command_line", "")),
+        microvae_version=as_str(attrs.get("microvae_version", "")),
+        parameters=json.loads(as_str(attrs.get("parameters", "{}"))),
+        inputs=json.loads(as_str(attrs.get("inputs", "[]"))),
+        upstream=json.loads(as_str(attrs.get("upstream", "[]"))),
+        fingerprint=as_str(attrs.get("fingerprint", "")),
+        stage=as_str(attrs.get("stage", "")),
+        created=as_str(attrs.get("created", "")),
+        command_line=as_str(attrs.get("command_line", "")),
     )
 
 
@@ -572,7 +572,7 @@ def require_datasets(handle, path: str | Path, names: list[str], kind: str) -> N
             raise InputError(f"{path}: '{kind}' artifact lacks dataset '{name}'; the file is incomplete or damaged")
 
 
-def _as_str(value: Any) -> str:
+def as_str(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
@@ -630,14 +630,14 @@ def read_image_table(handle) -> list[ImageRecord]:
     count = len(group["source"])
     return [
         ImageRecord(
-            source=_as_str(group["source"][index]),
+            source=as_str(group["source"][index]),
             frame=int(group["frame"][index]),
-            sha256=_as_str(group["sha256"][index]),
+            sha256=as_str(group["sha256"][index]),
             height=int(group["shape"][index][0]),
             width=int(group["shape"][index][1]),
             n_channels=int(group["n_channels"][index]),
             pixel_size=float(group["pixel_size"][index]),
-            unit=_as_str(group["pixel_unit"][index]),
+            unit=as_str(group["pixel_unit"][index]),
         )
         for index in range(count)
     ]

@@ -331,7 +331,7 @@ class JTRVAE(nn.Module):
         if kl_estimator not in KL_ESTIMATORS:
             raise ParameterError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
         post = {name: value.float() for name, value in (posterior or self.posterior(x)).items()}  # KLs in float32 under AMP
-        draws = noise if noise is not None else self._standard_normal_draws(x, generator)
+        draws = noise if noise is not None else self.standard_normal_draws(x, generator)
         z = post["z_mean"] + post["z_sd"] * draws["z"]
         if not use_z:
             z = torch.zeros_like(z)
@@ -401,7 +401,7 @@ class JTRVAE(nn.Module):
             loss = loss + balance * penalty(terms["class_probs"])
         return loss
 
-    def _standard_normal_draws(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
+    def standard_normal_draws(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
         batch, kw = x.shape[0], {"generator": generator, "device": x.device, "dtype": torch.float32}
         return {"z": torch.randn(batch, self.config.latent_dim, **kw), "angle_vec": torch.randn(batch, 2, **kw), "shift": torch.randn(batch, 2, **kw)}
 

@@ -89,7 +89,7 @@ def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: Ref
     """
     config.validate()
     generator = torch.Generator(device=x.device).manual_seed(config.seed)
-    eval_draws = [model._standard_normal_draws(x, generator) for _ in range(config.eval_draws)]
+    eval_draws = [model.standard_normal_draws(x, generator) for _ in range(config.eval_draws)]
     start = {name: value.detach().float() for name, value in posterior.items()}
     with torch.no_grad():
         before = negative_elbo_over_draws(model, x, start, eval_draws)

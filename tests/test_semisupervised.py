@@ -27,7 +27,7 @@ def test_labelled_images_use_their_class_only():
     model = JTRVAE(JTRVAEConfig(image_size=12, n_classes=3, encoder_hidden=(16,), decoder_hidden=(16,)))
     x = torch.rand(4, 1, 12, 12)
     labels = torch.tensor([2, -1, 0, -1])
-    draws = model._standard_normal_draws(x, torch.Generator().manual_seed(1))
+    draws = model.standard_normal_draws(x, torch.Generator().manual_seed(1))
     free = model.loss_terms(x, noise=draws)
     known = model.loss_terms(x, noise=draws, labels=labels)
     torch.testing.assert_close(known["recon"][[1, 3]], free["recon"][[1, 3]])

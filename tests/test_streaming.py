@@ -180,7 +180,7 @@ def torchrun(*args, timeout=300):
 # of two half-batches' gradients is the gradient of the global batch, and DDP must reproduce one
 # process trained on the global batches.
 def noiseless_draws(self, x, generator):
-    """Stands in for ``JTRVAE._standard_normal_draws``: zeros, i.e. z, v, s at their posterior means."""
+    """Stands in for ``JTRVAE.standard_normal_draws``: zeros, i.e. z, v, s at their posterior means."""
     zeros = lambda width: torch.zeros(x.shape[0], width, device=x.device)  # noqa: E731
     return {"z": zeros(self.config.latent_dim), "angle_vec": zeros(2), "shift": zeros(2)}
 
@@ -202,7 +202,7 @@ from microvae.models import JTRVAE
 from microvae.streaming import PatchFile
 from tests.test_streaming import exact_settings, noiseless_draws
 
-JTRVAE._standard_normal_draws = noiseless_draws
+JTRVAE.standard_normal_draws = noiseless_draws
 path, out, rank = sys.argv[1], sys.argv[2], os.environ["RANK"]
 model, train = exact_settings(16)
 stream = PatchFile(path)
@@ -237,7 +237,7 @@ def test_distributed_training_equals_one_process_on_the_same_global_batches(tmp_
     done = torchrun(str(driver), str(path), str(tmp_path), str(REPO))
     assert done.returncode == 0, done.stderr[-3000:]
 
-    monkeypatch.setattr(JTRVAE, "_standard_normal_draws", noiseless_draws)
+    monkeypatch.setattr(JTRVAE, "standard_normal_draws", noiseless_draws)
     model, train = exact_settings(16)
     start = build_model(model, train.seed).state_dict()
     single = {

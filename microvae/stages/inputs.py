@@ -138,9 +138,9 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
             coords = handle["coords"][()]
             image_index = handle["image_index"][()]
             records = artifacts.read_image_table(handle)
-            recipe = json.loads(artifacts._as_str(handle.attrs.get("recipe", "{}")))
+            recipe = json.loads(artifacts.as_str(handle.attrs.get("recipe", "{}")))
             atom_values = {
-                name: (handle[name][()], artifacts._as_str(handle[name].attrs.get("units", "")), artifacts._as_str(handle[name].attrs.get("description", "")))
+                name: (handle[name][()], artifacts.as_str(handle[name].attrs.get("units", "")), artifacts.as_str(handle[name].attrs.get("description", "")))
                 for name, _, _ in ATOM_VALUES.values()
                 if name in handle
             }
@@ -239,7 +239,7 @@ def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -
     if path.suffix.lower() in (".h5", ".hdf5", ".hdf") and dataset is None and path.is_file():
         try:
             with h5py.File(path, "r") as handle:
-                if artifacts._as_str(handle.attrs.get("microvae_artifact", "")) == "patches":
+                if artifacts.as_str(handle.attrs.get("microvae_artifact", "")) == "patches":
                     return "patches"
         except Exception:
             pass

@@ -108,7 +108,7 @@ def run_train(
                 artifacts.check_writable_location(run_dir / RUN_PROVENANCE)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 with artifacts.atomic_file(run_dir / RUN_PROVENANCE) as temp:
-                    temp.write_text(json.dumps(record, indent=2, default=artifacts._json_default))
+                    temp.write_text(json.dumps(record, indent=2, default=artifacts.json_default))
         world.barrier()
         if world.rank != 0:
             status = prepare_run_dir(run_dir, provenance.fingerprint, train_config.epochs, force=False)
