@@ -143,3 +143,21 @@ def test_the_estimate_line_reads_as_minutes():
 
     line = estimate_line({"patches": 12000, "epochs": 40, "done": 10, "pose_epochs": 0, "seconds": 252.0, "samples_per_s": 1904.8, "device": "cpu (2 threads)"})
     assert line.startswith("12,000 patches × 40 epochs left of 50 ≈ 4.2 min on cpu (2 threads) at 1,905 patches/s")
+
+
+def test_run_train_leaves_the_callers_configs_as_they_were(tmp_path, patches_file):
+    """Stages return results, they do not change their arguments: the data's patch size and
+    likelihood go into the run's own config.json, not into the caller's dataclasses."""
+    import dataclasses
+
+    from microvae.run_folder import load_run
+    from microvae.stages.train import run_train
+    from microvae.training import configs_from_settings
+
+    model, train = configs_from_settings(dict(classes=2, latent_dim=1, hidden=16, batch_size=32, device="cpu", epochs=1))
+    before = (dataclasses.asdict(model), dataclasses.asdict(train))
+    run_train(patches_file, tmp_path / "run", model, train)
+    assert (dataclasses.asdict(model), dataclasses.asdict(train)) == before
+    _, configs = load_run(tmp_path / "run")
+    assert configs["model"].image_size == 16 and configs["model"].likelihood in ("bernoulli", "gaussian")
+    assert model.likelihood == "auto"                     # the control: the run resolved it, the caller's did not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 from collections.abc import Callable
@@ -66,7 +67,9 @@ def run_train(
     ``labels`` names a file of known classes for some patches (semi-supervised training, see
     :func:`read_labels`); its hash joins the run's provenance.
 
-    ``model_config.image_size`` and ``channels`` are taken from the data. The run folder holds
+    The configs passed in are not changed: the run works on copies, whose ``image_size``,
+    ``channels`` and ``likelihood`` come from the data (and ``n_classes`` from ``--classes auto``);
+    the run's own are in its ``config.json``. The run folder holds
     ``provenance.json`` (inputs, upstream chain, extraction recipe), ``config.json``,
     ``checkpoints/last.pt`` and ``final.pt``, ``log.csv`` and ``loss.png``. Running the same command
     again continues from the last checkpoint (or says the run is complete); other inputs or settings
@@ -74,6 +77,7 @@ def run_train(
     """
 
     run_dir = Path(run_dir)
+    model_config, train_config = copy.deepcopy(model_config), copy.deepcopy(train_config)
     source = load_patch_input(patches, stream_above=memory_limit)
     model_config.image_size = int(source.images.shape[-1])
     model_config.channels = int(source.images.shape[1])
@@ -220,9 +224,6 @@ def run_train_ensemble(
     to member 0's and write ``ensemble.json`` (:mod:`microvae.ensemble`). Rerunning finishes what
     an interruption left. Patches above ``memory_limit`` bytes are streamed, for training and for
     the alignment's encoding alike."""
-    import copy
-    from dataclasses import replace
-
     if members < 2:
         raise ParameterError(f"an ensemble needs at least 2 members, got {members}")
     if model_config.n_classes < 2:
@@ -239,7 +240,7 @@ def run_train_ensemble(
             patches,
             member_dir(run_dir, index),
             copy.deepcopy(model_config),
-            replace(train_config, seed=seed),
+            dataclasses.replace(train_config, seed=seed),
             force=force,
             progress=progress,
             labels=labels,
