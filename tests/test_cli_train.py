@@ -160,4 +160,4 @@ def test_run_train_leaves_the_callers_configs_as_they_were(tmp_path, patches_fil
     assert (dataclasses.asdict(model), dataclasses.asdict(train)) == before
     _, configs = load_run(tmp_path / "run")
     assert configs["model"].image_size == 16 and configs["model"].likelihood in ("bernoulli", "gaussian")
-    assert model.likelihood == "auto"                     # the control: the run resolved it, the caller's did not
+    assert model.likelihood == "auto"  # the control: the run resolved it, the caller's did not
