@@ -35,19 +35,9 @@ def compare_command(
     quiet: bool = options.quiet("No summary lines."),
     json_summary: bool = options.json_summary("Print the comparison as one JSON line on stdout."),
 ) -> None:
-    from microvae import artifacts
-    from microvae.compare import compare_runs
-    from microvae.run_folder import load_run
-    from microvae.stages.inputs import patches_for_model
+    from microvae.stages.compare import run_compare
 
-    model_a, configs_a = load_run(run_a)
-    model_b, _ = load_run(run_b)
-    images = patches_for_model(patches, configs_a["model"], run_a, limit)
-    result = compare_runs(model_a, model_b, images, steps=steps)
-    record = {"run_a": str(run_a), "run_b": str(run_b), "patches": str(patches), **result.to_dict()}
-    if output is not None:
-        with artifacts.atomic_file(output) as temp:
-            temp.write_text(json.dumps(record, indent=2))
+    record, result = run_compare(run_a, run_b, patches, output, limit=limit, steps=steps)
     if json_summary:
         print(json.dumps(record), flush=True)
     elif not quiet:

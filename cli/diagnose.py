@@ -40,29 +40,9 @@ def diagnose_command(
     json_summary: bool = options.json_summary("Print the report as one JSON line on stdout."),
     device: str = options.device(),
 ) -> None:
-    from microvae import artifacts
-    from microvae.diagnose import artifact_source, invariance_report, report_dict
-    from microvae.run_folder import load_run
-    from microvae.stages.inputs import patches_for_model
+    from microvae.stages.diagnose import run_diagnose
 
-    reports = {}
-    source = note = None
-    for role, folder in (("model", run_dir), ("reference", reference)):
-        if folder is None:
-            continue
-        model, configs = load_run(folder, device="cpu")
-        images = patches_for_model(patches, configs["model"], folder, limit)
-        if note is None:  # the scans the patches were cut from, to cut them again moved
-            source, note = artifact_source(patches, limit)
-        reports[role] = {
-            "run_dir": str(folder),
-            "patches": int(len(images)),
-            "encoder": configs["model"].encoder,
-            **report_dict(invariance_report(model, images, device=device, source=source), [note]),
-        }
-    if output is not None:
-        with artifacts.atomic_file(output) as temp:
-            temp.write_text(json.dumps(reports, indent=2))
+    reports = run_diagnose(run_dir, patches, reference, output, limit=limit, device=device)
     if json_summary:
         print(json.dumps(reports), flush=True)
     elif not quiet:

@@ -10,6 +10,8 @@ extract        :func:`~.extract.run_extract`
 train          :func:`~.train.run_train`, :func:`~.train.run_train_ensemble`
 encode         :func:`~.encode.run_encode` (patches), :func:`~.encode.run_encode_scans` (new scans)
 export         :func:`~.export.run_export`
+compare        :func:`~.compare.run_compare`
+diagnose       :func:`~.diagnose.run_diagnose`
 inputs         what the stages share: scans and patches read for a stage, and what a path holds
 result         :class:`StageResult`, the progress callback
 =============  =========================================================================
