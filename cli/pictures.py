@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from microvae.errors import ParameterError
@@ -31,31 +30,9 @@ def manifold_command(
     steps: int = typer.Option(9, "--steps", min=2, rich_help_panel="Output", help="Images per latent sweep."),
     quiet: bool = options.quiet("Do not list the files written."),
 ) -> None:
-    from microvae import artifacts
-    from microvae.generation import latent_grid, sweep_values, traversal
-    from microvae.plots import save_image_grid
-    from microvae.run_folder import load_run
+    from microvae.stages.pictures import run_manifold
 
-    model, configs = load_run(run_dir)
-    config = configs["model"]
-    written = []
-    quantiles = sweep_values(config, steps)
-    row_labels = [f"class {k}" for k in range(config.n_classes)] if config.n_classes else ["all"]
-    for d in range(config.latent_dim):
-        images = traversal(model, d, steps)
-        target = output.with_name(f"{output.stem}_z{d}{output.suffix or '.png'}")
-        with artifacts.atomic_file(target) as temp:
-            save_image_grid(temp, images, row_labels, [f"{v:+.2f}" for v in quantiles], title=f"latent z{d} swept (others 0), angle 0")
-        written.append(target)
-    if config.latent_dim >= 2:
-        for k in range(max(config.n_classes, 1)):
-            images = latent_grid(model, k if config.n_classes else None, steps)
-            target = output.with_name(f"{output.stem}_class{k}{output.suffix or '.png'}")
-            with artifacts.atomic_file(target) as temp:
-                save_image_grid(
-                    temp, images, [f"z1 {v:+.1f}" for v in quantiles], [f"z0 {v:+.1f}" for v in quantiles], title=f"class {k}: latents z0 (columns) × z1 (rows)"
-                )
-            written.append(target)
+    written = run_manifold(run_dir, output, steps)
     if not quiet:
         for path in written:
             stdout.print(f"[green]wrote[/green] {path}")
@@ -83,31 +60,13 @@ def generate_command(
     shift: str = typer.Option("0,0", "--shift", metavar="ROW,COL", rich_help_panel="Model", help="Shift in pixels."),
     quiet: bool = options.quiet("Do not print the file written."),
 ) -> None:
-    from microvae import artifacts
-    from microvae.generation import generate
-    from microvae.plots import save_image_grid
-    from microvae.run_folder import load_run
+    from microvae.stages.pictures import run_generate
 
     values = _numbers(z, "--z")  # the options first: a typo is named before the run is read
     shift_values = _numbers(shift, "--shift")
     if len(shift_values) != 2:
         raise ParameterError("--shift takes two numbers: row,col")
-    model, configs = load_run(run_dir)
-    config = configs["model"]
-    latents = np.zeros((1, config.latent_dim), np.float32)
-    if len(values) > config.latent_dim:
-        raise ParameterError(f"--z has {len(values)} values but the model has {config.latent_dim} continuous latents")
-    latents[0, : len(values)] = values
-    classes = None if class_index is None else np.array([class_index])
-    image = generate(model, latents, classes, np.array([np.deg2rad(angle)]), np.array([shift_values]))[0]
-    suffix = output.suffix.lower()
-    if suffix not in (".png", ".npy"):
-        raise ParameterError(f"{output}: output must end in .png or .npy")
-    with artifacts.atomic_file(output) as temp:
-        if suffix == ".npy":
-            np.save(temp, image)
-        else:
-            save_image_grid(temp, image[None, None], [], [], title=f"class {class_index}, angle {angle:g}°, z {latents[0].round(2).tolist()}")
+    run_generate(run_dir, output, class_index, angle, values, tuple(shift_values))
     if not quiet:
         stdout.print(f"[green]wrote[/green] {output}")
 

@@ -12,6 +12,7 @@ encode         :func:`~.encode.run_encode` (patches), :func:`~.encode.run_encode
 export         :func:`~.export.run_export`
 compare        :func:`~.compare.run_compare`
 diagnose       :func:`~.diagnose.run_diagnose`
+pictures       :func:`~.pictures.run_manifold`, :func:`~.pictures.run_generate`
 inputs         what the stages share: scans and patches read for a stage, and what a path holds
 result         :class:`StageResult`, the progress callback
 =============  =========================================================================
@@ -43,6 +44,10 @@ _HOMES = {
     "run_encode": "encode",
     "run_encode_scans": "encode",
     "run_export": "export",
+    "run_compare": "compare",
+    "run_diagnose": "diagnose",
+    "run_manifold": "pictures",
+    "run_generate": "pictures",
 }
 
 __all__ = sorted(_HOMES)
