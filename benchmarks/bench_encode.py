@@ -38,6 +38,7 @@ import h5py
 import numpy as np
 import torch
 
+from microvae.config import EncodeConfig
 from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
 from microvae.streaming import PatchFile
@@ -164,7 +165,9 @@ def main() -> None:
         run_train(small, folder / "run", JTRVAEConfig(n_classes=2), TrainConfig(epochs=1, device=args.device, val_fraction=0.0))
         for mode, path, n in (("latents", source, available), ("scores", small, small_count)):
             output = folder / f"encoded_{mode}.h5"
-            seconds = timed(lambda: run_encode(folder / "run", path, output, device=args.device, batch_size=batch, scores=mode == "scores", force=True))
+            seconds = timed(
+                lambda: run_encode(folder / "run", path, output, EncodeConfig(device=args.device, batch_size=batch, scores=mode == "scores"), force=True)
+            )
             row(what="encode stage", network="default recipe, K = 2", mode=mode, source="shuffle + gzip-1 (extract's default)", patches=n, seconds=seconds)
     meta = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),

@@ -21,6 +21,7 @@ import h5py
 import tifffile
 import torch
 
+from microvae.config import EncodeConfig
 from microvae.pipeline import run_pipeline
 from microvae.stages import run_encode_scans
 from microvae.synthetic import TwoPhaseImage, make_two_phase_lattice, score_two_phase
@@ -88,7 +89,7 @@ def main() -> None:
             trained = scores(truth, folder / "study" / "encoded.h5")
             seconds = time.perf_counter() - started
             new_truth, new_scan = scan_file(folder, 1, args.size)
-            run_encode_scans(folder / "study" / "run", [new_scan], folder / "new.h5", device="cpu")
+            run_encode_scans(folder / "study" / "run", [new_scan], folder / "new.h5", config=EncodeConfig(device="cpu"))
             row = {"seed": seed, "seconds": round(seconds, 1), "training_scan": trained, "new_scan": scores(new_truth, folder / "new.h5")}
         rows.append(row)
         print(json.dumps(row), flush=True)

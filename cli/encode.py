@@ -7,6 +7,8 @@ from typing import Literal
 
 import typer
 
+from microvae.config import EncodeConfig as E
+from microvae.config import RefineConfig
 from microvae.errors import ParameterError
 
 from . import options
@@ -65,21 +67,21 @@ def encode_command(
         False, "--ignore-calibration", rich_help_panel="Detection", help="Accept inputs whose pixel size differs from the training scans'."
     ),
     scores: bool = typer.Option(
-        True, "--scores/--no-scores", rich_help_panel="Model", help="Also reconstruction error and −ELBO (1 + K decoder passes; off: encoder only, fast)."
+        E.scores, "--scores/--no-scores", rich_help_panel="Model", help="Also reconstruction error and −ELBO (1 + K decoder passes; off: encoder only, fast)."
     ),
     refine: int = typer.Option(
-        0, "--refine", min=0, metavar="STEPS", rich_help_panel="Model", help="Optimise each patch's posterior for STEPS Adam steps (0: off)."
+        E().refine.steps, "--refine", min=0, metavar="STEPS", rich_help_panel="Model", help="Optimise each patch's posterior for STEPS Adam steps (0: off)."
     ),
-    refine_lr: float = typer.Option(0.05, "--refine-lr", min=0, rich_help_panel="Model", help="Learning rate of --refine."),
-    batch_size: int = typer.Option(1024, "--batch-size", "-b", min=1, rich_help_panel="Data", help="Patches per forward pass."),
+    refine_lr: float = typer.Option(E().refine.lr, "--refine-lr", min=0, rich_help_panel="Model", help="Learning rate of --refine."),
+    batch_size: int = typer.Option(E.batch_size, "--batch-size", "-b", min=1, rich_help_panel="Data", help="Patches per forward pass."),
     memory_limit_gb: float = typer.Option(
-        1.0, "--memory-limit-gb", min=0.001, rich_help_panel="Data", help="Read patches larger than this (GB of float32) block by block."
+        E.memory_limit_bytes / 1e9, "--memory-limit-gb", min=0.001, rich_help_panel="Data", help="Read patches larger than this (GB of float32) block by block."
     ),
     force: bool = options.force(),
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
     device: str = options.device(),
-    amp: bool = typer.Option(False, "--amp", rich_help_panel="Device", help="bfloat16 autocast on CUDA (ignored on the CPU)."),
+    amp: bool = typer.Option(E.amp, "--amp", rich_help_panel="Device", help="bfloat16 autocast on CUDA (ignored on the CPU)."),
 ) -> None:
     from microvae.run_folder import run_patch_side
     from microvae.stages.encode import run_encode, run_encode_scans
@@ -101,47 +103,25 @@ def encode_command(
     given = [flag for flag, value in zip(("--spacing", "--sigma", "--threshold-rel", "--invert/--no-invert"), overrides.values()) if value is not None]
     if all(patch_inputs) and given:
         raise ParameterError(f"{', '.join(given)} change how atoms are found in scans, but {inputs[0]} holds patches already cut; drop them, or give the scans")
+    config = E(
+        device=device,
+        batch_size=batch_size,
+        scores=scores,
+        amp=amp,
+        memory_limit_bytes=int(memory_limit_gb * 1e9),
+        refine=RefineConfig(steps=refine, lr=refine_lr),
+    )
     with progress_bar(quiet) as progress:
         if all(patch_inputs):
             if len(inputs) != 1:
                 raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
-            result = run_encode(
-                run_dir,
-                inputs[0],
-                output,
-                device=device,
-                batch_size=batch_size,
-                force=force,
-                progress=progress,
-                refine_steps=refine,
-                refine_lr=refine_lr,
-                memory_limit=int(memory_limit_gb * 1e9),
-                labels=labels,
-                scores=scores,
-                amp=amp,
-                ignore_calibration=ignore_calibration,
-            )
+            result = run_encode(run_dir, inputs[0], output, config, force=force, progress=progress, labels=labels, ignore_calibration=ignore_calibration)
         elif labels is not None:
             raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
         elif any(patch_inputs):
             raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
         else:
-            results = run_encode_scans(
-                run_dir,
-                inputs,
-                output,
-                overrides,
-                ignore_calibration,
-                device=device,
-                batch_size=batch_size,
-                force=force,
-                progress=progress,
-                refine_steps=refine,
-                refine_lr=refine_lr,
-                scores=scores,
-                amp=amp,
-                memory_limit=int(memory_limit_gb * 1e9),
-            )
+            results = run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, config, force=force, progress=progress)
             if not quiet and not json_summary:
                 for step in results[:-1]:
                     stderr.print(f"  {step.output}: {step.status}")

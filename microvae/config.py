@@ -9,7 +9,7 @@ does not import torch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from .errors import ParameterError, raise_first_failure
 
@@ -350,3 +350,61 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     model = JTRVAEConfig(**{k: v for k, v in values.items() if k in model_fields})
     train = TrainConfig(**{k: v for k, v in values.items() if k not in model_fields})
     return model, train
+
+
+@dataclass
+class RefineConfig:
+    """Settings of per-sample refinement.
+
+    Attributes:
+        steps: Adam steps per patch (0 = no refinement).
+        lr: Adam learning rate on the variational parameters (latent units; log units for sds).
+        eval_draws: reparametrised draws averaged to estimate each patch's negative ELBO before and
+            after (the same draws for both, so the two are compared pairwise).
+        seed: seeds the draws.
+    """
+
+    steps: int = 0
+    lr: float = 0.05
+    eval_draws: int = 8
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps < 0:
+            raise ParameterError(f"refine steps must be ≥ 0, got {self.steps}")
+        if not self.lr > 0:
+            raise ParameterError(f"refine learning rate must be > 0, got {self.lr}")
+        if self.eval_draws < 1:
+            raise ParameterError(f"eval_draws must be ≥ 1, got {self.eval_draws}")
+
+
+@dataclass
+class EncodeConfig:
+    """How ``encode`` runs a trained model over patches; the CLI and the pipeline read their
+    defaults from here.
+
+    Attributes:
+        device: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.
+        batch_size: patches per forward pass (lowered to fit the device when scores are computed).
+        scores: also each patch's reconstruction error and −ELBO (1 + K decoder passes over every
+            pixel); False runs the encoder alone.
+        amp: bfloat16 autocast on CUDA (ignored on the CPU).
+        memory_limit_bytes: patches larger than this (float32) are read block by block.
+        refine: per-patch posterior refinement against the fixed decoder (steps 0 = off).
+    """
+
+    device: str = "auto"
+    batch_size: int = 1024
+    scores: bool = True
+    amp: bool = False
+    memory_limit_bytes: int = 1_000_000_000  # as microvae.streaming.RESIDENT_LIMIT_BYTES (1 GB)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ParameterError(f"encode batch size must be ≥ 1, got {self.batch_size}")
+        if self.memory_limit_bytes < 0:
+            raise ParameterError(f"memory limit must be ≥ 0 bytes, got {self.memory_limit_bytes}")
+        self.refine.validate()
+        if self.refine.steps and not self.scores:
+            raise ParameterError("encode --refine optimises each patch's −ELBO and records it: it cannot be combined with --no-scores")

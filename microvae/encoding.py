@@ -16,9 +16,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .config import RefineConfig
 from .devices import activation_budget, resolve_device
 from .models import JTRVAE
-from .refine import RefineConfig, refine_posterior
+from .refine import refine_posterior
 from .run_folder import ScoreStatistics
 from .streaming import PatchFile
 from .training import check_images

@@ -16,7 +16,8 @@ Config sections and their keys (all optional; defaults are the subcommands' defa
                    class_balance, beta_*_start, ...) or TrainConfig (epochs, batch_size, lr, seed,
                    pixel_fraction, device, amp, class_init, init_fraction, ...); absent keys take
                    the library defaults
-    [encode]       batch_size, device, scores (false: the encoder alone, no recon_error/neg_elbo), amp
+    [encode]       the fields of EncodeConfig: batch_size, device, scores (false: the encoder alone,
+                   no recon_error/neg_elbo), amp, memory_limit_bytes
     [export]       formats (list of "h5", "tiff", "png"), radius
 
 Outputs in the output folder: ``atoms.h5``, ``patches.h5``, ``run/``, ``encoded.h5``, ``maps/``.
@@ -24,6 +25,7 @@ Outputs in the output folder: ``atoms.h5``, ``patches.h5``, ``run/``, ``encoded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 import tomllib
 
 from .atoms import FindAtomsParams
-from .config import configs_from_settings, setting_names
+from .config import EncodeConfig, configs_from_settings, setting_names
 from .errors import InputError, OutputError, ParameterError
 from .patches import PatchParams
 
@@ -54,7 +56,7 @@ SECTIONS = {
     },
     "extract": {"mode", "window", "grid_step", "fft", "normalize", "edge", "subpixel", "compression", "sublattices"},
     "train": setting_names(),
-    "encode": {"batch_size", "device", "scores", "amp"},
+    "encode": {f.name for f in dataclasses.fields(EncodeConfig) if f.name != "refine"},  # the TOML keys are EncodeConfig's
     "export": {"formats", "radius"},
 }
 
@@ -163,17 +165,8 @@ def run_pipeline(
     on_stage("train", result)
     results.append(result)
     encode = config.section("encode")
-    result = stages.run_encode(
-        outdir / "run",
-        outdir / "patches.h5",
-        outdir / "encoded.h5",
-        device=encode.get("device", train_config.device),
-        batch_size=int(encode.get("batch_size", 1024)),
-        force=force,
-        progress=progress,
-        scores=bool(encode.get("scores", True)),
-        amp=bool(encode.get("amp", False)),
-    )
+    encode_config = EncodeConfig(**{"device": train_config.device, **encode})  # encode on the training device unless told
+    result = stages.run_encode(outdir / "run", outdir / "patches.h5", outdir / "encoded.h5", encode_config, force=force, progress=progress)
     on_stage("encode", result)
     results.append(result)
     export = config.section("export")

@@ -16,40 +16,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .errors import ParameterError
+from .config import RefineConfig  # noqa: F401  (its home is microvae.config)
 
 _LOG_SD = ("z_sd", "angle_vec_sd", "shift_sd")  # optimised on the log scale
-
-
-@dataclass
-class RefineConfig:
-    """Settings of per-sample refinement.
-
-    Attributes:
-        steps: Adam steps per patch (0 = no refinement).
-        lr: Adam learning rate on the variational parameters (latent units; log units for sds).
-        eval_draws: reparametrised draws averaged to estimate each patch's negative ELBO before and
-            after (the same draws for both, so the two are compared pairwise).
-        seed: seeds the draws.
-    """
-
-    steps: int = 0
-    lr: float = 0.05
-    eval_draws: int = 8
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.steps < 0:
-            raise ParameterError(f"refine steps must be ≥ 0, got {self.steps}")
-        if not self.lr > 0:
-            raise ParameterError(f"refine learning rate must be > 0, got {self.lr}")
-        if self.eval_draws < 1:
-            raise ParameterError(f"eval_draws must be ≥ 1, got {self.eval_draws}")
 
 
 def negative_elbo_over_draws(model, x: Tensor, posterior: dict[str, Tensor], draws: list[dict[str, Tensor]]) -> Tensor:

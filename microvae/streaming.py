@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 from .errors import InputError
 
 #: Patch arrays above this size are streamed from their file instead of read into memory.
-RESIDENT_LIMIT_BYTES = 1 << 30
+RESIDENT_LIMIT_BYTES = 1_000_000_000  # 1 GB: the CLI's --memory-limit-gb 1
 #: Bytes of patches one shuffle buffer holds while streaming.
 SHUFFLE_BUFFER_BYTES = 64 << 20
 #: Bytes of patches read per block by sequential passes (encoding, statistics).

@@ -8,6 +8,7 @@ import h5py
 import pytest
 import tifffile
 
+from microvae.config import EncodeConfig
 from microvae.errors import ParameterError
 from microvae.pipeline import read_config, run_pipeline
 from microvae.stages import run_encode_scans
@@ -90,7 +91,7 @@ def test_pretrained_replay_on_a_new_scan(study):
     tifffile.imwrite(new_scan, make_lattice(shape=(112, 112), seed=22).image, imagej=True, resolution=(50, 50), metadata={"unit": "nm"})
     unlike = scan.parent / "wide.tif"
     tifffile.imwrite(unlike, make_lattice(shape=(112, 112), seed=26, sigma_px=3.0).image, imagej=True, resolution=(50, 50), metadata={"unit": "nm"})
-    results = run_encode_scans(out / "run", [str(new_scan), str(unlike)], scan.parent / "new_encoded.h5", device="cpu")
+    results = run_encode_scans(out / "run", [str(new_scan), str(unlike)], scan.parent / "new_encoded.h5", config=EncodeConfig(device="cpu"))
     assert [r.status for r in results] == ["written", "written", "written"]
     with h5py.File(scan.parent / "new_encoded.h5") as handle:
         assert handle["z_mean"].shape[1] == 2 and (handle["image_index"][()] == 0).sum() > 50
@@ -110,7 +111,7 @@ def test_pretrained_replay_on_a_new_scan(study):
     from microvae.errors import InputError
 
     with pytest.raises(InputError, match="pixel size 0.04 nm differs"):
-        run_encode_scans(out / "run", [str(other_scale)], scan.parent / "zoomed.h5", device="cpu")
+        run_encode_scans(out / "run", [str(other_scale)], scan.parent / "zoomed.h5", config=EncodeConfig(device="cpu"))
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -179,7 +180,7 @@ def test_two_phase_lattice_regions_by_class_variants_by_z(tmp_path, seed):
     truth, scan = _two_phase_scan(tmp_path, 0)
     run_pipeline(config, [scan], tmp_path / "study")
     new_truth, new_scan = _two_phase_scan(tmp_path, 1)
-    run_encode_scans(tmp_path / "study" / "run", [new_scan], tmp_path / "new.h5", device="cpu")
+    run_encode_scans(tmp_path / "study" / "run", [new_scan], tmp_path / "new.h5", config=EncodeConfig(device="cpu"))
     for score in (_scores(truth, tmp_path / "study" / "encoded.h5"), _scores(new_truth, tmp_path / "new.h5")):
         assert score["bright_only"] and score["median_match_px"] < 0.5, score
         assert score["region_accuracy"] >= 0.95 and score["class_confidence"] >= 0.9, score

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from microvae.cards import make_cards
+from microvae.config import RefineConfig
 from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
-from microvae.refine import RefineConfig
 from microvae.training import TrainConfig, fit
 
 from .test_cli import run_cli

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from microvae.config import EncodeConfig
 from microvae.models import JTRVAEConfig
 from microvae.streaming import PatchFile, evenly_spaced, shuffled_batches, value_range
 from microvae.training import TrainConfig, fit
@@ -157,11 +158,11 @@ def test_train_and_encode_stream_above_the_memory_limit(tmp_path, lattice_tif):
         model_config, train_config = configs_from_settings(settings)
         trained = run_train(patches, tmp_path / name, model_config, train_config, memory_limit=limit)
         assert ("streamed from disk" in " ".join(trained.notes)) == (name == "streamed")
-        run_encode(tmp_path / name, patches, tmp_path / f"{name}.h5", device="cpu", memory_limit=limit)
+        run_encode(tmp_path / name, patches, tmp_path / f"{name}.h5", EncodeConfig(device="cpu", memory_limit_bytes=limit))
         with h5py.File(tmp_path / f"{name}.h5") as handle:
             results[name] = {key: handle[key][()] for key in ("class_probs", "z_mean", "neg_elbo")}
     # training differs (chunk-order shuffling), so encode the streamed run both ways instead
-    run_encode(tmp_path / "streamed", patches, tmp_path / "streamed_resident.h5", device="cpu", memory_limit=1 << 40)
+    run_encode(tmp_path / "streamed", patches, tmp_path / "streamed_resident.h5", EncodeConfig(device="cpu", memory_limit_bytes=1 << 40))
     with h5py.File(tmp_path / "streamed_resident.h5") as handle:
         for key, value in results["streamed"].items():
             np.testing.assert_array_equal(handle[key][()], value)

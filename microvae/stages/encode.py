@@ -11,14 +11,13 @@ import numpy as np
 from .. import artifacts
 from ..artifacts import Provenance, write_dataset
 from ..atoms import FindAtomsParams
+from ..config import EncodeConfig
 from ..encoding import encode_array, scan_summaries
 from ..ensemble import consensus, permute_probs, read_record
 from ..errors import InputError, ParameterError
 from ..images import LENGTH_UNITS_M, file_sha256, read_scans
 from ..patches import PatchParams
-from ..refine import RefineConfig
 from ..run_folder import load_run, member_dir, read_run_provenance, read_training_statistics
-from ..streaming import RESIDENT_LIMIT_BYTES
 from .extract import run_extract
 from .find_atoms import run_find_atoms
 from .inputs import load_patch_input
@@ -30,40 +29,37 @@ def run_encode(
     run_dir: str | Path,
     patches: str | Path,
     output: str | Path,
-    device: str = "auto",
-    batch_size: int = 1024,
+    config: EncodeConfig | None = None,
+    *,
     force: bool = False,
     progress: ProgressCallback | None = None,
-    refine_steps: int = 0,
-    refine_lr: float = 0.05,
-    memory_limit: int = RESIDENT_LIMIT_BYTES,
     labels: str | Path | None = None,
-    scores: bool = True,
-    amp: bool = False,
     ignore_calibration: bool = False,
 ) -> StageResult:
-    """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact.
+    """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact,
+    as ``config`` says (:class:`~microvae.config.EncodeConfig`: device, batch size, scores, bf16,
+    memory limit, refinement).
+
     Patches cut from scans whose pixel size differs from the training scans' by more than 2 % are
     refused unless ``ignore_calibration`` (a bare stack records no pixel size and is not checked).
     ``labels`` names a file of known classes (as for ``train --labels``): those patches keep their
     class (one-hot ``class_probs``, reconstruction and −ELBO with it; a conditional model's
     inference) and ``class_observed`` marks them.
-    Patches above ``memory_limit`` bytes are read block by block (:mod:`microvae.streaming`).
+    Patches above ``config.memory_limit_bytes`` are read block by block (:mod:`microvae.streaming`).
 
     Datasets: ``class_probs`` (N, K), ``class`` (N,), ``z_mean``/``z_sd`` (N, D), ``angle_rad`` (N,),
     ``angle_concentration`` (N,), ``shift_px``/``shift_sd_px`` (N, 2), ``recon_error`` (N,),
     ``neg_elbo`` (N,), and for patches artifacts ``coords`` (N, 2), ``image_index`` (N,) and ``/images``.
-    With ``refine_steps`` > 0 each patch's posterior is optimised against the fixed decoder first
-    (:mod:`microvae.refine`); ``neg_elbo_encoder`` (N,) then keeps the encoder's value beside the
-    refined ``neg_elbo``. ``scores=False`` leaves out ``recon_error`` and ``neg_elbo`` (and the
-    comparison with the training data): the encoder alone runs, with no decoder pass, which is
-    what mapping a large stack at full speed needs. ``amp`` runs the networks in bfloat16 on CUDA.
+    With ``config.refine.steps`` > 0 each patch's posterior is optimised against the fixed decoder
+    first (:mod:`microvae.refine`); ``neg_elbo_encoder`` (N,) then keeps the encoder's value beside
+    the refined ``neg_elbo``. ``config.scores=False`` leaves out ``recon_error`` and ``neg_elbo`` (and
+    the comparison with the training data): the encoder alone runs, with no decoder pass, which is
+    what mapping a large stack at full speed needs. ``config.amp`` runs the networks in bfloat16 on CUDA.
     """
-
-    refine = RefineConfig(steps=refine_steps, lr=refine_lr)
-    refine.validate()
-    if refine.steps and not scores:
-        raise ParameterError("encode --refine optimises each patch's −ELBO and records it: it cannot be combined with --no-scores")
+    config = config or EncodeConfig()
+    config.validate()
+    refine, device, batch_size, scores, amp = config.refine, config.device, config.batch_size, config.scores, config.amp
+    memory_limit = config.memory_limit_bytes
 
     progress = progress or no_progress
     run_dir = Path(run_dir)
@@ -268,18 +264,13 @@ def run_encode_scans(
     output: str | Path,
     find_atoms_overrides: dict[str, Any] | None = None,
     ignore_calibration: bool = False,
-    device: str = "auto",
-    batch_size: int = 1024,
+    config: EncodeConfig | None = None,
+    *,
     force: bool = False,
     progress: ProgressCallback | None = None,
-    refine_steps: int = 0,
-    refine_lr: float = 0.05,
-    scores: bool = True,
-    amp: bool = False,
-    memory_limit: int = RESIDENT_LIMIT_BYTES,
 ) -> list[StageResult]:
     """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode
-    (``refine_steps``, ``refine_lr``, ``scores``, ``amp``, ``memory_limit``: as for :func:`run_encode`).
+    (``config`` as for :func:`run_encode`).
 
     Intermediate artifacts go to ``<output stem>_work/`` beside the output (reused when up to date).
     A scan whose channel count, or calibrated pixel size (beyond 2 %), differs from the training
@@ -314,18 +305,7 @@ def run_encode_scans(
     work = output.parent / f"{output.stem}_work"
     made_work = not work.exists()
     try:
-        encode_options = {
-            "device": device,
-            "batch_size": batch_size,
-            "force": force,
-            "progress": progress,
-            "refine_steps": refine_steps,
-            "refine_lr": refine_lr,
-            "scores": scores,
-            "amp": amp,
-            "memory_limit": memory_limit,
-            "ignore_calibration": ignore_calibration,
-        }
+        encode_options = {"config": config, "force": force, "progress": progress, "ignore_calibration": ignore_calibration}
         return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options)
     except BaseException:
         if made_work:  # a failed replay leaves no partial output (a work folder kept from earlier runs stays)
