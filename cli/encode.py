@@ -83,9 +83,7 @@ def encode_command(
     device: str = options.device(),
     amp: bool = typer.Option(E.amp, "--amp", rich_help_panel="Device", help="bfloat16 autocast on CUDA (ignored on the CPU)."),
 ) -> None:
-    from microvae.run_folder import run_patch_side
-    from microvae.stages.encode import run_encode, run_encode_scans
-    from microvae.stages.inputs import input_kind, stored_shape
+    from microvae.stages.encode import run_encode_inputs
 
     if pretrained is None:
         if len(inputs) < 2:
@@ -93,16 +91,6 @@ def encode_command(
         run_dir, inputs = Path(inputs[0]), inputs[1:]
     else:
         run_dir = pretrained
-    side = run_patch_side(run_dir)
-    kinds = [input_kind(spec, side, kind) for spec in inputs]
-    patch_inputs = [k == "patches" for k in kinds]
-    note = None
-    if all(patch_inputs) and kind == "auto" and side is not None and stored_shape(inputs[0]) is not None:  # a bare array, not an artifact
-        note = f"  {inputs[0]}: read as a stack of patches (frames of the run's {side}×{side} patch shape); --input-kind scans reads it as scans"
-    overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
-    given = [flag for flag, value in zip(("--spacing", "--sigma", "--threshold-rel", "--invert/--no-invert"), overrides.values()) if value is not None]
-    if all(patch_inputs) and given:
-        raise ParameterError(f"{', '.join(given)} change how atoms are found in scans, but {inputs[0]} holds patches already cut; drop them, or give the scans")
     config = E(
         device=device,
         batch_size=batch_size,
@@ -111,21 +99,21 @@ def encode_command(
         memory_limit_bytes=int(memory_limit_gb * 1e9),
         refine=RefineConfig(steps=refine, lr=refine_lr),
     )
+    overrides = {"spacing_px": spacing, "sigma_px": sigma, "threshold_rel": threshold_rel, "invert": invert}
     with progress_bar(quiet) as progress:
-        if all(patch_inputs):
-            if len(inputs) != 1:
-                raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
-            result = run_encode(run_dir, inputs[0], output, config, force=force, progress=progress, labels=labels, ignore_calibration=ignore_calibration)
-        elif labels is not None:
-            raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
-        elif any(patch_inputs):
-            raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
-        else:
-            results = run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, config, force=force, progress=progress)
-            if not quiet and not json_summary:
-                for step in results[:-1]:
-                    stderr.print(f"  {step.output}: {step.status}")
-            result = results[-1]
-    if note and not quiet and not json_summary:
-        stderr.print(note)
-    report(result, quiet, json_summary)
+        results = run_encode_inputs(
+            run_dir,
+            inputs,
+            output,
+            config,
+            kind=kind,
+            find_atoms_overrides=overrides,
+            ignore_calibration=ignore_calibration,
+            labels=labels,
+            force=force,
+            progress=progress,
+        )
+    if not quiet and not json_summary:
+        for step in results[:-1]:
+            stderr.print(f"  {step.output}: {step.status}")
+    report(results[-1], quiet, json_summary)

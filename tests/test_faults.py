@@ -917,3 +917,17 @@ def test_library_readers_name_the_version(world, tmp_path):
         artifacts.read_header(maps, "maps")
     with pytest.raises(OutputError, match="schema version 3"):
         artifacts.plan_output(maps, artifacts.read_header.__name__)
+
+
+def test_a_bare_stack_of_the_runs_patch_shape_is_encoded_as_patches_and_says_so(world, tmp_path, capsys):
+    """encode decides what an input is from its data and the run (stages.encode.run_encode_inputs):
+    a .npy stack of the run's 12×12 patches is encoded as patches with a note naming the other
+    reading; the patches artifact itself gets no note (nothing was guessed)."""
+    with h5py.File(world.patches) as handle:
+        np.save(tmp_path / "stack.npy", handle["patches"][()])
+    code, _, err = run_cli(["encode", world.run, tmp_path / "stack.npy", "-o", tmp_path / "stack_enc.h5"], capsys)
+    assert code == 0, err
+    said = " ".join(err.split())  # the console wraps long notes
+    assert "read as a stack of patches" in said and "--input-kind scans" in said
+    code, _, err = run_cli(["encode", world.run, world.patches, "-o", tmp_path / "artifact_enc.h5"], capsys)
+    assert code == 0 and "read as a stack of patches" not in " ".join(err.split()), err

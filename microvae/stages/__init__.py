@@ -8,7 +8,8 @@ module         public function (what ``microvae CMD`` calls)
 find_atoms     :func:`~.find_atoms.run_find_atoms`
 extract        :func:`~.extract.run_extract`
 train          :func:`~.train.run_train`, :func:`~.train.run_train_ensemble`
-encode         :func:`~.encode.run_encode` (patches), :func:`~.encode.run_encode_scans` (new scans)
+encode         :func:`~.encode.run_encode_inputs` (what the command does), :func:`~.encode.run_encode`
+               (patches), :func:`~.encode.run_encode_scans` (new scans)
 export         :func:`~.export.run_export`
 compare        :func:`~.compare.run_compare`
 diagnose       :func:`~.diagnose.run_diagnose`
@@ -43,6 +44,7 @@ _HOMES = {
     "read_labels": "train",
     "run_encode": "encode",
     "run_encode_scans": "encode",
+    "run_encode_inputs": "encode",
     "run_export": "export",
     "run_compare": "compare",
     "run_diagnose": "diagnose",

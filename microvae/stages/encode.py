@@ -17,10 +17,10 @@ from ..ensemble import consensus, permute_probs, read_record
 from ..errors import InputError, ParameterError
 from ..images import LENGTH_UNITS_M, file_sha256, read_scans
 from ..patches import PatchParams
-from ..run_folder import load_run, member_dir, read_run_provenance, read_training_statistics
+from ..run_folder import load_run, member_dir, read_run_provenance, read_training_statistics, run_patch_side
 from .extract import run_extract
 from .find_atoms import run_find_atoms
-from .inputs import load_patch_input
+from .inputs import input_kind, load_patch_input, stored_shape
 from .result import ProgressCallback, StageResult, no_progress
 from .train import read_labels
 
@@ -355,3 +355,54 @@ def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, f
     )
     results.append(run_encode(run_dir, patches_path, output, **encode_options))
     return results
+
+
+#: The detection overrides of ``encode --pretrained`` and the option that sets each.
+OVERRIDE_FLAGS = {"spacing_px": "--spacing", "sigma_px": "--sigma", "threshold_rel": "--threshold-rel", "invert": "--invert/--no-invert"}
+
+
+def run_encode_inputs(
+    run_dir: str | Path,
+    inputs: list[str],
+    output: str | Path,
+    config: EncodeConfig | None = None,
+    *,
+    kind: str = "auto",
+    find_atoms_overrides: dict[str, Any] | None = None,
+    ignore_calibration: bool = False,
+    labels: str | Path | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[StageResult]:
+    """What ``microvae encode`` does with its inputs: one patches artifact (or stored stack of the
+    run's patch shape) is encoded as it is (:func:`run_encode`); raw scans get the run's recipe
+    replayed first (:func:`run_encode_scans`). ``kind`` ('auto', 'patches' or 'scans') decides
+    how a stored array is read (:func:`~microvae.stages.inputs.input_kind`).
+
+    Returns the results of the stages run, the encoding last; when a bare array was read as
+    patches, the last result's notes say so (and how to read it as scans).
+
+    Raises:
+        ParameterError: detection overrides or labels with inputs that cannot use them, several
+            patches artifacts, or patches mixed with scans.
+    """
+    overrides = {key: value for key, value in (find_atoms_overrides or {}).items() if value is not None}
+    side = run_patch_side(run_dir)
+    patch_inputs = [input_kind(spec, side, kind) == "patches" for spec in inputs]
+    if all(patch_inputs):
+        if overrides:
+            given = ", ".join(OVERRIDE_FLAGS.get(key, key) for key in overrides)
+            raise ParameterError(f"{given} change how atoms are found in scans, but {inputs[0]} holds patches already cut; drop them, or give the scans")
+        if len(inputs) != 1:
+            raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
+        result = run_encode(run_dir, inputs[0], output, config, force=force, progress=progress, labels=labels, ignore_calibration=ignore_calibration)
+        if kind == "auto" and side is not None and stored_shape(inputs[0]) is not None:  # a bare array, not an artifact
+            result.notes.append(
+                f"{inputs[0]}: read as a stack of patches (frames of the run's {side}×{side} patch shape); --input-kind scans reads it as scans"
+            )
+        return [result]
+    if labels is not None:
+        raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
+    if any(patch_inputs):
+        raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
+    return run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, config, force=force, progress=progress)
