@@ -122,20 +122,15 @@ def choose_k(case, seed: int, workdir: Path, args):
     return choose_n_classes(lambda k: candidate_partitions(case.patches, k, seed, pose), range(2, 7), seed)
 
 
+def case_record(member: str, seed: int, case, size: str, epochs: int) -> dict:
+    """The fields every result row of a (member, seed) case starts with."""
+    return {"member": member, "seed": seed, "size": size, "n": len(case.patches), "window": case.patches.shape[-1], "k": case.n_classes, "epochs": epochs}
+
+
 def run_one(member: str, seed: int, method: str, args) -> list[dict]:
     case = make_case(member, seed, args.size)
     rows = []
-    common = {
-        "member": member,
-        "seed": seed,
-        "size": args.size,
-        "n": len(case.patches),
-        "window": case.patches.shape[-1],
-        "k": case.n_classes,
-        "epochs": args.epochs,
-        "device": args.device,
-        "settings": args.settings,
-    }
+    common = {**case_record(member, seed, case, args.size, args.epochs), "device": args.device, "settings": args.settings}
     if method == "reference":  # the reference row alone, no training
         return [truth_alignment(case, common)] if case.rotation and case.angle_rad is not None else []
     extra = {"class_init": "none"} if method == "none" else {}

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_discovery import passes, score, train_default  # noqa: E402
+from bench_discovery import case_record, passes, score, train_default  # noqa: E402
 
 from microvae.alignment import aligned_kmeans  # noqa: E402
 from microvae.baselines import baseline_labels  # noqa: E402
@@ -53,16 +53,7 @@ MEMBERS = "cards_60,digits,perovskite_film,two_phase,stm_defects"
 def run_member_seed(member: str, seed: int, args, done: set) -> list[dict]:
     case = make_case(member, seed, args.size)
     n_pixels = int(case.patches.shape[-1] * case.patches.shape[-2])
-    common = {
-        "member": member,
-        "seed": seed,
-        "size": args.size,
-        "n": len(case.patches),
-        "window": case.patches.shape[-1],
-        "k": case.n_classes,
-        "epochs": args.epochs,
-        "threads": args.threads,
-    }
+    common = {**case_record(member, seed, case, args.size, args.epochs), "threads": args.threads}
     rows = []
     for method in args.methods.split(","):
         for fraction in args.fractions:
