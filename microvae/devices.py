@@ -25,3 +25,10 @@ def activation_budget(device: torch.device) -> int:
     cores batches of 128 encoded a width-16 model 1.6× faster than batches of 1024 (cache), and
     the default model as fast."""
     return (4 << 30) if device.type == "cuda" else (64 << 20)
+
+
+def describe_device(device: torch.device) -> str:
+    """'cpu (2 threads)' or 'cuda:0 (NVIDIA H200)': the device as a user reads it in an estimate."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

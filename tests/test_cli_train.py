@@ -145,6 +145,43 @@ def test_the_estimate_line_reads_as_minutes():
     assert line.startswith("12,000 patches × 40 epochs left of 50 ≈ 4.2 min on cpu (2 threads) at 1,905 patches/s")
 
 
+def test_encode_states_its_work_and_expected_time_before_it_starts(tmp_path, patches_file, capsys):
+    """Encoding many patches first reports the work (patches, decoder passes) and a time measured
+    on a few of them with the same settings, before the first batch; a few patches get none."""
+    from microvae.config import EncodeConfig
+    from microvae.stages.encode import ESTIMATE_MIN_PATCHES, run_encode
+
+    run = tmp_path / "run"
+    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
+    with h5py.File(patches_file) as handle:
+        patches = handle["patches"][()]
+    stack = tmp_path / "stack.npy"
+    np.save(stack, np.concatenate([patches] * (ESTIMATE_MIN_PATCHES // len(patches) + 1)))
+    order = []
+    config = EncodeConfig(device="cpu", batch_size=64)
+    run_encode(run, stack, tmp_path / "encoded.h5", config, progress=lambda *step: order.append("batch"), estimate=order.append)
+    estimate = order[0]
+    assert isinstance(estimate, dict) and all(step == "batch" for step in order[1:]) and len(order) > 1
+    assert estimate["patches"] == len(np.load(stack)) and estimate["decoder_passes"] == 3 and estimate["members"] == 1
+    assert estimate["samples_per_s"] > 0 and estimate["seconds"] == pytest.approx(estimate["patches"] / estimate["samples_per_s"])
+    fast = []
+    run_encode(run, stack, tmp_path / "fast.h5", EncodeConfig(device="cpu", scores=False), estimate=fast.append)
+    assert fast[0]["decoder_passes"] == 0
+    few = []
+    run_encode(run, patches_file, tmp_path / "few.h5", config, estimate=few.append)
+    assert len(patches) < ESTIMATE_MIN_PATCHES and few == []
+    code, _, err = run_cli(["encode", run, stack, "-o", tmp_path / "cli.h5", "--device", "cpu", "--force"], capsys)
+    assert code == 0 and "patches, encoder + 3 decoder passes each ≈" in err, err
+
+
+def test_the_encode_estimate_line_names_the_work():
+    from microvae.cli.encode import estimate_line
+
+    event = {"patches": 20000, "decoder_passes": 3, "refine_steps": 0, "members": 1, "seconds": 72.0, "samples_per_s": 277.8, "device": "cpu (2 threads)"}
+    assert estimate_line(event).startswith("20,000 patches, encoder + 3 decoder passes each ≈ 1.2 min on cpu (2 threads) at 278 patches/s")
+    assert "encoder + 50 refinement steps each, 3 ensemble members ≈ 9 s" in estimate_line({**event, "refine_steps": 50, "members": 3, "seconds": 9.0})
+
+
 def test_run_train_leaves_the_callers_configs_as_they_were(tmp_path, patches_file):
     """Stages return results, they do not change their arguments: the data's patch size and
     likelihood go into the run's own config.json, not into the caller's dataclasses."""

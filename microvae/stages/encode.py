@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from .. import artifacts
 from ..artifacts import Provenance, write_dataset
 from ..atoms import FindAtomsParams
 from ..config import EncodeConfig
-from ..encoding import encode_array, scan_summaries
+from ..devices import describe_device, resolve_device
+from ..encoding import encode_array, measure_encode_rate, scan_summaries
 from ..ensemble import consensus, permute_probs, read_record
 from ..errors import InputError, ParameterError
 from ..images import LENGTH_UNITS_M, file_sha256, read_scans
@@ -35,6 +37,7 @@ def run_encode(
     progress: ProgressCallback | None = None,
     labels: str | Path | None = None,
     ignore_calibration: bool = False,
+    estimate: Callable[[dict], None] | None = None,
 ) -> StageResult:
     """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact,
     as ``config`` says (:class:`~microvae.config.EncodeConfig`: device, batch size, scores, bf16,
@@ -55,6 +58,9 @@ def run_encode(
     the refined ``neg_elbo``. ``config.scores=False`` leaves out ``recon_error`` and ``neg_elbo`` (and
     the comparison with the training data): the encoder alone runs, with no decoder pass, which is
     what mapping a large stack at full speed needs. ``config.amp`` runs the networks in bfloat16 on CUDA.
+
+    ``estimate``, when given and there are at least :data:`ESTIMATE_MIN_PATCHES` patches, is called
+    once before the work starts with the expected time (:func:`encode_estimate`).
     """
     config = config or EncodeConfig()
     config.validate()
@@ -114,6 +120,8 @@ def run_encode(
     if plan.action == "skip":
         return StageResult("up-to-date", output, notes=[plan.reason])
 
+    if estimate is not None and len(source.images) >= ESTIMATE_MIN_PATCHES:
+        estimate(encode_estimate(model, source.images, config, members=len(ensemble.members) if ensemble else 1))
     task = "encoding" if not refine.steps else f"encoding, refining {refine.steps} steps"
     encoded = encode_array(
         model,
@@ -224,6 +232,35 @@ def run_encode(
     return StageResult("written", output, summary, notes)
 
 
+#: Fewer patches than this are encoded without a timed estimate first (they take seconds).
+ESTIMATE_MIN_PATCHES = 256
+
+
+def encode_estimate(model, images, config: EncodeConfig, members: int = 1) -> dict:
+    """How long encoding ``images`` should take here: an ``event='estimate'`` dict with patches,
+    decoder passes per patch (0 without scores; 1 + K with them; refinement steps), members,
+    samples/s and seconds. The rate is timed on 1/16 of the patches (16 to 256 of them,
+    :func:`microvae.encoding.measure_encode_rate`); an ensemble's other members add one
+    encoder-only pass each."""
+    count = len(images)
+    sample = max(16, min(256, count // 16))
+    settings = {"batch_size": config.batch_size, "device": config.device, "amp": config.amp}
+    rate = measure_encode_rate(model, images, sample, refine=config.refine, recon_error=config.scores, neg_elbo=config.scores, **settings)
+    seconds = count / rate
+    if members > 1:
+        seconds += (members - 1) * count / measure_encode_rate(model, images, sample, recon_error=False, **settings)
+    return {
+        "event": "estimate",
+        "patches": int(count),
+        "decoder_passes": (1 + model.n_enumerated) if config.scores and not config.refine.steps else 0,
+        "refine_steps": int(config.refine.steps),
+        "members": int(members),
+        "samples_per_s": rate,
+        "seconds": seconds,
+        "device": describe_device(resolve_device(config.device)),
+    }
+
+
 def _ensemble_classes(
     ensemble_dir: Path, ensemble, images: np.ndarray, first_probs: np.ndarray, batch_size: int, device: str, progress
 ) -> dict[str, np.ndarray]:
@@ -268,6 +305,7 @@ def run_encode_scans(
     *,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    estimate: Callable[[dict], None] | None = None,
 ) -> list[StageResult]:
     """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode
     (``config`` as for :func:`run_encode`).
@@ -305,7 +343,7 @@ def run_encode_scans(
     work = output.parent / f"{output.stem}_work"
     made_work = not work.exists()
     try:
-        encode_options = {"config": config, "force": force, "progress": progress, "ignore_calibration": ignore_calibration}
+        encode_options = {"config": config, "force": force, "progress": progress, "ignore_calibration": ignore_calibration, "estimate": estimate}
         return _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, find_atoms_overrides, encode_options)
     except BaseException:
         if made_work:  # a failed replay leaves no partial output (a work folder kept from earlier runs stays)
@@ -373,6 +411,7 @@ def run_encode_inputs(
     labels: str | Path | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    estimate: Callable[[dict], None] | None = None,
 ) -> list[StageResult]:
     """What ``microvae encode`` does with its inputs: one patches artifact (or stored stack of the
     run's patch shape) is encoded as it is (:func:`run_encode`); raw scans get the run's recipe
@@ -395,7 +434,9 @@ def run_encode_inputs(
             raise ParameterError(f"{given} change how atoms are found in scans, but {inputs[0]} holds patches already cut; drop them, or give the scans")
         if len(inputs) != 1:
             raise ParameterError("encode takes one patches artifact at a time (or several raw scans)")
-        result = run_encode(run_dir, inputs[0], output, config, force=force, progress=progress, labels=labels, ignore_calibration=ignore_calibration)
+        result = run_encode(
+            run_dir, inputs[0], output, config, force=force, progress=progress, labels=labels, ignore_calibration=ignore_calibration, estimate=estimate
+        )
         if kind == "auto" and side is not None and stored_shape(inputs[0]) is not None:  # a bare array, not an artifact
             result.notes.append(
                 f"{inputs[0]}: read as a stack of patches (frames of the run's {side}×{side} patch shape); --input-kind scans reads it as scans"
@@ -405,4 +446,4 @@ def run_encode_inputs(
         raise ParameterError("--labels names patches by their index: give a patches artifact, not raw scans")
     if any(patch_inputs):
         raise ParameterError("mix of patches artifacts and raw scans; give either one patches artifact or scans")
-    return run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, config, force=force, progress=progress)
+    return run_encode_scans(run_dir, inputs, output, overrides, ignore_calibration, config, force=force, progress=progress, estimate=estimate)

@@ -15,7 +15,7 @@ import numpy as np
 from .. import artifacts
 from ..artifacts import Provenance
 from ..baselines import fast_baseline
-from ..devices import resolve_device
+from ..devices import describe_device, resolve_device
 from ..discovery import (
     candidate_partitions,
     choose_initial_classes,
@@ -168,15 +168,6 @@ def run_train(
     return StageResult("written", run_dir, summary, notes)
 
 
-def _device_words(device) -> str:
-    """'cpu (2 threads)' or 'cuda:0 (NVIDIA H200)'."""
-    import torch
-
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 def _training_estimate(images, model_config, train_config, run_dir: Path, known) -> dict:
     """The work a run has left and how long it should take here: an ``event='estimate'`` dict with
     patches, epochs left, the pose run's epochs, patch passes, samples/s (measured on a few steps
@@ -203,7 +194,7 @@ def _training_estimate(images, model_config, train_config, run_dir: Path, known)
         "passes": int(passes),
         "samples_per_s": rate,
         "seconds": passes / rate,
-        "device": _device_words(resolve_device(train_config.device)),
+        "device": describe_device(resolve_device(train_config.device)),
     }
 
 
