@@ -773,16 +773,17 @@ def lattice_markdown(summary: list[dict], calibration: dict) -> str:
 
 def microvae_provenance() -> dict:
     """Which locator ran: the git commit, the files of microvae that differed from it, and the sha256 of
-    the locator's files (atoms.py, sublattices.py)."""
+    the locator's code (the packages atoms/ and sublattices/: their .py files in name order; a
+    single-file module as it was before the split, atoms.py or sublattices.py, where one exists)."""
     import hashlib
     import subprocess
 
     root = Path(__file__).resolve().parent.parent
-    info = {
-        f"{path.name}_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        for path in (root / "microvae" / "atoms.py", root / "microvae" / "sublattices.py")
-        if path.exists()
-    }
+    info = {}
+    for path in (root / "microvae" / "atoms", root / "microvae" / "sublattices", root / "microvae" / "atoms.py", root / "microvae" / "sublattices.py"):
+        files = sorted(path.glob("*.py")) if path.is_dir() else [path] if path.exists() else []
+        if files:
+            info[f"{path.name}_sha256"] = hashlib.sha256(b"".join(file.read_bytes() for file in files)).hexdigest()[:16]
     try:
         info["git_head"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         changed = subprocess.run(["git", "status", "--porcelain", "microvae"], cwd=root, capture_output=True, text=True, timeout=10).stdout.split("\n")

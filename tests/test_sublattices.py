@@ -83,7 +83,7 @@ def test_displaced_columns_beside_bright_ones(seed, monkeypatch):
     −0.02 to +0.04) and with half the error of independent fits. Controls: independent fits, and
     the joint refinement with round columns of the first search's width (the elliptical shapes of
     :func:`sublattice_shapes` replaced), are both biased by more than 0.1 px."""
-    import microvae.sublattices as sublattices
+    import microvae.sublattices.complete as complete  # where complete_lattice looks sublattice_shapes up
 
     scan = GENERATORS["displaced_perovskite"](seed=seed, size="ci")
     joint = find_atoms(scan.image, FindAtomsParams(device="cpu"))[0]
@@ -95,7 +95,7 @@ def test_displaced_columns_beside_bright_ones(seed, monkeypatch):
     alone = find_atoms(scan.image, FindAtomsParams(device="cpu", joint=False))[0]
     alone_bias, alone_rmse = film_b_bias(scan, alone)
     assert alone_bias > 0.1 and rmse < 0.6 * alone_rmse, (alone_bias, alone_rmse)
-    monkeypatch.setattr(sublattices, "sublattice_shapes", lambda image, positions, amplitudes, covariance, labels, **_: covariance)
+    monkeypatch.setattr(complete, "sublattice_shapes", lambda image, positions, amplitudes, covariance, labels, **_: covariance)
     round_bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
     assert round_bias > 0.1, round_bias
 

@@ -109,10 +109,12 @@ def test_glyph_suits_are_not_the_project_cards_shapes():
 
 
 def test_glyph_rotation_follows_the_cards_convention():
-    from microvae.zoo import GLYPH_ATLAS_SIZE, _glyph_atlas, _render_affine
+    from microvae.zoo import GLYPH_ATLAS_SIZE, render_affine
 
     window = 25
-    images = _render_affine(_glyph_atlas(GLYPH_ATLAS_SIZE), np.array([1, 1]), np.array([0.0, np.pi / 2]), np.ones(2), np.zeros((2, 2)), window, unit=4.0)
+    images = render_affine(
+        glyph_canonical_shapes(GLYPH_ATLAS_SIZE), np.array([1, 1]), np.array([0.0, np.pi / 2]), np.ones(2), np.zeros((2, 2)), window, unit=4.0
+    )
     np.testing.assert_allclose(images[1], np.rot90(images[0]), atol=1e-5)  # +90° = counter-clockwise as displayed
 
 

@@ -1,0 +1,135 @@
+"""From a first search's columns to every sublattice, labelled and refined together
+(:func:`complete_lattice`, what :func:`microvae.atoms.find_atoms` calls).
+
+Conventions (those of :mod:`microvae.sublattices`): (H, W) float images scaled as
+:func:`microvae.atoms.prepare_image` scales them, positions (row, col) in pixels with pixel
+(r, c) centred at (r, c), widths σ in pixels, covariances [c_rr, c_rc, c_cc] in px².
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .joint import refine_jointly, sublattice_shapes
+from .labels import label_columns
+from .models import equivalent_sigma, isotropic_covariance, nearest_columns
+from .search import find_dim_columns, worth_searching
+
+__all__ = [
+    "CompletedLattice",
+    "DUPLICATE_DISTANCE",
+    "SHAPE_ROUNDS",
+    "complete_lattice",
+]
+
+DUPLICATE_DISTANCE = 0.5  # × median nearest-neighbour distance: two columns closer are one
+SHAPE_ROUNDS = 3  # alternations of the sublattices' shapes and the positions (each shape is read with its neighbours' current shapes)
+
+
+@dataclass
+class CompletedLattice:
+    """Every column after the second search and the joint refinement (see :func:`complete_lattice`).
+
+    Attributes:
+        positions: (N, 2) (row, col) px; amplitudes (N,) fitted heights above the local background;
+        sigma_px: (N,) the fixed width of each column's sublattice; sublattice (N,) 0 = brightest;
+        second_search: (N,) True for columns found in the residual; refitted (N,) True where the
+        joint refinement moved the column; nearest_neighbour_px: median nearest-neighbour distance;
+        source: (N,) index of the input column each came from, −1 for the second search's.
+    """
+
+    positions: np.ndarray
+    amplitudes: np.ndarray
+    sigma_px: np.ndarray
+    sublattice: np.ndarray
+    second_search: np.ndarray
+    refitted: np.ndarray
+    nearest_neighbour_px: float
+    source: np.ndarray
+
+
+def complete_lattice(
+    image: np.ndarray,
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    sigma_px: np.ndarray,
+    filter_sigma_px: float,
+    typical_response: float,
+    noise: float,
+    joint: bool = True,
+    search: bool = True,
+) -> CompletedLattice:
+    """From a first search's fitted columns to every sublattice, labelled and refined together.
+
+    1. :func:`find_dim_columns` in the residual (``search``; on scans above ``PROBE_SIZE``² only
+       when it finds columns on the central crop); new columns start at the residual's peak with
+       the first search's width.
+    2. :func:`refine_jointly` with one width, two rounds (``joint``, when the second search found
+       columns): the heights the labels read.
+    3. :func:`label_columns` (position within the lattice, then height); columns of the second
+       search outside every large set of translation-linked columns are dropped.
+    4. :func:`sublattice_shapes` (one elliptical Gaussian per sublattice, neighbours subtracted),
+       then :func:`refine_jointly` with those shapes, three rounds (``joint``); once more unless
+       the shapes moved by under 2 % of their width.
+    5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
+       distance the shorter is dropped (two fits on one column). Where the second search added
+       columns, they are labelled again with their refined heights; otherwise the labels of step 3
+       stand (the refinement moves columns by fractions of a pixel, not between sites).
+
+    ``image`` scaled as :func:`microvae.atoms.prepare_image` scales it; the other arguments as
+    :func:`find_dim_columns` takes them.
+    """
+    from scipy.spatial import cKDTree
+
+    positions = np.asarray(positions, dtype=np.float64)
+    amplitudes = np.asarray(amplitudes, dtype=np.float64)
+    widths = np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (len(positions),)).copy()
+    second = np.zeros(len(positions), bool)
+    source = np.arange(len(positions))
+    if search and len(positions) and worth_searching(image, positions, amplitudes, widths, filter_sigma_px, typical_response, noise):
+        peaks, heights = find_dim_columns(image, positions, amplitudes, widths, filter_sigma_px, typical_response, noise)
+        positions = np.concatenate([positions, peaks.astype(np.float64)])
+        amplitudes = np.concatenate([amplitudes, np.clip(heights, 1e-3, None)])
+        widths = np.concatenate([widths, np.full(len(peaks), float(np.median(widths)) if len(widths) else filter_sigma_px)])
+        second = np.concatenate([second, np.ones(len(peaks), bool)])
+        source = np.concatenate([source, np.full(len(peaks), -1)])
+    if len(positions) <= 1:
+        return CompletedLattice(positions, amplitudes, widths, np.zeros(len(positions), np.int64), second, np.zeros(len(positions), bool), float("nan"), source)
+    tree = cKDTree(positions)  # one tree and one neighbour table: the columns move by fractions of a pixel
+    neighbours = nearest_columns(positions, tree=tree)
+    nearest = float(np.median(np.hypot(*(positions[neighbours[:, 0]] - positions).T)))
+    refitted = np.zeros(len(positions), bool)
+    if joint and second.any():  # heights of the new columns (and of their neighbours) before they are labelled
+        positions, amplitudes, moved = refine_jointly(image, positions, amplitudes, widths, nearest, rounds=2, must=second, neighbours=neighbours)
+        refitted |= moved
+    labels, linked = label_columns(positions, amplitudes, image.shape, nearest, tree)
+    drop = second & ~linked  # found in the residual but part of no site set: misfit, not a column
+    covariance = isotropic_covariance(widths)
+    for _ in range(SHAPE_ROUNDS if joint else 0):  # shapes from neighbour-subtracted cores, then positions, until the shapes stand
+        previous = covariance
+        covariance = sublattice_shapes(image, positions, amplitudes, covariance, np.where(drop, -1, labels), neighbours=neighbours)
+        widths = equivalent_sigma(covariance)
+        amplitudes = np.where(drop, 0.0, amplitudes)  # a dropped column takes nothing from its neighbours
+        positions, amplitudes, moved = refine_jointly(
+            image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours, covariance=covariance
+        )
+        refitted |= moved
+        if np.abs(covariance - previous).max(initial=0.0) < 0.04 * float(np.median(widths)) ** 2:
+            break
+        if second.any():  # heights read with better shapes: the next shapes are read per sublattice as labelled now
+            labels = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)[0]
+    # two fits that settled on one column: keep the taller
+    distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
+    close = (distance < DUPLICATE_DISTANCE * nearest) & ~drop[neighbours]
+    for column in np.nonzero(close.any(axis=1) & ~drop)[0]:
+        others = neighbours[column][close[column]]
+        if (amplitudes[others] > amplitudes[column]).any() or ((amplitudes[others] == amplitudes[column]) & (others < column)).any():
+            drop[column] = True
+    keep = ~drop
+    nearest = float(np.median(np.where(drop[neighbours], np.inf, distance)[keep].min(axis=1)))
+    positions, amplitudes, widths, second, refitted, source, labels = (a[keep] for a in (positions, amplitudes, widths, second, refitted, source, labels))
+    if second.any():  # the new columns' heights were provisional when they were first labelled
+        labels, _ = label_columns(positions, amplitudes, image.shape, nearest)
+    return CompletedLattice(positions, amplitudes, widths, labels, second, refitted, nearest, source)

@@ -1,0 +1,130 @@
+"""Columns as Gaussian models: rendering them (:func:`render_columns`), each column's nearest
+neighbours, and the neighbours' models at a column's fit window (:func:`neighbours_at`), round or
+elliptical.
+
+Conventions (those of :mod:`microvae.sublattices`): (H, W) float images scaled as
+:func:`microvae.atoms.prepare_image` scales them, positions (row, col) in pixels with pixel
+(r, c) centred at (r, c), widths σ in pixels, covariances [c_rr, c_rc, c_cc] in px².
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "NEIGHBOURS_MODELLED",
+    "equivalent_sigma",
+    "isotropic_covariance",
+    "nearest_columns",
+    "neighbours_at",
+    "precision",
+    "render_columns",
+]
+
+
+def render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
+    """(H, W) float64 sum of ``amplitude · exp(−d²/2σ²)`` over columns (positions (N, 2), amplitudes (N,),
+    sigma_px (N,) or a scalar), each within 4σ of its centre (windowed outer products, one bincount)."""
+    height, width = shape
+    count = len(positions)
+    if count == 0:
+        return np.zeros(shape)
+    sigma = np.broadcast_to(np.asarray(sigma_px, dtype=np.float64), (count,))
+    radius = int(np.ceil(4 * sigma.max()))
+    offsets = np.arange(-radius, radius + 1)
+    rows = np.round(positions[:, 0]).astype(np.int64)[:, None] + offsets[None, :]
+    cols = np.round(positions[:, 1]).astype(np.int64)[:, None] + offsets[None, :]
+    inv = 1.0 / (2 * sigma**2)
+    along_rows = np.exp(-((rows - positions[:, :1]) ** 2) * inv[:, None])
+    along_cols = np.exp(-((cols - positions[:, 1:]) ** 2) * inv[:, None])
+    values = amplitudes[:, None, None] * along_rows[:, :, None] * along_cols[:, None, :]
+    all_rows = np.broadcast_to(rows[:, :, None], values.shape)
+    all_cols = np.broadcast_to(cols[:, None, :], values.shape)
+    valid = (all_rows >= 0) & (all_rows < height) & (all_cols >= 0) & (all_cols < width)
+    flat = all_rows[valid] * width + all_cols[valid]
+    return np.bincount(flat, weights=values[valid], minlength=height * width).reshape(shape)
+
+
+NEIGHBOURS_MODELLED = 8  # nearest columns whose models are taken away from a column's fit window
+
+
+def nearest_columns(positions: np.ndarray, count: int = NEIGHBOURS_MODELLED, tree=None) -> np.ndarray:
+    """(N, K) indices of each column's K = min(count, N − 1) nearest other columns, nearest first
+    (``tree``: a scipy cKDTree of ``positions``, when already built)."""
+    from scipy.spatial import cKDTree
+
+    k = min(count, len(positions) - 1)
+    if k < 1:
+        return np.zeros((len(positions), 0), np.int64)
+    tree = tree if tree is not None else cKDTree(positions)
+    return tree.query(positions, k=k + 1, workers=-1)[1].reshape(len(positions), -1)[:, 1:]
+
+
+def isotropic_covariance(sigma_px: np.ndarray) -> np.ndarray:
+    """(N, 3) covariance [c_rr, c_rc, c_cc] (px²) of round columns of widths ``sigma_px`` (N,)."""
+    sigma = np.asarray(sigma_px, dtype=np.float64)
+    return np.stack([sigma**2, 0 * sigma, sigma**2], axis=-1)
+
+
+def equivalent_sigma(covariance: np.ndarray) -> np.ndarray:
+    """(N,) width σ of the round Gaussian of the same area as each elliptical one: det(C)^¼."""
+    covariance = np.asarray(covariance, dtype=np.float64)
+    return (covariance[..., 0] * covariance[..., 2] - covariance[..., 1] ** 2) ** 0.25
+
+
+def precision(covariance: np.ndarray) -> np.ndarray:
+    """Inverse of packed 2 × 2 covariances.
+
+    Parameters
+    ----------
+    covariance : numpy.ndarray
+        (..., 3) [c_rr, c_rc, c_cc] in px², (row, col) axes.
+
+    Returns
+    -------
+    numpy.ndarray
+        (..., 3) precision [p_rr, p_rc, p_cc] in px⁻².
+    """
+    det = covariance[..., 0] * covariance[..., 2] - covariance[..., 1] ** 2
+    return np.stack([covariance[..., 2] / det, -covariance[..., 1] / det, covariance[..., 0] / det], axis=-1)
+
+
+def neighbours_at(
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    sigma_px: np.ndarray,
+    members: np.ndarray,
+    centres: np.ndarray,
+    row_offsets: np.ndarray,
+    col_offsets: np.ndarray,
+    others: np.ndarray | None = None,
+    covariance: np.ndarray | None = None,
+) -> np.ndarray:
+    """(P, M) the summed Gaussian models of each member's ``NEIGHBOURS_MODELLED`` nearest other
+    columns at its window pixels ``centres`` (M, 2) + (row_offsets, col_offsets) (P,): the part of
+    the image that :func:`render_columns` of all columns minus the member's own model would give
+    there, without rendering the whole image. ``others`` (M, K): the neighbours' indices, when
+    already known. ``covariance`` (N, 3) [c_rr, c_rc, c_cc] px²: elliptical columns (default:
+    round, of width ``sigma_px``)."""
+    from scipy.spatial import cKDTree
+
+    if others is None:
+        count = min(NEIGHBOURS_MODELLED + 1, len(positions))
+        _, index = cKDTree(positions).query(positions[members], k=count)
+        index = index.reshape(len(members), -1)
+        others = index[:, 1:] if count > 1 else index[:, :0]  # (M, K) the member itself first
+    # −½·precision, float32 (the pixels relative to the window centre keep the offsets small)
+    half = (-0.5 * precision(isotropic_covariance(sigma_px) if covariance is None else np.asarray(covariance, dtype=np.float64))).astype(np.float32)
+    rows = row_offsets.astype(np.float32)[:, None]  # (P, 1)
+    cols = col_offsets.astype(np.float32)[:, None]
+    total = np.zeros((len(row_offsets), len(centres)), np.float32)
+    for k in range(others.shape[1]):
+        j = others[:, k]
+        dy = rows - (positions[j, 0] - centres[:, 0]).astype(np.float32)[None, :]
+        dx = cols - (positions[j, 1] - centres[:, 1]).astype(np.float32)[None, :]
+        p = half[j]
+        exponent = p[:, 0][None, :] * dy * dy
+        exponent += 2 * p[:, 1][None, :] * dy * dx
+        exponent += p[:, 2][None, :] * dx * dx
+        total += amplitudes[j].astype(np.float32)[None, :] * np.exp(exponent)
+    return total
