@@ -60,7 +60,7 @@ def lattice_patches(count: int, folder: Path, shape: tuple[int, int] = (1024, 10
     (``microvae find-atoms`` and ``extract`` on synthetic scans of ``shape``)."""
     import tifffile
 
-    from microvae.atoms import FindAtomsParams
+    from microvae.config import ExtractConfig, FindAtomsConfig
     from microvae.patches import PatchParams
     from microvae.stages import run_extract, run_find_atoms
     from microvae.synthetic import make_lattice
@@ -74,8 +74,8 @@ def lattice_patches(count: int, folder: Path, shape: tuple[int, int] = (1024, 10
         scans.append(str(path))
         total += len(lattice.positions)
         seed += 1
-    run_find_atoms(scans, folder / "atoms.h5", FindAtomsParams())
-    run_extract(scans, folder / "patches.h5", PatchParams(window=32), atoms=folder / "atoms.h5")
+    run_find_atoms(scans, folder / "atoms.h5", FindAtomsConfig())
+    run_extract(scans, folder / "patches.h5", ExtractConfig(PatchParams(window=32)), atoms=folder / "atoms.h5")
     return folder / "patches.h5"
 
 

@@ -22,8 +22,8 @@ import tifffile
 import torch
 
 from microvae.config import EncodeConfig
-from microvae.pipeline import run_pipeline
 from microvae.stages import run_encode_scans
+from microvae.stages.pipeline import run_pipeline
 from microvae.synthetic import TwoPhaseImage, make_two_phase_lattice, score_two_phase
 
 RESULTS = Path(__file__).resolve().parent / "results"

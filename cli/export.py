@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from microvae.config import EXPORT_FORMATS, ExportConfig
+
 from . import options
 from .console import progress_bar, report
 from .main import app
@@ -18,9 +20,9 @@ def _positive(value: float | None) -> float | None:
 
 
 def _formats(value: str) -> str:
-    unknown = sorted(set(value.split(",")) - {"h5", "tiff", "png"})
+    unknown = sorted(set(value.split(",")) - set(EXPORT_FORMATS))
     if unknown:
-        raise typer.BadParameter(f"unknown format {', '.join(unknown)}: give a comma-separated list of h5, tiff, png")
+        raise typer.BadParameter(f"unknown format {', '.join(unknown)}: give a comma-separated list of {', '.join(EXPORT_FORMATS)}")
     return value
 
 
@@ -41,15 +43,15 @@ def export_command(
     encoded: Path = typer.Argument(..., metavar="ENCODED", help="Encoded artifact from 'microvae encode'.", show_default=False),
     output: Path = options.output("Folder for the maps."),
     formats: str = typer.Option(
-        "h5,tiff,png",
+        ",".join(ExportConfig.formats),
         "--format",
-        metavar="h5,tiff,png",
+        metavar=",".join(EXPORT_FORMATS),
         callback=_formats,
         rich_help_panel="Output",
         help="Comma-separated formats (maps.h5 is always written).",
     ),
     radius: float | None = typer.Option(
-        None,
+        ExportConfig.radius,
         "--radius",
         callback=_positive,
         rich_help_panel="Data",
@@ -62,5 +64,5 @@ def export_command(
     from microvae.stages.export import run_export
 
     with progress_bar(quiet) as progress:
-        result = run_export(encoded, output, tuple(formats.split(",")), radius=radius, force=force, progress=progress)
+        result = run_export(encoded, output, ExportConfig(formats=tuple(formats.split(",")), radius=radius), force=force, progress=progress)
     report(result, quiet, json_summary)

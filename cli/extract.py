@@ -7,7 +7,9 @@ from typing import Literal
 
 import typer
 
-from microvae.patches import EDGE_POLICIES, NORMALISATIONS, PatchParams
+from microvae.config import ExtractConfig
+from microvae.patches import EDGE_POLICIES, NORMALISATIONS
+from microvae.patches import PatchParams as P
 
 from . import options
 from .console import progress_bar, report
@@ -44,21 +46,21 @@ def extract_command(
         show_default=False,
     ),
     stack_as: Literal["frames", "channels"] = typer.Option(
-        "frames", "--stack-as", rich_help_panel="Input", help="Read 3D stacks as frames or co-registered channels (C×W×W)."
+        ExtractConfig.stack_as, "--stack-as", rich_help_panel="Input", help="Read 3D stacks as frames or co-registered channels (C×W×W)."
     ),
-    window: int = typer.Option(32, "--window", "-w", min=2, metavar="W", rich_help_panel="Data", help="Patch size W in pixels."),
-    fft: bool = typer.Option(False, "--fft", rich_help_panel="Data", help="Store log(1+|FFT|) of Hann-windowed patches (zero frequency at W//2)."),
+    window: int = typer.Option(P.window, "--window", "-w", min=2, metavar="W", rich_help_panel="Data", help="Patch size W in pixels."),
+    fft: bool = typer.Option(P.fft, "--fft", rich_help_panel="Data", help="Store log(1+|FFT|) of Hann-windowed patches (zero frequency at W//2)."),
     normalize: Literal[NORMALISATIONS] = typer.Option(
-        "image", "--normalize", rich_help_panel="Data", help="image: per-scan 0.1–99.9 percentiles to [0, 1] (others: README)."
+        P.normalize, "--normalize", rich_help_panel="Data", help="image: per-scan 0.1–99.9 percentiles to [0, 1] (others: README)."
     ),
     edge: Literal[EDGE_POLICIES] = typer.Option(
-        "skip", "--edge", rich_help_panel="Data", help="Patches reaching outside the image: skip, or fill by reflection."
+        P.edge, "--edge", rich_help_panel="Data", help="Patches reaching outside the image: skip, or fill by reflection."
     ),
     subpixel: bool = typer.Option(
-        True, "--subpixel/--no-subpixel", rich_help_panel="Data", help="Cut atom-centred patches at the exact subpixel centre (bilinear)."
+        P.subpixel, "--subpixel/--no-subpixel", rich_help_panel="Data", help="Cut atom-centred patches at the exact subpixel centre (bilinear)."
     ),
     compression: Literal["gzip", "none"] = typer.Option(
-        "gzip", "--compression", rich_help_panel="Output", help="none: larger files that read 7.5× faster (for GPUs; bench_encode.py)."
+        ExtractConfig.compression, "--compression", rich_help_panel="Output", help="none: larger files that read 7.5× faster (for GPUs; bench_encode.py)."
     ),
     preview: Path | None = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG gallery of random patches.", show_default=False),
     force: bool = options.force(),
@@ -67,9 +69,10 @@ def extract_command(
 ) -> None:
     from microvae.stages.extract import run_extract
 
-    params = PatchParams(
+    patches = P(
         window=window, fft=fft, normalize=normalize, edge=edge, subpixel=subpixel, grid_step=grid, sublattices=tuple(sublattice) if sublattice else None
     )
+    config = ExtractConfig(patches, stack_as=stack_as, compression=compression)
     with progress_bar(quiet) as progress:
-        result = run_extract(images, output, params, atoms=atoms, stack_as=stack_as, preview=preview, force=force, progress=progress, compression=compression)
+        result = run_extract(images, output, config, atoms=atoms, preview=preview, force=force, progress=progress)
     report(result, quiet, json_summary)

@@ -8,7 +8,9 @@ from typing import Literal
 
 import typer
 
-from microvae.atoms import DETECTION_METHODS, REFINEMENT_METHODS, FindAtomsParams
+from microvae.atoms import DETECTION_METHODS, REFINEMENT_METHODS
+from microvae.atoms import FindAtomsParams as P
+from microvae.config import FindAtomsConfig
 
 from . import options
 from .console import progress_bar, report
@@ -39,10 +41,10 @@ def find_atoms_command(
     images: list[str] = typer.Argument(..., metavar="SCAN...", help="Scans: .tif .png .npy .h5[:/dataset] .hspy .dm3 .dm4 .emd .ser .sxm", show_default=False),
     output: Path = options.output("Atoms artifact to write (.h5)."),
     method: Literal[DETECTION_METHODS] = typer.Option(
-        "log", "--method", rich_help_panel="Detection", help="log: Laplacian of Gaussian (robust to backgrounds); max: smoothed maxima."
+        P.method, "--method", rich_help_panel="Detection", help="log: Laplacian of Gaussian (robust to backgrounds); max: smoothed maxima."
     ),
     refine: Literal[REFINEMENT_METHODS] = typer.Option(
-        "gaussian", "--refine", rich_help_panel="Detection", help="Subpixel refinement: 2D Gaussian fit, centre of mass, or none."
+        P.refine, "--refine", rich_help_panel="Detection", help="Subpixel refinement: 2D Gaussian fit, centre of mass, or none."
     ),
     sigma: float | None = typer.Option(None, "--sigma", min=0, rich_help_panel="Detection", help="Column width σ in px [default: estimated]."),
     spacing: float | None = typer.Option(None, "--spacing", min=0, rich_help_panel="Detection", help="Nearest-neighbour spacing in px [default: estimated]."),
@@ -50,29 +52,29 @@ def find_atoms_command(
         None, "--threshold", rich_help_panel="Detection", help="Absolute response threshold [default: from the noise level]."
     ),
     threshold_rel: float = typer.Option(
-        0.2, "--threshold-rel", min=0, rich_help_panel="Detection", help="Threshold as a fraction of a typical column's response."
+        P.threshold_rel, "--threshold-rel", min=0, rich_help_panel="Detection", help="Threshold as a fraction of a typical column's response."
     ),
-    invert: bool = typer.Option(False, "--invert", rich_help_panel="Detection", help="Find dark columns (annular bright field, some STM)."),
+    invert: bool = typer.Option(P.invert, "--invert", rich_help_panel="Detection", help="Find dark columns (annular bright field, some STM)."),
     sublattices: bool = typer.Option(
-        True,
+        P.sublattices,
         "--sublattices/--no-sublattices",
         rich_help_panel="Detection",
         help="Search again for dimmer columns beside the bright ones, and label sublattices.",
     ),
     joint: bool = typer.Option(
-        True, "--joint/--independent", rich_help_panel="Detection", help="Refit overlapping columns against the image minus their neighbours."
+        P.joint, "--joint/--independent", rich_help_panel="Detection", help="Refit overlapping columns against the image minus their neighbours."
     ),
     displacements: str = typer.Option(
-        "auto",
+        P.displacements,
         "--displacements",
         metavar="auto|none|OF:TO",
         callback=_check_displacements,
         rich_help_panel="Detection",
         help="Displacement of each column from its neighbours in another sublattice (e.g. 1:0).",
     ),
-    channel: int = typer.Option(0, "--channel", min=0, rich_help_panel="Data", help="Channel used for detection in multichannel scans."),
+    channel: int = typer.Option(FindAtomsConfig.channel, "--channel", min=0, rich_help_panel="Data", help="Channel used for detection in multichannel scans."),
     stack_as: Literal["frames", "channels"] = typer.Option(
-        "frames", "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."
+        FindAtomsConfig.stack_as, "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."
     ),
     preview: Path | None = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
     force: bool = options.force(),
@@ -82,7 +84,7 @@ def find_atoms_command(
 ) -> None:
     from microvae.stages.find_atoms import run_find_atoms
 
-    params = FindAtomsParams(
+    detection = P(
         method=method,
         refine=refine,
         sigma_px=sigma,
@@ -95,6 +97,7 @@ def find_atoms_command(
         joint=joint,
         displacements=displacements,
     )
+    config = FindAtomsConfig(detection, channel=channel, stack_as=stack_as)
     with progress_bar(quiet) as progress:
-        result = run_find_atoms(images, output, params, channel=channel, stack_as=stack_as, preview=preview, force=force, progress=progress)
+        result = run_find_atoms(images, output, config, preview=preview, force=force, progress=progress)
     report(result, quiet, json_summary)

@@ -1,17 +1,54 @@
-"""The settings of a model and of its training: plain dataclasses, with no torch behind them.
+"""The settings of every stage: plain dataclasses, with no torch behind them.
 
-:class:`JTRVAEConfig` (architecture, priors, KL schedule) and :class:`TrainConfig` (epochs, batch,
-optimiser, device) hold every default once; :func:`configs_from_settings` splits the flat settings
-of the CLI or a pipeline TOML file into the two. Kept apart from :mod:`microvae.models` and
-:mod:`microvae.training` so that reading them (``microvae train --help``, a pipeline file's check)
-does not import torch.
+One dataclass per stage holds every default once; the CLI's options and the pipeline's TOML keys
+are read from them:
+
+=============  ==============================================================================
+stage          settings
+=============  ==============================================================================
+find-atoms     :class:`FindAtomsConfig` (:class:`~microvae.atoms.FindAtomsParams` + how scans are read)
+extract        :class:`ExtractConfig` (:class:`~microvae.patches.PatchParams` + reading, compression)
+train          :class:`JTRVAEConfig` (architecture, priors, KL schedule) and :class:`TrainConfig`
+               (epochs, batch, optimiser, device); :func:`configs_from_settings` splits flat settings
+encode         :class:`EncodeConfig` (with :class:`RefineConfig`)
+export         :class:`ExportConfig`
+=============  ==============================================================================
+
+Each stage config reads and writes its *flat settings* (``from_settings`` / ``settings``): the keys
+of the pipeline's TOML section and of the recipe that ``encode --pretrained`` replays. Kept apart
+from :mod:`microvae.models` and :mod:`microvae.training` so that reading them (``microvae train
+--help``, a pipeline file's check) does not import torch.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
+from .atoms.tables import FindAtomsParams
 from .errors import ParameterError, raise_first_failure
+from .patches import PatchParams
+
+__all__ = [
+    "CLASS_INITS",
+    "DECODERS",
+    "ENCODERS",
+    "EXPORT_FORMATS",
+    "GEOMETRIES",
+    "KL_ESTIMATORS",
+    "LIKELIHOODS",
+    "SETTING_ALIASES",
+    "STACK_AS",
+    "EncodeConfig",
+    "ExportConfig",
+    "ExtractConfig",
+    "FindAtomsConfig",
+    "JTRVAEConfig",
+    "RefineConfig",
+    "TrainConfig",
+    "configs_from_settings",
+    "setting_names",
+]
 
 GEOMETRIES = ("euclidean", "circle", "torus")  # latent geometries (see microvae.circular)
 CLASS_INITS = ("cluster", "restarts", "none")
@@ -408,3 +445,134 @@ class EncodeConfig:
         self.refine.validate()
         if self.refine.steps and not self.scores:
             raise ParameterError("encode --refine optimises each patch's −ELBO and records it: it cannot be combined with --no-scores")
+
+
+# --- the stages around training ------------------------------------------------------------------
+
+STACK_AS = ("frames", "channels")  # how a 3-D stack in one file is read (microvae.images.read_scans)
+EXPORT_FORMATS = ("h5", "tiff", "png")
+
+
+def _split_settings(settings: dict[str, Any], names: set[str], section: str) -> dict[str, Any]:
+    """The settings as a dict, after refusing unknown keys (named, with the allowed ones)."""
+    unknown = set(settings) - names
+    if unknown:
+        raise ParameterError(f"unknown key(s) {', '.join(sorted(unknown))} in [{section}]; allowed: {', '.join(sorted(names))}")
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+
+
+@dataclass
+class FindAtomsConfig:
+    """``find-atoms`` as a stage: how columns are detected in each image, and how scans are read.
+
+    Attributes:
+        detection: the detection and refinement parameters (:class:`~microvae.atoms.FindAtomsParams`).
+        channel: channel of a multichannel scan used for detection (0-based).
+        stack_as: read a 3-D stack as separate ``frames`` or as co-registered ``channels``.
+
+    The flat settings (a pipeline's ``[find_atoms]`` keys; the recipe a run replays on new scans)
+    are the fields of ``detection`` with ``channel`` and ``stack_as``.
+    """
+
+    detection: FindAtomsParams = field(default_factory=FindAtomsParams)
+    channel: int = 0
+    stack_as: str = "frames"
+
+    @staticmethod
+    def setting_names() -> set[str]:
+        return {f.name for f in fields(FindAtomsParams)} | {"channel", "stack_as"}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], section: str = "find_atoms") -> FindAtomsConfig:
+        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`."""
+        values = _split_settings(settings, cls.setting_names(), section)
+        reading = {key: values.pop(key) for key in ("channel", "stack_as") if key in values}
+        return cls(FindAtomsParams(**values), **reading)
+
+    def settings(self) -> dict[str, Any]:
+        return {**asdict(self.detection), "channel": self.channel, "stack_as": self.stack_as}
+
+    def validate(self) -> None:
+        self.detection.validate()
+        if self.channel < 0:
+            raise ParameterError(f"--channel {self.channel}: expected a channel number ≥ 0")
+        if self.stack_as not in STACK_AS:
+            raise ParameterError(f"--stack-as {self.stack_as!r}: expected one of {', '.join(STACK_AS)}")
+
+
+@dataclass
+class ExtractConfig:
+    """``extract`` as a stage: where and how patches are cut, how scans are read, how they are stored.
+
+    Attributes:
+        patches: window, grid step, FFT, normalisation, edges, sublattices
+            (:class:`~microvae.patches.PatchParams`); ``patches.grid_step`` None cuts one patch per atom.
+        stack_as: read a 3-D stack as ``frames`` or co-registered ``channels`` (C×W×W patches).
+        compression: ``gzip`` or ``none`` (larger files that read faster).
+
+    The flat settings (a pipeline's ``[extract]`` keys; the recipe a run replays) are the fields
+    of ``patches`` with ``stack_as`` and ``compression``.
+    """
+
+    patches: PatchParams = field(default_factory=PatchParams)
+    stack_as: str = "frames"
+    compression: str = "gzip"
+
+    @staticmethod
+    def setting_names() -> set[str]:
+        return {f.name for f in fields(PatchParams)} | {"stack_as", "compression"}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], section: str = "extract") -> ExtractConfig:
+        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`."""
+        values = _split_settings(settings, cls.setting_names(), section)
+        reading = {key: values.pop(key) for key in ("stack_as", "compression") if key in values}
+        if values.get("sublattices") is not None:
+            values["sublattices"] = tuple(int(k) for k in values["sublattices"])
+        return cls(PatchParams(**values), **reading)
+
+    def settings(self) -> dict[str, Any]:
+        return {**asdict(self.patches), "stack_as": self.stack_as, "compression": self.compression}
+
+    def validate(self) -> None:
+        self.patches.validate()
+        if self.stack_as not in STACK_AS:
+            raise ParameterError(f"--stack-as {self.stack_as!r}: expected one of {', '.join(STACK_AS)}")
+        if self.compression not in ("gzip", "none"):
+            raise ParameterError(f"--compression {self.compression!r}: expected gzip or none")
+
+
+@dataclass
+class ExportConfig:
+    """``export`` as a stage.
+
+    Attributes:
+        formats: files to write besides ``maps.h5`` (always written): a subset of
+            :data:`EXPORT_FORMATS`.
+        radius: pixels farther than this (px) from every patch centre are missing in the maps;
+            None: half the patch window.
+    """
+
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    radius: float | None = None
+
+    @staticmethod
+    def setting_names() -> set[str]:
+        return {f.name for f in fields(ExportConfig)}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], section: str = "export") -> ExportConfig:
+        values = _split_settings(settings, cls.setting_names(), section)
+        if isinstance(values.get("formats"), str):
+            values["formats"] = tuple(values["formats"].split(","))
+        return cls(**values)
+
+    def normalised(self) -> ExportConfig:
+        """A copy with the formats stripped, lower-case and without repeats; validated."""
+        formats = tuple(dict.fromkeys(f.strip().lower() for f in self.formats if f.strip()))
+        unknown = [f for f in formats if f not in EXPORT_FORMATS]
+        if unknown or not formats:
+            raise ParameterError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; expected a comma-separated subset of {','.join(EXPORT_FORMATS)}")
+        if self.radius is not None and not self.radius > 0:
+            raise ParameterError(f"--radius {self.radius}: expected a positive number of pixels")
+        return replace(self, formats=formats)

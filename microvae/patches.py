@@ -70,7 +70,6 @@ class PatchParams:
                 raise ParameterError("--sublattice picks atoms: it needs --atoms, not --grid")
             if not self.sublattices or any(int(k) < 0 for k in self.sublattices):
                 raise ParameterError(f"--sublattice {list(self.sublattices)}: expected sublattice numbers ≥ 0")
-            self.sublattices = tuple(int(k) for k in self.sublattices)
 
 
 @dataclass

@@ -310,9 +310,10 @@ def test_device_choice():
 
 def test_device_is_not_part_of_the_artifact_fingerprint(tmp_path, lattice_tif):
     """Changing --device does not make an existing atoms artifact stale: both engines find the same atoms."""
+    from microvae.config import FindAtomsConfig
     from microvae.stages import run_find_atoms
 
     path, _ = lattice_tif
     output = tmp_path / "atoms.h5"
-    assert run_find_atoms([str(path)], output, FindAtomsParams(device="cpu")).status == "written"
-    assert run_find_atoms([str(path)], output, FindAtomsParams(device="auto")).status == "up-to-date"
+    assert run_find_atoms([str(path)], output, FindAtomsConfig(FindAtomsParams(device="cpu"))).status == "written"
+    assert run_find_atoms([str(path)], output, FindAtomsConfig(FindAtomsParams(device="auto"))).status == "up-to-date"

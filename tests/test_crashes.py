@@ -30,6 +30,7 @@ import pytest
 import tifffile
 import torch
 
+from microvae.config import ExtractConfig
 from microvae.errors import InputError
 from microvae.patches import PatchParams
 from microvae.run_folder import load_checkpoint
@@ -342,7 +343,7 @@ def patches(tmp_path_factory):
     folder = tmp_path_factory.mktemp("crash_patches")
     scan = folder / "scan.tif"
     tifffile.imwrite(scan, make_lattice(shape=(128, 128), seed=9).image)
-    run_extract([str(scan)], folder / "patches.h5", PatchParams(window=12, grid_step=4))
+    run_extract([str(scan)], folder / "patches.h5", ExtractConfig(PatchParams(window=12, grid_step=4)))
     return folder / "patches.h5"
 
 

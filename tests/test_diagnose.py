@@ -79,12 +79,13 @@ def test_recut_patches_come_from_the_scan_as_extract_cut_them(tmp_path, lattice_
 
     import h5py
 
+    from microvae.config import ExtractConfig
     from microvae.patches import PatchParams
     from microvae.stages import run_extract
 
     scan, _ = lattice_tif
     patches = tmp_path / "p.h5"
-    run_extract([str(scan)], patches, PatchParams(window=12, grid_step=6))
+    run_extract([str(scan)], patches, ExtractConfig(PatchParams(window=12, grid_step=6)))
     with h5py.File(patches) as handle:
         stored, coords = handle["patches"][()], handle["coords"][()]
     source, note = artifact_source(patches)

@@ -10,8 +10,8 @@ import tifffile
 
 from microvae.config import EncodeConfig
 from microvae.errors import ParameterError
-from microvae.pipeline import read_config, run_pipeline
 from microvae.stages import run_encode_scans
+from microvae.stages.pipeline import read_config, run_pipeline
 from microvae.synthetic import make_lattice, make_two_phase_lattice, score_two_phase
 
 CONFIG = """
@@ -194,9 +194,9 @@ def test_two_phase_lattice_regions_by_class_variants_by_z(tmp_path, seed):
 
 
 def test_config_chooses_the_find_atoms_engine(tmp_path):
-    from microvae.pipeline import find_atoms_params
+    from microvae.stages.pipeline import find_atoms_config
 
     config = tmp_path / "study.toml"
     config.write_text(CONFIG.replace('refine = "com"', 'refine = "com"\ndevice = "cpu"'))
-    params, _, _ = find_atoms_params(read_config(config))
+    params = find_atoms_config(read_config(config)).detection
     assert params.device == "cpu" and params.refine == "com"

@@ -253,6 +253,7 @@ def test_every_patch_is_the_image_cut_at_its_recorded_centre(case):
 def test_extract_artifact_coordinates_map_back_to_the_scan(height, width, window, step, seed):
     """Through the extract stage and its HDF5 artifact: grid patches, un-normalised with the recorded
     (offset, scale), are the scan's pixels at the recorded centres."""
+    from microvae.config import ExtractConfig
     from microvae.stages import run_extract
 
     image = np.random.default_rng(seed).random((height, width)).astype(np.float32) * 1000
@@ -260,7 +261,7 @@ def test_extract_artifact_coordinates_map_back_to_the_scan(height, width, window
         scan = Path(folder) / "scan.npy"
         np.save(scan, image)
         output = Path(folder) / "patches.h5"
-        run_extract([str(scan)], output, PatchParams(window=window, normalize="patch", grid_step=step))
+        run_extract([str(scan)], output, ExtractConfig(PatchParams(window=window, normalize="patch", grid_step=step)))
         with h5py.File(output) as handle:
             patches, coords = handle["patches"][()], handle["coords"][()]
             offset, scale = handle["norm_offset"][()], handle["norm_scale"][()]

@@ -11,7 +11,7 @@ import tifffile
 from scipy import ndimage
 
 from microvae.images import read_scans
-from microvae.pipeline import run_pipeline
+from microvae.stages.pipeline import run_pipeline
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 SCAN = SAMPLE / "scifireaders_SI-Survey_Image.dm3"

@@ -145,13 +145,14 @@ def test_streamed_file_with_nan_is_refused_naming_it(tmp_path):
 
 def test_train_and_encode_stream_above_the_memory_limit(tmp_path, lattice_tif):
     """The stages with memory_limit=0 (everything streamed) give the encoding of the resident run."""
+    from microvae.config import ExtractConfig
     from microvae.patches import PatchParams
     from microvae.stages import run_encode, run_extract, run_train
     from microvae.training import configs_from_settings
 
     path, _ = lattice_tif
     patches = tmp_path / "p.h5"
-    run_extract([str(path)], patches, PatchParams(window=12, grid_step=6))
+    run_extract([str(path)], patches, ExtractConfig(PatchParams(window=12, grid_step=6)))
     settings = dict(classes=2, latent_dim=1, epochs=2, hidden=16, batch_size=32, device="cpu", translation=False)
     results = {}
     for name, limit in (("resident", 1 << 40), ("streamed", 0)):
@@ -269,13 +270,14 @@ def test_distributed_training_with_two_cpu_processes(tmp_path, lattice_tif):
     one process on the global batches, resident and streamed, is tested above on each rank's own
     weights; the streamed train stage in one process, in test_train_and_encode_stream_above_the_memory_limit.)"""
     memory_limit = 1 << 40
+    from microvae.config import ExtractConfig
     from microvae.patches import PatchParams
     from microvae.run_folder import load_checkpoint
     from microvae.stages import run_extract
 
     path, _ = lattice_tif
     patches = tmp_path / "p.h5"
-    run_extract([str(path)], patches, PatchParams(window=12, grid_step=6))
+    run_extract([str(path)], patches, ExtractConfig(PatchParams(window=12, grid_step=6)))
     driver = tmp_path / "driver.py"
     driver.write_text(
         textwrap.dedent("""

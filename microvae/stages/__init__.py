@@ -14,6 +14,7 @@ export         :func:`~.export.run_export`
 compare        :func:`~.compare.run_compare`
 diagnose       :func:`~.diagnose.run_diagnose`
 pictures       :func:`~.pictures.run_manifold`, :func:`~.pictures.run_generate`
+pipeline       :func:`~.pipeline.run_pipeline` (all of the above from one TOML file)
 inputs         what the stages share: scans and patches read for a stage, and what a path holds
 result         :class:`StageResult`, the progress callback
 =============  =========================================================================
@@ -50,6 +51,7 @@ _HOMES = {
     "run_diagnose": "diagnose",
     "run_manifold": "pictures",
     "run_generate": "pictures",
+    "run_pipeline": "pipeline",
 }
 
 __all__ = sorted(_HOMES)

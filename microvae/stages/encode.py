@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +11,12 @@ import numpy as np
 
 from .. import artifacts
 from ..artifacts import Provenance, write_dataset
-from ..atoms import FindAtomsParams
-from ..config import EncodeConfig
+from ..config import EncodeConfig, ExtractConfig, FindAtomsConfig
 from ..devices import describe_device, resolve_device
 from ..encoding import encode_array, measure_encode_rate, scan_summaries
 from ..ensemble import consensus, permute_probs, read_record
 from ..errors import InputError, ParameterError
 from ..images import LENGTH_UNITS_M, file_sha256, read_scans
-from ..patches import PatchParams
 from ..run_folder import load_run, member_dir, read_run_provenance, read_training_statistics, run_patch_side
 from .extract import run_extract
 from .find_atoms import run_find_atoms
@@ -376,21 +374,16 @@ def _replay_and_encode(run_dir, scans, output, work, recipe, extract_settings, f
     atoms_path = None
     grid_step = extract_settings.get("grid_step")
     mode = extract_settings.get("mode", "grid" if grid_step else "atoms")
-    if mode == "atoms":
-        settings = {k: v for k, v in (recipe.get("find_atoms") or {}).items()}
-        channel = int(settings.pop("channel", 0))
-        stack_as = settings.pop("stack_as", "frames")
+    if mode == "atoms":  # keys a newer or older version recorded that this one lacks are left out
+        settings = {k: v for k, v in (recipe.get("find_atoms") or {}).items() if k in FindAtomsConfig.setting_names()}
         settings.update({k: v for k, v in (find_atoms_overrides or {}).items() if v is not None})
-        params = FindAtomsParams(**{k: v for k, v in settings.items() if k in FindAtomsParams.__dataclass_fields__})
         atoms_path = work / "atoms.h5"
-        results.append(run_find_atoms(scans, atoms_path, params, channel=channel, stack_as=stack_as, force=True, progress=progress))
-    patch_params = PatchParams(**{k: v for k, v in extract_settings.items() if k in PatchParams.__dataclass_fields__})
+        results.append(run_find_atoms(scans, atoms_path, FindAtomsConfig.from_settings(settings), force=True, progress=progress))
+    extract = ExtractConfig.from_settings({k: v for k, v in extract_settings.items() if k in ExtractConfig.setting_names()})
     if mode == "atoms":
-        patch_params.grid_step = None
+        extract = replace(extract, patches=replace(extract.patches, grid_step=None))
     patches_path = work / "patches.h5"
-    results.append(
-        run_extract(scans, patches_path, patch_params, atoms=atoms_path, stack_as=extract_settings.get("stack_as", "frames"), force=True, progress=progress)
-    )
+    results.append(run_extract(scans, patches_path, extract, atoms=atoms_path, force=True, progress=progress))
     results.append(run_encode(run_dir, patches_path, output, **encode_options))
     return results
 

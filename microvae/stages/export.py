@@ -8,13 +8,11 @@ import numpy as np
 
 from .. import artifacts
 from ..artifacts import ImageRecord, Provenance, write_dataset
-from ..errors import InputError, OutputError, ParameterError
+from ..config import ExportConfig
+from ..errors import InputError, OutputError
 from ..export import ATOM_MAPS, OPTIONAL_MAPS, build_maps, write_tiff
 from ..images import read_scans
 from .result import ProgressCallback, StageResult, no_progress
-
-EXPORT_FORMATS = ("h5", "tiff", "png")
-
 
 PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z", "sublattice", "displacement_px")
 
@@ -22,24 +20,40 @@ PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z", "subl
 def run_export(
     encoded: str | Path,
     outdir: str | Path,
-    formats: tuple[str, ...] = EXPORT_FORMATS,
-    radius: float | None = None,
+    config: ExportConfig | None = None,
+    *,
     force: bool = False,
     progress: ProgressCallback | None = None,
 ) -> StageResult:
     """Render an encoded artifact's per-patch values as maps on each source scan's pixel grid.
 
+    Parameters
+    ----------
+    encoded : path
+        An encoded artifact of patches cut from scans (``microvae encode``).
+    outdir : path
+        The folder to write into (made if absent).
+    config : ExportConfig, optional
+        Formats besides ``maps.h5`` and the radius (px) around each patch centre that its values
+        cover (default: half the patch window).
+    force : bool
+        Rewrite maps that are up to date.
+    progress : callable, optional
+        ``progress(description, completed, total)``.
+
+    Returns
+    -------
+    StageResult
+
     Writes into ``outdir``: ``maps.h5`` (a ``maps`` artifact: ``/image_NN/<map>`` datasets and the
     ``/images`` table), ``<scan>_<map>.tif`` (ImageJ-calibrated), ``<scan>_<map>.png`` overlays and
-    ``latents.png``. ``radius`` defaults to half the patch window.
+    ``latents.png``.
     """
     import h5py
 
     progress = progress or no_progress
-    formats = tuple(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
-    unknown = [f for f in formats if f not in EXPORT_FORMATS]
-    if unknown or not formats:
-        raise ParameterError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; expected a comma-separated subset of {','.join(EXPORT_FORMATS)}")
+    config = (config or ExportConfig()).normalised()
+    formats = config.formats
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise OutputError(f"{outdir}: exists and is not a folder; export writes a folder of maps")
@@ -55,7 +69,7 @@ def run_export(
         data = {name: handle[name][()] for name in ["coords", "image_index", *per_patch_names]}
         records = artifacts.read_image_table(handle)
         window = int(handle.attrs.get("window", 0)) or None
-    radius = float(radius if radius is not None else (window / 2.0 if window else 8.0))
+    radius = float(config.radius if config.radius is not None else (window / 2.0 if window else 8.0))
     parameters = {"formats": sorted(formats), "radius_px": radius}
     provenance = Provenance(
         stage="export",

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from .. import artifacts
 from ..artifacts import Provenance, write_dataset
+from ..config import ExtractConfig
 from ..errors import InputError, ParameterError
 from ..images import Scan
-from ..patches import PatchParams, grid_centres, patch_blocks, plan_patches
+from ..patches import grid_centres, patch_blocks, plan_patches
 from ..streaming import BLOCK_BYTES
 from .inputs import atom_values, image_record, input_entries, read_all
 from .result import ProgressCallback, StageResult, no_progress
@@ -21,28 +21,47 @@ from .result import ProgressCallback, StageResult, no_progress
 def run_extract(
     images: list[str],
     output: str | Path,
-    params: PatchParams,
+    config: ExtractConfig | None = None,
+    *,
     atoms: str | Path | None = None,
-    stack_as: str = "frames",
     preview: str | Path | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
-    compression: str = "gzip",
 ) -> StageResult:
-    """Cut patches around the atoms of an ``atoms`` artifact (``atoms``) or on a grid (``params.grid_step``).
+    """Cut patches around the atoms of an ``atoms`` artifact or on a grid, and write a ``patches`` artifact.
 
-    Writes a ``patches`` artifact (schema in ``docs/schema.md``). ``compression`` of the patches:
-    'gzip' (level 1, with the byte shuffle when it shrinks the first chunk, see
-    :func:`microvae.artifacts.gzip_options`) or 'none' (read fastest, for streaming to a GPU).
+    Parameters
+    ----------
+    images : list of str
+        The scans (those given to find-atoms when ``atoms`` is given).
+    output : path
+        The patches artifact to write (schema in ``docs/schema.md``; written atomically).
+    config : ExtractConfig
+        Window, grid step (``config.patches.grid_step``), FFT, normalisation, edges, sublattices,
+        how stacks are read, and the compression of the patches: 'gzip' (level 1, with the byte
+        shuffle when it shrinks the first chunk, see :func:`microvae.artifacts.gzip_options`) or
+        'none' (read fastest, for streaming to a GPU).
+    atoms : path, optional
+        An atoms artifact: one patch per atom. Exactly one of ``atoms`` and a grid step is given.
+    preview : path, optional
+        A PNG gallery of random patches.
+    force : bool
+        Rewrite an artifact that is up to date.
+    progress : callable, optional
+        ``progress(description, completed, total)``.
+
+    Returns
+    -------
+    StageResult
     """
     progress = progress or no_progress
-    params.validate()
+    config = config or ExtractConfig()
+    config.validate()
+    params, stack_as, compression = config.patches, config.stack_as, config.compression
     if (atoms is None) == (params.grid_step is None):
         raise ParameterError("give exactly one of --atoms ATOMS.h5 (atom-centred patches) or --grid STEP (grid patches)")
     output = Path(output)
-    if compression not in artifacts.COMPRESSIONS:
-        raise ParameterError(f"compression must be one of {', '.join(artifacts.COMPRESSIONS)}, got {compression!r}")
-    parameters = {**asdict(params), "stack_as": stack_as, "mode": "atoms" if atoms else "grid", "compression": compression}
+    parameters = {**config.settings(), "mode": "atoms" if atoms else "grid"}
     inputs = input_entries(images, "image")
     upstream = []
     atom_header = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import numpy as np
 from .. import artifacts
 from ..artifacts import Provenance, write_dataset
 from ..atoms import FindAtomsParams, find_atoms
+from ..config import FindAtomsConfig
 from ..errors import InputError, ParameterError
 from ..images import Scan
 from .inputs import image_record, input_entries, read_all
@@ -19,24 +19,45 @@ from .result import ProgressCallback, StageResult, no_progress
 def run_find_atoms(
     images: list[str],
     output: str | Path,
-    params: FindAtomsParams,
-    channel: int = 0,
-    stack_as: str = "frames",
+    config: FindAtomsConfig | None = None,
+    *,
     preview: str | Path | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
 ) -> StageResult:
     """Find atoms in every scan of ``images`` and write an ``atoms`` artifact.
 
+    Parameters
+    ----------
+    images : list of str
+        Scan paths (any format :func:`microvae.images.read_scans` reads; ``file.h5:/dataset``).
+    output : path
+        The atoms artifact to write (HDF5, written atomically).
+    config : FindAtomsConfig, optional
+        Detection parameters, detection channel and how stacks are read (defaults: estimated).
+    preview : path, optional
+        A PNG overlay of the atoms on each scan.
+    force : bool
+        Rewrite an artifact that is up to date.
+    progress : callable, optional
+        ``progress(description, completed, total)``.
+
+    Returns
+    -------
+    StageResult
+        ``written`` or ``up-to-date``; the summary holds per-scan counts and lattice estimates.
+
     The artifact holds ``coords`` (N, 2) (row, col) px, ``image_index`` (N,), ``intensity``,
     ``sigma_px``, ``score``, ``fit_ok``, the per-image lattice estimates under ``/estimates`` and the
     ``/images`` table.
     """
     progress = progress or no_progress
-    params.validate()
+    config = config or FindAtomsConfig()
+    config.validate()
+    params, channel, stack_as = config.detection, config.channel, config.stack_as
     output = Path(output)
     # the device changes how fast, not what is found (both engines agree to ~10⁻⁵ px): not in the fingerprint
-    parameters = {**{k: v for k, v in asdict(params).items() if k != "device"}, "channel": channel, "stack_as": stack_as}
+    parameters = {k: v for k, v in config.settings().items() if k != "device"}
     inputs = input_entries(images, "image")
     provenance = Provenance(stage="find-atoms", parameters=parameters, inputs=inputs)
     plan = artifacts.plan_output(output, provenance.fingerprint, force)
