@@ -163,7 +163,9 @@ def run_pipeline(
     if mode == "atoms":
         atoms_path = outdir / "atoms.h5"
         record("find-atoms", stages.run_find_atoms(scans, atoms_path, find_atoms, preview=outdir / "atoms.png", force=force, progress=progress))
-    record("extract", stages.run_extract(scans, outdir / "patches.h5", extract, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress))
+    record(
+        "extract", stages.run_extract(scans, outdir / "patches.h5", extract, atoms=atoms_path, preview=outdir / "patches.png", force=force, progress=progress)
+    )
     record("train", stages.run_train(outdir / "patches.h5", outdir / "run", model_config, train_config, force=force, progress=train_progress))
     encoded = outdir / "encoded.h5"
     record("encode", stages.run_encode(outdir / "run", outdir / "patches.h5", encoded, encode_config, force=force, progress=progress, estimate=encode_estimate))
