@@ -72,34 +72,6 @@ class PatchParams:
                 raise ParameterError(f"--sublattice {list(self.sublattices)}: expected sublattice numbers ≥ 0")
 
 
-@dataclass
-class PatchSet:
-    """Patches cut from one or more images.
-
-    Attributes:
-        patches: (N, C, W, W) float32.
-        coords: (N, 2) float64 (row, col) of each patch centre in source pixels.
-        image_index: (N,) int index of the source image.
-        centre_index: (N,) int index of the patch's centre in that image's list of centres.
-        edge_padded: (N,) bool, True where the window reached outside the image (``edge="reflect"``).
-        norm_offset, norm_scale: (N,) float64; ``raw = patches · scale + offset`` (identity for
-            ``patch``/``zscore``/``none``, which are recorded as per-patch values too).
-        skipped: number of centres dropped at the edges (``edge="skip"``).
-    """
-
-    patches: np.ndarray
-    coords: np.ndarray
-    image_index: np.ndarray
-    centre_index: np.ndarray
-    edge_padded: np.ndarray
-    norm_offset: np.ndarray
-    norm_scale: np.ndarray
-    skipped: int = 0
-
-    def __len__(self) -> int:
-        return int(len(self.patches))
-
-
 def grid_centres(shape: tuple[int, int], window: int, step: int) -> np.ndarray:
     """Centres of a regular grid of patches that fit entirely inside an (H, W) image.
 
@@ -265,33 +237,6 @@ def normalise(
     return out.astype(np.float32), offset, scale
 
 
-def extract_patches(images: list[np.ndarray], centres: list[np.ndarray], params: PatchParams, labels: list[str] | None = None) -> PatchSet:
-    """Cut, transform and normalise patches from several (C, H, W) images.
-
-    Args:
-        images: one (C, H, W) array per source image (all with the same C).
-        centres: one (Ni, 2) array of (row, col) centres per image.
-        params: window, FFT, normalisation and edge policy.
-        labels: image names for error messages.
-
-    Raises:
-        InputError: an image is smaller than the window, channel counts differ, or no patch fits.
-    """
-    plan = plan_patches(images, centres, params, labels)
-    blocks = list(patch_blocks(images, plan, params, block_rows=max(1, plan.count)))
-    normalised, offset, scale = (np.concatenate([block[k] for block in blocks]) for k in (1, 2, 3))
-    return PatchSet(
-        patches=normalised,
-        coords=plan.coords,
-        image_index=plan.image_index,
-        centre_index=plan.centre_index,
-        edge_padded=plan.edge_padded,
-        norm_offset=offset,
-        norm_scale=scale,
-        skipped=plan.skipped,
-    )
-
-
 @dataclass
 class PatchPlan:
     """Which patches :func:`patch_blocks` will cut, in order (the rows of a patches artifact).
@@ -316,8 +261,29 @@ class PatchPlan:
 
 
 def plan_patches(images: list[np.ndarray], centres: list[np.ndarray], params: PatchParams, labels: list[str] | None = None) -> PatchPlan:
-    """Check the images against the window and decide which centres give patches (see
-    :func:`extract_patches`, whose errors it raises); cuts nothing."""
+    """Check the images against the window and decide which centres give patches; cuts nothing.
+
+    Parameters
+    ----------
+    images : list of ndarray
+        One (C, H, W) array per source image (all with the same C).
+    centres : list of ndarray
+        One (Ni, 2) array of (row, col) centres in pixels per image.
+    params : PatchParams
+        Window, edge policy, subpixel cutting (grid patches are cut at whole pixels).
+    labels : list of str, optional
+        Image names for error messages.
+
+    Returns
+    -------
+    PatchPlan
+        The rows of the patches artifact, in order; :func:`patch_blocks` cuts them.
+
+    Raises
+    ------
+    InputError
+        An image is smaller than the window, channel counts differ, or no patch fits.
+    """
     params.validate()
     labels = labels or [f"image {i}" for i in range(len(images))]
     channel_counts = {image.shape[0] for image in images}

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from microvae.patches import PatchParams, patch_blocks, plan_patches
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -75,3 +78,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def cut_all_patches(images: list[np.ndarray], centres: list[np.ndarray], params: PatchParams, labels: list[str] | None = None) -> SimpleNamespace:
+    """What ``extract`` writes, in memory: the library's one extraction path (:func:`plan_patches`,
+    then :func:`patch_blocks` in one block). Attributes: patches (N, C, W, W), coords (N, 2)
+    (row, col), image_index, centre_index, edge_padded (N,), norm_offset, norm_scale (N,), skipped."""
+    plan = plan_patches(images, centres, params, labels)
+    blocks = list(patch_blocks(images, plan, params, block_rows=max(1, plan.count)))
+    patches, offset, scale = (np.concatenate([block[k] for block in blocks]) for k in (1, 2, 3))
+    return SimpleNamespace(
+        patches=patches,
+        coords=plan.coords,
+        image_index=plan.image_index,
+        centre_index=plan.centre_index,
+        edge_padded=plan.edge_padded,
+        norm_offset=offset,
+        norm_scale=scale,
+        skipped=plan.skipped,
+    )

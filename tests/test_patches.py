@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microvae.errors import InputError
-from microvae.patches import PatchParams, extract_patches, fft_magnitude, grid_centres, normalise
+from microvae.patches import PatchParams, fft_magnitude, grid_centres, normalise
+
+from .conftest import cut_all_patches
 
 
 def delta_image(shape, position):
@@ -31,7 +33,7 @@ def test_every_patch_maps_back_to_its_pixel(window, row, col, subpixel, edge):
     params = PatchParams(window=window, normalize="none", edge=edge, subpixel=subpixel)
     centres = np.array([[row, col], [10.0, 10.0]])
     try:
-        patch_set = extract_patches([image], [centres], params)
+        patch_set = cut_all_patches([image], [centres], params)
     except InputError:
         return  # no patch fits: allowed only when both centres are dropped
     for patch, centre in zip(patch_set.patches, patch_set.coords):
@@ -48,7 +50,7 @@ def test_subpixel_centring_is_exact_for_a_gaussian():
     rows, cols = np.mgrid[0:48, 0:48]
     centre = (20.3, 25.7)
     image = np.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * 2.0**2))[None].astype(np.float32)
-    patch_set = extract_patches([image], [np.array([centre])], PatchParams(window=15, normalize="none"))
+    patch_set = cut_all_patches([image], [np.array([centre])], PatchParams(window=15, normalize="none"))
     patch = patch_set.patches[0, 0]
     offsets = np.arange(15) - 7
     com = np.array([(patch.sum(1) * offsets).sum(), (patch.sum(0) * offsets).sum()]) / patch.sum()
@@ -78,7 +80,7 @@ def test_fft_is_invariant_to_lattice_shift():
     cols = np.arange(64)
     image = np.tile(np.cos(2 * np.pi * cols / 8.0), (64, 1))[None].astype(np.float32)
     params = PatchParams(window=window, fft=True, normalize="none", subpixel=False)
-    patch_set = extract_patches([image], [np.array([[32.0, 28.0], [32.0, 32.0]])], params)
+    patch_set = cut_all_patches([image], [np.array([[32.0, 28.0], [32.0, 32.0]])], params)
     np.testing.assert_allclose(patch_set.patches[0], patch_set.patches[1], atol=1e-4)
 
 
@@ -97,9 +99,9 @@ def test_normalisation_is_recorded_and_invertible(method):
 def test_multichannel_patches_and_window_errors():
     rng = np.random.default_rng(1)
     image = rng.random((2, 40, 40)).astype(np.float32)
-    patch_set = extract_patches([image], [np.array([[20.0, 20.0]])], PatchParams(window=8))
+    patch_set = cut_all_patches([image], [np.array([[20.0, 20.0]])], PatchParams(window=8))
     assert patch_set.patches.shape == (1, 2, 8, 8)
     with pytest.raises(InputError, match="smaller than the 64×64 window"):
-        extract_patches([image], [np.array([[20.0, 20.0]])], PatchParams(window=64))
+        cut_all_patches([image], [np.array([[20.0, 20.0]])], PatchParams(window=64))
     with pytest.raises(InputError, match="different channel counts"):
-        extract_patches([image, image[:1]], [np.zeros((1, 2)), np.zeros((1, 2))], PatchParams(window=8))
+        cut_all_patches([image, image[:1]], [np.zeros((1, 2)), np.zeros((1, 2))], PatchParams(window=8))

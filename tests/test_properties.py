@@ -21,7 +21,9 @@ from hypothesis.extra import numpy as hnp
 
 from microvae.errors import InputError
 from microvae.images import read_scans, validate_scan
-from microvae.patches import PatchParams, extract_patches
+from microvae.patches import PatchParams
+
+from .conftest import cut_all_patches
 
 FAST = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -215,7 +217,7 @@ def test_every_patch_is_the_image_cut_at_its_recorded_centre(case):
     centres = np.clip(centres, [-4, -4], [height + 3, width + 3])
     if window > min(height, width):
         with pytest.raises(InputError, match="smaller than the"):
-            extract_patches([image], [centres], params)
+            cut_all_patches([image], [centres], params)
         return
     half = window // 2
     placed = centres if subpixel else np.round(centres)
@@ -227,9 +229,9 @@ def test_every_patch_is_the_image_cut_at_its_recorded_centre(case):
     )
     if edge == "skip" and not fits.any():
         with pytest.raises(InputError, match="no patch"):
-            extract_patches([image], [centres], params)
+            cut_all_patches([image], [centres], params)
         return
-    patch_set = extract_patches([image], [centres], params)
+    patch_set = cut_all_patches([image], [centres], params)
     # bookkeeping: which centres became patches, in order, and what was recorded for each
     kept = np.arange(len(centres)) if edge == "reflect" else np.flatnonzero(fits)
     np.testing.assert_array_equal(patch_set.centre_index, kept)
