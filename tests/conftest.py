@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from microvae.cli.main import main
 
 from microvae.patches import PatchParams, patch_blocks, plan_patches
 
@@ -21,6 +22,14 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip("../shared/realdata is not present (only developers' checkouts and CI have it)")
     return REALDATA
+
+
+def run_cli(args, capsys):
+    """Run ``microvae ARGS`` in-process; return (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out, captured.err
 
 
 def write_sxm(path: Path, channels: dict[str, np.ndarray], scan_range_m=(5e-9, 5e-9), scan_dir: str = "down") -> Path:

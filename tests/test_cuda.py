@@ -128,7 +128,7 @@ def test_default_recipe_separates_the_card_suits_on_cuda(tmp_path):
 
 
 def test_cli_train_and_encode_on_cuda(tmp_path, capsys):
-    from .test_cli import run_cli
+    from .conftest import run_cli
 
     stack = tmp_path / "stack.npy"
     np.save(stack, make_cards(128, size=12, seed=0).images)

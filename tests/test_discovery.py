@@ -14,7 +14,7 @@ from microvae.metrics import matched_accuracy
 from microvae.models import JTRVAEConfig
 from microvae.training import TrainConfig
 
-from .test_cli import run_cli
+from .conftest import run_cli
 
 
 def turned_suits(n: int = 240, seed: int = 0):

@@ -13,7 +13,7 @@ import torch
 from microvae.cards import make_cards
 from microvae.ensemble import align_labels, build_record, consensus, permute_probs
 
-from .test_cli import run_cli
+from .conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

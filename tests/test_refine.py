@@ -12,7 +12,7 @@ from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
 from microvae.training import TrainConfig, fit
 
-from .test_cli import run_cli
+from .conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

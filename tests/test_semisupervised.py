@@ -17,7 +17,7 @@ from microvae.models import JTRVAE, JTRVAEConfig
 from microvae.stages import read_labels
 from microvae.training import TrainConfig, build_model, fit
 
-from .test_cli import run_cli
+from .conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -37,13 +37,13 @@ from microvae.run_folder import load_checkpoint
 from microvae.stages import run_extract
 from microvae.synthetic import make_lattice
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KILLED = -signal.SIGKILL
 ENV = {key: value for key, value in os.environ.items() if key not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MICROVAE_DEBUG")}
 ENV.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MPLBACKEND="Agg")
 
 DRIVER = r'''
-"""Fork server of tests/test_crashes.py. Reads one JSON request per line on stdin:
+"""Fork server of tests/cli/test_crashes.py. Reads one JSON request per line on stdin:
 {"argv": [...], "log": PATH, "events": PATH, "crash": PLAN or null, "kill_after": SECONDS or null},
 forks a child that runs ``microvae ARGV`` (stdout and stderr into ``log``), SIGKILLs it after
 ``kill_after`` seconds if it is still running, and answers one JSON line: {"code": exit status

@@ -13,7 +13,7 @@ from scipy import ndimage
 from microvae.images import read_scans
 from microvae.stages.pipeline import run_pipeline
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_data"
 SCAN = SAMPLE / "scifireaders_SI-Survey_Image.dm3"
 
 

@@ -12,15 +12,8 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
-from microvae.cli.main import main
 
-
-def run_cli(args, capsys):
-    """Run ``microvae ARGS`` in-process; return (exit code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exited:
-        main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return exited.value.code, captured.out, captured.err
+from ..conftest import run_cli
 
 
 def digest(path):

@@ -11,7 +11,7 @@ from microvae.config import JTRVAEConfig
 from microvae.stages.pictures import run_generate, run_manifold
 from microvae.training import TrainConfig, fit
 
-from .test_cli import run_cli
+from ..conftest import run_cli
 
 
 @pytest.fixture(scope="module")

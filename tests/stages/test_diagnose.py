@@ -16,7 +16,7 @@ from microvae.metrics import circular_correlation
 from microvae.models import JTRVAEConfig
 from microvae.training import TrainConfig, build_model, fit
 
-from .test_cli import run_cli
+from ..conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

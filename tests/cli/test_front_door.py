@@ -77,7 +77,7 @@ def test_find_atoms_on_the_cpu_does_not_import_torch(tmp_path):
 
 
 def _help(command, capsys, monkeypatch, columns=80):
-    from .test_cli import run_cli
+    from ..conftest import run_cli
 
     monkeypatch.setenv("COLUMNS", str(columns))
     code, out, err = run_cli(["--help"] if command is None else [command, "--help"], capsys)
@@ -137,7 +137,7 @@ def test_the_help_check_sees_a_cut_name(capsys, monkeypatch):
 
 
 def _run(args, capsys):
-    from .test_cli import run_cli
+    from ..conftest import run_cli
 
     return run_cli(args, capsys)
 

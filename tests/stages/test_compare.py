@@ -18,7 +18,7 @@ from microvae.models import JTRVAEConfig
 from microvae.nets import LatentInput
 from microvae.training import TrainConfig, build_model, fit
 
-from .test_cli import run_cli
+from ..conftest import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,7 +87,7 @@ def test_compare_through_the_cli(tmp_path, trained, capsys):
 
 def test_a_reflected_and_turned_circle_latent_is_recovered():
     """Circle latents: B = A with θ_B = −θ_A + 1.0 rad; compare finds the reflection and the turn."""
-    from .test_circular import cyclic_stripes
+    from ..test_circular import cyclic_stripes
 
     images, _ = cyclic_stripes(400)
     config = JTRVAEConfig(

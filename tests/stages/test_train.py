@@ -1,4 +1,4 @@
-"""train and encode through the command line: run folders, resume, provenance, mismatches."""
+"""microvae train (stages/train.py): run folders, resume, provenance, the estimate before the work."""
 
 from __future__ import annotations
 
@@ -8,30 +8,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from microvae.cli.main import main
 
-from .test_cli import run_cli
-
-
-@pytest.fixture(scope="module")
-def patches_file(tmp_path_factory):
-    """A small grid-patches artifact from the synthetic lattice (16×16, about 200 patches)."""
-    import tifffile
-
-    from microvae.synthetic import make_lattice
-
-    folder = tmp_path_factory.mktemp("train")
-    lattice = make_lattice(shape=(128, 128), seed=9)
-    scan = folder / "scan.tif"
-    tifffile.imwrite(scan, lattice.image)
-    patches = folder / "patches.h5"
-    with pytest.raises(SystemExit) as done:
-        main(["extract", str(scan), "--grid", "8", "--window", "16", "-o", str(patches), "-q"])
-    assert done.value.code == 0
-    return patches
-
-
-TINY = ["--hidden", "32", "--batch-size", "32", "--device", "cpu", "-q"]
+from ..conftest import run_cli
+from .conftest import TINY
 
 
 def test_train_resume_encode(tmp_path, patches_file, capsys):
@@ -69,20 +48,6 @@ def test_train_resume_encode(tmp_path, patches_file, capsys):
         assert np.all(np.abs(handle["angle_rad"][()]) <= np.pi + 1e-6)
 
 
-def test_encode_refuses_mismatched_patches(tmp_path, patches_file, capsys):
-    run = tmp_path / "run"
-    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
-    wrong = tmp_path / "wrong.npy"
-    np.save(wrong, np.random.default_rng(0).random((10, 1, 20, 20)).astype(np.float32))
-    code, _, err = run_cli(["encode", run, wrong, "-o", tmp_path / "e.h5"], capsys)
-    assert code == 2 and "1×20×20" in err and "1×16×16" in err
-    code, _, err = run_cli(["encode", tmp_path / "nowhere", patches_file, "-o", tmp_path / "e.h5"], capsys)
-    assert code == 2 and "no such run folder" in err
-    code, _, err = run_cli(["train", tmp_path / "e.h5", "-o", tmp_path / "run2"], capsys)
-    assert code == 2 and "no such file" in err
-    assert not (tmp_path / "e.h5").exists()
-
-
 def test_train_on_a_bare_npy_stack(tmp_path, capsys):
     stack = np.random.default_rng(1).random((64, 12, 12)).astype(np.float32)
     np.save(tmp_path / "stack.npy", stack)
@@ -90,26 +55,6 @@ def test_train_on_a_bare_npy_stack(tmp_path, capsys):
     assert code == 0, err
     record = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert record["input_kind"] == "stack" and record["parameters"]["model"]["image_size"] == 12
-
-
-def test_encode_without_scores_runs_the_encoder_alone_and_exports(tmp_path, patches_file, capsys):
-    run = tmp_path / "run"
-    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
-    full, fast = tmp_path / "full.h5", tmp_path / "fast.h5"
-    assert run_cli(["encode", run, patches_file, "-o", full, "--device", "cpu", "-q"], capsys)[0] == 0
-    code, _, err = run_cli(["encode", run, patches_file, "-o", fast, "--device", "cpu", "--no-scores", "-q"], capsys)
-    assert code == 0, err
-    with h5py.File(full) as with_scores, h5py.File(fast) as without:
-        assert "recon_error" in with_scores and "neg_elbo" in with_scores and bool(with_scores.attrs["scores"])
-        assert "recon_error" not in without and "neg_elbo" not in without and not bool(without.attrs["scores"])
-        for name in ("class", "class_probs", "z_mean", "z_sd", "angle_rad", "shift_px", "coords"):
-            np.testing.assert_allclose(without[name][()], with_scores[name][()], rtol=1e-5, atol=1e-5, err_msg=name)
-    code, _, err = run_cli(["export", fast, "-o", tmp_path / "maps", "--format", "h5", "-q"], capsys)
-    assert code == 0, err
-    with h5py.File(tmp_path / "maps" / "maps.h5") as maps:
-        assert "class" in maps["image_00"] and "recon_error" not in maps["image_00"]
-    code, _, err = run_cli(["encode", run, patches_file, "-o", tmp_path / "refined.h5", "--no-scores", "--refine", "3"], capsys)
-    assert code == 2 and "--no-scores" in err and len(err.strip().splitlines()) == 1
 
 
 def test_train_states_its_work_and_expected_time_before_it_starts(tmp_path, patches_file):
@@ -143,43 +88,6 @@ def test_the_estimate_line_reads_as_minutes():
 
     line = estimate_line({"patches": 12000, "epochs": 40, "done": 10, "pose_epochs": 0, "seconds": 252.0, "samples_per_s": 1904.8, "device": "cpu (2 threads)"})
     assert line.startswith("12,000 patches × 40 epochs left of 50 ≈ 4.2 min on cpu (2 threads) at 1,905 patches/s")
-
-
-def test_encode_states_its_work_and_expected_time_before_it_starts(tmp_path, patches_file, capsys):
-    """Encoding many patches first reports the work (patches, decoder passes) and a time measured
-    on a few of them with the same settings, before the first batch; a few patches get none."""
-    from microvae.config import EncodeConfig
-    from microvae.stages.encode import ESTIMATE_MIN_PATCHES, run_encode
-
-    run = tmp_path / "run"
-    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
-    with h5py.File(patches_file) as handle:
-        patches = handle["patches"][()]
-    stack = tmp_path / "stack.npy"
-    np.save(stack, np.concatenate([patches] * (ESTIMATE_MIN_PATCHES // len(patches) + 1)))
-    order = []
-    config = EncodeConfig(device="cpu", batch_size=64)
-    run_encode(run, stack, tmp_path / "encoded.h5", config, progress=lambda *step: order.append("batch"), estimate=order.append)
-    estimate = order[0]
-    assert isinstance(estimate, dict) and all(step == "batch" for step in order[1:]) and len(order) > 1
-    assert estimate["patches"] == len(np.load(stack)) and estimate["decoder_passes"] == 3 and estimate["members"] == 1
-    assert estimate["samples_per_s"] > 0 and estimate["seconds"] == pytest.approx(estimate["patches"] / estimate["samples_per_s"])
-    fast = []
-    run_encode(run, stack, tmp_path / "fast.h5", EncodeConfig(device="cpu", scores=False), estimate=fast.append)
-    assert fast[0]["decoder_passes"] == 0
-    few = []
-    run_encode(run, patches_file, tmp_path / "few.h5", config, estimate=few.append)
-    assert len(patches) < ESTIMATE_MIN_PATCHES and few == []
-    code, _, err = run_cli(["encode", run, stack, "-o", tmp_path / "cli.h5", "--device", "cpu", "--force"], capsys)
-    assert code == 0 and "patches, encoder + 3 decoder passes each ≈" in err, err
-
-
-def test_the_encode_estimate_line_names_the_work():
-    from microvae.cli.encode import estimate_line
-
-    event = {"patches": 20000, "decoder_passes": 3, "refine_steps": 0, "members": 1, "seconds": 72.0, "samples_per_s": 277.8, "device": "cpu (2 threads)"}
-    assert estimate_line(event).startswith("20,000 patches, encoder + 3 decoder passes each ≈ 1.2 min on cpu (2 threads) at 278 patches/s")
-    assert "encoder + 50 refinement steps each, 3 ensemble members ≈ 9 s" in estimate_line({**event, "refine_steps": 50, "members": 3, "seconds": 9.0})
 
 
 def test_run_train_leaves_the_callers_configs_as_they_were(tmp_path, patches_file):

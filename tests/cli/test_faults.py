@@ -28,8 +28,7 @@ import tifffile
 from microvae import artifacts
 from microvae.errors import InputError, OutputError
 
-from .conftest import SAMPLE_DATA, write_sxm
-from .test_cli import run_cli
+from ..conftest import SAMPLE_DATA, run_cli, write_sxm
 
 DM3 = SAMPLE_DATA / "scifireaders_SI-Survey_Image.dm3"
 TINY_TRAIN = ["--classes", "2", "--latent-dim", "2", "--hidden", "16", "--batch-size", "32", "--device", "cpu", "-q"]
