@@ -18,9 +18,9 @@ dedicated generators whose states are checkpointed).
 
 The data stay resident on the device as one tensor, and batches are slices through a permutation;
 or, given a :class:`~microvae.streaming.PatchFile`, they are streamed from disk in shuffled chunk
-order (:class:`TrainingData`). Under ``torchrun`` (WORLD_SIZE > 1) :func:`fit` trains with
+order (:class:`~microvae.training_data.TrainingData`). Under ``torchrun`` (WORLD_SIZE > 1) :func:`fit` trains with
 DistributedDataParallel: every process takes its share of each batch, rank 0 writes the run
-folder (:class:`World`). The library never prints: pass ``progress`` to observe training.
+folder (:class:`~microvae.distributed.World`). The library never prints: pass ``progress`` to observe training.
 """
 
 from __future__ import annotations
@@ -39,12 +39,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CLASS_INITS, SETTING_ALIASES, JTRVAEConfig, TrainConfig, configs_from_settings, setting_names  # noqa: F401  (their home)
+from .config import CLASS_INITS, SETTING_ALIASES, JTRVAEConfig, TrainConfig, configs_from_settings, setting_names
 from .devices import resolve_device
-from .errors import InputError, MicrovaeError, OutputError, ParameterError
+from .distributed import World, distributed_world
+from .errors import MicrovaeError, OutputError, ParameterError
 from .models import JTRVAE, beta_schedule
 from .run_folder import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunPaths, load_checkpoint
-from .streaming import PatchFile, shuffled_batches
+from .streaming import PatchFile
+from .training_data import TrainingData, check_images, check_labels, split_rows
+
+__all__ = [
+    "CLASS_INITS",
+    "RESUMABLE_CHANGES",
+    "SETTING_ALIASES",
+    "TERMS",
+    "FitResult",
+    "JTRVAEConfig",
+    "ProgressCallback",
+    "TrainConfig",
+    "TrainingData",
+    "World",
+    "build_model",
+    "check_images",
+    "check_labels",
+    "configs_from_settings",
+    "distributed_world",
+    "fit",
+    "measure_throughput",
+    "plot_losses",
+    "setting_names",
+    "split_rows",
+    "write_log",
+]
 
 # settings that may change when a run is resumed (everything else must match the checkpoint)
 RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "compile")
@@ -301,186 +327,6 @@ def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainCo
     return timed * count / max(time.perf_counter() - started, 1e-9)
 
 
-def check_images(images, config: JTRVAEConfig):
-    """The images as contiguous float32, checked against the model; a :class:`PatchFile` is only
-    checked for its shape here (its values are checked block by block as they are read)."""
-    if isinstance(images, PatchFile):
-        _check_shape(images.shape, config)
-        return images
-    if not isinstance(images, np.ndarray) or images.ndim != 4:
-        raise InputError(f"expected images as an (N, C, H, W) array, got {getattr(images, 'shape', type(images))}")
-    _check_shape(images.shape, config)
-    data = np.ascontiguousarray(images, dtype=np.float32)
-    if not np.isfinite(data).all():
-        raise InputError("images contain NaN or infinite values")
-    if config.likelihood == "bernoulli" and (data.min() < 0 or data.max() > 1):
-        raise InputError(
-            f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
-            "normalise the patches or use the Gaussian likelihood"
-        )
-    return data
-
-
-def _check_shape(shape: tuple[int, ...], config: JTRVAEConfig) -> None:
-    n, c, h, w = shape
-    if (c, h, w) != (config.channels, config.image_size, config.image_size):
-        raise ParameterError(f"images are {c}×{h}×{w} but the model expects {config.channels}×{config.image_size}×{config.image_size}")
-    if n < 2:
-        raise InputError(f"need at least 2 images to train, got {n}")
-
-
-def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
-    """(N,) int64 labels in [−1, K): −1 = unknown; refused with a message otherwise."""
-    labels = np.asarray(labels)
-    if labels.shape != (count,) or labels.dtype.kind not in "iu":
-        raise InputError(f"labels must be {count} integers (one per image, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
-    if n_classes < 1:
-        raise ParameterError("labels need a model with classes (--classes 1 or more)")
-    if labels.min(initial=-1) < -1 or labels.max(initial=-1) >= n_classes:
-        raise InputError(f"labels must lie in 0…{n_classes - 1} (or −1 for unknown), got {labels.min()}…{labels.max()}")
-    if not (labels >= 0).any():
-        raise InputError("no image has a label (all −1)")
-    return labels.astype(np.int64)
-
-
-def split_rows(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic (train, validation) row indices from ``seed``; at least one training image.
-    Both in the order of one seeded permutation (the resident path indexes in that order)."""
-    n_val = min(int(round(val_fraction * count)), count - 1)
-    order = np.random.default_rng(seed).permutation(count)
-    return order[n_val:], order[:n_val]
-
-
-class TrainingData:
-    """The images a run trains on: resident on the device as one tensor, or streamed from a
-    :class:`~microvae.streaming.PatchFile` (see :mod:`microvae.streaming`), with the split into
-    training and validation rows, the labels, and this process's share under DDP.
-
-    An epoch (:meth:`epoch_batches`) is a sequence of global batches of ``batch_size × ranks``
-    images, each rank taking every ``ranks``-th image of each; the last global batch is cut to a
-    multiple of the number of ranks so that every rank makes the same number of steps.
-    """
-
-    #: Streamed runs count classes per epoch on at most this many images.
-    COUNT_SAMPLE = 20_000
-
-    def __init__(
-        self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device, world: World, initial: np.ndarray | None = None
-    ):
-        self.device, self.world = device, world
-        self.streamed = isinstance(images, PatchFile)
-        train_rows, val_rows = split_rows(len(images), val_fraction, seed)
-        self.labels = None if labels is None else torch.from_numpy(labels).to(device)
-        self.initial = None
-        if initial is not None:  # observed labels take precedence over initial classes
-            merged = initial if labels is None else np.where(labels >= 0, labels, initial)
-            self.initial = torch.from_numpy(merged).to(device)
-        if self.streamed:
-            self.source = images
-            self.train_rows, self.val_rows = np.sort(train_rows), np.sort(val_rows)
-        else:
-            self.resident = torch.from_numpy(images).to(device)  # resident for the whole run
-            self.train_rows = torch.from_numpy(train_rows).to(device)
-            self.val_rows = torch.from_numpy(val_rows).to(device)
-
-    def steps(self, batch_size: int) -> int:
-        return -(-(len(self.train_rows) // self.world.size) // batch_size)
-
-    def epoch_batches(self, batch_size: int, generator: torch.Generator, guided: bool = False):
-        """(images (B, C, W, W) on the device, labels (B,) or None) for one shuffled epoch; with
-        ``guided`` the labels are the initial classes (observed labels where known)."""
-        labels = self.initial if guided else self.labels
-        size, rank = self.world.size, self.world.rank
-        if self.streamed:
-            batches = shuffled_batches(self.source, self.train_rows, batch_size * size, generator)
-        else:
-            order = torch.randperm(len(self.train_rows), generator=generator).to(self.device)
-            batches = ((rows, None) for rows in self.train_rows[order].split(batch_size * size))
-        for rows, patches in batches:
-            keep = len(rows) // size * size
-            if keep == 0:
-                continue
-            rows = rows[rank:keep:size]
-            if patches is None:
-                x = self.resident[rows]
-            else:
-                patches = patches[rank:keep:size]
-                if not np.isfinite(patches).all():
-                    raise InputError(f"{self.source.path}: patches contain NaN or Inf values (near patch {int(rows[0])})")
-                x = self._to_device(patches)
-            y = None if labels is None else labels[torch.as_tensor(rows, device=self.device)]
-            yield x, y
-
-    def count_rows(self):
-        """Rows whose classes are counted after each epoch."""
-        if not self.streamed:
-            return torch.arange(len(self.resident), device=self.device)
-        rows = self.val_rows if len(self.val_rows) else self.train_rows
-        return rows[:: max(1, -(-len(rows) // self.COUNT_SAMPLE))]
-
-    def blocks(self, rows, batch_size: int):
-        """The images at ``rows`` in blocks of ``batch_size``, on the device."""
-        for start in range(0, len(rows), batch_size):
-            part = rows[start : start + batch_size]
-            yield self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
-
-    def _to_device(self, patches: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(patches)
-        if self.device.type == "cuda":
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor
-
-
-# --- several processes (torchrun) ---------------------------------------------------------
-
-
-@dataclass
-class World:
-    """This process's place in a DistributedDataParallel run (size 1: a plain run)."""
-
-    size: int = 1
-    rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module to call in training steps: ``model`` itself, or its DDP wrapper, which
-        averages the gradients over the ranks during ``backward``."""
-        if self.size == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        # z_delay and labelled batches leave some heads without gradient in some steps
-        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            torch.distributed.barrier()
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.size > 1:
-            torch.distributed.all_reduce(tensor)
-        return tensor
-
-
-def distributed_world(device: str = "auto") -> World:
-    """The :class:`World` of this process. Under ``torchrun`` (WORLD_SIZE > 1 in the environment)
-    this joins the process group on first call: NCCL with one GPU per process (``cuda:LOCAL_RANK``)
-    when CUDA is available and ``device`` allows it, else gloo on the CPU."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
-    import torch.distributed as dist
-
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        if use_cuda:
-            torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return World(dist.get_world_size(), dist.get_rank(), torch.device("cuda", local) if use_cuda else torch.device("cpu"))
-
-
 # --- checkpoints ---------------------------------------------------------------------------
 
 
@@ -630,6 +476,3 @@ def plot_losses(path: Path, history: list[dict]) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
     _atomic_write_bytes(path, buffer.getvalue())
-
-
-# --- using a trained model -----------------------------------------------------------------

@@ -1,0 +1,64 @@
+"""Training in several processes (``torchrun``): this process's place in the run.
+
+:func:`distributed_world` joins the process group when ``WORLD_SIZE`` > 1 (NCCL with one GPU per
+process, else gloo on the CPU) and returns a :class:`World`: its size, this process's rank and
+device, the model wrapped in DistributedDataParallel, a barrier and a sum over the ranks. A plain
+run is a world of size 1, where all of these do nothing. Used by :func:`microvae.training.fit`
+(re-exported there).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["World", "distributed_world"]
+
+
+@dataclass
+class World:
+    """This process's place in a DistributedDataParallel run (size 1: a plain run)."""
+
+    size: int = 1
+    rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module to call in training steps: ``model`` itself, or its DDP wrapper, which
+        averages the gradients over the ranks during ``backward``."""
+        if self.size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # z_delay and labelled batches leave some heads without gradient in some steps
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            torch.distributed.barrier()
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+
+def distributed_world(device: str = "auto") -> World:
+    """The :class:`World` of this process. Under ``torchrun`` (WORLD_SIZE > 1 in the environment)
+    this joins the process group on first call: NCCL with one GPU per process (``cuda:LOCAL_RANK``)
+    when CUDA is available and ``device`` allows it, else gloo on the CPU."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return World(dist.get_world_size(), dist.get_rank(), torch.device("cuda", local) if use_cuda else torch.device("cpu"))

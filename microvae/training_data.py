@@ -1,0 +1,150 @@
+"""The images a run trains on: checks, the train/validation split, and batches.
+
+:func:`check_images` and :func:`check_labels` refuse what the model cannot train on, with a
+message; :func:`split_rows` is the seeded split into training and validation rows;
+:class:`TrainingData` holds the images resident on the device or streams them from a
+:class:`~microvae.streaming.PatchFile`, and deals out this process's share of each batch under DDP.
+Used by :func:`microvae.training.fit` (re-exported there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import JTRVAEConfig
+from .distributed import World
+from .errors import InputError, ParameterError
+from .streaming import PatchFile, shuffled_batches
+
+__all__ = ["TrainingData", "check_images", "check_labels", "split_rows"]
+
+
+def check_images(images, config: JTRVAEConfig):
+    """The images as contiguous float32, checked against the model; a :class:`PatchFile` is only
+    checked for its shape here (its values are checked block by block as they are read)."""
+    if isinstance(images, PatchFile):
+        _check_shape(images.shape, config)
+        return images
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise InputError(f"expected images as an (N, C, H, W) array, got {getattr(images, 'shape', type(images))}")
+    _check_shape(images.shape, config)
+    data = np.ascontiguousarray(images, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise InputError("images contain NaN or infinite values")
+    if config.likelihood == "bernoulli" and (data.min() < 0 or data.max() > 1):
+        raise InputError(
+            f"the Bernoulli likelihood needs intensities in [0, 1], got [{data.min():.3g}, {data.max():.3g}]; "
+            "normalise the patches or use the Gaussian likelihood"
+        )
+    return data
+
+
+def _check_shape(shape: tuple[int, ...], config: JTRVAEConfig) -> None:
+    n, c, h, w = shape
+    if (c, h, w) != (config.channels, config.image_size, config.image_size):
+        raise ParameterError(f"images are {c}×{h}×{w} but the model expects {config.channels}×{config.image_size}×{config.image_size}")
+    if n < 2:
+        raise InputError(f"need at least 2 images to train, got {n}")
+
+
+def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
+    """(N,) int64 labels in [−1, K): −1 = unknown; refused with a message otherwise."""
+    labels = np.asarray(labels)
+    if labels.shape != (count,) or labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be {count} integers (one per image, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
+    if n_classes < 1:
+        raise ParameterError("labels need a model with classes (--classes 1 or more)")
+    if labels.min(initial=-1) < -1 or labels.max(initial=-1) >= n_classes:
+        raise InputError(f"labels must lie in 0…{n_classes - 1} (or −1 for unknown), got {labels.min()}…{labels.max()}")
+    if not (labels >= 0).any():
+        raise InputError("no image has a label (all −1)")
+    return labels.astype(np.int64)
+
+
+def split_rows(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, validation) row indices from ``seed``; at least one training image.
+    Both in the order of one seeded permutation (the resident path indexes in that order)."""
+    n_val = min(int(round(val_fraction * count)), count - 1)
+    order = np.random.default_rng(seed).permutation(count)
+    return order[n_val:], order[:n_val]
+
+
+class TrainingData:
+    """The images a run trains on: resident on the device as one tensor, or streamed from a
+    :class:`~microvae.streaming.PatchFile` (see :mod:`microvae.streaming`), with the split into
+    training and validation rows, the labels, and this process's share under DDP.
+
+    An epoch (:meth:`epoch_batches`) is a sequence of global batches of ``batch_size × ranks``
+    images, each rank taking every ``ranks``-th image of each; the last global batch is cut to a
+    multiple of the number of ranks so that every rank makes the same number of steps.
+    """
+
+    #: Streamed runs count classes per epoch on at most this many images.
+    COUNT_SAMPLE = 20_000
+
+    def __init__(
+        self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device, world: World, initial: np.ndarray | None = None
+    ):
+        self.device, self.world = device, world
+        self.streamed = isinstance(images, PatchFile)
+        train_rows, val_rows = split_rows(len(images), val_fraction, seed)
+        self.labels = None if labels is None else torch.from_numpy(labels).to(device)
+        self.initial = None
+        if initial is not None:  # observed labels take precedence over initial classes
+            merged = initial if labels is None else np.where(labels >= 0, labels, initial)
+            self.initial = torch.from_numpy(merged).to(device)
+        if self.streamed:
+            self.source = images
+            self.train_rows, self.val_rows = np.sort(train_rows), np.sort(val_rows)
+        else:
+            self.resident = torch.from_numpy(images).to(device)  # resident for the whole run
+            self.train_rows = torch.from_numpy(train_rows).to(device)
+            self.val_rows = torch.from_numpy(val_rows).to(device)
+
+    def steps(self, batch_size: int) -> int:
+        return -(-(len(self.train_rows) // self.world.size) // batch_size)
+
+    def epoch_batches(self, batch_size: int, generator: torch.Generator, guided: bool = False):
+        """(images (B, C, W, W) on the device, labels (B,) or None) for one shuffled epoch; with
+        ``guided`` the labels are the initial classes (observed labels where known)."""
+        labels = self.initial if guided else self.labels
+        size, rank = self.world.size, self.world.rank
+        if self.streamed:
+            batches = shuffled_batches(self.source, self.train_rows, batch_size * size, generator)
+        else:
+            order = torch.randperm(len(self.train_rows), generator=generator).to(self.device)
+            batches = ((rows, None) for rows in self.train_rows[order].split(batch_size * size))
+        for rows, patches in batches:
+            keep = len(rows) // size * size
+            if keep == 0:
+                continue
+            rows = rows[rank:keep:size]
+            if patches is None:
+                x = self.resident[rows]
+            else:
+                patches = patches[rank:keep:size]
+                if not np.isfinite(patches).all():
+                    raise InputError(f"{self.source.path}: patches contain NaN or Inf values (near patch {int(rows[0])})")
+                x = self._to_device(patches)
+            y = None if labels is None else labels[torch.as_tensor(rows, device=self.device)]
+            yield x, y
+
+    def count_rows(self):
+        """Rows whose classes are counted after each epoch."""
+        if not self.streamed:
+            return torch.arange(len(self.resident), device=self.device)
+        rows = self.val_rows if len(self.val_rows) else self.train_rows
+        return rows[:: max(1, -(-len(rows) // self.COUNT_SAMPLE))]
+
+    def blocks(self, rows, batch_size: int):
+        """The images at ``rows`` in blocks of ``batch_size``, on the device."""
+        for start in range(0, len(rows), batch_size):
+            part = rows[start : start + batch_size]
+            yield self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
+
+    def _to_device(self, patches: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(patches)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
