@@ -14,4 +14,6 @@ The command-line interface lives in ``microvae.cli`` (source folder ``cli/``) an
 over ``stages``. The library never prints or exits.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"

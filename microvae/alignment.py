@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["AlignedClusters", "align_to_classes", "aligned_kmeans", "soft_disk"]
+
 
 @dataclass
 class AlignedClusters:

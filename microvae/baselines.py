@@ -29,6 +29,21 @@ import numpy as np
 
 from .errors import ParameterError
 
+__all__ = [
+    "FULL_COVARIANCE_MAX_FEATURES",
+    "METHODS",
+    "baseline_labels",
+    "canonical_patches",
+    "cluster",
+    "cluster_stability",
+    "fast_baseline",
+    "fourier_descriptor",
+    "pca_features",
+    "polar_interpolation",
+    "prediction_strength",
+    "standardize",
+]
+
 METHODS = ("kmeans", "gmm")
 FULL_COVARIANCE_MAX_FEATURES = 10  # GMMs on wider features use diagonal covariances
 _LARGE_N = 2000  # from here on, fast_baseline clusters with fewer k-means restarts

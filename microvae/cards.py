@@ -33,6 +33,8 @@ import torch.nn.functional as F
 
 from .errors import ParameterError
 
+__all__ = ["CLASS_NAMES", "ROTATION_PRESETS_DEG", "CardsDataset", "canonical_shapes", "make_cards", "render_cards", "render_moved"]
+
 CLASS_NAMES = ("clubs", "spades", "diamonds", "hearts")
 ROTATION_PRESETS_DEG = {"small": 12.0, "moderate": 60.0, "strong": 120.0}
 

@@ -17,6 +17,8 @@ from torch import Tensor
 
 from .config import GEOMETRIES  # noqa: E402,F401  (one list, kept where the settings live)
 
+__all__ = ["MAX_SD", "WINDINGS", "features", "kl_to_uniform", "log_prob", "sample", "winding_number", "wrap"]
+
 MAX_SD = 3.0  # a wrapped normal this wide is uniform to 1e-8; keeps the winding sum short
 WINDINGS = 4
 

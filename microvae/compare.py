@@ -26,6 +26,8 @@ from .ensemble import align_labels
 from .errors import InputError
 from .refine import frozen
 
+__all__ = ["Comparison", "compare_runs"]
+
 
 @dataclass
 class Comparison:

@@ -6,6 +6,8 @@ import torch
 
 from .errors import ParameterError
 
+__all__ = ["activation_budget", "describe_device", "resolve_device"]
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' → CUDA when available else CPU; 'cuda' without CUDA is a :class:`ParameterError`."""

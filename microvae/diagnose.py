@@ -35,6 +35,21 @@ import numpy as np
 
 from .errors import InputError
 
+__all__ = [
+    "EXPECTED_SHIFT_PX",
+    "EXPECTED_TURN_RAD",
+    "HOW",
+    "NO_SOURCE_NOTE",
+    "RECUTS",
+    "TRANSFORMS",
+    "InvarianceRow",
+    "PatchSource",
+    "artifact_source",
+    "invariance_report",
+    "report_dict",
+    "turn_patches",
+]
+
 #: ``source(turn_rad, centre_shift_px)`` → (N, C, W, W) float32: the same N patches cut again from
 #: their scans with the content turned by ``turn_rad`` (counter-clockwise as displayed, about the
 #: window's middle) and the window's centre moved by ``centre_shift_px`` (row, col) px, normalised

@@ -44,6 +44,25 @@ from .errors import InputError
 from .models import JTRVAE, JTRVAEConfig
 from .streaming import PatchFile
 
+__all__ = [
+    "FIT_FRACTION",
+    "SELECTION_VERSION",
+    "SEPARATION_SAMPLE",
+    "STRENGTH_THRESHOLD",
+    "Candidate",
+    "ClassCountChoice",
+    "InitialClasses",
+    "Partition",
+    "candidate_partitions",
+    "choose_initial_classes",
+    "choose_n_classes",
+    "heldout_neg_elbo",
+    "learn_pose",
+    "restart_epochs",
+    "separation",
+    "short_run_config",
+]
+
 #: Version of the files under ``init/``; a selection of another version is recomputed.
 SELECTION_VERSION = 2
 #: Each candidate clustering is fitted on this fraction of the patches (drawn from the seed) and

@@ -18,6 +18,8 @@ import numpy as np
 
 from .errors import ParameterError
 
+__all__ = ["NEIGHBOUR_COUNTS", "Displacements", "neighbour_displacements", "parse_pair"]
+
 NEIGHBOUR_COUNTS = (2, 3, 4, 6)  # the surroundings tried when the count is not given
 
 

@@ -25,6 +25,8 @@ from .run_folder import ScoreStatistics
 from .streaming import PatchFile
 from .training import check_images
 
+__all__ = ["device_batches", "encode_array", "measure_encode_rate", "observed_classes", "scan_summaries", "store_batch"]
+
 
 def scan_summaries(
     image_index: np.ndarray, recon_error: np.ndarray | None, neg_elbo: np.ndarray | None, names: list[str], training: dict[str, ScoreStatistics] | None

@@ -30,6 +30,8 @@ from .errors import InputError
 from .metrics import adjusted_rand_index
 from .run_folder import ENSEMBLE_FILE
 
+__all__ = ["Consensus", "EnsembleRecord", "align_labels", "build_record", "consensus", "permute_probs", "read_record"]
+
 
 def align_labels(reference: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
     """Permutation (K,) mapping a member's class k to the reference's class: ``permutation[k]``.

@@ -5,6 +5,8 @@ missing file, a corrupt artifact, an image smaller than the window). The CLI pri
 one line and exits with code 2. Any other exception is a bug in microvae and exits with code 1.
 """
 
+__all__ = ["InputError", "MicrovaeError", "OutputError", "ParameterError", "raise_first_failure"]
+
 
 class MicrovaeError(Exception):
     """A user-facing error: the message says what is wrong and what was expected."""

@@ -12,6 +12,8 @@ from scipy.stats import norm
 
 from .errors import ParameterError
 
+__all__ = ["generate", "latent_grid", "prior_quantiles", "sweep_values", "traversal"]
+
 
 def prior_quantiles(count: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
     """``count`` values of z at evenly spaced probabilities between ``low`` and ``high`` (Φ⁻¹)."""

@@ -38,6 +38,21 @@ import numpy as np
 
 from .errors import InputError
 
+__all__ = [
+    "HDF5_SUFFIXES",
+    "LENGTH_UNITS_M",
+    "NANONIS_SUFFIXES",
+    "PLAIN_IMAGE_SUFFIXES",
+    "ROSETTA_SUFFIXES",
+    "SUPPORTED_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "Scan",
+    "file_sha256",
+    "read_scans",
+    "split_dataset_path",
+    "validate_scan",
+]
+
 TIFF_SUFFIXES = {".tif", ".tiff"}
 PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".hspy", ".nxs"}

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+__all__ = ["NearestCentre", "circular_mean", "nearest_centre"]
+
 
 @dataclass
 class NearestCentre:

@@ -7,6 +7,8 @@ from scipy.optimize import linear_sum_assignment
 
 from .errors import ParameterError
 
+__all__ = ["adjusted_rand_index", "circular_correlation", "circular_mean", "contingency_table", "matched_accuracy"]
+
 
 def contingency_table(labels_true: np.ndarray, labels_pred: np.ndarray) -> np.ndarray:
     """Counts (n_true_values, n_pred_values) of co-occurring labels (any integer or string labels)."""

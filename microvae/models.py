@@ -53,7 +53,7 @@ from pyro.ops.indexing import Vindex
 from torch import Tensor, nn
 
 from . import circular
-from .config import DECODERS, ENCODERS, KL_ESTIMATORS, LIKELIHOODS, JTRVAEConfig  # noqa: F401  (their home is microvae.config)
+from .config import DECODERS, ENCODERS, KL_ESTIMATORS, LIKELIHOODS, JTRVAEConfig  # (their home is microvae.config)
 from .errors import ParameterError
 from .nets import (
     EquivariantEncoder,
@@ -67,6 +67,20 @@ from .nets import (
     sample_at,
     transform_coordinates,
 )
+
+__all__ = [
+    "DECODERS",
+    "ENCODERS",
+    "JTRVAE",
+    "KL_ESTIMATORS",
+    "LIKELIHOODS",
+    "JTRVAEConfig",
+    "beta_schedule",
+    "class_imbalance",
+    "marginal_class_kl",
+    "pyro_guide",
+    "pyro_model",
+]
 
 
 def beta_schedule(epoch: float, n_epochs: int, config: JTRVAEConfig) -> dict[str, float]:

@@ -26,6 +26,25 @@ from torch import Tensor, nn
 
 from .errors import ParameterError
 
+__all__ = [
+    "ACTIVATIONS",
+    "EquivariantEncoder",
+    "FourierDescriptor",
+    "LatentInput",
+    "MLPEncoder",
+    "SpatialBroadcastDecoder",
+    "SpatialMLPDecoder",
+    "activation_layer",
+    "coordinate_grid",
+    "head_slice",
+    "mlp",
+    "periodic_centroid",
+    "rotate_vectors",
+    "rotated_copies",
+    "sample_at",
+    "transform_coordinates",
+]
+
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn.Softplus, "gelu": nn.GELU}
 
 

@@ -39,6 +39,23 @@ import numpy as np
 
 from .errors import InputError, ParameterError
 
+__all__ = [
+    "EDGE_POLICIES",
+    "NORMALISATIONS",
+    "STATISTICS_VALUES",
+    "PatchParams",
+    "PatchPlan",
+    "cut_patches",
+    "fft_magnitude",
+    "grid_centres",
+    "intensity_range",
+    "normalise",
+    "patch_blocks",
+    "plan_patches",
+    "turned_offsets",
+    "window_fits",
+]
+
 NORMALISATIONS = ("image", "global", "patch", "zscore", "none")
 EDGE_POLICIES = ("skip", "reflect")
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["SUBLATTICE_COLOURS", "add_scale_bar", "save_atom_overlay", "save_image_grid", "save_latent_scatter", "save_map_overlay", "save_patch_gallery"]
+
 
 def _pyplot():
     import matplotlib

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from .config import RefineConfig  # noqa: F401  (its home is microvae.config)
+from .config import RefineConfig  # (its home is microvae.config)
+
+__all__ = ["RefineConfig", "frozen", "negative_elbo_over_draws", "refine_posterior"]
 
 _LOG_SD = ("z_sd", "angle_vec_sd", "shift_sd")  # optimised on the log scale
 

@@ -23,6 +23,25 @@ from .devices import resolve_device
 from .errors import InputError, OutputError, ParameterError
 from .models import JTRVAE
 
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "ENSEMBLE_FILE",
+    "RUN_FILES",
+    "RUN_PROVENANCE",
+    "STATS_FILE",
+    "RunPaths",
+    "ScoreStatistics",
+    "load_checkpoint",
+    "load_run",
+    "member_dir",
+    "prepare_run_dir",
+    "read_run_provenance",
+    "read_training_statistics",
+    "run_patch_side",
+    "write_training_statistics",
+]
+
 RUN_PROVENANCE = "provenance.json"
 RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json", "init", "summary.json")
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 from .errors import InputError
 
+__all__ = ["BLOCK_BYTES", "RESIDENT_LIMIT_BYTES", "SHUFFLE_BUFFER_BYTES", "PatchFile", "evenly_spaced", "evenly_spaced_rows", "shuffled_batches", "value_range"]
+
 #: Patch arrays above this size are streamed from their file instead of read into memory.
 RESIDENT_LIMIT_BYTES = 1_000_000_000  # 1 GB: the CLI's --memory-limit-gb 1
 #: Bytes of patches one shuffle buffer holds while streaming.

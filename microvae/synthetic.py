@@ -16,6 +16,22 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+__all__ = [
+    "SNR_PRESETS",
+    "DetectionScore",
+    "LatticeImage",
+    "LatticeParams",
+    "TwoPhaseImage",
+    "lattice_sites",
+    "make_lattice",
+    "make_two_phase_lattice",
+    "match_positions",
+    "render_gaussians",
+    "score_detection",
+    "score_two_phase",
+    "slow_background",
+]
+
 # Noise presets used by the tests and benchmarks: (dose in counts at a bright column's peak, read noise sd
 # as a fraction of that peak).
 SNR_PRESETS = {"high": (2000.0, 0.01), "medium": (100.0, 0.04), "low": (20.0, 0.10)}

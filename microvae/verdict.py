@@ -17,6 +17,8 @@ import numpy as np
 from .errors import ParameterError
 from .metrics import adjusted_rand_index
 
+__all__ = ["DISAGREEMENT_ARI", "DOMINANT_FRACTION", "EMPTY_FRACTION", "LOW_CONFIDENCE", "NOTHING_LEARNED", "Verdict", "assess"]
+
 #: A class with fewer than this fraction of the patches is called (nearly) empty.
 EMPTY_FRACTION = 0.005
 #: A class with more than this fraction of the patches holds almost everything.

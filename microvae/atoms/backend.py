@@ -6,6 +6,8 @@ import numpy as np
 
 from ..errors import ParameterError
 
+__all__ = ["array_module", "as_float32", "f64", "like", "percentiles", "to_numpy"]
+
 
 def array_module(array):
     """The array module of ``array``: numpy, or torch for a tensor."""

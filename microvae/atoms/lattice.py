@@ -10,6 +10,8 @@ from ..errors import ParameterError
 from .backend import as_float32, f64, like, percentiles, to_numpy
 from .tables import LatticeEstimate
 
+__all__ = ["estimate_lattice", "prepare_image"]
+
 
 def prepare_image(image, invert: bool = False):
     """float32 copy scaled to [0, 1] by its 0.1–99.9 percentiles; inverted for dark-column contrast.

@@ -15,6 +15,8 @@ from .refine import keep_inside, parabola_start, refine_center_of_mass, refine_g
 from .response import detection_response, log_response_and_maxima, response_torch
 from .tables import AtomTable, FindAtomsParams, LatticeEstimate
 
+__all__ = ["column_displacements", "find_atoms", "find_atoms_torch", "torch_device_for"]
+
 
 def find_atoms(image: np.ndarray, params: FindAtomsParams | None = None, progress=None) -> tuple[AtomTable, LatticeEstimate]:
     """Find and refine atomic columns in one (H, W) image.

@@ -7,6 +7,25 @@ import numpy as np
 from .backend import array_module, like, percentiles, to_numpy
 from .response import gaussian_kernels
 
+__all__ = [
+    "NEIGHBOUR_SHARE",
+    "SPIKE_RATIO",
+    "automatic_threshold",
+    "disk_maxima",
+    "disk_offsets",
+    "filter_gain",
+    "find_peaks",
+    "gather",
+    "inner_of",
+    "inner_radius",
+    "maxima_radius",
+    "noise_sd",
+    "significance_threshold",
+    "square_maxima",
+    "stands_out_from_noise",
+    "threshold_from",
+]
+
 
 def noise_sd(image) -> float:
     """Robust estimate of the white-noise sd of an image (Immerkær's mask, median absolute value).

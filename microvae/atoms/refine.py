@@ -8,6 +8,20 @@ from .backend import array_module, f64, like, to_numpy
 from .peaks import disk_offsets, gather
 from .tables import AtomTable
 
+__all__ = [
+    "WIDTH_SAMPLE",
+    "fit_disk_radius",
+    "fit_fixed_width",
+    "keep_inside",
+    "levenberg_marquardt",
+    "packed_index",
+    "parabola_start",
+    "refine_center_of_mass",
+    "refine_gaussian",
+    "refinement_radius",
+    "solve_spd",
+]
+
 WIDTH_SAMPLE = 1024  # columns fitted with a free width to measure it (the width is one number per image)
 
 

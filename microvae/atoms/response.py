@@ -7,6 +7,8 @@ import numpy as np
 from ..errors import ParameterError
 from .backend import like
 
+__all__ = ["STRIP_ROWS", "detection_response", "gaussian_kernels", "log_response_and_maxima", "response_torch"]
+
 STRIP_ROWS = 128  # rows per strip of the CPU LoG (a strip and its temporaries stay in cache)
 
 

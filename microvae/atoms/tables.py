@@ -8,6 +8,8 @@ import numpy as np
 
 from ..errors import ParameterError
 
+__all__ = ["DETECTION_METHODS", "DEVICES", "REFINEMENT_METHODS", "AtomTable", "FindAtomsParams", "LatticeEstimate"]
+
 DETECTION_METHODS = ("log", "max")
 REFINEMENT_METHODS = ("gaussian", "com", "none")
 DEVICES = ("auto", "cpu", "cuda")

@@ -10,6 +10,8 @@ from ..compare import Comparison, compare_runs
 from ..run_folder import load_run
 from .inputs import patches_for_model
 
+__all__ = ["run_compare"]
+
 
 def run_compare(
     run_a: str | Path, run_b: str | Path, patches: str | Path, output: str | Path | None = None, limit: int = 2000, steps: int = 300

@@ -10,6 +10,8 @@ from ..diagnose import artifact_source, invariance_report, report_dict
 from ..run_folder import load_run
 from .inputs import patches_for_model
 
+__all__ = ["run_diagnose"]
+
 
 def run_diagnose(
     run_dir: str | Path, patches: str | Path, reference: str | Path | None = None, output: str | Path | None = None, limit: int = 2000, device: str = "auto"

@@ -24,6 +24,8 @@ from .inputs import input_kind, load_patch_input, stored_shape
 from .result import ProgressCallback, StageResult, no_progress
 from .train import read_labels
 
+__all__ = ["ESTIMATE_MIN_PATCHES", "OVERRIDE_FLAGS", "encode_estimate", "run_encode", "run_encode_inputs", "run_encode_scans"]
+
 
 def run_encode(
     run_dir: str | Path,

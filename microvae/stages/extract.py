@@ -17,6 +17,8 @@ from ..streaming import BLOCK_BYTES
 from .inputs import atom_values, image_record, input_entries, read_all
 from .result import ProgressCallback, StageResult, no_progress
 
+__all__ = ["run_extract"]
+
 
 def run_extract(
     images: list[str],

@@ -17,6 +17,22 @@ from ..images import Scan, file_sha256, read_scans, split_dataset_path
 from ..streaming import PatchFile, evenly_spaced, value_range
 from .result import ProgressCallback
 
+__all__ = [
+    "ATOM_VALUES",
+    "INPUT_KINDS",
+    "PatchInput",
+    "atom_values",
+    "check_stack",
+    "image_record",
+    "input_entries",
+    "input_kind",
+    "load_patch_input",
+    "patches_for_model",
+    "read_all",
+    "read_stack",
+    "stored_shape",
+]
+
 
 def image_record(scan: Scan) -> ImageRecord:
     height, width = scan.shape

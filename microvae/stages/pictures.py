@@ -12,6 +12,8 @@ from ..generation import generate, latent_grid, sweep_values, traversal
 from ..plots import save_image_grid
 from ..run_folder import load_run
 
+__all__ = ["run_generate", "run_manifold"]
+
 
 def run_manifold(run_dir: str | Path, output: str | Path, steps: int = 9) -> list[Path]:
     """Latent traversals (one PNG per continuous latent: rows are classes, columns the latent swept

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+__all__ = ["ProgressCallback", "StageResult", "no_progress"]
+
 ProgressCallback = Callable[[str, int, int], None]
 
 

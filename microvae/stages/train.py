@@ -34,6 +34,8 @@ from ..verdict import Verdict, assess
 from .inputs import load_patch_input
 from .result import StageResult
 
+__all__ = ["STATISTICS_SAMPLE", "choose_likelihood", "read_labels", "run_train", "run_train_ensemble", "uses_class_init"]
+
 
 def choose_likelihood(value_range: tuple[float, float], requested: str) -> str:
     """``auto``: Bernoulli when every value lies in [0, 1] (normalised patches), else Gaussian."""
