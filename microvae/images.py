@@ -68,15 +68,25 @@ LENGTH_UNITS_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "μm": 1e-6, "n
 class Scan:
     """One image (possibly multichannel) with its calibration and origin.
 
-    Attributes:
-        data: float32 array (C, H, W); rows are y, columns are x.
-        pixel_size: size of one pixel in ``unit`` (square pixels assumed; if the file has different
-            row and column sizes, the row size is kept and ``pixel_size_col`` records the other).
-        unit: length unit of ``pixel_size`` (``"nm"``, ``"pm"``...), ``"px"`` when uncalibrated.
-        source: the path the scan was read from, as given by the user (may include ``:/dataset``).
-        frame: index of this scan within a multi-frame file (0 for single images).
-        channel_names: one name per channel.
-        sha256: content hash of the source file (hex).
+    Attributes
+    ----------
+    data : (C, H, W) float32 ndarray
+        Rows are y, columns are x: a pixel is ``data[channel, row, col]``.
+    pixel_size : float
+        Size of one pixel in ``unit`` (square pixels assumed; if the file has different row and
+        column sizes, the row size is kept and ``pixel_size_col`` records the other).
+    unit : str
+        Length unit of ``pixel_size`` (``"nm"``, ``"pm"``...), ``"px"`` when uncalibrated.
+    source : str
+        The path the scan was read from, as given by the user (may include ``:/dataset``).
+    frame : int
+        Index of this scan within a multi-frame file (0 for single images).
+    channel_names : list of str
+        One name per channel.
+    sha256 : str
+        Content hash of the source file (hex).
+    pixel_size_col : float or None
+        The column pixel size in ``unit`` where it differs from the row size, else None.
     """
 
     data: np.ndarray
@@ -109,6 +119,25 @@ def split_dataset_path(spec: str) -> tuple[str, str | None]:
 
     Only a colon followed by ``/`` after an HDF5 suffix counts, so Windows drive letters and
     colons in directory names are left alone.
+
+    Parameters
+    ----------
+    spec : str
+        A path, possibly followed by ``:/dataset``.
+
+    Returns
+    -------
+    path : str
+        The file's path.
+    dataset : str or None
+        The dataset inside it, None when not given.
+
+    Examples
+    --------
+    >>> split_dataset_path("scans/a.h5:/entry/data")
+    ('scans/a.h5', '/entry/data')
+    >>> split_dataset_path("C:/scans/a.tif")
+    ('C:/scans/a.tif', None)
     """
     for suffix in HDF5_SUFFIXES:
         marker = suffix + ":/"
@@ -131,17 +160,40 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
 def read_scans(spec: str | Path, stack_as: str = "frames") -> list[Scan]:
     """Read every scan in one file.
 
-    Args:
-        spec: a path, or ``path.h5:/dataset`` for a dataset inside an HDF5 file.
-        stack_as: ``"frames"`` to read a 3D array (N, H, W) as N scans, ``"channels"`` to read it as
-            one scan of N channels.
+    Parameters
+    ----------
+    spec : str or Path
+        A path, or ``path.h5:/dataset`` for a dataset inside an HDF5 file. The format follows the
+        suffix (:data:`SUPPORTED_SUFFIXES`: TIFF, DM3/4, EMD, SER, Nanonis SXM, HDF5, HyperSpy,
+        PNG/JPEG, npy).
+    stack_as : {"frames", "channels"}
+        ``"frames"`` to read a 3D array (N, H, W) as N scans, ``"channels"`` to read it as one scan
+        of N channels.
 
-    Returns:
-        A list of scans, each with data (C, H, W) float32, validated (finite, not constant).
+    Returns
+    -------
+    list of Scan
+        Each with data (C, H, W) float32, validated (finite, not constant, at least 4×4 px), its
+        pixel size and unit from the file's calibration (``"px"`` when there is none) and the
+        file's SHA-256.
 
-    Raises:
-        InputError: the file is missing, unreadable, of an unsupported format, or holds no usable
-            image (wrong dimensionality, NaN/Inf pixels, constant).
+    Raises
+    ------
+    InputError
+        The file is missing, unreadable, of an unsupported format, or holds no usable image
+        (wrong dimensionality, NaN/Inf pixels, constant).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from microvae.images import read_scans
+    >>> path = tempfile.mkdtemp() + "/stack.npy"
+    >>> np.save(path, np.random.default_rng(0).random((2, 32, 48)))
+    >>> scans = read_scans(path)                      # two frames
+    >>> len(scans), scans[0].data.shape, scans[0].data.dtype, scans[0].unit
+    (2, (1, 32, 48), dtype('float32'), 'px')
+    >>> read_scans(path, stack_as="channels")[0].data.shape
+    (2, 32, 48)
     """
     if stack_as not in ("frames", "channels"):
         raise InputError(f"stack_as must be 'frames' or 'channels', got {stack_as!r}")
@@ -187,7 +239,18 @@ def read_scans(spec: str | Path, stack_as: str = "frames") -> list[Scan]:
 
 
 def validate_scan(scan: Scan) -> None:
-    """Refuse scans that no later stage can use: NaN/Inf pixels, constant channels, tiny images."""
+    """Refuse scans that no later stage can use: NaN/Inf pixels, constant channels, tiny images.
+
+    Parameters
+    ----------
+    scan : Scan
+        Its data must be (C, H, W) with H, W ≥ 4 px.
+
+    Raises
+    ------
+    InputError
+        Wrong dimensionality, smaller than 4×4 px, NaN/Inf pixels, or a constant channel.
+    """
     label = scan.name
     if scan.data.ndim != 3:
         raise InputError(f"{label}: expected a (C, H, W) image, got shape {scan.data.shape}")

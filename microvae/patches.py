@@ -62,7 +62,29 @@ EDGE_POLICIES = ("skip", "reflect")
 
 @dataclass
 class PatchParams:
-    """Parameters of patch extraction (lengths in pixels)."""
+    """Parameters of patch extraction (lengths in px).
+
+    Attributes
+    ----------
+    window : int
+        Side W of the square patches (4–1024 px).
+    fft : bool
+        Cut FFT log-magnitude patches instead of real-space ones (see the module's notes).
+    normalize : str
+        One of :data:`NORMALISATIONS` (``"image"``, ``"global"``, ``"patch"``, ``"zscore"``,
+        ``"none"``).
+    edge : str
+        One of :data:`EDGE_POLICIES`: ``"skip"`` windows that reach outside the image, or
+        ``"reflect"`` (mirror the image about its edge pixels).
+    subpixel : bool
+        Sample at the exact float centre (bilinear); False rounds to whole pixels.
+    grid_step : int or None
+        Cut on a regular grid with this step (px) instead of around atoms (whole pixels).
+    percentiles : (float, float)
+        The percentiles mapped to 0 and 1 by ``image``/``global`` normalisation.
+    sublattices : tuple of int or None
+        Atom-centred patches of these sublattices only (None: all).
+    """
 
     window: int = 32
     fft: bool = False
@@ -74,6 +96,7 @@ class PatchParams:
     sublattices: tuple[int, ...] | None = None  # atom-centred patches of these sublattices only (None: all)
 
     def validate(self) -> None:
+        """Raise :class:`~microvae.errors.ParameterError` naming the first setting out of range."""
         if self.window < 4 or self.window > 1024:
             raise ParameterError(f"--window {self.window} is out of range; expected 4 to 1024 pixels")
         if self.normalize not in NORMALISATIONS:
@@ -94,8 +117,24 @@ def grid_centres(shape: tuple[int, int], window: int, step: int) -> np.ndarray:
 
     The first centre is (W//2, W//2) from the top-left corner, then every ``step`` pixels.
 
-    Returns:
-        (N, 2) float64 (row, col).
+    Parameters
+    ----------
+    shape : (int, int)
+        (H, W) of the image in px.
+    window : int
+        Patch side (px).
+    step : int
+        Grid step (px), the same along rows and columns.
+
+    Returns
+    -------
+    (N, 2) float64 ndarray
+        (row, col) centres in px, row-major.
+
+    Examples
+    --------
+    >>> grid_centres((64, 64), window=16, step=16)[:3].tolist()
+    [[8.0, 8.0], [8.0, 24.0], [8.0, 40.0]]
     """
     height, width = shape
     half = window // 2
@@ -106,7 +145,23 @@ def grid_centres(shape: tuple[int, int], window: int, step: int) -> np.ndarray:
 
 
 def window_fits(centres: np.ndarray, shape: tuple[int, int], window: int, subpixel: bool) -> np.ndarray:
-    """(N,) True where the whole window around each centre lies inside the image."""
+    """Where the whole window around each centre lies inside the image.
+
+    Parameters
+    ----------
+    centres : (N, 2) ndarray
+        (row, col) centres in px.
+    shape : (int, int)
+        (H, W) of the image in px.
+    window : int
+        Patch side (px).
+    subpixel : bool
+        Centres are used as they are (True) or rounded to whole pixels first.
+
+    Returns
+    -------
+    (N,) bool ndarray
+    """
     height, width = shape
     half = window // 2
     if subpixel:
@@ -118,7 +173,7 @@ def window_fits(centres: np.ndarray, shape: tuple[int, int], window: int, subpix
 
 
 def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: bool, turn_rad: float = 0.0) -> np.ndarray:
-    """Sample (N, C, W, W) patches from a (C, H, W) image around float ``centres`` (N, 2).
+    """Sample (N, C, W, W) patches from a (C, H, W) image around float ``centres``.
 
     Outside the image, values are mirrored about the edge pixels (only reached with ``edge="reflect"``).
 
@@ -128,6 +183,24 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
     patch pixel (i, j) samples the image at ``middle + R(−turn)·(i − (W−1)/2, j − (W−1)/2)`` by
     cubic-spline interpolation (order 3, mirrored edges), which blurs the noise less than bilinear
     sampling would. Every pixel of a turned window comes from the image, corners included.
+
+    Parameters
+    ----------
+    image : (C, H, W) ndarray
+        The source image.
+    centres : (N, 2) ndarray
+        (row, col) centres in px.
+    window : int
+        Patch side W (px).
+    subpixel : bool
+        Bilinear sampling at the exact centres; False rounds them and copies pixels unchanged.
+    turn_rad : float, default 0
+        Turn of the window's content (rad, counter-clockwise as displayed).
+
+    Returns
+    -------
+    (N, C, W, W) float32 ndarray
+        The patches, not normalised.
     """
     channels = image.shape[0]
     half = window // 2
@@ -169,10 +242,25 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, window: int, subpixel: b
 
 
 def turned_offsets(window: int, turn_rad: float) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols), each (W, W) float64: where patch pixel (i, j) of a window whose content is turned
-    by ``turn_rad`` counter-clockwise as displayed samples its source, relative to the window's
-    middle ``(W − 1)/2``: ``R(−turn)·(i − (W−1)/2, j − (W−1)/2)`` in (row, col), rows pointing down.
-    At π/2 this is ``numpy.rot90``: pixel (i, j) reads (j, W − 1 − i)."""
+    """Where each pixel of a turned window samples its source.
+
+    Patch pixel (i, j) of a window whose content is turned by ``turn_rad`` counter-clockwise as
+    displayed samples ``R(−turn)·(i − (W−1)/2, j − (W−1)/2)`` in (row, col), rows pointing down,
+    relative to the window's middle ``(W − 1)/2``. At π/2 this is ``numpy.rot90``: pixel (i, j)
+    reads (j, W − 1 − i).
+
+    Parameters
+    ----------
+    window : int
+        Patch side W (px).
+    turn_rad : float
+        Turn (rad).
+
+    Returns
+    -------
+    rows, cols : (W, W) float64 ndarray
+        Offsets in px from the window's middle.
+    """
     middle = (window - 1) / 2
     d_row, d_col = np.meshgrid(np.arange(window) - middle, np.arange(window) - middle, indexing="ij")
     cos, sin = np.cos(turn_rad), np.sin(turn_rad)
@@ -189,7 +277,18 @@ def _mirror_index(index: np.ndarray, size: int) -> np.ndarray:
 
 
 def fft_magnitude(patches: np.ndarray) -> np.ndarray:
-    """log(1 + |fftshift(fft2(hann · (p − mean p)))|) of (N, C, W, W) patches, as float32."""
+    """FFT log-magnitudes ``log(1 + |fftshift(fft2(hann · (p − mean p)))|)`` of patches.
+
+    Parameters
+    ----------
+    patches : (N, C, W, W) ndarray
+        Real-space patches.
+
+    Returns
+    -------
+    (N, C, W, W) float32 ndarray
+        Zero frequency at (W//2, W//2); phase discarded.
+    """
     window = patches.shape[-1]
     hann = np.outer(np.hanning(window), np.hanning(window))
     centred = patches - patches.mean(axis=(-2, -1), keepdims=True)
@@ -202,8 +301,23 @@ STATISTICS_VALUES = 4_000_000
 
 
 def intensity_range(patches: np.ndarray, percentiles: tuple[float, float] = (0.1, 99.9)) -> tuple[float, float]:
-    """(low, span) mapping the ``percentiles`` of (N, C, W, W) patches' values to 0 and 1; the values
-    are those of every k-th patch, k chosen to keep at most :data:`STATISTICS_VALUES` of them."""
+    """The (low, span) that maps the ``percentiles`` of the patches' values to 0 and 1.
+
+    The values are those of every k-th patch, k chosen to keep at most :data:`STATISTICS_VALUES`
+    of them.
+
+    Parameters
+    ----------
+    patches : (N, C, W, W) ndarray
+        The patches (all channels together).
+    percentiles : (float, float), default (0.1, 99.9)
+        Lower and upper percentile.
+
+    Returns
+    -------
+    low, span : float
+        ``span`` is 1 where the two percentiles coincide.
+    """
     per_patch = max(1, int(np.prod(patches.shape[1:])))
     sample = patches[:: max(1, -(-len(patches) * per_patch // STATISTICS_VALUES))]
     low, high = np.percentile(sample, percentiles)
@@ -217,13 +331,37 @@ def normalise(
     percentiles: tuple[float, float] = (0.1, 99.9),
     ranges: dict[int, tuple[float, float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalise (N, C, W, W) patches; returns (normalised, offset (N,), scale (N,)).
+    """Normalise patches (see the module's notes for the methods).
 
     ``raw ≈ normalised · scale + offset`` for ``image``/``global``/``patch``/``zscore`` (exactly,
     except where ``image``/``global`` clipped). Statistics are over all channels together.
-    ``ranges`` gives (low, span) per image index (``image``; key 0 for ``global``) computed
-    elsewhere, e.g. from all of an image's patches when they are normalised block by block;
-    by default they come from ``patches`` (:func:`intensity_range`).
+
+    Parameters
+    ----------
+    patches : (N, C, W, W) ndarray
+        Raw patches.
+    image_index : (N,) int ndarray
+        The source image of each patch (groups for ``image``).
+    method : str
+        One of :data:`NORMALISATIONS`.
+    percentiles : (float, float), default (0.1, 99.9)
+        For ``image`` and ``global``.
+    ranges : dict of int to (float, float), optional
+        (low, span) per image index (``image``; key 0 for ``global``) computed elsewhere, e.g. from
+        all of an image's patches when they are normalised block by block; by default they come
+        from ``patches`` (:func:`intensity_range`).
+
+    Returns
+    -------
+    normalised : (N, C, W, W) float32 ndarray
+        In [0, 1] for ``image``, ``global`` and ``patch``.
+    offset, scale : (N,) float64 ndarray
+        Per patch, in the raw values' units.
+
+    Raises
+    ------
+    ParameterError
+        Unknown ``method``.
     """
     count = len(patches)
     offset = np.zeros(count)
@@ -258,9 +396,26 @@ def normalise(
 class PatchPlan:
     """Which patches :func:`patch_blocks` will cut, in order (the rows of a patches artifact).
 
-    Attributes: centres (N, 2) float64 (row, col) where the window is sampled; coords (N, 2)
-    recorded centres (rounded where not subpixel); image_index, centre_index (N,) int;
-    edge_padded (N,) bool; skipped (centres dropped at the edges); channels; count = N.
+    Attributes
+    ----------
+    centres : (N, 2) float64 ndarray
+        (row, col) in px where the window is sampled.
+    coords : (N, 2) float64 ndarray
+        Recorded centres (rounded where not subpixel).
+    image_index : (N,) int32 ndarray
+        Source image of each patch.
+    centre_index : (N,) int ndarray
+        Row of each patch's centre in its image's centres.
+    edge_padded : (N,) bool ndarray
+        The window reaches outside the image (only with ``edge="reflect"``).
+    subpixel : bool
+        Whether the windows are sampled at the exact float centres.
+    skipped : int
+        Centres dropped at the edges.
+    channels : int
+        C of the images.
+    count : int
+        N (a property).
     """
 
     centres: np.ndarray
@@ -300,6 +455,16 @@ def plan_patches(images: list[np.ndarray], centres: list[np.ndarray], params: Pa
     ------
     InputError
         An image is smaller than the window, channel counts differ, or no patch fits.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from microvae.patches import PatchParams, plan_patches
+    >>> image = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)
+    >>> centres = np.array([[10.0, 10.0], [32.5, 20.25], [60.0, 60.0]])
+    >>> plan = plan_patches([image], [centres], PatchParams(window=16))
+    >>> plan.count, plan.skipped          # the window around (60, 60) reaches outside
+    (2, 1)
     """
     params.validate()
     labels = labels or [f"image {i}" for i in range(len(images))]
@@ -341,10 +506,46 @@ def plan_patches(images: list[np.ndarray], centres: list[np.ndarray], params: Pa
 
 
 def patch_blocks(images: list[np.ndarray], plan: PatchPlan, params: PatchParams, block_rows: int):
-    """The patches of ``plan`` in blocks of at most ``block_rows``, never spanning two images:
-    yields (first row, normalised (B, C, W, W) float32, offset (B,), scale (B,)). ``image`` and
-    ``global`` statistics come from all of an image's (all images') patches first
-    (:func:`intensity_range`), so the result does not depend on the block size."""
+    """Cut and normalise the patches of ``plan`` block by block.
+
+    Blocks hold at most ``block_rows`` patches and never span two images. ``image`` and ``global``
+    statistics come from all of an image's (all images') patches first (:func:`intensity_range`),
+    so the result does not depend on the block size.
+
+    Parameters
+    ----------
+    images : list of ndarray
+        The (C, H, W) images that ``plan`` was made for.
+    plan : PatchPlan
+        From :func:`plan_patches`.
+    params : PatchParams
+        The same parameters.
+    block_rows : int
+        Largest block (patches).
+
+    Yields
+    ------
+    first : int
+        The plan's row of the block's first patch.
+    patches : (B, C, W, W) float32 ndarray
+        Normalised patches.
+    offset, scale : (B,) float64 ndarray
+        ``raw ≈ patches · scale + offset``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from microvae.patches import PatchParams, patch_blocks, plan_patches
+    >>> image = np.random.default_rng(0).random((1, 64, 64)).astype(np.float32)
+    >>> params = PatchParams(window=16)
+    >>> plan = plan_patches([image], [np.array([[10.0, 10.0], [32.5, 20.25]])], params)
+    >>> blocks = list(patch_blocks([image], plan, params, block_rows=1))
+    >>> [first for first, *_ in blocks]
+    [0, 1]
+    >>> patches = blocks[0][1]
+    >>> patches.shape, patches.dtype, bool(0 <= patches.min() <= patches.max() <= 1)
+    ((1, 1, 16, 16), dtype('float32'), True)
+    """
 
     def cut(rows: np.ndarray) -> np.ndarray:
         number = int(plan.image_index[rows[0]])

@@ -19,16 +19,25 @@ DEVICES = ("auto", "cpu", "cuda")
 class LatticeEstimate:
     """What the image's autocorrelation says about its columns.
 
-    Attributes:
-        spacing_px: nearest-neighbour distance between columns (pixels).
-        sigma_px: Gaussian width σ of one column (pixels).
-        periodic: False when the autocorrelation showed no clear lattice peak (the spacing is then a
-            guess of 4σ and the user may want to set it).
-        nearest_neighbour_px: median distance from each column found to its nearest neighbour, all
-            sublattices together (None before the columns are found). Smaller than ``spacing_px``
-            where the autocorrelation saw only the brightest sublattice.
-        sublattice_counts: columns per sublattice, brightest first; sublattice_sigma_px their widths.
-        second_search: columns found by the second search, in the residual of the first.
+    Attributes
+    ----------
+    spacing_px : float
+        Nearest-neighbour distance between columns (px).
+    sigma_px : float
+        Gaussian width σ of one column (px).
+    periodic : bool
+        False when the autocorrelation showed no clear lattice peak (the spacing is then a guess
+        of 4σ and the user may want to set it).
+    nearest_neighbour_px : float or None
+        Median distance (px) from each column found to its nearest neighbour, all sublattices
+        together (None before the columns are found). Smaller than ``spacing_px`` where the
+        autocorrelation saw only the brightest sublattice.
+    sublattice_counts : tuple of int
+        Columns per sublattice, brightest first.
+    sublattice_sigma_px : tuple of float
+        Their median widths (px).
+    second_search : int
+        Columns found by the second search, in the residual of the first.
     """
 
     spacing_px: float
@@ -44,20 +53,27 @@ class LatticeEstimate:
 class AtomTable:
     """Atoms found in one image.
 
-    Attributes:
-        positions: (N, 2) float64 (row, col) in pixels.
-        intensity: (N,) fitted peak height above the local background (image units; for ``com`` or
-            ``none`` refinement, the filtered response at the peak).
-        sigma_px: (N,) Gaussian width used by the fit (the image's median fitted width; the estimate
-            when not fitted).
-        score: (N,) detection response at the candidate peak.
-        fit_ok: (N,) False where a Gaussian fit failed and the starting position was kept.
-        sublattice: (N,) int sublattice of each column, 0 the brightest
-            (:func:`microvae.sublattices.label_columns`: the sites of the unit cell that the
-            lattice's translations link, split where their fitted heights differ).
-        displacement_px: (N, 2) (row, col) offset of each column from the centroid of its
-            neighbours in the reference sublattice (:mod:`microvae.displacements`); NaN where
-            not computed.
+    Attributes
+    ----------
+    positions : (N, 2) float64 ndarray
+        (row, col) in px.
+    intensity : (N,) ndarray
+        Fitted peak height above the local background (image units; for ``com`` or ``none``
+        refinement, the filtered response at the peak).
+    sigma_px : (N,) ndarray
+        Gaussian width used by the fit (px; the image's median fitted width; the estimate when not
+        fitted).
+    score : (N,) ndarray
+        Detection response at the candidate peak.
+    fit_ok : (N,) bool ndarray
+        False where a Gaussian fit failed and the starting position was kept.
+    sublattice : (N,) int ndarray
+        Sublattice of each column, 0 the brightest (:func:`microvae.sublattices.label_columns`:
+        the sites of the unit cell that the lattice's translations link, split where their fitted
+        heights differ).
+    displacement_px : (N, 2) ndarray
+        (row, col) offset (px) of each column from the centroid of its neighbours in the reference
+        sublattice (:mod:`microvae.displacements`); NaN where not computed.
     """
 
     positions: np.ndarray
@@ -82,18 +98,37 @@ class AtomTable:
 class FindAtomsParams:
     """Parameters of :func:`find_atoms`. ``None`` means: estimate from the image.
 
-    ``device``: ``"cpu"`` (numpy/scipy), ``"cuda"`` (torch on the GPU; ``"cuda:1"`` etc. name one) or
-    ``"auto"`` (CUDA when torch sees a GPU, else the CPU; it imports torch to ask). Both engines give
-    the same atoms (same peaks; positions agree to ~10⁻⁵ px, far below their accuracy).
-
-    ``sublattices``: search the residual of the first search for dimmer columns (every
-    sublattice; :mod:`microvae.sublattices`) and label each column's sublattice. ``joint``: refine
-    columns whose neighbours reach into their fit window against the image minus the neighbours'
-    fitted models, with one width per sublattice. Both need ``refine="gaussian"`` (with ``com`` or
-    ``none`` only the labels are made) and run on the CPU in either engine. ``displacements``:
-    ``"auto"`` (each column of sublattice s ≥ 1 against the centroid of its neighbours in
-    sublattice 0, when there are two or more), ``"none"``, or ``"OF:RELATIVE_TO"`` such as ``"1:0"``
-    (:mod:`microvae.displacements`).
+    Attributes
+    ----------
+    method : {"log", "max"}
+        The detection response (:data:`DETECTION_METHODS`).
+    refine : {"gaussian", "com", "none"}
+        How positions are refined (:data:`REFINEMENT_METHODS`).
+    sigma_px, spacing_px : float or None
+        Column width σ (0.3–100 px) and nearest-neighbour spacing (2–1000 px); None estimates them.
+    threshold : float or None
+        Absolute detection threshold on the response; None derives it from the noise and
+        ``threshold_rel`` (in [0, 1)).
+    threshold_rel : float
+        Relative threshold used when ``threshold`` is None.
+    invert : bool
+        Dark columns on a bright background (ABF).
+    device : str
+        ``"cpu"`` (numpy/scipy), ``"cuda"`` (torch on the GPU; ``"cuda:1"`` etc. name one) or
+        ``"auto"`` (CUDA when torch sees a GPU, else the CPU; it imports torch to ask). Both engines
+        give the same atoms (same peaks; positions agree to ~10⁻⁵ px, far below their accuracy).
+    sublattices : bool
+        Search the residual of the first search for dimmer columns (every sublattice;
+        :mod:`microvae.sublattices`) and label each column's sublattice.
+    joint : bool
+        Refine columns whose neighbours reach into their fit window against the image minus the
+        neighbours' fitted models, with one width per sublattice. ``sublattices`` and ``joint`` need
+        ``refine="gaussian"`` (with ``com`` or ``none`` only the labels are made) and run on the CPU
+        in either engine.
+    displacements : str
+        ``"auto"`` (each column of sublattice s ≥ 1 against the centroid of its neighbours in
+        sublattice 0, when there are two or more), ``"none"``, or ``"OF:RELATIVE_TO"`` such as
+        ``"1:0"`` (:mod:`microvae.displacements`).
     """
 
     method: str = "log"
