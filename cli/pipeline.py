@@ -32,7 +32,7 @@ def pipeline_command(
     quiet: bool = options.quiet("Only errors."),
     json_summary: bool = options.json_summary("Print one JSON line per stage on stdout."),
 ) -> None:
-    from microvae.stages.pipeline import read_config, run_pipeline, train_configs
+    from microvae.stages.pipeline import run_pipeline
 
     from .encode import estimate_line
 
@@ -44,7 +44,6 @@ def pipeline_command(
             for note in result.notes:
                 stderr.print(f"  {note}")
 
-    epochs = train_configs(read_config(config))[1].epochs
-    with progress_bar(quiet or json_summary) as progress, training_progress(quiet or json_summary, epochs) as train_progress:
+    with progress_bar(quiet or json_summary) as progress, training_progress(quiet or json_summary) as train_progress:
         estimate = None if quiet or json_summary else lambda event: stderr.print(estimate_line(event), highlight=False)
         run_pipeline(config, scans, output, on_stage=on_stage, progress=progress, train_progress=train_progress, encode_estimate=estimate)

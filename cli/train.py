@@ -49,8 +49,9 @@ def estimate_line(event: dict) -> str:
 
 
 @contextlib.contextmanager
-def training_progress(quiet: bool, epochs: int) -> Iterator:
-    """A rich bar over all epochs, with the current loss terms and samples/s; epoch lines stay on screen."""
+def training_progress(quiet: bool, epochs: int | None = None) -> Iterator:
+    """A rich bar over all epochs, with the current loss terms and samples/s; epoch lines stay on
+    screen. ``epochs`` None: the bar's length comes from the run's estimate (epochs left + done)."""
     if quiet:
         yield None
         return
@@ -67,6 +68,8 @@ def training_progress(quiet: bool, epochs: int) -> Iterator:
 
         def update(event: dict) -> None:
             if event.get("event") == "estimate":
+                if progress.tasks[0].total is None:
+                    progress.update(task, total=event["epochs"] + event["done"])
                 progress.console.print(estimate_line(event), highlight=False)
             elif event.get("event") == "batch":
                 terms = f"loss {event['loss']:.4g} · recon {event['recon']:.4g} · KL z {event['kl_z']:.3g} τ {event['kl_tau']:.3g} y {event['kl_y']:.3g} · {event.get('samples_per_s', 0):.0f}/s"
@@ -299,38 +302,25 @@ def train_command(
     if hidden is not None:
         settings["hidden"] = hidden
     model_config, train_config = configs_from_settings(settings)
-    from microvae.stages.train import run_train, run_train_ensemble
+    from microvae.stages.train import run_train
 
     quiet = quiet or int(os.environ.get("RANK", "0")) != 0  # under torchrun only rank 0 reports
-    if ensemble:
-        offset = {"epochs": 0}
 
-        def member_done(index: int, result) -> None:
-            offset["epochs"] += epochs
-            if not (quiet or json_summary):
-                stderr.print(f"  member {index} (seed {seed + index}): {result.status}")
+    def member_done(index: int, result) -> None:
+        if not (quiet or json_summary):
+            stderr.print(f"  member {index} (seed {seed + index}): {result.status}")
 
-        with training_progress(quiet or json_summary, epochs * ensemble) as progress:
-
-            def member_progress(event: dict) -> None:
-                if progress is not None:
-                    progress({**event, "epoch": offset["epochs"] + event["epoch"]} if "epoch" in event else event)
-
-            result = run_train_ensemble(
-                patches,
-                output,
-                model_config,
-                train_config,
-                ensemble,
-                force=force,
-                progress=member_progress,
-                on_member=member_done,
-                labels=labels,
-                memory_limit=int(memory_limit_gb * 1e9),
-            )
-    else:
-        with training_progress(quiet or json_summary, epochs) as progress:
-            result = run_train(
-                patches, output, model_config, train_config, force=force, progress=progress, labels=labels, memory_limit=int(memory_limit_gb * 1e9)
-            )
+    with training_progress(quiet or json_summary, epochs * max(ensemble, 1)) as progress:
+        result = run_train(
+            patches,
+            output,
+            model_config,
+            train_config,
+            force=force,
+            progress=progress,
+            labels=labels,
+            memory_limit=int(memory_limit_gb * 1e9),
+            members=ensemble or None,
+            on_member=member_done,
+        )
     report(result, quiet, json_summary)

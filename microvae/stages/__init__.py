@@ -7,7 +7,7 @@ module         public function (what ``microvae CMD`` calls)
 =============  =========================================================================
 find_atoms     :func:`~.find_atoms.run_find_atoms`
 extract        :func:`~.extract.run_extract`
-train          :func:`~.train.run_train`, :func:`~.train.run_train_ensemble`
+train          :func:`~.train.run_train` (one run, or an ensemble: :func:`~.train.train_ensemble`)
 encode         :func:`~.encode.run_encode_inputs` (what the command does), :func:`~.encode.run_encode`
                (patches), :func:`~.encode.run_encode_scans` (new scans)
 export         :func:`~.export.run_export`
@@ -41,7 +41,7 @@ _HOMES = {
     "run_find_atoms": "find_atoms",
     "run_extract": "extract",
     "run_train": "train",
-    "run_train_ensemble": "train",
+    "train_ensemble": "train",
     "read_labels": "train",
     "run_encode": "encode",
     "run_encode_scans": "encode",

@@ -34,7 +34,7 @@ from ..verdict import Verdict, assess
 from .inputs import load_patch_input
 from .result import StageResult
 
-__all__ = ["STATISTICS_SAMPLE", "choose_likelihood", "read_labels", "run_train", "run_train_ensemble", "uses_class_init"]
+__all__ = ["STATISTICS_SAMPLE", "choose_likelihood", "read_labels", "run_train", "train_ensemble", "uses_class_init"]
 
 
 def choose_likelihood(value_range: tuple[float, float], requested: str) -> str:
@@ -60,8 +60,13 @@ def run_train(
     progress: Callable[[dict], None] | None = None,
     labels: str | Path | None = None,
     memory_limit: int = RESIDENT_LIMIT_BYTES,
+    members: int | None = None,
+    on_member: Callable[[int, StageResult], None] | None = None,
 ) -> StageResult:
     """Train a j-trVAE on a patches artifact or image stack, in a run folder that resumes.
+
+    ``members`` (2 or more) trains an ensemble instead (:func:`train_ensemble`; ``on_member(index,
+    result)`` after each member).
 
     Patches above ``memory_limit`` bytes are streamed from their file (:mod:`microvae.streaming`).
     Under ``torchrun`` every process calls this; rank 0 alone writes the run folder.
@@ -78,6 +83,8 @@ def run_train(
     are refused unless ``force``, which clears the run's own files first.
     """
 
+    if members is not None:
+        return train_ensemble(patches, run_dir, model_config, train_config, members, force, progress, on_member, labels, memory_limit)
     run_dir = Path(run_dir)
     model_config, train_config = copy.deepcopy(model_config), copy.deepcopy(train_config)
     source = load_patch_input(patches, stream_above=memory_limit)
@@ -200,7 +207,7 @@ def _training_estimate(images, model_config, train_config, run_dir: Path, known)
     }
 
 
-def run_train_ensemble(
+def train_ensemble(
     patches: str | Path,
     run_dir: str | Path,
     model_config,
@@ -216,7 +223,8 @@ def run_train_ensemble(
     :func:`run_train`, semi-supervised by the same ``labels`` when given), then align their classes
     to member 0's and write ``ensemble.json`` (:mod:`microvae.ensemble`). Rerunning finishes what
     an interruption left. Patches above ``memory_limit`` bytes are streamed, for training and for
-    the alignment's encoding alike."""
+    the alignment's encoding alike. ``progress`` events carry ``member`` and count ``epoch`` over
+    all members (member i's epoch e is i × epochs + e)."""
     if members < 2:
         raise ParameterError(f"an ensemble needs at least 2 members, got {members}")
     if model_config.n_classes < 2:
@@ -229,13 +237,18 @@ def run_train_ensemble(
     seeds = [train_config.seed + index for index in range(members)]
     statuses = []
     for index, seed in enumerate(seeds):
+
+        def member_progress(event: dict, offset: int = index * train_config.epochs, member: int = index) -> None:
+            if progress is not None:
+                progress({**event, "member": member, **({"epoch": offset + event["epoch"]} if "epoch" in event else {})})
+
         result = run_train(
             patches,
             member_dir(run_dir, index),
             copy.deepcopy(model_config),
             dataclasses.replace(train_config, seed=seed),
             force=force,
-            progress=progress,
+            progress=member_progress,
             labels=labels,
             memory_limit=memory_limit,
         )
