@@ -32,13 +32,19 @@ __all__ = ["AlignedClusters", "align_to_classes", "aligned_kmeans", "soft_disk"]
 class AlignedClusters:
     """Result of :func:`aligned_kmeans`.
 
-    Attributes:
-        labels: (N,) int64 class of every patch.
-        angle_rad: (N,) turn of each patch relative to its template (0 without rotation).
-        shift_px: (N, 2) (row, col) shift of each patch relative to its template, pixels.
-        objective: mean over patches of 1 − (normalised correlation with the best-aligned template):
-            0 when every patch is its template exactly.
-        templates: (K, C, W, W) class templates (masked, mean-subtracted).
+    Attributes
+    ----------
+    labels : ndarray
+        (N,) int64 class of every patch.
+    angle_rad : ndarray
+        (N,) turn of each patch relative to its template (0 without rotation).
+    shift_px : ndarray
+        (N, 2) (row, col) shift of each patch relative to its template, pixels.
+    objective : float
+        Mean over patches of 1 − (normalised correlation with the best-aligned template): 0 when
+        every patch is its template exactly.
+    templates : ndarray
+        (K, C, W, W) class templates (masked, mean-subtracted).
     """
 
     labels: np.ndarray

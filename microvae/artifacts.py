@@ -151,10 +151,12 @@ def plan_output(path: str | Path, fingerprint: str, force: bool = False) -> Outp
     Returns ``skip`` when ``path`` is an artifact with the same fingerprint (same stage, parameters
     and input contents), ``write`` when it does not exist or ``force`` is set.
 
-    Raises:
-        OutputError: ``path`` exists but holds other inputs or parameters (or is not a microvae
-            artifact, or was written with another schema version), and ``force`` is not set; or its
-            folder cannot be written.
+    Raises
+    ------
+    OutputError
+        ``path`` exists but holds other inputs or parameters (or is not a microvae artifact, or was
+        written with another schema version), and ``force`` is not set; or its folder cannot be
+        written.
     """
     path = Path(path)
     check_writable_location(path)
@@ -204,8 +206,25 @@ def atomic_h5(path: str | Path, provenance: Provenance, kind: str) -> Iterator[A
     On any exception the temporary file is removed and ``path`` is left as it was (an older
     artifact there survives intact).
 
-    Yields:
-        an ``h5py.File`` open for writing.
+    Parameters
+    ----------
+    path : str or Path
+        The artifact to write (its folder is made if need be).
+    provenance : Provenance
+        Stamped as the root attributes.
+    kind : str
+        One of :data:`ARTIFACT_KINDS`.
+
+    Yields
+    ------
+    h5py.File
+        Open for writing.
+
+    Raises
+    ------
+    OutputError
+        The folder cannot be made or written, another process holds the output's lock, or the
+        write failed; ``path`` is unchanged.
     """
     import h5py
 
@@ -344,9 +363,11 @@ class ArtifactHeader:
 def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactHeader:
     """Open ``path`` and check that it is a microvae artifact of ``expected_kind``.
 
-    Raises:
-        InputError: missing, not HDF5, not a microvae artifact, of another kind, or of a schema
-            version this microvae cannot read.
+    Raises
+    ------
+    InputError
+        Missing, not HDF5, not a microvae artifact, of another kind, or of a schema version this
+        microvae cannot read.
     """
     import h5py
 

@@ -59,9 +59,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     For outputs other than HDF5 artifacts (PNG previews, TIFF maps, JSON). On failure the temporary
     file is removed and ``path`` is unchanged.
 
-    Raises:
-        OutputError: the folder cannot be made or is read-only, or the write failed (no space
-            left, permission denied); ``path`` is unchanged and no temporary file is left.
+    Raises
+    ------
+    OutputError
+        The folder cannot be made or is read-only, or the write failed (no space left, permission
+        denied); ``path`` is unchanged and no temporary file is left.
     """
     path = Path(path)
     check_writable_location(path)
@@ -107,9 +109,11 @@ def output_lock(path: str | Path) -> Iterator[None]:
     microvae without it) is respected too. Where ``fcntl`` is missing (Windows) the lock is the file's
     exclusive creation alone.
 
-    Raises:
-        OutputError: another live process holds the lock, or the lock file cannot be written
-            (read-only location, no space left).
+    Raises
+    ------
+    OutputError
+        Another live process holds the lock, or the lock file cannot be written (read-only
+        location, no space left).
     """
     lock = Path(str(path) + ".lock")
     try:

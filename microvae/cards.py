@@ -46,13 +46,20 @@ _BASE_EXTENT = 0.62  # canonical shapes (which span about [-1, 1]) are shrunk by
 class CardsDataset:
     """Images and their ground truth.
 
-    Attributes:
-        images: (N, 1, W, W) float32 in [0, 1] (1 = ink).
-        labels: (N,) int64 class index into :data:`CLASS_NAMES`.
-        angle_rad: (N,) float64 rotation, counter-clockwise as displayed.
-        shear_rad: (N,) float64 shear angle (``col += tan(shear) · row`` in the canonical frame).
-        scale: (N,) float64 magnification, 1 = the base size.
-        shift_px: (N, 2) float64 translation in pixels (row, col).
+    Attributes
+    ----------
+    images : ndarray
+        (N, 1, W, W) float32 in [0, 1] (1 = ink).
+    labels : ndarray
+        (N,) int64 class index into :data:`CLASS_NAMES`.
+    angle_rad : ndarray
+        (N,) float64 rotation, counter-clockwise as displayed.
+    shear_rad : ndarray
+        (N,) float64 shear angle (``col += tan(shear) · row`` in the canonical frame).
+    scale : ndarray
+        (N,) float64 magnification, 1 = the base size.
+    shift_px : ndarray
+        (N, 2) float64 translation in pixels (row, col).
     """
 
     images: np.ndarray
@@ -83,16 +90,25 @@ def make_cards(
 ) -> CardsDataset:
     """Draw ``n`` cards of ``size``×``size`` pixels, classes balanced, deterministic from ``seed``.
 
-    Args:
-        n: number of samples.
-        size: image side W in pixels (>= 8).
-        max_angle_deg: rotation uniform in [-max, +max] degrees (presets in
-            :data:`ROTATION_PRESETS_DEG`: 12, 60, 120).
-        seed: seed of the numpy generator that draws labels and transforms.
-        max_shear_deg: shear uniform in [-max, +max] degrees.
-        scale_range: magnification uniform in [lo, hi].
-        max_shift_fraction: shift per axis uniform in [-f·W, +f·W] pixels.
-        supersample: sub-samples per pixel side, box-averaged (1 = point sampling).
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    size : int
+        Image side W in pixels (>= 8).
+    max_angle_deg : float
+        Rotation uniform in [-max, +max] degrees (presets in :data:`ROTATION_PRESETS_DEG`: 12, 60,
+        120).
+    seed : int
+        Seed of the numpy generator that draws labels and transforms.
+    max_shear_deg : float
+        Shear uniform in [-max, +max] degrees.
+    scale_range : tuple[float, float]
+        Magnification uniform in [lo, hi].
+    max_shift_fraction : float
+        Shift per axis uniform in [-f·W, +f·W] pixels.
+    supersample : int
+        Sub-samples per pixel side, box-averaged (1 = point sampling).
     """
     _check_arguments(n, size, max_angle_deg, max_shear_deg, scale_range, max_shift_fraction, supersample)
     rng = np.random.default_rng(seed)

@@ -33,17 +33,27 @@ __all__ = ["Comparison", "compare_runs"]
 class Comparison:
     """Result of :func:`compare_runs`.
 
-    Attributes:
-        delta: RMS difference between A's and B's renderings after the map (output intensity units).
-        delta_relative: ``delta`` over the RMS deviation of A's renderings from their mean image.
-        delta_identity: the same RMS difference with the identity map (no fit), for reference.
-        latent_map: (D_B, D_A) matrix W of z_B = W z_A + b (for circular latents a signed
-            permutation: each angle kept or reflected, a torus' two angles possibly swapped).
-        latent_offset: (D_B,) b (for circular latents the turn φ of each angle, radians).
-        angle_offset_rad: the global turn φ of B's canonical frame: B renders at angle φ.
-        class_map: for each class of A, the matched class of B (empty without classes).
-        class_agreement: fraction of patches whose A class maps to their B class.
-        patches: number of patches used.
+    Attributes
+    ----------
+    delta : float
+        RMS difference between A's and B's renderings after the map (output intensity units).
+    delta_relative : float
+        ``delta`` over the RMS deviation of A's renderings from their mean image.
+    delta_identity : float
+        The same RMS difference with the identity map (no fit), for reference.
+    latent_map : ndarray
+        (D_B, D_A) matrix W of z_B = W z_A + b (for circular latents a signed permutation: each
+        angle kept or reflected, a torus' two angles possibly swapped).
+    latent_offset : ndarray
+        (D_B,) b (for circular latents the turn φ of each angle, radians).
+    angle_offset_rad : float
+        The global turn φ of B's canonical frame: B renders at angle φ.
+    class_map : list[int]
+        For each class of A, the matched class of B (empty without classes).
+    class_agreement : float
+        Fraction of patches whose A class maps to their B class.
+    patches : int
+        Number of patches used.
     """
 
     delta: float

@@ -119,20 +119,28 @@ def turn_patches(images: np.ndarray, turn_rad: float) -> np.ndarray:
 class InvarianceRow:
     """How one transform moves the code of the patches (means over patches).
 
-    Attributes:
-        transform: name of the transform (a key of :data:`TRANSFORMS` or :data:`RECUTS`).
-        z_drift: mean |Δz| over patches and latent dimensions, in units of each dimension's sd over
-            the untransformed data (0 = invariant; about 1.13 = as if the code were redrawn).
-        class_changed: fraction of patches whose argmax class changes (nan without classes).
-        class_prob_shift: mean total-variation distance between the class posteriors (0 to 1).
-        angle_error_deg: mean |Δangle − turn| (degrees, wrapped) for turns with a rotation
-            latent; nan otherwise. 0 = the angle latent absorbs the turn exactly.
-        shift_error_px: mean |Δshift − move| (px, the length of the (row, col) difference) for
-            shifts and re-cuts with a translation latent, where ``move`` is how far the content
-            moves in the patch (+1 row for ``shift +1 px row``, −1 row for ``re-cut +1 px row``);
-            nan otherwise. 0 = the shift latent follows the move exactly.
-        how: how the moved copies were made (a pixel permutation, a circular shift, interpolated
-            in the patch, or re-cut from the scan).
+    Attributes
+    ----------
+    transform : str
+        Name of the transform (a key of :data:`TRANSFORMS` or :data:`RECUTS`).
+    z_drift : float
+        Mean |Δz| over patches and latent dimensions, in units of each dimension's sd over the
+        untransformed data (0 = invariant; about 1.13 = as if the code were redrawn).
+    class_changed : float
+        Fraction of patches whose argmax class changes (nan without classes).
+    class_prob_shift : float
+        Mean total-variation distance between the class posteriors (0 to 1).
+    angle_error_deg : float
+        Mean |Δangle − turn| (degrees, wrapped) for turns with a rotation latent; nan otherwise. 0
+        = the angle latent absorbs the turn exactly.
+    shift_error_px : float
+        Mean |Δshift − move| (px, the length of the (row, col) difference) for shifts and re-cuts
+        with a translation latent, where ``move`` is how far the content moves in the patch (+1 row
+        for ``shift +1 px row``, −1 row for ``re-cut +1 px row``); nan otherwise. 0 = the shift
+        latent follows the move exactly.
+    how : str
+        How the moved copies were made (a pixel permutation, a circular shift, interpolated in the
+        patch, or re-cut from the scan).
     """
 
     transform: str

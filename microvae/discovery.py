@@ -77,14 +77,19 @@ SEPARATION_SAMPLE = 3000
 class Candidate:
     """One candidate partition.
 
-    Attributes:
-        name: which clustering made it ('pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'canonical_kmeans').
-        sizes: patches per class.
-        separation: mean silhouette of its classes in its own feature space (−1…1; higher is
-            better separated).
-        heldout_neg_elbo: mean −ELBO (nats per patch) of the validation patches under a short run
-            started from it (``class_init='restarts'`` only, else None).
-        seconds: wall time to make (and, with restarts, to try) it.
+    Attributes
+    ----------
+    name : str
+        Which clustering made it ('pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'canonical_kmeans').
+    sizes : list[int]
+        Patches per class.
+    separation : float
+        Mean silhouette of its classes in its own feature space (−1…1; higher is better separated).
+    heldout_neg_elbo : float or None
+        Mean −ELBO (nats per patch) of the validation patches under a short run started from it
+        (``class_init='restarts'`` only, else None).
+    seconds : float
+        Wall time to make (and, with restarts, to try) it.
     """
 
     name: str
@@ -98,13 +103,20 @@ class Candidate:
 class InitialClasses:
     """The outcome of :func:`choose_initial_classes`.
 
-    Attributes:
-        labels: (N,) int64 classes of the winning candidate, for every training patch.
-        chosen: its name.
-        criterion: 'separation' or 'heldout_neg_elbo'.
-        candidates: every candidate, in the order made.
-        candidate_labels: name → (N,) classes of every candidate (for the agreement in the verdict).
-        pose_seconds: wall time of the class-free pose run (0 when there is no pose).
+    Attributes
+    ----------
+    labels : ndarray
+        (N,) int64 classes of the winning candidate, for every training patch.
+    chosen : str
+        Its name.
+    criterion : str
+        'separation' or 'heldout_neg_elbo'.
+    candidates : list[Candidate]
+        Every candidate, in the order made.
+    candidate_labels : dict[str, ndarray]
+        Name → (N,) classes of every candidate (for the agreement in the verdict).
+    pose_seconds : float
+        Wall time of the class-free pose run (0 when there is no pose).
     """
 
     labels: np.ndarray
@@ -202,11 +214,13 @@ STRENGTH_THRESHOLD = 0.8
 class ClassCountChoice:
     """The outcome of :func:`choose_n_classes`.
 
-    Attributes:
-        n_classes: the chosen K.
-        rows: one per K tried: {'n_classes', 'candidate' (the best-separated candidate's name),
-            'separation', 'strength' (prediction strength in that candidate's feature space),
-            'sizes'}.
+    Attributes
+    ----------
+    n_classes : int
+        The chosen K.
+    rows : list[dict]
+        One per K tried: {'n_classes', 'candidate' (the best-separated candidate's name),
+        'separation', 'strength' (prediction strength in that candidate's feature space), 'sizes'}.
     """
 
     n_classes: int
@@ -274,9 +288,11 @@ def choose_initial_classes(
 
     ``on_candidate`` is called with each :class:`Candidate` once it is scored.
 
-    Raises:
-        InputError: ``images`` is a streamed :class:`~microvae.streaming.PatchFile` (the
-            candidates need the patches in memory; train with ``class_init='none'``).
+    Raises
+    ------
+    InputError
+        ``images`` is a streamed :class:`~microvae.streaming.PatchFile` (the candidates need the
+        patches in memory; train with ``class_init='none'``).
     """
     from .training import distributed_world, split_rows
 

@@ -27,11 +27,15 @@ NEIGHBOUR_COUNTS = (2, 3, 4, 6)  # the surroundings tried when the count is not 
 class Displacements:
     """Displacements of the columns of sublattice ``of`` relative to sublattice ``relative_to``.
 
-    Attributes:
-        vector_px: (N, 2) (row, col) displacement of every column (NaN for columns not of ``of``,
-            and for those with fewer than ``neighbours`` columns of ``relative_to`` in reach).
-        neighbours: how many nearest ``relative_to`` columns make each centroid.
-        of, relative_to: the two sublattices.
+    Attributes
+    ----------
+    vector_px : ndarray
+        (N, 2) (row, col) displacement of every column (NaN for columns not of ``of``, and for
+        those with fewer than ``neighbours`` columns of ``relative_to`` in reach).
+    neighbours : int
+        How many nearest ``relative_to`` columns make each centroid.
+    of, relative_to
+        The two sublattices.
     """
 
     vector_px: np.ndarray

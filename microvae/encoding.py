@@ -33,10 +33,26 @@ def scan_summaries(
 ) -> list[dict]:
     """Per scan: mean recon error and negative ELBO, and how they compare with the training patches.
 
-    ``recon_error_ratio`` and ``neg_elbo_ratio`` are the scan's mean over the training mean;
-    ``beyond_training_p99`` is the fraction of the scan's patches whose negative ELBO exceeds the 99th
-    percentile of the training patches (about 0.01 for a scan like the training data). Without
-    scores (None, ``encode --no-scores``) only the patch counts.
+    Parameters
+    ----------
+    image_index : (N,) int ndarray
+        The scan of each patch (an index into ``names``).
+    recon_error, neg_elbo : (N,) ndarray or None
+        Each patch's reconstruction error and negative ELBO (nats); None without scores
+        (``encode --no-scores``).
+    names : list of str
+        One name per scan.
+    training : dict of str to ScoreStatistics, optional
+        The run's statistics of the training patches (``"recon_error"``, ``"neg_elbo"``).
+
+    Returns
+    -------
+    list of dict
+        One per scan: ``scan``, ``patches`` (count) and, with scores, ``mean_recon_error``,
+        ``mean_neg_elbo`` (nats) and, with ``training``, ``recon_error_ratio`` and
+        ``neg_elbo_ratio`` (the scan's mean over the training mean) and ``beyond_training_p99``:
+        the fraction of the scan's patches whose negative ELBO exceeds the 99th percentile of the
+        training patches (about 0.01 for a scan like the training data).
     """
     summaries = []
     for index, name in enumerate(names):
@@ -68,30 +84,69 @@ def encode_array(
     amp: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Encode (N, C, H, W) images (an array or a :class:`~microvae.streaming.PatchFile`, read block
-    by block) with a trained model, in one pass over the images; numpy arrays out.
+    """Encode images with a trained model, in one pass over the images; numpy arrays out.
 
-    Returns class_probs (N, K') (K' = max(K, 1)), class (N,) argmax, z_mean, z_sd (N, D),
-    angle_rad (N,), angle_concentration (N,), shift_px (N, 2) (row, col), shift_sd_px (N, 2): the
-    encoder alone gives these. On request, each of which costs decoder passes over every pixel:
+    Parameters
+    ----------
+    model : JTRVAE
+        The trained model (moved to ``device`` and put in eval mode).
+    images : (N, C, H, W) float32 ndarray or PatchFile
+        An array, or a :class:`~microvae.streaming.PatchFile` read block by block.
+    batch_size : int, default 256
+        Largest batch; lowered to what the device's memory allows when decoder passes are made.
+    device : str, default "auto"
+        A torch device name (:func:`microvae.devices.resolve_device`).
+    refine : RefineConfig, optional
+        With ``steps > 0`` every patch's posterior is first optimised against the fixed decoder
+        (:mod:`microvae.refine`) and the summaries are those of the refined posterior.
+    labels : (N,) int ndarray, optional
+        The known class of some images (−1 = unknown), as in training with labels (a conditional
+        model when every image has one): their ``class_probs`` are that class (one-hot) and their
+        reconstruction and −ELBO use it.
+    recon_error : bool, default True
+        Compute ``recon_error`` (one decoder pass per image).
+    neg_elbo : bool, default False
+        Compute ``neg_elbo`` (K decoder passes per image).
+    seed : int, default 0
+        Seed of the generator of the reparametrised draws.
+    amp : bool, default False
+        Run the networks under bfloat16 autocast on CUDA (ignored on the CPU).
+    progress : callable, optional
+        Called with (images done, total) after every batch.
 
-    - ``recon_error`` (N,): mean squared error between each image and its reconstruction from the
-      posterior means with the argmax class (one decoder pass per image);
-    - ``neg_elbo`` (N,) float64: the negative ELBO in nats at β = 1 (recon + KL_z + KL_τ + KL_y,
-      analytic KLs, all K classes: K decoder passes per image) at one reparametrised draw per
-      image from a generator seeded with ``seed``; deterministic for a fixed ``batch_size``.
+    Returns
+    -------
+    dict of str to ndarray
+        The encoder alone gives ``class_probs`` (N, K') (K' = max(K, 1)), ``class`` (N,) argmax,
+        ``z_mean``, ``z_sd`` (N, D), ``angle_rad`` (N,) (rad), ``angle_concentration`` (N,),
+        ``shift_px`` (N, 2) (row, col) in px and ``shift_sd_px`` (N, 2). On request, each of which
+        costs decoder passes over every pixel:
 
-    With ``refine`` (steps > 0) every patch's posterior is first optimised against the fixed
-    decoder (:mod:`microvae.refine`) and the summaries are those of the refined posterior; then
-    ``neg_elbo_encoder`` and ``neg_elbo_refined`` (N,) give each patch's negative ELBO (nats) before
-    and after, on the same draws (``neg_elbo`` is then not computed separately).
+        - ``recon_error`` (N,): mean squared error between each image and its reconstruction from
+          the posterior means with the argmax class;
+        - ``neg_elbo`` (N,) float64: the negative ELBO in nats at β = 1 (recon + KL_z + KL_τ + KL_y,
+          analytic KLs, all K classes) at one reparametrised draw per image from a generator seeded
+          with ``seed``; deterministic for a fixed ``batch_size``;
+        - with ``refine``: ``neg_elbo_encoder`` and ``neg_elbo_refined`` (N,), each patch's negative
+          ELBO (nats) before and after, on the same draws (``neg_elbo`` is then not computed
+          separately).
 
-    ``labels`` (N,) gives the known class of some images (−1 = unknown), as in training with
-    labels (a conditional model when every image has one): their ``class_probs`` are that class
-    (one-hot) and their reconstruction and −ELBO use it.
+    Raises
+    ------
+    InputError, ParameterError
+        The images do not fit the model (shape, NaN/Inf values, range of a Bernoulli model).
 
-    ``amp`` runs the networks under bfloat16 autocast on CUDA (ignored on the CPU); ``progress``
-    is called with (images done, total) after every batch.
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from microvae.config import JTRVAEConfig
+    >>> from microvae.encoding import encode_array
+    >>> from microvae.training import build_model
+    >>> model = build_model(JTRVAEConfig(image_size=16, n_classes=2), seed=0)   # untrained
+    >>> images = np.random.default_rng(0).random((4, 1, 16, 16)).astype(np.float32)
+    >>> out = encode_array(model, images, device="cpu")
+    >>> out["class_probs"].shape, out["shift_px"].shape, out["recon_error"].shape
+    ((4, 2), (4, 2), (4,))
     """
     data = check_images(images, model.config)
     target = resolve_device(device)
@@ -155,10 +210,28 @@ def measure_encode_rate(
     neg_elbo: bool = False,
     amp: bool = False,
 ) -> float:
-    """Patches per second that :func:`encode_array` reaches with these settings on this device:
-    the first ``sample`` patches of ``images`` encoded once untimed (8 of them: warm-up) and once
-    timed, in batches of at most ``batch_size``. The timed pass is short, so on a GPU, where large
-    batches pay off, the rate is a lower bound. Touches no random state of the caller."""
+    """Patches per second that :func:`encode_array` reaches with these settings on this device.
+
+    The first ``sample`` patches of ``images`` are encoded once untimed (8 of them: warm-up) and
+    once timed, in batches of at most ``batch_size``. The timed pass is short, so on a GPU, where
+    large batches pay off, the rate is a lower bound. Touches no random state of the caller.
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The trained model.
+    images : (N, C, H, W) ndarray or PatchFile
+        Patches to time on.
+    sample : int
+        How many of them (the first ones).
+    batch_size, device, refine, recon_error, neg_elbo, amp
+        As for :func:`encode_array`.
+
+    Returns
+    -------
+    float
+        Patches per second.
+    """
     count = min(int(sample), len(images))
     head = images.take(np.arange(count)) if isinstance(images, PatchFile) else images[:count]
     settings = {"batch_size": min(batch_size, count), "device": device, "refine": refine, "recon_error": recon_error, "neg_elbo": neg_elbo, "amp": amp}
@@ -169,9 +242,27 @@ def measure_encode_rate(
 
 
 def device_batches(data: np.ndarray | PatchFile, batch_size: int, device: torch.device):
-    """(first row, (B, C, H, W) float32 tensor on ``device``) over ``data`` in order. A
-    :class:`PatchFile` is read block by block (whole HDF5 chunks, each decompressed once), not batch
-    by batch; on CUDA each batch goes through pinned memory with a non-blocking copy."""
+    """The batches of ``data`` in order, on ``device``.
+
+    A :class:`PatchFile` is read block by block (whole HDF5 chunks, each decompressed once), not
+    batch by batch; on CUDA each batch goes through pinned memory with a non-blocking copy.
+
+    Parameters
+    ----------
+    data : (N, C, H, W) float32 ndarray or PatchFile
+        The images.
+    batch_size : int
+        Largest batch.
+    device : torch.device
+        Where the batches go.
+
+    Yields
+    ------
+    first : int
+        Row of the batch's first image.
+    x : (B, C, H, W) float32 tensor
+        The batch, on ``device``.
+    """
     blocks = data.blocks() if isinstance(data, PatchFile) else [(0, data)]
     for first, block in blocks:
         for offset in range(0, len(block), batch_size):
@@ -182,16 +273,41 @@ def device_batches(data: np.ndarray | PatchFile, batch_size: int, device: torch.
 
 
 def observed_classes(class_probs: torch.Tensor, labels: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """(B, K') class probabilities with the rows of known ``labels`` (≥ 0) replaced by one-hots."""
+    """Class probabilities with the rows of known labels replaced by one-hots.
+
+    Parameters
+    ----------
+    class_probs : (B, K') tensor
+        The encoder's class probabilities.
+    labels : (B,) int tensor or ndarray
+        Known class of each row, −1 = unknown.
+
+    Returns
+    -------
+    (B, K') tensor
+    """
     known = torch.as_tensor(labels, device=class_probs.device)
     onehot = torch.nn.functional.one_hot(known.clamp_min(0), class_probs.shape[1]).to(class_probs.dtype)
     return torch.where((known >= 0)[:, None], onehot, class_probs)
 
 
 def store_batch(out: dict[str, np.ndarray], start: int, batch: dict[str, torch.Tensor], count: int) -> None:
-    """Write a batch's (B, ...) values at rows start… of ``out[key]`` (allocated for ``count`` rows
-    on first use); half-precision values (bf16 autocast) are stored as float32. One
-    synchronisation per batch on CUDA."""
+    """Write a batch's values into ``out`` in place.
+
+    Half-precision values (bf16 autocast) are stored as float32. One synchronisation per batch on
+    CUDA.
+
+    Parameters
+    ----------
+    out : dict of str to ndarray
+        The arrays being filled; ``out[key]`` is allocated for ``count`` rows on first use.
+    start : int
+        Row of the batch's first value.
+    batch : dict of str to tensor
+        (B, ...) values per key.
+    count : int
+        Total rows N.
+    """
     wide = {key: value.float() if value.dtype in (torch.bfloat16, torch.float16) else value for key, value in batch.items()}
     host = {key: value.detach().to("cpu", non_blocking=True) for key, value in wide.items()}
     if any(value.is_cuda for value in batch.values()):

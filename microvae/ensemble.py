@@ -58,11 +58,16 @@ def permute_probs(class_probs: np.ndarray, permutation: np.ndarray) -> np.ndarra
 class Consensus:
     """Per-patch summary of M aligned class posteriors.
 
-    Attributes:
-        class_probs: (N, K) mean of the aligned posteriors.
-        labels: (N,) argmax of ``class_probs``.
-        agreement: (N,) fraction of members whose own argmax equals ``labels`` (1/M … 1).
-        prob_sd: (N,) sd over members of the aligned posterior, averaged over the K classes.
+    Attributes
+    ----------
+    class_probs : ndarray
+        (N, K) mean of the aligned posteriors.
+    labels : ndarray
+        (N,) argmax of ``class_probs``.
+    agreement : ndarray
+        (N,) fraction of members whose own argmax equals ``labels`` (1/M … 1).
+    prob_sd : ndarray
+        (N,) sd over members of the aligned posterior, averaged over the K classes.
     """
 
     class_probs: np.ndarray

@@ -24,11 +24,16 @@ def prior_quantiles(count: int, low: float = 0.05, high: float = 0.95) -> np.nda
 def generate(model, z: np.ndarray, classes: np.ndarray | None = None, angle_rad: np.ndarray | None = None, shift_px: np.ndarray | None = None) -> np.ndarray:
     """Decode latents to image means (B, C, W, W).
 
-    Args:
-        z: (B, D) continuous latents.
-        classes: (B,) class indices (required when the model has classes).
-        angle_rad: (B,) rotation (counter-clockwise in display coordinates); None for 0.
-        shift_px: (B, 2) shift (row, col) in pixels; None for 0.
+    Parameters
+    ----------
+    z : ndarray
+        (B, D) continuous latents.
+    classes : ndarray or None
+        (B,) class indices (required when the model has classes).
+    angle_rad : ndarray or None
+        (B,) rotation (counter-clockwise in display coordinates); None for 0.
+    shift_px : ndarray or None
+        (B, 2) shift (row, col) in pixels; None for 0.
     """
     config = model.config
     z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(len(z), config.latent_dim))

@@ -284,11 +284,15 @@ class JTRVAE(nn.Module):
     def decode(self, z: Tensor, class_onehot: Tensor | None = None, angle_rad: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
         """Image means (B, C, W, W) for latents z (B, D).
 
-        Args:
-            class_onehot: (B, K) one-hot (or any probability vector: the class enters the decoder
-                linearly, so a soft vector mixes the class inputs); ignored when K = 0.
-            angle_rad: (B,) counter-clockwise rotation, or None for 0.
-            shift: (B, 2) shift in pixels (row, col), or None for 0.
+        Parameters
+        ----------
+        class_onehot : Tensor or None
+            (B, K) one-hot (or any probability vector: the class enters the decoder linearly, so a
+            soft vector mixes the class inputs); ignored when K = 0.
+        angle_rad : Tensor or None
+            (B,) counter-clockwise rotation, or None for 0.
+        shift : Tensor or None
+            (B, 2) shift in pixels (row, col), or None for 0.
         """
         batch, w = z.shape[0], self.config.image_size
         shift_grid = None if shift is None else shift / self.half_width_px
@@ -318,29 +322,39 @@ class JTRVAE(nn.Module):
         The class is marginalised exactly: ``recon = Σ_y q(y|x) · (-log p(x | z, v, s, y))`` over all
         K classes in one batched decoder pass, with one reparametrised draw of (z, v, s).
 
-        Args:
-            generator: source of the standard-normal draws (and of the pixel subset); None = torch's
-                global generator.
-            pixel_fraction: score a random subset of this fraction of the pixels (the same for the
-                whole batch) and rescale by P / P' — an unbiased estimate of the full
-                reconstruction term that makes the MLP decoder proportionally cheaper (ignored by
-                the conv decoder, which always renders whole images).
-            kl_estimator: 'analytic' (closed-form Gaussian KLs) or 'sample' (single-sample
-                log q - log p at the draw; unbiased, as Pyro's Trace ELBOs estimate it).
-            noise: standard-normal draws to use instead of drawing: 'z' (B, D), 'angle_vec' (B, 2),
-                'shift' (B, 2).
-            posterior: parameters of q(·|x) to use instead of the encoder's (as :meth:`posterior`
-                returns them; per-sample refinement optimises these against the fixed decoder).
-            labels: (B,) known classes for semi-supervised training, −1 where unknown. A labelled
-                image's class is observed, as in Kingma et al.'s M2 model: its reconstruction uses
-                that class only, it has no class KL, and ``class_nll`` = −log q(label | x) trains
-                the class posterior (weighted by ``label_weight`` in :meth:`weighted_loss`).
-            use_z: False switches the continuous latents off: z = 0 (the prior mean), KL_z = 0
-                (training's ``z_delay``).
+        Parameters
+        ----------
+        generator : torch.Generator or None
+            Source of the standard-normal draws (and of the pixel subset); None = torch's global
+            generator.
+        pixel_fraction : float
+            Score a random subset of this fraction of the pixels (the same for the whole batch) and
+            rescale by P / P' — an unbiased estimate of the full reconstruction term that makes the
+            MLP decoder proportionally cheaper (ignored by the conv decoder, which always renders
+            whole images).
+        kl_estimator : str
+            'analytic' (closed-form Gaussian KLs) or 'sample' (single-sample log q - log p at the
+            draw; unbiased, as Pyro's Trace ELBOs estimate it).
+        noise : dict[str, Tensor] or None
+            Standard-normal draws to use instead of drawing: 'z' (B, D), 'angle_vec' (B, 2),
+            'shift' (B, 2).
+        posterior : dict[str, Tensor] or None
+            Parameters of q(·|x) to use instead of the encoder's (as :meth:`posterior` returns
+            them; per-sample refinement optimises these against the fixed decoder).
+        labels : Tensor or None
+            (B,) known classes for semi-supervised training, −1 where unknown. A labelled image's
+            class is observed, as in Kingma et al.'s M2 model: its reconstruction uses that class
+            only, it has no class KL, and ``class_nll`` = −log q(label | x) trains the class
+            posterior (weighted by ``label_weight`` in :meth:`weighted_loss`).
+        use_z : bool
+            False switches the continuous latents off: z = 0 (the prior mean), KL_z = 0 (training's
+            ``z_delay``).
 
-        Returns:
-            dict of (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift),
-            kl_y; and class_probs (B, K').
+        Returns
+        -------
+        dict[str, Tensor]
+            (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift), kl_y
+            (nats per image); and class_probs (B, K').
         """
         if kl_estimator not in KL_ESTIMATORS:
             raise ParameterError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")

@@ -71,12 +71,18 @@ def coordinate_grid(height: int, width: int | None = None) -> Tensor:
 def transform_coordinates(grid: Tensor, angle_rad: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
     """Pull the output grid back into the decoder's canonical frame: ``u = R(angle)ᵀ (x - shift)``.
 
-    Args:
-        grid: (P, 2) output pixel coordinates (row, col) in grid units.
-        angle_rad: (B,) rotation of the rendered content, counter-clockwise as displayed, or None.
-        shift: (B, 2) translation (row, col) of the rendered content in grid units, or None.
+    Parameters
+    ----------
+    grid : Tensor
+        (P, 2) output pixel coordinates (row, col) in grid units.
+    angle_rad : Tensor or None
+        (B,) rotation of the rendered content, counter-clockwise as displayed, or None.
+    shift : Tensor or None
+        (B, 2) translation (row, col) of the rendered content in grid units, or None.
 
-    Returns:
+    Returns
+    -------
+    Tensor
         (B, P, 2) canonical coordinates (row, col); B = 1 when both angle and shift are None.
     """
     coords = grid.unsqueeze(0)

@@ -54,12 +54,18 @@ def frozen(model) -> Iterator:
 def refine_posterior(model, x: Tensor, posterior: dict[str, Tensor], config: RefineConfig) -> tuple[dict[str, Tensor], Tensor, Tensor]:
     """Optimise the posterior parameters of one batch against the fixed decoder.
 
-    Args:
-        model: a trained :class:`microvae.models.JTRVAE` (left unchanged).
-        x: (B, C, W, W) images on the model's device.
-        posterior: the encoder's parameters for ``x`` (:meth:`JTRVAE.posterior`).
+    Parameters
+    ----------
+    model
+        A trained :class:`microvae.models.JTRVAE` (left unchanged).
+    x : Tensor
+        (B, C, W, W) images on the model's device.
+    posterior : dict[str, Tensor]
+        The encoder's parameters for ``x`` (:meth:`JTRVAE.posterior`).
 
-    Returns:
+    Returns
+    -------
+    tuple[dict[str, Tensor], Tensor, Tensor]
         (refined posterior, negative ELBO before (B,), negative ELBO after (B,)), all detached.
     """
     config.validate()

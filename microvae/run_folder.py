@@ -83,8 +83,10 @@ def prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -
 def read_run_provenance(run_dir: str | Path) -> dict[str, Any]:
     """The ``provenance.json`` of a run folder ({} for runs trained through the library only).
 
-    Raises:
-        InputError: unreadable, or written with another schema version.
+    Raises
+    ------
+    InputError
+        Unreadable, or written with another schema version.
     """
     path = Path(run_dir) / RUN_PROVENANCE
     if not path.exists():
@@ -171,9 +173,11 @@ def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
 
     Returns (model in eval mode, {'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}).
 
-    Raises:
-        InputError: not a run folder, config.json unreadable or of another schema version, the
-            checkpoint missing, corrupt, of another format version, or not this model's.
+    Raises
+    ------
+    InputError
+        Not a run folder, config.json unreadable or of another schema version, the checkpoint
+        missing, corrupt, of another format version, or not this model's.
     """
     paths = RunPaths(Path(run_dir))
     if not paths.config.exists():

@@ -103,8 +103,10 @@ class PatchFile:
 def value_range(images: np.ndarray | PatchFile, name: str) -> tuple[float, float]:
     """(min, max) over all patches, read block by block for a :class:`PatchFile`.
 
-    Raises:
-        InputError: NaN or Inf values (naming ``name`` and the first bad patch for a file).
+    Raises
+    ------
+    InputError
+        NaN or Inf values (naming ``name`` and the first bad patch for a file).
     """
     low, high = np.inf, -np.inf
     parts = images.blocks() if isinstance(images, PatchFile) else [(0, images)]

@@ -59,12 +59,18 @@ class LatticeParams:
 class LatticeImage:
     """A synthetic scan and its ground truth.
 
-    Attributes:
-        image: (H, W) float32 intensities (about 1.0 at a bright column plus background).
-        positions: (N, 2) true (row, col) of every column present, inside or near the image.
-        sublattice: (N,) 0 for bright columns, 1 for dim columns.
-        vacancies: (M, 2) (row, col) of lattice sites left empty.
-        params: the parameters that made it.
+    Attributes
+    ----------
+    image : ndarray
+        (H, W) float32 intensities (about 1.0 at a bright column plus background).
+    positions : ndarray
+        (N, 2) true (row, col) of every column present, inside or near the image.
+    sublattice : ndarray
+        (N,) 0 for bright columns, 1 for dim columns.
+    vacancies : ndarray
+        (M, 2) (row, col) of lattice sites left empty.
+    params : LatticeParams
+        The parameters that made it.
     """
 
     image: np.ndarray
@@ -86,8 +92,10 @@ class LatticeImage:
 def lattice_sites(shape: tuple[int, int], spacing_px: float, angle_deg: float, second_sublattice: bool, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Ideal lattice sites covering the image plus ``margin`` pixels around it.
 
-    Returns:
-        positions (N, 2) as (row, col), and sublattice labels (N,).
+    Returns
+    -------
+    tuple[ndarray, ndarray]
+        Positions (N, 2) as (row, col), and sublattice labels (N,).
     """
     height, width = shape
     centre = np.array([(height - 1) / 2.0, (width - 1) / 2.0])
@@ -137,13 +145,18 @@ def slow_background(shape: tuple[int, int], amplitude: float, rng: np.random.Gen
 def make_lattice(params: LatticeParams | None = None, **overrides) -> LatticeImage:
     """Draw a synthetic two-sublattice scan with ground truth.
 
-    Args:
-        params: a :class:`LatticeParams`; keyword overrides replace its fields
-            (``make_lattice(shape=(512, 512), seed=3)``).
+    Parameters
+    ----------
+    params : LatticeParams or None
+        A :class:`LatticeParams`; keyword overrides replace its fields (``make_lattice(shape=(512,
+        512), seed=3)``).
 
-    Returns:
-        a :class:`LatticeImage`. Intensities are in units of a bright column's peak (noise-free
-        peak ≈ 1 above the background); shot noise is Poisson with ``dose`` counts at that peak.
+    Returns
+    -------
+    LatticeImage
+        A :class:`LatticeImage`. Intensities are in units of a bright column's peak (noise-free
+    LatticeImage
+        Peak ≈ 1 above the background); shot noise is Poisson with ``dose`` counts at that peak.
     """
     params = params or LatticeParams()
     if overrides:
@@ -172,8 +185,10 @@ def make_lattice(params: LatticeParams | None = None, **overrides) -> LatticeIma
 def match_positions(true_positions: np.ndarray, found_positions: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of found to true positions within ``radius`` pixels (nearest first).
 
-    Returns:
-        index pairs (true_index, found_index) of the matches, each of shape (M,).
+    Returns
+    -------
+    tuple[ndarray, ndarray]
+        Index pairs (true_index, found_index) of the matches, each of shape (M,).
     """
     from scipy.spatial import cKDTree
 
@@ -225,15 +240,22 @@ def score_detection(true_positions: np.ndarray, found_positions: np.ndarray, rad
 class TwoPhaseImage:
     """A two-region scan with displacement variants, and its ground truth per column.
 
-    Attributes:
-        image: (H, W) float32.
-        positions: (N, 2) (row, col) of the columns present.
-        sublattice: (N,) 0 bright, 1 dim.
-        region: (N,) 0 left of the boundary, 1 right of it (the two phases differ in the dim
-            columns' brightness).
-        variant: (N,) +1 or −1: the direction along rows in which the dim column is displaced
-            (horizontal stripe domains); 0 for bright columns.
-        boundary_col: column of the vertical phase boundary (pixels).
+    Attributes
+    ----------
+    image : ndarray
+        (H, W) float32.
+    positions : ndarray
+        (N, 2) (row, col) of the columns present.
+    sublattice : ndarray
+        (N,) 0 bright, 1 dim.
+    region : ndarray
+        (N,) 0 left of the boundary, 1 right of it (the two phases differ in the dim columns'
+        brightness).
+    variant : ndarray
+        (N,) +1 or −1: the direction along rows in which the dim column is displaced (horizontal
+        stripe domains); 0 for bright columns.
+    boundary_col : float
+        Column of the vertical phase boundary (pixels).
     """
 
     image: np.ndarray
@@ -290,10 +312,14 @@ def score_two_phase(
 ) -> dict:
     """How well encoded patches of a two-phase lattice recover its regions and variants.
 
-    Args:
-        coords: (N, 2) patch centres (row, col) in pixels; each is matched to its nearest column.
-        classes, class_probs, z_mean: (N,), (N, K), (N, D) as ``encode`` writes them.
-        margin_px: only patches farther than this from the boundary column are scored.
+    Parameters
+    ----------
+    coords : ndarray
+        (N, 2) patch centres (row, col) in pixels; each is matched to its nearest column.
+    classes, class_probs, z_mean
+        (N,), (N, K), (N, D) as ``encode`` writes them.
+    margin_px : float
+        Only patches farther than this from the boundary column are scored.
 
     Returns: patches, median_match_px (centre to nearest true column), bright_only (every patch is
     on a bright column), region_accuracy (matched accuracy of the argmax class), class_confidence

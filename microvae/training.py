@@ -400,9 +400,11 @@ def _set_global_rng_states(states: dict) -> None:
 def _atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    Raises:
-        OutputError: the write failed (no space left, read-only location); ``path`` is unchanged
-            and the temporary file removed.
+    Raises
+    ------
+    OutputError
+        The write failed (no space left, read-only location); ``path`` is unchanged and the
+        temporary file removed.
     """
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     from .artifacts import remove_stale_temps

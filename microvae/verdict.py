@@ -35,20 +35,30 @@ NOTHING_LEARNED = 0.1
 class Verdict:
     """What :func:`assess` found; every field is plain data (JSON-ready via :meth:`to_dict`).
 
-    Attributes:
-        n_patches: patches assessed.
-        class_sizes: patches per argmax class (K entries; empty for a model without classes).
-        mean_confidence: mean over patches of max_k q(y = k | x).
-        explained_variance: 1 − mean squared reconstruction error / mean per-pixel variance of
-            the patches (1: perfect, 0: no better than the mean patch).
-        baseline: name of the classical baseline compared with, and ``baseline_ari`` its ARI
-            against the model's classes (None when not compared).
-        candidate_ari: name → ARI between the model's classes and each candidate partition of
-            :mod:`microvae.discovery` (the classical clusterings the run chose its start from).
-        candidate_agreement: mean pairwise ARI among the candidates (None with fewer than two):
-            low when the feature spaces disagree about the data, which is common.
-        chosen_start: the candidate partition the run started from (None: random start).
-        warnings: one sentence per problem found.
+    Attributes
+    ----------
+    n_patches : int
+        Patches assessed.
+    class_sizes : list[int]
+        Patches per argmax class (K entries; empty for a model without classes).
+    mean_confidence : float or None
+        Mean over patches of max_k q(y = k | x).
+    explained_variance : float
+        1 − mean squared reconstruction error / mean per-pixel variance of the patches (1: perfect,
+        0: no better than the mean patch).
+    baseline : str or None
+        Name of the classical baseline compared with, and ``baseline_ari`` its ARI against the
+        model's classes (None when not compared).
+    candidate_ari : dict[str, float]
+        Name → ARI between the model's classes and each candidate partition of
+        :mod:`microvae.discovery` (the classical clusterings the run chose its start from).
+    candidate_agreement : float or None
+        Mean pairwise ARI among the candidates (None with fewer than two): low when the feature
+        spaces disagree about the data, which is common.
+    chosen_start : str or None
+        The candidate partition the run started from (None: random start).
+    warnings : list[str]
+        One sentence per problem found.
     """
 
     n_patches: int
@@ -100,14 +110,21 @@ def assess(
 ) -> Verdict:
     """The verdict on a trained model's classes over N patches.
 
-    Args:
-        class_probs: (N, K) q(y|x), or None for a model without classes.
-        recon_error: (N,) mean squared reconstruction error per pixel of each patch.
-        pixel_variance: mean over pixels of the variance over patches (the error of predicting
-            the mean patch), same units as ``recon_error``.
-        baseline: (name, (N,) labels) of a classical clustering of the same patches.
-        candidate_classes: name → (N,) classes of each candidate partition.
-        chosen_start: the candidate the run started from.
+    Parameters
+    ----------
+    class_probs : ndarray or None
+        (N, K) q(y|x), or None for a model without classes.
+    recon_error : ndarray
+        (N,) mean squared reconstruction error per pixel of each patch.
+    pixel_variance : float
+        Mean over pixels of the variance over patches (the error of predicting the mean patch),
+        same units as ``recon_error``.
+    baseline : tuple[str, ndarray] or None
+        (name, (N,) labels) of a classical clustering of the same patches.
+    candidate_classes : dict[str, ndarray] or None
+        Name → (N,) classes of each candidate partition.
+    chosen_start : str or None
+        The candidate the run started from.
     """
     n = len(recon_error)
     if class_probs is not None and len(class_probs) != n:

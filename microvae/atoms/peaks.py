@@ -186,8 +186,10 @@ def find_peaks(response: np.ndarray, spacing_px: float, threshold: float) -> tup
     disk. A disk, not a square, matters: a square's corners reach a bright neighbour's flank and hide
     a dim column next to it.
 
-    Returns:
-        integer peak positions (N, 2) as (row, col), and the response there (N,).
+    Returns
+    -------
+    tuple[ndarray, ndarray]
+        Integer peak positions (N, 2) as (row, col), and the response there (N,).
     """
     peaks, heights = disk_maxima(response, square_maxima(response, inner_radius(spacing_px)), maxima_radius(spacing_px))
     keep = heights > threshold

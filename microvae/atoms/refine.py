@@ -56,8 +56,10 @@ def refine_center_of_mass(image, peaks, sigma_px: float, spacing_px: float, iter
     the pixels within radius + ½ of its centre are weighted. Numpy arrays or torch tensors; columns
     are done in chunks (cache-sized on the CPU), each iterated until its window stops moving.
 
-    Returns:
-        (N, 2) float64 positions (row, col) (numpy, or a tensor for tensor inputs).
+    Returns
+    -------
+    (N, 2) float64 ndarray or tensor
+        Positions (row, col) in px (numpy, or a tensor for tensor inputs).
     """
     xp = array_module(image)
     positions = f64(peaks * 0)

@@ -316,9 +316,11 @@ def run_encode_scans(
 
     Returns the results of the stages run (find-atoms when the recipe is atom-centred, extract, encode).
 
-    Raises:
-        InputError: the run folder or a scan is unusable, or a scan does not match the training
-            scans; the work folder, when this call created it, is removed again.
+    Raises
+    ------
+    InputError
+        The run folder or a scan is unusable, or a scan does not match the training scans; the work
+        folder, when this call created it, is removed again.
     """
     run_dir = Path(run_dir)
     output = Path(output)
@@ -416,9 +418,11 @@ def run_encode_inputs(
     Returns the results of the stages run, the encoding last; when a bare array was read as
     patches, the last result's notes say so (and how to read it as scans).
 
-    Raises:
-        ParameterError: detection overrides or labels with inputs that cannot use them, several
-            patches artifacts, or patches mixed with scans.
+    Raises
+    ------
+    ParameterError
+        Detection overrides or labels with inputs that cannot use them, several patches artifacts,
+        or patches mixed with scans.
     """
     overrides = {key: value for key, value in (find_atoms_overrides or {}).items() if value is not None}
     side = run_patch_side(run_dir)

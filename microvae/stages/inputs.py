@@ -95,13 +95,20 @@ def atom_values(atoms: str | Path | None, atom_index: np.ndarray) -> dict[str, t
 class PatchInput:
     """Patches to train on or encode, with what is known of where they came from.
 
-    Attributes:
-        images: (N, C, W, W) float32.
-        path: the file read.
-        sha256: content hash of the file.
-        kind: ``"patches"`` (a microvae artifact) or ``"stack"`` (.npy/.tif/.h5 array).
-        header: the artifact header for ``patches`` inputs (provenance, recipe), else None.
-        coords, image_index: per-patch (row, col) and source image for ``patches`` inputs, else None.
+    Attributes
+    ----------
+    images : ndarray
+        (N, C, W, W) float32.
+    path : Path
+        The file read.
+    sha256 : str
+        Content hash of the file.
+    kind : str
+        ``"patches"`` (a microvae artifact) or ``"stack"`` (.npy/.tif/.h5 array).
+    header : artifacts.ArtifactHeader or None
+        The artifact header for ``patches`` inputs (provenance, recipe), else None.
+    coords, image_index
+        Per-patch (row, col) and source image for ``patches`` inputs, else None.
     """
 
     images: np.ndarray
@@ -124,8 +131,10 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
     not read into memory: ``images`` is then a :class:`~microvae.streaming.PatchFile` (None: always
     read). Its values are checked in one block-by-block pass.
 
-    Raises:
-        InputError: missing, unreadable, another artifact kind, or not a stack of square patches.
+    Raises
+    ------
+    InputError
+        Missing, unreadable, another artifact kind, or not a stack of square patches.
     """
     import h5py
 
@@ -240,8 +249,12 @@ def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -
     Without a patch shape (``patch_side`` None: the run folder is unreadable, and encode will say
     why) a 2-D array is a scan and a deeper one a patch stack.
 
-    Raises:
-        ParameterError: ambiguous, or ``choice`` unknown; InputError: frames smaller than a patch.
+    Raises
+    ------
+    ParameterError
+        Ambiguous, or ``choice`` unknown.
+    InputError
+        Frames smaller than a patch.
     """
     import h5py
 
