@@ -1,4 +1,4 @@
-"""``microvae export``: maps on the scans' pixel grids, as HDF5, TIFF and PNG."""
+"""``microvae export``: maps on the scans' pixel grids, as HDF5, TIFF, PNG, HyperSpy and ImageJ stacks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _positive(value: float | None) -> float | None:
 
 
 def _formats(value: str) -> str:
-    unknown = sorted(set(value.split(",")) - set(EXPORT_FORMATS))
+    unknown = sorted({f.strip().lower() for f in value.split(",")} - set(EXPORT_FORMATS))
     if unknown:
         raise typer.BadParameter(f"unknown format {', '.join(unknown)}: give a comma-separated list of {', '.join(EXPORT_FORMATS)}")
     return value
@@ -28,14 +28,16 @@ def _formats(value: str) -> str:
 
 @app.command(
     "export",
-    short_help="Maps as HDF5, calibrated TIFF and PNG.",
+    short_help="Maps as HDF5, calibrated TIFF, PNG, HyperSpy, ImageJ stacks.",
     help=(
         "Render an encoded artifact as maps on each scan's pixel grid: class, class probabilities, "
         "latents, angle, shifts, reconstruction error; HDF5 (docs/schema.md), calibrated TIFF "
-        "(Fiji) and PNG overlays.\n\n"
+        "(Fiji), PNG overlays, HyperSpy signals (hspy) and one ImageJ hyperstack per scan "
+        "(tiff-stack).\n\n"
         "Examples:\n"
         "  microvae export encoded.h5 -o maps/\n"
-        "  microvae export encoded.h5 -o maps/ --format tiff --radius 6"
+        "  microvae export encoded.h5 -o maps/ --format tiff --radius 6\n"
+        "  microvae export encoded.h5 -o maps/ --format hspy,tiff-stack"
     ),
     epilog="Details: README.md, 'microvae export'.",
 )

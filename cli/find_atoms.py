@@ -33,7 +33,8 @@ def _check_displacements(value: str) -> str:
         "Examples:\n"
         "  microvae find-atoms scan.dm4 -o atoms.h5 --preview atoms.png\n"
         "  microvae find-atoms abf.tif --invert -o atoms.h5       # dark columns\n"
-        "  microvae find-atoms data.h5:/scans/haadf -o atoms.h5 --spacing 12"
+        "  microvae find-atoms data.h5:/scans/haadf -o atoms.h5 --spacing 12\n"
+        "  microvae find-atoms scan.dm4 -o atoms.h5 --hspy atoms.hspy  # HyperSpy"
     ),
     epilog="Details: README.md, 'microvae find-atoms'.",
 )
@@ -77,6 +78,9 @@ def find_atoms_command(
         FindAtomsConfig.stack_as, "--stack-as", rich_help_panel="Data", help="Read 3D stacks as separate frames or co-registered channels."
     ),
     preview: Path | None = typer.Option(None, "--preview", rich_help_panel="Output", help="Write a PNG overlay of the atoms on the scan.", show_default=False),
+    hspy: Path | None = typer.Option(
+        None, "--hspy", rich_help_panel="Output", help="Write the scan with its atoms as a HyperSpy file (.hspy): markers and table.", show_default=False
+    ),
     force: bool = options.force(),
     quiet: bool = options.quiet(),
     json_summary: bool = options.json_summary(),
@@ -99,5 +103,5 @@ def find_atoms_command(
     )
     config = FindAtomsConfig(detection, channel=channel, stack_as=stack_as)
     with progress_bar(quiet) as progress:
-        result = run_find_atoms(images, output, config, preview=preview, force=force, progress=progress)
+        result = run_find_atoms(images, output, config, preview=preview, hspy=hspy, force=force, progress=progress)
     report(result, quiet, json_summary)

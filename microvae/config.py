@@ -33,6 +33,7 @@ __all__ = [
     "CLASS_INITS",
     "DECODERS",
     "ENCODERS",
+    "DEFAULT_EXPORT_FORMATS",
     "EXPORT_FORMATS",
     "GEOMETRIES",
     "KL_ESTIMATORS",
@@ -450,7 +451,12 @@ class EncodeConfig:
 # --- the stages around training ------------------------------------------------------------------
 
 STACK_AS = ("frames", "channels")  # how a 3-D stack in one file is read (microvae.images.read_scans)
-EXPORT_FORMATS = ("h5", "tiff", "png")
+#: What ``export`` can write besides ``maps.h5``: h5 (maps.h5 only), tiff (one calibrated TIFF per
+#: map), png (overlays), hspy (HyperSpy signals, one per map family), tiff-stack (one ImageJ
+#: hyperstack per scan, a labelled slice per map).
+EXPORT_FORMATS = ("h5", "tiff", "png", "hspy", "tiff-stack")
+#: What ``export`` writes unless told.
+DEFAULT_EXPORT_FORMATS = ("h5", "tiff", "png")
 
 
 def _split_settings(settings: dict[str, Any], names: set[str], section: str) -> dict[str, Any]:
@@ -548,12 +554,12 @@ class ExportConfig:
 
     Attributes:
         formats: files to write besides ``maps.h5`` (always written): a subset of
-            :data:`EXPORT_FORMATS`.
+            :data:`EXPORT_FORMATS` (default :data:`DEFAULT_EXPORT_FORMATS`).
         radius: pixels farther than this (px) from every patch centre are missing in the maps;
             None: half the patch window.
     """
 
-    formats: tuple[str, ...] = EXPORT_FORMATS
+    formats: tuple[str, ...] = DEFAULT_EXPORT_FORMATS
     radius: float | None = None
 
     @staticmethod

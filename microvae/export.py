@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .interop import imagej_calibration
 from .maps import nearest_centre
 
 MAP_UNITS = {
@@ -121,14 +122,19 @@ def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np
 
 
 def write_tiff(path, array: np.ndarray, pixel_size: float, unit: str) -> None:
-    """Write a 2D map as an ImageJ TIFF (float32 or int16) with its calibration when the scan had one."""
+    """Write a 2D map as an ImageJ TIFF (float32 or int16) with its calibration when the scan had one.
+
+    The unit is written as ImageJ reads it (:func:`microvae.interop.imagej_calibration`): µm as
+    ``um``, Å as nm (size / 10).
+    """
     import tifffile
 
     array = np.asarray(array)
     if array.dtype.kind == "f":
         array = array.astype(np.float32)
     kwargs = {}
-    if unit not in ("px", "", "unknown") and pixel_size > 0:
-        imagej_unit = {"µm": "um", "μm": "um"}.get(unit, unit)
-        kwargs = {"resolution": (1.0 / pixel_size, 1.0 / pixel_size), "metadata": {"unit": imagej_unit}}
+    calibration = imagej_calibration(pixel_size, unit)  # ASCII for ImageJ: µm as um, Å as nm
+    if calibration is not None:
+        size, imagej_unit = calibration
+        kwargs = {"resolution": (1.0 / size, 1.0 / size), "metadata": {"unit": imagej_unit}}
     tifffile.imwrite(path, array, imagej=True, **kwargs)

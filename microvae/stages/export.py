@@ -1,4 +1,4 @@
-"""``microvae export``: an encoded artifact as maps on its scans' pixel grids (HDF5, TIFF, PNG)."""
+"""``microvae export``: an encoded artifact as maps on its scans' pixel grids (HDF5, TIFF, PNG, HyperSpy, ImageJ stacks)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import artifacts
+from .. import __version__, artifacts
 from ..artifacts import ImageRecord, Provenance, write_dataset
 from ..config import ExportConfig
 from ..errors import InputError, OutputError
 from ..export import ATOM_MAPS, OPTIONAL_MAPS, build_maps, write_tiff
 from ..images import read_scans
+from ..interop import map_signals, write_hspy, write_tiff_stack
 from .result import ProgressCallback, StageResult, no_progress
 
 PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z", "sublattice", "displacement_px")
@@ -46,8 +47,10 @@ def run_export(
     StageResult
 
     Writes into ``outdir``: ``maps.h5`` (a ``maps`` artifact: ``/image_NN/<map>`` datasets and the
-    ``/images`` table), ``<scan>_<map>.tif`` (ImageJ-calibrated), ``<scan>_<map>.png`` overlays and
-    ``latents.png``.
+    ``/images`` table) and, by format: ``tiff``: ``<scan>_<map>.tif`` (ImageJ-calibrated); ``png``:
+    ``<scan>_<map>.png`` overlays and ``latents.png``; ``hspy``: ``<scan>_<family>.hspy`` HyperSpy
+    signals (one per map family, :mod:`microvae.interop`); ``tiff-stack``: ``<scan>_maps.tif``, one
+    ImageJ hyperstack of every map with slice labels.
     """
     import h5py
 
@@ -69,6 +72,7 @@ def run_export(
         data = {name: handle[name][()] for name in ["coords", "image_index", *per_patch_names]}
         records = artifacts.read_image_table(handle)
         window = int(handle.attrs.get("window", 0)) or None
+        run_dir = artifacts.as_str(handle.attrs.get("run_dir", ""))
     radius = float(config.radius if config.radius is not None else (window / 2.0 if window else 8.0))
     parameters = {"formats": sorted(formats), "radius_px": radius}
     provenance = Provenance(
@@ -98,6 +102,15 @@ def run_export(
                 written.append(target)
         if "png" in formats:
             written.extend(_write_map_pngs(outdir, label, record, scan_maps))
+        context = {"version": __version__, "run": run_dir, "encoded": str(encoded), "encoded_fingerprint": header.fingerprint, "radius_px": radius}
+        if "hspy" in formats:
+            written.extend(_write_map_hspy(outdir, label, record, scan_maps, {**context, "maps_h5_group": f"image_{index:02d}"}))
+        if "tiff-stack" in formats:
+            target = outdir / f"{label}_maps.tif"
+            info = f"microvae {__version__} maps of {record.name} (SHA-256 {record.sha256}); run {run_dir or '?'}; maps.h5 group image_{index:02d}"
+            with artifacts.atomic_file(target) as temp:
+                write_tiff_stack(temp, scan_maps, record, info)
+            written.append(target)
     progress("rendering maps", len(records), len(records))
     if "png" in formats:
         from ..plots import save_latent_scatter
@@ -118,7 +131,7 @@ def run_export(
             group.attrs["coverage"] = scan_maps.coverage
             for name, values in scan_maps.maps.items():
                 write_dataset(group, name, values, scan_maps.units[name], scan_maps.descriptions[name], axes="row,col")
-    notes = [f"{len(records)} scan(s); {len(written)} TIFF/PNG files; coverage " + ", ".join(f"{m.coverage:.0%}" for m in all_maps)]
+    notes = [f"{len(records)} scan(s); {len(written)} files besides maps.h5; coverage " + ", ".join(f"{m.coverage:.0%}" for m in all_maps)]
     summary = {"scans": len(records), "files": len(written) + 1, "coverage": [round(m.coverage, 4) for m in all_maps]}
     return StageResult("written", outdir, summary, notes)
 
@@ -130,6 +143,17 @@ def _scan_label(index: int, record: ImageRecord) -> str:
     stem = Path(record.source.split(":/")[0]).stem
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "scan"
     return f"{index:02d}_{stem}" + (f"_f{record.frame}" if record.frame else "")
+
+
+def _write_map_hspy(outdir: Path, label: str, record: ImageRecord, scan_maps, context: dict) -> list[Path]:
+    """One ``.hspy`` file per map family of one scan (layout: :mod:`microvae.interop`)."""
+    written = []
+    for suffix, signal in map_signals(scan_maps, record, context):
+        target = outdir / f"{label}_{suffix}.hspy"
+        with artifacts.atomic_file(target) as temp:
+            write_hspy(temp, signal)
+        written.append(target)
+    return written
 
 
 def _write_map_pngs(outdir: Path, label: str, record: ImageRecord, scan_maps) -> list[Path]:

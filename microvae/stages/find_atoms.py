@@ -22,6 +22,7 @@ def run_find_atoms(
     config: FindAtomsConfig | None = None,
     *,
     preview: str | Path | None = None,
+    hspy: str | Path | None = None,
     force: bool = False,
     progress: ProgressCallback | None = None,
 ) -> StageResult:
@@ -37,6 +38,11 @@ def run_find_atoms(
         Detection parameters, detection channel and how stacks are read (defaults: estimated).
     preview : path, optional
         A PNG overlay of the atoms on each scan.
+    hspy : path, optional
+        A HyperSpy file (``.hspy``) per scan: the detection channel with calibrated axes, the atoms
+        as ``Points`` markers per sublattice and the per-atom table in ``metadata.microvae.atoms``
+        (:func:`microvae.interop.atoms_signal`); ``<stem>_<i>.hspy`` when there are several scans.
+        Written also when the artifact is up to date.
     force : bool
         Rewrite an artifact that is up to date.
     progress : callable, optional
@@ -56,13 +62,23 @@ def run_find_atoms(
     config.validate()
     params, channel, stack_as = config.detection, config.channel, config.stack_as
     output = Path(output)
+    if hspy is not None:
+        hspy = Path(hspy)
+        if hspy.suffix.lower() != ".hspy":
+            raise ParameterError(f"--hspy {hspy}: expected a file name ending in .hspy (HyperSpy chooses its reader by the extension)")
+        if hspy.resolve() == output.resolve():
+            raise ParameterError(f"--hspy {hspy}: is the atoms artifact itself; give another file name")
     # the device changes how fast, not what is found (both engines agree to ~10⁻⁵ px): not in the fingerprint
     parameters = {k: v for k, v in config.settings().items() if k != "device"}
     inputs = input_entries(images, "image")
     provenance = Provenance(stage="find-atoms", parameters=parameters, inputs=inputs)
     plan = artifacts.plan_output(output, provenance.fingerprint, force)
     if plan.action == "skip":
-        return StageResult("up-to-date", output, notes=[plan.reason])
+        notes = [plan.reason]
+        if hspy is not None:
+            written = _write_atoms_hspy(hspy, output, read_all(images, stack_as, progress), channel)
+            notes.append("HyperSpy: " + ", ".join(map(str, written)))
+        return StageResult("up-to-date", output, notes=notes)
     scans = read_all(images, stack_as, progress)
     tables, estimates = [], []
     for index, scan in enumerate(scans):
@@ -139,6 +155,8 @@ def run_find_atoms(
     notes = [_find_atoms_note(scan.name, table, est, params) for scan, table, est in zip(scans, tables, estimates)]
     if preview is not None:
         notes.append(f"preview: {preview}")
+    if hspy is not None:
+        notes.append("HyperSpy: " + ", ".join(map(str, _write_atoms_hspy(hspy, output, scans, channel))))
     summary = {
         "atoms": int(sum(len(t) for t in tables)),
         "images": len(scans),
@@ -169,6 +187,31 @@ def _find_atoms_note(name: str, table, est, params: FindAtomsParams) -> str:
         magnitude = np.hypot(table.displacement_px[:, 0], table.displacement_px[:, 1])
         text += f"; displacements median {np.nanmedian(magnitude):.2f} px"
     return text
+
+
+def _write_atoms_hspy(hspy: Path, atoms_path: Path, scans: list[Scan], channel: int) -> list[Path]:
+    """Write each scan of the atoms artifact with its atoms as a ``.hspy`` file; return the paths."""
+    import h5py
+
+    from .. import __version__
+    from ..interop import atoms_signal, write_hspy
+
+    header = artifacts.read_header(atoms_path, "atoms")
+    names = ("coords", "image_index", "intensity", "sigma_px", "score", "fit_ok", "sublattice", "displacement_px")
+    with h5py.File(atoms_path, "r") as handle:
+        records = artifacts.read_image_table(handle)
+        data = {name: handle[name][()] for name in names if name in handle}
+    if [(s.sha256, s.frame) for s in scans] != [(r.sha256, r.frame) for r in records]:
+        raise InputError(f"{atoms_path}: its scans are not the scans given (SHA-256 differ); rerun find-atoms with --force")
+    paths = [hspy] if len(records) == 1 else [hspy.with_name(f"{hspy.stem}_{index}{hspy.suffix}") for index in range(len(records))]
+    context = {"version": __version__, "atoms_artifact": str(atoms_path), "atoms_fingerprint": header.fingerprint, "channel": int(channel)}
+    for index, (scan, record, path) in enumerate(zip(scans, records, paths)):
+        members = data["image_index"] == index
+        atoms = {name: values[members] for name, values in data.items() if name != "image_index"}
+        signal = atoms_signal(scan.data[channel], record, atoms, context)
+        with artifacts.atomic_file(path) as temp:
+            write_hspy(temp, signal)
+    return paths
 
 
 def _write_atom_previews(preview: Path, scans: list[Scan], tables: list, channel: int) -> None:
