@@ -20,7 +20,8 @@ are the flat settings of each stage's config in :mod:`microvae.config` (:data:`S
                    pixel_fraction, device, amp, class_init, init_fraction, ...)
     [encode]       the fields of EncodeConfig: batch_size, device (default: [train]'s), scores
                    (false: the encoder alone, no recon_error/neg_elbo), amp, memory_limit_bytes
-    [export]       ExportConfig: formats (list of "h5", "tiff", "png"), radius
+    [export]       ExportConfig: formats (a list of "h5", "tiff", "png", "hspy", "tiff-stack";
+                   default the first three), radius
 
 Outputs in the output folder: ``atoms.h5``, ``patches.h5``, ``run/``, ``encoded.h5``, ``maps/``.
 """
