@@ -16,11 +16,27 @@ __all__ = ["run_compare"]
 def run_compare(
     run_a: str | Path, run_b: str | Path, patches: str | Path, output: str | Path | None = None, limit: int = 2000, steps: int = 300
 ) -> tuple[dict, Comparison]:
-    """Fit the simplest map from run A's code to run B's on at most ``limit`` evenly spaced
-    ``patches`` (:func:`microvae.compare.compare_runs`, ``steps`` optimiser steps).
+    """Fit the simplest map from run A's code to run B's (:func:`microvae.compare.compare_runs`).
 
-    Returns the plain record (run folders, patches, the result's fields; written as JSON to
-    ``output`` atomically when given) and the :class:`~microvae.compare.Comparison`.
+    Parameters
+    ----------
+    run_a, run_b : str or path
+        The two run folders (output folders of ``microvae train``).
+    patches : str or path
+        A patches artifact or stack of run A's patch shape.
+    output : str or path, optional
+        A JSON file the record is written to, atomically.
+    limit : int, default 2000
+        At most this many evenly spaced patches are used.
+    steps : int, default 300
+        Optimiser steps of the fit.
+
+    Returns
+    -------
+    record : dict
+        The plain record: run folders, patches, the result's fields (what ``output`` holds).
+    result : Comparison
+        The :class:`~microvae.compare.Comparison`.
     """
     model_a, configs_a = load_run(run_a)
     model_b, _ = load_run(run_b)

@@ -16,13 +16,32 @@ __all__ = ["run_diagnose"]
 def run_diagnose(
     run_dir: str | Path, patches: str | Path, reference: str | Path | None = None, output: str | Path | None = None, limit: int = 2000, device: str = "auto"
 ) -> dict[str, dict]:
-    """Invariance reports (:func:`microvae.diagnose.invariance_report`) of the run and, when given,
-    of a ``reference`` run (e.g. a plain VAE) on at most ``limit`` evenly spaced ``patches``.
+    """Invariance reports (:func:`microvae.diagnose.invariance_report`) of a run and a reference.
 
     Patches of a patches artifact whose scans are found are also cut again from the scans, moved
     and turned (:func:`microvae.diagnose.artifact_source`); the report's notes say when not.
-    Returns ``{"model": report, "reference": report}`` (plain data; written as JSON to ``output``
-    atomically when given).
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder to diagnose.
+    patches : str or path
+        A patches artifact or stack of the run's patch shape.
+    reference : str or path, optional
+        A second run reported the same way (e.g. a plain VAE).
+    output : str or path, optional
+        A JSON file the reports are written to, atomically.
+    limit : int, default 2000
+        At most this many evenly spaced patches are used.
+    device : str, default "auto"
+        A torch device name (:func:`microvae.devices.resolve_device`).
+
+    Returns
+    -------
+    dict of str to dict
+        ``{"model": report, "reference": report}`` (the reference only when given), plain data:
+        each report holds ``run_dir``, ``patches`` (count), ``encoder`` and the invariance report's
+        fields (:func:`microvae.diagnose.report_dict`).
     """
     reports = {}
     source = note = None

@@ -39,28 +39,64 @@ def run_encode(
     ignore_calibration: bool = False,
     estimate: Callable[[dict], None] | None = None,
 ) -> StageResult:
-    """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact,
-    as ``config`` says (:class:`~microvae.config.EncodeConfig`: device, batch size, scores, bf16,
-    memory limit, refinement).
+    """Encode a patches artifact (or stack) with a trained run and write an ``encoded`` artifact.
 
-    Patches cut from scans whose pixel size differs from the training scans' by more than 2 % are
-    refused unless ``ignore_calibration`` (a bare stack records no pixel size and is not checked).
-    ``labels`` names a file of known classes (as for ``train --labels``): those patches keep their
-    class (one-hot ``class_probs``, reconstruction and −ELBO with it; a conditional model's
-    inference) and ``class_observed`` marks them.
     Patches above ``config.memory_limit_bytes`` are read block by block (:mod:`microvae.streaming`).
+    An ensemble's folder encodes with every member: latents, angles and provenance come from member
+    0, the classes are the members' consensus (``class_agreement``, ``class_prob_sd``).
 
-    Datasets: ``class_probs`` (N, K), ``class`` (N,), ``z_mean``/``z_sd`` (N, D), ``angle_rad`` (N,),
-    ``angle_concentration`` (N,), ``shift_px``/``shift_sd_px`` (N, 2), ``recon_error`` (N,),
-    ``neg_elbo`` (N,), and for patches artifacts ``coords`` (N, 2), ``image_index`` (N,) and ``/images``.
-    With ``config.refine.steps`` > 0 each patch's posterior is optimised against the fixed decoder
+    Parameters
+    ----------
+    run_dir : str or path
+        The output folder of ``microvae train`` (a single run or an ensemble).
+    patches : str or path
+        A patches artifact or stack of the run's patch shape (C, W, W).
+    output : str or path
+        The ``encoded`` artifact to write (HDF5, written atomically).
+    config : EncodeConfig, optional
+        Device, batch size, scores, bf16, memory limit, refinement
+        (:class:`~microvae.config.EncodeConfig`; defaults when omitted).
+    force : bool, default False
+        Rewrite an artifact that is up to date.
+    progress : callable, optional
+        ``progress(description, completed, total)``.
+    labels : str or path, optional
+        A file of known classes (as for ``train --labels``): those patches keep their class
+        (one-hot ``class_probs``, reconstruction and −ELBO with it; a conditional model's
+        inference) and ``class_observed`` marks them. A single run only, without refinement.
+    ignore_calibration : bool, default False
+        Accept patches cut from scans whose pixel size differs from the training scans' by more
+        than 2 % (refused otherwise; a bare stack records no pixel size and is not checked).
+    estimate : callable, optional
+        When there are at least :data:`ESTIMATE_MIN_PATCHES` patches, called once before the work
+        starts with the expected time (:func:`encode_estimate`).
+
+    Returns
+    -------
+    StageResult
+        ``written`` or ``up-to-date``; the summary holds ``patches``, ``class_counts``, the
+        per-scan out-of-distribution summaries ``scans``, ``mean_recon_error`` (with scores) and
+        ``refine`` (with refinement: mean −ELBO before and after, in nats, and the fraction
+        improved).
+
+    Raises
+    ------
+    InputError
+        No such run folder; patches of another shape, extraction recipe or pixel size than the
+        training patches; unreadable labels.
+    ParameterError
+        ``labels`` with an ensemble or with refinement.
+
+    Notes
+    -----
+    Datasets: ``class_probs`` (N, K), ``class`` (N,), ``z_mean``/``z_sd`` (N, D), ``angle_rad`` (N,)
+    (rad), ``angle_concentration`` (N,), ``shift_px``/``shift_sd_px`` (N, 2) (row, col) px,
+    ``recon_error`` (N,), ``neg_elbo`` (N,) (nats), and for patches artifacts ``coords`` (N, 2)
+    (row, col) px, ``image_index`` (N,) and ``/images``. With ``config.refine.steps`` > 0 each patch's posterior is optimised against the fixed decoder
     first (:mod:`microvae.refine`); ``neg_elbo_encoder`` (N,) then keeps the encoder's value beside
     the refined ``neg_elbo``. ``config.scores=False`` leaves out ``recon_error`` and ``neg_elbo`` (and
     the comparison with the training data): the encoder alone runs, with no decoder pass, which is
     what mapping a large stack at full speed needs. ``config.amp`` runs the networks in bfloat16 on CUDA.
-
-    ``estimate``, when given and there are at least :data:`ESTIMATE_MIN_PATCHES` patches, is called
-    once before the work starts with the expected time (:func:`encode_estimate`).
     """
     config = config or EncodeConfig()
     config.validate()
@@ -237,11 +273,30 @@ ESTIMATE_MIN_PATCHES = 256
 
 
 def encode_estimate(model, images, config: EncodeConfig, members: int = 1) -> dict:
-    """How long encoding ``images`` should take here: an ``event='estimate'`` dict with patches,
-    decoder passes per patch (0 without scores; 1 + K with them; refinement steps), members,
-    samples/s and seconds. The rate is timed on 1/16 of the patches (16 to 256 of them,
+    """How long encoding ``images`` should take here.
+
+    The rate is timed on 1/16 of the patches (16 to 256 of them,
     :func:`microvae.encoding.measure_encode_rate`); an ensemble's other members add one
-    encoder-only pass each."""
+    encoder-only pass each.
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The trained model (member 0's for an ensemble).
+    images : (N, C, W, W) float32 ndarray or PatchFile
+        The patches to encode.
+    config : EncodeConfig
+        Batch size, device, bf16, scores and refinement, as the encoding will use them.
+    members : int, default 1
+        The ensemble's number of members.
+
+    Returns
+    -------
+    dict
+        ``event='estimate'`` with ``patches``, ``decoder_passes`` per patch (0 without scores or
+        with refinement; 1 + K with scores), ``refine_steps``, ``members``, ``samples_per_s``,
+        ``seconds`` (s) and ``device`` (its description).
+    """
     count = len(images)
     sample = max(16, min(256, count // 16))
     settings = {"batch_size": config.batch_size, "device": config.device, "amp": config.amp}
@@ -307,14 +362,38 @@ def run_encode_scans(
     progress: ProgressCallback | None = None,
     estimate: Callable[[dict], None] | None = None,
 ) -> list[StageResult]:
-    """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode
-    (``config`` as for :func:`run_encode`).
+    """Apply a trained run to raw scans: replay its find-atoms and extract recipe, then encode.
 
     Intermediate artifacts go to ``<output stem>_work/`` beside the output (reused when up to date).
     A scan whose channel count, or calibrated pixel size (beyond 2 %), differs from the training
     scans' is refused with a message that says what differs.
 
-    Returns the results of the stages run (find-atoms when the recipe is atom-centred, extract, encode).
+    Parameters
+    ----------
+    run_dir : str or path
+        The output folder of ``microvae train`` (a single run or an ensemble), trained on patches
+        extracted from scans (a run trained on a bare stack has no recipe to replay).
+    scans : list of str
+        Raw scan paths, read as the run's recipe reads stacks.
+    output : str or path
+        The ``encoded`` artifact to write.
+    find_atoms_overrides : dict of str to Any, optional
+        Detection settings that replace the recipe's (:data:`OVERRIDE_FLAGS`; None values ignored).
+    ignore_calibration : bool, default False
+        Accept scans whose calibrated pixel size differs from the training scans' by more than 2 %.
+    config : EncodeConfig, optional
+        As for :func:`run_encode`.
+    force : bool, default False
+        Rewrite an encoded artifact that is up to date.
+    progress : callable, optional
+        ``progress(description, completed, total)``, passed to every stage.
+    estimate : callable, optional
+        As for :func:`run_encode`.
+
+    Returns
+    -------
+    list of StageResult
+        The results of the stages run (find-atoms when the recipe is atom-centred, extract, encode).
 
     Raises
     ------
@@ -410,13 +489,42 @@ def run_encode_inputs(
     progress: ProgressCallback | None = None,
     estimate: Callable[[dict], None] | None = None,
 ) -> list[StageResult]:
-    """What ``microvae encode`` does with its inputs: one patches artifact (or stored stack of the
-    run's patch shape) is encoded as it is (:func:`run_encode`); raw scans get the run's recipe
-    replayed first (:func:`run_encode_scans`). ``kind`` ('auto', 'patches' or 'scans') decides
-    how a stored array is read (:func:`~microvae.stages.inputs.input_kind`).
+    """What ``microvae encode`` does with its inputs.
 
-    Returns the results of the stages run, the encoding last; when a bare array was read as
-    patches, the last result's notes say so (and how to read it as scans).
+    One patches artifact (or stored stack of the run's patch shape) is encoded as it is
+    (:func:`run_encode`); raw scans get the run's recipe replayed first (:func:`run_encode_scans`).
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The output folder of ``microvae train``.
+    inputs : list of str
+        One patches artifact (or stored stack), or raw scans.
+    output : str or path
+        The ``encoded`` artifact to write.
+    config : EncodeConfig, optional
+        As for :func:`run_encode`.
+    kind : str, default "auto"
+        'auto', 'patches' or 'scans': how a stored array is read
+        (:func:`~microvae.stages.inputs.input_kind`).
+    find_atoms_overrides : dict of str to Any, optional
+        Detection settings for scans (:data:`OVERRIDE_FLAGS`; None values ignored).
+    ignore_calibration : bool, default False
+        Accept data whose pixel size differs from the training scans' by more than 2 %.
+    labels : str or path, optional
+        Known classes of some patches (patches artifacts only).
+    force : bool, default False
+        Rewrite an encoded artifact that is up to date.
+    progress : callable, optional
+        ``progress(description, completed, total)``.
+    estimate : callable, optional
+        As for :func:`run_encode`.
+
+    Returns
+    -------
+    list of StageResult
+        The results of the stages run, the encoding last; when a bare array was read as patches,
+        the last result's notes say so (and how to read it as scans).
 
     Raises
     ------

@@ -35,12 +35,42 @@ __all__ = [
 
 
 def image_record(scan: Scan) -> ImageRecord:
+    """The row of an artifact's ``/images`` table that describes a scan.
+
+    Parameters
+    ----------
+    scan : Scan
+        A scan read by :func:`microvae.images.read_scans`.
+
+    Returns
+    -------
+    ImageRecord
+        Its source, frame, SHA-256, height and width (px), channels, pixel size and unit.
+    """
     height, width = scan.shape
     return ImageRecord(scan.source, scan.frame, scan.sha256, height, width, scan.n_channels, scan.pixel_size, scan.unit)
 
 
 def input_entries(paths: list[str], role: str) -> list[dict[str, str]]:
+    """The provenance entries of input files: path, SHA-256 of the file and role.
 
+    Parameters
+    ----------
+    paths : list of str
+        Input paths (``file.h5:/dataset`` hashes the file).
+    role : str
+        The role recorded with each, e.g. ``"image"``.
+
+    Returns
+    -------
+    list of dict of str to str
+        ``{"path", "sha256", "role"}`` per input, in order.
+
+    Raises
+    ------
+    InputError
+        A path is a directory or no such file.
+    """
     entries = []
     for spec in paths:
         file_path = Path(split_dataset_path(spec)[0])
@@ -53,6 +83,22 @@ def input_entries(paths: list[str], role: str) -> list[dict[str, str]]:
 
 
 def read_all(paths: list[str], stack_as: str, progress: ProgressCallback) -> list[Scan]:
+    """Every scan of every path (:func:`microvae.images.read_scans`), reporting progress.
+
+    Parameters
+    ----------
+    paths : list of str
+        Scan paths.
+    stack_as : str
+        How stacks are read (as for :func:`microvae.images.read_scans`).
+    progress : callable
+        ``progress("reading images", files done, files)``.
+
+    Returns
+    -------
+    list of Scan
+        All scans, in the order of the paths (a stack's frames in order).
+    """
     scans: list[Scan] = []
     for index, spec in enumerate(paths):
         progress("reading images", index, len(paths))
@@ -73,7 +119,22 @@ ATOM_VALUES = {  # per-atom datasets of the atoms artifact that patches, encodin
 
 
 def atom_values(atoms: str | Path | None, atom_index: np.ndarray) -> dict[str, tuple[np.ndarray, str, str]]:
-    """Per-patch copies of the atoms artifact's :data:`ATOM_VALUES` that it holds (older artifacts lack them)."""
+    """Per-patch copies of the atoms artifact's :data:`ATOM_VALUES` that it holds (older artifacts lack them).
+
+    Parameters
+    ----------
+    atoms : str or path or None
+        The atoms artifact (None: no values).
+    atom_index : (N,) int ndarray
+        Each patch's row in the atoms artifact, −1 for a patch not centred on an atom (grid).
+
+    Returns
+    -------
+    dict of str to tuple of (ndarray, str, str)
+        The patches' dataset name (``atom_sublattice``, ``atom_displacement_px``) to (values,
+        units, description): values are (N, ...) with −1 (integers) or NaN (float64) where
+        ``atom_index`` is −1.
+    """
     import h5py
 
     if atoms is None:
@@ -108,7 +169,16 @@ class PatchInput:
     header : artifacts.ArtifactHeader or None
         The artifact header for ``patches`` inputs (provenance, recipe), else None.
     coords, image_index
-        Per-patch (row, col) and source image for ``patches`` inputs, else None.
+        Per-patch (row, col) centre in px, (N, 2), and source image row, (N,), for ``patches``
+        inputs, else None.
+    records : list of ImageRecord or None
+        The ``/images`` table for ``patches`` inputs, else None.
+    recipe : dict or None
+        The extraction recipe for ``patches`` inputs, else None.
+    value_range : tuple of (float, float)
+        The (min, max) of the patches (:func:`check_stack`).
+    atom_values : dict
+        The per-patch :data:`ATOM_VALUES` the artifact holds: name to (values, units, description).
     """
 
     images: np.ndarray
@@ -127,9 +197,20 @@ class PatchInput:
 def load_patch_input(spec: str | Path, stream_above: int | None = None) -> PatchInput:
     """Read a patches artifact, or an image stack (N, H, W) / (N, C, H, W) from .npy, .tif or .h5[:/dataset].
 
-    ``stream_above``: a patches artifact whose patches (as float32) take more bytes than this is
-    not read into memory: ``images`` is then a :class:`~microvae.streaming.PatchFile` (None: always
-    read). Its values are checked in one block-by-block pass.
+    Parameters
+    ----------
+    spec : str or path
+        The file (``file.h5:/dataset`` for a stack in HDF5).
+    stream_above : int, optional
+        A patches artifact whose patches (as float32) take more bytes than this is not read into
+        memory: ``images`` is then a :class:`~microvae.streaming.PatchFile` (None: always read).
+        Its values are checked in one block-by-block pass.
+
+    Returns
+    -------
+    PatchInput
+        The patches (N, C, W, W) float32, with the file's hash, kind, value range and, for a
+        patches artifact, its header, coordinates, image table, recipe and atom values.
 
     Raises
     ------
@@ -180,8 +261,29 @@ def load_patch_input(spec: str | Path, stream_above: int | None = None) -> Patch
 
 
 def patches_for_model(spec: str | Path, model_config, run_dir: str | Path, limit: int = 0) -> np.ndarray:
-    """(N, C, W, W) patches of ``spec`` (a patches artifact or stack), at most ``limit`` of them
-    evenly spaced (0 = all), refused with a message when their shape is not the model's."""
+    """The patches of ``spec`` for a model, refused with a message when their shape is not the model's.
+
+    Parameters
+    ----------
+    spec : str or path
+        A patches artifact or stack.
+    model_config : JTRVAEConfig
+        The run's model settings (``channels``, ``image_size``).
+    run_dir : str or path
+        The run folder (named in the message).
+    limit : int, default 0
+        At most this many patches, evenly spaced (0 = all).
+
+    Returns
+    -------
+    (N, C, W, W) float32 ndarray
+        The patches.
+
+    Raises
+    ------
+    InputError
+        The patches are unreadable or not of the model's shape.
+    """
     images = evenly_spaced(load_patch_input(spec).images, limit)
     expected = (model_config.channels, model_config.image_size, model_config.image_size)
     if tuple(images.shape[1:]) != expected:
@@ -192,7 +294,23 @@ def patches_for_model(spec: str | Path, model_config, run_dir: str | Path, limit
 
 
 def read_stack(spec: str) -> np.ndarray:
+    """An image stack as one array, its frames read by :func:`microvae.images.read_scans`.
 
+    Parameters
+    ----------
+    spec : str
+        A .npy, .tif or ``.h5:/dataset`` stack (N, H, W) / (N, C, H, W).
+
+    Returns
+    -------
+    (N, C, H, W) float32 ndarray
+        The frames stacked (each scan's ``data`` is (C, H, W)).
+
+    Raises
+    ------
+    InputError
+        The frames have different shapes (or the file cannot be read).
+    """
     scans = read_scans(spec, stack_as="frames")
     shapes = {scan.data.shape for scan in scans}
     if len(shapes) != 1:
@@ -201,7 +319,25 @@ def read_stack(spec: str) -> np.ndarray:
 
 
 def check_stack(images: np.ndarray | PatchFile, spec: str) -> tuple[float, float]:
-    """The (min, max) of square, finite patches; InputError otherwise."""
+    """The (min, max) of square, finite patches.
+
+    Parameters
+    ----------
+    images : (N, C, W, W) ndarray or PatchFile
+        The patches.
+    spec : str
+        Their source, named in messages.
+
+    Returns
+    -------
+    tuple of (float, float)
+        The lowest and highest value (:func:`microvae.streaming.value_range`).
+
+    Raises
+    ------
+    InputError
+        Not 4-D square patches, fewer than 2 patches, or non-finite values.
+    """
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         raise InputError(f"{spec}: patches of shape {images.shape[1:]}; expected (C, W, W) square patches")
     if len(images) < 2:
@@ -213,9 +349,19 @@ INPUT_KINDS = ("auto", "patches", "scans")
 
 
 def stored_shape(spec: str | Path) -> tuple[int, ...] | None:
-    """The array shape stored in a .npy, .tif/.tiff or ``.h5:/dataset`` file, read from its header
-    (nothing loaded); None for other formats (vendor and picture formats hold scans) or a file
-    that cannot be read (the reader then names the problem)."""
+    """The array shape stored in a .npy, .tif/.tiff or ``.h5:/dataset`` file, read from its header.
+
+    Parameters
+    ----------
+    spec : str or path
+        The file (``file.h5:/dataset`` for HDF5).
+
+    Returns
+    -------
+    tuple of int or None
+        The shape (nothing loaded); None for other formats (vendor and picture formats hold
+        scans) or a file that cannot be read (the reader then names the problem).
+    """
     import h5py
 
     file_part, dataset = split_dataset_path(str(spec))
@@ -248,6 +394,20 @@ def input_kind(spec: str | Path, patch_side: int | None, choice: str = "auto") -
     and the flag that picks one (``choice``: "patches" or "scans").
     Without a patch shape (``patch_side`` None: the run folder is unreadable, and encode will say
     why) a 2-D array is a scan and a deeper one a patch stack.
+
+    Parameters
+    ----------
+    spec : str or path
+        The input (``file.h5:/dataset`` for an HDF5 array).
+    patch_side : int or None
+        The run's patch side W in px.
+    choice : str, default "auto"
+        One of :data:`INPUT_KINDS`; "patches" or "scans" is returned as it is.
+
+    Returns
+    -------
+    str
+        ``"patches"`` or ``"scans"``.
 
     Raises
     ------

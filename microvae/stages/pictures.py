@@ -16,9 +16,25 @@ __all__ = ["run_generate", "run_manifold"]
 
 
 def run_manifold(run_dir: str | Path, output: str | Path, steps: int = 9) -> list[Path]:
-    """Latent traversals (one PNG per continuous latent: rows are classes, columns the latent swept
-    through the prior's quantiles) and, with two or more latents, one 2D grid over latents 0 and 1
-    per class. Files are ``output`` with ``_z<d>`` / ``_class<k>`` before the suffix; returns them."""
+    """Latent traversals and, with two or more latents, one 2D grid over latents 0 and 1 per class.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder (output folder of ``microvae train``).
+    output : str or path
+        The PNG name the files are named after: ``output`` with ``_z<d>`` (one per continuous
+        latent: rows are classes, columns the latent swept through the prior's quantiles, the
+        other latents 0, angle 0) or ``_class<k>`` (latents z0 as columns × z1 as rows) before the
+        suffix (``.png`` when it has none).
+    steps : int, default 9
+        Values of each swept latent (prior quantiles).
+
+    Returns
+    -------
+    list of Path
+        The PNG files written.
+    """
     output = Path(output)
     model, configs = load_run(run_dir)
     config = configs["model"]
@@ -51,9 +67,34 @@ def run_generate(
     z: list[float] | tuple[float, ...] = (),
     shift_px: tuple[float, float] = (0.0, 0.0),
 ) -> Path:
-    """One image from the run's decoder for a class, an angle (degrees, counter-clockwise as
-    displayed), continuous latents ``z`` (missing ones are 0) and a shift (row, col) in pixels;
-    written as ``.png`` (a picture) or ``.npy`` (the (C, W, W) array). Returns ``output``."""
+    """One image from the run's decoder for a class, an angle, continuous latents and a shift.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder (output folder of ``microvae train``).
+    output : str or path
+        ``.png`` (a picture) or ``.npy`` (the (C, W, W) float32 array).
+    class_index : int, optional
+        The class (None for a model without classes).
+    angle_deg : float, default 0.0
+        The angle in degrees, counter-clockwise as displayed.
+    z : sequence of float, default ()
+        Continuous latents (missing ones are 0); at most the model's ``latent_dim``.
+    shift_px : tuple of (float, float), default (0.0, 0.0)
+        The shift (row, col) in px.
+
+    Returns
+    -------
+    Path
+        ``output``.
+
+    Raises
+    ------
+    ParameterError
+        ``output`` ends in neither .png nor .npy, or ``z`` has more values than the model has
+        latents.
+    """
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in (".png", ".npy"):

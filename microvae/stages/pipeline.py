@@ -58,16 +58,45 @@ EXTRACT_MODES = ("atoms", "grid")
 
 @dataclass
 class PipelineConfig:
-    """The parsed TOML: one dict of settings per section."""
+    """The parsed TOML: one dict of settings per section.
+
+    Attributes
+    ----------
+    sections : dict of str to dict
+        Each section's name (a key of :data:`SECTIONS`) to its settings.
+    """
 
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def section(self, name: str) -> dict[str, Any]:
+        """A copy of one section's settings.
+
+        Parameters
+        ----------
+        name : str
+            The section's name, e.g. ``"train"``.
+
+        Returns
+        -------
+        dict of str to Any
+            Its settings (empty when the file has no such section); changing it leaves the config
+            as it was.
+        """
         return dict(self.sections.get(name, {}))
 
 
 def read_config(path: str | Path) -> PipelineConfig:
     """Parse and check a pipeline TOML file.
+
+    Parameters
+    ----------
+    path : str or path
+        The TOML file (UTF-8), with the sections of :data:`SECTIONS`.
+
+    Returns
+    -------
+    PipelineConfig
+        The parsed sections.
 
     Raises
     ------
@@ -95,14 +124,50 @@ def read_config(path: str | Path) -> PipelineConfig:
 
 
 def find_atoms_config(config: PipelineConfig) -> FindAtomsConfig:
-    """The [find_atoms] section as a :class:`~microvae.config.FindAtomsConfig`."""
+    """The [find_atoms] section as a :class:`~microvae.config.FindAtomsConfig`.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        The parsed pipeline file.
+
+    Returns
+    -------
+    FindAtomsConfig
+        Absent keys take the defaults.
+
+    Raises
+    ------
+    ParameterError
+        Unknown keys.
+    """
     return FindAtomsConfig.from_settings(config.section("find_atoms"))
 
 
 def extract_config(config: PipelineConfig) -> tuple[ExtractConfig, str]:
-    """(extract config, mode) from the [extract] section. ``mode`` 'atoms' cuts one patch per atom
-    of the find-atoms stage; 'grid' cuts on a grid of ``grid_step`` (default: half the window).
-    Scans are read as [find_atoms] reads them unless [extract] says otherwise."""
+    """The extraction settings and mode from the [extract] section.
+
+    Scans are read as [find_atoms] reads them unless [extract] says otherwise.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        The parsed pipeline file.
+
+    Returns
+    -------
+    extract : ExtractConfig
+        The extraction settings (``grid_step`` None in mode 'atoms'; half the window, at least 1,
+        in mode 'grid' unless given).
+    mode : str
+        'atoms' (the default) cuts one patch per atom of the find-atoms stage; 'grid' cuts on a
+        grid of ``grid_step`` px.
+
+    Raises
+    ------
+    ParameterError
+        A mode other than 'atoms' or 'grid', or unknown keys.
+    """
     values = config.section("extract")
     mode = values.pop("mode", "atoms")
     if mode not in EXTRACT_MODES:
@@ -117,7 +182,23 @@ def extract_config(config: PipelineConfig) -> tuple[ExtractConfig, str]:
 
 
 def train_configs(config: PipelineConfig):
-    """(JTRVAEConfig, TrainConfig) from the [train] section; absent keys take the library defaults."""
+    """The model's and training's settings from the [train] section.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        The parsed pipeline file.
+
+    Returns
+    -------
+    tuple of (JTRVAEConfig, TrainConfig)
+        Absent keys take the library defaults (:func:`microvae.config.configs_from_settings`).
+
+    Raises
+    ------
+    ParameterError
+        Unknown training settings.
+    """
     return configs_from_settings(config.section("train"))
 
 
@@ -133,11 +214,43 @@ def run_pipeline(
     train_progress=None,
     encode_estimate=None,
 ) -> list:
-    """Run every stage in order into ``outdir``; returns the list of :class:`~microvae.stages.StageResult`.
+    """Run every stage in order into ``outdir``.
 
-    ``on_stage(name, result)`` is called after each stage (for the CLI's report); ``progress``
-    reports the stages' progress, ``train_progress`` training's events and ``encode_estimate``
-    encoding's estimate (see :func:`~microvae.stages.encode.run_encode`).
+    Every section is read and checked before the first stage runs, and the folder is made by the
+    first stage that writes into it: a bad setting or bad inputs leave nothing behind. Stages run
+    with ``force``: changed stages replace their artifacts, unchanged ones are reused.
+
+    Parameters
+    ----------
+    config_path : str or path
+        The pipeline's TOML file (:func:`read_config`).
+    scans : list of str
+        The scans, as for ``find-atoms`` and ``extract``.
+    outdir : str or path
+        The output folder: ``atoms.h5`` (mode 'atoms'), ``patches.h5``, ``run/``, ``encoded.h5``,
+        ``maps/`` (and the previews ``atoms.png``, ``patches.png``).
+    on_stage : callable, optional
+        ``on_stage(name, result)`` after each stage (for the CLI's report).
+    progress : callable, optional
+        The stages' progress, ``progress(description, completed, total)``.
+    train_progress : callable, optional
+        Training's events (see :func:`~microvae.stages.train.run_train`).
+    encode_estimate : callable, optional
+        Encoding's estimate (see :func:`~microvae.stages.encode.run_encode`).
+
+    Returns
+    -------
+    list of StageResult
+        One :class:`~microvae.stages.StageResult` per stage run, in order.
+
+    Raises
+    ------
+    InputError
+        The config file is missing or not valid TOML (and what the stages raise).
+    ParameterError
+        Unknown sections or keys, or settings a stage refuses.
+    OutputError
+        ``outdir`` exists and is not a folder.
     """
     from .. import stages  # each stage through the package's public names (so a test can wrap them)
 

@@ -14,7 +14,19 @@ ProgressCallback = Callable[[str, int, int], None]
 
 @dataclass
 class StageResult:
-    """What a stage did. ``status`` is ``"written"`` or ``"up-to-date"``."""
+    """What a stage did.
+
+    Attributes
+    ----------
+    status : str
+        ``"written"`` or ``"up-to-date"``.
+    output : Path
+        The artifact (or folder) the stage wrote or found up to date.
+    summary : dict of str to Any
+        The stage's numbers, plain data.
+    notes : list of str
+        Lines for the user.
+    """
 
     status: str
     output: Path
@@ -23,4 +35,15 @@ class StageResult:
 
 
 def no_progress(description: str, completed: int, total: int) -> None:
+    """A :data:`ProgressCallback` that does nothing.
+
+    Parameters
+    ----------
+    description : str
+        What is being done.
+    completed : int
+        Steps done.
+    total : int
+        Steps in all.
+    """
     return None

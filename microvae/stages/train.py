@@ -38,7 +38,26 @@ __all__ = ["STATISTICS_SAMPLE", "choose_likelihood", "read_labels", "run_train",
 
 
 def choose_likelihood(value_range: tuple[float, float], requested: str) -> str:
-    """``auto``: Bernoulli when every value lies in [0, 1] (normalised patches), else Gaussian."""
+    """The likelihood a run uses: ``auto`` gives Bernoulli when every value lies in [0, 1]
+    (normalised patches), else Gaussian.
+
+    Parameters
+    ----------
+    value_range : tuple of (float, float)
+        The lowest and highest value of the patches.
+    requested : str
+        ``"auto"``, ``"bernoulli"`` or ``"gaussian"``.
+
+    Returns
+    -------
+    str
+        ``"bernoulli"`` or ``"gaussian"`` for ``auto``, else ``requested`` itself.
+
+    Raises
+    ------
+    ParameterError
+        ``bernoulli`` was requested for patches with values outside [0, 1].
+    """
     low, high = value_range
     inside_unit = low >= 0.0 and high <= 1.0
     if requested == "auto":
@@ -65,14 +84,7 @@ def run_train(
 ) -> StageResult:
     """Train a j-trVAE on a patches artifact or image stack, in a run folder that resumes.
 
-    ``members`` (2 or more) trains an ensemble instead (:func:`train_ensemble`; ``on_member(index,
-    result)`` after each member).
-
-    Patches above ``memory_limit`` bytes are streamed from their file (:mod:`microvae.streaming`).
     Under ``torchrun`` every process calls this; rank 0 alone writes the run folder.
-
-    ``labels`` names a file of known classes for some patches (semi-supervised training, see
-    :func:`read_labels`); its hash joins the run's provenance.
 
     The configs passed in are not changed: the run works on copies, whose ``image_size``,
     ``channels`` and ``likelihood`` come from the data (and ``n_classes`` from ``--classes auto``);
@@ -80,7 +92,52 @@ def run_train(
     ``provenance.json`` (inputs, upstream chain, extraction recipe), ``config.json``,
     ``checkpoints/last.pt`` and ``final.pt``, ``log.csv`` and ``loss.png``. Running the same command
     again continues from the last checkpoint (or says the run is complete); other inputs or settings
-    are refused unless ``force``, which clears the run's own files first.
+    are refused unless ``force``.
+
+    Parameters
+    ----------
+    patches : str or path
+        A patches artifact or image stack (:func:`microvae.stages.inputs.load_patch_input`).
+    run_dir : str or path
+        The run folder (created; resumed when it holds this run).
+    model_config : JTRVAEConfig
+        The model's settings (copied; ``image_size``, ``channels`` and ``likelihood`` are taken
+        from the data).
+    train_config : TrainConfig
+        The training settings (copied).
+    force : bool, default False
+        Clear the run's own files first and train again, whatever the folder holds.
+    progress : callable, optional
+        Called with each event dict: an ``event='estimate'`` dict before training (patches, epochs
+        left, the pose run's epochs, patch passes, samples/s, seconds, device), ``candidate``
+        events of the class initialisation, then :func:`microvae.training.fit`'s events.
+    labels : str or path, optional
+        A file of known classes for some patches (semi-supervised training, see
+        :func:`read_labels`); its hash joins the run's provenance.
+    memory_limit : int, default RESIDENT_LIMIT_BYTES
+        Patches above this many bytes are streamed from their file (:mod:`microvae.streaming`).
+    members : int, optional
+        2 or more trains an ensemble instead (:func:`train_ensemble`).
+    on_member : callable, optional
+        With ``members``: ``on_member(index, result)`` after each member.
+
+    Returns
+    -------
+    StageResult
+        ``written`` or ``up-to-date`` (the run was complete with these inputs and settings); the
+        summary holds ``epochs``, the last ``loss`` and ``val_loss``, ``run_dir`` and the
+        ``verdict`` dict (:mod:`microvae.verdict`); the notes describe the data, resumption, the
+        chosen K and initial classes, and the verdict's paragraph.
+
+    Raises
+    ------
+    InputError
+        The patches or labels cannot be read or do not fit (``--classes auto`` with streamed
+        patches).
+    ParameterError
+        Settings that do not fit the data (e.g. ``bernoulli`` for values outside [0, 1]).
+    OutputError
+        The run folder holds another run (unless ``force``) or cannot be written.
     """
 
     if members is not None:
@@ -219,12 +276,51 @@ def train_ensemble(
     labels: str | Path | None = None,
     memory_limit: int = RESIDENT_LIMIT_BYTES,
 ) -> StageResult:
-    """Train ``members`` runs with seeds seed, seed + 1, … in ``run_dir/member_i`` (each resumes like
-    :func:`run_train`, semi-supervised by the same ``labels`` when given), then align their classes
-    to member 0's and write ``ensemble.json`` (:mod:`microvae.ensemble`). Rerunning finishes what
-    an interruption left. Patches above ``memory_limit`` bytes are streamed, for training and for
-    the alignment's encoding alike. ``progress`` events carry ``member`` and count ``epoch`` over
-    all members (member i's epoch e is i × epochs + e)."""
+    """Train an ensemble of runs, then align their classes.
+
+    ``members`` runs with seeds seed, seed + 1, … are trained in ``run_dir/member_i`` (each resumes
+    like :func:`run_train`), then their classes are aligned to member 0's and ``ensemble.json`` is
+    written (:mod:`microvae.ensemble`). Rerunning finishes what an interruption left.
+
+    Parameters
+    ----------
+    patches : str or path
+        A patches artifact or image stack.
+    run_dir : str or path
+        The ensemble's folder (not an ordinary single run's).
+    model_config : JTRVAEConfig
+        The model's settings (copied for each member); ``n_classes`` must be 2 or more.
+    train_config : TrainConfig
+        The training settings; member i trains with ``seed + i``.
+    members : int
+        How many members (2 or more).
+    force : bool, default False
+        Passed to each member's :func:`run_train`.
+    progress : callable, optional
+        Called with each member's events, which carry ``member`` and count ``epoch`` over all
+        members (member i's epoch e is i × epochs + e).
+    on_member : callable, optional
+        ``on_member(index, result)`` after each member, with its :class:`StageResult`.
+    labels : str or path, optional
+        Known classes of some patches; every member is semi-supervised by the same labels.
+    memory_limit : int, default RESIDENT_LIMIT_BYTES
+        Patches above this many bytes are streamed, for training and for the alignment's encoding
+        alike.
+
+    Returns
+    -------
+    StageResult
+        ``written`` or ``up-to-date`` (every member was complete and the alignment recorded); the
+        summary holds ``members``, ``mean_pairwise_ari``, ``pairwise_ari``, ``classes_used`` and
+        ``run_dir``.
+
+    Raises
+    ------
+    ParameterError
+        Fewer than 2 members, or fewer than 2 classes.
+    OutputError
+        ``run_dir`` is a file, or holds an ordinary (single) run.
+    """
     if members < 2:
         raise ParameterError(f"an ensemble needs at least 2 members, got {members}")
     if model_config.n_classes < 2:
@@ -289,8 +385,28 @@ def train_ensemble(
 def read_labels(path: str | Path, count: int, n_classes: int) -> np.ndarray:
     """Known classes of some patches, as (count,) int64 with −1 for unknown.
 
-    ``path`` is a CSV of ``patch_index,class`` rows (a header line is allowed; indices are rows of
-    the patches artifact, 0-based) or a .npy array of ``count`` integers with −1 for unknown.
+    Parameters
+    ----------
+    path : str or path
+        A CSV of ``patch_index,class`` rows (a header line is allowed; indices are rows of the
+        patches artifact, 0-based; each patch at most once) or a .npy array of ``count`` integers
+        with −1 for unknown.
+    count : int
+        The number of patches.
+    n_classes : int
+        The model's number of classes K; labels must lie in 0…K − 1
+        (:func:`microvae.training.check_labels`).
+
+    Returns
+    -------
+    (count,) int64 ndarray
+        Each patch's class, −1 where unknown.
+
+    Raises
+    ------
+    InputError
+        No such file, an unreadable .npy, a malformed or repeated CSV row, an index outside
+        0…count − 1, or labels that do not fit ``count`` and ``n_classes``.
     """
 
     path = Path(path)
@@ -329,9 +445,27 @@ STATISTICS_SAMPLE = 20_000
 
 
 def uses_class_init(model_config, train_config, labels, images) -> bool:
-    """Whether training starts its classes from :mod:`microvae.discovery`: with classes, a
-    ``class_init`` other than 'none', no user labels (they already say what the classes are) and
-    patches in memory."""
+    """Whether training starts its classes from :mod:`microvae.discovery`.
+
+    It does with classes (K ≥ 2), a ``class_init`` other than 'none', no user labels (they already
+    say what the classes are) and patches in memory.
+
+    Parameters
+    ----------
+    model_config : JTRVAEConfig
+        The model's settings (``n_classes``).
+    train_config : TrainConfig
+        The training settings (``class_init``).
+    labels : (N,) int ndarray or None
+        The user's known classes, if any.
+    images : (N, C, W, W) float32 ndarray or PatchFile
+        The patches (a :class:`~microvae.streaming.PatchFile` when streamed).
+
+    Returns
+    -------
+    bool
+        True when the classes start from :func:`microvae.discovery.choose_initial_classes`.
+    """
     return model_config.n_classes >= 2 and train_config.class_init != "none" and labels is None and not isinstance(images, PatchFile)
 
 
