@@ -81,7 +81,27 @@ ARTIFACT_KINDS = ("atoms", "patches", "encoded", "maps")
 
 @dataclass
 class Provenance:
-    """Where an artifact came from. Stored as root attributes of the artifact."""
+    """Where an artifact came from. Stored as root attributes of the artifact.
+
+    Attributes
+    ----------
+    stage : str
+        The stage that wrote it, e.g. ``"find-atoms"``.
+    parameters : dict of str to Any
+        The settings that determine the output.
+    inputs : list of dict of str to str
+        One ``{"path", "sha256", "role"}`` per input file.
+    upstream : list of dict
+        The provenance records of the input artifacts (:meth:`ArtifactHeader.provenance_record`).
+    command_line : str
+        ``sys.argv`` joined by spaces.
+    microvae_version : str
+        The version that wrote it.
+    created : str
+        UTC time, ISO 8601 to the second.
+    schema_version : int
+        :data:`SCHEMA_VERSION`.
+    """
 
     stage: str
     parameters: dict[str, Any]
@@ -97,6 +117,13 @@ class Provenance:
         return compute_fingerprint(self.stage, self.parameters, self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict, with the ``fingerprint`` added.
+
+        Returns
+        -------
+        dict of str to Any
+            Every attribute and ``fingerprint`` (:func:`compute_fingerprint`).
+        """
         record = asdict(self)
         record["fingerprint"] = self.fingerprint
         return record
@@ -106,6 +133,21 @@ def compute_fingerprint(stage: str, parameters: dict[str, Any], inputs: list[dic
     """Hash of what determines a stage's output: its name, its parameters and its inputs' contents.
 
     Input paths do not enter the hash (a moved file is still the same input); their hashes and roles do.
+
+    Parameters
+    ----------
+    stage : str
+        The stage's name.
+    parameters : dict of str to Any
+        Its settings (JSON-serialisable through :func:`json_default`).
+    inputs : list of dict of str to str
+        Entries with ``sha256`` and optionally ``role``.
+
+    Returns
+    -------
+    str
+        SHA-256 hex digest of the sorted JSON of stage, schema version, parameters and the
+        inputs' (role, hash) pairs.
     """
     payload = {
         "stage": stage,
@@ -118,6 +160,23 @@ def compute_fingerprint(stage: str, parameters: dict[str, Any], inputs: list[dic
 
 
 def json_default(value: Any) -> Any:
+    """The ``default`` of :func:`json.dumps` for numpy scalars and arrays and paths.
+
+    Parameters
+    ----------
+    value : Any
+        A value :mod:`json` cannot serialise itself.
+
+    Returns
+    -------
+    int, float, list or str
+        numpy integers and floats as Python numbers, arrays as lists, paths as strings.
+
+    Raises
+    ------
+    TypeError
+        Any other type.
+    """
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating,)):
@@ -130,6 +189,18 @@ def json_default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
+    """Compact JSON with sorted keys (numpy values and paths through :func:`json_default`).
+
+    Parameters
+    ----------
+    value : Any
+        Plain data.
+
+    Returns
+    -------
+    str
+        The JSON text.
+    """
     return json.dumps(value, sort_keys=True, default=json_default)
 
 
@@ -139,7 +210,15 @@ def to_json(value: Any) -> str:
 
 @dataclass
 class OutputPlan:
-    """What to do about an output path: ``"write"`` it or ``"skip"`` it (already up to date)."""
+    """What to do about an output path: ``"write"`` it or ``"skip"`` it (already up to date).
+
+    Attributes
+    ----------
+    action : str
+        ``"write"`` or ``"skip"``.
+    reason : str
+        Why, for the user (e.g. "new output", "overwriting (--force)").
+    """
 
     action: str
     reason: str
@@ -148,8 +227,21 @@ class OutputPlan:
 def plan_output(path: str | Path, fingerprint: str, force: bool = False) -> OutputPlan:
     """Decide whether a stage writes ``path``.
 
-    Returns ``skip`` when ``path`` is an artifact with the same fingerprint (same stage, parameters
-    and input contents), ``write`` when it does not exist or ``force`` is set.
+    Parameters
+    ----------
+    path : str or path
+        The output artifact.
+    fingerprint : str
+        The fingerprint of the output the stage would write (:attr:`Provenance.fingerprint`).
+    force : bool, default False
+        Overwrite an output with other inputs or parameters, or a file that is not an artifact.
+
+    Returns
+    -------
+    OutputPlan
+        ``skip`` when ``path`` is an artifact with the same fingerprint (same stage, parameters
+        and input contents) and schema version (a stale lock beside it is cleared), even with
+        ``force``; ``write`` when it does not exist or ``force`` is set.
 
     Raises
     ------
@@ -265,12 +357,23 @@ TRIAL_BYTES = 1 << 20
 
 
 def gzip_options(sample: np.ndarray) -> dict[str, Any]:
-    """h5py options for gzip level 1, with the byte shuffle when it compresses ``sample`` (the
-    first chunk's worth of the data) smaller than gzip alone.
+    """h5py options for gzip level 1, with the byte shuffle when it compresses ``sample`` smaller
+    than gzip alone.
 
     Neither wins everywhere: on noisy atom-centred float32 patches the shuffle made the file 11 %
     smaller and reading 2.3× faster, while overlapping grid patches, which repeat exact pixel
     values, were 35 % smaller and read 1.6× faster without it (benchmarks/README.md, "Encoding").
+
+    Parameters
+    ----------
+    sample : ndarray
+        The first chunk's worth of the data; its first :data:`TRIAL_BYTES` bytes are
+        trial-compressed (byte-sized, non-numeric or empty data get gzip alone).
+
+    Returns
+    -------
+    dict of str to Any
+        ``compression``, ``compression_opts`` and, when it helps, ``shuffle=True``.
     """
     import zlib
 
@@ -295,10 +398,43 @@ def create_dataset(
     sample: np.ndarray | None = None,
     **attrs: Any,
 ):
-    """An empty dataset to fill block by block (chunks of ``chunk_rows`` along axis 0), with
-    ``units`` and ``description`` attributes (and any others given). ``compression``: 'gzip'
-    (level 1, with the byte shuffle when :func:`gzip_options` finds that it shrinks ``sample``, the
-    first rows of the data) or 'none'."""
+    """An empty dataset to fill block by block, with ``units`` and ``description`` attributes.
+
+    Parameters
+    ----------
+    group : h5py.Group
+        Where the dataset is made.
+    name : str
+        Its name.
+    shape : tuple of int
+        Its shape.
+    dtype : dtype
+        Its data type.
+    units : str
+        The ``units`` attribute (e.g. ``"px"``, ``"rad"``; ``""`` for none).
+    description : str
+        The ``description`` attribute.
+    chunk_rows : int
+        Chunks of this many rows along axis 0 (at most the rows there are, at least 1), whole
+        along the other axes.
+    compression : str, default "gzip"
+        'gzip' (level 1, with the byte shuffle when :func:`gzip_options` finds that it shrinks
+        ``sample``) or 'none' (reads fastest).
+    sample : ndarray, optional
+        The first rows of the data, for :func:`gzip_options`.
+    **attrs
+        Further attributes.
+
+    Returns
+    -------
+    h5py.Dataset
+        The empty dataset.
+
+    Raises
+    ------
+    ParameterError
+        ``compression`` is not one of :data:`COMPRESSIONS`.
+    """
     if compression not in COMPRESSIONS:
         raise ParameterError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     chunks = (max(1, min(chunk_rows, shape[0])),) + tuple(shape[1:])
@@ -316,7 +452,31 @@ def _describe(dataset, units: str, description: str, attrs: dict[str, Any]):
 
 
 def write_dataset(group, name: str, data: np.ndarray, units: str, description: str, chunks=None, **attrs: Any):
-    """Create a dataset with ``units`` and ``description`` attributes (and any others given)."""
+    """Create a dataset with ``units`` and ``description`` attributes (and any others given).
+
+    Parameters
+    ----------
+    group : h5py.Group
+        Where the dataset is made.
+    name : str
+        Its name.
+    data : ndarray
+        Its values; arrays of more than 4096 elements are chunked and gzip-compressed
+        (:func:`gzip_options`).
+    units : str
+        The ``units`` attribute (e.g. ``"px"``, ``"rad"``, ``"nats"``; ``""`` for none).
+    description : str
+        The ``description`` attribute.
+    chunks : tuple of int or True, optional
+        The chunk shape of a compressed dataset (default: h5py's choice).
+    **attrs
+        Further attributes.
+
+    Returns
+    -------
+    h5py.Dataset
+        The dataset.
+    """
     data = np.asarray(data)
     options: dict[str, Any] = {}
     if data.ndim >= 1 and data.size > 4096:
@@ -331,7 +491,33 @@ def write_dataset(group, name: str, data: np.ndarray, units: str, description: s
 
 @dataclass
 class ArtifactHeader:
-    """The root attributes of an artifact, decoded."""
+    """The root attributes of an artifact, decoded.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    kind : str
+        One of :data:`ARTIFACT_KINDS`.
+    schema_version : int
+        The artifact's schema version.
+    microvae_version : str
+        The version that wrote it.
+    parameters : dict of str to Any
+        The stage's settings.
+    inputs : list of dict of str to str
+        ``{"path", "sha256", "role"}`` per input file.
+    upstream : list of dict
+        The provenance records of its input artifacts.
+    fingerprint : str
+        :func:`compute_fingerprint` of stage, parameters and inputs.
+    stage : str
+        The stage that wrote it.
+    created : str
+        UTC time, ISO 8601.
+    command_line : str
+        The command that wrote it.
+    """
 
     path: Path
     kind: str
@@ -346,7 +532,14 @@ class ArtifactHeader:
     command_line: str
 
     def provenance_record(self) -> dict[str, Any]:
-        """This artifact's provenance as an entry for a downstream artifact's ``upstream`` list."""
+        """This artifact's provenance as an entry for a downstream artifact's ``upstream`` list.
+
+        Returns
+        -------
+        dict of str to Any
+            ``path``, ``kind``, ``stage``, ``fingerprint``, ``parameters``, ``inputs``,
+            ``upstream``, ``created`` and ``microvae_version``.
+        """
         return {
             "path": str(self.path),
             "kind": self.kind,
@@ -362,6 +555,18 @@ class ArtifactHeader:
 
 def read_header(path: str | Path, expected_kind: str | None = None) -> ArtifactHeader:
     """Open ``path`` and check that it is a microvae artifact of ``expected_kind``.
+
+    Parameters
+    ----------
+    path : str or path
+        The artifact.
+    expected_kind : str, optional
+        One of :data:`ARTIFACT_KINDS`; None accepts any kind.
+
+    Returns
+    -------
+    ArtifactHeader
+        Its root attributes, decoded.
 
     Raises
     ------
@@ -412,6 +617,24 @@ def check_schema_version(
     """Raise InputError unless ``version`` (read from ``path``) is the ``supported`` one.
 
     The message names both versions and says whether the file is older or newer than this microvae.
+
+    Parameters
+    ----------
+    path : str or path
+        The file, named in the message.
+    version : int
+        The version read from it.
+    what : str, default "artifact schema"
+        What is versioned, named in the message.
+    supported : int, default SCHEMA_VERSION
+        The version this microvae reads.
+    remedy : str
+        What the user can do, ending the message.
+
+    Raises
+    ------
+    InputError
+        ``version`` is not ``supported``.
     """
     if version == supported:
         return
@@ -420,13 +643,42 @@ def check_schema_version(
 
 
 def require_datasets(handle, path: str | Path, names: list[str], kind: str) -> None:
-    """Raise InputError naming the first dataset that a ``kind`` artifact lacks."""
+    """Raise InputError naming the first dataset that a ``kind`` artifact lacks.
+
+    Parameters
+    ----------
+    handle : h5py.File
+        The open artifact.
+    path : str or path
+        Its path, named in the message.
+    names : list of str
+        The datasets it must hold.
+    kind : str
+        Its kind, named in the message.
+
+    Raises
+    ------
+    InputError
+        A dataset is missing.
+    """
     for name in names:
         if name not in handle:
             raise InputError(f"{path}: '{kind}' artifact lacks dataset '{name}'; the file is incomplete or damaged")
 
 
 def as_str(value: Any) -> str:
+    """An HDF5 attribute or string value as ``str`` (bytes decoded as UTF-8, errors replaced).
+
+    Parameters
+    ----------
+    value : Any
+        bytes, str or anything with a ``str``.
+
+    Returns
+    -------
+    str
+        The text.
+    """
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
@@ -438,7 +690,25 @@ def as_str(value: Any) -> str:
 
 @dataclass
 class ImageRecord:
-    """One source scan as artifacts remember it (everything except its pixels)."""
+    """One source scan as artifacts remember it (everything except its pixels).
+
+    Attributes
+    ----------
+    source : str
+        The path as given by the user (with ``:/dataset`` for HDF5).
+    frame : int
+        Frame index within a multi-frame file.
+    sha256 : str
+        SHA-256 of the source file.
+    height, width : int
+        The scan's shape in px.
+    n_channels : int
+        Co-registered channels.
+    pixel_size : float
+        Calibrated size of one pixel, in ``unit`` (1.0 with unit 'px' when the file had none).
+    unit : str
+        The unit of ``pixel_size``.
+    """
 
     source: str
     frame: int
@@ -456,7 +726,17 @@ class ImageRecord:
 
 
 def write_image_table(handle, records: list[ImageRecord]) -> None:
-    """Write ``/images``: one row per source scan, indexed by the artifacts' ``image_index``."""
+    """Write ``/images``: one row per source scan, indexed by the artifacts' ``image_index``.
+
+    Parameters
+    ----------
+    handle : h5py.File
+        The artifact open for writing.
+    records : list of ImageRecord
+        The source scans, in ``image_index`` order: written as ``source``, ``frame``,
+        ``sha256``, ``shape`` (height, width) px, ``n_channels``, ``pixel_size`` and
+        ``pixel_unit``.
+    """
     import h5py
 
     group = handle.create_group("images")
@@ -480,6 +760,18 @@ def write_image_table(handle, records: list[ImageRecord]) -> None:
 
 
 def read_image_table(handle) -> list[ImageRecord]:
+    """Read ``/images`` (written by :func:`write_image_table`).
+
+    Parameters
+    ----------
+    handle : h5py.File
+        The open artifact.
+
+    Returns
+    -------
+    list of ImageRecord
+        One per source scan, in ``image_index`` order.
+    """
     group = handle["images"]
     count = len(group["source"])
     return [

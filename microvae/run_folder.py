@@ -47,7 +47,33 @@ RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints"
 
 
 def prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -> str:
-    """``new``, ``resume`` or ``complete``; clears the run's own files under ``force`` when settings differ."""
+    """Whether a run folder starts a new run, resumes one or holds a complete one.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run folder (may not exist yet).
+    fingerprint : str
+        The run's provenance fingerprint (inputs and settings).
+    epochs : int
+        The epochs the run is to train.
+    force : bool
+        Clear the run's own files (:data:`RUN_FILES`) when the folder holds another run or other
+        files, and start anew.
+
+    Returns
+    -------
+    str
+        ``"new"`` (no folder, an empty one, or one cleared under ``force``), ``"resume"`` (the same
+        fingerprint, not finished) or ``"complete"`` (the same fingerprint, with ``final.pt``,
+        ``summary.json`` and a log of at least ``epochs`` rows).
+
+    Raises
+    ------
+    OutputError
+        ``run_dir`` is a file, or holds another run or files that are not a run, without
+        ``force``.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise OutputError(f"{run_dir}: exists and is not a folder; the run needs a folder")
     if not run_dir.exists() or not any(run_dir.iterdir()):
@@ -83,6 +109,17 @@ def prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -
 def read_run_provenance(run_dir: str | Path) -> dict[str, Any]:
     """The ``provenance.json`` of a run folder ({} for runs trained through the library only).
 
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder.
+
+    Returns
+    -------
+    dict of str to Any
+        The record: stage, parameters, inputs, upstream chain, fingerprint, ``recipe``,
+        ``input_kind``, ``patch_shape``, ``training_images``.
+
     Raises
     ------
     InputError
@@ -104,8 +141,19 @@ def read_run_provenance(run_dir: str | Path) -> dict[str, Any]:
 
 
 def run_patch_side(run_dir: str | Path) -> int | None:
-    """The patch side W of a trained run, from its config.json (None where that cannot be read:
-    the encode stage then names what is wrong with the run folder)."""
+    """The patch side W of a trained run, from its config.json.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder.
+
+    Returns
+    -------
+    int or None
+        W in px; None where config.json cannot be read (the encode stage then names what is
+        wrong with the run folder).
+    """
     try:
         return int(json.loads((Path(run_dir) / "config.json").read_text())["model"]["image_size"])
     except Exception:
@@ -120,6 +168,16 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class RunPaths:
+    """Where a run folder keeps its files.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run folder; the properties name ``config.json`` (:attr:`config`), ``checkpoints/``,
+        ``checkpoints/last.pt`` (:attr:`last`), ``checkpoints/final.pt`` (:attr:`final`),
+        ``log.csv`` (:attr:`log`) and ``loss.png`` (:attr:`plot`) in it.
+    """
+
     run_dir: Path
 
     @property
@@ -148,8 +206,24 @@ class RunPaths:
 
 
 def load_checkpoint(path: Path | str) -> dict:
-    """Read a checkpoint with ``weights_only=True``; :class:`InputError` if missing, unreadable
-    (truncated, corrupt), foreign, or of another checkpoint format version."""
+    """Read a checkpoint with ``weights_only=True`` (onto the CPU).
+
+    Parameters
+    ----------
+    path : path or str
+        The ``.pt`` file.
+
+    Returns
+    -------
+    dict
+        The payload: ``format``, ``version``, ``epoch``, ``model_state``, the optimiser's,
+        scaler's and generators' states, ``rng`` and ``history``.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable (truncated, corrupt), foreign, or of another checkpoint format version.
+    """
     path = Path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -171,7 +245,19 @@ def load_checkpoint(path: Path | str) -> dict:
 def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[JTRVAE, dict]:
     """Rebuild the model of a run folder from config.json and its final (else last) checkpoint.
 
-    Returns (model in eval mode, {'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}).
+    Parameters
+    ----------
+    run_dir : path or str
+        The run folder (a single run, or one member of an ensemble).
+    device : str, default "cpu"
+        A torch device name (:func:`microvae.devices.resolve_device`) the model is moved to.
+
+    Returns
+    -------
+    model : JTRVAE
+        The model, in eval mode.
+    configs : dict
+        ``{'model': JTRVAEConfig, 'train': TrainConfig, 'epoch': int}`` (the checkpoint's epoch).
 
     Raises
     ------
@@ -209,7 +295,17 @@ STATS_FILE = "training_stats.json"
 
 @dataclass
 class ScoreStatistics:
-    """Distribution of a per-patch score over a set of patches."""
+    """Distribution of a per-patch score over a set of patches.
+
+    Attributes
+    ----------
+    mean, sd : float
+        Mean and standard deviation (in the score's units).
+    p50, p95, p99 : float
+        Percentiles (NaN for no values).
+    count : int
+        The number of patches.
+    """
 
     mean: float
     sd: float
@@ -220,13 +316,35 @@ class ScoreStatistics:
 
     @classmethod
     def of(cls, values: np.ndarray) -> ScoreStatistics:
+        """The statistics of some values.
+
+        Parameters
+        ----------
+        values : (N,) ndarray
+            One score per patch (taken as float64).
+
+        Returns
+        -------
+        ScoreStatistics
+            Their distribution.
+        """
         values = np.asarray(values, dtype=np.float64)
         p50, p95, p99 = np.percentile(values, [50, 95, 99]) if values.size else (np.nan,) * 3
         return cls(float(values.mean()), float(values.std()), float(p50), float(p95), float(p99), int(values.size))
 
 
 def write_training_statistics(run_dir: str | Path, recon_error: np.ndarray, neg_elbo: np.ndarray) -> None:
-    """Save the training patches' score distributions as ``training_stats.json`` in the run folder."""
+    """Save the training patches' score distributions as ``training_stats.json`` in the run folder.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder (the file is written atomically).
+    recon_error : (N,) ndarray
+        Each training patch's reconstruction error.
+    neg_elbo : (N,) ndarray
+        Each training patch's −ELBO (nats).
+    """
     from .artifacts import atomic_file
 
     record = {"recon_error": asdict(ScoreStatistics.of(recon_error)), "neg_elbo": asdict(ScoreStatistics.of(neg_elbo))}
@@ -235,6 +353,23 @@ def write_training_statistics(run_dir: str | Path, recon_error: np.ndarray, neg_
 
 
 def read_training_statistics(run_dir: str | Path) -> dict[str, ScoreStatistics] | None:
+    """The training patches' score distributions saved by :func:`write_training_statistics`.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The run folder.
+
+    Returns
+    -------
+    dict of str to ScoreStatistics or None
+        ``recon_error`` and ``neg_elbo``; None when the run has no ``training_stats.json``.
+
+    Raises
+    ------
+    InputError
+        The file is unreadable.
+    """
     path = Path(run_dir) / STATS_FILE
     if not path.exists():
         return None
@@ -249,4 +384,18 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 def member_dir(run_dir: str | Path, index: int) -> Path:
+    """The folder of an ensemble's member.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        The ensemble's folder.
+    index : int
+        The member, from 0.
+
+    Returns
+    -------
+    Path
+        ``run_dir/member_<index>``.
+    """
     return Path(run_dir) / f"member_{index}"

@@ -41,7 +41,26 @@ class PatchFile:
     """A read-only, lazy (N, C, W, W) float32 view of one HDF5 dataset (a patches artifact's
     ``patches``), read in slices. Supports ``len``, ``.shape``, ``.nbytes`` and ``view[a:b]`` (a
     contiguous slice, read from disk as float32) so that code written for arrays that only slices
-    them works on it unchanged."""
+    them works on it unchanged.
+
+    Parameters
+    ----------
+    path : str or path
+        The HDF5 file (kept open, read-only, until :meth:`close`).
+    dataset : str, default "patches"
+        The dataset, (N, C, W, W).
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    dataset : str
+        The dataset's name.
+    shape : tuple of int
+        (N, C, W, W).
+    chunk_rows : int
+        Rows per HDF5 chunk (for an unchunked dataset, the rows of :data:`BLOCK_BYTES`).
+    """
 
     def __init__(self, path: str | Path, dataset: str = "patches"):
         import h5py
@@ -73,7 +92,18 @@ class PatchFile:
         return np.asarray(self._handle[self.dataset][rows], dtype=np.float32)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """The patches at sorted row indices (reads each touched chunk once)."""
+        """The patches at sorted row indices (reads each touched chunk once).
+
+        Parameters
+        ----------
+        rows : (M,) int ndarray
+            Sorted row indices.
+
+        Returns
+        -------
+        (M, C, W, W) float32 ndarray
+            The patches, in memory.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows),) + self.shape[1:], dtype=np.float32)
         chunk_of = rows // self.chunk_rows
@@ -85,12 +115,26 @@ class PatchFile:
         return out
 
     def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, patches) for consecutive blocks over the whole dataset."""
+        """Consecutive blocks over the whole dataset.
+
+        Parameters
+        ----------
+        block_rows : int, optional
+            Rows per block (default: a multiple of the chunk rows near :data:`BLOCK_BYTES`).
+
+        Yields
+        ------
+        first : int
+            The block's first row.
+        patches : (B, C, W, W) float32 ndarray
+            The block.
+        """
         step = block_rows or max(self.chunk_rows, (BLOCK_BYTES // self.row_bytes) // self.chunk_rows * self.chunk_rows)
         for start in range(0, self.shape[0], step):
             yield start, self[start : start + step]
 
     def close(self) -> None:
+        """Close the HDF5 file."""
         self._handle.close()
 
     def __del__(self):
@@ -102,6 +146,18 @@ class PatchFile:
 
 def value_range(images: np.ndarray | PatchFile, name: str) -> tuple[float, float]:
     """(min, max) over all patches, read block by block for a :class:`PatchFile`.
+
+    Parameters
+    ----------
+    images : (N, C, W, W) ndarray or PatchFile
+        The patches.
+    name : str
+        Their source, named in the message.
+
+    Returns
+    -------
+    tuple of (float, float)
+        The lowest and highest value ((inf, −inf) when there are none).
 
     Raises
     ------
@@ -120,16 +176,41 @@ def value_range(images: np.ndarray | PatchFile, name: str) -> tuple[float, float
 
 
 def evenly_spaced(images: np.ndarray | PatchFile, limit: int) -> np.ndarray:
-    """At most ``limit`` patches, evenly spaced over the rows (all of them when fewer), in memory:
-    the rows :func:`evenly_spaced_rows` picks."""
+    """At most ``limit`` patches, evenly spaced over the rows (all of them when fewer), in memory.
+
+    Parameters
+    ----------
+    images : (N, C, W, W) ndarray or PatchFile
+        The patches.
+    limit : int
+        The most patches to keep (0 = all).
+
+    Returns
+    -------
+    (M, C, W, W) ndarray
+        The rows :func:`evenly_spaced_rows` picks (a strided view of an array; read from a
+        :class:`PatchFile`).
+    """
     if isinstance(images, PatchFile):
         return images.take(evenly_spaced_rows(len(images), limit))
     return images[:: _spacing(len(images), limit)]
 
 
 def evenly_spaced_rows(count: int, limit: int) -> np.ndarray:
-    """(M,) int64 rows 0, k, 2k, … of ``count`` with the smallest step k that keeps at most ``limit``
-    of them (0 = all)."""
+    """Rows 0, k, 2k, … of ``count`` with the smallest step k that keeps at most ``limit`` of them.
+
+    Parameters
+    ----------
+    count : int
+        The number of rows.
+    limit : int
+        The most rows to keep (0 = all).
+
+    Returns
+    -------
+    (M,) int64 ndarray
+        The rows.
+    """
     return np.arange(0, count, _spacing(count, limit))
 
 
@@ -140,10 +221,33 @@ def _spacing(count: int, limit: int) -> int:
 def shuffled_batches(
     source: PatchFile, rows: np.ndarray, batch_size: int, generator: torch.Generator, buffer_rows: int | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """One epoch of (row indices, patches) batches over the sorted ``rows`` of ``source``, in
-    shuffled chunk order through a shuffle buffer (see the module docstring). Deterministic for a
-    given ``generator`` state; every row is yielded exactly once, in batches of ``batch_size``
-    except the last."""
+    """One epoch of batches over the sorted ``rows`` of ``source``, in shuffled chunk order through
+    a shuffle buffer (see the module docstring).
+
+    Deterministic for a given ``generator`` state; every row is yielded exactly once, in batches
+    of ``batch_size`` except the last.
+
+    Parameters
+    ----------
+    source : PatchFile
+        The patches.
+    rows : (M,) int ndarray
+        Sorted rows to deal out.
+    batch_size : int
+        Rows per batch.
+    generator : torch.Generator
+        The CPU generator of the shuffles.
+    buffer_rows : int, optional
+        Rows the shuffle buffer holds (default: :data:`SHUFFLE_BUFFER_BYTES` worth, at least one
+        batch).
+
+    Yields
+    ------
+    rows : (B,) int64 ndarray
+        The batch's row indices.
+    patches : (B, C, W, W) float32 ndarray
+        Their patches.
+    """
     buffer_rows = buffer_rows or max(batch_size, SHUFFLE_BUFFER_BYTES // source.row_bytes)
     chunk_of = rows // source.chunk_rows
     chunks, first = np.unique(chunk_of, return_index=True)

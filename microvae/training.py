@@ -78,7 +78,25 @@ RESUMABLE_CHANGES = ("epochs", "checkpoint_every", "device", "compile")
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit`: the trained model (on its training device) and the per-epoch history."""
+    """Outcome of :func:`fit`: the trained model (on its training device) and the per-epoch history.
+
+    Attributes
+    ----------
+    model : JTRVAE
+        The trained model, on its training device, in eval mode.
+    run_dir : Path
+        The run folder.
+    history : list of dict
+        One row per epoch (``epoch``, ``loss``, ``recon``, ``kl_z``, ``kl_tau``, ``kl_y`` in nats
+        per image, the β schedule's values, ``samples_per_s``, ``seconds``, ``val_loss``,
+        ``val_recon``, ``n_class_<k>``), including the epochs of earlier sessions.
+    epochs_completed : int
+        The number of epochs in ``history``.
+    resumed_from_epoch : int or None
+        The epoch the run resumed from, None for a fresh run.
+    checkpoint : Path or None
+        The final checkpoint (``checkpoints/final.pt``).
+    """
 
     model: JTRVAE
     run_dir: Path
@@ -100,19 +118,49 @@ def fit(
     labels: np.ndarray | None = None,
     init_labels: np.ndarray | None = None,
 ) -> FitResult:
-    """Train (or resume training) a j-trVAE on (N, C, H, W) float32 images in ``run_dir``: an
-    array (kept on the device) or a :class:`~microvae.streaming.PatchFile` (streamed).
+    """Train (or resume training) a j-trVAE on images in ``run_dir``.
 
-    ``labels`` (N,) makes it semi-supervised: the known class of each image, −1 where unknown (see
-    :meth:`JTRVAE.loss_terms`); the validation loss ignores them.
+    A checkpoint (``checkpoints/last.pt``), ``log.csv`` and ``loss.png`` are written every
+    ``train_config.checkpoint_every`` epochs and at the end, then copied to
+    ``checkpoints/final.pt``; ``config.json`` holds the settings. A run folder whose last
+    checkpoint was made with other settings (besides :data:`RESUMABLE_CHANGES`) is refused. Under
+    ``torchrun`` every process calls this (DistributedDataParallel); rank 0 alone writes.
 
-    ``init_labels`` (N,) are initial classes (from :mod:`microvae.discovery`): during the first
-    ``train_config.init_fraction`` of the epochs they act as observed classes where ``labels`` has
-    none; after that only ``labels`` (if any) are observed and the rest are inferred.
+    Parameters
+    ----------
+    images : (N, C, H, W) float32 ndarray or PatchFile
+        An array (kept on the device) or a :class:`~microvae.streaming.PatchFile` (streamed).
+    model_config : JTRVAEConfig
+        The model's settings (validated).
+    train_config : TrainConfig
+        The training settings (validated).
+    run_dir : path or str
+        The run folder.
+    progress : callable, optional
+        Receives a dict after every batch (``event='batch'``: epoch, step, steps, loss, recon,
+        kl_z, kl_tau, kl_y, samples_per_s) and after every epoch (``event='epoch'``: the log row).
+        An exception raised by the callback stops training; the last checkpoint stays valid.
+    labels : (N,) int ndarray, optional
+        Makes training semi-supervised: the known class of each image, −1 where unknown (see
+        :meth:`JTRVAE.loss_terms`); the validation loss ignores them.
+    init_labels : (N,) int ndarray, optional
+        Initial classes (from :mod:`microvae.discovery`): during the first
+        ``train_config.init_fraction`` of the epochs they act as observed classes where ``labels``
+        has none; after that only ``labels`` (if any) are observed and the rest are inferred.
 
-    ``progress`` receives a dict after every batch (``event='batch'``: epoch, step, steps, loss,
-    recon, kl_z, kl_tau, kl_y, samples_per_s) and after every epoch (``event='epoch'``: the log
-    row). An exception raised by the callback stops training; the last checkpoint stays valid.
+    Returns
+    -------
+    FitResult
+        The trained model (eval mode), the history and where the run resumed from.
+
+    Raises
+    ------
+    InputError
+        Images or labels that do not fit the model.
+    ParameterError
+        Invalid settings, or settings other than the run folder's checkpoint was made with.
+    MicrovaeError
+        The device ran out of memory (with a batch size that should fit), or the loss diverged.
     """
     model_config.validate()
     train_config.validate()
@@ -288,18 +336,51 @@ def _evaluate(model: JTRVAE, data: TrainingData, epoch: int, state: _TrainingSta
 
 
 def build_model(config: JTRVAEConfig, seed: int) -> JTRVAE:
-    """A freshly initialised model, its weights drawn from ``seed`` without touching global RNG state."""
+    """A freshly initialised model, its weights drawn from ``seed`` without touching global RNG state.
+
+    Parameters
+    ----------
+    config : JTRVAEConfig
+        The model's settings.
+    seed : int
+        Seed of the weights' initialisation.
+
+    Returns
+    -------
+    JTRVAE
+        The model, on the CPU.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return JTRVAE(config)
 
 
 def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainConfig, warmup: int = 3, seconds: float = 0.5, max_steps: int = 50) -> float:
-    """Training samples per second on this device: optimiser steps of a fresh model with the run's
-    settings on the first ``batch_size`` patches of ``images`` (an array or a
-    :class:`~microvae.streaming.PatchFile`), timed after ``warmup`` untimed steps until
-    ``seconds`` have passed (at least 3 steps, at most ``max_steps``). Touches no weights or
-    random state of the run."""
+    """Training samples per second on this device.
+
+    Optimiser steps of a fresh model with the run's settings on the first ``batch_size`` patches
+    of ``images``. Touches no weights or random state of the run.
+
+    Parameters
+    ----------
+    images : (N, C, W, W) float32 ndarray or PatchFile
+        The patches (an array or a :class:`~microvae.streaming.PatchFile`).
+    model_config : JTRVAEConfig
+        The model's settings.
+    train_config : TrainConfig
+        The training settings (``batch_size``, ``lr``, ``device``, ``seed``, pixel fraction).
+    warmup : int, default 3
+        Untimed steps first.
+    seconds : float, default 0.5
+        Steps are timed until this many seconds have passed (at least 3 steps).
+    max_steps : int, default 50
+        At most this many timed steps.
+
+    Returns
+    -------
+    float
+        Training samples (patches) per second.
+    """
     device = resolve_device(train_config.device)
     count = min(train_config.batch_size, len(images))
     batch = images.take(np.arange(count)) if isinstance(images, PatchFile) else images[:count]
@@ -441,7 +522,15 @@ def _write_config(path: Path, model_config: JTRVAEConfig, train_config: TrainCon
 
 
 def write_log(path: Path, history: list[dict]) -> None:
-    """Write the per-epoch history as CSV (columns: union of the rows' keys, in first-seen order)."""
+    """Write the per-epoch history as CSV (columns: union of the rows' keys, in first-seen order).
+
+    Parameters
+    ----------
+    path : Path
+        The CSV file (written atomically; floats with 6 significant digits).
+    history : list of dict
+        One row per epoch.
+    """
     columns: list[str] = []
     for row in history:
         columns += [k for k in row if k not in columns]
@@ -454,7 +543,16 @@ def write_log(path: Path, history: list[dict]) -> None:
 
 
 def plot_losses(path: Path, history: list[dict]) -> None:
-    """Loss curves (total, reconstruction, KL terms, validation) against epoch, as PNG (Agg)."""
+    """Loss curves (total, reconstruction, KL terms, validation) against epoch, as PNG (Agg).
+
+    Parameters
+    ----------
+    path : Path
+        The PNG file (written atomically; nothing is written for an empty history).
+    history : list of dict
+        One row per epoch, with ``epoch``, ``loss``, ``recon``, ``val_loss``, ``kl_z``,
+        ``kl_tau`` and ``kl_y`` (nats per image).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -21,8 +21,29 @@ __all__ = ["TrainingData", "check_images", "check_labels", "split_rows"]
 
 
 def check_images(images, config: JTRVAEConfig):
-    """The images as contiguous float32, checked against the model; a :class:`PatchFile` is only
-    checked for its shape here (its values are checked block by block as they are read)."""
+    """The images as contiguous float32, checked against the model.
+
+    Parameters
+    ----------
+    images : (N, C, H, W) ndarray or PatchFile
+        The images; a :class:`PatchFile` is only checked for its shape here (its values are
+        checked block by block as they are read).
+    config : JTRVAEConfig
+        The model's settings (``channels``, ``image_size``, ``likelihood``).
+
+    Returns
+    -------
+    (N, C, H, W) float32 ndarray or PatchFile
+        The images, contiguous float32 (a :class:`PatchFile` as it was given).
+
+    Raises
+    ------
+    InputError
+        Not a 4-D array, fewer than 2 images, NaN or infinite values, or values outside [0, 1]
+        for the Bernoulli likelihood.
+    ParameterError
+        Images of another (C, H, W) than the model expects.
+    """
     if isinstance(images, PatchFile):
         _check_shape(images.shape, config)
         return images
@@ -49,7 +70,29 @@ def _check_shape(shape: tuple[int, ...], config: JTRVAEConfig) -> None:
 
 
 def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
-    """(N,) int64 labels in [−1, K): −1 = unknown; refused with a message otherwise."""
+    """(N,) int64 labels in [−1, K): −1 = unknown; refused with a message otherwise.
+
+    Parameters
+    ----------
+    labels : (N,) int ndarray
+        Each image's class, −1 where unknown.
+    count : int
+        The number of images N.
+    n_classes : int
+        The model's number of classes K.
+
+    Returns
+    -------
+    (N,) int64 ndarray
+        The labels.
+
+    Raises
+    ------
+    InputError
+        Not ``count`` integers, outside −1…K − 1, or all −1.
+    ParameterError
+        A model without classes (K < 1).
+    """
     labels = np.asarray(labels)
     if labels.shape != (count,) or labels.dtype.kind not in "iu":
         raise InputError(f"labels must be {count} integers (one per image, −1 = unknown), got shape {labels.shape} of {labels.dtype}")
@@ -64,7 +107,22 @@ def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
 
 def split_rows(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic (train, validation) row indices from ``seed``; at least one training image.
-    Both in the order of one seeded permutation (the resident path indexes in that order)."""
+
+    Parameters
+    ----------
+    count : int
+        The number of images.
+    val_fraction : float
+        The fraction held out for validation (rounded; at most ``count - 1`` rows).
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    train, validation : int ndarray
+        Row indices, both in the order of one seeded permutation (the resident path indexes in
+        that order).
+    """
     n_val = min(int(round(val_fraction * count)), count - 1)
     order = np.random.default_rng(seed).permutation(count)
     return order[n_val:], order[:n_val]
@@ -78,6 +136,24 @@ class TrainingData:
     An epoch (:meth:`epoch_batches`) is a sequence of global batches of ``batch_size × ranks``
     images, each rank taking every ``ranks``-th image of each; the last global batch is cut to a
     multiple of the number of ranks so that every rank makes the same number of steps.
+
+    Parameters
+    ----------
+    images : (N, C, W, W) float32 ndarray or PatchFile
+        Checked images (:func:`check_images`): an array is moved to ``device`` whole.
+    labels : (N,) int ndarray or None
+        Known classes, −1 where unknown.
+    val_fraction : float
+        Fraction of rows held out for validation (:func:`split_rows`).
+    seed : int
+        Seed of the split.
+    device : torch.device
+        Where batches are delivered.
+    world : World
+        This process's place in a DDP launch (:mod:`microvae.distributed`).
+    initial : (N,) int ndarray, optional
+        Initial classes (:mod:`microvae.discovery`); observed ``labels`` take precedence where
+        known.
     """
 
     #: Streamed runs count classes per epoch on at most this many images.
@@ -103,11 +179,44 @@ class TrainingData:
             self.val_rows = torch.from_numpy(val_rows).to(device)
 
     def steps(self, batch_size: int) -> int:
+        """Optimiser steps per epoch on this rank.
+
+        Parameters
+        ----------
+        batch_size : int
+            Images per batch per rank.
+
+        Returns
+        -------
+        int
+            ⌈(training rows // ranks) / batch_size⌉.
+        """
         return -(-(len(self.train_rows) // self.world.size) // batch_size)
 
     def epoch_batches(self, batch_size: int, generator: torch.Generator, guided: bool = False):
-        """(images (B, C, W, W) on the device, labels (B,) or None) for one shuffled epoch; with
-        ``guided`` the labels are the initial classes (observed labels where known)."""
+        """The batches of one shuffled epoch, this rank's share of each.
+
+        Parameters
+        ----------
+        batch_size : int
+            Images per batch per rank.
+        generator : torch.Generator
+            The CPU generator of the shuffle.
+        guided : bool, default False
+            The labels are the initial classes (observed labels where known).
+
+        Yields
+        ------
+        x : (B, C, W, W) float32 tensor
+            Images, on the device.
+        y : (B,) int64 tensor or None
+            Their labels (−1 = unknown), None without labels.
+
+        Raises
+        ------
+        InputError
+            Streamed patches contain NaN or Inf values.
+        """
         labels = self.initial if guided else self.labels
         size, rank = self.world.size, self.world.rank
         if self.streamed:
@@ -131,14 +240,34 @@ class TrainingData:
             yield x, y
 
     def count_rows(self):
-        """Rows whose classes are counted after each epoch."""
+        """Rows whose classes are counted after each epoch.
+
+        Returns
+        -------
+        int tensor or ndarray
+            All rows when resident; when streamed, the validation rows (or the training rows
+            without any) thinned to at most :attr:`COUNT_SAMPLE`.
+        """
         if not self.streamed:
             return torch.arange(len(self.resident), device=self.device)
         rows = self.val_rows if len(self.val_rows) else self.train_rows
         return rows[:: max(1, -(-len(rows) // self.COUNT_SAMPLE))]
 
     def blocks(self, rows, batch_size: int):
-        """The images at ``rows`` in blocks of ``batch_size``, on the device."""
+        """The images at ``rows`` in blocks of ``batch_size``, on the device.
+
+        Parameters
+        ----------
+        rows : int tensor or ndarray
+            Row indices.
+        batch_size : int
+            Images per block.
+
+        Yields
+        ------
+        (B, C, W, W) float32 tensor
+            One block, on the device.
+        """
         for start in range(0, len(rows), batch_size):
             part = rows[start : start + batch_size]
             yield self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
