@@ -89,6 +89,22 @@ def beta_schedule(epoch: float, n_epochs: int, config: JTRVAEConfig) -> dict[str
     Each β moves linearly from its start to its end value between ``begin · n_epochs`` and
     ``end · n_epochs`` of its window (a window lasts at least one epoch), and is constant outside.
     ``z_active`` is 0 while z is switched off (``z_delay``), else 1.
+
+    Parameters
+    ----------
+    epoch : float
+        The epoch, 0-based, possibly fractional.
+    n_epochs : int
+        The run's epochs.
+    config : JTRVAEConfig
+        The model's settings: each β's start, end and window (default window: 0 to
+        ``anneal_fraction``), ``class_balance``, ``label_weight``, ``z_delay``.
+
+    Returns
+    -------
+    dict of str to float
+        ``beta_z``, ``beta_tau``, ``beta_y``, ``class_balance``, ``label_weight``,
+        ``class_balance_unbiased`` (0.0 or 1.0) and ``z_active`` (0.0 or 1.0).
     """
 
     def ramp(start: float, end: float, window: tuple[float, float] | None) -> float:
@@ -116,6 +132,25 @@ class JTRVAE(nn.Module):
     K = 0 gives an rVAE / rtVAE, rotation and translation off a (spatial-decoder) joint VAE, all off
     a plain VAE. Images are (B, C, W, W); shifts are reported in pixels (row, col); angles in
     radians, counter-clockwise as displayed (see :mod:`microvae.nets` for the conventions).
+
+    Parameters
+    ----------
+    config : JTRVAEConfig
+        The model's settings (validated): image size W, channels C, classes K, latents D,
+        encoder and decoder kinds and widths, priors, likelihood.
+
+    Attributes
+    ----------
+    config : JTRVAEConfig
+        The settings.
+    n_enumerated : int
+        K' = max(K, 1), the classes a decoder pass renders.
+    half_width_px : float
+        (W − 1) / 2: one grid unit in px (shifts in grid units × this = px).
+    encoder : MLPEncoder or EquivariantEncoder
+        The posterior's network.
+    decoder : SpatialMLPDecoder or SpatialBroadcastDecoder
+        The spatial decoder.
     """
 
     def __init__(self, config: JTRVAEConfig):
@@ -188,10 +223,18 @@ class JTRVAE(nn.Module):
     def posterior(self, x: Tensor) -> dict[str, Tensor]:
         """Parameters of q(·|x) for (B, C, W, W) images; shifts in grid units.
 
-        Keys: class_logits (B, K') with K' = max(K, 1) (zeros when K = 0); z_mean, z_sd (B, D)
-        (for circular latents: mean angle in radians and the wrapped normal's σ);
-        angle_vec_mean (B, 2), angle_vec_sd (B, 1) when rotation is on; shift_mean, shift_sd (B, 2)
-        (row, col) when translation is on.
+        Parameters
+        ----------
+        x : (B, C, W, W) float32 tensor
+            The images.
+
+        Returns
+        -------
+        dict of str to Tensor
+            Keys: class_logits (B, K') with K' = max(K, 1) (zeros when K = 0); z_mean, z_sd (B, D)
+            (for circular latents: mean angle in radians and the wrapped normal's σ);
+            angle_vec_mean (B, 2), angle_vec_sd (B, 1) when rotation is on; shift_mean, shift_sd
+            (B, 2) (row, col) in grid units when translation is on.
         """
         head = self.encoder(x)
         out = {"z_mean": head["z_mean"], "z_sd": torch.exp(head["z_log_sd"])}
@@ -226,22 +269,55 @@ class JTRVAE(nn.Module):
         """(B, C, W, W) images resampled into the decoder's canonical frame: ``g(u) = x(R(angle) u + shift)``.
 
         The inverse of the decoder's pose: an image rendered as ``g(R(angle)ᵀ(x - shift))`` comes
-        back as ``g``. ``shift`` in grid units; bilinear, zeros outside the image.
+        back as ``g``. Bilinear, zeros outside the image.
+
+        Parameters
+        ----------
+        x : (B, C, W, W) float32 tensor
+            The images.
+        angle_rad : (B,) tensor or None
+            Rotation in rad, counter-clockwise as displayed; None for 0.
+        shift : (B, 2) tensor or None
+            Shift (row, col) in grid units; None for 0.
+
+        Returns
+        -------
+        (B, C, W, W) float32 tensor
+            The resampled images.
         """
         return sample_at(x, self.grid, angle_rad, shift)
 
     def encode(self, x: Tensor) -> dict[str, Tensor]:
         """Posterior summaries of (B, C, W, W) images.
 
-        Returns class_probs (B, K') (K' = max(K, 1); all ones when K = 0), z_mean, z_sd (B, D),
-        angle_rad (B,) (mode of the angle posterior; zeros when rotation is off),
-        angle_concentration (B,) (|m_v| / sd_v: larger is sharper), shift (B, 2) and shift_sd (B, 2)
-        in pixels (row, col) (zeros when translation is off).
+        Parameters
+        ----------
+        x : (B, C, W, W) float32 tensor
+            The images.
+
+        Returns
+        -------
+        dict of str to Tensor
+            class_probs (B, K') (K' = max(K, 1); all ones when K = 0), z_mean, z_sd (B, D),
+            angle_rad (B,) (rad, mode of the angle posterior; zeros when rotation is off),
+            angle_concentration (B,) (|m_v| / sd_v: larger is sharper; inf when rotation is off),
+            shift (B, 2) and shift_sd (B, 2) in pixels (row, col) (zeros when translation is off).
         """
         return self.summarise(self.posterior(x))
 
     def summarise(self, post: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The summaries of :meth:`encode` from posterior parameters as :meth:`posterior` returns them."""
+        """The summaries of :meth:`encode` from posterior parameters as :meth:`posterior` returns them.
+
+        Parameters
+        ----------
+        post : dict of str to Tensor
+            Posterior parameters (:meth:`posterior`; shifts in grid units).
+
+        Returns
+        -------
+        dict of str to Tensor
+            As :meth:`encode` (shifts in px).
+        """
         x = post["z_mean"]
         batch = x.shape[0]
         out = {"class_probs": torch.softmax(post["class_logits"], dim=1), "z_mean": post["z_mean"], "z_sd": post["z_sd"]}
@@ -263,8 +339,22 @@ class JTRVAE(nn.Module):
     # --- generation ------------------------------------------------------------------------
 
     def batch_limit(self, budget_bytes: int) -> int:
-        """Images per forward pass whose decoder activations stay within ``budget_bytes``: a pass
-        over all pixels holds about three (B, K', P, width) float32 tensors at once (no gradient)."""
+        """Images per forward pass whose decoder activations stay within ``budget_bytes``.
+
+        A pass over all pixels holds about three (B, K', P, width) float32 tensors at once (no
+        gradient).
+
+        Parameters
+        ----------
+        budget_bytes : int
+            The memory the activations may take, in bytes
+            (:func:`microvae.devices.activation_budget`).
+
+        Returns
+        -------
+        int
+            Images per pass, at least 1.
+        """
         width = max(self.config.conv_channels if self.config.decoder == "conv" else self.config.decoder_hidden)
         per_image = 3 * 4 * self.n_enumerated * self.grid.shape[0] * width
         return max(1, budget_bytes // per_image)
@@ -274,8 +364,23 @@ class JTRVAE(nn.Module):
     ) -> Tensor:
         """Decoder outputs: (B, K', P, C) logits (Bernoulli) or means (Gaussian) for every class.
 
-        ``shift`` is in grid units; ``pixel_index`` (P',) restricts the output to those pixels
-        (MLP decoder only); with (B, K) ``class_vectors`` only that class is decoded: (B, 1, P, C).
+        Parameters
+        ----------
+        z : (B, D) tensor
+            Continuous latents (angles in rad for circular latents).
+        angle_rad : (B,) tensor or None
+            Rotation in rad, counter-clockwise as displayed; None for 0.
+        shift : (B, 2) tensor or None
+            Shift (row, col) in grid units; None for 0.
+        pixel_index : (P',) int tensor, optional
+            Restricts the output to those pixels (MLP decoder only).
+        class_vectors : (B, K) tensor, optional
+            Only that class (one-hot or soft) is decoded: (B, 1, P, C).
+
+        Returns
+        -------
+        (B, K', P, C) tensor
+            P = W² pixels in row-major order (or P' with ``pixel_index``).
         """
         grid = self.grid if pixel_index is None else self.grid[pixel_index]
         coords = transform_coordinates(grid, angle_rad, shift)
@@ -286,6 +391,8 @@ class JTRVAE(nn.Module):
 
         Parameters
         ----------
+        z : (B, D) tensor
+            Continuous latents.
         class_onehot : Tensor or None
             (B, K) one-hot (or any probability vector: the class enters the decoder linearly, so a
             soft vector mixes the class inputs); ignored when K = 0.
@@ -293,6 +400,16 @@ class JTRVAE(nn.Module):
             (B,) counter-clockwise rotation, or None for 0.
         shift : Tensor or None
             (B, 2) shift in pixels (row, col), or None for 0.
+
+        Returns
+        -------
+        (B, C, W, W) tensor
+            Bernoulli means (sigmoid of the logits) or Gaussian means.
+
+        Raises
+        ------
+        ParameterError
+            ``class_onehot`` is None for a model with classes.
         """
         batch, w = z.shape[0], self.config.image_size
         shift_grid = None if shift is None else shift / self.half_width_px
@@ -324,6 +441,8 @@ class JTRVAE(nn.Module):
 
         Parameters
         ----------
+        x : (B, C, W, W) float32 tensor
+            The images.
         generator : torch.Generator or None
             Source of the standard-normal draws (and of the pixel subset); None = torch's global
             generator.
@@ -353,8 +472,13 @@ class JTRVAE(nn.Module):
         Returns
         -------
         dict[str, Tensor]
-            (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift), kl_y
-            (nats per image); and class_probs (B, K').
+            (B,) tensors: recon, kl_z, kl_angle, kl_shift, kl_tau (= kl_angle + kl_shift), kl_y,
+            class_nll (nats per image); and class_probs (B, K').
+
+        Raises
+        ------
+        ParameterError
+            An unknown ``kl_estimator``, or ``pixel_fraction`` outside (0, 1].
         """
         if kl_estimator not in KL_ESTIMATORS:
             raise ParameterError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
@@ -406,19 +530,59 @@ class JTRVAE(nn.Module):
         return terms
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None, **options) -> dict[str, Tensor]:
-        """:meth:`loss_terms` (so that a DistributedDataParallel wrapper's call computes them)."""
+        """:meth:`loss_terms` (so that a DistributedDataParallel wrapper's call computes them).
+
+        Parameters
+        ----------
+        x : (B, C, W, W) float32 tensor
+            The images.
+        generator : torch.Generator or None
+            As for :meth:`loss_terms`.
+        **options
+            :meth:`loss_terms`'s keyword arguments.
+
+        Returns
+        -------
+        dict of str to Tensor
+            :meth:`loss_terms`'s terms.
+        """
         return self.loss_terms(x, generator, **options)
 
     @staticmethod
     def negative_elbo(terms: dict[str, Tensor]) -> Tensor:
-        """(B,) negative ELBO in nats at β = 1 from :meth:`loss_terms`: recon + KL_z + KL_τ + KL_y."""
+        """(B,) negative ELBO in nats at β = 1 from :meth:`loss_terms`: recon + KL_z + KL_τ + KL_y.
+
+        Parameters
+        ----------
+        terms : dict of str to Tensor
+            :meth:`loss_terms`'s terms.
+
+        Returns
+        -------
+        (B,) tensor
+            −ELBO per image, nats.
+        """
         return terms["recon"] + terms["kl_z"] + terms["kl_tau"] + terms["kl_y"]
 
     @staticmethod
     def weighted_loss(terms: dict[str, Tensor], betas: dict[str, float]) -> Tensor:
         """Batch mean of recon + β_τ·KL_τ + β_z·KL_z + β_y·KL_y (a scalar to minimise), plus
         ``class_balance`` · :func:`marginal_class_kl` (or :func:`class_imbalance` when
-        'class_balance_unbiased' is set) when ``betas`` has a nonzero 'class_balance'."""
+        'class_balance_unbiased' is set) when ``betas`` has a nonzero 'class_balance'; plus
+        ``label_weight`` · mean ``class_nll`` when both are there.
+
+        Parameters
+        ----------
+        terms : dict of str to Tensor
+            :meth:`loss_terms`'s terms.
+        betas : dict of str to float
+            :func:`beta_schedule`'s weights.
+
+        Returns
+        -------
+        Tensor
+            The scalar loss (nats per image).
+        """
         per_image = terms["recon"] + betas["beta_tau"] * terms["kl_tau"] + betas["beta_z"] * terms["kl_z"] + betas["beta_y"] * terms["kl_y"]
         loss = per_image.mean()
         if betas.get("label_weight", 0.0) and "class_nll" in terms:
@@ -430,6 +594,20 @@ class JTRVAE(nn.Module):
         return loss
 
     def standard_normal_draws(self, x: Tensor, generator: torch.Generator | None) -> dict[str, Tensor]:
+        """One set of standard-normal draws per image, for :meth:`loss_terms`'s ``noise``.
+
+        Parameters
+        ----------
+        x : (B, C, W, W) tensor
+            The images (their batch size and device).
+        generator : torch.Generator or None
+            Source of the draws; None = torch's global generator.
+
+        Returns
+        -------
+        dict of str to Tensor
+            float32 'z' (B, D), 'angle_vec' (B, 2) and 'shift' (B, 2).
+        """
         batch, kw = x.shape[0], {"generator": generator, "device": x.device, "dtype": torch.float32}
         return {"z": torch.randn(batch, self.config.latent_dim, **kw), "angle_vec": torch.randn(batch, 2, **kw), "shift": torch.randn(batch, 2, **kw)}
 
@@ -455,7 +633,18 @@ class JTRVAE(nn.Module):
 
 
 def marginal_class_kl(class_probs: Tensor) -> Tensor:
-    """KL(q̄ ‖ uniform) of the batch-mean class posterior q̄ of (B, K) probabilities; a scalar."""
+    """KL(q̄ ‖ uniform) of the batch-mean class posterior q̄ of (B, K) probabilities; a scalar.
+
+    Parameters
+    ----------
+    class_probs : (B, K) tensor
+        q(y|x) per image.
+
+    Returns
+    -------
+    Tensor
+        The KL in nats, a scalar.
+    """
     mean = class_probs.mean(0)
     return (mean * (torch.log(mean.clamp_min(1e-12)) + math.log(mean.shape[0]))).sum()
 
@@ -470,6 +659,16 @@ def class_imbalance(class_probs: Tensor) -> Tensor:
     that ≈ 0.3 nats per image, a price uniform posteriors never pay; on the two-phase lattice it
     held q(y|x) at ≈ 0.5. This estimate charges confident and uniform posteriors alike when the
     classes are used equally. (A batch of one has no estimate: 0.)
+
+    Parameters
+    ----------
+    class_probs : (B, K) tensor
+        q(y|x) per image.
+
+    Returns
+    -------
+    Tensor
+        The estimate, a scalar (nats to second order).
     """
     batch, n_classes = class_probs.shape
     if batch < 2:
@@ -500,6 +699,15 @@ def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) ->
     (Euclidean latents only.)
 
     KL weights enter as ``poutine.scale`` on the latent sites of both model and guide.
+
+    Parameters
+    ----------
+    vae : JTRVAE
+        The model whose decoder and priors are used.
+    x : (B, C, W, W) tensor
+        The observed images.
+    betas : dict of str to float, optional
+        ``beta_z``, ``beta_tau``, ``beta_y`` (each 1 when absent).
     """
     betas = betas or {}
     cfg, batch = vae.config, x.shape[0]
@@ -531,7 +739,17 @@ def pyro_model(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) ->
 
 @config_enumerate
 def pyro_guide(vae: JTRVAE, x: Tensor, betas: dict[str, float] | None = None) -> None:
-    """q(z, v, s, y | x) of ``vae`` as a Pyro guide; 'y' is marked for parallel enumeration."""
+    """q(z, v, s, y | x) of ``vae`` as a Pyro guide; 'y' is marked for parallel enumeration.
+
+    Parameters
+    ----------
+    vae : JTRVAE
+        The model whose encoder gives the posterior.
+    x : (B, C, W, W) tensor
+        The images.
+    betas : dict of str to float, optional
+        ``beta_z``, ``beta_tau``, ``beta_y`` (each 1 when absent), as for :func:`pyro_model`.
+    """
     betas = betas or {}
     cfg, batch = vae.config, x.shape[0]
     pyro.module("encoder", vae.encoder)
