@@ -38,6 +38,20 @@ def align_labels(reference: np.ndarray, labels: np.ndarray, n_classes: int) -> n
 
     Chosen to maximise the number of patches whose mapped label equals the reference's
     (Hungarian algorithm on the K×K confusion matrix).
+
+    Parameters
+    ----------
+    reference : (N,) int ndarray
+        The reference member's classes (0…K − 1).
+    labels : (N,) int ndarray
+        The member's classes for the same patches.
+    n_classes : int
+        K.
+
+    Returns
+    -------
+    (K,) int64 ndarray
+        ``permutation[k]``: the reference's class for the member's class k.
     """
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     np.add.at(confusion, (labels, reference), 1)
@@ -48,7 +62,20 @@ def align_labels(reference: np.ndarray, labels: np.ndarray, n_classes: int) -> n
 
 
 def permute_probs(class_probs: np.ndarray, permutation: np.ndarray) -> np.ndarray:
-    """(N, K) posteriors with column k moved to column ``permutation[k]``."""
+    """(N, K) posteriors with column k moved to column ``permutation[k]``.
+
+    Parameters
+    ----------
+    class_probs : (N, K) ndarray
+        A member's class posteriors.
+    permutation : (K,) int ndarray
+        From :func:`align_labels`.
+
+    Returns
+    -------
+    (N, K) ndarray
+        The posteriors in the reference's class order (same dtype).
+    """
     aligned = np.empty_like(class_probs)
     aligned[:, permutation] = class_probs
     return aligned
@@ -77,7 +104,18 @@ class Consensus:
 
 
 def consensus(aligned_probs: np.ndarray) -> Consensus:
-    """Consensus of (M, N, K) aligned class posteriors."""
+    """Consensus of (M, N, K) aligned class posteriors.
+
+    Parameters
+    ----------
+    aligned_probs : (M, N, K) ndarray
+        Each member's class posteriors, aligned to member 0's classes (:func:`permute_probs`).
+
+    Returns
+    -------
+    Consensus
+        Mean posteriors, their argmax, the members' agreement and the posteriors' sd.
+    """
     mean = aligned_probs.mean(0)
     labels = mean.argmax(1)
     agreement = (aligned_probs.argmax(2) == labels[None]).mean(0)
@@ -86,7 +124,27 @@ def consensus(aligned_probs: np.ndarray) -> Consensus:
 
 @dataclass
 class EnsembleRecord:
-    """What ``ensemble.json`` holds: members, their alignment to member 0, and the stability."""
+    """What ``ensemble.json`` holds: members, their alignment to member 0, and the stability.
+
+    Attributes
+    ----------
+    members : list of str
+        The members' folder names (``member_<i>``).
+    seeds : list of int
+        Their training seeds.
+    n_classes : int
+        K.
+    permutations : list of list of int
+        Per member, the (K,) permutation onto member 0's classes (:func:`align_labels`).
+    pairwise_ari : list of list of float
+        (M, M) adjusted Rand index between the members' classes (4 decimals; 1 on the diagonal).
+    mean_pairwise_ari : float
+        Mean of its off-diagonal entries (1.0 for one member).
+    patches : int
+        Patches the classes were compared on.
+    classes_used : list of int
+        Per member, the classes holding at least 1 % of the patches.
+    """
 
     members: list[str]
     seeds: list[int]
@@ -98,6 +156,13 @@ class EnsembleRecord:
     classes_used: list[int]
 
     def write(self, run_dir: str | Path) -> None:
+        """Write ``ensemble.json`` in the ensemble's folder, atomically.
+
+        Parameters
+        ----------
+        run_dir : str or path
+            The ensemble's folder.
+        """
         from .artifacts import atomic_file
 
         with atomic_file(Path(run_dir) / ENSEMBLE_FILE) as temp:
@@ -105,7 +170,24 @@ class EnsembleRecord:
 
 
 def build_record(labels: list[np.ndarray], n_classes: int, members: list[str], seeds: list[int]) -> EnsembleRecord:
-    """Align every member's (N,) labels to member 0's and measure their pairwise agreement (ARI)."""
+    """Align every member's (N,) labels to member 0's and measure their pairwise agreement (ARI).
+
+    Parameters
+    ----------
+    labels : list of (N,) int ndarray
+        Each member's argmax class per patch, member 0 first.
+    n_classes : int
+        K.
+    members : list of str
+        The members' folder names.
+    seeds : list of int
+        Their training seeds.
+
+    Returns
+    -------
+    EnsembleRecord
+        The alignment, pairwise ARIs and classes used.
+    """
     permutations = [align_labels(labels[0], member, n_classes).tolist() for member in labels]
     count = len(labels)
     ari = np.eye(count)
@@ -119,7 +201,23 @@ def build_record(labels: list[np.ndarray], n_classes: int, members: list[str], s
 
 
 def read_record(run_dir: str | Path) -> EnsembleRecord | None:
-    """The ensemble record of a run folder, or None when it is an ordinary run."""
+    """The ensemble record of a run folder, or None when it is an ordinary run.
+
+    Parameters
+    ----------
+    run_dir : str or path
+        A run folder.
+
+    Returns
+    -------
+    EnsembleRecord or None
+        The record of ``ensemble.json``; None when the folder has none.
+
+    Raises
+    ------
+    InputError
+        ``ensemble.json`` is unreadable.
+    """
     path = Path(run_dir) / ENSEMBLE_FILE
     if not path.exists():
         return None

@@ -28,7 +28,24 @@ _LOG_SD = ("z_sd", "angle_vec_sd", "shift_sd")  # optimised on the log scale
 
 
 def negative_elbo_over_draws(model, x: Tensor, posterior: dict[str, Tensor], draws: list[dict[str, Tensor]]) -> Tensor:
-    """(B,) negative ELBO in nats (β = 1, analytic KLs) averaged over the given standard-normal draws."""
+    """(B,) negative ELBO in nats (β = 1, analytic KLs) averaged over the given standard-normal draws.
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The model (its decoder and priors).
+    x : (B, C, W, W) tensor
+        The images.
+    posterior : dict of str to Tensor
+        Posterior parameters, as :meth:`JTRVAE.posterior` returns them.
+    draws : list of dict of str to Tensor
+        Standard-normal draws (:meth:`JTRVAE.standard_normal_draws`).
+
+    Returns
+    -------
+    (B,) tensor
+        The mean −ELBO per image, nats.
+    """
     total = x.new_zeros(x.shape[0])
     for noise in draws:
         terms = model.loss_terms(x, noise=noise, posterior=posterior)
@@ -38,8 +55,20 @@ def negative_elbo_over_draws(model, x: Tensor, posterior: dict[str, Tensor], dra
 
 @contextlib.contextmanager
 def frozen(model) -> Iterator:
-    """Within the block, ``model`` is in eval mode and its parameters take no gradients; both are
-    restored afterwards (gradients still flow *through* the model to other leaves)."""
+    """Within the block, ``model`` is in eval mode and its parameters take no gradients.
+
+    Both are restored afterwards (gradients still flow *through* the model to other leaves).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model.
+
+    Yields
+    ------
+    torch.nn.Module
+        ``model`` itself.
+    """
     was_training = model.training
     requires_grad = [p.requires_grad for p in model.parameters()]
     model.eval().requires_grad_(False)

@@ -73,7 +73,14 @@ class Verdict:
     warnings: list[str] = field(default_factory=list)
 
     def paragraph(self) -> str:
-        """The verdict in one paragraph of plain words."""
+        """The verdict in one paragraph of plain words.
+
+        Returns
+        -------
+        str
+            "Verdict: …" (class sizes and shares, confidence, agreement with the baseline and the
+            candidates, explained variance), then the warnings or "No warnings."
+        """
         parts = []
         if self.class_sizes:
             shares = "/".join(f"{100 * s / max(self.n_patches, 1):.0f}" for s in self.class_sizes)
@@ -97,6 +104,13 @@ class Verdict:
         return text
 
     def to_dict(self) -> dict:
+        """The verdict as plain data (what ``summary.json`` holds).
+
+        Returns
+        -------
+        dict
+            Every field and ``paragraph`` (:meth:`paragraph`).
+        """
         return {**asdict(self), "paragraph": self.paragraph()}
 
 
@@ -125,6 +139,17 @@ def assess(
         Name → (N,) classes of each candidate partition.
     chosen_start : str or None
         The candidate the run started from.
+
+    Returns
+    -------
+    Verdict
+        Class sizes, confidence, explained variance, agreements and warnings (without classes:
+        explained variance and its warning only).
+
+    Raises
+    ------
+    ParameterError
+        ``class_probs`` and ``recon_error`` have different numbers of rows.
     """
     n = len(recon_error)
     if class_probs is not None and len(class_probs) != n:
