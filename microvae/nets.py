@@ -49,6 +49,23 @@ ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "silu": nn.SiLU, "softplus": nn
 
 
 def activation_layer(name: str) -> nn.Module:
+    """A fresh activation module by name.
+
+    Parameters
+    ----------
+    name : str
+        One of the keys of :data:`ACTIVATIONS` (``tanh``, ``relu``, ``silu``, ``softplus``, ``gelu``).
+
+    Returns
+    -------
+    nn.Module
+        A new instance of that activation.
+
+    Raises
+    ------
+    ParameterError
+        When ``name`` is not a known activation.
+    """
     if name not in ACTIVATIONS:
         raise ParameterError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
@@ -58,6 +75,23 @@ def coordinate_grid(height: int, width: int | None = None) -> Tensor:
     """Pixel centres as (row, col) in [-1, 1], row-major; shape (H·W, 2), float32.
 
     ``coordinate_grid(H, W)[i * W + j] == (-1 + 2 i / (H - 1), -1 + 2 j / (W - 1))``.
+
+    Parameters
+    ----------
+    height : int
+        H, the rows, in px (at least 2).
+    width : int or None, optional
+        W, the columns, in px (at least 2); ``height`` when None (a square grid).
+
+    Returns
+    -------
+    Tensor
+        (H·W, 2) float32 pixel centres (row, col) in grid units, row-major.
+
+    Raises
+    ------
+    ParameterError
+        When either side is under 2 pixels.
     """
     width = height if width is None else width
     if height < 2 or width < 2:
@@ -96,7 +130,27 @@ def transform_coordinates(grid: Tensor, angle_rad: Tensor | None = None, shift: 
 
 
 def mlp(in_features: int, hidden: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear + activation layers; output width ``hidden[-1]`` (``in_features`` if hidden is empty)."""
+    """Linear + activation layers; output width ``hidden[-1]`` (``in_features`` if hidden is empty).
+
+    Parameters
+    ----------
+    in_features : int
+        Width of the input.
+    hidden : sequence of int
+        Width of each Linear layer, in order; each is followed by an activation.
+    activation : str
+        The activation's name (a key of :data:`ACTIVATIONS`).
+
+    Returns
+    -------
+    nn.Sequential
+        The layers (empty, an identity, when ``hidden`` is empty).
+
+    Raises
+    ------
+    ParameterError
+        When ``activation`` is unknown (and ``hidden`` is not empty).
+    """
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(in_features, width), activation_layer(activation)]
@@ -105,7 +159,25 @@ def mlp(in_features: int, hidden: Sequence[int], activation: str) -> nn.Sequenti
 
 
 def head_slice(sizes: dict[str, int], name: str) -> slice:
-    """Where ``name`` sits in a vector that concatenates heads of these ``sizes`` (in order)."""
+    """Where ``name`` sits in a vector that concatenates heads of these ``sizes`` (in order).
+
+    Parameters
+    ----------
+    sizes : dict of str to int
+        Each head's width, in the order of concatenation.
+    name : str
+        The head to find.
+
+    Returns
+    -------
+    slice
+        Its range of indices in the concatenated vector.
+
+    Raises
+    ------
+    KeyError
+        When ``name`` is not among ``sizes``.
+    """
     start = 0
     for key, size in sizes.items():
         if key == name:
@@ -123,6 +195,34 @@ class MLPEncoder(nn.Module):
     ``angle_vec_mean`` (B, 2), ``angle_vec_log_sd`` (B, 1) when rotation is on (the angle is the
     direction of a 2D Gaussian vector, see :mod:`microvae.models`);
     ``shift_mean``, ``shift_log_sd`` (B, 2) in grid units (row, col) when translation is on.
+
+    Parameters
+    ----------
+    in_features : int
+        C·H·W, the width of a flattened image.
+    latent_dim : int
+        D, the continuous latents.
+    n_classes : int
+        K, the classes (0: no ``class_logits`` head).
+    rotation : bool
+        Whether the angle heads are present.
+    translation : bool
+        Whether the shift heads are present.
+    hidden : sequence of int, default (256, 256)
+        Widths of the trunk's hidden layers.
+    activation : str, default "tanh"
+        The trunk's activation (a key of :data:`ACTIVATIONS`).
+    mean_size : int or None, optional
+        Width of ``z_mean`` when it differs from D (circular latents: 2 per angle); D when None.
+
+    Attributes
+    ----------
+    trunk : nn.Sequential
+        The MLP trunk.
+    head_sizes : dict of str to int
+        Each head's width, in the order of the output.
+    head : nn.Linear
+        The one linear layer of all heads.
     """
 
     def __init__(
@@ -149,10 +249,33 @@ class MLPEncoder(nn.Module):
         self.head = nn.Linear(hidden[-1] if hidden else in_features, sum(sizes.values()))
 
     def head_slice(self, name: str) -> slice:
-        """Where head ``name`` sits in the output of ``self.head``."""
+        """Where head ``name`` sits in the output of ``self.head``.
+
+        Parameters
+        ----------
+        name : str
+            A key of ``head_sizes``.
+
+        Returns
+        -------
+        slice
+            Its range of output columns.
+        """
         return head_slice(self.head_sizes, name)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Encode a batch of images.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, H, W) images.
+
+        Returns
+        -------
+        dict of str to Tensor
+            The heads (see the class docstring), each (B, width).
+        """
         out = self.head(self.trunk(x.flatten(1)))
         return dict(zip(self.head_sizes, out.split(list(self.head_sizes.values()), dim=1)))
 
@@ -163,6 +286,26 @@ class LatentInput(nn.Module):
     ``forward(z)`` → (B, F) for ``W_z z + b``; ``class_bias`` (K, F) holds the one-hot columns of
     the weight, so that ``W [z, onehot(k)] + b = forward(z) + class_bias[k]``. Weights are drawn as
     PyTorch draws a Linear layer with ``fan_in`` inputs (the width of the concatenated input).
+
+    Parameters
+    ----------
+    latent_dim : int
+        D, the width of z.
+    n_classes : int
+        K (0: one implicit class whose bias is a fixed zero row in ``class_bias``).
+    features : int
+        F, the output width.
+    fan_in : int
+        The fan-in that sets the uniform init bound 1/√fan_in.
+
+    Attributes
+    ----------
+    from_z : nn.Parameter
+        (F, D) weight of z.
+    bias : nn.Parameter
+        (F,) shared bias.
+    class_bias : nn.Parameter or Tensor
+        (K, F) per-class bias rows; a (1, F) zero buffer when K = 0.
     """
 
     def __init__(self, latent_dim: int, n_classes: int, features: int, fan_in: int):
@@ -176,10 +319,34 @@ class LatentInput(nn.Module):
             self.register_buffer("class_bias", torch.zeros(1, features), persistent=False)
 
     def forward(self, z: Tensor) -> Tensor:
+        """The shared part ``W_z z + b``.
+
+        Parameters
+        ----------
+        z : Tensor
+            (B, D) latents.
+
+        Returns
+        -------
+        Tensor
+            (B, F).
+        """
         return torch.addmm(self.bias, z, self.from_z.t())
 
     def class_rows(self, class_vectors: Tensor | None) -> Tensor:
-        """(1, K', F) bias rows of every class, or (B, 1, F) for given (B, K) class vectors."""
+        """(1, K', F) bias rows of every class, or (B, 1, F) for given (B, K) class vectors.
+
+        Parameters
+        ----------
+        class_vectors : Tensor or None
+            (B, K) one-hot (or soft) class vectors, or None for every class.
+
+        Returns
+        -------
+        Tensor
+            (1, K', F) with K' = max(K, 1) when ``class_vectors`` is None, else (B, 1, F): the
+            class vectors times ``class_bias``.
+        """
         if class_vectors is None:
             return self.class_bias.unsqueeze(0)
         return (class_vectors.to(self.class_bias.dtype) @ self.class_bias).unsqueeze(1)
@@ -203,6 +370,43 @@ class SpatialMLPDecoder(nn.Module):
     further hidden layer also receives (z, y) as an added bias (skip connections, as in the
     convolutional decoder). ``coordinate_gain`` multiplies the initial coordinate weights: larger
     values start the network with sharper features (spatial MLPs are otherwise slow to learn edges).
+
+    Parameters
+    ----------
+    latent_dim : int
+        D, the width of z.
+    n_classes : int
+        K (0: a single implicit class).
+    out_channels : int, default 1
+        C, the channels of the output.
+    hidden : sequence of int, default (256, 256, 256)
+        Hidden layer widths (at least one).
+    activation : str, default "tanh"
+        The activation (a key of :data:`ACTIVATIONS`).
+    latent_skips : bool, default False
+        Add (z, y) as a bias to every further hidden layer.
+    coordinate_gain : float, default 1.0
+        Factor on the initial coordinate weights.
+
+    Attributes
+    ----------
+    n_classes : int
+        K' = max(K, 1), the classes a forward pass renders.
+    from_coords : nn.Linear
+        The first layer's coordinate part (2 → hidden[0], no bias).
+    from_latents : LatentInput
+        The first layer's (z, y) part.
+    hidden : nn.ModuleList
+        The further Linear layers.
+    skips : nn.ModuleList or None
+        One :class:`LatentInput` per further layer with ``latent_skips``, else None.
+    out : nn.Linear
+        The output layer (hidden[-1] → C).
+
+    Raises
+    ------
+    ParameterError
+        When ``hidden`` is empty.
     """
 
     def __init__(
@@ -232,6 +436,22 @@ class SpatialMLPDecoder(nn.Module):
         self.out = nn.Linear(hidden[-1], out_channels)
 
     def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
+        """Render logits at the given coordinates.
+
+        Parameters
+        ----------
+        coords : Tensor
+            (B, P, 2) or (1, P, 2) canonical coordinates (row, col) in grid units, one per pixel.
+        z : Tensor
+            (B, D) latents.
+        class_vectors : Tensor or None, optional
+            (B, K) one-hot (or soft) class vectors; None renders every class.
+
+        Returns
+        -------
+        Tensor
+            Logits (B, K', P, C) without class vectors, (B, 1, P, C) with them.
+        """
         shared = self.from_coords(coords) + self.from_latents(z).unsqueeze(1)  # (B, P, H)
         h = self.activation(shared.unsqueeze(1) + self.from_latents.class_rows(class_vectors).unsqueeze(2))  # (B, K', P, H)
         for index, layer in enumerate(self.hidden):
@@ -252,6 +472,41 @@ class SpatialBroadcastDecoder(nn.Module):
 
     ``forward(coords, z)``: coords (B, H·W, 2) canonical (row, col) per pixel in row-major order,
     z (B, D) → logits (B, K', H·W, C); with (B, K) ``class_vectors`` → (B, 1, H·W, C).
+
+    Parameters
+    ----------
+    latent_dim : int
+        D, the width of z.
+    n_classes : int
+        K (0: a single implicit class).
+    image_shape : tuple of int
+        (H, W) of the rendered image, in px.
+    out_channels : int, default 1
+        C, the channels of the output.
+    channels : sequence of int, default (64, 64, 64)
+        Channels of each hidden convolution (at least one).
+    kernel_size : int, default 3
+        Side of the convolution kernels, in px (padding ``kernel_size // 2``).
+    activation : str, default "tanh"
+        The activation (a key of :data:`ACTIVATIONS`).
+
+    Attributes
+    ----------
+    image_shape : tuple of int
+        (H, W).
+    n_classes : int
+        K' = max(K, 1).
+    convs : nn.ModuleList
+        The hidden convolutions (no bias; the bias comes from ``skips``).
+    skips : nn.ModuleList
+        One :class:`LatentInput` per hidden convolution.
+    out : nn.Conv2d
+        The 1×1 output convolution.
+
+    Raises
+    ------
+    ParameterError
+        When ``channels`` is empty.
     """
 
     def __init__(
@@ -280,6 +535,22 @@ class SpatialBroadcastDecoder(nn.Module):
         self.out = nn.Conv2d(channels[-1], out_channels, 1)
 
     def forward(self, coords: Tensor, z: Tensor, class_vectors: Tensor | None = None) -> Tensor:
+        """Render logits at the given coordinates.
+
+        Parameters
+        ----------
+        coords : Tensor
+            (B, H·W, 2) or (1, H·W, 2) canonical coordinates (row, col) in grid units, row-major.
+        z : Tensor
+            (B, D) latents.
+        class_vectors : Tensor or None, optional
+            (B, K) one-hot (or soft) class vectors; None renders every class.
+
+        Returns
+        -------
+        Tensor
+            Logits (B, K', H·W, C) without class vectors, (B, 1, H·W, C) with them.
+        """
         batch, (height, width) = z.shape[0], self.image_shape
         grid = coords.transpose(1, 2).reshape(-1, 2, height, width).expand(batch, -1, -1, -1)
         h = self.convs[0](grid) + self.skips[0](z)[:, :, None, None]  # (B, C0, H, W)
@@ -295,7 +566,20 @@ class SpatialBroadcastDecoder(nn.Module):
 
 
 def rotated_copies(x: Tensor, count: int) -> Tensor:
-    """(B·count, C, H, W): each image rotated by 0, 2π/count, … (bilinear, zeros outside)."""
+    """(B·count, C, H, W): each image rotated by 0, 2π/count, … (bilinear, zeros outside).
+
+    Parameters
+    ----------
+    x : Tensor
+        (B, C, H, W) images.
+    count : int
+        The number of rotations, evenly spaced over 2π rad.
+
+    Returns
+    -------
+    Tensor
+        (B·count, C, H, W): the ``count`` rotated copies of each image, consecutive.
+    """
     batch = x.shape[0]
     angles = torch.arange(count, device=x.device, dtype=x.dtype) * (2 * math.pi / count)
     cos, sin = torch.cos(angles), torch.sin(angles)
@@ -313,6 +597,22 @@ def sample_at(x: Tensor, grid: Tensor, angle_rad: Tensor | None, shift: Tensor |
     in grid units, or None. The inverse of the decoder's pose: an image rendered as
     ``g(R(angle)ᵀ(x - shift))`` comes back as ``g``. Bilinear, zeros outside the image. A turn by a
     multiple of 90° maps pixel centres onto pixel centres, so it is exact (a pixel permutation).
+
+    Parameters
+    ----------
+    x : Tensor
+        (B, C, W, W) images.
+    grid : Tensor
+        (W·W, 2) coordinates (row, col) in grid units, from :func:`coordinate_grid`.
+    angle_rad : Tensor or None
+        (B,) angles in rad, or None (no rotation).
+    shift : Tensor or None
+        (B, 2) shifts (row, col) in grid units, or None (no shift).
+
+    Returns
+    -------
+    Tensor
+        (B, C, W, W) sampled images, in the dtype of ``x``.
     """
     batch, width = x.shape[0], x.shape[-1]
     points = grid.unsqueeze(0).expand(batch, -1, -1)  # (B, P, 2) u
@@ -325,7 +625,20 @@ def sample_at(x: Tensor, grid: Tensor, angle_rad: Tensor | None, shift: Tensor |
 
 
 def rotate_vectors(vectors: Tensor, angle_rad: Tensor) -> Tensor:
-    """``R(angle) v`` for (..., 2) (row, col) vectors and angles broadcasting over ``...``."""
+    """``R(angle) v`` for (..., 2) (row, col) vectors and angles broadcasting over ``...``.
+
+    Parameters
+    ----------
+    vectors : Tensor
+        (..., 2) vectors (row, col).
+    angle_rad : Tensor
+        Angles in rad, broadcasting over the leading dimensions of ``vectors``.
+
+    Returns
+    -------
+    Tensor
+        (..., 2) rotated vectors (row, col), counter-clockwise as displayed.
+    """
     cos, sin = torch.cos(angle_rad), torch.sin(angle_rad)
     row, col = vectors[..., 0], vectors[..., 1]
     return torch.stack([cos * row - sin * col, sin * row + cos * col], dim=-1)
@@ -337,6 +650,16 @@ def periodic_centroid(weights: Tensor) -> Tensor:
 
     A circular shift of the weights (``numpy.roll``) moves it by exactly that shift (modulo W), and
     a quarter turn turns it: unlike the plain centroid it has no edge where mass wraps around.
+
+    Parameters
+    ----------
+    weights : Tensor
+        (B, W, W) non-negative weights summing to 1 per patch.
+
+    Returns
+    -------
+    Tensor
+        (B, 2) centroid (row, col) in px from the patch centre ((W − 1) / 2), in [−W/2, W/2).
     """
     width = weights.shape[-1]
     phase = torch.arange(width, device=weights.device, dtype=weights.dtype) * (2 * math.pi / width)
@@ -375,6 +698,44 @@ class EquivariantEncoder(nn.Module):
 
     Output: the dict of :class:`MLPEncoder` (``angle_vec_log_sd`` (B, 1); ``shift_log_sd`` (B, 2)
     holds one isotropic value twice, so that the posterior turns with the patch).
+
+    Parameters
+    ----------
+    image_size : int
+        W, the patch side in px.
+    channels : int
+        C, the image channels.
+    latent_dim : int
+        D, the continuous latents.
+    n_classes : int
+        K (0: no class head).
+    rotation : bool
+        Whether the angle is inferred (step 2's frames; one frame when off).
+    translation : bool
+        Whether the shift is inferred (step 1 and the shift correction).
+    hidden : sequence of int, default (256, 256)
+        Hidden widths of the content and class MLPs (the pose MLP uses the first only).
+    activation : str, default "tanh"
+        The activation (a key of :data:`ACTIVATIONS`).
+    mean_size : int or None, optional
+        Width of ``z_mean`` when it differs from D (circular latents); D when None.
+    rotations : int, default 8
+        R, the frames of step 2 (divisible by 4 for exact quarter-turn equivariance).
+    score_channels : int, default 8
+        Hidden channels of the learned per-pixel score correction.
+
+    Attributes
+    ----------
+    rotations : int
+        R when rotation is on, else 1.
+    half_width_px : float
+        (W − 1) / 2: one grid unit in px.
+    pose_sizes : dict of str to int
+        Widths of the pose MLP's outputs per frame (``score``, ``direction``, ``shift``).
+    head_sizes : dict of str to int
+        Widths of the content read-out's heads.
+    trunk, head : nn.Module
+        The content read-out (z and posterior sds).
     """
 
     def __init__(
@@ -422,12 +783,35 @@ class EquivariantEncoder(nn.Module):
         self.head = nn.Linear(hidden[-1], sum(sizes.values()))
 
     def head_slice(self, name: str) -> slice:
-        """Where head ``name`` sits in the output of ``self.head`` (the content read-out)."""
+        """Where head ``name`` sits in the output of ``self.head`` (the content read-out).
+
+        Parameters
+        ----------
+        name : str
+            A key of ``head_sizes``.
+
+        Returns
+        -------
+        slice
+            Its range of output columns.
+        """
         return head_slice(self.head_sizes, name)
 
     def pose(self, x: Tensor) -> dict[str, Tensor]:
         """Posterior means of the pose: ``angle_vec_mean`` (B, 2) and ``shift_mean`` (B, 2) in grid
-        units (row, col), each present when that latent is on."""
+        units (row, col), each present when that latent is on.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, W, W) images.
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``angle_vec_mean`` (B, 2) with rotation, ``shift_mean`` (B, 2) in grid units (row, col)
+            with translation.
+        """
         batch = x.shape[0]
         out: dict[str, Tensor] = {}
         centre = None
@@ -453,6 +837,20 @@ class EquivariantEncoder(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Encode a batch of images: pose, then the content read in the canonical frame.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, W, W) images.
+
+        Returns
+        -------
+        dict of str to Tensor
+            The heads of :class:`MLPEncoder`: ``z_mean``, ``z_log_sd``, ``class_logits`` (K > 0),
+            ``angle_vec_mean`` (B, 2) and ``angle_vec_log_sd`` (B, 1) with rotation,
+            ``shift_mean`` and ``shift_log_sd`` (B, 2) in grid units (row, col) with translation.
+        """
         out = self.pose(x) if (self.rotation or self.translation) else {}
         angle = shift = None
         if self.rotation:
@@ -477,6 +875,20 @@ class FourierDescriptor(nn.Module):
     ``log(1 + |FFT2(x − mean)|)`` read on a polar grid around the zero frequency (a fixed bilinear
     interpolation matrix), then ``|FFT|`` along the angle axis. Equal to the numpy version to
     float32 rounding (tested).
+
+    Parameters
+    ----------
+    width : int
+        W, the patch side in px (n_radii = W // 2 + 1).
+    n_angles : int, default 32
+        Angles of the polar grid.
+
+    Attributes
+    ----------
+    n_radii, n_angles : int
+        The polar grid's radii and angles.
+    out_features_per_channel : int
+        n_radii · (n_angles // 2 + 1).
     """
 
     def __init__(self, width: int, n_angles: int = 32):
@@ -489,6 +901,18 @@ class FourierDescriptor(nn.Module):
         self.out_features_per_channel = self.n_radii * (n_angles // 2 + 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The descriptor of a batch of images.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, W, W) images (computed in float32).
+
+        Returns
+        -------
+        Tensor
+            (B, C · n_radii · (n_angles // 2 + 1)) float32 descriptors.
+        """
         batch, channels = x.shape[:2]
         x = x.float()
         x = x - x.mean(dim=(-2, -1), keepdim=True)
