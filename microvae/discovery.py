@@ -127,7 +127,14 @@ class InitialClasses:
     pose_seconds: float = 0.0
 
     def table(self) -> str:
-        """The candidates as a small plain-text table (one line each, the winner marked)."""
+        """The candidates as a small plain-text table (one line each, the winner marked).
+
+        Returns
+        -------
+        str
+            A header and one line per candidate: name, separation, held-out −ELBO (nats per
+            patch, "–" without restarts) and patches per class; the winner marked ``← chosen``.
+        """
         lines = [f"{'candidate':<18} {'separation':>10} {'held-out −ELBO':>15}  patches per class"]
         for c in self.candidates:
             elbo = "–" if c.heldout_neg_elbo is None else f"{c.heldout_neg_elbo:.2f}"
@@ -137,13 +144,40 @@ class InitialClasses:
 
 
 def restart_epochs(train_config) -> int:
-    """Epochs of the pose run and of each short restart: ``restart_fraction`` of the main run's, at least 1."""
+    """Epochs of the pose run and of each short restart: ``restart_fraction`` of the main run's, at least 1.
+
+    Parameters
+    ----------
+    train_config : TrainConfig
+        The main run's settings (``restart_fraction``, ``epochs``).
+
+    Returns
+    -------
+    int
+        ``round(restart_fraction · epochs)``, at least 1.
+    """
     return max(1, int(round(train_config.restart_fraction * train_config.epochs)))
 
 
 def separation(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """Mean silhouette of ``labels`` (N,) over (N, F) features brought to one common scale, on a
-    seeded sample of at most :data:`SEPARATION_SAMPLE` rows; −1 for a single class."""
+    seeded sample of at most :data:`SEPARATION_SAMPLE` rows; −1 for a single class.
+
+    Parameters
+    ----------
+    features : ndarray
+        (N, F) features of the patches.
+    labels : ndarray
+        (N,) int classes.
+    seed : int, default 0
+        Seed of the row sample.
+
+    Returns
+    -------
+    float
+        The mean silhouette (−1…1; higher is better separated), −1.0 when the labels (or the
+        sampled labels) hold a single class.
+    """
     from sklearn.metrics import silhouette_score
 
     from .baselines import standardize
@@ -159,7 +193,17 @@ def separation(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float
 @dataclass
 class Partition:
     """A candidate partition: (N,) int64 ``labels``, their :func:`separation`, and the (N, F)
-    ``features`` it was made in."""
+    ``features`` it was made in.
+
+    Attributes
+    ----------
+    labels : ndarray
+        (N,) int64 classes.
+    separation : float
+        Their :func:`separation` in ``features`` (−1…1).
+    features : ndarray
+        (N, F) the feature space the clustering was made in.
+    """
 
     labels: np.ndarray
     separation: float
@@ -173,6 +217,24 @@ def candidate_partitions(
 
     ``pose`` = (angle_rad (N,) or None, shift_px (N, 2) (row, col) pixels or None) of a class-free
     model adds 'canonical_kmeans', the clustering of the patches in that model's frame.
+
+    Parameters
+    ----------
+    images : ndarray
+        (N, C, W, W) patches.
+    n_classes : int
+        K, the classes of each partition.
+    seed : int
+        Seed of the PCA, the clusterings (each fitted on :data:`FIT_FRACTION` of the patches) and
+        the separation's sample.
+    pose : tuple or None, optional
+        (angle_rad (N,) in rad or None, shift_px (N, 2) (row, col) in px or None); None (or both
+        None) leaves out 'canonical_kmeans'.
+
+    Returns
+    -------
+    dict of str to Partition
+        'pca_kmeans', 'pca_gmm', 'fourier_kmeans' and, with a pose, 'canonical_kmeans'.
     """
     from .baselines import canonical_patches, cluster, fourier_descriptor, pca_features
 
@@ -189,14 +251,44 @@ def candidate_partitions(
 
 def short_run_config(train_config):
     """Training settings of the pose run and the short restarts: :func:`restart_epochs` epochs,
-    classes (if any) observed throughout."""
+    classes (if any) observed throughout.
+
+    Parameters
+    ----------
+    train_config : TrainConfig
+        The main run's settings.
+
+    Returns
+    -------
+    TrainConfig
+        A copy with ``epochs`` = :func:`restart_epochs`, ``init_fraction`` 1.0, ``class_init``
+        'none' and ``checkpoint_every`` = those epochs.
+    """
     epochs = restart_epochs(train_config)
     return replace(train_config, epochs=epochs, init_fraction=1.0, class_init="none", checkpoint_every=epochs)
 
 
 def learn_pose(images: np.ndarray, model_config: JTRVAEConfig, train_config, folder: Path | str) -> tuple[np.ndarray | None, np.ndarray | None] | None:
     """Step 1: (angle_rad (N,) or None, shift_px (N, 2) or None) of every patch from a short
-    class-free run in ``folder/pose`` (trained once, then reloaded); None without pose latents."""
+    class-free run in ``folder/pose`` (trained once, then reloaded); None without pose latents.
+
+    Parameters
+    ----------
+    images : ndarray
+        (N, C, W, W) float32 patches.
+    model_config : JTRVAEConfig
+        The main model's settings (the pose run uses them with K = 0).
+    train_config : TrainConfig
+        The main run's settings (shortened by :func:`short_run_config`).
+    folder : path or str
+        The ``init`` folder; the pose run lives in ``folder/pose``.
+
+    Returns
+    -------
+    tuple or None
+        (angle_rad (N,) in rad or None without rotation, shift_px (N, 2) (row, col) in px or None
+        without translation); None when neither is on.
+    """
     from .encoding import encode_array
 
     if not (model_config.rotation or model_config.translation):
@@ -227,6 +319,14 @@ class ClassCountChoice:
     rows: list[dict]
 
     def table(self) -> str:
+        """The K tried as a small plain-text table (one line each, the chosen K marked).
+
+        Returns
+        -------
+        str
+            A header and one line per K: strength, separation, best candidate and patches per
+            class; the chosen K marked ``← chosen``.
+        """
         lines = [f"{'K':>3} {'strength':>9} {'separation':>10}  {'best candidate':<18} patches per class"]
         for row in self.rows:
             mark = "  ← chosen" if row["n_classes"] == self.n_classes else ""
@@ -243,6 +343,20 @@ def choose_n_classes(candidates_for_k: Callable[[int], dict[str, Partition]], k_
     the largest K whose strength reaches :data:`STRENGTH_THRESHOLD` is chosen (the most
     classes the data support), else the K of the highest strength. Measured on the zoo in
     benchmarks/README.md ("Class discovery").
+
+    Parameters
+    ----------
+    candidates_for_k : callable
+        ``candidates_for_k(K)`` → dict of name to :class:`Partition`.
+    k_values : range
+        The K to try.
+    seed : int, default 0
+        Seed of the prediction strength.
+
+    Returns
+    -------
+    ClassCountChoice
+        The chosen K and one row per K tried.
     """
     from .baselines import prediction_strength
 
@@ -268,7 +382,28 @@ def choose_n_classes(candidates_for_k: Callable[[int], dict[str, Partition]], k_
 @torch.no_grad()
 def heldout_neg_elbo(model: JTRVAE, images: np.ndarray, rows: np.ndarray, seed: int, draws: int = 2, batch_size: int = 256) -> float:
     """Mean −ELBO (nats per patch, β = 1, all pixels, the model's own q(y|x)) of ``images[rows]``,
-    averaged over ``draws`` reparametrised draws from a generator seeded with ``seed``."""
+    averaged over ``draws`` reparametrised draws from a generator seeded with ``seed``.
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The model (put in eval mode; evaluated on its own device, without gradients).
+    images : ndarray
+        (N, C, W, W) float32 patches.
+    rows : ndarray
+        (M,) indices of the patches to score.
+    seed : int
+        Seed of the draws.
+    draws : int, default 2
+        Reparametrised draws per patch.
+    batch_size : int, default 256
+        Patches per forward pass.
+
+    Returns
+    -------
+    float
+        The mean −ELBO in nats per patch.
+    """
     device = next(model.parameters()).device
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -287,6 +422,28 @@ def choose_initial_classes(
     ``folder`` (``RUN_DIR/init``); a finished selection there is read back, an interrupted one resumes.
 
     ``on_candidate`` is called with each :class:`Candidate` once it is scored.
+
+    Parameters
+    ----------
+    images : ndarray
+        (N, C, W, W) float32 training patches.
+    model_config : JTRVAEConfig
+        The main model's settings (K = ``n_classes``).
+    train_config : TrainConfig
+        The main run's settings (``seed``, ``class_init``, ``val_fraction``, ``device``,
+        ``restart_fraction``).
+    folder : path or str
+        ``RUN_DIR/init``: the pose run, the restarts, ``initial_classes.npz`` and
+        ``selection.json`` (written by rank 0 only under torchrun).
+    on_candidate : callable, optional
+        Called with each :class:`Candidate` once it is scored.
+
+    Returns
+    -------
+    InitialClasses
+        The winner's (N,) labels, every candidate and the criterion: 'separation' (highest
+        wins), or 'heldout_neg_elbo' with ``class_init='restarts'`` (lowest wins, on the
+        validation rows, or all rows when there are none).
 
     Raises
     ------
