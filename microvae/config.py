@@ -68,87 +68,123 @@ class JTRVAEConfig:
     The defaults are the recipe validated on the ±60° cards (matched class accuracy ≥ 0.95, see
     ``tests/test_models.py``); where they depart from the paper, the paper's value is given.
 
-    Attributes:
-        image_size: patch side W in pixels (square patches).
-        channels: image channels C.
-        n_classes: K, values of the discrete latent; 0 = none (rVAE / rtVAE / VAE).
-        latent_dim: D, continuous latents besides rotation and shift (paper: 2).
-        latent_geometry: 'euclidean' (Gaussian prior, the paper's), 'circle' (D = 1) or 'torus'
-            (D = 2): each latent is an angle with a uniform prior and a wrapped-normal posterior
-            (:mod:`microvae.circular`), for factors that are periodic (a phase, a cyclic shift).
-        rotation: learn a rotation latent.
-        translation: learn a 2D shift latent.
-        likelihood: 'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
-            identity output: any intensity range).
-        gaussian_sd: sd of the Gaussian likelihood, in image intensity units.
-        decoder: 'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
-            broadcast decoder with latent skip connections).
-        invariant_class_head: give q(y|x) its own MLP that reads the rotation- and shift-invariant
-            Fourier descriptor of the patch (:class:`microvae.nets.FourierDescriptor`): the class
-            cannot depend on the pose even where the pose is not yet learned. Training sets it
-            when the initial classes come from that descriptor (:mod:`microvae.discovery`), so
-            that the class posterior reads what the classes were found in. Takes precedence over
-            ``canonical_class_head``; ``class_rotations`` over it.
-        class_rotations: R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
-            (mean of their log-probabilities), so that it is nearly rotation invariant by
-            construction instead of having to learn it; 0 = no pooling. Takes precedence over
-            ``canonical_class_head``.
-        canonical_class_head: give q(y|x) its own MLP that reads the input resampled into the
-            canonical frame, ``x(R(γ̂) u + ŝ)``, with γ̂, ŝ the posterior means of the angle and
-            shift (gradients stopped): the class cannot depend on the pose, and the MLP sees
-            upright, centred objects, which it learns to classify far faster than rotated ones.
-            False = the class head of the shared encoder (the paper's multi-head encoder).
-        encoder: 'mlp' (the paper's multi-head MLP, which has to learn that a turned or moved
-            patch has the same code) or 'equivariant' (:class:`microvae.nets.EquivariantEncoder`:
-            the pose is inferred by a network that turns and moves with the patch, and z and the
-            class read the patch in its canonical frame, so they are invariant by construction;
-            the class then comes from that read-out, and ``class_rotations`` /
-            ``canonical_class_head`` do not apply).
-        encoder_rotations: frames the equivariant encoder compares to find the angle (R, a
-            multiple of 4 keeps quarter turns exact).
-        encoder_hidden: MLP encoder widths (paper: 2 × 256).
-        decoder_hidden: decoder widths (paper: 3 × 256; 2 × 128 is 4–6× cheaper and enough for
-            the cards).
-        conv_channels: conv decoder channels per layer.
-        activation: hidden activation (paper: tanh).
-        latent_skips: (z, y) also enter every hidden layer of the MLP decoder (paper: input only).
-        coordinate_gain: scale of the MLP decoder's initial coordinate weights (1 = PyTorch's
-            default; 5 learns sharp edges several times faster).
-        shift_prior_sd: sd of the shift prior per axis in grid units, i.e. in units of the
-            half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
-        angle_prior_concentration: c0 ≥ 0; the angle prior is the Projected Normal of N((c0, 0), I):
-            uniform on the circle for 0, concentrated around angle 0 for large c0 (the paper's
-            von Mises prior with concentration k). c0 = 2 makes a quarter turn cost c0² = 4 nats,
-            which keeps e.g. a diamond turned by 90° from being explained as a squeezed diamond.
-        beta_z_start, beta_z: the KL_z weight goes from ``beta_z_start`` to ``beta_z`` over
-            ``beta_z_window`` (None: constant ``beta_z``, the paper's 1). Holding z back while the
-            angle and the classes form keeps z from absorbing the rotation or the class; holding
-            it back harder (8 until 25 % of the epochs) left z unused for good in 2 of 3 seeds.
-        beta_tau_start, beta_tau_end: the same for the rotation + shift KL (τ). The paper starts
-            it high; on the cards a high early β_τ pushes the rotation into z, so the default is 1.
-        beta_y_start, beta_y_end: the same for the discrete KL. A high start keeps q(y|x) near
-            uniform (a high temperature: q ∝ exp(-recon/β_y)) while the angle is learned, so that
-            the classes do not split by orientation first.
-        anneal_fraction: the default window, (0, anneal_fraction), of any β whose window is None.
-        beta_z_window, beta_tau_window, beta_y_window: (begin, end) as fractions of the epochs over
-            which that β moves linearly from its start to its end value (constant outside).
-        class_balance: λ ≥ 0, extra weight on the marginal part of the class KL: the loss gains
-            λ·KL(q̄(y) ‖ p(y)), q̄ the batch mean of q(y|x). Since E_x KL(q(y|x) ‖ p(y)) =
-            I(x; y) + KL(q̄ ‖ p), this penalises unequal class usage (collapsed or dead classes)
-            without penalising confident assignments. 0 = the paper's objective. On the ±60° cards
-            (3 seeds, 45 epochs, GPU): λ = 5 reached matched accuracy 0.96 / 0.82 / 0.99 (one seed
-            merged two suits into one class and split another), λ = 20 reached 0.98 / 0.97 / 0.97.
-        class_balance_unbiased: estimate the balance term without the batch's sampling noise
-            (:func:`class_imbalance`) instead of KL(q̄ ‖ p(y)) of each batch
-            (:func:`marginal_class_kl`), which charges confident posteriors for the chance
-            imbalance of a small batch and so keeps them soft. Soft posteriors help the cards
-            (seed 0: 0.986 with the batch KL, 0.777 unbiased) but kept the two-phase lattice at
-            q(y|x) ≈ 0.5; unbiased with ``z_delay`` split it with full confidence.
-        z_delay: fraction of the epochs during which the continuous latents are switched off
-            (z = 0, the prior mean, and no KL_z): the classes, angle and shift form first, as in a
-            model without z, and z then learns what they leave. Without it a z that is on from
-            the start can take a two-valued factor (e.g. two phases) for itself and leave
-            q(y|x) ≈ 0.5 everywhere (see benchmarks/README.md, "Two phases").
+    Attributes
+    ----------
+    image_size : int, default 28
+        Patch side W in pixels (square patches).
+    channels : int, default 1
+        Image channels C.
+    n_classes : int, default 4
+        K, values of the discrete latent; 0 = none (rVAE / rtVAE / VAE).
+    latent_dim : int, default 2
+        D, continuous latents besides rotation and shift (paper: 2).
+    latent_geometry : str, default 'euclidean'
+        'euclidean' (Gaussian prior, the paper's), 'circle' (D = 1) or 'torus'
+        (D = 2): each latent is an angle with a uniform prior and a wrapped-normal posterior
+        (:mod:`microvae.circular`), for factors that are periodic (a phase, a cyclic shift).
+    rotation : bool, default True
+        Learn a rotation latent.
+    translation : bool, default True
+        Learn a 2D shift latent.
+    likelihood : str, default 'bernoulli'
+        'bernoulli' (images in [0, 1]) or 'gaussian' (fixed sd ``gaussian_sd``,
+        identity output: any intensity range).
+    gaussian_sd : float, default 0.1
+        The sd of the Gaussian likelihood, in image intensity units.
+    decoder : str, default 'mlp'
+        'mlp' (spatial generator, one MLP per pixel coordinate) or 'conv' (spatial
+        broadcast decoder with latent skip connections).
+    invariant_class_head : bool, default False
+        Give q(y|x) its own MLP that reads the rotation- and shift-invariant
+        Fourier descriptor of the patch (:class:`microvae.nets.FourierDescriptor`): the class
+        cannot depend on the pose even where the pose is not yet learned. Training sets it
+        when the initial classes come from that descriptor (:mod:`microvae.discovery`), so
+        that the class posterior reads what the classes were found in. Takes precedence over
+        ``canonical_class_head``; ``class_rotations`` over it.
+    class_rotations : int, default 0
+        R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
+        (mean of their log-probabilities), so that it is nearly rotation invariant by
+        construction instead of having to learn it; 0 = no pooling. Takes precedence over
+        ``canonical_class_head``.
+    canonical_class_head : bool, default True
+        Give q(y|x) its own MLP that reads the input resampled into the
+        canonical frame, ``x(R(γ̂) u + ŝ)``, with γ̂, ŝ the posterior means of the angle and
+        shift (gradients stopped): the class cannot depend on the pose, and the MLP sees
+        upright, centred objects, which it learns to classify far faster than rotated ones.
+        False = the class head of the shared encoder (the paper's multi-head encoder).
+    encoder : str, default 'mlp'
+        'mlp' (the paper's multi-head MLP, which has to learn that a turned or moved
+        patch has the same code) or 'equivariant' (:class:`microvae.nets.EquivariantEncoder`:
+        the pose is inferred by a network that turns and moves with the patch, and z and the
+        class read the patch in its canonical frame, so they are invariant by construction;
+        the class then comes from that read-out, and ``class_rotations`` /
+        ``canonical_class_head`` do not apply).
+    encoder_rotations : int, default 8
+        Frames the equivariant encoder compares to find the angle (R, a
+        multiple of 4 keeps quarter turns exact).
+    encoder_hidden : tuple of int, default (256, 256)
+        MLP encoder widths (paper: 2 × 256).
+    decoder_hidden : tuple of int, default (128, 128)
+        Decoder widths (paper: 3 × 256; 2 × 128 is 4–6× cheaper and enough for
+        the cards).
+    conv_channels : tuple of int, default (64, 64, 64)
+        Conv decoder channels per layer.
+    activation : str, default 'tanh'
+        Hidden activation (paper: tanh).
+    latent_skips : bool, default True
+        (z, y) also enter every hidden layer of the MLP decoder (paper: input only).
+    coordinate_gain : float, default 5.0
+        Scale of the MLP decoder's initial coordinate weights (1 = PyTorch's
+        default; 5 learns sharp edges several times faster).
+    shift_prior_sd : float, default 0.1
+        The sd of the shift prior per axis in grid units, i.e. in units of the
+        half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
+    angle_prior_concentration : float, default 2.0
+        c0 ≥ 0; the angle prior is the Projected Normal of N((c0, 0), I):
+        uniform on the circle for 0, concentrated around angle 0 for large c0 (the paper's
+        von Mises prior with concentration k). c0 = 2 makes a quarter turn cost c0² = 4 nats,
+        which keeps e.g. a diamond turned by 90° from being explained as a squeezed diamond.
+    beta_z_start, beta_z : float or None, float (defaults 3.0, 1.0)
+        The KL_z weight goes from ``beta_z_start`` to ``beta_z`` over
+        ``beta_z_window`` (None: constant ``beta_z``, the paper's 1). Holding z back while the
+        angle and the classes form keeps z from absorbing the rotation or the class; holding
+        it back harder (8 until 25 % of the epochs) left z unused for good in 2 of 3 seeds.
+    beta_tau_start, beta_tau_end : float (defaults 1.0, 1.0)
+        The same for the rotation + shift KL (τ). The paper starts
+        it high; on the cards a high early β_τ pushes the rotation into z, so the default is 1.
+    beta_y_start, beta_y_end : float (defaults 30.0, 1.0)
+        The same for the discrete KL. A high start keeps q(y|x) near
+        uniform (a high temperature: q ∝ exp(-recon/β_y)) while the angle is learned, so that
+        the classes do not split by orientation first.
+    anneal_fraction : float, default 0.2
+        The default window, (0, anneal_fraction), of any β whose window is None.
+    beta_z_window, beta_tau_window, beta_y_window : (float, float) or None (defaults (0.1, 0.3), None, (0.0, 0.1))
+        (begin, end) as fractions of the epochs over
+        which that β moves linearly from its start to its end value (constant outside).
+    class_balance : float, default 20.0
+        λ ≥ 0, extra weight on the marginal part of the class KL: the loss gains
+        λ·KL(q̄(y) ‖ p(y)), q̄ the batch mean of q(y|x). Since E_x KL(q(y|x) ‖ p(y)) =
+        I(x; y) + KL(q̄ ‖ p), this penalises unequal class usage (collapsed or dead classes)
+        without penalising confident assignments. 0 = the paper's objective. On the ±60° cards
+        (3 seeds, 45 epochs, GPU): λ = 5 reached matched accuracy 0.96 / 0.82 / 0.99 (one seed
+        merged two suits into one class and split another), λ = 20 reached 0.98 / 0.97 / 0.97.
+    class_balance_unbiased : bool, default False
+        Estimate the balance term without the batch's sampling noise
+        (:func:`class_imbalance`) instead of KL(q̄ ‖ p(y)) of each batch
+        (:func:`marginal_class_kl`), which charges confident posteriors for the chance
+        imbalance of a small batch and so keeps them soft. Soft posteriors help the cards
+        (seed 0: 0.986 with the batch KL, 0.777 unbiased) but kept the two-phase lattice at
+        q(y|x) ≈ 0.5; unbiased with ``z_delay`` split it with full confidence.
+    z_delay : float, default 0.0
+        Fraction of the epochs during which the continuous latents are switched off
+        (z = 0, the prior mean, and no KL_z): the classes, angle and shift form first, as in a
+        model without z, and z then learns what they leave. Without it a z that is on from
+        the start can take a two-valued factor (e.g. two phases) for itself and leave
+        q(y|x) ≈ 0.5 everywhere (see benchmarks/README.md, "Two phases").
+    label_weight : float, default 50.0
+        Weight (≥ 0) of the mean ``class_nll`` = −log q(label | x) of the patches whose class is
+        observed (known labels, or initial classes while they act as observed), added to the loss
+        by :meth:`JTRVAE.weighted_loss`.
     """
 
     image_size: int = 28
@@ -233,10 +269,34 @@ class JTRVAEConfig:
         raise_first_failure(checks)
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict.
+
+        Returns
+        -------
+        dict
+            Field name → value (:func:`dataclasses.asdict`).
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> JTRVAEConfig:
+        """The settings from a dict such as :meth:`to_dict` writes (lists become tuples).
+
+        Parameters
+        ----------
+        data : dict
+            Field name → value; absent fields take their defaults.
+
+        Returns
+        -------
+        JTRVAEConfig
+            The settings (not validated).
+
+        Raises
+        ------
+        ParameterError
+            When ``data`` has keys that are not fields.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -249,52 +309,68 @@ class JTRVAEConfig:
 class TrainConfig:
     """How to train.
 
-    Attributes:
-        epochs: total epochs (a resumed run continues up to this number).
-        batch_size: images per optimisation step.
-        lr: Adam learning rate (paper: 5e-4 to 1e-3; 2e-3 with batches of 32 was stable and
-            faster on the cards).
-        seed: seeds the initial weights, the validation split, shuffling and the noise draws.
-        checkpoint_every: write ``checkpoints/last.pt`` every this many epochs (and at the end).
-        device: 'auto' (CUDA when available), 'cpu' or 'cuda' (or 'cuda:N').
-        amp: bf16 autocast on CUDA (ignored on CPU).
-        compile: ``torch.compile`` the training step's forward pass (the loss terms). It changes
-            how fast, not what is learned. Each new batch shape or schedule phase compiles once
-            (10–25 s on 2 CPU cores); then on the CPU the paper's network trains 1.09× (28²) and
-            1.22× (48²) faster, the default recipe 1.11× (benchmarks/README.md, "VAE training
-            throughput"). Unmeasured on CUDA, where fusing the decoder's elementwise work is
-            what the memory-bound bf16 step needs.
-        val_fraction: fraction of the images held out for the validation loss (0 = none).
-        pixel_fraction: score this random fraction of the pixels per step (unbiased; 1 = all
-            pixels; ignored by the conv decoder). 0.05 (with ``min_pixels``) makes a step of the MLP
-            decoder 26× / 39× cheaper than all pixels on 28² / 48² patches (benchmarks/results/peers.md),
-            with the same classes on four of five zoo members (benchmarks/results/pixel_fraction.md); on the ±60° cards (CPU, seeds 0–2) it reached 0.99/0.88/0.97 matched
-            accuracy against 0.99/0.66/0.95 with 0.1. See :meth:`JTRVAE.loss_terms`.
-        min_pixels: but never fewer than this many pixels per patch and step. Subtle classes need
-            enough of them: on 20×20 patches of the two-phase lattice (no continuous latent), 20
-            pixels per step left q(y|x) at 0.5 everywhere while 40 and 100 gave confident classes;
-            on the 24×24 oxide-interface patches 29 pixels put 85 % of one side in its class, 48
-            pixels 96 % / 97 % (seed 0) and 100 % / 100 % (seed 1), 58 pixels 96 % / 98 %.
-        max_classes: 0: K is the model's ``n_classes``. Above 1 (``--classes auto``): K is chosen
-            in 2…max_classes by :func:`microvae.discovery.choose_n_classes` before training.
-        class_init: how the classes start (:mod:`microvae.discovery`; used by
-            :func:`microvae.stages.run_train`, not by :func:`fit` itself). 'cluster' (default):
-            classical clusterings (PCA, a rotation- and shift-invariant Fourier descriptor,
-            patches turned into the frame of a short class-free model) are made, and the one
-            whose classes are best separated guides the first ``init_fraction`` of the run.
-            'restarts': the candidate whose short run has the lowest held-out −ELBO guides it
-            instead (costlier, and on the zoo a worse judge). 'none': classes start from the
-            random initialisation (the paper's procedure).
-        init_fraction: fraction of the epochs during which initial class labels (``init_labels``
-            of :func:`fit`) act as observed classes (and the class-balance term is off); after
-            it the classes are free. 1 (default): the model keeps the chosen partition and learns
-            pose, continuous latents and a class posterior for new patches around it. On the zoo
-            at CI size (±60° cards started from a partition of accuracy 0.99) freeing the classes
-            after 30 % / 60 % of the epochs ended at 0.67–0.72 / 0.84, keeping them at 0.91: the
-            joint objective does not hold on to the right partition (its held-out −ELBO hardly
-            differs between partitions).
-        restart_fraction: length of the class-free pose run (and of each short restart), as a
-            fraction of ``epochs`` (at least one epoch).
+    Attributes
+    ----------
+    epochs : int, default 50
+        Total epochs (a resumed run continues up to this number).
+    batch_size : int, default 32
+        Images per optimisation step.
+    lr : float, default 0.002
+        Adam learning rate (paper: 5e-4 to 1e-3; 2e-3 with batches of 32 was stable and
+        faster on the cards).
+    seed : int, default 0
+        Seeds the initial weights, the validation split, shuffling and the noise draws.
+    checkpoint_every : int, default 5
+        Write ``checkpoints/last.pt`` every this many epochs (and at the end).
+    device : str, default 'auto'
+        'auto' (CUDA when available), 'cpu' or 'cuda' (or 'cuda:N').
+    amp : bool, default False
+        bf16 autocast on CUDA (ignored on CPU).
+    compile : bool, default False
+        ``torch.compile`` the training step's forward pass (the loss terms). It changes
+        how fast, not what is learned. Each new batch shape or schedule phase compiles once
+        (10–25 s on 2 CPU cores); then on the CPU the paper's network trains 1.09× (28²) and
+        1.22× (48²) faster, the default recipe 1.11× (benchmarks/README.md, "VAE training
+        throughput"). Unmeasured on CUDA, where fusing the decoder's elementwise work is
+        what the memory-bound bf16 step needs.
+    val_fraction : float, default 0.1
+        Fraction of the images held out for the validation loss (0 = none).
+    pixel_fraction : float, default 0.05
+        Score this random fraction of the pixels per step (unbiased; 1 = all
+        pixels; ignored by the conv decoder). 0.05 (with ``min_pixels``) makes a step of the MLP
+        decoder 26× / 39× cheaper than all pixels on 28² / 48² patches (benchmarks/results/peers.md),
+        with the same classes on four of five zoo members (benchmarks/results/pixel_fraction.md); on the ±60° cards (CPU, seeds 0–2) it reached 0.99/0.88/0.97 matched
+        accuracy against 0.99/0.66/0.95 with 0.1. See :meth:`JTRVAE.loss_terms`.
+    min_pixels : int, default 40
+        Never fewer than this many pixels per patch and step (a floor on ``pixel_fraction``).
+        Subtle classes need enough of them: on 20×20 patches of the two-phase lattice (no continuous latent), 20
+        pixels per step left q(y|x) at 0.5 everywhere while 40 and 100 gave confident classes;
+        on the 24×24 oxide-interface patches 29 pixels put 85 % of one side in its class, 48
+        pixels 96 % / 97 % (seed 0) and 100 % / 100 % (seed 1), 58 pixels 96 % / 98 %.
+    max_classes : int, default 0
+        0: K is the model's ``n_classes``. Above 1 (``--classes auto``): K is chosen
+        in 2…max_classes by :func:`microvae.discovery.choose_n_classes` before training.
+    class_init : str, default 'cluster'
+        How the classes start (:mod:`microvae.discovery`; used by
+        :func:`microvae.stages.run_train`, not by :func:`fit` itself). 'cluster' (default):
+        classical clusterings (PCA, a rotation- and shift-invariant Fourier descriptor,
+        patches turned into the frame of a short class-free model) are made, and the one
+        whose classes are best separated guides the first ``init_fraction`` of the run.
+        'restarts': the candidate whose short run has the lowest held-out −ELBO guides it
+        instead (costlier, and on the zoo a worse judge). 'none': classes start from the
+        random initialisation (the paper's procedure).
+    init_fraction : float, default 1.0
+        Fraction of the epochs during which initial class labels (``init_labels``
+        of :func:`fit`) act as observed classes (and the class-balance term is off); after
+        it the classes are free. 1 (default): the model keeps the chosen partition and learns
+        pose, continuous latents and a class posterior for new patches around it. On the zoo
+        at CI size (±60° cards started from a partition of accuracy 0.99) freeing the classes
+        after 30 % / 60 % of the epochs ended at 0.67–0.72 / 0.84, keeping them at 0.91: the
+        joint objective does not hold on to the right partition (its held-out −ELBO hardly
+        differs between partitions).
+    restart_fraction : float, default 0.2
+        Length of the class-free pose run (and of each short restart), as a
+        fraction of ``epochs`` (at least one epoch).
     """
 
     epochs: int = 50
@@ -314,6 +390,14 @@ class TrainConfig:
     restart_fraction: float = 0.2
 
     def validate(self) -> None:
+        """Raise :class:`ParameterError` for the first value out of range.
+
+        Raises
+        ------
+        ParameterError
+            When a setting is out of range (epochs, batch size, lr, fractions, ``max_classes``
+            0 or ≥ 2, ``class_init``, ``device`` 'auto', 'cpu' or 'cuda[:N]').
+        """
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
@@ -332,14 +416,49 @@ class TrainConfig:
 
     def scored_fraction(self, n_pixels: int) -> float:
         """The pixel fraction a step scores on patches of ``n_pixels`` pixels: ``pixel_fraction``,
-        raised so that at least ``min_pixels`` pixels are scored (at most all of them)."""
+        raised so that at least ``min_pixels`` pixels are scored (at most all of them).
+
+        Parameters
+        ----------
+        n_pixels : int
+            Pixels per patch (W·W).
+
+        Returns
+        -------
+        float
+            ``min(1, max(pixel_fraction, min_pixels / n_pixels))``.
+        """
         return min(1.0, max(self.pixel_fraction, self.min_pixels / n_pixels))
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict.
+
+        Returns
+        -------
+        dict
+            Field name → value (:func:`dataclasses.asdict`).
+        """
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
+        """The settings from a dict such as :meth:`to_dict` writes.
+
+        Parameters
+        ----------
+        data : dict
+            Field name → value; absent fields take their defaults.
+
+        Returns
+        -------
+        TrainConfig
+            The settings (not validated).
+
+        Raises
+        ------
+        ParameterError
+            When ``data`` has keys that are not fields.
+        """
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
             raise ParameterError(f"unknown training settings: {', '.join(sorted(unknown))}")
@@ -354,7 +473,14 @@ SETTING_ALIASES = {
 
 
 def setting_names() -> set[str]:
-    """Every key :func:`configs_from_settings` accepts (a TOML [train] section, the CLI's options)."""
+    """Every key :func:`configs_from_settings` accepts (a TOML [train] section, the CLI's options).
+
+    Returns
+    -------
+    set of str
+        The fields of :class:`JTRVAEConfig` and :class:`TrainConfig` and the keys of
+        :data:`SETTING_ALIASES`, less ``n_classes`` (spelled ``classes``).
+    """
     return ({f.name for f in fields(JTRVAEConfig)} | {f.name for f in fields(TrainConfig)} | set(SETTING_ALIASES)) - {"n_classes"}
 
 
@@ -365,6 +491,23 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     is absent takes the dataclass default (the validated recipe), so the CLI, a pipeline TOML file
     and the library share one set of defaults. ``likelihood`` defaults to 'auto' (resolved from the
     data by :func:`microvae.stages.run_train`). Unknown keys raise :class:`ParameterError`.
+
+    Parameters
+    ----------
+    settings : dict
+        Flat settings (lists become tuples). ``classes`` is a whole number or 'auto' (then
+        ``n_classes`` 2 as a placeholder and ``max_classes`` the given one, else 6); ``hidden``
+        sets ``encoder_hidden`` (2 layers) and ``decoder_hidden`` (3 layers) unless they are given.
+
+    Returns
+    -------
+    tuple of (JTRVAEConfig, TrainConfig)
+        The model's and the training's settings (not validated).
+
+    Raises
+    ------
+    ParameterError
+        When a key is unknown or ``classes`` is neither a whole number nor 'auto'.
     """
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
     unknown = set(values) - setting_names()
@@ -394,12 +537,17 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
 class RefineConfig:
     """Settings of per-sample refinement.
 
-    Attributes:
-        steps: Adam steps per patch (0 = no refinement).
-        lr: Adam learning rate on the variational parameters (latent units; log units for sds).
-        eval_draws: reparametrised draws averaged to estimate each patch's negative ELBO before and
-            after (the same draws for both, so the two are compared pairwise).
-        seed: seeds the draws.
+    Attributes
+    ----------
+    steps : int, default 0
+        Adam steps per patch (0 = no refinement).
+    lr : float, default 0.05
+        Adam learning rate on the variational parameters (latent units; log units for sds).
+    eval_draws : int, default 8
+        Reparametrised draws averaged to estimate each patch's negative ELBO before and
+        after (the same draws for both, so the two are compared pairwise).
+    seed : int, default 0
+        Seeds the draws.
     """
 
     steps: int = 0
@@ -408,6 +556,13 @@ class RefineConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        """Check the settings.
+
+        Raises
+        ------
+        ParameterError
+            When ``steps`` < 0, ``lr`` ≤ 0 or ``eval_draws`` < 1.
+        """
         if self.steps < 0:
             raise ParameterError(f"refine steps must be ≥ 0, got {self.steps}")
         if not self.lr > 0:
@@ -421,14 +576,22 @@ class EncodeConfig:
     """How ``encode`` runs a trained model over patches; the CLI and the pipeline read their
     defaults from here.
 
-    Attributes:
-        device: 'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.
-        batch_size: patches per forward pass (lowered to fit the device when scores are computed).
-        scores: also each patch's reconstruction error and −ELBO (1 + K decoder passes over every
-            pixel); False runs the encoder alone.
-        amp: bfloat16 autocast on CUDA (ignored on the CPU).
-        memory_limit_bytes: patches larger than this (float32) are read block by block.
-        refine: per-patch posterior refinement against the fixed decoder (steps 0 = off).
+    Attributes
+    ----------
+    device : str, default 'auto'
+        'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'.
+    batch_size : int, default 1024
+        Patches per forward pass (lowered to fit the device when scores are computed).
+    scores : bool, default True
+        Also each patch's reconstruction error and −ELBO (1 + K decoder passes over every
+        pixel); False runs the encoder alone.
+    amp : bool, default False
+        bfloat16 autocast on CUDA (ignored on the CPU).
+    memory_limit_bytes : int, default 1_000_000_000
+        Patches larger than this many bytes (as float32) are read block by block (1 GB, as
+        :data:`microvae.streaming.RESIDENT_LIMIT_BYTES`).
+    refine : RefineConfig
+        Per-patch posterior refinement against the fixed decoder (steps 0 = off).
     """
 
     device: str = "auto"
@@ -439,6 +602,14 @@ class EncodeConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
 
     def validate(self) -> None:
+        """Check the settings (and those of ``refine``).
+
+        Raises
+        ------
+        ParameterError
+            When ``batch_size`` < 1, ``memory_limit_bytes`` < 0, ``refine`` is invalid, or
+            refinement is asked for without scores.
+        """
         if self.batch_size < 1:
             raise ParameterError(f"encode batch size must be ≥ 1, got {self.batch_size}")
         if self.memory_limit_bytes < 0:
@@ -471,13 +642,17 @@ def _split_settings(settings: dict[str, Any], names: set[str], section: str) -> 
 class FindAtomsConfig:
     """``find-atoms`` as a stage: how columns are detected in each image, and how scans are read.
 
-    Attributes:
-        detection: the detection and refinement parameters (:class:`~microvae.atoms.FindAtomsParams`).
-        channel: channel of a multichannel scan used for detection (0-based).
-        stack_as: read a 3-D stack as separate ``frames`` or as co-registered ``channels``.
-
     The flat settings (a pipeline's ``[find_atoms]`` keys; the recipe a run replays on new scans)
     are the fields of ``detection`` with ``channel`` and ``stack_as``.
+
+    Attributes
+    ----------
+    detection : FindAtomsParams
+        The detection and refinement parameters (:class:`~microvae.atoms.FindAtomsParams`).
+    channel : int, default 0
+        Channel of a multichannel scan used for detection (0-based).
+    stack_as : str, default 'frames'
+        Read a 3-D stack as separate ``frames`` or as co-registered ``channels``.
     """
 
     detection: FindAtomsParams = field(default_factory=FindAtomsParams)
@@ -486,19 +661,58 @@ class FindAtomsConfig:
 
     @staticmethod
     def setting_names() -> set[str]:
+        """The flat settings' keys.
+
+        Returns
+        -------
+        set of str
+            The fields of :class:`~microvae.atoms.FindAtomsParams` with ``channel`` and ``stack_as``.
+        """
         return {f.name for f in fields(FindAtomsParams)} | {"channel", "stack_as"}
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], section: str = "find_atoms") -> FindAtomsConfig:
-        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`."""
+        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`.
+
+        Parameters
+        ----------
+        settings : dict of str to Any
+            Flat settings (lists become tuples).
+        section : str, default "find_atoms"
+            The TOML section named in the error message.
+
+        Returns
+        -------
+        FindAtomsConfig
+            The settings (not validated).
+
+        Raises
+        ------
+        ParameterError
+            When a key is unknown (the message lists the allowed ones).
+        """
         values = _split_settings(settings, cls.setting_names(), section)
         reading = {key: values.pop(key) for key in ("channel", "stack_as") if key in values}
         return cls(FindAtomsParams(**values), **reading)
 
     def settings(self) -> dict[str, Any]:
+        """The flat settings (the inverse of :meth:`from_settings`).
+
+        Returns
+        -------
+        dict of str to Any
+            The fields of ``detection`` with ``channel`` and ``stack_as``.
+        """
         return {**asdict(self.detection), "channel": self.channel, "stack_as": self.stack_as}
 
     def validate(self) -> None:
+        """Check the settings (and those of ``detection``).
+
+        Raises
+        ------
+        ParameterError
+            When ``detection`` is invalid, ``channel`` < 0 or ``stack_as`` is not in :data:`STACK_AS`.
+        """
         self.detection.validate()
         if self.channel < 0:
             raise ParameterError(f"--channel {self.channel}: expected a channel number ≥ 0")
@@ -510,14 +724,18 @@ class FindAtomsConfig:
 class ExtractConfig:
     """``extract`` as a stage: where and how patches are cut, how scans are read, how they are stored.
 
-    Attributes:
-        patches: window, grid step, FFT, normalisation, edges, sublattices
-            (:class:`~microvae.patches.PatchParams`); ``patches.grid_step`` None cuts one patch per atom.
-        stack_as: read a 3-D stack as ``frames`` or co-registered ``channels`` (C×W×W patches).
-        compression: ``gzip`` or ``none`` (larger files that read faster).
-
     The flat settings (a pipeline's ``[extract]`` keys; the recipe a run replays) are the fields
     of ``patches`` with ``stack_as`` and ``compression``.
+
+    Attributes
+    ----------
+    patches : PatchParams
+        Window, grid step, FFT, normalisation, edges, sublattices
+        (:class:`~microvae.patches.PatchParams`); ``patches.grid_step`` None cuts one patch per atom.
+    stack_as : str, default 'frames'
+        Read a 3-D stack as ``frames`` or co-registered ``channels`` (C×W×W patches).
+    compression : str, default 'gzip'
+        ``gzip`` or ``none`` (larger files that read faster).
     """
 
     patches: PatchParams = field(default_factory=PatchParams)
@@ -526,11 +744,36 @@ class ExtractConfig:
 
     @staticmethod
     def setting_names() -> set[str]:
+        """The flat settings' keys.
+
+        Returns
+        -------
+        set of str
+            The fields of :class:`~microvae.patches.PatchParams` with ``stack_as`` and ``compression``.
+        """
         return {f.name for f in fields(PatchParams)} | {"stack_as", "compression"}
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], section: str = "extract") -> ExtractConfig:
-        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`."""
+        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`.
+
+        Parameters
+        ----------
+        settings : dict of str to Any
+            Flat settings (lists become tuples; ``sublattices`` a tuple of int).
+        section : str, default "extract"
+            The TOML section named in the error message.
+
+        Returns
+        -------
+        ExtractConfig
+            The settings (not validated).
+
+        Raises
+        ------
+        ParameterError
+            When a key is unknown (the message lists the allowed ones).
+        """
         values = _split_settings(settings, cls.setting_names(), section)
         reading = {key: values.pop(key) for key in ("stack_as", "compression") if key in values}
         if values.get("sublattices") is not None:
@@ -538,9 +781,24 @@ class ExtractConfig:
         return cls(PatchParams(**values), **reading)
 
     def settings(self) -> dict[str, Any]:
+        """The flat settings (the inverse of :meth:`from_settings`).
+
+        Returns
+        -------
+        dict of str to Any
+            The fields of ``patches`` with ``stack_as`` and ``compression``.
+        """
         return {**asdict(self.patches), "stack_as": self.stack_as, "compression": self.compression}
 
     def validate(self) -> None:
+        """Check the settings (and those of ``patches``).
+
+        Raises
+        ------
+        ParameterError
+            When ``patches`` is invalid, ``stack_as`` is not in :data:`STACK_AS` or
+            ``compression`` is neither gzip nor none.
+        """
         self.patches.validate()
         if self.stack_as not in STACK_AS:
             raise ParameterError(f"--stack-as {self.stack_as!r}: expected one of {', '.join(STACK_AS)}")
@@ -552,11 +810,14 @@ class ExtractConfig:
 class ExportConfig:
     """``export`` as a stage.
 
-    Attributes:
-        formats: files to write besides ``maps.h5`` (always written): a subset of
-            :data:`EXPORT_FORMATS` (default :data:`DEFAULT_EXPORT_FORMATS`).
-        radius: pixels farther than this (px) from every patch centre are missing in the maps;
-            None: half the patch window.
+    Attributes
+    ----------
+    formats : tuple of str, default ('h5', 'tiff', 'png')
+        Files to write besides ``maps.h5`` (always written): a subset of
+        :data:`EXPORT_FORMATS` (default :data:`DEFAULT_EXPORT_FORMATS`).
+    radius : float or None, default None
+        Pixels farther than this (px) from every patch centre are missing in the maps;
+        None: half the patch window.
     """
 
     formats: tuple[str, ...] = DEFAULT_EXPORT_FORMATS
@@ -564,17 +825,54 @@ class ExportConfig:
 
     @staticmethod
     def setting_names() -> set[str]:
+        """The flat settings' keys.
+
+        Returns
+        -------
+        set of str
+            ``formats`` and ``radius``.
+        """
         return {f.name for f in fields(ExportConfig)}
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], section: str = "export") -> ExportConfig:
+        """From flat settings; absent keys take the defaults.
+
+        Parameters
+        ----------
+        settings : dict of str to Any
+            Flat settings; ``formats`` a list or a comma-separated string.
+        section : str, default "export"
+            The TOML section named in the error message.
+
+        Returns
+        -------
+        ExportConfig
+            The settings (not normalised; see :meth:`normalised`).
+
+        Raises
+        ------
+        ParameterError
+            When a key is unknown (the message lists the allowed ones).
+        """
         values = _split_settings(settings, cls.setting_names(), section)
         if isinstance(values.get("formats"), str):
             values["formats"] = tuple(values["formats"].split(","))
         return cls(**values)
 
     def normalised(self) -> ExportConfig:
-        """A copy with the formats stripped, lower-case and without repeats; validated."""
+        """A copy with the formats stripped, lower-case and without repeats; validated.
+
+        Returns
+        -------
+        ExportConfig
+            The copy.
+
+        Raises
+        ------
+        ParameterError
+            When a format is unknown or none is left, or ``radius`` is not a positive number of px.
+        """
         formats = tuple(dict.fromkeys(f.strip().lower() for f in self.formats if f.strip()))
         unknown = [f for f in formats if f not in EXPORT_FORMATS]
         if unknown or not formats:
