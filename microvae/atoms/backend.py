@@ -10,7 +10,18 @@ __all__ = ["array_module", "as_float32", "f64", "like", "percentiles", "to_numpy
 
 
 def array_module(array):
-    """The array module of ``array``: numpy, or torch for a tensor."""
+    """The array module of ``array``: numpy, or torch for a tensor.
+
+    Parameters
+    ----------
+    array : ndarray or Tensor
+        The array.
+
+    Returns
+    -------
+    module
+        :mod:`numpy` for a numpy array, else :mod:`torch` (imported on demand).
+    """
     if isinstance(array, np.ndarray):
         return np
     import torch
@@ -19,14 +30,40 @@ def array_module(array):
 
 
 def to_numpy(array, dtype=None) -> np.ndarray:
-    """A numpy array of a numpy array or (any device's) torch tensor."""
+    """A numpy array of a numpy array or (any device's) torch tensor.
+
+    Parameters
+    ----------
+    array : ndarray or Tensor
+        The array (a tensor is detached and copied to the CPU).
+    dtype : dtype, optional
+        Cast to this dtype (without a copy when it already has it); None keeps the dtype.
+
+    Returns
+    -------
+    ndarray
+        The values, same shape.
+    """
     if not isinstance(array, np.ndarray):
         array = array.detach().cpu().numpy()
     return array if dtype is None else array.astype(dtype, copy=False)
 
 
 def like(values, reference):
-    """``values`` (numpy) as an array of ``reference``'s kind (and torch device)."""
+    """``values`` (numpy) as an array of ``reference``'s kind (and torch device).
+
+    Parameters
+    ----------
+    values : array_like
+        The values (a read-only array is copied before it becomes a tensor).
+    reference : ndarray or Tensor
+        The array whose kind (and device) to match.
+
+    Returns
+    -------
+    ndarray or Tensor
+        ``values`` as a numpy array, or as a tensor on ``reference``'s device.
+    """
     if isinstance(reference, np.ndarray):
         return np.asarray(values)
     import torch
@@ -36,10 +73,39 @@ def like(values, reference):
 
 
 def f64(array):
+    """``array`` in float64, of the same kind.
+
+    Parameters
+    ----------
+    array : ndarray or Tensor
+        The array.
+
+    Returns
+    -------
+    ndarray or Tensor
+        A float64 copy (numpy) or double tensor.
+    """
     return array.astype(np.float64) if isinstance(array, np.ndarray) else array.double()
 
 
 def as_float32(image) -> np.ndarray:
+    """One 2D image as a C-contiguous float32 numpy array.
+
+    Parameters
+    ----------
+    image : array_like
+        (H, W) image.
+
+    Returns
+    -------
+    ndarray
+        (H, W) float32, C-contiguous (no copy when it already is).
+
+    Raises
+    ------
+    ParameterError
+        When ``image`` is not 2D.
+    """
     image = np.asarray(image)
     if image.ndim != 2:
         raise ParameterError(f"atom finding needs one 2D image, got shape {image.shape}")
@@ -47,7 +113,20 @@ def as_float32(image) -> np.ndarray:
 
 
 def percentiles(values, percents) -> np.ndarray:
-    """np.percentile (linear interpolation) of a float array or tensor, as float64 numpy."""
+    """np.percentile (linear interpolation) of a float array or tensor, as float64 numpy.
+
+    Parameters
+    ----------
+    values : ndarray or Tensor
+        1D values (computed in float64; a tensor beyond torch.quantile's 2²⁴ elements is sorted).
+    percents : array_like
+        Percentiles in [0, 100].
+
+    Returns
+    -------
+    ndarray
+        float64 percentiles, shaped as ``percents``.
+    """
     if isinstance(values, np.ndarray):
         return np.percentile(values.astype(np.float64), percents)
     import torch

@@ -18,6 +18,24 @@ def prepare_image(image, invert: bool = False):
 
     A numpy array gives a numpy array; a torch tensor gives a tensor on its device. The percentiles
     come from ≤ 4·10⁶ evenly strided pixels.
+
+    Parameters
+    ----------
+    image : array_like or Tensor
+        (H, W) image, any dtype.
+    invert : bool, default False
+        Return 1 − scaled (dark columns become bright).
+
+    Returns
+    -------
+    ndarray or Tensor
+        (H, W) float32 scaled image (values outside the percentiles fall outside [0, 1]); when
+        the percentiles coincide, scaled by the minimum and maximum instead.
+
+    Raises
+    ------
+    ParameterError
+        When ``image`` is not 2D.
     """
     if isinstance(image, np.ndarray) or not hasattr(image, "device"):
         data = as_float32(image)
@@ -47,6 +65,20 @@ def estimate_lattice(image, max_size: int = 1024) -> LatticeEstimate:
     at least a quarter as high as the strongest; σ comes from the decay of the central peak between
     lags 1 and 2 pixels (lag 0 is skipped: white noise adds a spike there). ``image``: numpy array
     or torch tensor (the FFT then runs on its device, in float64).
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        (H, W) image (e.g. from :func:`prepare_image`).
+    max_size : int, default 1024
+        Side of the central crop, in px (the whole image when smaller).
+
+    Returns
+    -------
+    LatticeEstimate
+        ``spacing_px`` and ``sigma_px`` in px (σ clipped to 0.5 … spacing/3) with ``periodic``
+        True; without a side peak above 0.02 of the central one, ``periodic`` False and the
+        spacing a guess of max(4σ, 4) px.
     """
     from scipy import ndimage
 

@@ -34,6 +34,16 @@ def noise_sd(image) -> float:
     structure; on white noise of sd s its output has sd 6s. It is evaluated on every k-th row (all
     columns), k chosen for about 2.5·10⁵ pixels, with "reflect" edges (for a one-pixel reach the same as
     repeating the edge pixel). Works on numpy arrays and torch tensors.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        (H, W) image.
+
+    Returns
+    -------
+    float
+        The noise sd, in the image's intensity units (1.4826 × median |mask output| / 6).
     """
     height, width = image.shape
     step = max(1, (height * width) // 250_000)
@@ -53,14 +63,46 @@ def noise_sd(image) -> float:
 
 
 def filter_gain(sigma_px: float, spacing_px: float, method: str) -> float:
-    """sd of the response to unit white noise (the L2 norm of the filter's impulse response)."""
+    """sd of the response to unit white noise (the L2 norm of the filter's impulse response).
+
+    Parameters
+    ----------
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px (unused: the gain of "max" is taken as that of the σ Gaussian).
+    method : str
+        "log" (the LoG kernel) or any other (the 2D Gaussian kernel).
+
+    Returns
+    -------
+    float
+        The gain (response sd per unit noise sd).
+    """
     gauss, log = gaussian_kernels(sigma_px)
     kernel = np.outer(log, gauss) + np.outer(gauss, log) if method == "log" else np.outer(gauss, gauss)
     return float(np.sqrt(np.sum(kernel**2)))
 
 
 def threshold_from(noise: float, gain: float, heights, threshold_rel: float) -> float:
-    """The larger of 3× the response's noise sd and ``threshold_rel`` × the 90th percentile of ``heights``."""
+    """The larger of 3× the response's noise sd and ``threshold_rel`` × the 90th percentile of ``heights``.
+
+    Parameters
+    ----------
+    noise : float
+        Noise sd of the image (:func:`noise_sd`).
+    gain : float
+        The filter's noise gain (:func:`filter_gain`): the response's noise sd is ``noise · gain``.
+    heights : ndarray or Tensor
+        (N,) response at the local maxima (none: a typical height of 0).
+    threshold_rel : float
+        Fraction of the typical column height.
+
+    Returns
+    -------
+    float
+        The threshold, in response units.
+    """
     typical = float(percentiles(heights, [90.0])[0]) if heights.shape[0] else 0.0
     return max(3.0 * noise * gain, threshold_rel * typical)
 
@@ -77,6 +119,18 @@ def significance_threshold(shape: tuple[int, int], sigma_px: float) -> float:
     images, whose noise level is itself estimated from few pixels. About 8 for 10²–10⁴ px scans,
     9 for an 8×8 array. Measured: the tallest peak of uniform, Gaussian and Poisson noise stays
     below it (``tests/test_atoms.py::test_noise_is_not_a_lattice``).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the image, in px.
+    sigma_px : float
+        Column width σ in px.
+
+    Returns
+    -------
+    float
+        The threshold z, in noise sds.
     """
     height, width = shape
     effective = max(height * width / (4.0 * np.pi * sigma_px**2), 1.0)
@@ -95,6 +149,27 @@ def stands_out_from_noise(image, peaks, heights, sigma_px: float, noise: float, 
     tells apart less well (0.8 px columns give 2.5), the ratio is below 1.5 × that and the 4
     neighbours rise to :data:`NEIGHBOUR_SHARE` of its height above the local floor. The response is recomputed here from ``image``, so the test is the same
     whatever the detection method.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        (H, W) prepared image.
+    peaks : ndarray or Tensor
+        (N, 2) integer peak positions (row, col).
+    heights : ndarray or Tensor
+        (N,) detection response at the peaks (only their order is used).
+    sigma_px : float
+        Column width σ in px.
+    noise : float
+        Noise sd of the image; where it is ≤ 0 the plain (non-robust) estimate is used, and if
+        that is also 0 the image is taken to hold columns.
+    checked : int, default 64
+        How many of the tallest peaks are tested.
+
+    Returns
+    -------
+    bool
+        Whether at least min(3, N) of them pass (False when there are no peaks).
     """
     count = int(peaks.shape[0])
     if count == 0:
@@ -160,21 +235,76 @@ def automatic_threshold(image: np.ndarray, response: np.ndarray, sigma_px: float
     """Response threshold: the larger of 3× the response's noise sd and ``threshold_rel`` × a typical column.
 
     The typical column height is the 90th percentile of the response at its local maxima.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) prepared image (its noise sd).
+    response : ndarray
+        (H, W) detection response.
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px (the local maxima's disk radius).
+    method : str
+        The detection method ("log" or "max"), for the filter's noise gain.
+    threshold_rel : float
+        Fraction of the typical column height.
+
+    Returns
+    -------
+    float
+        The threshold, in response units.
     """
     _, heights = find_peaks(response, spacing_px, threshold=-np.inf)
     return threshold_from(noise_sd(image), filter_gain(sigma_px, spacing_px, method), heights, threshold_rel)
 
 
 def maxima_radius(spacing_px: float) -> int:
+    """Radius of the disk within which a peak must be the maximum.
+
+    Parameters
+    ----------
+    spacing_px : float
+        Column spacing in px.
+
+    Returns
+    -------
+    int
+        max(1, ⌊spacing / 2⌋) px.
+    """
     return max(1, int(spacing_px / 2))
 
 
 def inner_of(radius: int) -> int:
-    """Half-width of the square inscribed in a disk of ``radius`` (the cheap first pass of the peak search)."""
+    """Half-width of the square inscribed in a disk of ``radius`` (the cheap first pass of the peak search).
+
+    Parameters
+    ----------
+    radius : int
+        The disk's radius in px.
+
+    Returns
+    -------
+    int
+        max(1, ⌊radius / √2⌋) px.
+    """
     return max(1, int(radius / np.sqrt(2)))
 
 
 def inner_radius(spacing_px: float) -> int:
+    """Half-width of the square inscribed in the maxima disk of ``spacing_px``.
+
+    Parameters
+    ----------
+    spacing_px : float
+        Column spacing in px.
+
+    Returns
+    -------
+    int
+        ``inner_of(maxima_radius(spacing_px))`` px.
+    """
     return inner_of(maxima_radius(spacing_px))
 
 
@@ -185,6 +315,15 @@ def find_peaks(response: np.ndarray, spacing_px: float, threshold: float) -> tup
     (half-width ⌊r/√2⌋) give candidates, then each candidate is checked against the rest of its
     disk. A disk, not a square, matters: a square's corners reach a bright neighbour's flank and hide
     a dim column next to it.
+
+    Parameters
+    ----------
+    response : ndarray
+        (H, W) detection response (numpy array or torch tensor).
+    spacing_px : float
+        Column spacing in px (sets r).
+    threshold : float
+        Keep peaks whose response is strictly above this.
 
     Returns
     -------
@@ -197,7 +336,20 @@ def find_peaks(response: np.ndarray, spacing_px: float, threshold: float) -> tup
 
 
 def square_maxima(response, inner: int):
-    """(N, 2) positions where ``response`` equals its maximum over a (2·inner+1)² square (row-major order)."""
+    """(N, 2) positions where ``response`` equals its maximum over a (2·inner+1)² square (row-major order).
+
+    Parameters
+    ----------
+    response : ndarray or Tensor
+        (H, W) response ("nearest" edges).
+    inner : int
+        Half-width of the square, in px.
+
+    Returns
+    -------
+    ndarray or Tensor
+        (N, 2) int64 (row, col), of the response's kind.
+    """
     from scipy import ndimage
 
     if isinstance(response, np.ndarray):
@@ -212,7 +364,20 @@ def square_maxima(response, inner: int):
 
 def disk_offsets(radius: float, inner: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (rows, cols) of the pixels within ``radius`` of the centre, leaving out the
-    (2·inner+1)² square (``inner`` = −1: keep all)."""
+    (2·inner+1)² square (``inner`` = −1: keep all).
+
+    Parameters
+    ----------
+    radius : float
+        Disk radius in px.
+    inner : int, default -1
+        Half-width of the square to leave out, in px.
+
+    Returns
+    -------
+    tuple of ndarray
+        (rows, cols), each (K,) int offsets, row-major.
+    """
     reach = int(np.floor(radius))
     rows, cols = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     keep = (rows**2 + cols**2 <= radius**2) & ~((np.abs(rows) <= inner) & (np.abs(cols) <= inner))
@@ -226,6 +391,22 @@ def gather(image, centres, row_offsets: np.ndarray, col_offsets: np.ndarray, fil
     Outside the image the edge pixel is repeated, or ``fill`` is used when given. Works on numpy arrays
     and torch tensors; interior centres are read by flat indices (one gather), the few near the edges
     by clipped (row, col) indices.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        (H, W) image.
+    centres : ndarray or Tensor
+        (N, 2) integer (row, col), of the image's kind.
+    row_offsets, col_offsets : ndarray
+        (K,) integer offsets in px.
+    fill : scalar, optional
+        Value outside the image; None repeats the edge pixel.
+
+    Returns
+    -------
+    ndarray or Tensor
+        (K, N) values, in the image's dtype.
     """
     xp = array_module(image)
     height, width = image.shape
@@ -253,7 +434,24 @@ def gather(image, centres, row_offsets: np.ndarray, col_offsets: np.ndarray, fil
 
 def disk_maxima(response, candidates, radius: int):
     """The candidates (square maxima) that are also maxima of their disk of ``radius``, and their
-    response; one peak of any flat top (equal maxima closer than ``radius``) is kept."""
+    response; one peak of any flat top (equal maxima closer than ``radius``) is kept.
+
+    Parameters
+    ----------
+    response : ndarray or Tensor
+        (H, W) response.
+    candidates : ndarray or Tensor
+        (N, 2) integer (row, col) square maxima (:func:`square_maxima`).
+    radius : int
+        Disk radius in px (outside the image counts as −∞).
+
+    Returns
+    -------
+    peaks : ndarray or Tensor
+        (M, 2) integer (row, col) kept.
+    heights : ndarray or Tensor
+        (M,) their response.
+    """
     xp = array_module(response)
     if candidates.shape[0] == 0:
         return candidates, response[candidates[:, 0], candidates[:, 1]]

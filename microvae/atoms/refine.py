@@ -26,18 +26,58 @@ WIDTH_SAMPLE = 1024  # columns fitted with a free width to measure it (the width
 
 
 def refinement_radius(sigma_px: float, spacing_px: float) -> int:
-    """Half-width of the centre-of-mass window: about 2σ, but less than half the spacing."""
+    """Half-width of the centre-of-mass window: about 2σ, but less than half the spacing.
+
+    Parameters
+    ----------
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px.
+
+    Returns
+    -------
+    int
+        ⌈2σ⌉ clipped to 2 … max(2, ⌊spacing / 2⌋), in px.
+    """
     return int(np.clip(np.ceil(2.0 * sigma_px - 1e-6), 2, max(2, int(spacing_px / 2))))
 
 
 def fit_disk_radius(sigma_px: float, spacing_px: float) -> float:
-    """Radius of the disk of pixels a Gaussian fit uses: 2.5σ, at most 0.45 spacing (neighbours stay out)."""
+    """Radius of the disk of pixels a Gaussian fit uses: 2.5σ, at most 0.45 spacing (neighbours stay out).
+
+    Parameters
+    ----------
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px.
+
+    Returns
+    -------
+    float
+        The radius in px, at least 1.5.
+    """
     return float(max(1.5, min(2.5 * sigma_px, 0.45 * spacing_px)))
 
 
 def parabola_start(response, peaks):
     """Subpixel start (N, 2) float64: the vertex of a parabola through the response at each peak and
-    its two neighbours along each axis (offsets clipped to ±½ px)."""
+    its two neighbours along each axis (offsets clipped to ±½ px).
+
+    Parameters
+    ----------
+    response : ndarray or Tensor
+        (H, W) detection response.
+    peaks : ndarray or Tensor
+        (N, 2) integer peak positions (row, col).
+
+    Returns
+    -------
+    ndarray or Tensor
+        (N, 2) float64 (row, col) in px, of the response's kind; no offset along an axis where
+        the response is not curved downwards.
+    """
     xp = array_module(response)
     values = f64(gather(response, peaks, np.array([0, -1, 1, 0, 0]), np.array([0, 0, 0, -1, 1])))
     centre = values[0]
@@ -55,6 +95,21 @@ def refine_center_of_mass(image, peaks, sigma_px: float, spacing_px: float, iter
     The window is a square of half-width :func:`refinement_radius`; its minimum is the baseline and
     the pixels within radius + ½ of its centre are weighted. Numpy arrays or torch tensors; columns
     are done in chunks (cache-sized on the CPU), each iterated until its window stops moving.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        (H, W) prepared image.
+    peaks : ndarray or Tensor
+        (N, 2) integer starting positions (row, col); rows with a negative row are left at 0.
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px.
+    iterations : int, default 3
+        Most moves of each window.
+    chunk : int, default 16384
+        Columns per chunk on the CPU (tensors use 2²² per chunk).
 
     Returns
     -------
@@ -107,6 +162,32 @@ def refine_gaussian(image, peaks, sigma_px: float, spacing_px: float, iterations
     leaves its window, wanders more than max(1, σ) from the start, or returns a non-positive
     amplitude) keeps the starting position and is flagged in ``fit_ok``. ``image`` and ``peaks`` may
     be numpy arrays or torch tensors; the table is numpy.
+
+    Parameters
+    ----------
+    image : ndarray or Tensor
+        (H, W) prepared image.
+    peaks : ndarray or Tensor
+        (N, 2) integer peak positions (row, col): the fit windows' centres.
+    sigma_px : float
+        Starting column width σ in px (replaced by the sample's median fitted width when any
+        sample fit succeeds).
+    spacing_px : float
+        Column spacing in px (limits the fit disk).
+    iterations : int, default 12
+        Most LM iterations per fit.
+    chunk : int or None, optional
+        Columns per chunk of pass 2; None: 16384 on the CPU, 2²² for tensors.
+    progress : callable, optional
+        ``progress(done, total)`` in chunks (the width pass counts as one).
+    start : ndarray or Tensor, optional
+        (N, 2) float starting positions (row, col) in px.
+
+    Returns
+    -------
+    AtomTable
+        Positions (row, col) in px, fitted amplitudes as ``intensity``, the common width as
+        ``sigma_px``, ``score`` 0 and ``fit_ok``; an empty table for no peaks.
     """
     xp = array_module(image)
     count = peaks.shape[0]
@@ -152,7 +233,20 @@ def refine_gaussian(image, peaks, sigma_px: float, spacing_px: float, iterations
 
 
 def packed_index(i: int, j: int, size: int) -> int:
-    """Row of entry (i, j) of a symmetric size × size matrix stored as its upper triangle, row by row."""
+    """Row of entry (i, j) of a symmetric size × size matrix stored as its upper triangle, row by row.
+
+    Parameters
+    ----------
+    i, j : int
+        The entry (order does not matter).
+    size : int
+        The matrix side F.
+
+    Returns
+    -------
+    int
+        Its index in the packed (F(F+1)/2,) layout.
+    """
     i, j = min(i, j), max(i, j)
     return i * size - i * (i - 1) // 2 + (j - i)
 
@@ -165,6 +259,22 @@ def solve_spd(packed, rhs, diagonal_add=None):
     A Cholesky factorisation written out over F, each operation on N contiguous values (fast for
     F ≤ 7 and many systems; numpy or torch). Returns x (F, N) and ok (N,): False where the matrix was
     not positive definite (x is then 0).
+
+    Parameters
+    ----------
+    packed : ndarray or Tensor
+        (F(F+1)/2, N) upper triangles, row by row.
+    rhs : ndarray or Tensor
+        (F, N) right-hand sides.
+    diagonal_add : ndarray or Tensor, optional
+        (F, N) added to the diagonal.
+
+    Returns
+    -------
+    x : ndarray or Tensor
+        (F, N) solutions (0 where ``ok`` is False).
+    ok : ndarray or Tensor
+        (N,) bool: the matrix was positive definite.
     """
     xp = array_module(packed)
     size = rhs.shape[0]
@@ -210,6 +320,28 @@ def levenberg_marquardt(params, values, evaluate, normal_equations, iterations: 
     at low dose, so a cost test would stop each engine (or chunk) at a different point. A column
     stops when its centre step (parameters 1 and 2) is below ``tolerance`` px or its damping runs
     away; the columns still iterating are kept compact, so late iterations cost little.
+
+    Parameters
+    ----------
+    params : ndarray or Tensor
+        (F, N) starting parameters, parameters 1 and 2 the centre (row, col) offsets in px.
+    values : ndarray or Tensor
+        (P, N) data, pixels first.
+    evaluate : callable
+        ``evaluate(p, values)`` → (state, cost (n,)).
+    normal_equations : callable
+        ``normal_equations(p, state)`` → (JᵀJ upper triangle (F(F+1)/2, n), Jᵀr (F, n)).
+    iterations : int
+        Most iterations.
+    tolerance : float, default 1e-4
+        Centre step (px) below which a column stops.
+    project : callable, optional
+        Maps a trial (F, n) onto the allowed parameters.
+
+    Returns
+    -------
+    ndarray or Tensor
+        ``params`` (F, N), updated in place.
     """
     xp = array_module(values)
     size = params.shape[0]
@@ -264,8 +396,27 @@ def fit_fixed_width(data, row_offsets: np.ndarray, col_offsets: np.ndarray, init
     two small exps (the Gaussian is separable), a few elementwise operations and three small einsums
     (no BLAS threads, which stall on a busy machine). The 4×4 systems are solved in float64.
 
-    Returns parameters (N, 4) float64 [A, r₀, c₀, b₀] (offsets from the window centre) and ok (N,):
-    finite, positive amplitude, centre inside the window.
+    Parameters
+    ----------
+    data : ndarray or Tensor
+        (P, N) pixel values, pixels first.
+    row_offsets, col_offsets : ndarray
+        (P,) integer pixel offsets (px) from the window centre.
+    initial : ndarray or Tensor
+        (N, 2) starting centre (row, col) offsets from the window centre, in px.
+    sigma_px : float
+        The fixed width σ in px.
+    iterations : int
+        Most LM iterations.
+    tolerance : float, default 1e-4
+        Centre step (px) below which a column stops.
+
+    Returns
+    -------
+    params : ndarray or Tensor
+        (N, 4) float64 [A, r₀, c₀, b₀] (offsets from the window centre, px).
+    ok : ndarray or Tensor
+        (N,) bool: finite, positive amplitude, centre inside the window.
     """
     xp = array_module(data)
     pixels = data.shape[0]
@@ -370,7 +521,20 @@ def _fit_free_width(data, row_offsets: np.ndarray, col_offsets: np.ndarray, init
 
 
 def keep_inside(table: AtomTable, shape: tuple[int, int]) -> AtomTable:
-    """Drop atoms whose refined position lies outside the image ([−0.5, H−0.5) × [−0.5, W−0.5))."""
+    """Drop atoms whose refined position lies outside the image ([−0.5, H−0.5) × [−0.5, W−0.5)).
+
+    Parameters
+    ----------
+    table : AtomTable
+        Atoms with positions (row, col) in px.
+    shape : tuple of int
+        (H, W) of the image, in px.
+
+    Returns
+    -------
+    AtomTable
+        The atoms inside, every column kept, sorted row-major (by row, then col).
+    """
     height, width = shape
     rows, cols = table.positions[:, 0], table.positions[:, 1]
     keep = (rows >= -0.5) & (rows < height - 0.5) & (cols >= -0.5) & (cols < width - 0.5)

@@ -16,6 +16,16 @@ def gaussian_kernels(sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
     """1D kernels (float64, radius ⌊4σ + ½⌋ as scipy's): the Gaussian g, and l = −σ²·g″ = (1 − x²/σ²)·g.
 
     The scale-normalised LoG response −σ²∇²(G∗I) is then l ⊗ g + g ⊗ l (rows ⊗ columns).
+
+    Parameters
+    ----------
+    sigma_px : float
+        σ in px.
+
+    Returns
+    -------
+    tuple of ndarray
+        (g, l), each (2·radius + 1,) float64; g sums to 1.
     """
     radius = int(4.0 * sigma_px + 0.5)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
@@ -25,7 +35,30 @@ def gaussian_kernels(sigma_px: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def detection_response(image: np.ndarray, sigma_px: float, spacing_px: float, method: str) -> np.ndarray:
-    """The filtered image whose local maxima are the candidate columns (same shape as ``image``, float32)."""
+    """The filtered image whose local maxima are the candidate columns (same shape as ``image``, float32).
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) image (read as float32).
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px (the "max" response's floor window and background width).
+    method : str
+        "log": the scale-normalised Laplacian of Gaussian; "max": the σ-smoothed image minus a
+        smoothed local minimum (its floor) over a (2⌈spacing⌉ + 1)² window.
+
+    Returns
+    -------
+    ndarray
+        (H, W) float32 response.
+
+    Raises
+    ------
+    ParameterError
+        When ``method`` is unknown.
+    """
     from scipy import ndimage
 
     image = np.asarray(image, dtype=np.float32)
@@ -48,6 +81,22 @@ def log_response_and_maxima(image: np.ndarray, sigma_px: float, inner: int | Non
     vectorises well and stays in cache; scipy's ``correlate1d`` is 1.5× slower along rows and 3×
     down columns on large scans. The square maxima are found in the same strip by shifted maxima:
     the result equals ``response == maximum_filter(response, 2·inner+1, mode="nearest")``.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) float32 image.
+    sigma_px : float
+        σ of the LoG, in px.
+    inner : int or None
+        Half-side of the square maximum window, in px; None finds no maxima.
+
+    Returns
+    -------
+    response : ndarray
+        (H, W) float32 LoG response.
+    maxima : ndarray or None
+        (M, 2) int64 (row, col) of the square maxima, row-major; None when ``inner`` is None.
     """
     gauss, log = gaussian_kernels(sigma_px)
     g32, l32 = gauss.astype(np.float32), log.astype(np.float32)
@@ -128,7 +177,29 @@ def _correlate_torch(data, kernel: np.ndarray, axis: int):
 
 
 def response_torch(image, sigma_px: float, spacing_px: float, method: str):
-    """:func:`detection_response` for a float32 tensor."""
+    """:func:`detection_response` for a float32 tensor.
+
+    Parameters
+    ----------
+    image : Tensor
+        (H, W) float32 image on any device.
+    sigma_px : float
+        Column width σ in px.
+    spacing_px : float
+        Column spacing in px.
+    method : str
+        "log" or "max", as in :func:`detection_response`.
+
+    Returns
+    -------
+    Tensor
+        (H, W) float32 response on the image's device (same float32 arithmetic as the CPU).
+
+    Raises
+    ------
+    ParameterError
+        When ``method`` is unknown.
+    """
     import torch.nn.functional as F
 
     gauss, log = gaussian_kernels(sigma_px)

@@ -144,6 +144,15 @@ class FindAtomsParams:
     displacements: str = "auto"
 
     def validate(self) -> None:
+        """Check the parameters.
+
+        Raises
+        ------
+        ParameterError
+            When ``method``, ``refine`` or ``device`` is unknown, ``sigma_px`` is outside
+            0.3–100 px, ``spacing_px`` outside 2–1000 px, ``threshold_rel`` outside [0, 1), or
+            ``displacements`` is neither "auto", "none" nor a valid "OF:RELATIVE_TO" pair.
+        """
         if self.method not in DETECTION_METHODS:
             raise ParameterError(f"unknown detection method {self.method!r}; expected one of {', '.join(DETECTION_METHODS)}")
         if self.refine not in REFINEMENT_METHODS:
