@@ -24,12 +24,40 @@ WINDINGS = 4
 
 
 def wrap(theta: Tensor) -> Tensor:
-    """Angles in [−π, π)."""
+    """Angles in [−π, π).
+
+    Parameters
+    ----------
+    theta : Tensor
+        Angles in rad, any shape.
+
+    Returns
+    -------
+    Tensor
+        The same angles wrapped to [−π, π) rad, same shape.
+    """
     return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
 
 
 def log_prob(theta: Tensor, mean: Tensor, sd: Tensor, windings: int = WINDINGS) -> Tensor:
-    """log q(θ) of the wrapped normal (elementwise; θ, mean, sd broadcast), summing 2·windings + 1 terms."""
+    """log q(θ) of the wrapped normal (elementwise; θ, mean, sd broadcast), summing 2·windings + 1 terms.
+
+    Parameters
+    ----------
+    theta : Tensor
+        Angles in rad.
+    mean : Tensor
+        μ in rad.
+    sd : Tensor
+        σ in rad (> 0).
+    windings : int, default WINDINGS
+        Windings k summed on each side of 0.
+
+    Returns
+    -------
+    Tensor
+        log density in nats per rad, of the broadcast shape.
+    """
     offsets = torch.arange(-windings, windings + 1, device=theta.device, dtype=theta.dtype) * (2 * math.pi)
     distance = wrap(theta - mean).unsqueeze(-1) + offsets
     sd = sd.unsqueeze(-1)
@@ -37,26 +65,78 @@ def log_prob(theta: Tensor, mean: Tensor, sd: Tensor, windings: int = WINDINGS) 
 
 
 def sample(mean: Tensor, sd: Tensor, noise: Tensor) -> Tensor:
-    """The reparametrised draw wrap(μ + σ ε) for standard-normal ``noise``."""
+    """The reparametrised draw wrap(μ + σ ε) for standard-normal ``noise``.
+
+    Parameters
+    ----------
+    mean : Tensor
+        μ in rad.
+    sd : Tensor
+        σ in rad.
+    noise : Tensor
+        ε, standard-normal draws (broadcasting with ``mean`` and ``sd``).
+
+    Returns
+    -------
+    Tensor
+        Angles in [−π, π) rad.
+    """
     return wrap(mean + sd * noise)
 
 
 def kl_to_uniform(sd: Tensor, points: int = 512) -> Tensor:
     """KL(wrapped normal(0, sd) ‖ uniform on the circle) by the trapezoid rule on ``points`` angles
-    (spectrally accurate for a smooth periodic integrand); elementwise over ``sd``."""
+    (spectrally accurate for a smooth periodic integrand); elementwise over ``sd``.
+
+    Parameters
+    ----------
+    sd : Tensor
+        σ in rad, any shape.
+    points : int, default 512
+        Quadrature angles.
+
+    Returns
+    -------
+    Tensor
+        KL in nats, shaped and typed as ``sd`` (computed in float64).
+    """
     theta = torch.linspace(-math.pi, math.pi, points + 1, dtype=torch.float64)[:-1]
     log_q = log_prob(theta, torch.zeros((), dtype=torch.float64), sd.double().unsqueeze(-1))
     return ((log_q.exp() * (log_q + math.log(2 * math.pi))).sum(-1) * (2 * math.pi / points)).to(sd.dtype)
 
 
 def features(theta: Tensor) -> Tensor:
-    """(B, 2D) decoder inputs (cos θ_1, …, cos θ_D, sin θ_1, …, sin θ_D) for (B, D) angles."""
+    """(B, 2D) decoder inputs (cos θ_1, …, cos θ_D, sin θ_1, …, sin θ_D) for (B, D) angles.
+
+    Parameters
+    ----------
+    theta : Tensor
+        (B, D) angles in rad.
+
+    Returns
+    -------
+    Tensor
+        (B, 2D): the D cosines, then the D sines.
+    """
     return torch.cat([torch.cos(theta), torch.sin(theta)], dim=1)
 
 
 def winding_number(true_phase, encoded_angle) -> int:
     """How many times ``encoded_angle`` (radians) turns while ``true_phase`` goes once around the
-    circle: the encoded angles in order of the true phase, their wrapped steps summed, / 2π."""
+    circle: the encoded angles in order of the true phase, their wrapped steps summed, / 2π.
+
+    Parameters
+    ----------
+    true_phase : array_like
+        (N,) the true phase of each sample (only its order is used).
+    encoded_angle : array_like
+        (N,) encoded angles in rad.
+
+    Returns
+    -------
+    int
+        The winding number, rounded (negative when the encoded angle turns the other way).
+    """
     import numpy as np
 
     order = np.argsort(np.asarray(true_phase))
