@@ -55,7 +55,18 @@ class AlignedClusters:
 
 
 def soft_disk(width: int) -> torch.Tensor:
-    """(W, W) weights: 1 inside 0.7 of the half-width, a cosine fall to 0 at the inscribed circle."""
+    """(W, W) weights: 1 inside 0.7 of the half-width, a cosine fall to 0 at the inscribed circle.
+
+    Parameters
+    ----------
+    width : int
+        W, the patch side in px.
+
+    Returns
+    -------
+    Tensor
+        (W, W) float32 weights in [0, 1].
+    """
     centre = (width - 1) / 2
     row, col = torch.meshgrid(torch.arange(width, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
     radius = torch.sqrt((row - centre) ** 2 + (col - centre) ** 2) / max(centre, 1.0)
@@ -124,6 +135,33 @@ def aligned_kmeans(
     Without ``rotation`` and ``translation`` this is k-means on the masked, normalised patches.
     Stops early when no patch changes class. A class that empties is reseeded with the patch
     that fits its own template worst.
+
+    Parameters
+    ----------
+    patches : ndarray
+        (N, C, W, W) float32 patches.
+    init_labels : ndarray
+        (N,) int starting classes in 0…K−1.
+    n_classes : int
+        K.
+    rotation : bool, default True
+        Align over turns.
+    translation : bool, default True
+        Align over circular shifts.
+    rotations : int, default 24
+        Turns tried, evenly spaced over 2π rad.
+    iterations : int, default 10
+        Most rounds of template building and reassignment.
+    max_shift_fraction : float, default 0.2
+        Largest shift tried per axis, as a fraction of W.
+    batch_size : int, default 256
+        Patches scored at once.
+
+    Returns
+    -------
+    AlignedClusters
+        Classes, poses (``angle_rad`` in rad, ``shift_px`` (row, col) in px), objective and
+        templates.
     """
     width = patches.shape[-1]
     mask = soft_disk(width)
@@ -235,6 +273,33 @@ def align_to_classes(
     Returns an :class:`AlignedClusters` with ``labels`` as given; its ``angle_rad`` is in [0, 2π)
     up to the class template's own (arbitrary) orientation, so compare it with a true angle by
     circular correlation, per class.
+
+    Parameters
+    ----------
+    patches : ndarray
+        (N, C, W, W) float32 patches.
+    labels : ndarray
+        (N,) int classes, held fixed (K = max + 1).
+    start_angle_rad : ndarray or None, optional
+        (N,) starting turn of each patch in rad; zeros when None (or without rotation).
+    rotation : bool, default True
+        Align over turns.
+    translation : bool, default True
+        Align over circular shifts.
+    rotations : int, default 72
+        Turns tried, evenly spaced over 2π rad (refined below the step by the parabola).
+    iterations : int, default 3
+        Rounds of alignment and template rebuilding.
+    max_shift_fraction : float, default 0.2
+        Largest shift tried per axis, as a fraction of W.
+    batch_size : int, default 128
+        Patches scored at once.
+
+    Returns
+    -------
+    AlignedClusters
+        ``labels`` as given, ``angle_rad`` (N,) in [0, 2π) rad, ``shift_px`` (N, 2) (row, col)
+        in px, the objective and the (K, C, W, W) templates.
     """
     width = patches.shape[-1]
     mask = soft_disk(width)
