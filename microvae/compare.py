@@ -67,6 +67,13 @@ class Comparison:
     patches: int
 
     def to_dict(self) -> dict:
+        """Plain-data form (for JSON).
+
+        Returns
+        -------
+        dict
+            Every attribute, the arrays as nested lists.
+        """
         return {
             "delta": self.delta,
             "delta_relative": self.delta_relative,
@@ -113,6 +120,31 @@ def compare_runs(model_a, model_b, images: np.ndarray, steps: int = 300, lr: flo
     The map's parameters (W, b, φ) are fitted by Adam (``steps`` full-batch steps) to the mean
     squared difference between A's and B's renderings of A's posterior means, keeping the best seen;
     W starts at the least-squares map between the two runs' own posterior means on the same patches.
+
+    Parameters
+    ----------
+    model_a, model_b : JTRVAE
+        The two trained runs (encoded on the CPU; neither is changed).
+    images : ndarray
+        (N, C, W, W) float32 patches.
+    steps : int, default 300
+        Full-batch Adam steps.
+    lr : float, default 0.05
+        Adam's learning rate.
+    seed : int, default 0
+        Not used by the fit (kept in the signature).
+
+    Returns
+    -------
+    Comparison
+        The fitted map (W, b, φ in rad), the class matching and the RMS differences (output
+        intensity units).
+
+    Raises
+    ------
+    InputError
+        When the runs differ in patch shape (C, W), latent geometry (or, for circular latents,
+        dimension) or number of classes.
     """
     from .encoding import encode_array
 

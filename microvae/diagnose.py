@@ -97,7 +97,20 @@ def turn_patches(images: np.ndarray, turn_rad: float) -> np.ndarray:
     ``(W − 1)/2`` (as :func:`microvae.patches.cut_patches` turns a window), by cubic-spline
     interpolation within each patch, clipped to the patch's own range (a spline overshoots at
     steps, and a Bernoulli model takes values in [0, 1] only); what the corners would need from
-    outside the patch is filled by mirror reflection about the edge pixels. float32."""
+    outside the patch is filled by mirror reflection about the edge pixels. float32.
+
+    Parameters
+    ----------
+    images : ndarray
+        (N, C, W, W) patches.
+    turn_rad : float
+        The turn in rad, counter-clockwise as displayed.
+
+    Returns
+    -------
+    ndarray
+        (N, C, W, W) float32 turned patches, each plane clipped to its own [min, max].
+    """
     from scipy import ndimage
 
     from .patches import turned_offsets
@@ -158,6 +171,25 @@ def invariance_report(model, images: np.ndarray, device: str = "cpu", batch_size
     With ``source`` (the same patches' scans, :func:`artifact_source`) the 30° and 45° turns are
     cut again from the scans and the four re-cut shifts are added; without it the turns are
     interpolated in the patches and there are no re-cut rows.
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The trained model.
+    images : ndarray
+        (N, C, W, W) patches (encoded as float32).
+    device : str, default "cpu"
+        Device to encode on.
+    batch_size : int, default 1024
+        Patches per forward pass.
+    source : PatchSource or None, optional
+        ``source(turn_rad, centre_shift_px)`` → the same patches re-cut from their scans, turned
+        by ``turn_rad`` (rad) with the window centre moved by (row, col) px.
+
+    Returns
+    -------
+    list of InvarianceRow
+        One per transform of :data:`TRANSFORMS` (then :data:`RECUTS` with a source), in order.
     """
     from .encoding import encode_array
 
@@ -201,7 +233,21 @@ def report_dict(rows: list[InvarianceRow], notes: list[str] | tuple[str, ...] = 
     """Plain-data form of a report (for JSON; NaN becomes None): the rows, the worst z drift over
     each kind of move — ``max_z_drift_rotation`` (quarter turns) and ``max_z_drift_shift``
     (circular 1-px shifts), the exact symmetries; ``max_z_drift_turn`` (30° and 45°) and
-    ``max_z_drift_recut`` (re-cut 1-px shifts; None when not measured) — and ``notes``."""
+    ``max_z_drift_recut`` (re-cut 1-px shifts; None when not measured) — and ``notes``.
+
+    Parameters
+    ----------
+    rows : list of InvarianceRow
+        The report (:func:`invariance_report`).
+    notes : list or tuple of str, default ()
+        Notes to carry (e.g. :data:`NO_SOURCE_NOTE`).
+
+    Returns
+    -------
+    dict
+        ``rows`` (a list of dicts), the four ``max_z_drift_*`` (float or None, in z sds) and
+        ``notes`` (a list).
+    """
 
     def worst(kind: str) -> float | None:
         return max((r.z_drift for r in rows if r.transform.split()[0] == kind), default=None)
@@ -233,6 +279,20 @@ def artifact_source(spec: str | Path, limit: int = 0) -> tuple[PatchSource | Non
     (:func:`microvae.patches.cut_patches` at the recorded centres, the FFT when it was used, the
     recorded per-scan normalisation for ``image``/``global``, the same per-patch normalisation for
     ``patch``/``zscore``), so ``source(0, (0, 0))`` equals the stored patches.
+
+    Parameters
+    ----------
+    spec : str or path
+        The patches input (an HDF5 patches artifact; anything else gives no source).
+    limit : int, default 0
+        Patches picked evenly (0 = all).
+
+    Returns
+    -------
+    tuple of (PatchSource or None, str)
+        ``source(turn_rad, centre_shift_px)`` → (N, C, W, W) float32 re-cut patches (turn in
+        rad, centre shift (row, col) in px) and a note saying where they come from; or None and
+        why there is none (a bare stack, a missing dataset, a scan not found or changed).
     """
     import h5py
 
