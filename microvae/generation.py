@@ -16,7 +16,20 @@ __all__ = ["generate", "latent_grid", "prior_quantiles", "sweep_values", "traver
 
 
 def prior_quantiles(count: int, low: float = 0.05, high: float = 0.95) -> np.ndarray:
-    """``count`` values of z at evenly spaced probabilities between ``low`` and ``high`` (Φ⁻¹)."""
+    """``count`` values of z at evenly spaced probabilities between ``low`` and ``high`` (Φ⁻¹).
+
+    Parameters
+    ----------
+    count : int
+        Number of values.
+    low, high : float, default 0.05, 0.95
+        The first and last probability.
+
+    Returns
+    -------
+    ndarray
+        (count,) float64 values of z, increasing.
+    """
     return norm.ppf(np.linspace(low, high, count))
 
 
@@ -26,6 +39,8 @@ def generate(model, z: np.ndarray, classes: np.ndarray | None = None, angle_rad:
 
     Parameters
     ----------
+    model : JTRVAE
+        The trained model (moved to the CPU and put in eval mode).
     z : ndarray
         (B, D) continuous latents.
     classes : ndarray or None
@@ -34,6 +49,17 @@ def generate(model, z: np.ndarray, classes: np.ndarray | None = None, angle_rad:
         (B,) rotation (counter-clockwise in display coordinates); None for 0.
     shift_px : ndarray or None
         (B, 2) shift (row, col) in pixels; None for 0.
+
+    Returns
+    -------
+    ndarray
+        (B, C, W, W) float32 image means (the angle and shift are ignored when the model has no
+        rotation or translation latent).
+
+    Raises
+    ------
+    ParameterError
+        When the model has classes and ``classes`` is None or out of 0…K−1.
     """
     config = model.config
     z_t = torch.as_tensor(np.asarray(z, dtype=np.float32).reshape(len(z), config.latent_dim))
@@ -53,14 +79,48 @@ def generate(model, z: np.ndarray, classes: np.ndarray | None = None, angle_rad:
 
 def sweep_values(config, steps: int) -> np.ndarray:
     """Values a latent is swept through: the prior's quantiles, or for circular latents ``steps``
-    angles evenly around the circle (radians, from −π)."""
+    angles evenly around the circle (radians, from −π).
+
+    Parameters
+    ----------
+    config : JTRVAEConfig
+        The model's settings (its ``latent_geometry``).
+    steps : int
+        Number of values.
+
+    Returns
+    -------
+    ndarray
+        (steps,) values: :func:`prior_quantiles` (float64), or float32 angles in rad for circular
+        latents.
+    """
     if config.latent_geometry != "euclidean":
         return (-np.pi + 2 * np.pi * np.arange(steps) / steps).astype(np.float32)
     return prior_quantiles(steps)
 
 
 def traversal(model, latent: int, steps: int = 9) -> np.ndarray:
-    """Images (K', steps, C, W, W): rows are classes, columns sweep latent ``latent``, others at 0."""
+    """Images (K', steps, C, W, W): rows are classes, columns sweep latent ``latent``, others at 0.
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The trained model.
+    latent : int
+        The latent to sweep, 0…D−1.
+    steps : int, default 9
+        Values swept (:func:`sweep_values`).
+
+    Returns
+    -------
+    ndarray
+        (K', steps, C, W, W) float32 image means, K' = max(K, 1); angle and shift 0.
+
+    Raises
+    ------
+    ParameterError
+        When ``latent`` is not one of the model's.
+    """
     config = model.config
     if not 0 <= latent < config.latent_dim:
         raise ParameterError(f"latent {latent} does not exist; the model has {config.latent_dim}")
@@ -73,7 +133,28 @@ def traversal(model, latent: int, steps: int = 9) -> np.ndarray:
 
 
 def latent_grid(model, class_index: int | None, steps: int = 9) -> np.ndarray:
-    """Images (steps, steps, C, W, W) over latents 0 (columns) and 1 (rows, increasing downwards)."""
+    """Images (steps, steps, C, W, W) over latents 0 (columns) and 1 (rows, increasing downwards).
+
+    Parameters
+    ----------
+    model : JTRVAE
+        The trained model.
+    class_index : int or None
+        The class to render (needed when the model has classes).
+    steps : int, default 9
+        Values per latent (:func:`sweep_values`); other latents at 0.
+
+    Returns
+    -------
+    ndarray
+        (steps, steps, C, W, W) float32 image means.
+
+    Raises
+    ------
+    ParameterError
+        When the model has fewer than 2 continuous latents, or a class is needed and missing or
+        out of range.
+    """
     config = model.config
     if config.latent_dim < 2:
         raise ParameterError("a 2D latent grid needs at least 2 continuous latents")

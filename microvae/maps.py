@@ -22,7 +22,13 @@ __all__ = ["NearestCentre", "circular_mean", "nearest_centre"]
 
 @dataclass
 class NearestCentre:
-    """For each pixel of an (H, W) grid: the index of the nearest patch (−1 where none is within radius)."""
+    """For each pixel of an (H, W) grid: the index of the nearest patch (−1 where none is within radius).
+
+    Attributes
+    ----------
+    index : ndarray
+        (H, W) int64 patch index per pixel, −1 where no patch is within the radius.
+    """
 
     index: np.ndarray
 
@@ -31,7 +37,20 @@ class NearestCentre:
         return self.index >= 0
 
     def render(self, values: np.ndarray, fill: float = np.nan) -> np.ndarray:
-        """(H, W) map of per-patch ``values`` (N,); ``fill`` where no patch covers the pixel."""
+        """(H, W) map of per-patch ``values`` (N,); ``fill`` where no patch covers the pixel.
+
+        Parameters
+        ----------
+        values : ndarray
+            (N,) one value per patch.
+        fill : float, default nan
+            Value of uncovered pixels.
+
+        Returns
+        -------
+        ndarray
+            (H, W): float32 for float values, else the values' dtype.
+        """
         values = np.asarray(values)
         dtype = np.float32 if values.dtype.kind == "f" else values.dtype
         out = np.full(self.index.shape, fill, dtype=dtype)
@@ -41,7 +60,24 @@ class NearestCentre:
 
 
 def nearest_centre(shape: tuple[int, int], centres: np.ndarray, radius: float) -> NearestCentre:
-    """Assign every pixel of an (H, W) grid to its nearest centre (N, 2) (row, col) within ``radius`` px."""
+    """Assign every pixel of an (H, W) grid to its nearest centre (N, 2) (row, col) within ``radius`` px.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the grid, in px.
+    centres : ndarray
+        (N, 2) patch centres (row, col) in px; distances are measured from the centres rounded
+        to whole pixels, and centres outside the grid are left out (of two that round to the
+        same pixel the first wins).
+    radius : float
+        Largest distance in px.
+
+    Returns
+    -------
+    NearestCentre
+        The (H, W) index map.
+    """
     height, width = shape
     index = np.full((height, width), -1, dtype=np.int64)
     if len(centres) == 0:
@@ -60,5 +96,16 @@ def nearest_centre(shape: tuple[int, int], centres: np.ndarray, radius: float) -
 
 
 def circular_mean(angles_rad: np.ndarray) -> float:
-    """Mean direction of angles (rad)."""
+    """Mean direction of angles (rad).
+
+    Parameters
+    ----------
+    angles_rad : ndarray
+        Angles in rad.
+
+    Returns
+    -------
+    float
+        atan2(mean sin, mean cos), in [−π, π] rad.
+    """
     return float(np.arctan2(np.sin(angles_rad).mean(), np.cos(angles_rad).mean()))
