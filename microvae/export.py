@@ -54,7 +54,20 @@ ATOM_MAPS = ("atom_sublattice", "atom_displacement_px")  # per-atom values carri
 
 @dataclass
 class ScanMaps:
-    """All maps of one scan: ``maps[name]`` is (H, W); ``units[name]`` and ``descriptions[name]`` describe it."""
+    """All maps of one scan: ``maps[name]`` is (H, W); ``units[name]`` and ``descriptions[name]`` describe it.
+
+    Attributes
+    ----------
+    maps : dict of str to ndarray
+        Name → (H, W) map (float32; int16 for ``class`` and ``sublattice``, −1 where missing;
+        NaN where no patch is within reach).
+    units : dict of str to str
+        Name → unit ("rad", "px", "latent units", "" …).
+    descriptions : dict of str to str
+        Name → what the map shows.
+    coverage : float
+        Fraction of the scan's pixels within reach of a patch (0 to 1).
+    """
 
     maps: dict[str, np.ndarray]
     units: dict[str, str]
@@ -65,14 +78,27 @@ class ScanMaps:
 def build_maps(shape: tuple[int, int], coords: np.ndarray, encoded: dict[str, np.ndarray], radius: float) -> ScanMaps:
     """Render every per-patch quantity of one scan onto its (H, W) grid.
 
-    Args:
-        shape: (H, W) of the scan.
-        coords: (N, 2) patch centres (row, col) in this scan.
-        encoded: per-patch arrays of this scan's patches: ``class`` (N,), ``class_probs`` (N, K),
-            ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2); and any of
-            :data:`OPTIONAL_MAPS` (N,) that the artifact has (``recon_error`` and ``neg_elbo``
-            unless it was encoded with ``--no-scores``).
-        radius: pixels farther than this from every centre are missing.
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the scan, in px.
+    coords : ndarray
+        (N, 2) patch centres (row, col) in this scan, in px.
+    encoded : dict of str to ndarray
+        Per-patch arrays of this scan's patches: ``class`` (N,), ``class_probs`` (N, K),
+        ``z_mean`` (N, D), ``angle_rad`` (N,), ``shift_px`` (N, 2); and any of
+        :data:`OPTIONAL_MAPS` (N,) that the artifact has (``recon_error`` and ``neg_elbo``
+        unless it was encoded with ``--no-scores``); ``atom_sublattice`` (N,) and
+        ``atom_displacement_px`` (N, 2) when find-atoms gave them.
+    radius : float
+        Pixels farther than this (px) from every centre are missing.
+
+    Returns
+    -------
+    ScanMaps
+        ``class``, ``class_prob_k`` (K > 1), ``zd`` and ``zd_classk`` (K > 1), ``angle_rad``,
+        ``shift_row_px``, ``shift_col_px``, the optional maps present, ``sublattice`` and the
+        ``displacement_*`` maps when given; with units, descriptions and coverage.
     """
     lookup = nearest_centre(shape, coords, radius)
     maps: dict[str, np.ndarray] = {}
@@ -126,6 +152,17 @@ def write_tiff(path, array: np.ndarray, pixel_size: float, unit: str) -> None:
 
     The unit is written as ImageJ reads it (:func:`microvae.interop.imagej_calibration`): µm as
     ``um``, Å as nm (size / 10).
+
+    Parameters
+    ----------
+    path : str or path
+        The TIFF to write.
+    array : ndarray
+        (H, W) map; float maps are written as float32, others in their dtype.
+    pixel_size : float
+        Size of one pixel in ``unit`` (uncalibrated when not > 0).
+    unit : str
+        Length unit as microvae records it.
     """
     import tifffile
 
