@@ -24,7 +24,19 @@ def _display_range(image: np.ndarray) -> tuple[float, float]:
 
 
 def add_scale_bar(axis, width_px: int, pixel_size: float, unit: str) -> None:
-    """Draw a scale bar of a round length (about a fifth of the width) in the lower left corner."""
+    """Draw a scale bar of a round length (about a fifth of the width) in the lower left corner.
+
+    Parameters
+    ----------
+    axis : matplotlib.axes.Axes
+        The axes showing the image (drawn in its pixel coordinates).
+    width_px : int
+        Width of the image in px.
+    pixel_size : float
+        Size of one pixel in ``unit``; nothing is drawn when ≤ 0.
+    unit : str
+        Length unit; nothing is drawn for "px", "" or "unknown".
+    """
     if unit in ("px", "", "unknown") or pixel_size <= 0:
         return
     target = width_px * pixel_size / 5.0
@@ -55,6 +67,27 @@ def save_atom_overlay(
     ``values`` (N,), if given, colours the markers (for example fitted intensity); otherwise
     ``sublattice`` (N,) ints, if given, colour them by sublattice (0 red, 1 blue, 2 yellow, …) with
     a legend of the counts.
+
+    Parameters
+    ----------
+    path : str or path
+        The PNG to write.
+    image : ndarray
+        (H, W) image, shown in grey between its 0.5 and 99.5 percentiles.
+    positions : ndarray
+        (N, 2) marker positions (row, col) in px.
+    title : str, default ""
+        Title of the picture.
+    pixel_size : float, default 1.0
+        Size of one pixel in ``unit`` (for the scale bar).
+    unit : str, default "px"
+        Length unit (no scale bar for "px").
+    values : ndarray or None, optional
+        (N,) marker colours (plasma, with a colour bar).
+    values_label : str, default "fitted intensity"
+        The colour bar's label.
+    sublattice : ndarray or None, optional
+        (N,) int sublattice of each marker (used without ``values`` when any is > 0).
     """
     plt = _pyplot()
     height, width = image.shape
@@ -94,7 +127,23 @@ def save_atom_overlay(
 
 def save_patch_gallery(path: str | Path, patches: np.ndarray, title: str = "", count: int = 64, seed: int = 0, row_labels: np.ndarray | None = None) -> None:
     """Write a PNG grid of up to ``count`` patches (N, C, W, W) chosen at random (channel 0 shown),
-    each titled by its index (or by ``row_labels[index]``, e.g. its row in the file)."""
+    each titled by its index (or by ``row_labels[index]``, e.g. its row in the file).
+
+    Parameters
+    ----------
+    path : str or path
+        The PNG to write.
+    patches : ndarray
+        (N, C, W, W) patches.
+    title : str, default ""
+        Title of the picture.
+    count : int, default 64
+        Most patches shown (drawn without replacement, shown in index order).
+    seed : int, default 0
+        Seed of the draw.
+    row_labels : ndarray or None, optional
+        (N,) labels to title the patches with.
+    """
     plt = _pyplot()
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(patches), size=min(count, len(patches)), replace=False))
@@ -120,6 +169,25 @@ def save_map_overlay(
 
     Class maps (``name == "class"``) use discrete colours and a legend; angle maps a cyclic colour map
     in degrees; other maps viridis between their 1st and 99th percentiles. Missing pixels show the scan.
+
+    Parameters
+    ----------
+    path : str or path
+        The PNG to write.
+    name : str
+        The map's name ("class" and "sublattice" are discrete, names starting "angle" are in rad).
+    values : ndarray
+        (H, W) map; NaN (or −1 for discrete maps) where missing.
+    scan : ndarray or None
+        (H, W) scan underneath, or None (the map alone, opaque).
+    pixel_size : float, default 1.0
+        Size of one pixel in ``unit`` (for the scale bar).
+    unit : str, default "px"
+        Length unit (no scale bar for "px").
+    title : str, default ""
+        Title; ``name`` when empty.
+    values_unit : str, default ""
+        Unit of the values, in the colour bar's label.
     """
     plt = _pyplot()
     from matplotlib import colors as mcolors
@@ -166,7 +234,20 @@ def save_map_overlay(
 
 
 def save_latent_scatter(path: str | Path, z_mean: np.ndarray, classes: np.ndarray, title: str = "") -> None:
-    """Scatter of the first two continuous latents (or latent 0 against patch index), coloured by class."""
+    """Scatter of the first two continuous latents (or latent 0 against patch index), coloured by class.
+
+    Parameters
+    ----------
+    path : str or path
+        The PNG to write.
+    z_mean : ndarray
+        (N, D) posterior means: z0 against z1; with D = 1 z0 against 0, with D = 0 the patch
+        index against 0.
+    classes : ndarray
+        (N,) int class of each patch.
+    title : str, default ""
+        Title; "continuous latents by class" when empty.
+    """
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 5.5), dpi=100)
     palette = plt.get_cmap("tab10")
@@ -185,7 +266,21 @@ def save_latent_scatter(path: str | Path, z_mean: np.ndarray, classes: np.ndarra
 
 
 def save_image_grid(path: str | Path, images: np.ndarray, row_labels: list[str], col_labels: list[str], title: str = "") -> None:
-    """Write a PNG of a (rows, cols, C, W, W) image grid (channel 0), with row and column labels."""
+    """Write a PNG of a (rows, cols, C, W, W) image grid (channel 0), with row and column labels.
+
+    Parameters
+    ----------
+    path : str or path
+        The PNG to write.
+    images : ndarray
+        (rows, cols, C, W, W) images.
+    row_labels : list of str
+        One label per row (left of the first column; none when empty).
+    col_labels : list of str
+        One label per column (below the last row; none when empty).
+    title : str, default ""
+        Title of the picture.
+    """
     plt = _pyplot()
     rows, cols = images.shape[:2]
     figure, axes = plt.subplots(rows, cols, figsize=(cols * 1.1 + 0.8, rows * 1.1 + 0.6), dpi=100, squeeze=False)
