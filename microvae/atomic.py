@@ -24,7 +24,18 @@ __all__ = ["atomic_file", "check_writable_location", "clear_stale_lock", "descri
 
 
 def check_writable_location(path: str | Path) -> None:
-    """Raise OutputError unless the folder that will hold ``path`` exists (or can be made) and is writable."""
+    """Raise OutputError unless the folder that will hold ``path`` exists (or can be made) and is writable.
+
+    Parameters
+    ----------
+    path : str or path
+        The output to be written; its nearest existing ancestor folder is checked.
+
+    Raises
+    ------
+    OutputError
+        That ancestor is not a directory, or lacks write and search permission.
+    """
     folder = Path(path).resolve().parent
     probe = folder
     while not probe.exists():
@@ -38,7 +49,18 @@ def check_writable_location(path: str | Path) -> None:
 def describe_os_error(error: OSError) -> str:
     """A short, user-facing cause for an operating-system error while writing: ``no space left on
     the device``, ``read-only file system``, ``permission denied (read-only location)``, else the
-    system's own message (first line)."""
+    system's own message (first line).
+
+    Parameters
+    ----------
+    error : OSError
+        The error.
+
+    Returns
+    -------
+    str
+        The cause (the system's message cut to 200 characters; the error's type name when empty).
+    """
     import errno as _errno
 
     text = str(error)
@@ -58,6 +80,18 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
     For outputs other than HDF5 artifacts (PNG previews, TIFF maps, JSON). On failure the temporary
     file is removed and ``path`` is unchanged.
+
+    Parameters
+    ----------
+    path : str or path
+        The output; its folder is made when missing, and stale temporary files of killed writers
+        are removed from it.
+
+    Yields
+    ------
+    Path
+        The temporary file ``.<stem>.<pid>.tmp<suffix>`` beside ``path`` to write; it is fsynced
+        and renamed onto ``path`` when the block ends without an error.
 
     Raises
     ------
@@ -108,6 +142,16 @@ def output_lock(path: str | Path) -> Iterator[None]:
     holding the pid of a live process that does not hold the ``flock`` (another tool's, or a
     microvae without it) is respected too. Where ``fcntl`` is missing (Windows) the lock is the file's
     exclusive creation alone.
+
+    Parameters
+    ----------
+    path : str or path
+        The output to lock (the lock file is ``<path>.lock``, removed on exit).
+
+    Yields
+    ------
+    None
+        While the lock is held.
 
     Raises
     ------
@@ -205,7 +249,17 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temps(folder: str | Path, prefix: str, suffix: str) -> None:
     """Remove the temporary files ``<prefix><pid><suffix>`` in ``folder`` whose writer is no longer
     running: a process killed mid-write (SIGKILL, power loss) cannot clean up, and its pid-named
-    temporary file would otherwise stay forever. A live writer's file is kept."""
+    temporary file would otherwise stay forever. A live writer's file is kept.
+
+    Parameters
+    ----------
+    folder : str or path
+        The folder to clean (nothing happens when it cannot be listed).
+    prefix : str
+        The start of the temporary names, before the pid.
+    suffix : str
+        The end of the temporary names, after the pid.
+    """
     try:
         names = os.listdir(folder)
     except OSError:
@@ -219,7 +273,13 @@ def remove_stale_temps(folder: str | Path, prefix: str, suffix: str) -> None:
 
 def clear_stale_lock(path: Path) -> None:
     """Remove ``<path>.lock`` left by a writer that died after renaming ``path`` into place (the
-    output is complete, so no later write would take the lock over); a live holder's is kept."""
+    output is complete, so no later write would take the lock over); a live holder's is kept.
+
+    Parameters
+    ----------
+    path : path
+        The output whose lock file to clear.
+    """
     if Path(str(path) + ".lock").exists():
         with contextlib.suppress(OutputError):
             with output_lock(path):

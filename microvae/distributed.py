@@ -19,7 +19,17 @@ __all__ = ["World", "distributed_world"]
 
 @dataclass
 class World:
-    """This process's place in a DistributedDataParallel run (size 1: a plain run)."""
+    """This process's place in a DistributedDataParallel run (size 1: a plain run).
+
+    Attributes
+    ----------
+    size : int, default 1
+        Processes in the run (WORLD_SIZE).
+    rank : int, default 0
+        This process's rank, 0…size−1.
+    device : torch.device, default cpu
+        This process's device (``cuda:LOCAL_RANK`` with NCCL).
+    """
 
     size: int = 1
     rank: int = 0
@@ -27,7 +37,19 @@ class World:
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module to call in training steps: ``model`` itself, or its DDP wrapper, which
-        averages the gradients over the ranks during ``backward``."""
+        averages the gradients over the ranks during ``backward``.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The model, on this process's device.
+
+        Returns
+        -------
+        torch.nn.Module
+            ``model`` when size is 1, else its DistributedDataParallel wrapper (unused parameters
+            allowed).
+        """
         if self.size == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -37,10 +59,23 @@ class World:
         return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (nothing in a plain run)."""
         if self.size > 1:
             torch.distributed.barrier()
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the ranks, in place.
+
+        Parameters
+        ----------
+        tensor : torch.Tensor
+            This rank's values (on its device).
+
+        Returns
+        -------
+        torch.Tensor
+            The same tensor, now holding the sum over the ranks (unchanged in a plain run).
+        """
         if self.size > 1:
             torch.distributed.all_reduce(tensor)
         return tensor
@@ -49,7 +84,18 @@ class World:
 def distributed_world(device: str = "auto") -> World:
     """The :class:`World` of this process. Under ``torchrun`` (WORLD_SIZE > 1 in the environment)
     this joins the process group on first call: NCCL with one GPU per process (``cuda:LOCAL_RANK``)
-    when CUDA is available and ``device`` allows it, else gloo on the CPU."""
+    when CUDA is available and ``device`` allows it, else gloo on the CPU.
+
+    Parameters
+    ----------
+    device : str, default "auto"
+        The run's device setting; "cpu" keeps the ranks on gloo and the CPU.
+
+    Returns
+    -------
+    World
+        Size, rank and device from the process group; ``World()`` (size 1) when WORLD_SIZE ≤ 1.
+    """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()

@@ -25,7 +25,18 @@ class ParameterError(MicrovaeError):
 
 
 def raise_first_failure(checks: list[tuple[bool, str]]) -> None:
-    """Raise :class:`ParameterError` with the message of the first ``(ok, message)`` pair that is not ok."""
+    """Raise :class:`ParameterError` with the message of the first ``(ok, message)`` pair that is not ok.
+
+    Parameters
+    ----------
+    checks : list of tuple of (bool, str)
+        ``(ok, message)`` pairs, in order.
+
+    Raises
+    ------
+    ParameterError
+        With the message of the first pair whose ``ok`` is False.
+    """
     for ok, message in checks:
         if not ok:
             raise ParameterError(message)
