@@ -163,7 +163,19 @@ def polar_interpolation(height: int, width: int, n_radii: int, n_angles: int):
     ``half.reshape(-1) @ M`` equals ``scipy.ndimage.map_coordinates(full, points, order=1,
     mode='grid-wrap')`` on the fully fftshifted full spectrum (tested), at a fraction of the cost.
 
-    Returns a (H · (W // 2 + 1), n_radii · n_angles) float32 CSR matrix.
+    Parameters
+    ----------
+    height, width : int
+        H and W of the image, in px.
+    n_radii : int
+        Radii of the polar grid, evenly from 0 to min(H, W) // 2 frequency bins.
+    n_angles : int
+        Angles of the polar grid, over π rad.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        (H · (W // 2 + 1), n_radii · n_angles) float32 (cached per argument set: treat as read-only).
     """
     from scipy import sparse
 

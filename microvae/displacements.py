@@ -66,6 +66,32 @@ def neighbour_displacements(
     does not. Centroids whose farthest neighbour lies beyond ``max_reach`` px (default: 2 × the
     median distance to the nearest ``relative_to`` column) are left undefined (NaN): the scan's
     edge or a vacancy leaves the site unsurrounded.
+
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) column positions (row, col) in px.
+    sublattice : ndarray
+        (N,) int sublattice of each column.
+    of : int
+        The sublattice whose columns move.
+    relative_to : int
+        The sublattice whose neighbours define each site (at least 2 columns).
+    neighbours : int or None, optional
+        Neighbours per centroid; None (or 0) chooses it.
+    max_reach : float or None, optional
+        Largest distance (px) to the farthest neighbour of a defined centroid.
+
+    Returns
+    -------
+    Displacements
+        (N, 2) (row, col) vectors in px (NaN outside ``of`` and where undefined), the neighbour
+        count used and the two sublattices.
+
+    Raises
+    ------
+    ParameterError
+        When ``of`` equals ``relative_to``, ``of`` has no columns or ``relative_to`` fewer than 2.
     """
     from scipy.spatial import cKDTree
 
@@ -103,7 +129,23 @@ def neighbour_displacements(
 
 
 def parse_pair(text: str) -> tuple[int, int]:
-    """'1:0' → (1, 0): the sublattice that moves, and the one whose neighbours define its site."""
+    """'1:0' → (1, 0): the sublattice that moves, and the one whose neighbours define its site.
+
+    Parameters
+    ----------
+    text : str
+        "OF:RELATIVE_TO", two different sublattice numbers ≥ 0.
+
+    Returns
+    -------
+    tuple of (int, int)
+        (of, relative_to).
+
+    Raises
+    ------
+    ParameterError
+        When the text is not two whole numbers separated by ":", or they are negative or equal.
+    """
     try:
         of, relative_to = (int(part) for part in text.split(":"))
     except ValueError:

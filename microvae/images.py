@@ -149,7 +149,20 @@ def split_dataset_path(spec: str) -> tuple[str, str | None]:
 
 
 def file_sha256(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    """SHA-256 of a file's bytes, hex encoded."""
+    """SHA-256 of a file's bytes, hex encoded.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    chunk_bytes : int, default 4 MiB
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        The 64-character hex digest.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):

@@ -110,6 +110,12 @@ def imagej_calibration(pixel_size: float, unit: str) -> tuple[float, str] | None
         Size of one pixel in ``unit``.
     unit : str
         Length unit as microvae records it.
+
+    Returns
+    -------
+    tuple of (float, str) or None
+        The pixel size and the ASCII unit (Å converted to nm), or None for an uncalibrated unit
+        or a pixel size that is not > 0.
     """
     if unit in _UNCALIBRATED or not pixel_size > 0:
         return None
@@ -147,6 +153,18 @@ def signal_dict(data: np.ndarray, axes: list[dict[str, Any]], title: str, quanti
         ``metadata.General.title`` and ``metadata.Signal.quantity`` (HyperSpy's ``"Name (unit)"``).
     microvae : dict
         The ``metadata.microvae`` node (values: str, numbers, bools, arrays, nested dicts).
+
+    Returns
+    -------
+    dict of str to Any
+        ``data``, ``axes``, ``metadata`` (General, Signal, _HyperSpy, microvae) and HyperSpy's
+        empty ``original_metadata``, ``attributes``, ``learning_results``, ``models``,
+        ``tmp_parameters`` and ``package_info``.
+
+    Raises
+    ------
+    ValueError
+        When ``axes`` does not match the data's shape.
     """
     if len(axes) != data.ndim or any(axis["size"] != size for axis, size in zip(axes, data.shape)):
         raise ValueError(f"axes {[a['size'] for a in axes]} do not match the data's shape {data.shape}")
@@ -170,7 +188,15 @@ def signal_dict(data: np.ndarray, axes: list[dict[str, Any]], title: str, quanti
 
 
 def write_hspy(path: str | Path, signal: dict[str, Any]) -> None:
-    """Write one signal dictionary as a ``.hspy`` file (RosettaSciIO; HyperSpy not needed)."""
+    """Write one signal dictionary as a ``.hspy`` file (RosettaSciIO; HyperSpy not needed).
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.hspy`` file to write.
+    signal : dict of str to Any
+        A signal dictionary (:func:`signal_dict`).
+    """
     from rsciio.hspy import file_writer
 
     file_writer(str(path), signal, show_progressbar=False)
@@ -178,6 +204,11 @@ def write_hspy(path: str | Path, signal: dict[str, Any]) -> None:
 
 def map_families(names: list[str]) -> tuple[dict[str, list[tuple[tuple[int, ...], str]]], list[str]]:
     """Split map names into the stacked families of :data:`HSPY_FAMILIES` and the scalar maps.
+
+    Parameters
+    ----------
+    names : list of str
+        Map names (e.g. the keys of :attr:`ScanMaps.maps`).
 
     Returns
     -------

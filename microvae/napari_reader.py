@@ -93,6 +93,11 @@ def napari_get_reader(path: str | Path | Sequence[str | Path]) -> Callable[[Any]
 def artifact_kind(path: str | Path) -> str | None:
     """The ``microvae_artifact`` kind of ``path`` (an export folder counts as its ``maps.h5``).
 
+    Parameters
+    ----------
+    path : str or path
+        A file or an export folder.
+
     Returns
     -------
     str or None
@@ -112,7 +117,23 @@ def artifact_kind(path: str | Path) -> str | None:
 
 
 def read_layers(path: str | Path | Sequence[str | Path]) -> list[LayerData]:
-    """Layer data of one artifact or several (concatenated, in order); see :func:`artifact_layers`."""
+    """Layer data of one artifact or several (concatenated, in order); see :func:`artifact_layers`.
+
+    Parameters
+    ----------
+    path : str or path, or sequence of them
+        The artifact(s) (or export folders holding ``maps.h5``).
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        Every artifact's layers, in order.
+
+    Raises
+    ------
+    microvae.errors.InputError
+        A path is not a microvae artifact of a readable kind, or of another schema version.
+    """
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     return [layer for item in paths for layer in artifact_layers(item)]
 
