@@ -39,7 +39,35 @@ SNR_PRESETS = {"high": (2000.0, 0.01), "medium": (100.0, 0.04), "low": (20.0, 0.
 
 @dataclass
 class LatticeParams:
-    """Parameters of :func:`make_lattice` (all lengths in pixels, angles in degrees)."""
+    """Parameters of :func:`make_lattice` (all lengths in pixels, angles in degrees).
+
+    Attributes
+    ----------
+    shape : tuple of int, default (256, 256)
+        (H, W) of the scan, px.
+    spacing_px : float, default 12.0
+        Lattice constant of the square lattice, px (the second sublattice sits at its cell centres).
+    angle_deg : float, default 7.0
+        Rotation of the lattice, degrees.
+    sigma_px : float, default 1.6
+        Gaussian width σ of every column, px.
+    dim_ratio : float, default 0.45
+        Peak of a dim (sublattice 1) column relative to a bright one.
+    second_sublattice : bool, default True
+        Add the dim sublattice.
+    vacancy_fraction : float, default 0.03
+        Fraction of sites left empty (drawn independently).
+    jitter_px : float, default 0.3
+        sd of the random displacement of each column per axis, px.
+    dose : float, default 2000.0
+        Poisson counts at a bright column's peak.
+    read_noise : float, default 0.01
+        sd of the added Gaussian read noise, as a fraction of that peak.
+    background : float, default 0.3
+        Peak of the slow background (:func:`slow_background`), same units.
+    seed : int, default 0
+        Seed of every random draw.
+    """
 
     shape: tuple[int, int] = (256, 256)
     spacing_px: float = 12.0
@@ -80,17 +108,48 @@ class LatticeImage:
     params: LatticeParams = field(default_factory=LatticeParams)
 
     def inside(self, margin: float = 0.0) -> np.ndarray:
-        """Boolean mask (N,) of columns at least ``margin`` pixels inside the image."""
+        """Boolean mask (N,) of columns at least ``margin`` pixels inside the image.
+
+        Parameters
+        ----------
+        margin : float, default 0.0
+            Distance from the outermost pixel centres, px.
+
+        Returns
+        -------
+        ndarray
+            (N,) bool.
+        """
         height, width = self.params.shape
         rows, cols = self.positions[:, 0], self.positions[:, 1]
         return (rows >= margin) & (rows <= height - 1 - margin) & (cols >= margin) & (cols <= width - 1 - margin)
 
     def to_dict(self) -> dict:
+        """The parameters that made the scan, as a plain dict.
+
+        Returns
+        -------
+        dict
+            The fields of ``params``.
+        """
         return asdict(self.params)
 
 
 def lattice_sites(shape: tuple[int, int], spacing_px: float, angle_deg: float, second_sublattice: bool, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Ideal lattice sites covering the image plus ``margin`` pixels around it.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the image, px.
+    spacing_px : float
+        Lattice constant of the square lattice, px.
+    angle_deg : float
+        Rotation of the lattice about the image centre, degrees.
+    second_sublattice : bool
+        Add the sites at the cell centres (label 1).
+    margin : float
+        How far beyond the image the sites reach, px.
 
     Returns
     -------
@@ -124,6 +183,22 @@ def render_gaussians(shape: tuple[int, int], positions: np.ndarray, amplitudes: 
     Each Gaussian is evaluated in a (2R+1)² window, R = ceil(4σ), as the outer product of its row and
     column profiles, and accumulated with one ``bincount``: O(N R²), fast for 10⁵ columns
     (:func:`microvae.sublattices.render_columns`, which also takes one σ per column).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the grid, px.
+    positions : ndarray
+        (N, 2) centres (row, col) in px.
+    amplitudes : ndarray
+        (N,) peak heights.
+    sigma_px : float
+        σ in px.
+
+    Returns
+    -------
+    ndarray
+        (H, W) image (as :func:`~microvae.sublattices.render_columns` returns it).
     """
     from .sublattices import render_columns
 
@@ -131,7 +206,22 @@ def render_gaussians(shape: tuple[int, int], positions: np.ndarray, amplitudes: 
 
 
 def slow_background(shape: tuple[int, int], amplitude: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth background: a random tilt plus one long-wavelength undulation, peak ``amplitude``."""
+    """A smooth background: a random tilt plus one long-wavelength undulation, peak ``amplitude``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) px.
+    amplitude : float
+        The background's maximum (its minimum is 0).
+    rng : numpy.random.Generator
+        Draws the tilt and the phase.
+
+    Returns
+    -------
+    ndarray
+        (H, W) float64 in [0, amplitude].
+    """
     height, width = shape
     rows = np.linspace(0.0, 1.0, height)[:, None]
     cols = np.linspace(0.0, 1.0, width)[None, :]
@@ -155,8 +245,7 @@ def make_lattice(params: LatticeParams | None = None, **overrides) -> LatticeIma
     -------
     LatticeImage
         A :class:`LatticeImage`. Intensities are in units of a bright column's peak (noise-free
-    LatticeImage
-        Peak ≈ 1 above the background); shot noise is Poisson with ``dose`` counts at that peak.
+        peak ≈ 1 above the background); shot noise is Poisson with ``dose`` counts at that peak.
     """
     params = params or LatticeParams()
     if overrides:
@@ -185,6 +274,15 @@ def make_lattice(params: LatticeParams | None = None, **overrides) -> LatticeIma
 def match_positions(true_positions: np.ndarray, found_positions: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """One-to-one matching of found to true positions within ``radius`` pixels (nearest first).
 
+    Parameters
+    ----------
+    true_positions : ndarray
+        (N, 2) (row, col) in px.
+    found_positions : ndarray
+        (M, 2) (row, col) in px.
+    radius : float
+        Largest matching distance, px (each true position considers its 4 nearest found ones).
+
     Returns
     -------
     tuple[ndarray, ndarray]
@@ -211,7 +309,23 @@ def match_positions(true_positions: np.ndarray, found_positions: np.ndarray, rad
 
 @dataclass
 class DetectionScore:
-    """Detection quality against ground truth: F1 at a match radius and subpixel RMSE of the matches."""
+    """Detection quality against ground truth: F1 at a match radius and subpixel RMSE of the matches.
+
+    Attributes
+    ----------
+    f1 : float
+        Harmonic mean of precision and recall.
+    precision : float
+        Matches / columns found.
+    recall : float
+        Matches / true columns.
+    rmse_px : float
+        Root-mean-square distance of the matched pairs, px (NaN without matches).
+    n_true : int
+        True columns.
+    n_found : int
+        Columns found.
+    """
 
     f1: float
     precision: float
@@ -222,7 +336,22 @@ class DetectionScore:
 
 
 def score_detection(true_positions: np.ndarray, found_positions: np.ndarray, radius: float = 3.0) -> DetectionScore:
-    """F1 (matches within ``radius`` px, one-to-one), precision, recall and RMSE (px) of matched pairs."""
+    """F1 (matches within ``radius`` px, one-to-one), precision, recall and RMSE (px) of matched pairs.
+
+    Parameters
+    ----------
+    true_positions : ndarray
+        (N, 2) true (row, col) in px.
+    found_positions : ndarray
+        (M, 2) found (row, col) in px.
+    radius : float, default 3.0
+        Match radius, px (:func:`match_positions`).
+
+    Returns
+    -------
+    DetectionScore
+        The scores.
+    """
     true_index, found_index = match_positions(true_positions, found_positions, radius)
     matched = len(true_index)
     precision = matched / max(len(found_positions), 1)
@@ -288,6 +417,36 @@ def make_two_phase_lattice(
     intensity variation of :func:`slow_background`; it is 0 by default because it is itself a
     continuous factor of the patches, and with an amplitude of 0.2 the continuous latents took it
     instead of the variant (within-region |corr(z, variant)| ≈ 0.1–0.4 against ≈ 0.9 without it).
+
+    Parameters
+    ----------
+    shape : tuple of int, default (256, 256)
+        (H, W) px.
+    spacing_px : float, default 14.0
+        Lattice constant of the unrotated square lattice, px.
+    sigma_px : float, default 1.8
+        Column width σ, px.
+    dim_ratios : tuple of float, default (0.2, 0.65)
+        Dim column peak relative to a bright one, left and right of the boundary.
+    displacement_px : float, default 1.5
+        Displacement of the dim columns along rows, px.
+    domain_px : float, default 64.0
+        Height of each stripe domain, px.
+    jitter_px : float, default 0.1
+        sd of the random displacement per axis, px.
+    dose : float, default 2000.0
+        Poisson counts at a bright column's peak.
+    read_noise : float, default 0.01
+        sd of the Gaussian read noise, fraction of that peak.
+    background : float, default 0.0
+        Peak of the slow background.
+    seed : int, default 0
+        Seed of every random draw.
+
+    Returns
+    -------
+    TwoPhaseImage
+        The scan and its per-column truth (boundary at column (W − 1) / 2).
     """
     rng = np.random.default_rng(seed)
     height, width = shape
@@ -314,6 +473,8 @@ def score_two_phase(
 
     Parameters
     ----------
+    truth : TwoPhaseImage
+        The scan's ground truth.
     coords : ndarray
         (N, 2) patch centres (row, col) in pixels; each is matched to its nearest column.
     classes, class_probs, z_mean
@@ -321,10 +482,14 @@ def score_two_phase(
     margin_px : float
         Only patches farther than this from the boundary column are scored.
 
-    Returns: patches, median_match_px (centre to nearest true column), bright_only (every patch is
-    on a bright column), region_accuracy (matched accuracy of the argmax class), class_confidence
-    (mean max q(y|x)), and variant_corr_per_region (per region, the best |corr(z_k, variant)| of the
-    nearest dim column's variant).
+    Returns
+    -------
+    dict
+        patches, median_match_px (centre to nearest true column, px), bright_only (every patch is
+        on a bright column), region_accuracy (matched accuracy of the argmax class, on the
+        patches beyond the margin), class_confidence (mean max q(y|x)), and
+        variant_corr_per_region (per region, the best |corr(z_k, variant)| of the nearest dim
+        column's variant, rounded to 3 decimals).
     """
     from scipy.spatial import cKDTree  # scipy is imported only where it is used
 
