@@ -109,6 +109,19 @@ def make_cards(
         Shift per axis uniform in [-f·W, +f·W] pixels.
     supersample : int
         Sub-samples per pixel side, box-averaged (1 = point sampling).
+
+    Returns
+    -------
+    CardsDataset
+        (n, 1, size, size) float32 images in [0, 1], the labels (indices into
+        :data:`CLASS_NAMES`) and the transforms that drew them (angles and shears in rad, shifts
+        (row, col) in px).
+
+    Raises
+    ------
+    ParameterError
+        When an argument is out of range (``n`` < 0, ``size`` < 8, ``max_angle_deg`` outside
+        [0, 180], …).
     """
     _check_arguments(n, size, max_angle_deg, max_shear_deg, scale_range, max_shift_fraction, supersample)
     rng = np.random.default_rng(seed)
@@ -131,7 +144,32 @@ def render_cards(
     supersample: int = 2,
     chunk: int = 1024,
 ) -> np.ndarray:
-    """Render given suits and transforms to (N, 1, size, size) float32 images in [0, 1]."""
+    """Render given suits and transforms to (N, 1, size, size) float32 images in [0, 1].
+
+    Parameters
+    ----------
+    labels : ndarray
+        (N,) int suits (indices into :data:`CLASS_NAMES`).
+    angle_rad : ndarray
+        (N,) rotations in rad, counter-clockwise as displayed.
+    shear_rad : ndarray
+        (N,) shears in rad.
+    scale : ndarray
+        (N,) magnifications.
+    shift_px : ndarray
+        (N, 2) shifts (row, col) in px.
+    size : int
+        Image side W in px.
+    supersample : int, default 2
+        Sub-samples per pixel side, box-averaged.
+    chunk : int, default 1024
+        Cards rendered at once.
+
+    Returns
+    -------
+    ndarray
+        (N, 1, size, size) float32 in [0, 1].
+    """
     n = len(labels)
     out = np.empty((n, 1, size, size), np.float32)
     atlas = canonical_shapes()
@@ -149,7 +187,24 @@ def render_moved(cards: CardsDataset, turn_rad: float = 0.0, centre_shift_px: tu
     (each card's angle + turn, its shift turned with it) and the window's centre moved by
     ``centre_shift_px`` (row, col) px (the content by the opposite). Every pixel is rendered, none
     interpolated from the image; ``render_moved(cards, π/2)`` is ``numpy.rot90`` of the images up
-    to float rounding. (N, 1, W, W) float32 — a :data:`microvae.diagnose.PatchSource` for cards."""
+    to float rounding. (N, 1, W, W) float32 — a :data:`microvae.diagnose.PatchSource` for cards.
+
+    Parameters
+    ----------
+    cards : CardsDataset
+        The cards (their labels and transforms).
+    turn_rad : float, default 0.0
+        Turn of the content in rad, counter-clockwise as displayed.
+    centre_shift_px : tuple of float, default (0.0, 0.0)
+        Move of the window's centre (row, col) in px.
+    supersample : int, default 2
+        Sub-samples per pixel side.
+
+    Returns
+    -------
+    ndarray
+        (N, 1, W, W) float32 in [0, 1].
+    """
     cos, sin = np.cos(turn_rad), np.sin(turn_rad)
     turn = np.array([[cos, -sin], [sin, cos]])  # (row, col), counter-clockwise as displayed
     shift = cards.shift_px @ turn.T - np.asarray(centre_shift_px, dtype=np.float64)
@@ -157,7 +212,14 @@ def render_moved(cards: CardsDataset, turn_rad: float = 0.0, centre_shift_px: tu
 
 
 def canonical_shapes() -> torch.Tensor:
-    """The four suits rasterised on a (256, 256) grid covering [-1, 1]², shape (4, 1, 256, 256)."""
+    """The four suits rasterised on a (256, 256) grid covering [-1, 1]², shape (4, 1, 256, 256).
+
+    Returns
+    -------
+    torch.Tensor
+        (4, 1, 256, 256) float32 coverage in [0, 1] (a fresh copy of a cached tensor), suits in
+        the order of :data:`CLASS_NAMES`.
+    """
     return _canonical_shapes_cached().clone()
 
 
