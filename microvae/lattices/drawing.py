@@ -32,7 +32,18 @@ __all__ = [
 
 def rotation_matrix(angle_deg: float) -> np.ndarray:
     """Rotation of (row, col) vectors by ``angle_deg`` counter-clockwise on screen (rows grow
-    downwards), as in :func:`synthetic.lattice_sites`: ``v_rotated = R @ v``."""
+    downwards), as in :func:`synthetic.lattice_sites`: ``v_rotated = R @ v``.
+
+    Parameters
+    ----------
+    angle_deg : float
+        The rotation, degrees.
+
+    Returns
+    -------
+    ndarray
+        (2, 2) float64 R = [[cos, −sin], [sin, cos]] acting on (row, col).
+    """
     angle = np.deg2rad(angle_deg)
     return np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
 
@@ -40,14 +51,29 @@ def rotation_matrix(angle_deg: float) -> np.ndarray:
 def bravais_sites(shape: tuple[int, int], a1, a2, motif, angle_deg: float, margin: float, origin=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sites of a 2D lattice with a motif, covering the image plus ``margin`` px around it.
 
-    Args:
-        a1, a2: lattice vectors as (row, col) in pixels, before the rotation.
-        motif: fractional offsets (f1, f2) of the motif's sites; site label = index in ``motif``.
-        angle_deg: rotation of the whole lattice (counter-clockwise on screen: rows grow downwards).
-        origin: (row, col) of the lattice point (0, 0); default the image centre.
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the image, px.
+    a1, a2 : array_like
+        Lattice vectors as (row, col) in pixels, before the rotation.
+    motif : sequence of array_like
+        Fractional offsets (f1, f2) of the motif's sites; site label = index in ``motif``.
+    angle_deg : float
+        Rotation of the whole lattice in degrees (counter-clockwise on screen: rows grow downwards).
+    margin : float
+        How far beyond the image the sites reach, px.
+    origin : array_like, optional
+        (row, col) of the lattice point (0, 0), px; default the image centre.
 
-    Returns:
-        positions (N, 2), labels (N,) and the integer cell indices (N, 2) of each site.
+    Returns
+    -------
+    positions : ndarray
+        (N, 2) float64 (row, col) in px.
+    labels : ndarray
+        (N,) int64 motif index of each site.
+    cells : ndarray
+        (N, 2) integer cell indices of each site.
     """
     height, width = shape
     origin = np.array([(height - 1) / 2.0, (width - 1) / 2.0] if origin is None else origin, dtype=np.float64)
@@ -74,7 +100,20 @@ def bravais_sites(shape: tuple[int, int], a1, a2, motif, angle_deg: float, margi
 
 
 def moffat_profile(hwhm_px: float, beta: float) -> Callable:
-    """``(1 + d²/α²)^−β`` with half width at half maximum ``hwhm_px`` (β = 1: a Lorentzian)."""
+    """``(1 + d²/α²)^−β`` with half width at half maximum ``hwhm_px`` (β = 1: a Lorentzian).
+
+    Parameters
+    ----------
+    hwhm_px : float
+        Half width at half maximum, px.
+    beta : float
+        β.
+
+    Returns
+    -------
+    callable
+        ``profile(dr, dc)`` of broadcastable offsets in px, 1 at the centre.
+    """
     alpha2 = hwhm_px**2 / (2.0 ** (1.0 / beta) - 1.0)
 
     def profile(dr, dc):
@@ -88,7 +127,22 @@ def moffat_profile(hwhm_px: float, beta: float) -> Callable:
 
 
 def two_gaussian_profile(sigma_px: float, tail_sigma_px: float, tail_fraction: float) -> Callable:
-    """A narrow Gaussian core plus a broad probe tail: ``(1 − t)·G(σ) + t·G(σ_tail)``, peak 1."""
+    """A narrow Gaussian core plus a broad probe tail: ``(1 − t)·G(σ) + t·G(σ_tail)``, peak 1.
+
+    Parameters
+    ----------
+    sigma_px : float
+        σ of the core, px.
+    tail_sigma_px : float
+        σ of the tail, px.
+    tail_fraction : float
+        t, the tail's share of the peak.
+
+    Returns
+    -------
+    callable
+        ``profile(dr, dc)`` of broadcastable offsets in px.
+    """
     a, b = -0.5 / sigma_px**2, -0.5 / tail_sigma_px**2
 
     def profile(dr, dc):
@@ -99,7 +153,22 @@ def two_gaussian_profile(sigma_px: float, tail_sigma_px: float, tail_fraction: f
 
 
 def elliptical_gaussian_profile(sigma_px: float, ellipticity: float, axis_deg: float) -> Callable:
-    """An elliptical Gaussian (two-fold astigmatism): σ·√e along ``axis_deg``, σ/√e across it."""
+    """An elliptical Gaussian (two-fold astigmatism): σ·√e along ``axis_deg``, σ/√e across it.
+
+    Parameters
+    ----------
+    sigma_px : float
+        σ, px.
+    ellipticity : float
+        e (1: round).
+    axis_deg : float
+        Direction of the long axis, degrees.
+
+    Returns
+    -------
+    callable
+        ``profile(dr, dc)`` of broadcastable offsets in px, peak 1.
+    """
     theta = np.deg2rad(axis_deg)
     cos, sin = np.cos(theta), np.sin(theta)
     a = -0.5 / (sigma_px**2 * ellipticity)
@@ -116,7 +185,18 @@ def elliptical_gaussian_profile(sigma_px: float, ellipticity: float, axis_deg: f
 def airy_profile(sigma_equivalent_px: float) -> Callable:
     """The Airy pattern ``(2 J₁(x)/x)²`` of an aperture-limited probe, with rings; its FWHM equals
     that of a Gaussian of σ = ``sigma_equivalent_px`` (first dark ring at ≈ 2.79 σ). Evaluated by
-    interpolation in d² from a fine table (J₁ is slow)."""
+    interpolation in d² from a fine table (J₁ is slow).
+
+    Parameters
+    ----------
+    sigma_equivalent_px : float
+        σ of the Gaussian of equal FWHM, px.
+
+    Returns
+    -------
+    callable
+        ``profile(dr, dc)`` of broadcastable offsets in px, peak 1, 0 beyond 12σ.
+    """
     k = 2 * 1.616340 / (2.3548200 * sigma_equivalent_px)
     d2_max = (12 * sigma_equivalent_px) ** 2
     d2_table = np.linspace(0.0, d2_max, 8192)
@@ -132,7 +212,22 @@ def airy_profile(sigma_equivalent_px: float) -> Callable:
 
 def dip_with_halo_profile(sigma_px: float, halo_sigma_px: float, halo_weight: float) -> Callable:
     """An ABF-like dark column: ``(−G(σ) + c·G(σ_halo)) / (1 − c)``, −1 at the centre with a weak
-    bright ring (c = ``halo_weight`` < 1, σ_halo > σ)."""
+    bright ring (c = ``halo_weight`` < 1, σ_halo > σ).
+
+    Parameters
+    ----------
+    sigma_px : float
+        σ of the dip, px.
+    halo_sigma_px : float
+        σ_halo, px.
+    halo_weight : float
+        c.
+
+    Returns
+    -------
+    callable
+        ``profile(dr, dc)`` of broadcastable offsets in px.
+    """
     a, b = -0.5 / sigma_px**2, -0.5 / halo_sigma_px**2
     scale = 1.0 / (1.0 - halo_weight)
 
@@ -160,9 +255,30 @@ def render_profile(
     shows the object at column c − row_shift[r]); rows of a window outside the image take the
     nearest edge row's shift.
 
-    Returns:
-        the (H, W) float64 image, and (N,) the horizontal shift of each column's intensity centroid
-        (the row-marginal-weighted mean of the shifts over the column's window; zeros without
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) px.
+    positions : ndarray
+        (N, 2) column centres (row, col) in px.
+    amplitudes : ndarray
+        (N,) (or a scalar) amplitudes.
+    profile : callable
+        ``profile(dr, dc)`` of offsets in px.
+    radius : float
+        Reach of each column's window, px.
+    row_shift : ndarray or None, optional
+        (H,) horizontal shift of each image row, px.
+    max_values : int, default 1_500_000
+        Most window values per chunk.
+
+    Returns
+    -------
+    image : ndarray
+        The (H, W) float64 image.
+    centroid_shift : ndarray
+        (N,) the horizontal shift (px) of each column's intensity centroid (the
+        row-marginal-weighted mean of the shifts over the column's window; zeros without
         ``row_shift``).
     """
     height, width = shape
@@ -206,13 +322,47 @@ def render_profile(
 
 
 def correlated_noise(shape: tuple[int, int], sd: float, correlation_px: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian white noise smoothed by a Gaussian of ``correlation_px`` and rescaled to ``sd``."""
+    """Gaussian white noise smoothed by a Gaussian of ``correlation_px`` and rescaled to ``sd``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) px.
+    sd : float
+        The noise's sd.
+    correlation_px : float
+        σ of the smoothing Gaussian, px (periodic edges).
+    rng : numpy.random.Generator
+        Draws the noise.
+
+    Returns
+    -------
+    ndarray
+        (H, W) float64.
+    """
     field_ = ndimage.gaussian_filter(rng.standard_normal(shape), correlation_px, mode="wrap")
     return sd * field_ / max(float(field_.std()), 1e-12)
 
 
 def poisson_read(clean: np.ndarray, dose: float, read_noise: float, rng: np.random.Generator) -> np.ndarray:
     """Shot noise (Poisson with ``dose`` counts per unit intensity) plus Gaussian read noise (sd in
-    units of intensity)."""
+    units of intensity).
+
+    Parameters
+    ----------
+    clean : ndarray
+        The noise-free image (negative values count as 0 for the shot noise).
+    dose : float
+        Counts per unit intensity.
+    read_noise : float
+        sd of the Gaussian read noise, intensity units.
+    rng : numpy.random.Generator
+        Draws the noise.
+
+    Returns
+    -------
+    ndarray
+        The noisy image, same shape, float64 (counts / dose + read noise).
+    """
     counts = rng.poisson(np.clip(clean, 0.0, None) * dose).astype(np.float64)
     return counts / dose + rng.normal(0.0, read_noise, size=clean.shape)

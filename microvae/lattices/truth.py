@@ -29,22 +29,34 @@ SIZES = ("ci", "bench")
 class GroundTruthScan:
     """A synthetic or simulated scan and its ground truth, one row per column present.
 
-    Attributes:
-        name: the generator's name.
-        image: (H, W) float32 scan; columns are bright unless ``invert``.
-        positions: (N, 2) float64 true (row, col) of every column present, in pixels; columns up to
-            a profile radius outside the image are included (they shape its edges).
-        sublattice: (N,) int64 index into ``sublattice_names``.
-        sublattice_names: the sublattices' names, e.g. ("Mo", "S2") or ("A", "B").
-        displacement_px: (N, 2) float64 (row, col) imposed displacement of each column from its
-            ideal site, in pixels; zero where none is imposed (random static jitter is not in it).
-        species: (N,) int64 chemical species or variant per column; equals ``sublattice`` where
-            nothing is substituted. ``params["species_names"]`` names them.
-        vacancies: (M, 2) float64 (row, col) of the sites left empty.
-        invert: True when the columns are dark (ABF-like): find atoms with ``invert=True``.
-        params: every parameter that made it (json-serialisable).
-        extra: generator-specific arrays, documented by each generator (e.g. ``region`` and
-            ``variant`` per column, ``row_shift_px`` per image row).
+    Attributes
+    ----------
+    name : str
+        The generator's name.
+    image : ndarray
+        (H, W) float32 scan; columns are bright unless ``invert``.
+    positions : ndarray
+        (N, 2) float64 true (row, col) of every column present, in pixels; columns up to
+        a profile radius outside the image are included (they shape its edges).
+    sublattice : ndarray
+        (N,) int64 index into ``sublattice_names``.
+    sublattice_names : tuple of str
+        The sublattices' names, e.g. ("Mo", "S2") or ("A", "B").
+    displacement_px : ndarray
+        (N, 2) float64 (row, col) imposed displacement of each column from its
+        ideal site, in pixels; zero where none is imposed (random static jitter is not in it).
+    species : ndarray
+        (N,) int64 chemical species or variant per column; equals ``sublattice`` where
+        nothing is substituted. ``params["species_names"]`` names them.
+    vacancies : ndarray
+        (M, 2) float64 (row, col) of the sites left empty.
+    invert : bool
+        True when the columns are dark (ABF-like): find atoms with ``invert=True``.
+    params : dict
+        Every parameter that made it (json-serialisable).
+    extra : dict
+        Generator-specific arrays, documented by each generator (e.g. ``region`` and
+        ``variant`` per column, ``row_shift_px`` per image row).
     """
 
     name: str
@@ -60,7 +72,18 @@ class GroundTruthScan:
     extra: dict = field(default_factory=dict)
 
     def inside(self, margin: float = 0.0) -> np.ndarray:
-        """Boolean mask (N,) of columns at least ``margin`` pixels inside the image."""
+        """Boolean mask (N,) of columns at least ``margin`` pixels inside the image.
+
+        Parameters
+        ----------
+        margin : float, default 0.0
+            Distance from the outermost pixel centres, px.
+
+        Returns
+        -------
+        ndarray
+            (N,) bool.
+        """
         height, width = self.image.shape
         rows, cols = self.positions[:, 0], self.positions[:, 1]
         return (rows >= margin) & (rows <= height - 1 - margin) & (cols >= margin) & (cols <= width - 1 - margin)
