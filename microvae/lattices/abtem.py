@@ -31,7 +31,20 @@ ABTEM_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "data
 
 
 def abtem_files(directory: Path | None = None) -> dict[str, Path]:
-    """``{generator name: npz path}`` of the cached abTEM simulations that exist."""
+    """``{generator name: npz path}`` of the cached abTEM simulations that exist.
+
+    Parameters
+    ----------
+    directory : path, optional
+        The folder of the cached ``.npz`` files; default :data:`ABTEM_DIR`
+        (``benchmarks/data/abtem``).
+
+    Returns
+    -------
+    dict of str to Path
+        ``{"abtem_<stem>": path}`` for every ``<stem>.npz`` in the folder, sorted by name; empty
+        when the folder does not exist.
+    """
     directory = ABTEM_DIR if directory is None else Path(directory)
     if not directory.is_dir():
         return {}
@@ -41,13 +54,29 @@ def abtem_files(directory: Path | None = None) -> dict[str, Path]:
 def load_abtem(name: str, seed: int | None = None, dose: float | None = None, directory: Path | None = None) -> GroundTruthScan:
     """A cached abTEM multislice simulation as a :class:`GroundTruthScan`.
 
-    Args:
-        name: ``"abtem_mos2"`` or ``"mos2"`` (the file ``benchmarks/data/abtem/mos2.npz``), etc.
-        seed, dose: with a ``dose`` (counts per unit of the image's mean), Poisson noise is drawn
-            with ``seed``; without, the noise-free simulated image is returned.
+    Parameters
+    ----------
+    name : str
+        ``"abtem_mos2"`` or ``"mos2"`` (the file ``benchmarks/data/abtem/mos2.npz``), etc.
+    seed : int, optional
+        Seed of the Poisson noise (0 when omitted); used only with a ``dose``.
+    dose : float, optional
+        Counts per unit of the image's mean: with a ``dose``, Poisson noise is drawn with
+        ``seed``; without, the noise-free simulated image is returned.
+    directory : path, optional
+        The folder of the cached simulations; default :data:`ABTEM_DIR`.
 
-    Raises:
-        FileNotFoundError: the simulation is not cached (run ``benchmarks/simulate_abtem.py``).
+    Returns
+    -------
+    GroundTruthScan
+        Named ``"abtem_<stem>"``; the (H, W) float32 image and the truth arrays stored in the
+        file; ``params`` are the simulation's, with ``generator`` and ``file`` (and ``seed`` and
+        ``dose`` when noise was drawn).
+
+    Raises
+    ------
+    FileNotFoundError
+        The simulation is not cached (run ``benchmarks/simulate_abtem.py``).
     """
     directory = ABTEM_DIR if directory is None else Path(directory)
     stem = name[len("abtem_") :] if name.startswith("abtem_") else name

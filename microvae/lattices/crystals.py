@@ -70,8 +70,30 @@ def honeycomb(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthScan:
     ``background`` = 0.15) plus an amorphous-carbon texture (white noise smoothed over
     ``carbon_correlation_px`` = 1.5 px, sd ``carbon_sd`` = 0.04) — blobs about as wide as the columns.
 
-    Truth: ``species`` 0 = Mo, 1 = S2, 2 = SSe (``params["species_names"]``); ``displacement_px`` is
-    zero (positions = ideal sites + normal static jitter of sd ``jitter_px`` = 0.12 px).
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of every random draw (one stream per component,
+        :func:`~microvae.lattices.truth.component_streams`).
+    size : {"ci", "bench"}, default "ci"
+        The preset: 256 × 256 px (``"ci"``) or 1024 × 1024 px (``"bench"``).
+    **overrides
+        Replacements for any parameter of :data:`HONEYCOMB_DEFAULTS`, or ``noise=False`` for the
+        noise-free image.
+
+    Returns
+    -------
+    GroundTruthScan
+        Truth: ``species`` 0 = Mo, 1 = S2, 2 = SSe (``params["species_names"]``);
+        ``displacement_px`` is zero (positions = ideal sites + normal static jitter of sd
+        ``jitter_px`` = 0.12 px); ``params["metal_metal_px"]`` is the metal–metal distance √3·nn, px.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not ``"ci"`` or ``"bench"``.
+    TypeError
+        An override names no parameter of the generator.
     """
     params = merge_params("honeycomb", HONEYCOMB_DEFAULTS, size, seed, overrides)
     rng = component_streams(seed)
@@ -136,8 +158,30 @@ def dumbbells(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthScan:
     smoothed over ``noise_correlation_px`` = 0.8 px, as after a detector's response) plus white
     (``white_sd`` = 0.03).
 
-    Truth: no vacancies; ``displacement_px`` zero; ``species`` equals ``sublattice``; positions =
-    ideal sites + static jitter (``jitter_px`` = 0.08).
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of every random draw (one stream per component,
+        :func:`~microvae.lattices.truth.component_streams`).
+    size : {"ci", "bench"}, default "ci"
+        The preset: 256 × 256 px (``"ci"``) or 1024 × 1024 px (``"bench"``).
+    **overrides
+        Replacements for any parameter of :data:`DUMBBELL_DEFAULTS`, or ``noise=False`` for the
+        noise-free image.
+
+    Returns
+    -------
+    GroundTruthScan
+        Truth: no vacancies; ``displacement_px`` zero; ``species`` equals ``sublattice``;
+        positions = ideal sites + static jitter (``jitter_px`` = 0.08);
+        ``params["cell_px"]`` is the cell [a, a/√2], px.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not ``"ci"`` or ``"bench"``.
+    TypeError
+        An override names no parameter of the generator.
     """
     params = merge_params("dumbbells", DUMBBELL_DEFAULTS, size, seed, overrides)
     rng = component_streams(seed)

@@ -84,9 +84,32 @@ def displaced_perovskite(seed: int = 0, size: str = "ci", **overrides) -> Ground
     1 + ``wedge``/2 (right), plus a flat ``background`` = 0.1.
     Noise: Poisson (``dose`` = 300 counts at a peak of 1) plus Gaussian read noise 0.02.
 
-    Truth: ``displacement_px`` is the imposed B shift (non-zero exactly at film B columns, norm in
-    [2, 3] px); positions = ideal sites + displacement + static jitter (``jitter_px`` = 0.08).
-    ``species`` equals ``sublattice``.
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of every random draw (one stream per component,
+        :func:`~microvae.lattices.truth.component_streams`).
+    size : {"ci", "bench"}, default "ci"
+        The preset: 256 × 256 px (``"ci"``) or 1024 × 1024 px (``"bench"``).
+    **overrides
+        Replacements for any parameter of :data:`PEROVSKITE_DEFAULTS`, or ``noise=False`` for the
+        noise-free image.
+
+    Returns
+    -------
+    GroundTruthScan
+        Truth: ``displacement_px`` is the imposed B shift (non-zero exactly at film B columns,
+        norm in [2, 3] px); positions = ideal sites + displacement + static jitter
+        (``jitter_px`` = 0.08). ``species`` equals ``sublattice``. ``extra["region"]`` (N,) int64
+        (1 film, 0 substrate) and ``extra["variant"]`` (N,) int64 (+1, −1, 0) as above;
+        ``params["cell_px"]`` is a, px.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not ``"ci"`` or ``"bench"``.
+    TypeError
+        An override names no parameter of the generator.
     """
     params = merge_params("displaced_perovskite", PEROVSKITE_DEFAULTS, size, seed, overrides)
     rng = component_streams(seed)
@@ -187,8 +210,29 @@ def abf_perovskite(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthS
     ``background`` = 0.15); Poisson noise with ``dose`` = 400 counts at the background level (so the
     noise is strongest on the background, not on the columns) plus read noise 0.005.
 
-    Truth: ``species`` equals ``sublattice``; positions = ideal site + displacement + static jitter
-    (``jitter_px`` = 0.06).
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of every random draw (one stream per component,
+        :func:`~microvae.lattices.truth.component_streams`).
+    size : {"ci", "bench"}, default "ci"
+        The preset: 256 × 256 px (``"ci"``) or 1024 × 1024 px (``"bench"``).
+    **overrides
+        Replacements for any parameter of :data:`ABF_DEFAULTS`, or ``noise=False`` for the
+        noise-free image.
+
+    Returns
+    -------
+    GroundTruthScan
+        Truth: ``species`` equals ``sublattice``; positions = ideal site + displacement + static
+        jitter (``jitter_px`` = 0.06); ``invert`` is True.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not ``"ci"`` or ``"bench"``.
+    TypeError
+        An override names no parameter of the generator.
     """
     params = merge_params("abf_perovskite", ABF_DEFAULTS, size, seed, overrides)
     rng = component_streams(seed)

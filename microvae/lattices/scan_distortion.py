@@ -78,12 +78,34 @@ def scan_distorted(seed: int = 0, size: str = "ci", **overrides) -> GroundTruthS
     offset (sd ``line_offset_sd`` = 0.03) and gain (sd ``line_gain_sd`` = 2 %). Background: a slow
     surface of peak ``background`` = 0.2. ``vacancy_fraction`` = 2 % of both sublattices.
 
-    Truth: positions are where the columns appear in the distorted image: the row is stretched,
-    the column is moved by the centroid of the row shifts over the column's rows (weighted by the
-    profile's row marginal: the shift of its intensity centroid). ``vacancies`` are the empty
-    sites as they would appear (stretched, shifted by their nearest row's shift). ``displacement_px`` is this
-    scan-induced displacement (non-zero for every column); positions = ideal site + displacement +
-    static jitter (``jitter_px`` = 0.05).
+    Parameters
+    ----------
+    seed : int, default 0
+        Seed of every random draw (one stream per component,
+        :func:`~microvae.lattices.truth.component_streams`).
+    size : {"ci", "bench"}, default "ci"
+        The preset: 256 × 256 px (``"ci"``) or 1024 × 1024 px (``"bench"``).
+    **overrides
+        Replacements for any parameter of :data:`SCAN_DEFAULTS`, or ``noise=False`` for the
+        noise-free image.
+
+    Returns
+    -------
+    GroundTruthScan
+        Truth: positions are where the columns appear in the distorted image: the row is
+        stretched, the column is moved by the centroid of the row shifts over the column's rows
+        (weighted by the profile's row marginal: the shift of its intensity centroid).
+        ``vacancies`` are the empty sites as they would appear (stretched, shifted by their
+        nearest row's shift). ``displacement_px`` is this scan-induced displacement (non-zero for
+        every column); positions = ideal site + displacement + static jitter (``jitter_px`` =
+        0.05). ``extra["row_shift_px"]`` is the (H,) float64 row shift above.
+
+    Raises
+    ------
+    ValueError
+        ``size`` is not ``"ci"`` or ``"bench"``.
+    TypeError
+        An override names no parameter of the generator.
     """
     params = merge_params("scan_distorted", SCAN_DEFAULTS, size, seed, overrides)
     rng = component_streams(seed)

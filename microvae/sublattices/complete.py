@@ -32,12 +32,24 @@ SHAPE_ROUNDS = 3  # alternations of the sublattices' shapes and the positions (e
 class CompletedLattice:
     """Every column after the second search and the joint refinement (see :func:`complete_lattice`).
 
-    Attributes:
-        positions: (N, 2) (row, col) px; amplitudes (N,) fitted heights above the local background;
-        sigma_px: (N,) the fixed width of each column's sublattice; sublattice (N,) 0 = brightest;
-        second_search: (N,) True for columns found in the residual; refitted (N,) True where the
-        joint refinement moved the column; nearest_neighbour_px: median nearest-neighbour distance;
-        source: (N,) index of the input column each came from, −1 for the second search's.
+    Attributes
+    ----------
+    positions : ndarray
+        (N, 2) float64 (row, col), px.
+    amplitudes : ndarray
+        (N,) float64 fitted heights above the local background.
+    sigma_px : ndarray
+        (N,) float64 the fixed width σ of each column's sublattice, px.
+    sublattice : ndarray
+        (N,) int64 sublattice label, 0 = brightest.
+    second_search : ndarray
+        (N,) bool, True for columns found in the residual.
+    refitted : ndarray
+        (N,) bool, True where the joint refinement moved the column.
+    nearest_neighbour_px : float
+        Median nearest-neighbour distance, px (NaN with fewer than two columns).
+    source : ndarray
+        (N,) index of the input column each came from, −1 for the second search's.
     """
 
     positions: np.ndarray
@@ -78,8 +90,28 @@ def complete_lattice(
        columns, they are labelled again with their refined heights; otherwise the labels of step 3
        stand (the refinement moves columns by fractions of a pixel, not between sites).
 
-    ``image`` scaled as :func:`microvae.atoms.prepare_image` scales it; the other arguments as
-    :func:`find_dim_columns` takes them.
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
+    positions : ndarray
+        (N, 2) (row, col) of the first search's fitted columns, px.
+    amplitudes : ndarray
+        (N,) their fitted heights above the local background.
+    sigma_px : ndarray
+        (N,) their fitted widths σ, px (or a scalar).
+    filter_sigma_px, typical_response, noise : float
+        As :func:`find_dim_columns` takes them.
+    joint : bool, default True
+        Refine the columns jointly (steps 2 and 4).
+    search : bool, default True
+        Search the residual for columns the first search passed over (step 1).
+
+    Returns
+    -------
+    CompletedLattice
+        Every column kept, labelled and refined; with at most one column, as given (sublattice 0,
+        ``nearest_neighbour_px`` NaN).
     """
     from scipy.spatial import cKDTree
 

@@ -205,14 +205,37 @@ def refine_jointly(
     [c_rr, c_rc, c_cc] px²: elliptical columns (astigmatic probe), fitted and subtracted with their
     shape fixed (:func:`_fit_fixed_shape`); ``sigma_px`` then only sets the fit disks.
 
-    Args:
-        image: (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
-        positions: (N, 2) (row, col) px from a first fit; amplitudes (N,) heights above the local
-            background; sigma_px (N,) fixed widths (columns sharing a width are fitted together).
-        spacing_px: nearest-neighbour distance of the whole lattice (sets the fit radius).
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
+    positions : ndarray
+        (N, 2) (row, col) px from a first fit.
+    amplitudes : ndarray
+        (N,) heights above the local background.
+    sigma_px : ndarray
+        (N,) fixed widths σ, px (columns sharing a width are fitted together).
+    spacing_px : float
+        Nearest-neighbour distance of the whole lattice, px (sets the fit radius).
+    rounds : int, default JOINT_ROUNDS
+        The most rounds of subtract-the-neighbours-and-refit.
+    iterations : int, default 12
+        Iterations of each column's fit.
+    must : ndarray, optional
+        (N,) bool: columns refitted in any case (new ones).
+    neighbours : ndarray, optional
+        (N, K) each column's nearest other columns, nearest first (:func:`nearest_columns`).
+    covariance : ndarray, optional
+        (N, 3) [c_rr, c_rc, c_cc] px² of elliptical columns, fitted with their shape fixed.
 
-    Returns:
-        positions (N, 2), amplitudes (N,), and moved (N,) bool: which columns were refitted.
+    Returns
+    -------
+    positions : ndarray
+        (N, 2) float64 (row, col), px.
+    amplitudes : ndarray
+        (N,) float64 heights.
+    moved : ndarray
+        (N,) bool: which columns were refitted.
     """
     from ..atoms.peaks import disk_offsets, gather
     from ..atoms.refine import fit_disk_radius, fit_fixed_width
@@ -281,8 +304,31 @@ def sublattice_shapes(
     2 px), each minus its neighbours' current models. An astigmatic probe makes every column an ellipse of
     one orientation; subtracting round models of it would push a column off its neighbour along
     the long axis and pull it along the short one, and a neighbour subtracted 4 % too narrow
-    pulls a column 2.5 px from it by a tenth of a pixel. A sublattice whose fit fails keeps its
-    current shape."""
+    pulls a column 2.5 px from it by a tenth of a pixel. A sublattice whose fit fails (or that has
+    fewer than 3 columns of positive height) keeps its current shape.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
+    positions : ndarray
+        (N, 2) (row, col) of every column, px.
+    amplitudes : ndarray
+        (N,) heights above the local background (columns of height ≤ 0 are not read).
+    covariance : ndarray
+        (N, 3) current [c_rr, c_rc, c_cc] px² of every column.
+    labels : ndarray
+        (N,) sublattice of every column; −1 leaves a column out.
+    sample : int, default 2048
+        The most columns of a sublattice whose windows are averaged.
+    neighbours : ndarray, optional
+        (N, K) each column's nearest other columns, when already known (:func:`nearest_columns`).
+
+    Returns
+    -------
+    ndarray
+        (N, 3) float64 covariance [c_rr, c_rc, c_cc] (px²) of every column.
+    """
     from ..atoms.peaks import disk_offsets, gather
 
     covariance = np.array(covariance, dtype=np.float64)

@@ -34,7 +34,7 @@ MIN_SEPARATION = 2.5  # adjacent sublattices' mean log heights differ by this ma
 
 
 def label_sublattices(intensity: np.ndarray) -> np.ndarray:
-    """(N,) int sublattice of each column from its fitted height: 0 the brightest.
+    """Sublattice of each column from its fitted height: 0 the brightest.
 
     A Gaussian mixture of 1 … ``MAX_SUBLATTICES`` components on log height
     (:func:`gaussian_mixture_1d`), chosen by BIC, kept only while every component holds at least
@@ -42,6 +42,16 @@ def label_sublattices(intensity: np.ndarray) -> np.ndarray:
     apart (a real second sublattice, not the tail of one population: thickness, dopants and noise
     spread one sublattice's heights too). Which search found a column does not enter: a dim
     column of a well-separated lattice is found by the first search.
+
+    Parameters
+    ----------
+    intensity : ndarray
+        (N,) fitted heights of the columns.
+
+    Returns
+    -------
+    ndarray
+        (N,) int64 sublattice of each column, 0 the brightest; all 0 with fewer than 20 columns.
     """
     values = np.log(np.clip(np.asarray(intensity, dtype=np.float64), 1e-6, None))
     labels = np.zeros(len(values), np.int64)
@@ -65,8 +75,29 @@ def label_sublattices(intensity: np.ndarray) -> np.ndarray:
 def gaussian_mixture_1d(values: np.ndarray, components: int, iterations: int = 100) -> tuple[np.ndarray, ...]:
     """EM fit of a 1D Gaussian mixture, started from quantiles; components ordered by decreasing mean.
 
-    Returns means, sds, weights (K,), responsibilities (N, K) and the log-likelihood. numpy only
-    (deterministic, and no second OpenMP runtime beside torch's).
+    numpy only (deterministic, and no second OpenMP runtime beside torch's).
+
+    Parameters
+    ----------
+    values : ndarray
+        (N,) the values to fit.
+    components : int
+        K, the number of Gaussian components.
+    iterations : int, default 100
+        The most EM iterations (fewer once the log-likelihood settles).
+
+    Returns
+    -------
+    means : ndarray
+        (K,) float64, decreasing.
+    sds : ndarray
+        (K,) float64.
+    weights : ndarray
+        (K,) float64.
+    responsibilities : ndarray
+        (N, K) float64.
+    log_likelihood : float
+        The log-likelihood of the fit.
     """
     values = np.asarray(values, dtype=np.float64)
     spread = max(float(values.std()), 1e-6)
@@ -98,7 +129,7 @@ MIN_TRANSLATION_SHARE = 0.75  # a lattice translation maps at least this share o
 
 
 def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_px: float, intensity: np.ndarray | None = None, tree=None) -> np.ndarray | None:
-    """(2, 2) the two shortest non-collinear lattice translations (row, col) px, or None.
+    """The two shortest non-collinear lattice translations.
 
     A translation of the crystal carries (almost) every column onto another column of the same
     kind; a vector between two sublattices carries only one sublattice's columns onto the other.
@@ -110,6 +141,26 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
     |log(height ratio)| of its pairs is at most max(2 m, m + 0.1), m the smallest over the
     candidates (Sr and Ti–O columns alternating along a row form one point lattice, not one
     crystal lattice; a slow thickness gradient changes neighbours' heights only a little).
+
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) (row, col) of the columns, px.
+    shape : tuple of int
+        (H, W) of the scan, px.
+    nearest_px : float
+        The lattice's nearest-neighbour distance, px.
+    intensity : ndarray, optional
+        (N,) fitted heights; given, a translation must carry columns onto columns of about the
+        same height.
+    tree : scipy.spatial.cKDTree, optional
+        A tree of ``positions``, when already built.
+
+    Returns
+    -------
+    ndarray or None
+        (2, 2) float64, one translation (row, col) px per row, shortest first; None with fewer
+        than 12 columns or without two non-collinear translations.
     """
     from scipy.spatial import cKDTree
 
@@ -160,10 +211,8 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
 
 
 def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray, nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) sublattice of each column from the lattice's geometry, 0 the brightest, and (N,) bool:
-    whether the column belongs to one of the large sets or sits on their lattice (≥ 2 of its
-    translation partners, whatever their heights, in large sets: a dopant does, a misfit between
-    columns does not).
+    """Sublattice of each column from the lattice's geometry, 0 the brightest, and whether the
+    column belongs to one of the large sets or sits on their lattice.
 
     Columns are linked to the columns found within ``LINK_TOLERANCE`` × ``nearest_px`` of their
     images under each translation (loose enough that a displaced domain stays linked to the
@@ -173,6 +222,28 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
     cell). Sets holding under 5 % of the columns (broken off by vacancies, the scan's edge or a
     stray detection) join the large set whose median log height is closest to theirs. Sets are
     numbered by decreasing median height.
+
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) (row, col) of the columns, px.
+    intensity : ndarray
+        (N,) fitted heights.
+    translations : ndarray
+        (T, 2) lattice translations (row, col) px (:func:`lattice_translations`).
+    nearest_px : float
+        The lattice's nearest-neighbour distance, px.
+    tree : scipy.spatial.cKDTree, optional
+        A tree of ``positions``, when already built.
+
+    Returns
+    -------
+    labels : ndarray
+        (N,) int64 sublattice of each column, 0 the brightest (all 0 without a large set).
+    linked : ndarray
+        (N,) bool: whether the column belongs to one of the large sets or sits on their lattice
+        (≥ 2 of its translation partners, whatever their heights, in large sets: a dopant does, a
+        misfit between columns does not).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -221,13 +292,29 @@ def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int
        the unit cell: a site is labelled as a whole, so a brightness gradient across the scan
        does not flip columns between sublattices, and columns of one site that differ in height
        (dopants, thickness) stay one sublattice.
-    Without two translations, the heights alone decide (:func:`label_sublattices`). ``tree``: a
-    scipy cKDTree of ``positions``, when already built.
+    Without two translations, the heights alone decide (:func:`label_sublattices`).
 
-    Returns the (N,) labels, numbered by decreasing median height, and (N,) bool ``linked``:
-    False for a column outside every large set of translation-linked columns (a stray detection,
-    a periodic artefact at a few sites, or a column at a defect or the scan's edge); all True
-    without a lattice.
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) (row, col) of the columns, px.
+    intensity : ndarray
+        (N,) fitted heights.
+    shape : tuple of int
+        (H, W) of the scan, px.
+    nearest_px : float
+        The lattice's nearest-neighbour distance, px.
+    tree : scipy.spatial.cKDTree, optional
+        A tree of ``positions``, when already built.
+
+    Returns
+    -------
+    labels : ndarray
+        (N,) int64, numbered by decreasing median height (all 0 with fewer than 20 columns).
+    linked : ndarray
+        (N,) bool: False for a column outside every large set of translation-linked columns (a
+        stray detection, a periodic artefact at a few sites, or a column at a defect or the
+        scan's edge); all True without a lattice.
     """
     count = len(positions)
     if count < 20:

@@ -23,8 +23,25 @@ __all__ = [
 
 
 def render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
-    """(H, W) float64 sum of ``amplitude · exp(−d²/2σ²)`` over columns (positions (N, 2), amplitudes (N,),
-    sigma_px (N,) or a scalar), each within 4σ of its centre (windowed outer products, one bincount)."""
+    """The sum of ``amplitude · exp(−d²/2σ²)`` over columns, each within 4σ of its centre
+    (windowed outer products, one bincount).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (H, W) of the image, px.
+    positions : ndarray
+        (N, 2) (row, col) of the columns, px.
+    amplitudes : ndarray
+        (N,) peak heights.
+    sigma_px : ndarray
+        (N,) widths σ, px, or a scalar.
+
+    Returns
+    -------
+    ndarray
+        (H, W) float64 (zeros without columns).
+    """
     height, width = shape
     count = len(positions)
     if count == 0:
@@ -49,8 +66,22 @@ NEIGHBOURS_MODELLED = 8  # nearest columns whose models are taken away from a co
 
 
 def nearest_columns(positions: np.ndarray, count: int = NEIGHBOURS_MODELLED, tree=None) -> np.ndarray:
-    """(N, K) indices of each column's K = min(count, N − 1) nearest other columns, nearest first
-    (``tree``: a scipy cKDTree of ``positions``, when already built)."""
+    """Each column's K = min(count, N − 1) nearest other columns, nearest first.
+
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) (row, col) of the columns, px.
+    count : int, default NEIGHBOURS_MODELLED
+        The most neighbours per column.
+    tree : scipy.spatial.cKDTree, optional
+        A tree of ``positions``, when already built.
+
+    Returns
+    -------
+    ndarray
+        (N, K) int64 indices into ``positions`` ((N, 0) when K < 1).
+    """
     from scipy.spatial import cKDTree
 
     k = min(count, len(positions) - 1)
@@ -61,13 +92,35 @@ def nearest_columns(positions: np.ndarray, count: int = NEIGHBOURS_MODELLED, tre
 
 
 def isotropic_covariance(sigma_px: np.ndarray) -> np.ndarray:
-    """(N, 3) covariance [c_rr, c_rc, c_cc] (px²) of round columns of widths ``sigma_px`` (N,)."""
+    """Covariances of round columns.
+
+    Parameters
+    ----------
+    sigma_px : ndarray
+        (N,) widths σ, px.
+
+    Returns
+    -------
+    ndarray
+        (N, 3) float64 covariance [c_rr, c_rc, c_cc] (px²) = [σ², 0, σ²].
+    """
     sigma = np.asarray(sigma_px, dtype=np.float64)
     return np.stack([sigma**2, 0 * sigma, sigma**2], axis=-1)
 
 
 def equivalent_sigma(covariance: np.ndarray) -> np.ndarray:
-    """(N,) width σ of the round Gaussian of the same area as each elliptical one: det(C)^¼."""
+    """Width σ of the round Gaussian of the same area as each elliptical one: det(C)^¼.
+
+    Parameters
+    ----------
+    covariance : ndarray
+        (N, 3) [c_rr, c_rc, c_cc] in px².
+
+    Returns
+    -------
+    ndarray
+        (N,) float64 σ, px.
+    """
     covariance = np.asarray(covariance, dtype=np.float64)
     return (covariance[..., 0] * covariance[..., 2] - covariance[..., 1] ** 2) ** 0.25
 
@@ -100,12 +153,35 @@ def neighbours_at(
     others: np.ndarray | None = None,
     covariance: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(P, M) the summed Gaussian models of each member's ``NEIGHBOURS_MODELLED`` nearest other
-    columns at its window pixels ``centres`` (M, 2) + (row_offsets, col_offsets) (P,): the part of
-    the image that :func:`render_columns` of all columns minus the member's own model would give
-    there, without rendering the whole image. ``others`` (M, K): the neighbours' indices, when
-    already known. ``covariance`` (N, 3) [c_rr, c_rc, c_cc] px²: elliptical columns (default:
-    round, of width ``sigma_px``)."""
+    """The summed Gaussian models of each member's ``NEIGHBOURS_MODELLED`` nearest other columns
+    at its window pixels: the part of the image that :func:`render_columns` of all columns minus
+    the member's own model would give there, without rendering the whole image.
+
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) (row, col) of all columns, px.
+    amplitudes : ndarray
+        (N,) heights of all columns.
+    sigma_px : ndarray
+        (N,) widths σ of all columns, px (used when ``covariance`` is omitted).
+    members : ndarray
+        (M,) indices of the columns whose windows are read.
+    centres : ndarray
+        (M, 2) integer (row, col) of each member's window centre, px.
+    row_offsets, col_offsets : ndarray
+        (P,) the window's pixels relative to its centre: ``centres`` + (row_offsets, col_offsets).
+    others : ndarray, optional
+        (M, K) the neighbours' indices, when already known.
+    covariance : ndarray, optional
+        (N, 3) [c_rr, c_rc, c_cc] px²: elliptical columns (default: round, of width
+        ``sigma_px``).
+
+    Returns
+    -------
+    ndarray
+        (P, M) float32 the neighbours' summed models at each member's window pixels.
+    """
     from scipy.spatial import cKDTree
 
     if others is None:

@@ -39,6 +39,31 @@ def find_dim_columns(
     column's own profile), at least 2 px inside the image, ``MIN_SIGNIFICANCE`` times the
     response's noise sd (``noise`` is the image's white-noise sd) and ``MIN_RELATIVE_HEIGHT``
     times ``typical_response`` (the 90th percentile of the first search's peak responses).
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
+    positions : ndarray
+        (N, 2) (row, col) of the columns found, px.
+    amplitudes : ndarray
+        (N,) fitted heights above the local background.
+    sigma_px : ndarray
+        (N,) fitted widths σ, px.
+    filter_sigma_px : float
+        σ of the LoG filter, px.
+    typical_response : float
+        The 90th percentile of the first search's peak responses.
+    noise : float
+        The image's white-noise sd.
+
+    Returns
+    -------
+    peaks : ndarray
+        (M, 2) int64 (row, col) of the new columns, px (empty when no column was found).
+    heights : ndarray
+        (M,) float64 starting heights: the residual, smoothed by a Gaussian of the columns' width,
+        at the peak.
     """
     from scipy.spatial import cKDTree
 

@@ -26,21 +26,34 @@ PERCENTILES = (0.1, 99.9)
 class ZooCase:
     """One benchmark case: patches ready for training and their ground truth.
 
-    Attributes:
-        name: registry name, e.g. ``"glyph_suits_60"``.
-        patches: (N, C, W, W) float32 in [0, 1] (see the module notes on normalisation).
-        labels: (N,) int64 ground-truth class in ``range(n_classes)``.
-        n_classes: the true number of classes K.
-        rotation: whether the objects turn in the plane (what a user would tell the tool).
-        translation: whether objects sit off-centre in their windows (not atom-centred).
-        fft: whether the patches are FFT magnitudes (:func:`microvae.patches.fft_magnitude`).
-        angle_rad: (N,) float64 true in-plane rotation, counter-clockwise as displayed, where
-            objects turn; else None.
-        description: what the case is and how its classes differ.
-        scan: (H, W) float32 raw scan the patches were cut from (lattice members), else None.
-        coords: (N, 2) float64 (row, col) patch centres in scan pixels (lattice members), else None.
-        extra: further per-patch truth (``'variant'``, ``'is_defect'``, ...), ``'class_names'``,
-            ``'norm_offset'``/``'norm_scale'``, and member-specific items (see each generator).
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"glyph_suits_60"``.
+    patches : ndarray
+        (N, C, W, W) float32 in [0, 1] (see the module notes on normalisation).
+    labels : ndarray
+        (N,) int64 ground-truth class in ``range(n_classes)``.
+    n_classes : int
+        The true number of classes K.
+    rotation : bool
+        Whether the objects turn in the plane (what a user would tell the tool).
+    translation : bool
+        Whether objects sit off-centre in their windows (not atom-centred).
+    fft : bool
+        Whether the patches are FFT magnitudes (:func:`microvae.patches.fft_magnitude`).
+    angle_rad : ndarray or None
+        (N,) float64 true in-plane rotation, rad, counter-clockwise as displayed, where objects
+        turn; else None.
+    description : str
+        What the case is and how its classes differ.
+    scan : ndarray or None, default None
+        (H, W) float32 raw scan the patches were cut from (lattice members), else None.
+    coords : ndarray or None, default None
+        (N, 2) float64 (row, col) patch centres in scan pixels (lattice members), else None.
+    extra : dict
+        Further per-patch truth (``'variant'``, ``'is_defect'``, ...), ``'class_names'``,
+        ``'norm_offset'``/``'norm_scale'``, and member-specific items (see each generator).
     """
 
     name: str
@@ -65,7 +78,13 @@ class ZooCase:
         return int(self.patches.shape[-1])
 
     def class_fractions(self) -> np.ndarray:
-        """(K,) fraction of patches in each true class."""
+        """The fraction of patches in each true class.
+
+        Returns
+        -------
+        ndarray
+            (K,) float64, summing to 1 (all 0 without patches).
+        """
         return np.bincount(self.labels, minlength=self.n_classes) / max(len(self.labels), 1)
 
 

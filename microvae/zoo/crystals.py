@@ -117,6 +117,26 @@ def make_perovskite_film(seed: int, n: int | None = None, size: str = "bench") -
     lower dose. Sizes: bench 1600 patches (508² scan), ci 576 (257² scan); ``n`` sets the scan
     size for about ``n`` patches.
     ``extra``: ``variant``, ``boundary_row``, ``displacement_px``, ``a_positions`` (M, 2), ``class_names``.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0 (drawn from the member's own stream, :func:`~microvae.zoo.case.member_rng`).
+    n : int, optional
+        About this many patches (at least 8; the scan size is set for it); default the size's.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+
+    Returns
+    -------
+    ZooCase
+        ``"perovskite_film"``, K = 2, with ``scan`` and ``coords`` (the B sites whose window fits in the
+        scan); not rotated, not translated, not FFT; ``extra`` as above plus the normalisation.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
     check_arguments(seed, size, n)
     spacing, window = (12.0, 28) if size == "bench" else (10.0, 20)
@@ -176,6 +196,26 @@ def make_two_phase_case(seed: int, n: int | None = None, size: str = "bench") ->
     ``extra``: ``variant`` (N,) of the nearest dim column (+1/−1), ``boundary_col``, ``class_names``.
     Sizes: bench 1849 patches (635² scan), ci 441 (321² scan); ``n`` sets the scan size for about
     ``n`` patches.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0, passed to :func:`microvae.synthetic.make_two_phase_lattice`.
+    n : int, optional
+        About this many patches (at least 8; the scan size is set for it); default the size's.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+
+    Returns
+    -------
+    ZooCase
+        ``"two_phase"``, K = 2, with ``scan`` and ``coords`` (the bright columns whose window fits in
+        the scan); not rotated, not translated, not FFT; ``extra`` as above plus the normalisation.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
     from ..synthetic import make_two_phase_lattice
 
@@ -230,6 +270,26 @@ def make_honeycomb_dopants(seed: int, n: int | None = None, size: str = "bench")
     a sloping background, drift. Sizes: bench ≈ 1700 patches (354² scan), ci ≈ 690 (192² scan);
     ``n`` sets the scan size for about ``n`` patches. ``extra``: ``sublattice`` (0 A, 1 B),
     ``is_dopant``, ``drift`` (shear, creep px), ``class_names``.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0 (drawn from the member's own stream, :func:`~microvae.zoo.case.member_rng`).
+    n : int, optional
+        About this many patches (at least 8; the scan size is set for it); default the size's.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+
+    Returns
+    -------
+    ZooCase
+        ``"honeycomb_dopants"``, K = 3, with ``scan`` and ``coords`` (the sites whose window fits in
+        the scan); not rotated, not translated, not FFT; ``extra`` as above plus the normalisation.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
     check_arguments(seed, size, n)
     spacing, window = (12.0, 28) if size == "bench" else (10.0, 20)

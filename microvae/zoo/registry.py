@@ -35,7 +35,27 @@ MEMBERS: dict[str, Callable[..., ZooCase]] = {
 
 
 def make_case(name: str, seed: int, size: str = "bench") -> ZooCase:
-    """Generate the zoo member ``name`` (a key of :data:`MEMBERS`) with ``seed`` at ``size`` ("bench" or "ci")."""
+    """Generate the zoo member ``name`` (a key of :data:`MEMBERS`) with ``seed`` at ``size``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`MEMBERS`, e.g. ``"glyph_suits_60"``.
+    seed : int
+        Random seed, >= 0.
+    size : {"bench", "ci"}, default "bench"
+        The member's preset.
+
+    Returns
+    -------
+    ZooCase
+        The member's case at its default number of patches.
+
+    Raises
+    ------
+    ParameterError
+        ``name`` is not a member, or the generator refuses ``seed`` or ``size``.
+    """
     if name not in MEMBERS:
         raise ParameterError(f"unknown zoo member {name!r}; expected one of {', '.join(MEMBERS)}")
     return MEMBERS[name](seed, size=size)

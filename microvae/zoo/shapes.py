@@ -56,6 +56,32 @@ def render_affine(
     through the inverse map), zero outside the source. ``R(angle)`` turns counter-clockwise as
     displayed: in (row, col) it is [[cos, -sin], [sin, cos]], so the pull-back is
     ``u = R(-angle) (x - shift) / scale``.
+
+    Parameters
+    ----------
+    sources : ndarray
+        (M, A, A) stack of source images, centre at ((A-1)/2, (A-1)/2).
+    which : ndarray
+        (N,) integer index into ``sources`` of each sample.
+    angle_rad : ndarray
+        (N,) rotation, rad, counter-clockwise as displayed.
+    scale : ndarray
+        (N,) scale factor.
+    shift_px : ndarray
+        (N, 2) (row, col) shift of the centre, output px.
+    window : int
+        W, the output side, px.
+    unit : float
+        Source pixels per output pixel at scale 1.
+    supersample : int, default 2
+        Bilinear reads per output pixel along each axis.
+    chunk : int, default 256
+        Samples rendered at a time (bounds the memory).
+
+    Returns
+    -------
+    ndarray
+        (N, W, W) float32.
     """
     n, s = len(which), window * supersample
     out = np.empty((n, window, window), np.float32)
@@ -87,6 +113,28 @@ def make_cards_case(seed: int, n: int | None = None, size: str = "bench", *, max
     Sizes: bench N = 2000, W = 28; ci N = 480, W = 24. ``make_cards`` is called with ``seed``
     itself, so the case reproduces ``make_cards(n, W, max_angle_deg, seed)``. ``extra``:
     ``shear_rad``, ``scale``, ``shift_px`` (N, 2) (row, col), ``class_names``.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0, passed to ``make_cards`` as it is.
+    n : int, optional
+        Number of patches (at least 8); default the size's N.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+    max_angle_deg : float, default 60.0
+        The largest rotation either way, degrees (named ``cards_<deg>``).
+
+    Returns
+    -------
+    ZooCase
+        ``cards_<max_angle_deg>``, K = 4, rotated and translated, with ``angle_rad``; no scan;
+        ``extra`` as above plus the normalisation.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
     from ..cards import CLASS_NAMES, make_cards
 
@@ -119,12 +167,22 @@ GLYPH_BASE_EXTENT = 0.64  # a glyph's longer side, as a fraction of the window, 
 
 
 def glyph_canonical_shapes(size: int = GLYPH_ATLAS_SIZE) -> np.ndarray:
-    """The four suit glyphs ♣ ♠ ♦ ♥ of matplotlib's bundled DejaVu Sans, (4, size, size) float32 in [0, 1].
+    """The four suit glyphs ♣ ♠ ♦ ♥ of matplotlib's bundled DejaVu Sans.
 
     Each glyph outline (``matplotlib.textpath.TextPath``) is filled with
     ``Path.contains_points`` on a 2×-supersampled grid and box-averaged; it is centred on its
     bounding box, and its longer side spans 98 % of the frame, aspect ratio kept. Order
     :data:`SUIT_NAMES` (that of :data:`microvae.cards.CLASS_NAMES`).
+
+    Parameters
+    ----------
+    size : int, default GLYPH_ATLAS_SIZE
+        The side of each glyph's frame, px.
+
+    Returns
+    -------
+    ndarray
+        (4, size, size) float32 in [0, 1] (a copy of the cached atlas).
     """
     return _glyph_atlas(int(size)).copy()
 
@@ -177,6 +235,28 @@ def make_glyph_suits(seed: int, n: int | None = None, size: str = "bench", *, ma
 
     Sizes: bench N = 2000, W = 32; ci N = 480, W = 24. ``extra``: ``scale``, ``shift_px`` (N, 2)
     (row, col), ``class_names``, normalisation.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0 (with the rounded ``max_angle_deg``, keys the member's own stream,
+        :func:`~microvae.zoo.case.member_rng`).
+    n : int, optional
+        Number of patches (at least 8); default the size's N.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+    max_angle_deg : float, default 60.0
+        The largest rotation either way, degrees (named ``glyph_suits_<deg>``).
+
+    Returns
+    -------
+    ZooCase
+        ``glyph_suits_<max_angle_deg>``, K = 4, rotated and translated, with ``angle_rad``; no scan.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
     check_arguments(seed, size, n)
     window = 32 if size == "bench" else 24
@@ -251,6 +331,27 @@ def make_digits(seed: int, n: int | None = None, size: str = "bench") -> ZooCase
     full ±180° rotation, Poisson noise on textured background. Sizes: bench N = 2000, W = 32; ci
     N = 480, W = 20. ``extra``: ``example_index`` (N,) row of ``load_digits``, ``digit`` (N,) the
     digit shown, ``class_names``, normalisation.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0 (drawn from the member's own stream, :func:`~microvae.zoo.case.member_rng`).
+    n : int, optional
+        Number of patches (at least 8); default the size's N.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+
+    Returns
+    -------
+    ZooCase
+        ``"digits"``, K = 4, rotated (``angle_rad``) but not translated; no scan.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
+    ImportError
+        scikit-learn (for ``sklearn.datasets.load_digits``) is not installed.
     """
     check_arguments(seed, size, n)
     from skimage.transform import resize

@@ -148,6 +148,28 @@ def make_stm_defects(seed: int, n: int | None = None, size: str = "bench") -> Zo
     (label ≠ 0), ``defects`` (M, 2), and a second scan from an independent stream for
     ``encode --pretrained``: ``second_scan``, ``second_patches`` (normalised by their own
     percentiles), ``second_labels``, ``second_coords``, ``second_is_defect``.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0 (drawn from the member's own stream, :func:`~microvae.zoo.case.member_rng`).
+    n : int, optional
+        About this many patches (at least 8; the scan size and the number of defects follow);
+        default the size's.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+
+    Returns
+    -------
+    ZooCase
+        ``"stm_defects"``, K = 3, FFT patches, with ``scan`` and ``coords``; not rotated, not
+        translated; ``extra`` as above, plus ``defect_distance_px``, ``ambiguous``,
+        ``second_defects``, ``r1_px``, ``r2_px``, ``grid_step`` and the normalisation.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
     check_arguments(seed, size, n)
     p = _stm_params(size, n)
