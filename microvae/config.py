@@ -23,7 +23,7 @@ from :mod:`microvae.models` and :mod:`microvae.training` so that reading them (`
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from .atoms.tables import FindAtomsParams
 from .errors import ParameterError, raise_first_failure
@@ -43,6 +43,7 @@ __all__ = [
     "EncodeConfig",
     "ExportConfig",
     "ExtractConfig",
+    "NestedSettings",
     "FindAtomsConfig",
     "JTRVAEConfig",
     "RefineConfig",
@@ -638,8 +639,70 @@ def _split_settings(settings: dict[str, Any], names: set[str], section: str) -> 
     return {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
 
 
+class NestedSettings:
+    """What :class:`FindAtomsConfig` and :class:`ExtractConfig` share: a stage config that holds one
+    dataclass of parameters (the field named by ``NESTED``) beside plain fields, and reads and
+    writes *flat settings*: the nested dataclass's fields with the plain ones, in one dict (the
+    keys of the pipeline's TOML section ``SECTION``; the recipe a run replays on new scans).
+    """
+
+    NESTED: ClassVar[str]
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def setting_names(cls) -> set[str]:
+        """The flat settings' keys.
+
+        Returns
+        -------
+        set of str
+            The fields of the nested parameters with the config's own fields.
+        """
+        own = [f for f in fields(cls) if f.name != cls.NESTED]
+        nested = next(f for f in fields(cls) if f.name == cls.NESTED).default_factory
+        return {f.name for f in fields(nested)} | {f.name for f in own}
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], section: str | None = None):
+        """From flat settings; absent keys take the defaults.
+
+        Parameters
+        ----------
+        settings : dict of str to Any
+            Flat settings (lists become tuples).
+        section : str, optional
+            The TOML section named in an error message (default ``SECTION``).
+
+        Returns
+        -------
+        NestedSettings
+            An instance of the class it is called on (not validated).
+
+        Raises
+        ------
+        ParameterError
+            A key that is not a setting (named, with the allowed ones).
+        """
+        values = _split_settings(settings, cls.setting_names(), section or cls.SECTION)
+        own = {f.name for f in fields(cls) if f.name != cls.NESTED}
+        plain = {key: values.pop(key) for key in own if key in values}
+        nested = next(f for f in fields(cls) if f.name == cls.NESTED).default_factory
+        return cls(nested(**values), **plain)
+
+    def settings(self) -> dict[str, Any]:
+        """The flat settings.
+
+        Returns
+        -------
+        dict of str to Any
+            The nested parameters' fields with the config's own fields.
+        """
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name != self.NESTED}
+        return {**asdict(getattr(self, self.NESTED)), **own}
+
+
 @dataclass
-class FindAtomsConfig:
+class FindAtomsConfig(NestedSettings):
     """``find-atoms`` as a stage: how columns are detected in each image, and how scans are read.
 
     The flat settings (a pipeline's ``[find_atoms]`` keys; the recipe a run replays on new scans)
@@ -655,55 +718,12 @@ class FindAtomsConfig:
         Read a 3-D stack as separate ``frames`` or as co-registered ``channels``.
     """
 
+    NESTED: ClassVar[str] = "detection"
+    SECTION: ClassVar[str] = "find_atoms"
+
     detection: FindAtomsParams = field(default_factory=FindAtomsParams)
     channel: int = 0
     stack_as: str = "frames"
-
-    @staticmethod
-    def setting_names() -> set[str]:
-        """The flat settings' keys.
-
-        Returns
-        -------
-        set of str
-            The fields of :class:`~microvae.atoms.FindAtomsParams` with ``channel`` and ``stack_as``.
-        """
-        return {f.name for f in fields(FindAtomsParams)} | {"channel", "stack_as"}
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any], section: str = "find_atoms") -> FindAtomsConfig:
-        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`.
-
-        Parameters
-        ----------
-        settings : dict of str to Any
-            Flat settings (lists become tuples).
-        section : str, default "find_atoms"
-            The TOML section named in the error message.
-
-        Returns
-        -------
-        FindAtomsConfig
-            The settings (not validated).
-
-        Raises
-        ------
-        ParameterError
-            When a key is unknown (the message lists the allowed ones).
-        """
-        values = _split_settings(settings, cls.setting_names(), section)
-        reading = {key: values.pop(key) for key in ("channel", "stack_as") if key in values}
-        return cls(FindAtomsParams(**values), **reading)
-
-    def settings(self) -> dict[str, Any]:
-        """The flat settings (the inverse of :meth:`from_settings`).
-
-        Returns
-        -------
-        dict of str to Any
-            The fields of ``detection`` with ``channel`` and ``stack_as``.
-        """
-        return {**asdict(self.detection), "channel": self.channel, "stack_as": self.stack_as}
 
     def validate(self) -> None:
         """Check the settings (and those of ``detection``).
@@ -721,7 +741,7 @@ class FindAtomsConfig:
 
 
 @dataclass
-class ExtractConfig:
+class ExtractConfig(NestedSettings):
     """``extract`` as a stage: where and how patches are cut, how scans are read, how they are stored.
 
     The flat settings (a pipeline's ``[extract]`` keys; the recipe a run replays) are the fields
@@ -738,57 +758,12 @@ class ExtractConfig:
         ``gzip`` or ``none`` (larger files that read faster).
     """
 
+    NESTED: ClassVar[str] = "patches"
+    SECTION: ClassVar[str] = "extract"
+
     patches: PatchParams = field(default_factory=PatchParams)
     stack_as: str = "frames"
     compression: str = "gzip"
-
-    @staticmethod
-    def setting_names() -> set[str]:
-        """The flat settings' keys.
-
-        Returns
-        -------
-        set of str
-            The fields of :class:`~microvae.patches.PatchParams` with ``stack_as`` and ``compression``.
-        """
-        return {f.name for f in fields(PatchParams)} | {"stack_as", "compression"}
-
-    @classmethod
-    def from_settings(cls, settings: dict[str, Any], section: str = "extract") -> ExtractConfig:
-        """From flat settings; absent keys take the defaults, unknown ones raise :class:`ParameterError`.
-
-        Parameters
-        ----------
-        settings : dict of str to Any
-            Flat settings (lists become tuples; ``sublattices`` a tuple of int).
-        section : str, default "extract"
-            The TOML section named in the error message.
-
-        Returns
-        -------
-        ExtractConfig
-            The settings (not validated).
-
-        Raises
-        ------
-        ParameterError
-            When a key is unknown (the message lists the allowed ones).
-        """
-        values = _split_settings(settings, cls.setting_names(), section)
-        reading = {key: values.pop(key) for key in ("stack_as", "compression") if key in values}
-        if values.get("sublattices") is not None:
-            values["sublattices"] = tuple(int(k) for k in values["sublattices"])
-        return cls(PatchParams(**values), **reading)
-
-    def settings(self) -> dict[str, Any]:
-        """The flat settings (the inverse of :meth:`from_settings`).
-
-        Returns
-        -------
-        dict of str to Any
-            The fields of ``patches`` with ``stack_as`` and ``compression``.
-        """
-        return {**asdict(self.patches), "stack_as": self.stack_as, "compression": self.compression}
 
     def validate(self) -> None:
         """Check the settings (and those of ``patches``).
