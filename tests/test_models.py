@@ -300,9 +300,12 @@ def _suit_angle_correlations(cards, encoded) -> list[float]:
 
 @pytest.mark.slow
 def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
-    """The default recipe, 3000 cards of 28×28, 45 epochs, at training seeds 0, 1 and 2 (about
-    80 s each on one core): the median seed's matched accuracy of argmax q(y|x) ≥ 0.95, the worst
-    seed's ≥ 0.65, and the learned angle turns with the true one.
+    """The model's default settings trained by :func:`fit` alone, with the classes starting from
+    random weights (no class initialisation: ``microvae train``'s default starts them from the
+    classical partitions of :mod:`microvae.discovery`, which ``tests/test_zoo_discovery.py``
+    covers), 3000 cards of 28×28, 45 epochs, at training seeds 0, 1 and 2 (about 80 s each on one
+    core): the median seed's matched accuracy of argmax q(y|x) ≥ 0.95, the worst seed's ≥ 0.65,
+    and the learned angle turns with the true one.
 
     Measured with this recipe on the CPU (one thread), seeds 0–5: accuracy 0.987, 0.682, 0.963,
     0.968, 0.957, 0.795 (median 0.965, worst 0.682; ARI 0.966, 0.496, 0.905, 0.918, 0.892, 0.535).
