@@ -57,3 +57,10 @@ def report(result: StageResult, quiet: bool, as_json: bool = False) -> None:
     elif not quiet:
         stdout.print(f"[green]wrote[/green] {result.output}")
     sys.stdout.flush()
+
+
+def duration_words(seconds: float) -> str:
+    """'≈ 4.2 min', '≈ 9 s' or '< 1 s': an expected time as an estimate line states it."""
+    if seconds >= 60:
+        return f"≈ {seconds / 60:.1f} min"
+    return f"≈ {seconds:.0f} s" if seconds >= 1 else "< 1 s"

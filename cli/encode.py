@@ -12,12 +12,12 @@ from microvae.config import RefineConfig
 from microvae.errors import ParameterError
 
 from . import options
-from .console import progress_bar, report, stderr
+from .console import duration_words, progress_bar, report, stderr
 from .main import app
 
 
 def estimate_line(event: dict) -> str:
-    """'20,000 patches, encoder + 3 decoder passes each ≈ 1.2 min on cpu (2 threads) at 280 patches/s'."""
+    """'20,000 patches (encoder + 3 decoder passes each): ≈ 1.2 min on cpu (2 threads) at 278 patches/s …'."""
     if event["refine_steps"]:
         work = f"encoder + {event['refine_steps']} refinement steps each"
     elif event["decoder_passes"]:
@@ -25,9 +25,10 @@ def estimate_line(event: dict) -> str:
     else:
         work = "encoder only"
     members = f", {event['members']} ensemble members" if event["members"] > 1 else ""
-    minutes = event["seconds"] / 60
-    when = f"≈ {minutes:.1f} min" if minutes >= 1 else f"≈ {event['seconds']:.0f} s"
-    return f"{event['patches']:,} patches, {work}{members} {when} on {event['device']} at {event['samples_per_s']:,.0f} patches/s (timed on a few of them)"
+    return (
+        f"{event['patches']:,} patches ({work}{members}): {duration_words(event['seconds'])} on {event['device']} "
+        f"at {event['samples_per_s']:,.0f} patches/s (timed on a few of them)"
+    )
 
 
 @app.command(

@@ -16,7 +16,7 @@ from microvae.config import JTRVAEConfig as M
 from microvae.config import TrainConfig as T
 
 from . import options
-from .console import report, stderr
+from .console import duration_words, report, stderr
 from .main import app
 
 
@@ -40,8 +40,7 @@ def estimate_line(event: dict) -> str:
     """'12,000 patches × 50 epochs (+ 10 for the pose) ≈ 4.2 min on cpu at 2,380 patches/s'."""
     pose = f" (+ {event['pose_epochs']} for the pose)" if event["pose_epochs"] else ""
     left = f" left of {event['epochs'] + event['done']}" if event["done"] else ""
-    minutes = event["seconds"] / 60
-    when = f"≈ {minutes:.1f} min" if minutes >= 1 else f"≈ {event['seconds']:.0f} s"
+    when = duration_words(event["seconds"])
     return (
         f"{event['patches']:,} patches × {event['epochs']} epochs{left}{pose} {when} on {event['device']} "
         f"at {event['samples_per_s']:,.0f} patches/s (timed on a few steps of this model)"
