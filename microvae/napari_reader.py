@@ -1,17 +1,21 @@
 """napari reader for microvae artifacts (the npe2 plugin ``microvae``, manifest ``napari.yaml``).
 
-Opens an **atoms**, **encoded** or **maps** artifact (or an ``export`` folder holding ``maps.h5``)
-as napari layer data, deciding by the artifact header (``microvae_artifact``), never by the file's
-extension; any other file, patches artifacts included, gives ``None`` so that napari tries its other
-readers. Per scan of the artifact's ``/images`` table:
+Opens an **atoms**, **patches**, **encoded** or **maps** artifact (or an ``export`` folder holding
+``maps.h5``) as napari layer data, deciding by the artifact header (``microvae_artifact``), never
+by the file's extension; any other file gives ``None`` so that napari tries its other readers.
+Per scan of the artifact's ``/images`` table:
 
 - the scan itself, one ``image`` layer per channel, read with :func:`microvae.images.read_scans`
   from the path the artifact recorded (as given, else beside the artifact) and used only when its
   SHA-256 matches the recorded one; when it cannot be found the layer is left out;
-- atoms and encoded artifacts: a ``points`` layer of the atom / patch centres, coloured by
-  ``sublattice`` (atoms) or ``class`` (encoded), with every per-point dataset as a ``features``
-  column (``class_prob_k``, ``z{d}``, ``z{d}_sd``, ``angle_rad``, ``recon_error``, ``sublattice``,
-  ``intensity``, ``displacement_row_px`` ...), so the layer controls can recolour by any of them;
+- atoms, patches and encoded artifacts: a ``points`` layer of the atom / patch centres, coloured
+  by ``sublattice`` (atoms, patches) or ``class`` (encoded), with every per-point dataset as a
+  ``features`` column (``class_prob_k``, ``z{d}``, ``z{d}_sd``, ``angle_rad``, ``recon_error``,
+  ``sublattice``, ``intensity``, ``displacement_row_px`` ...), so the layer controls can recolour
+  by any of them;
+- patches artifacts also: the scan's patches as one hidden (M, W, W) ``image`` stack (first
+  channel; a slider steps through them in the order of the points), when it holds at most
+  :data:`PATCH_STACK_BYTES`;
 - maps artifacts: one ``image`` layer per map (hidden except ``class``, shown half-transparent over
   the scan).
 
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "PATCH_STACK_BYTES",
     "READABLE_KINDS",
     "artifact_kind",
     "artifact_layers",
@@ -43,7 +48,9 @@ __all__ = [
 ]
 
 #: Artifact kinds this reader opens.
-READABLE_KINDS = ("atoms", "encoded", "maps")
+READABLE_KINDS = ("atoms", "patches", "encoded", "maps")
+#: A patches artifact's stack of one scan is opened when it holds at most this many bytes (float32).
+PATCH_STACK_BYTES = 1 << 28
 #: Class colours, matplotlib's tab10 (as in the class map PNGs of ``export``).
 CLASS_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 #: Sublattice colours, as in the atoms overlay PNG (:data:`microvae.plots.SUBLATTICE_COLOURS`).
@@ -139,7 +146,7 @@ def read_layers(path: str | Path | Sequence[str | Path]) -> list[LayerData]:
 
 
 def artifact_layers(path: str | Path) -> list[LayerData]:
-    """napari layer data of an atoms, encoded or maps artifact, scan by scan.
+    """napari layer data of an atoms, patches, encoded or maps artifact, scan by scan.
 
     Parameters
     ----------
@@ -150,8 +157,8 @@ def artifact_layers(path: str | Path) -> list[LayerData]:
     -------
     list of (data, kwargs, layer_type)
         Per scan: its image layers (left out when the scan file is not found), then a ``points``
-        layer of (N, 2) ``(row, col)`` pixel positions (atoms, encoded) or one ``image`` layer per
-        (H, W) map (maps). Every layer has ``scale = (pixel_size, pixel_size)`` and ``metadata``
+        layer of (N, 2) ``(row, col)`` pixel positions (atoms, patches, encoded) and for patches the
+        (M, W, W) stack of its patches, or one ``image`` layer per (H, W) map (maps). Every layer has ``scale = (pixel_size, pixel_size)`` and ``metadata``
         ``{"microvae": {kind, artifact, image_index, source, pixel_size, unit, ...}}``.
 
     Raises
@@ -175,9 +182,11 @@ def artifact_layers(path: str | Path) -> list[LayerData]:
         for index, record in enumerate(records):
             common = _common_kwargs(record, header.kind, file, index, visible=index == 0)
             layers += scan_layers(_find_scan(record, file), common)
-            if header.kind in ("atoms", "encoded") and "coords" in handle:
+            if header.kind in ("atoms", "patches", "encoded") and "coords" in handle:
                 rows = np.flatnonzero(image_index == index) if image_index is not None else np.arange(len(handle["coords"]))
                 layers.append(_points_layer(handle, header.kind, rows, common))
+                if header.kind == "patches" and "patches" in handle:
+                    layers += _patch_stack_layers(handle["patches"], rows, common)
             elif header.kind == "maps" and f"image_{index:02d}" in handle:
                 layers += _map_layers(handle[f"image_{index:02d}"], common)
     return layers
@@ -254,8 +263,23 @@ def _points_layer(handle, kind: str, rows: np.ndarray, common: dict[str, Any]) -
         }
     else:
         extra["face_color"] = SUBLATTICE_COLOURS[0]
-    name = "atoms" if kind == "atoms" else "patch centres"
+    name = "atoms" if kind == "atoms" else "patch centres"  # patches and encoded artifacts
     return coords, _with_name(common, name, extra), "points"
+
+
+def _patch_stack_layers(dataset, rows: np.ndarray, common: dict[str, Any]) -> list[LayerData]:
+    """The patches ``rows`` of a (N, C, W, W) dataset as one hidden (M, W, W) image stack (channel
+    0), scaled like the scan; none when the stack would exceed :data:`PATCH_STACK_BYTES`."""
+    count, _, height, width = dataset.shape
+    if len(rows) == 0 or len(rows) * height * width * 4 > PATCH_STACK_BYTES:
+        return []
+    stack = np.asarray(dataset[rows, 0], dtype=np.float32)  # rows increase: one h5py selection
+    low, high = np.percentile(stack, [0.5, 99.5])
+    extra = {"colormap": "gray", "contrast_limits": (float(low), float(high if high > low else low + 1)), "visible": False}
+    kwargs = _with_name(common, "patches", extra)
+    kwargs["scale"] = (1.0, *common["scale"])
+    kwargs.pop("units", None)  # the stack's first axis counts patches, not a length
+    return [(stack, kwargs, "image")]
 
 
 def _map_layers(group, common: dict[str, Any]) -> list[LayerData]:

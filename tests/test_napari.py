@@ -68,9 +68,11 @@ def write_encoded(path, scans, coords_per_scan):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Two calibrated scans; a real atoms artifact (find-atoms) of scan 0; an encoded artifact of
-    both scans; its real maps (export); and two controls (a plain HDF5 file, a patches artifact)."""
-    from microvae.stages import run_export, run_find_atoms
+    """Two calibrated scans; a real atoms artifact (find-atoms) of scan 0 and its patches (extract);
+    an encoded artifact of both scans; its real maps (export); and a control (a plain HDF5 file)."""
+    from microvae.config import ExtractConfig
+    from microvae.patches import PatchParams
+    from microvae.stages import run_export, run_extract, run_find_atoms
 
     folder = tmp_path_factory.mktemp("napari")
     scans = [folder / "scan_a.tif", folder / "scan_b.tif"]
@@ -82,9 +84,7 @@ def study(tmp_path_factory):
     assert run_export(folder / "encoded.h5", folder / "maps").status == "written"
     with h5py.File(folder / "plain.h5", "w") as handle:
         handle["data"] = np.ones((8, 8))
-    provenance = Provenance(stage="extract", parameters={}, inputs=[])
-    with artifacts.atomic_h5(folder / "patches.h5", provenance, "patches") as handle:
-        handle["coords"] = grid
+    assert run_extract([str(scans[0])], folder / "patches.h5", ExtractConfig(PatchParams(window=12)), atoms=folder / "atoms.h5").status == "written"
     return {"folder": folder, "scans": scans, "images": images}
 
 
@@ -102,7 +102,7 @@ def layers_by_kind(layers, kind):
 
 def test_other_files_are_declined(study, viewer):
     folder = study["folder"]
-    for path in (folder / "plain.h5", folder / "patches.h5", study["scans"][0], folder / "missing.h5", folder / "maps" / "00_scan_a_class.tif"):
+    for path in (folder / "plain.h5", study["scans"][0], folder / "missing.h5", folder / "maps" / "00_scan_a_class.tif"):
         assert napari_get_reader(str(path)) is None, path
     assert napari_get_reader([str(folder / "atoms.h5"), str(folder / "plain.h5")]) is None
     with pytest.raises(ValueError):
@@ -132,6 +132,26 @@ def test_atoms_artifact_opens_as_scan_and_points(study, viewer):
     np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
     # the data-to-world transform maps pixel (row, col) to calibrated nm, as the image's does
     np.testing.assert_allclose(points.data_to_world(points.data[0]), points.data[0] * 0.02)
+
+
+def test_patches_artifact_opens_as_scan_centres_and_stack(study, viewer):
+    """A patches artifact: the scan, the patch centres coloured by their atom's sublattice with the
+    per-patch values as features, and the patches themselves as a hidden stack in the points' order."""
+    path = study["folder"] / "patches.h5"
+    layers = viewer.open(str(path), plugin="microvae")
+    assert [layer._type_string for layer in layers] == ["image", "points", "image"]
+    scan, points, stack = layers
+    np.testing.assert_array_equal(scan.data, study["images"][0])
+    with h5py.File(path) as handle:
+        np.testing.assert_array_equal(points.data, handle["coords"][()])
+        np.testing.assert_array_equal(points.features["sublattice"], handle["atom_sublattice"][()])
+        np.testing.assert_array_equal(points.features["norm_scale"], handle["norm_scale"][()])
+        np.testing.assert_array_equal(points.features["atom_index"], handle["atom_index"][()])
+        np.testing.assert_array_equal(stack.data, handle["patches"][:, 0])
+    assert stack.data.shape[1:] == (12, 12) and not stack.visible and scan.visible
+    np.testing.assert_allclose(stack.scale, [1.0, 0.02, 0.02])
+    expected = np.array([napari.utils.colormaps.standardize_color.transform_color(SUBLATTICE_COLOURS[s])[0] for s in points.features["sublattice"]])
+    np.testing.assert_allclose(points.face_color, expected, atol=1e-6)
 
 
 def test_encoded_artifact_one_set_of_layers_per_scan(study, viewer):
