@@ -83,8 +83,9 @@ def complete_lattice(
     3. :func:`label_columns` (position within the lattice, then height); columns of the second
        search outside every large set of translation-linked columns are dropped.
     4. :func:`sublattice_shapes` (one elliptical Gaussian per sublattice, neighbours subtracted),
-       then :func:`refine_jointly` with those shapes, three rounds (``joint``); once more unless
-       the shapes moved by under 2 % of their width.
+       then :func:`refine_jointly` with those shapes, three rounds (``joint``); then the shapes
+       are read again from the refined positions, and the positions refined again with them only
+       when the shapes moved by 2 % of their width or more (up to ``SHAPE_ROUNDS`` times).
     5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
        distance the shorter is dropped (two fits on one column). Where the second search added
        columns, they are labelled again with their refined heights; otherwise the labels of step 3
@@ -139,16 +140,19 @@ def complete_lattice(
     labels, linked = label_columns(positions, amplitudes, image.shape, nearest, tree)
     drop = second & ~linked  # found in the residual but part of no site set: misfit, not a column
     covariance = isotropic_covariance(widths)
-    for _ in range(SHAPE_ROUNDS if joint else 0):  # shapes from neighbour-subtracted cores, then positions, until the shapes stand
+    for shape_round in range(SHAPE_ROUNDS if joint else 0):  # shapes from neighbour-subtracted cores, then positions, until the shapes stand
         previous = covariance
         covariance = sublattice_shapes(image, positions, amplitudes, covariance, np.where(drop, -1, labels), neighbours=neighbours)
         widths = equivalent_sigma(covariance)
+        settled = np.abs(covariance - previous).max(initial=0.0) < 0.04 * float(np.median(widths)) ** 2
+        if settled and shape_round > 0:  # the positions were refined with these shapes (to 4 % of σ²) already
+            break
         amplitudes = np.where(drop, 0.0, amplitudes)  # a dropped column takes nothing from its neighbours
         positions, amplitudes, moved = refine_jointly(
             image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours, covariance=covariance
         )
         refitted |= moved
-        if np.abs(covariance - previous).max(initial=0.0) < 0.04 * float(np.median(widths)) ** 2:
+        if settled:
             break
         if second.any():  # heights read with better shapes: the next shapes are read per sublattice as labelled now
             labels = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)[0]
