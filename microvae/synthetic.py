@@ -26,11 +26,35 @@ __all__ = [
     "make_lattice",
     "make_two_phase_lattice",
     "match_positions",
+    "positions_inside",
     "render_gaussians",
     "score_detection",
     "score_two_phase",
     "slow_background",
 ]
+
+
+def positions_inside(positions: np.ndarray, shape: tuple[int, int], margin: float = 0.0) -> np.ndarray:
+    """Which positions lie at least ``margin`` pixels inside an image.
+
+    Parameters
+    ----------
+    positions : ndarray
+        (N, 2) (row, col) in pixels; pixel (r, c) is centred at (r, c).
+    shape : tuple of int
+        (H, W) of the image.
+    margin : float, default 0.0
+        Distance from the outermost pixel centres, px.
+
+    Returns
+    -------
+    ndarray
+        (N,) bool.
+    """
+    height, width = shape[:2]
+    rows, cols = positions[:, 0], positions[:, 1]
+    return (rows >= margin) & (rows <= height - 1 - margin) & (cols >= margin) & (cols <= width - 1 - margin)
+
 
 # Noise presets used by the tests and benchmarks: (dose in counts at a bright column's peak, read noise sd
 # as a fraction of that peak).
@@ -120,9 +144,7 @@ class LatticeImage:
         ndarray
             (N,) bool.
         """
-        height, width = self.params.shape
-        rows, cols = self.positions[:, 0], self.positions[:, 1]
-        return (rows >= margin) & (rows <= height - 1 - margin) & (cols >= margin) & (cols <= width - 1 - margin)
+        return positions_inside(self.positions, self.params.shape, margin)
 
     def to_dict(self) -> dict:
         """The parameters that made the scan, as a plain dict.

@@ -13,7 +13,7 @@ from microvae.displacements import neighbour_displacements, parse_pair
 from microvae.errors import ParameterError
 from microvae.lattices import GENERATORS
 from microvae.sublattices import gaussian_mixture_1d, render_columns
-from microvae.synthetic import make_lattice, match_positions
+from microvae.synthetic import make_lattice, match_positions, positions_inside
 
 
 def per_sublattice(scan, table, margin: float = 4.0, radius_fraction: float = 0.4):
@@ -349,7 +349,7 @@ def test_faint_oxygen_columns_of_abtem_srtio3(name, invert, monkeypatch):
 
     def recall_and_precision():
         table, _ = find_atoms(scan.image, FindAtomsParams(invert=invert, device="cpu"))
-        found_inside = ((table.positions >= 3.0) & (table.positions <= np.array(scan.image.shape) - 1 - 3.0)).all(axis=1)
+        found_inside = positions_inside(table.positions, scan.image.shape, 3.0)
         true_index, found_index = match_positions(scan.positions[inside], table.positions[found_inside], 1.5)
         oxygen_rows = np.flatnonzero(oxygen[inside])
         return np.isin(oxygen_rows, true_index).mean(), len(found_index) / found_inside.sum()

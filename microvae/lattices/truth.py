@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..synthetic import positions_inside
+
 __all__ = [
     "GroundTruthScan",
     "SIZES",
@@ -84,9 +86,7 @@ class GroundTruthScan:
         ndarray
             (N,) bool.
         """
-        height, width = self.image.shape
-        rows, cols = self.positions[:, 0], self.positions[:, 1]
-        return (rows >= margin) & (rows <= height - 1 - margin) & (cols >= margin) & (cols <= width - 1 - margin)
+        return positions_inside(self.positions, self.image.shape, margin)
 
 
 # ----------------------------------------------------------------------------------------------
