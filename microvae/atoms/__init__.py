@@ -36,13 +36,15 @@ the maxima, the noise estimate, the centre of mass, both Gaussian fits and their
 loop) is written once for numpy arrays and torch tensors alike; only the filters (numpy row strips
 vs torch shifted sums and pooling) and the FFT differ.
 
-Speed on large scans (the CPU engine, all single-threaded): the image is scaled in float32; the
+Speed on large scans (the CPU engine): the image is scaled in float32; the
 LoG is computed in row strips that stay in cache (shifted sums along rows, then down columns),
 together with the square maxima; the noise level comes from ~2.5·10⁵ sampled pixels; the Gaussian
 fit measures the column width on a sample of ≤ ``WIDTH_SAMPLE`` columns, then fits every column
 with the width fixed, in cache-sized chunks laid out pixels × columns, its 4×4 normal equations
 assembled from moments (three small einsums) and solved by a Cholesky written out over the
-columns. No BLAS threads are used: they stall when other jobs share the cores.
+columns; the chunks run side by side in up to four threads (:func:`~.backend.chunk_workers`,
+numpy releases the GIL in its loops) and the neighbour queries use every core. No BLAS threads
+are used: they stall when other jobs share the cores.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import ParameterError
 
-__all__ = ["array_module", "as_float32", "f64", "like", "percentiles", "to_numpy"]
+__all__ = ["array_module", "as_float32", "chunk_workers", "f64", "like", "percentiles", "to_numpy"]
 
 
 def array_module(array):
@@ -140,3 +140,17 @@ def percentiles(values, percents) -> np.ndarray:
     above = np.minimum(below + 1, ordered.numel() - 1)
     low, high = to_numpy(ordered[like(below, ordered)]), to_numpy(ordered[like(above, ordered)])
     return low + (position - below) * (high - low)
+
+
+def chunk_workers() -> int:
+    """Threads that fit chunks of columns side by side on the CPU: the cores this process may use, at most 4.
+
+    Returns
+    -------
+    int
+        At least 1.
+    """
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))

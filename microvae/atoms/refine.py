@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import array_module, f64, like, to_numpy
+from .backend import array_module, chunk_workers, f64, like, to_numpy
 from .peaks import disk_offsets, gather
 from .tables import AtomTable
 
@@ -156,7 +156,7 @@ def refine_gaussian(image, peaks, sigma_px: float, spacing_px: float, iterations
     (A, centre, s, plane background) to measure the column width; then every column with the width
     fixed at the sample's median and a flat background (A, centre, b₀), which lowers the variance
     of the positions at low dose. Only pixels within :func:`fit_disk_radius` of the window centre
-    enter either fit.
+    enter either fit. On the CPU the chunks of pass 2 run in :func:`chunk_workers` threads.
 
     ``start``: (N, 2) starting positions (default: the centre of mass). A fit that fails (diverges,
     leaves its window, wanders more than max(1, σ) from the start, or returns a non-positive
@@ -216,7 +216,8 @@ def refine_gaussian(image, peaks, sigma_px: float, spacing_px: float, iterations
     positions = np.empty((count, 2))
     amplitude = np.empty(count)
     ok = np.empty(count, bool)
-    for index, first in enumerate(range(0, count, chunk)):
+
+    def fit_chunk(first: int) -> None:
         part = slice(first, min(first + chunk, count))
         data = gather(image, peaks[part], disk_rows, disk_cols)
         initial = start[part] - f64(peaks[part])
@@ -227,8 +228,21 @@ def refine_gaussian(image, peaks, sigma_px: float, spacing_px: float, iterations
         positions[part] = to_numpy(fitted_positions)
         amplitude[part] = to_numpy(params[:, 0])
         ok[part] = to_numpy(fine)
-        if progress is not None:
-            progress(index + 2, chunks_total)
+
+    firsts = range(0, count, chunk)
+    workers = chunk_workers() if xp is np else 1
+    if workers > 1 and len(firsts) > 1:  # numpy releases the GIL in its loops: chunks run side by side on the cores
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            for index, _ in enumerate(pool.map(fit_chunk, firsts)):
+                if progress is not None:
+                    progress(index + 2, chunks_total)
+    else:
+        for index, first in enumerate(firsts):
+            fit_chunk(first)
+            if progress is not None:
+                progress(index + 2, chunks_total)
     return AtomTable(positions, amplitude, np.full(count, sigma_px), np.zeros(count), ok)
 
 

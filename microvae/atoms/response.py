@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ParameterError
-from .backend import like
+from .backend import chunk_workers, like
 
 __all__ = ["STRIP_ROWS", "detection_response", "gaussian_kernels", "log_response_and_maxima", "response_torch"]
 
@@ -105,8 +105,8 @@ def log_response_and_maxima(image: np.ndarray, sigma_px: float, inner: int | Non
     height, width = image.shape
     col_index = np.pad(np.arange(width), radius, mode="symmetric")
     response = np.empty_like(image)
-    found = []
-    for start in range(0, height, STRIP_ROWS):
+
+    def strip_pass(start: int) -> np.ndarray | None:  # one strip: its response rows and its square maxima
         stop = min(height, start + STRIP_ROWS)
         first, last = start - halo - radius, stop + halo + radius  # input rows needed (may overhang)
         if first < 0 or last > height:
@@ -138,7 +138,7 @@ def log_response_and_maxima(image: np.ndarray, sigma_px: float, inner: int | Non
             out += np.multiply(pair, l32[radius + lag], out=scaled)
         response[start:stop] = out[halo : halo + stop - start]
         if inner is None:
-            continue
+            return None
         # rows outside the image take no part in the maximum ("nearest" edges: a max ignores them)
         across = out.copy()
         if start - halo < 0:
@@ -153,7 +153,17 @@ def log_response_and_maxima(image: np.ndarray, sigma_px: float, inner: int | Non
         for lag in range(1, inner + 1):
             np.maximum(square, across[halo - lag : halo - lag + stop - start], out=square)
             np.maximum(square, across[halo + lag : halo + lag + stop - start], out=square)
-        found.append(np.flatnonzero(out[halo : halo + stop - start] == square) + start * width)
+        return np.flatnonzero(out[halo : halo + stop - start] == square) + start * width
+
+    starts = range(0, height, STRIP_ROWS)
+    workers = chunk_workers()
+    if workers > 1 and len(starts) > 1:  # numpy releases the GIL in its loops: strips run side by side
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            found = list(pool.map(strip_pass, starts))
+    else:
+        found = [strip_pass(start) for start in starts]
     if inner is None:
         return response, None
     found = np.concatenate(found)
