@@ -75,26 +75,34 @@ def film_b_bias(scan, table, margin: float = 10.0) -> tuple[float, float]:
     return float(np.mean(np.sum(error * unit, axis=1))), float(np.sqrt((error**2).sum(1).mean()))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_displaced_columns_beside_bright_ones(seed, monkeypatch):
-    """The issue's hard case (B columns 2–3 px towards an A, overlapping astigmatic cores, probe
-    tails, dose 300): every column is found, and away from the scan's edge the displaced B columns
-    come out without bias (|bias| ≤ 0.05 px along the displacement; measured ci size seeds 0–3:
-    −0.02 to +0.04) and with half the error of independent fits. Controls: independent fits, and
-    the joint refinement with round columns of the first search's width (the elliptical shapes of
+def test_displaced_columns_beside_bright_ones(monkeypatch):
+    """The issue's hard case at the issue's size (1024², B columns 2–3 px towards an A,
+    overlapping astigmatic cores, probe tails, dose 300), seeds 0–2: every column is found, and
+    away from the scan's edge the displaced B columns come out nearly without bias along the
+    displacement and with less than half the error of independent fits. Measured, seeds 0–5:
+    bias +0.025 to +0.065 px (median +0.04; the probe tail, which the Gaussian model lacks, pulls
+    B towards A), RMSE 0.194–0.209 px, against a Cramér–Rao bound of 0.165 px
+    (``benchmarks/bench_crlb_perovskite.py``). Controls (seed 0): independent fits, and the joint
+    refinement with round columns of the first search's width (the elliptical shapes of
     :func:`sublattice_shapes` replaced), are both biased by more than 0.1 px."""
     import microvae.sublattices.complete as complete  # where complete_lattice looks sublattice_shapes up
 
-    scan = GENERATORS["displaced_perovskite"](seed=seed, size="ci")
-    joint = find_atoms(scan.image, FindAtomsParams(device="cpu"))[0]
-    scores = per_sublattice(scan, joint)
-    for name in scan.sublattice_names:
-        assert scores[name][0] >= 0.98
-    bias, rmse = film_b_bias(scan, joint)
-    assert abs(bias) <= 0.05 and rmse <= 0.3, (bias, rmse)
+    biases, errors = [], []
+    for seed in (0, 1, 2):
+        scan = GENERATORS["displaced_perovskite"](seed=seed, size="bench")
+        joint = find_atoms(scan.image, FindAtomsParams(device="cpu"))[0]
+        scores = per_sublattice(scan, joint)
+        for name in scan.sublattice_names:
+            assert scores[name][0] >= 0.98
+        bias, rmse = film_b_bias(scan, joint)
+        biases.append(bias)
+        errors.append(rmse)
+    assert np.median(np.abs(biases)) <= 0.05 and max(np.abs(biases)) <= 0.08, biases
+    assert max(errors) <= 0.22, errors
+    scan = GENERATORS["displaced_perovskite"](seed=0, size="bench")
     alone = find_atoms(scan.image, FindAtomsParams(device="cpu", joint=False))[0]
     alone_bias, alone_rmse = film_b_bias(scan, alone)
-    assert alone_bias > 0.1 and rmse < 0.6 * alone_rmse, (alone_bias, alone_rmse)
+    assert alone_bias > 0.1 and errors[0] < 0.5 * alone_rmse, (alone_bias, alone_rmse)
     monkeypatch.setattr(complete, "sublattice_shapes", lambda image, positions, amplitudes, covariance, labels, **_: covariance)
     round_bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
     assert round_bias > 0.1, round_bias
@@ -363,3 +371,25 @@ def test_faint_oxygen_columns_of_abtem_srtio3(name, invert, monkeypatch):
         monkeypatch.setattr(search, "MIN_ROUNDNESS", -np.inf)
         monkeypatch.setattr(search, "SHARPNESS", (0.0, np.inf))
         assert recall_and_precision()[1] < 0.9
+
+
+def test_columns_cut_by_the_edge_do_not_join_two_sites(monkeypatch):
+    """The displaced perovskite at dose 1000, seed 0 (1024²): columns along the scan's top edge are
+    fitted to the part of themselves inside it, 1–2 px off their sites and with heights between
+    the A and B sites'; lattice translations link them, A to B. When they may link (the control,
+    the scan's shape withheld from :func:`label_by_translation`), a relabelling during the joint
+    refinement puts every column in one sublattice, the B columns are then fitted with the A
+    columns' shape and come out biased by more than 0.1 px; with it, they do not."""
+    import microvae.sublattices.labels as labels
+
+    scan = GENERATORS["displaced_perovskite"](seed=0, size="bench", dose=1000.0)
+    bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
+    assert abs(bias) <= 0.06, bias
+    linking = labels.label_by_translation
+    monkeypatch.setattr(
+        labels,
+        "label_by_translation",
+        lambda positions, intensity, translations, nearest_px, tree=None, shape=None: linking(positions, intensity, translations, nearest_px, tree),
+    )
+    merged_bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
+    assert merged_bias > 0.1, merged_bias

@@ -274,7 +274,7 @@ def _every_sublattice(
     )
     old = done.source >= 0
     peaks = np.clip(np.round(done.positions).astype(np.int64), 0, np.array(image.shape) - 1)
-    scores = to_numpy(response, np.float64)[peaks[:, 0], peaks[:, 1]]  # new columns: the response at their peak
+    scores = to_numpy(response)[peaks[:, 0], peaks[:, 1]].astype(np.float64)  # new columns: the response at their peak
     scores[old] = table.score[done.source[old]]
     fit_ok = done.refitted.copy()
     fit_ok[old] = table.fit_ok[done.source[old]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "EDGE_FRACTION",
     "LINK_HEIGHT_STEP",
     "LINK_TOLERANCE",
     "MAX_SUBLATTICES",
@@ -125,6 +126,7 @@ def gaussian_mixture_1d(values: np.ndarray, components: int, iterations: int = 1
 LINK_HEIGHT_STEP = 0.3  # log-height step a link may always take (a thickness wedge changes neighbours little)
 LINK_TOLERANCE = 0.45  # × nearest-neighbour distance: how far a translated column may miss its partner
 TRANSLATION_SAMPLE = 3000  # columns whose neighbours propose, and test, the translations
+EDGE_FRACTION = 0.5  # × nearest-neighbour distance: two columns this close to the scan's edge are not linked
 MIN_TRANSLATION_SHARE = 0.75  # a lattice translation maps at least this share of the columns onto columns
 
 
@@ -210,15 +212,20 @@ def lattice_translations(positions: np.ndarray, shape: tuple[int, int], nearest_
     return None
 
 
-def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray, nearest_px: float, tree=None) -> tuple[np.ndarray, np.ndarray]:
+def label_by_translation(
+    positions: np.ndarray, intensity: np.ndarray, translations: np.ndarray, nearest_px: float, tree=None, shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Sublattice of each column from the lattice's geometry, 0 the brightest, and whether the
     column belongs to one of the large sets or sits on their lattice.
 
     Columns are linked to the columns found within ``LINK_TOLERANCE`` × ``nearest_px`` of their
     images under each translation (loose enough that a displaced domain stays linked to the
     undisplaced one) when their log heights differ by at most max(``LINK_HEIGHT_STEP``, 3 × the
-    median step over all links), so that one poorly fitted column at the scan's edge does not
-    join two sites; each connected set is one sublattice (the columns of one site of the unit
+    median step over all links), so that one poorly fitted column does not join two sites; two
+    columns both within ``EDGE_FRACTION`` × ``nearest_px`` of the scan's edge (given ``shape``),
+    whose fits see only part of each column and take heights between two sites', are not linked
+    (a row of them along the edge would otherwise join two sites). Each connected
+    set is one sublattice (the columns of one site of the unit
     cell). Sets holding under 5 % of the columns (broken off by vacancies, the scan's edge or a
     stray detection) join the large set whose median log height is closest to theirs. Sets are
     numbered by decreasing median height.
@@ -235,6 +242,8 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
         The lattice's nearest-neighbour distance, px.
     tree : scipy.spatial.cKDTree, optional
         A tree of ``positions``, when already built.
+    shape : tuple of int, optional
+        (H, W) of the scan, px: two columns at its edge are not linked.
 
     Returns
     -------
@@ -262,6 +271,12 @@ def label_by_translation(positions: np.ndarray, intensity: np.ndarray, translati
     log_height = np.log(np.clip(intensity, 1e-6, None))
     step = np.abs(log_height[rows] - log_height[cols])
     alike = step <= max(LINK_HEIGHT_STEP, 3 * float(np.median(step))) if len(step) else step > 0
+    if shape is not None:  # a column cut by the scan's edge is fitted to part of itself: its height joins no site
+        margin = EDGE_FRACTION * nearest_px
+        at_edge = (
+            (positions[:, 0] < margin) | (positions[:, 0] > shape[0] - 1 - margin) | (positions[:, 1] < margin) | (positions[:, 1] > shape[1] - 1 - margin)
+        )
+        alike &= ~(at_edge[rows] & at_edge[cols])
     rows, cols = rows[alike], cols[alike]  # one bad fit at the scan's edge must not join two sites
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(count, count))
     _, component = connected_components(graph, directed=False)
@@ -322,4 +337,4 @@ def label_columns(positions: np.ndarray, intensity: np.ndarray, shape: tuple[int
     translations = lattice_translations(positions, shape, nearest_px, intensity, tree)
     if translations is None:
         return label_sublattices(intensity), np.ones(count, bool)
-    return label_by_translation(positions, intensity, translations, nearest_px, tree)
+    return label_by_translation(positions, intensity, translations, nearest_px, tree, shape)
