@@ -129,12 +129,15 @@ def aligned_kmeans(
     iterations: int = 10,
     max_shift_fraction: float = 0.2,
     batch_size: int = 256,
+    fit_rows: np.ndarray | None = None,
 ) -> AlignedClusters:
     """Multi-reference alignment classification of (N, C, W, W) patches from ``init_labels`` (N,).
 
     Without ``rotation`` and ``translation`` this is k-means on the masked, normalised patches.
     Stops early when no patch changes class. A class that empties is reseeded with the patch
-    that fits its own template worst.
+    that fits its own template worst. With ``fit_rows``, the templates are learned from those
+    patches only, and every patch is then classified and posed against the last templates in one
+    pass (the cost of a large set is then about one iteration).
 
     Parameters
     ----------
@@ -156,16 +159,20 @@ def aligned_kmeans(
         Largest shift tried per axis, as a fraction of W.
     batch_size : int, default 256
         Patches scored at once.
+    fit_rows : ndarray, optional
+        (M,) indices of the patches the templates are learned from; default all.
 
     Returns
     -------
     AlignedClusters
         Classes, poses (``angle_rad`` in rad, ``shift_px`` (row, col) in px), objective and
-        templates.
+        templates, for every patch.
     """
     width = patches.shape[-1]
     mask = soft_disk(width)
-    x = _prepare(patches, mask)
+    every = _prepare(patches, mask)
+    x = every if fit_rows is None else every[torch.as_tensor(np.asarray(fit_rows), dtype=torch.long)]
+    init_labels = np.asarray(init_labels) if fit_rows is None else np.asarray(init_labels)[np.asarray(fit_rows)]
     n = len(x)
     angles = torch.arange(rotations, dtype=torch.float32) * (2 * math.pi / rotations) if rotation else torch.zeros(1)
     window = _shift_window(width, max_shift_fraction) if translation else None
@@ -178,16 +185,7 @@ def aligned_kmeans(
             templates = _exemplars(x, labels, n_classes)
         else:
             templates = _templates(x, labels, turn_index, shift_index, angles, n_classes, window is not None, mask)
-        new_labels = torch.empty_like(labels)
-        for start in range(0, n, batch_size):
-            turned = _turned(x[start : start + batch_size], angles)
-            score, index = _scores(turned, templates, window)
-            new_labels[start : start + batch_size] = score.argmax(1)
-            chosen = index.gather(1, new_labels[start : start + batch_size, None])[:, 0]
-            best[start : start + batch_size] = score.max(1).values
-            per_turn = width * width if window is not None else 1
-            turn_index[start : start + batch_size] = chosen // per_turn
-            shift_index[start : start + batch_size] = chosen % per_turn
+        new_labels, turn_index, shift_index, best = _assign(x, templates, angles, window, batch_size)
         counts = torch.bincount(new_labels, minlength=n_classes)
         for empty in torch.nonzero(counts == 0).flatten().tolist():  # reseed with the worst-fitting patch
             worst = int(best.argmin())
@@ -197,6 +195,8 @@ def aligned_kmeans(
         labels = new_labels
         if changed == 0 or iteration == iterations:
             break
+    if fit_rows is not None:  # every patch against the templates the fit rows settled on
+        labels, turn_index, shift_index, best = _assign(every, templates, angles, window, batch_size)
     shift_rows = shift_index // width
     shift_cols = shift_index % width
     shift = torch.stack(
@@ -209,6 +209,24 @@ def aligned_kmeans(
         float((1 - best).mean()),
         templates.numpy(),
     )
+
+
+def _assign(x: torch.Tensor, templates: torch.Tensor, angles: torch.Tensor, window: torch.Tensor | None, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """Class (N,), turn index (N,), flat shift index (N,) and best correlation (N,) of every prepared patch against ``templates``."""
+    n, width = len(x), x.shape[-1]
+    labels = torch.empty(n, dtype=torch.long)
+    turn_index = torch.zeros(n, dtype=torch.long)
+    shift_index = torch.zeros(n, dtype=torch.long)
+    best = torch.zeros(n)
+    per_turn = width * width if window is not None else 1
+    for start in range(0, n, batch_size):
+        score, index = _scores(_turned(x[start : start + batch_size], angles), templates, window)
+        labels[start : start + batch_size] = score.argmax(1)
+        chosen = index.gather(1, labels[start : start + batch_size, None])[:, 0]
+        best[start : start + batch_size] = score.max(1).values
+        turn_index[start : start + batch_size] = chosen // per_turn
+        shift_index[start : start + batch_size] = chosen % per_turn
+    return labels, turn_index, shift_index, best
 
 
 def _exemplars(x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
