@@ -45,6 +45,42 @@ def test_the_best_separated_candidate_is_the_right_one_for_turned_shapes(seed):
     assert matched_accuracy(truth, found["pca_kmeans"].labels) < 0.8  # control: PCA groups by orientation
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_space_with_more_groups_than_k_gives_way(seed):
+    """The zoo's perovskite film at bench size (K = 2: film / substrate; the film has two
+    polarization variants): PCA scores hold three groups (k-means separates three better than
+    two) and their best-separated partition splits the variants, the Fourier descriptor holds two
+    and splits film from substrate. The choice prefers the space that agrees with K. Control: the
+    best silhouette alone picks PCA (accuracy < 0.85)."""
+    from microvae.zoo import make_case
+
+    case = make_case("perovskite_film", seed, "bench")
+    found = candidate_partitions(case.patches, 2, seed)
+    assert found["pca_kmeans"].over_split and not found["fourier_kmeans"].over_split
+    scored = [discovery.Candidate(name, [], p.separation, p.over_split) for name, p in found.items()]
+    chosen = discovery.choose_candidate(scored).name
+    assert chosen == "fourier_kmeans" and matched_accuracy(case.labels, found[chosen].labels) >= 0.95
+    best_separated = max(found, key=lambda name: found[name].separation)
+    assert matched_accuracy(case.labels, found[best_separated].labels) < 0.85
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_multi_reference_alignment_is_the_candidate_for_turned_digits(seed):
+    """scikit-learn's handwritten 0, 1, 4, 7 turned by any angle (zoo, CI size): the aligned
+    partition is the best separated and the right one (≥ 0.7); without it (the control, rotation
+    not declared) the best candidate is below 0.55."""
+    from microvae.zoo import make_case
+
+    case = make_case("digits", seed, "ci")
+    found = candidate_partitions(case.patches, case.n_classes, seed, rotation=True)
+    scored = [discovery.Candidate(name, [], p.separation, p.over_split) for name, p in found.items()]
+    chosen = discovery.choose_candidate(scored).name
+    assert chosen == "aligned_kmeans" and matched_accuracy(case.labels, found[chosen].labels) >= 0.7
+    without = candidate_partitions(case.patches, case.n_classes, seed)
+    scored = [discovery.Candidate(name, [], p.separation, p.over_split) for name, p in without.items()]
+    assert matched_accuracy(case.labels, without[discovery.choose_candidate(scored).name].labels) < 0.55
+
+
 def tiny_configs(**train):
     model = JTRVAEConfig(image_size=20, n_classes=2, encoder_hidden=(32, 32), decoder_hidden=(32, 32))
     return model, TrainConfig(epochs=4, batch_size=32, device="cpu", **train)
