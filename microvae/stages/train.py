@@ -225,7 +225,7 @@ def run_train(
             f"--classes auto chose K = {class_count.n_classes} (best-separated classical partition; RUN_DIR/init/classes_auto.json):\n" + class_count.table()
         )
     if initial is not None:
-        how = "best separated" if initial.criterion == "separation" else "lowest held-out −ELBO of a short run"
+        how = "best separated, a space with no more than K groups preferred" if initial.criterion == "separation" else "lowest held-out −ELBO of a short run"
         notes.append(f"initial classes: {initial.chosen} ({how}; RUN_DIR/init/selection.json)\n" + initial.table())
     summary = {"epochs": result.epochs_completed, "loss": last.get("loss"), "val_loss": last.get("val_loss"), "run_dir": str(run_dir)}
     if verdict is not None:
