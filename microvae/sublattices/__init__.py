@@ -12,7 +12,9 @@ What :func:`microvae.atoms.find_atoms` does after its first search (:func:`compl
    neighbour is pulled towards it; each column whose neighbours reach into its fit window is
    refitted against the image minus its neighbours' models (:func:`neighbours_at`), with one
    shape per sublattice (:func:`sublattice_shapes`: an elliptical Gaussian, as an astigmatic probe
-   makes them), until the positions settle.
+   makes them) and, where the columns are not Gaussians (an Airy disk, a probe's tails), one
+   measured radial profile per sublattice (:func:`sublattice_profiles`) for the neighbours'
+   models, until the positions settle.
 3. **Labels** (:func:`label_columns`). The lattice's translations (:func:`lattice_translations`)
    link the columns of one site of the unit cell (:func:`label_by_translation`); without a
    lattice, a mixture of the fitted heights decides (:func:`label_sublattices`). New columns that
@@ -28,8 +30,8 @@ columns' Gaussian models and neighbours), :mod:`.search` (step 1), :mod:`.joint`
 
 from __future__ import annotations
 
-from .complete import DUPLICATE_DISTANCE, SHAPE_ROUNDS, CompletedLattice, complete_lattice
-from .joint import JOINT_ROUNDS, NEIGHBOUR_SHARE, WIDTH_RADIUS, refine_jointly, sublattice_shapes
+from .complete import CROWDED_DISTANCE, DUPLICATE_DISTANCE, PROFILE_TOLERANCE, SHAPE_ROUNDS, CompletedLattice, complete_lattice
+from .joint import JOINT_ROUNDS, NEIGHBOUR_SHARE, WIDTH_RADIUS, refine_jointly, sublattice_profiles, sublattice_shapes
 from .labels import (
     LINK_HEIGHT_STEP,
     LINK_TOLERANCE,
@@ -45,11 +47,12 @@ from .labels import (
     label_sublattices,
     lattice_translations,
 )
-from .models import NEIGHBOURS_MODELLED, equivalent_sigma, isotropic_covariance, nearest_columns, neighbours_at, precision, render_columns
+from .models import NEIGHBOURS_MODELLED, RadialProfiles, equivalent_sigma, isotropic_covariance, nearest_columns, neighbours_at, precision, render_columns
 from .search import MIN_RELATIVE_HEIGHT, MIN_SIGNIFICANCE, PROBE_SIZE, find_dim_columns, worth_searching
 
 __all__ = [
     "CompletedLattice",
+    "CROWDED_DISTANCE",
     "DUPLICATE_DISTANCE",
     "JOINT_ROUNDS",
     "LINK_HEIGHT_STEP",
@@ -64,6 +67,7 @@ __all__ = [
     "NEIGHBOURS_MODELLED",
     "NEIGHBOUR_SHARE",
     "PROBE_SIZE",
+    "PROFILE_TOLERANCE",
     "SHAPE_ROUNDS",
     "TRANSLATION_SAMPLE",
     "WIDTH_RADIUS",
@@ -71,6 +75,7 @@ __all__ = [
     "equivalent_sigma",
     "find_dim_columns",
     "gaussian_mixture_1d",
+    "RadialProfiles",
     "isotropic_covariance",
     "label_by_translation",
     "label_columns",
@@ -81,6 +86,7 @@ __all__ = [
     "precision",
     "refine_jointly",
     "render_columns",
+    "sublattice_profiles",
     "sublattice_shapes",
     "worth_searching",
 ]

@@ -12,19 +12,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .joint import refine_jointly, sublattice_shapes
+from .joint import refine_jointly, sublattice_profiles, sublattice_shapes
 from .labels import label_columns
 from .models import equivalent_sigma, isotropic_covariance, nearest_columns
 from .search import find_dim_columns, worth_searching
 
 __all__ = [
+    "CROWDED_DISTANCE",
     "CompletedLattice",
     "DUPLICATE_DISTANCE",
+    "PROFILE_TOLERANCE",
     "SHAPE_ROUNDS",
     "complete_lattice",
 ]
 
+CROWDED_DISTANCE = 0.7  # × median nearest-neighbour distance: a new column this close to another and on no site set is dropped
 DUPLICATE_DISTANCE = 0.5  # × median nearest-neighbour distance: two columns closer are one
+PROFILE_TOLERANCE = 0.01  # the profiles stand when no sample moved by more than this (fraction of the peak)
 SHAPE_ROUNDS = 3  # alternations of the sublattices' shapes and the positions (each shape is read with its neighbours' current shapes)
 
 
@@ -82,10 +86,15 @@ def complete_lattice(
        columns): the heights the labels read.
     3. :func:`label_columns` (position within the lattice, then height); columns of the second
        search outside every large set of translation-linked columns are dropped.
-    4. :func:`sublattice_shapes` (one elliptical Gaussian per sublattice, neighbours subtracted),
-       then :func:`refine_jointly` with those shapes, three rounds (``joint``); then the shapes
-       are read again from the refined positions, and the positions refined again with them only
-       when the shapes moved by 2 % of their width or more (up to ``SHAPE_ROUNDS`` times).
+    4. :func:`sublattice_shapes` (one elliptical Gaussian per sublattice, neighbours subtracted)
+       and :func:`sublattice_profiles` (one measured radial profile per sublattice, for the
+       neighbours' models, where the columns are not Gaussians), then :func:`refine_jointly` with
+       those shapes, three rounds (``joint``); then the shapes and profiles are read again from
+       the refined positions, and the positions refined again with them only when the shapes
+       moved by 2 % of their width or more, or a profile by ``PROFILE_TOLERANCE`` of the peak (up
+       to ``SHAPE_ROUNDS`` times). A new column that, so refined, lies on no site set and within
+       ``CROWDED_DISTANCE`` × the nearest-neighbour distance of another is dropped (a leftover of
+       that column's tail, which the Gaussian model of the first search left in the residual).
     5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
        distance the shorter is dropped (two fits on one column). Where the second search added
        columns, they are labelled again with their refined heights; otherwise the labels of step 3
@@ -140,22 +149,33 @@ def complete_lattice(
     labels, linked = label_columns(positions, amplitudes, image.shape, nearest, tree)
     drop = second & ~linked  # found in the residual but part of no site set: misfit, not a column
     covariance = isotropic_covariance(widths)
+    profiles = None
     for shape_round in range(SHAPE_ROUNDS if joint else 0):  # shapes from neighbour-subtracted cores, then positions, until the shapes stand
         previous = covariance
-        covariance = sublattice_shapes(image, positions, amplitudes, covariance, np.where(drop, -1, labels), neighbours=neighbours)
+        kept_labels = np.where(drop, -1, labels)
+        covariance = sublattice_shapes(image, positions, amplitudes, covariance, kept_labels, neighbours=neighbours, profiles=profiles)
         widths = equivalent_sigma(covariance)
+        previous_profiles = profiles
+        if shape_round == 0 or profiles is not None:  # columns that read as Gaussians at first stay Gaussians
+            profiles = sublattice_profiles(image, positions, amplitudes, covariance, kept_labels, neighbours=neighbours, profiles=profiles)
         settled = np.abs(covariance - previous).max(initial=0.0) < 0.04 * float(np.median(widths)) ** 2
+        if profiles is not None or previous_profiles is not None:  # the profiles must stand too
+            same = profiles is not None and previous_profiles is not None and previous_profiles.values.shape == profiles.values.shape
+            settled &= same and float(np.abs(profiles.values - previous_profiles.values).max()) < PROFILE_TOLERANCE
         if settled and shape_round > 0:  # the positions were refined with these shapes (to 4 % of σ²) already
             break
         amplitudes = np.where(drop, 0.0, amplitudes)  # a dropped column takes nothing from its neighbours
         positions, amplitudes, moved = refine_jointly(
-            image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours, covariance=covariance
+            image, positions, amplitudes, widths, nearest, rounds=3, must=second & ~drop, neighbours=neighbours, covariance=covariance, profiles=profiles
         )
         refitted |= moved
         if settled:
             break
         if second.any():  # heights read with better shapes: the next shapes are read per sublattice as labelled now
-            labels = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)[0]
+            labels, linked = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)
+            gap = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
+            crowded = (np.where(drop[neighbours], np.inf, gap) < CROWDED_DISTANCE * nearest).any(axis=1)
+            drop |= second & ~linked & crowded  # a new column on no site set, too close to a column: a leftover of that column's tail
     # two fits that settled on one column: keep the taller
     distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
     close = (distance < DUPLICATE_DISTANCE * nearest) & ~drop[neighbours]

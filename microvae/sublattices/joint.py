@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .models import equivalent_sigma, nearest_columns, neighbours_at, precision
+from .models import PROFILE_RADIUS, PROFILE_STEP, RadialProfiles, equivalent_sigma, nearest_columns, neighbours_at, precision
 
 __all__ = [
     "JOINT_ROUNDS",
     "NEIGHBOUR_CLEARANCE",
     "NEIGHBOUR_SHARE",
+    "PROFILE_CLEARANCE",
+    "PROFILE_GAUSSIAN_TOLERANCE",
+    "PROFILE_MIN_COLUMNS",
     "WIDTH_RADIUS",
     "joint_fit_radius",
     "refine_jointly",
+    "sublattice_profiles",
     "sublattice_shapes",
 ]
 
@@ -178,6 +182,9 @@ JOINT_ROUNDS = 4  # rounds of subtract-the-neighbours-and-refit
 NEIGHBOUR_SHARE = 0.1  # a neighbour counts when its model, over the column's height, exceeds this at the fit disk's edge
 
 
+PROFILE_CLEARANCE = 2.0  # a column's profile is read where its own model is at least this many times its neighbours'
+PROFILE_GAUSSIAN_TOLERANCE = 0.05  # a measured profile this close to the Gaussian everywhere (fraction of the peak) is taken as the Gaussian
+PROFILE_MIN_COLUMNS = 30  # a sublattice with fewer columns keeps the Gaussian (its profile would be read from too few pixels)
 NEIGHBOUR_CLEARANCE = 1.5  # σ: the joint fit's disk stops this far short of the nearest neighbour's centre
 
 
@@ -220,6 +227,7 @@ def refine_jointly(
     must: np.ndarray | None = None,
     neighbours: np.ndarray | None = None,
     covariance: np.ndarray | None = None,
+    profiles: RadialProfiles | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refit columns whose neighbours reach into their fit window, each against the image minus
     every other column's fitted model, until the positions settle.
@@ -238,6 +246,9 @@ def refine_jointly(
     (:func:`nearest_columns`); they stay the same while the columns settle. ``covariance`` (N, 3)
     [c_rr, c_rc, c_cc] px²: elliptical columns (astigmatic probe), fitted and subtracted with their
     shape fixed (:func:`_fit_fixed_shape`); ``sigma_px`` then only sets the fit disks.
+    ``profiles``: the neighbours are taken away as their measured profiles
+    (:func:`sublattice_profiles`), not as Gaussians; each column is still fitted as a Gaussian on
+    its core, which places a symmetric column's centre without bias once its neighbours are gone.
 
     Parameters
     ----------
@@ -261,6 +272,8 @@ def refine_jointly(
         (N, K) each column's nearest other columns, nearest first (:func:`nearest_columns`).
     covariance : ndarray, optional
         (N, 3) [c_rr, c_rc, c_cc] px² of elliptical columns, fitted with their shape fixed.
+    profiles : RadialProfiles, optional
+        Measured profiles of the columns, for their models as neighbours (default: Gaussian).
 
     Returns
     -------
@@ -308,7 +321,7 @@ def refine_jointly(
             rows, cols = disk_offsets(radius_of[width])
             centres = np.round(positions[members]).astype(np.int64)
             offsets = positions[members] - centres
-            others = neighbours_at(*current, sigma, members, centres, rows, cols, neighbour[members], covariance)
+            others = neighbours_at(*current, sigma, members, centres, rows, cols, neighbour[members], covariance, profiles)
             if covariance is None:
                 params, ok = fit_fixed_width((gather(image, centres, rows, cols) - others).astype(np.float32), rows, cols, offsets, float(width), iterations)
             else:
@@ -335,6 +348,7 @@ def sublattice_shapes(
     labels: np.ndarray,
     sample: int = 2048,
     neighbours: np.ndarray | None = None,
+    profiles: RadialProfiles | None = None,
 ) -> np.ndarray:
     """(N, 3) covariance [c_rr, c_rc, c_cc] (px²) of every column: per sublattice, the elliptical
     Gaussian its columns share (:func:`_fit_shared_shape`), fitted to the mean of up to ``sample``
@@ -361,6 +375,8 @@ def sublattice_shapes(
         The most columns of a sublattice whose windows are averaged.
     neighbours : ndarray, optional
         (N, K) each column's nearest other columns, when already known (:func:`nearest_columns`).
+    profiles : RadialProfiles, optional
+        Measured profiles of the columns, for their models as neighbours (default: Gaussian).
 
     Returns
     -------
@@ -381,9 +397,112 @@ def sublattice_shapes(
         rows, cols = disk_offsets(max(2.0, WIDTH_RADIUS * width))
         centres = np.round(positions[members]).astype(np.int64)
         others = None if neighbours is None else neighbours[members]
-        data = gather(image, centres, rows, cols) - neighbours_at(positions, amplitudes, sigma, members, centres, rows, cols, others, current)
+        data = gather(image, centres, rows, cols) - neighbours_at(positions, amplitudes, sigma, members, centres, rows, cols, others, current, profiles)
         weights = amplitudes[members] / amplitudes[members].mean()
         params, ok = _fit_shared_shape(data.mean(axis=1), rows, cols, positions[members] - centres, weights, width)
         if ok:
             covariance[labels == label] = precision(params[3:6])
     return covariance
+
+
+def sublattice_profiles(
+    image: np.ndarray,
+    positions: np.ndarray,
+    amplitudes: np.ndarray,
+    covariance: np.ndarray,
+    labels: np.ndarray,
+    sample: int = 2048,
+    neighbours: np.ndarray | None = None,
+    profiles: RadialProfiles | None = None,
+) -> RadialProfiles | None:
+    """The radial profile of every sublattice's columns, measured in the image.
+
+    A probe is an Airy disk with tails and rings, not a Gaussian: a Gaussian fitted to a column's
+    core is too wide or too narrow further out, and subtracting it from a neighbour's window
+    pushes the neighbour off (on 3.2σ-apart dumbbells of Airy columns, noise-free, the light
+    member by +0.16 px, away from the heavy one). Per sublattice, up to ``sample`` columns'
+    windows (``PROFILE_RADIUS`` σ along the long axis of its covariance), each minus its
+    neighbours' current models, are read on pixels where the column's own model is at least
+    ``PROFILE_CLEARANCE`` times its neighbours'; each window's background is the median of its
+    outer σ, and its height its fitted amplitude; the ratios are averaged in bins of the
+    Mahalanobis radius ρ, ``PROFILE_STEP`` wide. Empty bins are interpolated; the profile is made
+    non-negative and non-increasing (a probe's rings, ~2 % of the peak, are given up: a bump is
+    more often a neighbour's leftover) and 0 at ``PROFILE_RADIUS``. A sublattice with fewer than
+    ``PROFILE_MIN_COLUMNS`` columns of positive height, and columns labelled −1, keep the Gaussian.
+
+    Parameters
+    ----------
+    image : ndarray
+        (H, W) image scaled as :func:`microvae.atoms.prepare_image` scales it.
+    positions : ndarray
+        (N, 2) (row, col) of every column, px.
+    amplitudes : ndarray
+        (N,) fitted heights above the local background.
+    covariance : ndarray
+        (N, 3) [c_rr, c_rc, c_cc] px² of every column (:func:`sublattice_shapes`).
+    labels : ndarray
+        (N,) sublattice of every column; −1 leaves a column out.
+    sample : int, default 2048
+        The most columns of a sublattice that are read.
+    neighbours : ndarray, optional
+        (N, K) each column's nearest other columns, when already known (:func:`nearest_columns`).
+    profiles : RadialProfiles, optional
+        The current profiles, for the neighbours' models (default: Gaussian).
+
+    Returns
+    -------
+    RadialProfiles or None
+        One row per label 0…max (Gaussian for a label that could not be read) and the Gaussian
+        row for −1; None when no measured profile departs from the Gaussian by
+        ``PROFILE_GAUSSIAN_TOLERANCE`` of the peak or more (the Gaussian is then used, as it is cheaper).
+    """
+    from ..atoms.peaks import disk_offsets, gather
+
+    labels = np.asarray(labels)
+    covariance = np.asarray(covariance, dtype=np.float64)
+    gaussian = RadialProfiles.gaussian_row()
+    count = int(labels.max(initial=-1)) + 1
+    values = np.tile(gaussian, (count + 1, 1))
+    row = np.where(labels >= 0, labels, count).astype(np.int64)
+    sigma = equivalent_sigma(covariance)
+    half = precision(covariance)
+    bins = len(gaussian)
+    for label in range(count):
+        members = np.nonzero((labels == label) & (amplitudes > 0))[0]
+        members = members[:: max(1, len(members) // sample)]
+        if len(members) < PROFILE_MIN_COLUMNS:
+            continue
+        trace, det = covariance[members, 0] + covariance[members, 2], covariance[members, 0] * covariance[members, 2] - covariance[members, 1] ** 2
+        long_axis = float(np.median(np.sqrt(trace / 2 + np.sqrt(np.maximum(trace**2 / 4 - det, 0)))))
+        rows, cols = disk_offsets(PROFILE_RADIUS * long_axis)
+        centres = np.round(positions[members]).astype(np.int64)
+        window = gather(image, centres, rows, cols, fill=np.nan)
+        others = neighbours_at(
+            positions, amplitudes, sigma, members, centres, rows, cols, None if neighbours is None else neighbours[members], covariance, profiles
+        )
+        dy = rows[:, None] - (positions[members, 0] - centres[:, 0])[None, :]
+        dx = cols[:, None] - (positions[members, 1] - centres[:, 1])[None, :]
+        p = half[members]
+        rho = np.sqrt(np.maximum(p[:, 0] * dy * dy + 2 * p[:, 1] * dy * dx + p[:, 2] * dx * dx, 0))
+        own_profile = RadialProfiles(values, row) if profiles is None else profiles
+        own = amplitudes[members][None, :] * own_profile.at(members, rho.astype(np.float32))
+        residual = window - others
+        clear = own >= PROFILE_CLEARANCE * others  # pixels the column's own model dominates
+        outer = (rho >= PROFILE_RADIUS - 1) & (rho < PROFILE_RADIUS) & np.isfinite(residual) & clear
+        background = np.array([np.median(residual[outer[:, m], m]) if outer[:, m].any() else np.nan for m in range(len(members))])
+        ratio = (residual - background[None, :]) / amplitudes[members][None, :]
+        use = np.isfinite(ratio) & clear & (rho < PROFILE_RADIUS)
+        which = np.round(rho[use] / PROFILE_STEP).astype(np.int64)
+        total = np.bincount(which, weights=ratio[use], minlength=bins)[:bins]
+        seen = np.bincount(which, minlength=bins)[:bins]
+        if seen[0] == 0 or (seen > 0).sum() < bins // 2:
+            continue
+        measured = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
+        known = np.nonzero(seen > 0)[0]
+        measured = np.interp(np.arange(bins), known, measured[known])
+        measured = np.minimum.accumulate(np.clip(measured, 0, None))  # falls from the peak: a bump is a neighbour's leftover, not the probe
+        measured[-1] = 0.0
+        values[label] = measured.astype(np.float32)
+    if np.abs(values - gaussian).max(initial=0.0) < PROFILE_GAUSSIAN_TOLERANCE:
+        return None
+    return RadialProfiles(values, row)

@@ -1,6 +1,7 @@
 """Columns as Gaussian models: rendering them (:func:`render_columns`), each column's nearest
 neighbours, and the neighbours' models at a column's fit window (:func:`neighbours_at`), round or
-elliptical.
+elliptical, Gaussian or of a measured radial profile (:class:`RadialProfiles`: a real probe is an
+Airy disk with tails, not a Gaussian).
 
 Conventions (those of :mod:`microvae.sublattices`): (H, W) float images scaled as
 :func:`microvae.atoms.prepare_image` scales them, positions (row, col) in pixels with pixel
@@ -9,10 +10,15 @@ Conventions (those of :mod:`microvae.sublattices`): (H, W) float images scaled a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 __all__ = [
     "NEIGHBOURS_MODELLED",
+    "PROFILE_RADIUS",
+    "PROFILE_STEP",
+    "RadialProfiles",
     "equivalent_sigma",
     "isotropic_covariance",
     "nearest_columns",
@@ -63,6 +69,66 @@ def render_columns(shape: tuple[int, int], positions: np.ndarray, amplitudes: np
 
 
 NEIGHBOURS_MODELLED = 8  # nearest columns whose models are taken away from a column's fit window
+
+
+PROFILE_RADIUS = 5.0  # a measured column profile reaches this far, in σ (Mahalanobis radius under the column's covariance)
+PROFILE_STEP = 0.25  # its sampling step, σ
+
+
+@dataclass(frozen=True)
+class RadialProfiles:
+    """Measured column profiles, one per sublattice, as functions of the Mahalanobis radius
+    ρ = √(dᵀC⁻¹d) under each column's covariance C (so that an elliptical probe keeps its shape).
+
+    Attributes
+    ----------
+    values : ndarray
+        (L + 1, B) float32 height relative to the column's fitted peak at ρ = 0, step, 2·step, …
+        (B = ``PROFILE_RADIUS`` / ``PROFILE_STEP`` + 1, the last 0); row L is the Gaussian
+        exp(−ρ²/2), for columns without a measured profile.
+    row : ndarray
+        (N,) int64 the row of ``values`` of every column.
+    """
+
+    values: np.ndarray
+    row: np.ndarray
+
+    @staticmethod
+    def gaussian_row() -> np.ndarray:
+        """The Gaussian's row of :attr:`values`.
+
+        Returns
+        -------
+        ndarray
+            (B,) float32 exp(−ρ²/2) at ρ = 0, ``PROFILE_STEP``, …; 0 at the last.
+        """
+        rho = np.arange(int(round(PROFILE_RADIUS / PROFILE_STEP)) + 1) * PROFILE_STEP
+        row = np.exp(-0.5 * rho**2).astype(np.float32)
+        row[-1] = 0.0
+        return row
+
+    def at(self, columns: np.ndarray, rho: np.ndarray) -> np.ndarray:
+        """The profile of each column at its pixels, linear between samples, 0 beyond ``PROFILE_RADIUS``.
+
+        Parameters
+        ----------
+        columns : ndarray
+            (M,) int indices of the columns.
+        rho : ndarray
+            (P, M) float32 Mahalanobis radii (σ units) of P pixels from each column.
+
+        Returns
+        -------
+        ndarray
+            (P, M) float32 heights relative to each column's peak.
+        """
+        count = self.values.shape[1]
+        index = np.minimum(rho * np.float32(1.0 / PROFILE_STEP), np.float32(count - 1))
+        lower = np.minimum(index.astype(np.int32), count - 2)
+        fraction = index - lower
+        flat = self.values.ravel()
+        base = (self.row[columns] * count).astype(np.int32)[None, :] + lower
+        return flat[base] * (1 - fraction) + flat[base + 1] * fraction
 
 
 def nearest_columns(positions: np.ndarray, count: int = NEIGHBOURS_MODELLED, tree=None) -> np.ndarray:
@@ -152,8 +218,9 @@ def neighbours_at(
     col_offsets: np.ndarray,
     others: np.ndarray | None = None,
     covariance: np.ndarray | None = None,
+    profiles: RadialProfiles | None = None,
 ) -> np.ndarray:
-    """The summed Gaussian models of each member's ``NEIGHBOURS_MODELLED`` nearest other columns
+    """The summed models of each member's ``NEIGHBOURS_MODELLED`` nearest other columns
     at its window pixels: the part of the image that :func:`render_columns` of all columns minus
     the member's own model would give there, without rendering the whole image.
 
@@ -176,6 +243,8 @@ def neighbours_at(
     covariance : ndarray, optional
         (N, 3) [c_rr, c_rc, c_cc] px²: elliptical columns (default: round, of width
         ``sigma_px``).
+    profiles : RadialProfiles, optional
+        Measured profiles of the columns (default: Gaussian).
 
     Returns
     -------
@@ -202,5 +271,8 @@ def neighbours_at(
         exponent = p[:, 0][None, :] * dy * dy
         exponent += 2 * p[:, 1][None, :] * dy * dx
         exponent += p[:, 2][None, :] * dx * dx
-        total += amplitudes[j].astype(np.float32)[None, :] * np.exp(exponent)
+        if profiles is None:
+            total += amplitudes[j].astype(np.float32)[None, :] * np.exp(exponent)
+        else:
+            total += amplitudes[j].astype(np.float32)[None, :] * profiles.at(j, np.sqrt(np.maximum(np.float32(-2) * exponent, 0)))
     return total
