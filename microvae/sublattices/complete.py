@@ -26,7 +26,7 @@ __all__ = [
     "complete_lattice",
 ]
 
-CROWDED_DISTANCE = 0.7  # × median nearest-neighbour distance: a new column this close to another and on no site set is dropped
+CROWDED_DISTANCE = 0.6  # × median nearest-neighbour distance: a new column this close to another and on no site set is dropped
 DUPLICATE_DISTANCE = 0.5  # × median nearest-neighbour distance: two columns closer are one
 PROFILE_TOLERANCE = 0.01  # the profiles stand when no sample moved by more than this (fraction of the peak)
 SHAPE_ROUNDS = 3  # alternations of the sublattices' shapes and the positions (each shape is read with its neighbours' current shapes)
@@ -92,9 +92,11 @@ def complete_lattice(
        those shapes, three rounds (``joint``); then the shapes and profiles are read again from
        the refined positions, and the positions refined again with them only when the shapes
        moved by 2 % of their width or more, or a profile by ``PROFILE_TOLERANCE`` of the peak (up
-       to ``SHAPE_ROUNDS`` times). A new column that, so refined, lies on no site set and within
-       ``CROWDED_DISTANCE`` × the nearest-neighbour distance of another is dropped (a leftover of
-       that column's tail, which the Gaussian model of the first search left in the residual).
+       to ``SHAPE_ROUNDS`` times). Where measured profiles are in use, a new column that, so
+       refined, lies on no site set and within ``CROWDED_DISTANCE`` × the nearest-neighbour
+       distance of another is dropped: a leftover of that column's tail, which the Gaussian model
+       of the first search left in the residual (with Gaussian neighbour models it merges into
+       the column and goes as a duplicate, step 5).
     5. Of two columns closer than ``DUPLICATE_DISTANCE`` × the median nearest-neighbour
        distance the shorter is dropped (two fits on one column). Where the second search added
        columns, they are labelled again with their refined heights; otherwise the labels of step 3
@@ -175,7 +177,10 @@ def complete_lattice(
             labels, linked = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)
             gap = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
             crowded = (np.where(drop[neighbours], np.inf, gap) < CROWDED_DISTANCE * nearest).any(axis=1)
-            drop |= second & ~linked & crowded  # a new column on no site set, too close to a column: a leftover of that column's tail
+            if (
+                profiles is not None
+            ):  # a new column on no site set, too close to a column: a leftover of that column's tail, which a Gaussian left in the residual
+                drop |= second & ~linked & crowded
     # two fits that settled on one column: keep the taller
     distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
     close = (distance < DUPLICATE_DISTANCE * nearest) & ~drop[neighbours]

@@ -9,6 +9,8 @@ Conventions (those of :mod:`microvae.sublattices`): (H, W) float images scaled a
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .models import PROFILE_RADIUS, PROFILE_STEP, RadialProfiles, equivalent_sigma, nearest_columns, neighbours_at, precision
@@ -411,7 +413,7 @@ def sublattice_profiles(
     amplitudes: np.ndarray,
     covariance: np.ndarray,
     labels: np.ndarray,
-    sample: int = 2048,
+    sample: int = 1024,
     neighbours: np.ndarray | None = None,
     profiles: RadialProfiles | None = None,
 ) -> RadialProfiles | None:
@@ -442,7 +444,7 @@ def sublattice_profiles(
         (N, 3) [c_rr, c_rc, c_cc] px² of every column (:func:`sublattice_shapes`).
     labels : ndarray
         (N,) sublattice of every column; −1 leaves a column out.
-    sample : int, default 2048
+    sample : int, default 1024
         The most columns of a sublattice that are read.
     neighbours : ndarray, optional
         (N, K) each column's nearest other columns, when already known (:func:`nearest_columns`).
@@ -489,7 +491,9 @@ def sublattice_profiles(
         residual = window - others
         clear = own >= PROFILE_CLEARANCE * others  # pixels the column's own model dominates
         outer = (rho >= PROFILE_RADIUS - 1) & (rho < PROFILE_RADIUS) & np.isfinite(residual) & clear
-        background = np.array([np.median(residual[outer[:, m], m]) if outer[:, m].any() else np.nan for m in range(len(members))])
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column without a clear outer ring: NaN, left out
+            background = np.nanmedian(np.where(outer, residual, np.nan), axis=0)
         ratio = (residual - background[None, :]) / amplitudes[members][None, :]
         use = np.isfinite(ratio) & clear & (rho < PROFILE_RADIUS)
         which = np.round(rho[use] / PROFILE_STEP).astype(np.int64)
