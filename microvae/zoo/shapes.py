@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from .case import ZooCase, check_arguments, member_rng, normalise_set
+from .case import ZooCase, check_arguments, member_rng, normalise_set, symmetry_orders
 
 __all__ = [
     "DIGIT_CLASSES",
@@ -136,7 +136,7 @@ def make_cards_case(seed: int, n: int | None = None, size: str = "bench", *, max
     ParameterError
         ``seed`` < 0, ``n`` < 8 or an unknown ``size`` (:func:`~microvae.zoo.case.check_arguments`).
     """
-    from ..cards import CLASS_NAMES, make_cards
+    from ..cards import CLASS_NAMES, canonical_shapes, make_cards
 
     check_arguments(seed, size, n)
     window = 28 if size == "bench" else 24
@@ -156,7 +156,14 @@ def make_cards_case(seed: int, n: int | None = None, size: str = "bench", *, max
             f"project cards (microvae.cards): 4 suits, rotation ±{max_angle_deg:g}°, shear ±10°, scale 1–1.2, "
             "shift ±10 %, noise-free bright ink on black, balanced"
         ),
-        extra={"shear_rad": cards.shear_rad, "scale": cards.scale, "shift_px": cards.shift_px, "class_names": tuple(CLASS_NAMES), **norm},
+        extra={
+            "shear_rad": cards.shear_rad,
+            "scale": cards.scale,
+            "shift_px": cards.shift_px,
+            "class_names": tuple(CLASS_NAMES),
+            "symmetry_order": symmetry_orders(canonical_shapes()[:, 0].numpy()),
+            **norm,
+        },
     )
 
 
@@ -200,7 +207,7 @@ def _glyph_atlas(size: int) -> np.ndarray:
     atlas = np.empty((len(SUIT_GLYPHS), size, size), np.float32)
     for k, glyph in enumerate(SUIT_GLYPHS):
         path = TextPath((0.0, 0.0), glyph, size=1.0, prop=font)
-        (x0, y0), (x1, y1) = path.vertices.min(axis=0), path.vertices.max(axis=0)
+        (x0, y0), (x1, y1) = path.get_extents().get_points()  # the outline's box (the raw vertices hold a closing (0, 0))
         half = max(x1 - x0, y1 - y0) / 2.0 / 0.98
         x = (x0 + x1) / 2.0 + u_col * half
         y = (y0 + y1) / 2.0 - u_row * half  # font y points up
@@ -290,7 +297,7 @@ def make_glyph_suits(seed: int, n: int | None = None, size: str = "bench", *, ma
             f"DejaVu Sans suit glyphs ♣♠♦♥, rotation ±{max_angle_deg:g}°, scale 0.75–1.1 (48–70 % of the window), "
             "shift ±10 %, dark on light with a per-patch gradient, Gaussian + salt-and-pepper noise, balanced"
         ),
-        extra={"scale": scale, "shift_px": shift, "class_names": SUIT_NAMES, **norm},
+        extra={"scale": scale, "shift_px": shift, "class_names": SUIT_NAMES, "symmetry_order": symmetry_orders(atlas), **norm},
     )
 
 
@@ -390,5 +397,11 @@ def make_digits(seed: int, n: int | None = None, size: str = "bench") -> ZooCase
             "sklearn handwritten digits 0/1/4/7 (8×8 upsampled bicubically), rotation ±180°, bright on a textured "
             "dark background, Poisson noise at 20 counts, balanced"
         ),
-        extra={"example_index": example, "digit": np.asarray(DIGIT_CLASSES)[labels], "class_names": tuple(str(d) for d in DIGIT_CLASSES), **norm},
+        extra={
+            "example_index": example,
+            "digit": np.asarray(DIGIT_CLASSES)[labels],
+            "class_names": tuple(str(d) for d in DIGIT_CLASSES),
+            "symmetry_order": symmetry_orders(np.stack([images[target == digit].mean(axis=0) for digit in DIGIT_CLASSES])),
+            **norm,
+        },
     )
