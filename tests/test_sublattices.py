@@ -125,7 +125,7 @@ def _along_pair_bias(scan, table) -> tuple[float, float]:
 def test_overlapping_airy_columns_are_not_pushed_apart(monkeypatch):
     """Dumbbells of Airy columns 3.2σ apart (ci size, 4.6 px): with the columns' measured radial
     profile taken away (:func:`sublattice_profiles`) neither member is pushed off the other.
-    Measured, seeds 0–2: heavy −0.035 / +0.001 / −0.006 px, light +0.031 / +0.043 / +0.049 px.
+    Measured, seeds 0–2: heavy −0.035 / +0.001 / −0.006 px, light +0.031 / +0.043 / +0.050 px.
     Control: Gaussian neighbour models (the profiles switched off) push the pair apart,
     heavy −0.07 to −0.08, light +0.18 to +0.19 px."""
     import microvae.sublattices.complete as complete  # where complete_lattice looks sublattice_profiles up
