@@ -175,11 +175,10 @@ def complete_lattice(
             break
         if second.any():  # heights read with better shapes: the next shapes are read per sublattice as labelled now
             labels, linked = label_columns(positions, np.where(drop, 1e-6, amplitudes), image.shape, nearest)
-            gap = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
-            crowded = (np.where(drop[neighbours], np.inf, gap) < CROWDED_DISTANCE * nearest).any(axis=1)
-            if (
-                profiles is not None
-            ):  # a new column on no site set, too close to a column: a leftover of that column's tail, which a Gaussian left in the residual
+            if profiles is not None:
+                # a new column on no site set, too close to a column: a leftover of that column's tail, which a Gaussian left in the residual
+                gap = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
+                crowded = (np.where(drop[neighbours], np.inf, gap) < CROWDED_DISTANCE * nearest).any(axis=1)
                 drop |= second & ~linked & crowded
     # two fits that settled on one column: keep the taller
     distance = np.hypot(*(positions[neighbours] - positions[:, None, :]).transpose(2, 0, 1))
