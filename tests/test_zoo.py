@@ -118,6 +118,37 @@ def test_glyph_rotation_follows_the_cards_convention():
     np.testing.assert_allclose(images[1], np.rot90(images[0]), atol=1e-5)  # +90° = counter-clockwise as displayed
 
 
+def test_glyphs_are_centred_in_their_frame():
+    """Each glyph's box is centred in the atlas frame (within 1 % of it): a glyph off the frame's
+    centre orbits it as it turns. (The bug this guards against: boxes read from the raw path
+    vertices, which hold a closing (0, 0), put the glyphs 8–12 % right of the centre.)"""
+    atlas = glyph_canonical_shapes(128)
+    for glyph in atlas:
+        rows, cols = np.nonzero(glyph > 0.5)
+        centre = np.array([rows.min() + rows.max(), cols.min() + cols.max()]) / 2.0
+        assert np.abs(centre - 63.5).max() <= 1.3, centre
+
+
+def test_symmetry_orders_of_known_shapes():
+    """A square is 4-fold, a rectangle 2-fold, an equilateral triangle 3-fold, an L 1-fold, off
+    the frame's centre as well (the shape is centred on its centre of mass first); the cards' and
+    glyphs' diamonds are 2-fold and the other suits 1-fold."""
+    from microvae.cards import canonical_shapes
+    from microvae.zoo.case import symmetry_orders
+
+    rows, cols = np.mgrid[:64, :64] - 31.5
+    square = (np.abs(rows) < 12) & (np.abs(cols) < 12)
+    rectangle = (np.abs(rows) < 8) & (np.abs(cols) < 18)
+    height = rows + 6.0  # a triangle with its centroid at the centre, apex up
+    triangle = (height < 12) & (np.abs(cols) < (12 - height) / np.sqrt(3)) & (height > -24)
+    ell = ((np.abs(cols + 6) < 4) & (np.abs(rows) < 14)) | ((np.abs(rows - 10) < 4) & (cols > -10) & (cols < 10))
+    shapes = np.stack([square, rectangle, triangle, ell]).astype(np.float64)
+    assert symmetry_orders(shapes) == (4, 2, 3, 1)
+    assert symmetry_orders(np.roll(shapes, (5, -7), axis=(1, 2))) == (4, 2, 3, 1)
+    assert symmetry_orders(canonical_shapes()[:, 0].numpy()) == (1, 1, 2, 1)
+    assert symmetry_orders(glyph_canonical_shapes(128)) == (1, 1, 2, 1)
+
+
 def _nearest_class_mean_accuracy(case: ZooCase, mask: np.ndarray | None = None) -> float:
     """Oracle: class means from the true labels of the even patches, scored on the odd ones
     (per-patch mean removed, so a slow background does not decide)."""
