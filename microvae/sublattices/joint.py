@@ -469,6 +469,7 @@ def sublattice_profiles(
     sigma = equivalent_sigma(covariance)
     half = precision(covariance)
     bins = len(gaussian)
+    current = profiles if profiles is not None else RadialProfiles(values.copy(), row)  # the columns' own models, for the pixels they dominate
     for label in range(count):
         members = np.nonzero((labels == label) & (amplitudes > 0))[0]
         members = members[:: max(1, len(members) // sample)]
@@ -486,8 +487,7 @@ def sublattice_profiles(
         dx = cols[:, None] - (positions[members, 1] - centres[:, 1])[None, :]
         p = half[members]
         rho = np.sqrt(np.maximum(p[:, 0] * dy * dy + 2 * p[:, 1] * dy * dx + p[:, 2] * dx * dx, 0))
-        own_profile = RadialProfiles(values, row) if profiles is None else profiles
-        own = amplitudes[members][None, :] * own_profile.at(members, rho.astype(np.float32))
+        own = amplitudes[members][None, :] * current.at(members, rho.astype(np.float32))
         residual = window - others
         clear = own >= PROFILE_CLEARANCE * others  # pixels the column's own model dominates
         outer = (rho >= PROFILE_RADIUS - 1) & (rho < PROFILE_RADIUS) & np.isfinite(residual) & clear
