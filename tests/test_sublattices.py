@@ -79,9 +79,9 @@ def test_displaced_columns_beside_bright_ones(monkeypatch):
     """The issue's hard case at the issue's size (1024², B columns 2–3 px towards an A,
     overlapping astigmatic cores, probe tails, dose 300), seeds 0–2: every column is found, and
     away from the scan's edge the displaced B columns come out nearly without bias along the
-    displacement and with less than half the error of independent fits. Measured, seeds 0–5:
-    bias +0.025 to +0.065 px (median +0.04; the probe tail, which the Gaussian model lacks, pulls
-    B towards A), RMSE 0.194–0.209 px, against a Cramér–Rao bound of 0.165 px
+    displacement and with less than half the error of independent fits. Measured, seeds 0–9:
+    bias +0.003 to +0.041 px (median +0.022; it follows the error of the A columns' shape, 2 %
+    too small giving +0.05), RMSE 0.193–0.199 px, against a Cramér–Rao bound of 0.165 px
     (``benchmarks/bench_crlb_perovskite.py``). Controls (seed 0): independent fits, and the joint
     refinement with round columns of the first search's width (the elliptical shapes of
     :func:`sublattice_shapes` replaced), are both biased by more than 0.1 px."""
@@ -97,7 +97,7 @@ def test_displaced_columns_beside_bright_ones(monkeypatch):
         bias, rmse = film_b_bias(scan, joint)
         biases.append(bias)
         errors.append(rmse)
-    assert np.median(np.abs(biases)) <= 0.05 and max(np.abs(biases)) <= 0.08, biases
+    assert max(np.abs(biases)) <= 0.05, biases
     assert max(errors) <= 0.22, errors
     scan = GENERATORS["displaced_perovskite"](seed=0, size="bench")
     alone = find_atoms(scan.image, FindAtomsParams(device="cpu", joint=False))[0]
@@ -439,23 +439,33 @@ def test_faint_oxygen_columns_of_abtem_srtio3(name, invert, monkeypatch):
         assert recall_and_precision()[1] < 0.9
 
 
-def test_columns_cut_by_the_edge_do_not_join_two_sites(monkeypatch):
+def test_columns_cut_by_the_edge_do_not_join_two_sites():
     """The displaced perovskite at dose 1000, seed 0 (1024²): columns along the scan's top edge are
     fitted to the part of themselves inside it, 1–2 px off their sites and with heights between
-    the A and B sites'; lattice translations link them, A to B. When they may link (the control,
-    the scan's shape withheld from :func:`label_by_translation`), a relabelling during the joint
-    refinement puts every column in one sublattice, the B columns are then fitted with the A
-    columns' shape and come out biased by more than 0.1 px; with it, they do not."""
-    import microvae.sublattices.labels as labels
+    the A and B sites'. Before the edge rule of :func:`label_by_translation`, a relabelling during
+    the joint refinement put every column in one sublattice, the B columns were fitted with the A
+    columns' shape and came out biased by more than 0.1 px; now they are not. The rule itself, on
+    a lattice whose top row of A columns falls in height from A's to B's (a translation also
+    carries A onto B, as one found mid-refinement may): with the scan's shape the two sites stay
+    two sublattices; without it (the control), the row joins them into one. (The whole-scan control
+    that withheld the shape no longer merges since the shapes are read from every column, so
+    the rule is tested where it acts.)"""
+    from microvae.sublattices.labels import label_by_translation
 
     scan = GENERATORS["displaced_perovskite"](seed=0, size="bench", dose=1000.0)
     bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
     assert abs(bias) <= 0.06, bias
-    linking = labels.label_by_translation
-    monkeypatch.setattr(
-        labels,
-        "label_by_translation",
-        lambda positions, intensity, translations, nearest_px, tree=None, shape=None: linking(positions, intensity, translations, nearest_px, tree),
-    )
-    merged_bias, _ = film_b_bias(scan, find_atoms(scan.image, FindAtomsParams(device="cpu"))[0])
-    assert merged_bias > 0.1, merged_bias
+    cell = 12.0
+    rows, cols = np.mgrid[0:10, 0:10]
+    a_sites = np.stack([rows.ravel() * cell, cols.ravel() * cell + 6], axis=1)
+    positions = np.concatenate([a_sites, a_sites + cell / 2])
+    heights = np.r_[np.ones(len(a_sites)), np.full(len(a_sites), 0.5)]
+    top_row = np.nonzero(a_sites[:, 0] == 0)[0]
+    heights[top_row] = np.geomspace(1.0, 0.5, len(top_row))
+    translations = np.array([[0, cell], [cell, 0], [cell / 2, cell / 2]])
+    nearest = cell / np.sqrt(2)
+    with_edge, _ = label_by_translation(positions, heights, translations, nearest, shape=(120, 126))
+    assert len(np.unique(with_edge)) == 2 and (with_edge[len(a_sites) :] == 1).all()
+    assert (with_edge[: len(a_sites)][np.setdiff1d(np.arange(len(a_sites)), top_row)] == 0).all()
+    without_edge, _ = label_by_translation(positions, heights, translations, nearest)
+    assert len(np.unique(without_edge)) == 1

@@ -30,7 +30,7 @@ columns' Gaussian models and neighbours), :mod:`.search` (step 1), :mod:`.joint`
 
 from __future__ import annotations
 
-from .complete import CROWDED_DISTANCE, DUPLICATE_DISTANCE, PROFILE_TOLERANCE, SHAPE_ROUNDS, CompletedLattice, complete_lattice
+from .complete import CROWDED_DISTANCE, DUPLICATE_DISTANCE, PROFILE_ROUNDS, PROFILE_TOLERANCE, SHAPE_ROUNDS, CompletedLattice, complete_lattice
 from .joint import JOINT_ROUNDS, NEIGHBOUR_SHARE, WIDTH_RADIUS, refine_jointly, sublattice_profiles, sublattice_shapes
 from .labels import (
     LINK_HEIGHT_STEP,
@@ -68,6 +68,7 @@ __all__ = [
     "NEIGHBOUR_SHARE",
     "PROBE_SIZE",
     "PROFILE_TOLERANCE",
+    "PROFILE_ROUNDS",
     "SHAPE_ROUNDS",
     "TRANSLATION_SAMPLE",
     "WIDTH_RADIUS",
