@@ -55,12 +55,8 @@ def search_angles(model, patches: np.ndarray, classes: np.ndarray, z: np.ndarray
         shift = torch.as_tensor(shift_px[start : start + count]).float().repeat_interleave(turns, 0) / model.half_width_px if model.config.translation else None
         onehot = torch.nn.functional.one_hot(torch.as_tensor(classes[start : start + count]), n_classes).float().repeat_interleave(turns, 0)
         outputs = model.decoder_logits(latents, angles.repeat(count), shift, class_vectors=onehot)[:, 0]  # (count·turns, P, C)
-        target = images.flatten(2).transpose(1, 2).repeat_interleave(turns, 0)
-        if model.config.likelihood == "bernoulli":
-            cost = torch.nn.functional.binary_cross_entropy_with_logits(outputs, target, reduction="none").sum((1, 2))
-        else:
-            cost = ((outputs - target) ** 2).sum((1, 2))
-        cost = cost.view(count, turns)
+        target = images.flatten(2).transpose(1, 2).repeat_interleave(turns, 0)  # (count·turns, P, C)
+        cost = model._negative_log_likelihood(outputs[:, None], target[:, None])[:, 0].view(count, turns)  # the model's own −log p
         best = cost.argmin(1)
         left = cost.gather(1, ((best - 1) % turns)[:, None])[:, 0]
         right = cost.gather(1, ((best + 1) % turns)[:, None])[:, 0]
