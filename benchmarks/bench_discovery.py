@@ -42,7 +42,7 @@ import torch
 
 from microvae.alignment import align_to_classes, aligned_kmeans
 from microvae.baselines import baseline_labels, canonical_patches, cluster, pca_features
-from microvae.discovery import candidate_partitions, choose_n_classes, heldout_neg_elbo, learn_pose
+from microvae.discovery import choose_n_classes, class_count_candidates, heldout_neg_elbo, learn_pose
 from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
 from microvae.run_folder import load_run
@@ -124,7 +124,7 @@ def choose_k(case, seed: int, workdir: Path, args):
     model_config.likelihood = "bernoulli" if case.patches.min() >= 0 and case.patches.max() <= 1 else "gaussian"
     model_config.n_classes = case.n_classes  # the pose run was made with the true K's settings
     pose = learn_pose(case.patches, model_config, train_config, workdir / "run" / "init")
-    return choose_n_classes(lambda k: candidate_partitions(case.patches, k, seed, pose), range(2, 7), seed)
+    return choose_n_classes(lambda k: class_count_candidates(case.patches, k, seed, pose), range(2, 7), seed)
 
 
 def case_record(member: str, seed: int, case, size: str, epochs: int) -> dict:

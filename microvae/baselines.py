@@ -6,7 +6,8 @@ initialisations its training can start from:
 * ``pca_kmeans`` / ``pca_gmm``: PCA scores of the raw pixels, then k-means or a Gaussian mixture.
   Blind to pose: a rotated copy of a shape is a different point.
 * ``fourier_kmeans``: k-means of a rotation- and shift-invariant Fourier descriptor
-  (:func:`fourier_descriptor`), the textbook answer to objects that turn and move.
+  (:func:`fourier_descriptor`), the textbook answer to objects that turn and move;
+  ``tapered_fourier_kmeans`` the same of the Hann-tapered patches (columns of a lattice).
 * ``canonical_kmeans``: PCA + k-means of the patches resampled into a model's canonical frame
   (:func:`canonical_patches`), i.e. with a known (or inferred) pose removed.
 
@@ -28,6 +29,7 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import ParameterError
+from .patches import hann_window, is_spectra
 
 __all__ = [
     "FULL_COVARIANCE_MAX_FEATURES",
@@ -202,7 +204,7 @@ def polar_interpolation(height: int, width: int, n_radii: int, n_angles: int):
     return matrix.tocsr()
 
 
-def fourier_descriptor(patches: np.ndarray, n_radii: int | None = None, n_angles: int = 32) -> np.ndarray:
+def fourier_descriptor(patches: np.ndarray, n_radii: int | None = None, n_angles: int = 32, taper: bool = False) -> np.ndarray:
     """Rotation- and shift-invariant Fourier descriptor of each patch (per channel).
 
     ``log(1 + |FFT2(patch - mean)|)`` (the modulus drops circular shifts), read bilinearly on a
@@ -227,6 +229,14 @@ def fourier_descriptor(patches: np.ndarray, n_radii: int | None = None, n_angles
         Number of radii; None = ``min(H, W) // 2 + 1`` (one per frequency bin).
     n_angles : int
         Number of angles over half a turn.
+    taper : bool, default False
+        Multiply each mean-removed patch by the 2D Hann window
+        (:func:`microvae.patches.hann_window`, as FFT patches are made) before the transform. The
+        window's border then no longer cuts through the scene: a cut's discontinuity spreads a
+        cross of leakage over the spectrum that can outweigh a lattice's own peaks. Objects that
+        reach the border lose their outer part, so neither version is better everywhere (zoo:
+        tapered 1.00 against 0.55–0.68 on the perovskite film's columns, 0.75–0.79 against
+        0.98–1.00 on the turned cards, ci size).
 
     Returns
     -------
@@ -244,6 +254,8 @@ def fourier_descriptor(patches: np.ndarray, n_radii: int | None = None, n_angles
         raise ParameterError(f"need n_radii >= 1 and n_angles >= 2, got {n_radii} and {n_angles}")
     x = patches.astype(np.float32, copy=False)
     x = x - x.mean(axis=(2, 3), keepdims=True)
+    if taper:
+        x = x * hann_window(w).astype(np.float32)
     half = np.fft.fftshift(np.log1p(np.abs(scipy.fft.rfft2(x))), axes=2)  # (N, C, H, W//2+1)
     polar = half.reshape(n * c, -1) @ polar_interpolation(h, w, n_radii, int(n_angles))
     polar = np.asarray(polar, dtype=np.float32).reshape(n * c, n_radii, n_angles)
@@ -387,8 +399,10 @@ def baseline_labels(
     Returns
     -------
     dict of str to ndarray, shape (N,), int64
-        ``'pca_kmeans'``, ``'pca_gmm'``, ``'fourier_kmeans'`` and, with ``angle_rad``,
-        ``'canonical_kmeans'`` (PCA + k-means of :func:`canonical_patches`).
+        ``'pca_kmeans'``, ``'pca_gmm'``, ``'fourier_kmeans'``, for real-space patches (not
+        :func:`microvae.patches.is_spectra`) ``'tapered_fourier_kmeans'`` (the descriptor with
+        ``taper=True``) and, with ``angle_rad``, ``'canonical_kmeans'`` (PCA + k-means of
+        :func:`canonical_patches`).
     """
     patches = _check_patches(patches)
     _check_n_classes(n_classes, patches.shape[0])
@@ -398,6 +412,8 @@ def baseline_labels(
         "pca_gmm": cluster(scores, n_classes, "gmm", seed, standardize_columns=False),
         "fourier_kmeans": cluster(fourier_descriptor(patches), n_classes, "kmeans", seed, standardize_columns=False),
     }
+    if not is_spectra(patches):
+        labels["tapered_fourier_kmeans"] = cluster(fourier_descriptor(patches, taper=True), n_classes, "kmeans", seed, standardize_columns=False)
     if angle_rad is not None:
         canonical = canonical_patches(patches, angle_rad, shift_px)
         scores = pca_features(canonical, seed=seed)

@@ -48,7 +48,9 @@ __all__ = [
     "cut_patches",
     "fft_magnitude",
     "grid_centres",
+    "hann_window",
     "intensity_range",
+    "is_spectra",
     "normalise",
     "patch_blocks",
     "plan_patches",
@@ -289,11 +291,59 @@ def fft_magnitude(patches: np.ndarray) -> np.ndarray:
     (N, C, W, W) float32 ndarray
         Zero frequency at (W//2, W//2); phase discarded.
     """
-    window = patches.shape[-1]
-    hann = np.outer(np.hanning(window), np.hanning(window))
     centred = patches - patches.mean(axis=(-2, -1), keepdims=True)
-    spectrum = np.fft.fftshift(np.fft.fft2(centred * hann), axes=(-2, -1))
+    spectrum = np.fft.fftshift(np.fft.fft2(centred * hann_window(patches.shape[-1])), axes=(-2, -1))
     return np.log1p(np.abs(spectrum)).astype(np.float32)
+
+
+def hann_window(width: int) -> np.ndarray:
+    """(W, W) float64 2D Hann window, the outer product of ``numpy.hanning(W)`` (0 on the border, 1
+    at the centre for odd W): the taper applied before every Fourier transform of a patch here.
+
+    Parameters
+    ----------
+    width : int
+        W, the patch side in px.
+
+    Returns
+    -------
+    (W, W) ndarray
+        The window.
+    """
+    taper = np.hanning(int(width))
+    return np.outer(taper, taper)
+
+
+def is_spectra(patches: np.ndarray, sample: int = 64) -> bool:
+    """Whether the patches are FFT magnitudes (:func:`fft_magnitude`) rather than real-space views.
+
+    The magnitude of a real image's Fourier transform is centrosymmetric: with zero frequency at
+    (W//2, W//2), pixel (i, j) equals pixel ((2·(W//2) − i) mod W, (2·(W//2) − j) mod W), exactly
+    and whatever a pointwise normalisation does to the values. A real-space patch of noisy data
+    never is; the test reads up to ``sample`` evenly spaced patches.
+
+    Parameters
+    ----------
+    patches : (N, C, W, W) ndarray
+        The patches (square).
+    sample : int, default 64
+        At most this many patches are read.
+
+    Returns
+    -------
+    bool
+        True when every patch read is centrosymmetric to 1e-5 of the patches' value range.
+    """
+    n, width = patches.shape[0], patches.shape[-1]
+    if n == 0 or width < 2 or patches.shape[-2] != width:
+        return False
+    rows = np.unique(np.linspace(0, n - 1, min(n, int(sample))).round().astype(np.int64))
+    x = np.asarray(patches[rows], dtype=np.float64)
+    mirror = (2 * (width // 2) - np.arange(width)) % width
+    span = float(x.max() - x.min())
+    if span == 0.0:
+        return False
+    return bool(np.abs(x - x[..., mirror[:, None], mirror[None, :]]).max() <= 1e-5 * span)
 
 
 #: Normalisation statistics (``image``, ``global``) are percentiles over at most this many values.

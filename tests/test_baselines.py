@@ -22,7 +22,7 @@ from microvae.baselines import (
 )
 from microvae.cards import make_cards, render_cards
 from microvae.errors import ParameterError
-from microvae.metrics import adjusted_rand_index
+from microvae.metrics import adjusted_rand_index, matched_accuracy
 
 SEEDS = [0, 1]
 
@@ -94,6 +94,24 @@ def test_fourier_descriptor_ignores_shifts_and_quarter_turns_but_not_shape(seed)
     assert relative_difference(club, diamond) > 0.15
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_tapered_descriptor_tells_film_from_substrate_where_the_plain_one_cannot(seed):
+    """The zoo's perovskite film (atom-centred patches, K = 2: film / substrate): the window's
+    border cuts through neighbouring columns, and the cut's leakage hides the sites' difference
+    from the plain descriptor (measured 0.68 / 0.58 at seeds 0 / 1); tapered, it is 1.00 / 1.00.
+    The taper keeps the quarter-turn invariance exact."""
+    from microvae.zoo import make_case
+
+    case = make_case("perovskite_film", seed, "ci")
+    tapered = cluster(fourier_descriptor(case.patches, taper=True), 2, seed=seed, standardize_columns=False)
+    plain = cluster(fourier_descriptor(case.patches), 2, seed=seed, standardize_columns=False)
+    assert matched_accuracy(case.labels, tapered) >= 0.95
+    assert matched_accuracy(case.labels, plain) < 0.8  # control
+    patch = case.patches[:2]
+    turned = np.ascontiguousarray(np.rot90(patch, axes=(2, 3)))
+    assert relative_difference(fourier_descriptor(patch, taper=True)[0], fourier_descriptor(turned, taper=True)[0]) < 1e-3
+
+
 def test_fourier_descriptor_of_a_turned_shape_stays_closer_than_another_shape():
     """Arbitrary (non-quarter) turns are invariant up to rendering and interpolation: clubs turned
     by 37° stay within 0.068 (relative) of upright clubs, while diamonds are 0.27 away."""
@@ -145,7 +163,7 @@ def test_canonical_patches_identity_and_checks():
 def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
     patches, labels = gaussian_blob_patches(seed)
     found = baseline_labels(patches, 2, seed=seed)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans"}
+    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans"}
     for name, predicted in found.items():
         assert predicted.dtype == np.int64 and predicted.shape == labels.shape, name
     assert adjusted_rand_index(labels, found["pca_kmeans"]) > 0.95  # measured 1.0
@@ -171,7 +189,7 @@ def test_canonical_kmeans_separates_suits_once_the_pose_is_known(seed):
     the Fourier baseline gets 0.90 and 0.93)."""
     patches, labels, angle, shift = two_suits_rotating(seed, pair=(1, 3))
     found = baseline_labels(patches, 2, seed=seed, angle_rad=angle, shift_px=shift)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "canonical_kmeans"}
+    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "canonical_kmeans"}
     assert adjusted_rand_index(labels, found["canonical_kmeans"]) > 0.9
     assert adjusted_rand_index(labels, found["pca_kmeans"]) < 0.3
 

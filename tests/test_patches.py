@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microvae.errors import InputError
-from microvae.patches import PatchParams, fft_magnitude, grid_centres, normalise
+from microvae.patches import PatchParams, fft_magnitude, grid_centres, hann_window, is_spectra, normalise
 
 from .conftest import cut_all_patches
 
@@ -82,6 +82,26 @@ def test_fft_is_invariant_to_lattice_shift():
     params = PatchParams(window=window, fft=True, normalize="none", subpixel=False)
     patch_set = cut_all_patches([image], [np.array([[32.0, 28.0], [32.0, 32.0]])], params)
     np.testing.assert_allclose(patch_set.patches[0], patch_set.patches[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("window", [16, 17])
+def test_fft_patches_are_told_from_real_space_ones(window):
+    """FFT magnitudes are centrosymmetric about (W//2, W//2) whatever a pointwise normalisation does;
+    noisy real-space patches, and the same patches shifted by one pixel (control), are not."""
+    rng = np.random.default_rng(window)
+    real = rng.normal(size=(12, 2, window, window)).astype(np.float32)
+    spectra = fft_magnitude(real)
+    normalised, _, _ = normalise(spectra, np.zeros(12, np.int64), "global")
+    assert is_spectra(spectra) and is_spectra(normalised)
+    assert not is_spectra(real)
+    assert not is_spectra(np.roll(spectra, 1, axis=-1))
+    assert not is_spectra(np.ones((3, 1, window, window), np.float32))  # no contrast: nothing to tell
+
+
+def test_hann_window_is_the_fft_patches_taper():
+    window = hann_window(9)
+    assert window.shape == (9, 9) and window[4, 4] == 1.0 and window[0].max() == 0.0 and window[:, -1].max() == 0.0
+    np.testing.assert_allclose(window, window.T)
 
 
 @pytest.mark.parametrize("method", ["image", "global", "patch", "zscore"])

@@ -66,9 +66,24 @@ def test_cards_turned_by_any_angle(tmp_path, seed):
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("seed", [0, 1])
+def test_perovskite_film_on_its_substrate(tmp_path, seed):
+    """Film against substrate (atom-centred patches, no pose; the film holds two polarization
+    variants that PCA splits instead): region accuracy ≥ 0.95, issue 15's bar (measured 1.000 /
+    1.000; 0.71–0.84 before the tapered descriptor was a candidate); an untrained model < 0.75
+    (measured 0.583)."""
+    case = make_case("perovskite_film", seed, "ci")
+    encoded = train_defaults(case, seed, tmp_path)
+    assert matched_accuracy(case.labels, encoded["class"]) >= 0.95
+    assert matched_accuracy(case.labels, untrained_classes(case, seed)) < 0.75  # control: untrained
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("seed", [0, 1])
 def test_two_phase_lattice(tmp_path, seed):
     """Two regions of a lattice (atom-centred patches, no pose): region accuracy ≥ 0.9 (measured
-    0.939 / 0.927; issue 15's bar is 0.95)."""
+    0.957 / 0.966, 0.939 / 0.927 before the tapered descriptor was a candidate; issue 15's bar is
+    0.95, kept off the test by its thin margin)."""
     case = make_case("two_phase", seed, "ci")
     encoded = train_defaults(case, seed, tmp_path)
     assert matched_accuracy(case.labels, encoded["class"]) >= 0.9

@@ -17,9 +17,9 @@ from ..artifacts import Provenance
 from ..baselines import fast_baseline
 from ..devices import describe_device, resolve_device
 from ..discovery import (
-    candidate_partitions,
     choose_initial_classes,
     choose_n_classes,
+    class_count_candidates,
     learn_pose,
     restart_epochs,
 )
@@ -476,7 +476,7 @@ def _choose_class_count(images, model_config, train_config, folder: Path):
     if isinstance(images, PatchFile):
         raise InputError(f"{images.path}: --classes auto needs the patches in memory; raise --memory-limit-gb or give K")
     pose = learn_pose(images, model_config, train_config, folder)
-    choice = choose_n_classes(lambda k: candidate_partitions(images, k, train_config.seed, pose), range(2, train_config.max_classes + 1), train_config.seed)
+    choice = choose_n_classes(lambda k: class_count_candidates(images, k, train_config.seed, pose), range(2, train_config.max_classes + 1), train_config.seed)
 
     if distributed_world(train_config.device).rank == 0:
         with artifacts.atomic_file(folder / "classes_auto.json") as temp:
