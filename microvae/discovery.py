@@ -68,9 +68,9 @@ __all__ = [
     "Partition",
     "candidate_partitions",
     "choose_candidate",
-    "class_count_candidates",
     "choose_initial_classes",
     "choose_n_classes",
+    "class_count_candidates",
     "heldout_neg_elbo",
     "learn_pose",
     "restart_epochs",
@@ -472,8 +472,8 @@ def class_count_candidates(
 
     The K rule reads the prediction strength in the best-separated space, and the tapered
     descriptor's space holds stable splits of one kind: on three plain kinds (spots, bars, rings)
-    its 4-partition is the best separated (0.55 against PCA's 0.54) and splits the rings with
-    strength 0.89, so K = 4 was chosen. On the zoo at CI size the rule found the true K in 8 of 33
+    its 4-partition is the best separated (0.55 against PCA's 0.54) and splits one kind in two
+    with strength 0.89, so K = 4 was chosen. On the zoo at CI size the rule found the true K in 8 of 33
     runs with it and 9 of 33 without.
 
     Parameters
