@@ -352,7 +352,6 @@ def sublattice_shapes(
     labels: np.ndarray,
     sample: int = SHAPE_SAMPLE,
     neighbours: np.ndarray | None = None,
-    profiles: RadialProfiles | None = None,
 ) -> np.ndarray:
     """(N, 3) covariance [c_rr, c_rc, c_cc] (px²) of every column: per sublattice, the elliptical
     Gaussian its columns share (:func:`_fit_shared_shape`), fitted to the mean of up to ``sample``
@@ -382,8 +381,6 @@ def sublattice_shapes(
         biases a displaced column by +0.05 px; all of them settle.
     neighbours : ndarray, optional
         (N, K) each column's nearest other columns, when already known (:func:`nearest_columns`).
-    profiles : RadialProfiles, optional
-        Measured profiles of the columns, for their models as neighbours (default: Gaussian).
 
     Returns
     -------
@@ -404,7 +401,7 @@ def sublattice_shapes(
         rows, cols = disk_offsets(max(2.0, WIDTH_RADIUS * width))
         centres = np.round(positions[members]).astype(np.int64)
         others = None if neighbours is None else neighbours[members]
-        data = gather(image, centres, rows, cols) - neighbours_at(positions, amplitudes, sigma, members, centres, rows, cols, others, current, profiles)
+        data = gather(image, centres, rows, cols) - neighbours_at(positions, amplitudes, sigma, members, centres, rows, cols, others, current)
         weights = amplitudes[members] / amplitudes[members].mean()
         params, ok = _fit_shared_shape(data.mean(axis=1), rows, cols, positions[members] - centres, weights, width)
         if ok:
