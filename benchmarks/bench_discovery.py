@@ -8,7 +8,8 @@ turn, whether they are off-centre).
 
 Methods: 'default' is `microvae train` with its defaults (through the same library call as the CLI);
 'none' the same with `--class-init none` (the previous default: classes from random weights);
-'reference' adds only the 'truth_alignment' reference rows below (no training).
+'reference' adds only the 'truth_alignment' reference rows below (no training); 'ceiling' only the
+'supervised_ceiling' rows (no training).
 Baselines, on the same patches in the same run: PCA + k-means, PCA + Gaussian mixture, the
 rotation- and shift-invariant Fourier descriptor + k-means (:mod:`microvae.baselines`),
 k-means of the patches turned into the default model's canonical frame, and (where objects
@@ -16,6 +17,12 @@ turn or move) multi-reference alignment from the PCA + k-means partition
 (:mod:`microvae.alignment`, cryo-EM's 2D classification). Where objects turn, a reference row
 'truth_alignment': template alignment handed the true classes and true angles, the angle
 correlation that alignment reaches at best on that generator (not a method; no accuracy claim).
+'supervised_ceiling' (``--methods ceiling``): the 5-fold cross-validated accuracy of a linear
+discriminant *handed the true classes*, in the best of the feature spaces the default's candidates
+cluster in (PCA scores, the Fourier descriptor, tapered and not) and, where the generator's pose
+is known, PCA scores of the patches turned and moved back by the true pose: how far a linear rule
+in those spaces can tell the classes apart at all, the reach of any clustering made in them (not
+a method a user can run).
 
 Scores: matched accuracy and ARI against the generator's classes; the circular correlation of the
 learned angle with the true one (per true class, averaged) where objects turn, as it is and
@@ -41,7 +48,7 @@ import numpy as np
 import torch
 
 from microvae.alignment import align_to_classes, aligned_kmeans
-from microvae.baselines import baseline_labels, canonical_patches, cluster, pca_features
+from microvae.baselines import baseline_labels, canonical_patches, cluster, fourier_descriptor, pca_features
 from microvae.discovery import choose_n_classes, class_count_candidates, heldout_neg_elbo, learn_pose
 from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
@@ -138,6 +145,8 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
     common = {**case_record(member, seed, case, args.size, args.epochs), "device": args.device, "settings": args.settings}
     if method == "reference":  # the reference row alone, no training
         return [truth_alignment(case, common)] if case.rotation and case.angle_rad is not None else []
+    if method == "ceiling":
+        return [supervised_ceiling(case, seed, common)]
     extra = {"class_init": "none"} if method == "none" else {}
     extra.update(args.settings)
     with tempfile.TemporaryDirectory() as folder:
@@ -213,6 +222,37 @@ def truth_alignment(case, common: dict) -> dict:
     }
 
 
+def supervised_ceiling(case, seed: int, common: dict) -> dict:
+    """Reference row 'supervised_ceiling': the best 5-fold cross-validated accuracy of a linear
+    discriminant given the true classes, over the candidates' feature spaces (and the true frame
+    where the pose is known); ``space`` names the best. Not a method: it was given the classes."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    started = time.perf_counter()
+    spaces = {"pca": pca_features(case.patches, seed=seed), "fourier": fourier_descriptor(case.patches)}
+    if not case.fft:
+        spaces["tapered_fourier"] = fourier_descriptor(case.patches, taper=True)
+    shift = case.extra.get("shift_px") if case.translation else None
+    if case.angle_rad is not None or shift is not None:
+        spaces["pca_true_frame"] = pca_features(canonical_patches(case.patches, case.angle_rad, shift), seed=seed)
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    accuracy = {
+        name: float(np.mean(cross_val_predict(LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"), features, case.labels, cv=folds) == case.labels))
+        for name, features in spaces.items()
+    }
+    best = max(accuracy, key=accuracy.get)
+    return {
+        **common,
+        "method": "supervised_ceiling",
+        "seconds": time.perf_counter() - started,
+        "accuracy": accuracy[best],
+        "ari": float("nan"),
+        "space": best,
+        "by_space": accuracy,
+    }
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: per member and method, median and worst seed of the headline score, and seconds."""
     lines = [
@@ -230,7 +270,7 @@ def table(rows: list[dict]) -> str:
             values = [r[key] for r in group if key in r and r[key] == r[key]]
             return f"{statistics.median(values):.3f} / {min(values):.3f}" if values else "–"
 
-        met = "–" if method == "truth_alignment" else f"{sum(passes(member, r) for r in group)}/{len(group)}"
+        met = "–" if method in ("truth_alignment", "supervised_ceiling") else f"{sum(passes(member, r) for r in group)}/{len(group)}"
         lines.append(
             f"| {member} | {method} | {len(group)} | {stat('accuracy')} | {stat('ari')} | {stat('angle_corr')} | {stat('angle_corr_sym')} | "
             f"{stat('defects_outside_clean')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |"
@@ -287,7 +327,7 @@ def main() -> None:
     for member in args.members.split(","):
         for seed in args.seeds:
             for method in args.methods.split(","):
-                name = "truth_alignment" if method == "reference" else f"microvae_{method}"
+                name = {"reference": "truth_alignment", "ceiling": "supervised_ceiling"}.get(method, f"microvae_{method}")
                 if (member, seed, name, args.size, args.epochs) in done:
                     continue
                 new = run_one(member, seed, method, args)

@@ -17,6 +17,14 @@ ARI, and the circular correlation of the learned angle with the true one within 
     python benchmarks/bench_peers.py [--sizes 28 48] [--threads 1] [--device cpu] [--seconds 20] [--json out.json]
     python benchmarks/bench_peers.py --quick                   # smoke run: 28×28, 3 s per measurement
     python benchmarks/bench_peers.py --quality [--epochs 45] [--device cuda]   # --quality --quick: smoke run
+    python benchmarks/bench_peers.py --time-to-quality [--budget 600] [--seeds 0] [--threads 2]
+
+Time to quality (``--time-to-quality``): the wall time each model needs to reach issue 15's bars
+(matched accuracy ≥ 0.97, angle correlation modulo symmetry ≥ 0.9) on the zoo's ±60° cards
+(``make_case('cards_60', seed, 'bench')``: 2000 cards, 28×28), on the same machine. microvae runs
+its CLI default (``run_train``: pose run, candidate partitions, main run) at a ladder of epoch
+budgets, each a fresh run timed whole; the peers train epoch by epoch with the clock stopped while
+they are scored. Each model stops at the bars or when its training time passes ``--budget`` s.
 
 Run it with a Python that has the peers (see benchmarks/README.md: a throw-away venv that shares the
 system torch); a peer that does not import is reported as 'not installed'. Writes results/peers.{json,md}
@@ -279,6 +287,138 @@ def quality_table(rows: list[dict]) -> list[str]:
     return lines
 
 
+# --- time to quality on the zoo's ±60° cards --------------------------------------------------
+
+QUALITY_BARS = {"accuracy": 0.97, "angle_corr_sym": 0.9}
+
+
+def _scored(case, classes: np.ndarray, angle_rad: np.ndarray, seconds: float, epochs: int) -> dict:
+    from bench_discovery import score
+
+    found = score(case, np.asarray(classes, dtype=np.int64), np.asarray(angle_rad, dtype=np.float64))
+    found.update(seconds=seconds, epochs=epochs)
+    found["meets"] = {key: bool(found.get(key, -1.0) >= bar) for key, bar in QUALITY_BARS.items()}
+    return found
+
+
+def ttq_microvae(case, seed: int, args) -> list[dict]:
+    """The CLI default at each epoch budget of ``args.ladder``, each run timed whole (encoding not timed)."""
+    from bench_discovery import train_default
+
+    trajectory = []
+    for epochs in args.ladder:
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            encoded, _ = train_default(case, seed, epochs, args.device, Path(folder), {})
+            seconds = time.perf_counter() - started  # includes the one encoding pass train_default makes
+        trajectory.append(_scored(case, encoded["class"], encoded["angle_rad"], seconds, epochs))
+        print(json.dumps({"model": "microvae", **{k: trajectory[-1][k] for k in ("epochs", "seconds", "accuracy")}}), flush=True)
+        if all(trajectory[-1]["meets"].values()) or seconds > args.budget:
+            break
+    return trajectory
+
+
+def _epochs_until(case, step_epoch, predict, args, name: str) -> list[dict]:
+    """Train by ``step_epoch()`` until the bars or ``args.budget`` s of training; score after each epoch."""
+    trajectory, clock, epoch = [], 0.0, 0
+    while clock <= args.budget:
+        started = time.perf_counter()
+        step_epoch(epoch)
+        clock += time.perf_counter() - started
+        epoch += 1
+        classes, angle_rad = predict()
+        trajectory.append(_scored(case, classes, angle_rad, clock, epoch))
+        print(json.dumps({"model": name, **{k: trajectory[-1][k] for k in ("epochs", "seconds", "accuracy")}}), flush=True)
+        if all(trajectory[-1]["meets"].values()):
+            break
+    return trajectory
+
+
+def ttq_pyroved(case, seed: int, args) -> list[dict]:
+    """pyroVED's jiVAE with the recipe of :func:`train_pyroved`, one epoch at a time."""
+    pv = import_peer("pyroved")
+    size, device, widths = case.patches.shape[-1], args.device, JTRVAEConfig()
+    hidden = {"hidden_dim_e": list(widths.encoder_hidden), "hidden_dim_d": list(widths.decoder_hidden)}
+    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"], seed=seed, device=device, **hidden)
+    trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device, seed=seed)
+    x = torch.from_numpy(case.patches[:, 0])
+    loader = pv.utils.init_dataloader(x, batch_size=TrainConfig().batch_size)
+    kl_scale = torch.cat([torch.ones(10) * 40, torch.linspace(40, 3, 40)])
+
+    def predict():
+        with torch.no_grad():
+            loc, _, alpha = (torch.cat(t) for t in zip(*(model.encoder_z(b.to(device)) for b in x.split(256))))
+        return alpha.argmax(1).cpu().numpy(), loc[:, 0].cpu().numpy()
+
+    return _epochs_until(case, lambda e: trainer.step(loader, scale_factor=[float(kl_scale[min(e, len(kl_scale) - 1)]), 3.0]), predict, args, "pyroved")
+
+
+def ttq_atomai(case, seed: int, args) -> list[dict]:
+    """AtomAI's jrVAE set up as its ``fit`` does (priors 0.1, mse loss, batch 32), one epoch at a time."""
+    models = import_peer("atomai")
+    torch.manual_seed(seed)
+    size, images = case.patches.shape[-1], case.patches[:, 0]
+    model = models.jrVAE(
+        (size, size), latent_dim=2, discrete_dim=[4], translation=True, numlayers_encoder=2, numhidden_encoder=256, numlayers_decoder=3, numhidden_decoder=256
+    )
+    model.device = args.device
+    model.x_coord = model.x_coord.to(args.device)
+    model.encoder_net.to(args.device)
+    model.decoder_net.to(args.device)
+    model.dx_prior, model.kdict_["phi_prior"] = 0.1, 0.1
+    model.compile_trainer((images, None), None, training_cycles=1, batch_size=TrainConfig().batch_size)
+    model.loss = "mse"
+
+    def predict():
+        z_mean, _, alphas = model.encode(images)
+        return np.asarray(alphas).argmax(1), np.asarray(z_mean)[:, 0]  # its angle is the first latent, in radians
+
+    return _epochs_until(case, lambda e: model.train_epoch(), predict, args, "atomai")
+
+
+def time_to_quality(args) -> dict:
+    from microvae.zoo import make_case
+
+    rows = []
+    for seed in args.seeds:
+        case = make_case("cards_60", seed, "bench")
+        for name, run in (("microvae (CLI default)", ttq_microvae), ("pyroVED 0.3.0 jiVAE", ttq_pyroved), ("AtomAI 0.8.1 jrVAE", ttq_atomai)):
+            row = {"model": name, "seed": seed, "n": len(case.patches), "window": case.patches.shape[-1]}
+            try:
+                row.update(status="ok", trajectory=run(case, seed, args))
+            except ImportError as error:
+                row.update(status="not installed", error=str(error))
+            except Exception as error:
+                row.update(status="failed", error=f"{type(error).__name__}: {error}")
+            rows.append(row)
+    return {"rows": rows, "bars": QUALITY_BARS, "budget_s": args.budget, "ladder": args.ladder}
+
+
+def _first_meeting(trajectory: list[dict], key: str) -> str:
+    hit = next((point for point in trajectory if point["meets"][key]), None)
+    if hit is not None:
+        return f"{hit['seconds']:.0f} s ({hit['epochs']} ep)"
+    best = max(trajectory, key=lambda point: point.get(key, -1.0))
+    return f"not in {trajectory[-1]['seconds']:.0f} s (best {best.get(key, float('nan')):.3f} at {best['seconds']:.0f} s)"
+
+
+def ttq_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| model | seed | time to accuracy ≥ 0.97 | time to angle corr (mod symmetry) ≥ 0.9 | last point: epochs, s, accuracy, angle |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['model']} | {r['seed']} | {r['status']} | | |")
+            continue
+        last = r["trajectory"][-1]
+        lines.append(
+            f"| {r['model']} | {r['seed']} | {_first_meeting(r['trajectory'], 'accuracy')} | {_first_meeting(r['trajectory'], 'angle_corr_sym')} | "
+            f"{last['epochs']}, {last['seconds']:.0f}, {last['accuracy']:.3f}, {last['angle_corr_sym']:.3f} |"
+        )
+    return lines
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -299,18 +439,25 @@ def main() -> None:
     parser.add_argument("--angles", type=float, nargs="+", default=[12.0, 60.0, 120.0], help="--quality: ±max angles")
     parser.add_argument("--n", type=int, default=3000, help="--quality: number of cards")
     parser.add_argument("--seed", type=int, default=0, help="--quality: training seed")
+    parser.add_argument("--time-to-quality", action="store_true", help="wall time to the bars on the zoo's ±60° cards (microvae, pyroVED, AtomAI)")
+    parser.add_argument("--budget", type=float, default=600.0, help="--time-to-quality: most training seconds per model")
+    parser.add_argument("--ladder", type=int, nargs="+", default=[3, 6, 12, 24, 48], help="--time-to-quality: microvae's epoch budgets")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="--time-to-quality: zoo seeds")
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.quick and args.quality:
         args.n, args.epochs, args.angles = 300, 2, [60.0]
+    if args.quick and args.time_to_quality:
+        args.budget, args.ladder = 10.0, [2]
     args.sizes = args.sizes or ([28] if args.quick else [28, 48])
     args.seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 20.0)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
     torch.set_num_threads(args.threads)
 
-    result = quality(args) if args.quality else throughput(args)
-    lines = (quality_table if args.quality else throughput_table)(result["rows"])
+    mode = "time_to_quality" if args.time_to_quality else "quality" if args.quality else "throughput"
+    result = {"time_to_quality": time_to_quality, "quality": quality, "throughput": throughput}[mode](args)
+    lines = {"time_to_quality": ttq_table, "quality": quality_table, "throughput": throughput_table}[mode](result["rows"])
     meta = {
         "command": " ".join(["python", "benchmarks/bench_peers.py", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -327,7 +474,7 @@ def main() -> None:
         "versions": {name: version(name) for name in ("torch", "numpy", "pyro-ppl", "pyroved", "atomai", "torchvision")},
         "notes": NOTES,
     }
-    stem = ("peers_quality" if args.quality else "peers") + ("_quick" if args.quick else "")
+    stem = {"time_to_quality": "peers_time_to_quality", "quality": "peers_quality", "throughput": "peers"}[mode] + ("_quick" if args.quick else "")
     RESULTS.mkdir(exist_ok=True)
     payload = json.dumps({"meta": meta, **result}, indent=2)
     (RESULTS / f"{stem}.json").write_text(payload)
