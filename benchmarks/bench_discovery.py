@@ -30,6 +30,8 @@ modulo each shape's rotational symmetry (n·angle for a shape of order n,
 ``case.extra['symmetry_order']``, :func:`microvae.zoo.case.symmetry_orders`: a diamond's angle is
 defined modulo 180°; the bar reads this one); on `stm_defects`
 the fraction of defect and interference patches outside the class that holds most clean patches.
+The default's rows also record the prediction strength of the partition the run started from
+(``start_strength``, the verdict's; below 0.8 the verdict warns) and the verdict's warnings.
 One JSON line per (member, seed, method) is appended to OUT.jsonl as it finishes (a rerun skips
 what is there); OUT.md is the table: median and worst seed per member and method, and seconds.
 """
@@ -162,7 +164,9 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         **score(case, encoded["class"], encoded["angle_rad"]),
         "confidence": float(encoded["class_probs"].max(1).mean()),
         "warnings": len(verdict.get("warnings", [])),
+        "warning_texts": verdict.get("warnings", []),
         "chosen_start": verdict.get("chosen_start"),
+        "start_strength": verdict.get("start_strength"),
         "heldout_neg_elbo": encoded["heldout_neg_elbo"],
     }
     rows.append(row)
@@ -257,8 +261,8 @@ def table(rows: list[dict]) -> str:
     """Markdown: per member and method, median and worst seed of the headline score, and seconds."""
     lines = [
         "| member | method | seeds | accuracy median / worst | ARI median / worst | angle corr median / worst | "
-        "angle corr mod symmetry | defects outside clean | meets bar (seeds) | s per run |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "angle corr mod symmetry | defects outside clean | start's prediction strength | meets bar (seeds) | s per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
@@ -267,13 +271,13 @@ def table(rows: list[dict]) -> str:
     for (member, method), group in sorted(groups.items()):
 
         def stat(key: str) -> str:
-            values = [r[key] for r in group if key in r and r[key] == r[key]]
+            values = [r[key] for r in group if r.get(key) is not None and r[key] == r[key]]
             return f"{statistics.median(values):.3f} / {min(values):.3f}" if values else "–"
 
         met = "–" if method in ("truth_alignment", "supervised_ceiling") else f"{sum(passes(member, r) for r in group)}/{len(group)}"
         lines.append(
             f"| {member} | {method} | {len(group)} | {stat('accuracy')} | {stat('ari')} | {stat('angle_corr')} | {stat('angle_corr_sym')} | "
-            f"{stat('defects_outside_clean')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |"
+            f"{stat('defects_outside_clean')} | {stat('start_strength')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |"
         )
     auto = [row for row in rows if row["method"] == "classes_auto"]
     if auto:

@@ -34,6 +34,7 @@ from .patches import hann_window, is_spectra
 __all__ = [
     "FULL_COVARIANCE_MAX_FEATURES",
     "METHODS",
+    "STRENGTH_THRESHOLD",
     "baseline_labels",
     "canonical_patches",
     "cluster",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 METHODS = ("kmeans", "gmm")
+#: A prediction strength (:func:`prediction_strength`) of at least this says the K clusters are real
+#: (Tibshirani & Walther 2005 suggest 0.8–0.9): ``--classes auto`` takes the largest K that reaches
+#: it, and the verdict warns when the partition a run started from does not.
+STRENGTH_THRESHOLD = 0.8
 FULL_COVARIANCE_MAX_FEATURES = 10  # GMMs on wider features use diagonal covariances
 _LARGE_N = 2000  # from here on, fast_baseline clusters with fewer k-means restarts
 

@@ -3,8 +3,9 @@
 A model that found nothing still assigns every patch a class. The verdict puts beside the classes
 the numbers that tell a user whether to believe them: how many patches each class holds, how sure
 the posterior is, whether the classical candidate partitions of :mod:`microvae.discovery` and a
-fast classical baseline on the same patches agree with it (adjusted Rand index), and how much of
-the pixel variance the model explains. Warnings name what looks wrong.
+fast classical baseline on the same patches agree with it (adjusted Rand index), whether the
+partition the run started from reproduces on held-out halves (prediction strength), and how much
+of the pixel variance the model explains. Warnings name what looks wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from itertools import combinations
 
 import numpy as np
 
+from .baselines import STRENGTH_THRESHOLD
 from .errors import ParameterError
 from .metrics import adjusted_rand_index
 
@@ -57,6 +59,9 @@ class Verdict:
         spaces disagree about the data, which is common.
     chosen_start : str or None
         The candidate partition the run started from (None: random start).
+    start_strength : float or None
+        Prediction strength of that partition's K groups in its feature space
+        (:func:`microvae.baselines.prediction_strength`; None when not known).
     warnings : list[str]
         One sentence per problem found.
     """
@@ -70,6 +75,7 @@ class Verdict:
     candidate_ari: dict[str, float] = field(default_factory=dict)
     candidate_agreement: float | None = None
     chosen_start: str | None = None
+    start_strength: float | None = None
     warnings: list[str] = field(default_factory=list)
 
     def paragraph(self) -> str:
@@ -97,6 +103,7 @@ class Verdict:
                     f"with the candidate partitions ARI {span}"
                     + (f" (among themselves {self.candidate_agreement:.2f})" if self.candidate_agreement is not None else "")
                     + (f", started from {self.chosen_start}" if self.chosen_start else "")
+                    + (f" (prediction strength {self.start_strength:.2f})" if self.chosen_start and self.start_strength is not None else "")
                 )
         parts.append(f"the model explains {100 * self.explained_variance:.0f} % of the pixel variance")
         text = "Verdict: " + "; ".join(parts) + "."
@@ -121,6 +128,7 @@ def assess(
     baseline: tuple[str, np.ndarray] | None = None,
     candidate_classes: dict[str, np.ndarray] | None = None,
     chosen_start: str | None = None,
+    start_strength: float | None = None,
 ) -> Verdict:
     """The verdict on a trained model's classes over N patches.
 
@@ -139,6 +147,9 @@ def assess(
         Name → (N,) classes of each candidate partition.
     chosen_start : str or None
         The candidate the run started from.
+    start_strength : float or None
+        Its prediction strength; below :data:`~microvae.baselines.STRENGTH_THRESHOLD` it is
+        named as a warning (its K groups do not reproduce on held-out halves of the patches).
 
     Returns
     -------
@@ -173,7 +184,7 @@ def assess(
     classes = class_probs.argmax(1)
     sizes = np.bincount(classes, minlength=k)
     confidence = float(class_probs.max(1).mean())
-    verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start)
+    verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start, start_strength=start_strength)
     for index, size in enumerate(sizes):
         if size <= EMPTY_FRACTION * n:
             warnings.append(
@@ -198,6 +209,12 @@ def assess(
             f"The classes agree with no classical partition of the same patches (best ARI {max(agreements):.2f}): "
             "either the model found what they miss or the classes are not stable; compare seeds with --ensemble "
             "and look at the class maps."
+        )
+    if chosen_start is not None and start_strength is not None and start_strength < STRENGTH_THRESHOLD:
+        warnings.append(
+            f"The partition the classes started from ({chosen_start}) does not reproduce on held-out halves of the patches "
+            f"(prediction strength {start_strength:.2f}, below {STRENGTH_THRESHOLD}): its {k} groups may be arbitrary cuts "
+            "rather than kinds; check the class maps, compare --ensemble seeds, or try another K."
         )
     verdict.warnings = warnings
     return verdict

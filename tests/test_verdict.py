@@ -434,3 +434,29 @@ def test_to_dict_control_numpy_values_would_not_serialise():
     # control for the check above: json.dumps does reject what a careless verdict could hold
     with pytest.raises(TypeError):
         json.dumps({"size": np.int64(3), "sizes": np.array([1, 2])})
+
+
+# ---------------------------------------------------------------------------------------------
+# the partition the run started from
+
+WEAK_START = "does not reproduce on held-out halves"
+
+
+def test_a_start_partition_that_does_not_reproduce_is_named():
+    classes = balanced_classes()
+    candidates = {"canonical_kmeans": classes}
+    weak = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, None, candidates, "canonical_kmeans", start_strength=0.55)
+    assert has(weak, WEAK_START) and "0.55" in weak.paragraph() and weak.start_strength == 0.55
+    strong = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, None, candidates, "canonical_kmeans", start_strength=0.95)
+    assert not strong.warnings and "prediction strength 0.95" in strong.paragraph()  # control
+
+
+def test_start_strength_threshold_is_the_prediction_strength_rule():
+    from microvae.baselines import STRENGTH_THRESHOLD
+
+    classes = balanced_classes()
+    below = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, None, {"pca_kmeans": classes}, "pca_kmeans", STRENGTH_THRESHOLD - 0.01)
+    at = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, None, {"pca_kmeans": classes}, "pca_kmeans", STRENGTH_THRESHOLD)
+    assert has(below, WEAK_START) and not at.warnings
+    # without a start (the paper's procedure) a strength is not judged
+    assert not assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, start_strength=0.1).warnings

@@ -507,6 +507,7 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
         baseline,
         {name: labels[rows] for name, labels in initial.candidate_labels.items()} if initial else None,
         initial.chosen if initial else None,
+        initial.chosen_strength if initial else None,
     )
     with artifacts.atomic_file(run_dir / "summary.json") as temp:
         temp.write_text(json.dumps(verdict.to_dict(), indent=2))
