@@ -75,8 +75,9 @@ def training_progress(quiet: bool, epochs: int | None = None) -> Iterator:
                 progress.update(task, epoch=event["epoch"], terms=terms)
             elif event.get("event") == "candidate":
                 elbo = "" if event["heldout_neg_elbo"] is None else f", held-out −ELBO {event['heldout_neg_elbo']:.2f} nats"
+                strength = "" if event.get("strength") is None else f", prediction strength {event['strength']:.2f}"
                 progress.console.print(
-                    f"candidate classes {event['name']}: separation {event['separation']:.3f}{elbo}, "
+                    f"candidate classes {event['name']}: separation {event['separation']:.3f}{strength}{elbo}, "
                     f"patches per class {event['sizes']} ({event['seconds']:.1f} s)",
                     highlight=False,
                 )
