@@ -141,9 +141,11 @@ def pyroved_step(x: torch.Tensor):
     return (lambda: trainer.svi.step(images, scale_factor=[1.0, 1.0])), count(model.encoder_z, model.decoder)
 
 
-def atomai_step(x: torch.Tensor):
+def atomai_model(images: torch.Tensor, batch_size: int):
+    """AtomAI's jrVAE (the paper's widths, K = 4, translation on) on (N, W, W) ``images``, on their
+    device, with its trainer compiled as ``jrVAE.fit`` does (priors 0.1, its default mse loss)."""
     models = import_peer("atomai")
-    size, device = x.shape[-1], x.device
+    size, device = images.shape[-1], images.device
     model = models.jrVAE(
         (size, size), latent_dim=2, discrete_dim=[4], translation=True, numlayers_encoder=2, numhidden_encoder=256, numlayers_decoder=3, numhidden_decoder=256
     )
@@ -151,10 +153,15 @@ def atomai_step(x: torch.Tensor):
     model.x_coord = model.x_coord.to(device)
     model.encoder_net.to(device)
     model.decoder_net.to(device)
-    images = x[:, 0]
     model.dx_prior, model.kdict_["phi_prior"] = 0.1, 0.1  # what jrVAE.fit sets (its defaults)
-    model.compile_trainer((images, None), None, training_cycles=1, batch_size=len(images))
+    model.compile_trainer((images, None), None, training_cycles=1, batch_size=batch_size)
     model.loss = "mse"  # jrVAE.fit's default; its "ce" calls np.product, which NumPy 2 removed
+    return model
+
+
+def atomai_step(x: torch.Tensor):
+    images = x[:, 0]
+    model = atomai_model(images, len(images))
     model.train_iterator = [(images,)]  # so that train_epoch() is exactly one step on this batch
     return model.train_epoch, count(model.encoder_net, model.decoder_net)
 
@@ -226,30 +233,36 @@ def train_microvae(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
     return encoded["class"], encoded["angle_rad"]
 
 
-def train_pyroved(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
-    """jiVAE's docstring recipe: SVItrainer(lr=1e-3, enumerate_parallel=True), KL scale [40 for 10 epochs,
-    then 40 → 3 over 40 epochs, then 3] on the continuous latents and 3 on the discrete one."""
+def pyroved_recipe(images: np.ndarray, seed: int, device: str):
+    """jiVAE's docstring recipe on (N, 1, W, W) ``images``: SVItrainer(lr=1e-3, enumerate_parallel=True),
+    KL scale [40 for 10 epochs, then 40 → 3 over 40 epochs, then 3] on the continuous latents and 3
+    on the discrete one. Returns (step_epoch(epoch), predict() → (classes, angle_rad))."""
     pv = import_peer("pyroved")
-    size, device, widths = images.shape[-1], args.device, JTRVAEConfig()
-    model = pv.models.jiVAE(
-        (size, size),
-        latent_dim=2,
-        discrete_dim=4,
-        invariances=["r", "t"],
-        seed=args.seed,
-        hidden_dim_e=list(widths.encoder_hidden),
-        hidden_dim_d=list(widths.decoder_hidden),
-        device=device,
-    )
-    trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device, seed=args.seed)
+    size, widths = images.shape[-1], JTRVAEConfig()
+    hidden = {"hidden_dim_e": list(widths.encoder_hidden), "hidden_dim_d": list(widths.decoder_hidden)}
+    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"], seed=seed, device=device, **hidden)
+    trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device, seed=seed)
     x = torch.from_numpy(images[:, 0])
     loader = pv.utils.init_dataloader(x, batch_size=TrainConfig().batch_size)
     kl_scale = torch.cat([torch.ones(10) * 40, torch.linspace(40, 3, 40)])
-    for epoch in range(args.epochs):
+
+    def step_epoch(epoch: int) -> None:
         trainer.step(loader, scale_factor=[float(kl_scale[min(epoch, len(kl_scale) - 1)]), 3.0])
-    with torch.no_grad():  # its encode() moves data to CUDA whenever present, so call the encoder directly
-        loc, _, alpha = (torch.cat(t) for t in zip(*(model.encoder_z(b.to(device)) for b in x.split(256))))
-    return alpha.argmax(1).cpu().numpy(), loc[:, 0].cpu().numpy()  # its angle is the first latent, in radians
+
+    def predict() -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():  # its encode() moves data to CUDA whenever present, so call the encoder directly
+            loc, _, alpha = (torch.cat(t) for t in zip(*(model.encoder_z(b.to(device)) for b in x.split(256))))
+        return alpha.argmax(1).cpu().numpy(), loc[:, 0].cpu().numpy()  # its angle is the first latent, in radians
+
+    return step_epoch, predict
+
+
+def train_pyroved(images: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pyroved_recipe` for ``args.epochs`` epochs."""
+    step_epoch, predict = pyroved_recipe(images, args.seed, args.device)
+    for epoch in range(args.epochs):
+        step_epoch(epoch)
+    return predict()
 
 
 def quality(args) -> dict:
@@ -335,39 +348,16 @@ def _epochs_until(case, step_epoch, predict, args, name: str) -> list[dict]:
 
 
 def ttq_pyroved(case, seed: int, args) -> list[dict]:
-    """pyroVED's jiVAE with the recipe of :func:`train_pyroved`, one epoch at a time."""
-    pv = import_peer("pyroved")
-    size, device, widths = case.patches.shape[-1], args.device, JTRVAEConfig()
-    hidden = {"hidden_dim_e": list(widths.encoder_hidden), "hidden_dim_d": list(widths.decoder_hidden)}
-    model = pv.models.jiVAE((size, size), latent_dim=2, discrete_dim=4, invariances=["r", "t"], seed=seed, device=device, **hidden)
-    trainer = pv.trainers.SVItrainer(model, lr=1e-3, enumerate_parallel=True, device=device, seed=seed)
-    x = torch.from_numpy(case.patches[:, 0])
-    loader = pv.utils.init_dataloader(x, batch_size=TrainConfig().batch_size)
-    kl_scale = torch.cat([torch.ones(10) * 40, torch.linspace(40, 3, 40)])
-
-    def predict():
-        with torch.no_grad():
-            loc, _, alpha = (torch.cat(t) for t in zip(*(model.encoder_z(b.to(device)) for b in x.split(256))))
-        return alpha.argmax(1).cpu().numpy(), loc[:, 0].cpu().numpy()
-
-    return _epochs_until(case, lambda e: trainer.step(loader, scale_factor=[float(kl_scale[min(e, len(kl_scale) - 1)]), 3.0]), predict, args, "pyroved")
+    """pyroVED's jiVAE with :func:`pyroved_recipe`, one epoch at a time."""
+    step_epoch, predict = pyroved_recipe(case.patches, seed, args.device)
+    return _epochs_until(case, step_epoch, predict, args, "pyroved")
 
 
 def ttq_atomai(case, seed: int, args) -> list[dict]:
-    """AtomAI's jrVAE set up as its ``fit`` does (priors 0.1, mse loss, batch 32), one epoch at a time."""
-    models = import_peer("atomai")
+    """AtomAI's jrVAE set up as its ``fit`` does (:func:`atomai_model`, batch 32), one epoch at a time."""
     torch.manual_seed(seed)
-    size, images = case.patches.shape[-1], case.patches[:, 0]
-    model = models.jrVAE(
-        (size, size), latent_dim=2, discrete_dim=[4], translation=True, numlayers_encoder=2, numhidden_encoder=256, numlayers_decoder=3, numhidden_decoder=256
-    )
-    model.device = args.device
-    model.x_coord = model.x_coord.to(args.device)
-    model.encoder_net.to(args.device)
-    model.decoder_net.to(args.device)
-    model.dx_prior, model.kdict_["phi_prior"] = 0.1, 0.1
-    model.compile_trainer((images, None), None, training_cycles=1, batch_size=TrainConfig().batch_size)
-    model.loss = "mse"
+    images = case.patches[:, 0]
+    model = atomai_model(torch.from_numpy(images).to(args.device), TrainConfig().batch_size)
 
     def predict():
         z_mean, _, alphas = model.encode(images)
