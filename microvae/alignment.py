@@ -130,6 +130,7 @@ def aligned_kmeans(
     max_shift_fraction: float = 0.2,
     batch_size: int = 256,
     fit_rows: np.ndarray | None = None,
+    templates: np.ndarray | None = None,
 ) -> AlignedClusters:
     """Multi-reference alignment classification of (N, C, W, W) patches from ``init_labels`` (N,).
 
@@ -161,6 +162,9 @@ def aligned_kmeans(
         Patches scored at once.
     fit_rows : ndarray, optional
         (M,) indices of the patches the templates are learned from; default all.
+    templates : ndarray, optional
+        (K, C, W, W) first templates, e.g. :attr:`AlignedClusters.templates` of a run to continue
+        (then ``init_labels`` are its labels); default one member of each starting class.
 
     Returns
     -------
@@ -180,9 +184,10 @@ def aligned_kmeans(
     turn_index = torch.zeros(n, dtype=torch.long)
     shift_index = torch.zeros(n, dtype=torch.long)
     best = torch.zeros(n)
+    given = templates is not None
     for iteration in range(iterations + 1):
         if iteration == 0:  # one sharp member per class: the mean of unaligned members is a blur
-            templates = _exemplars(x, labels, n_classes)
+            templates = torch.as_tensor(np.asarray(templates, np.float32)) if given else _exemplars(x, labels, n_classes)
         else:
             templates = _templates(x, labels, turn_index, shift_index, angles, n_classes, window is not None, mask)
         new_labels, turn_index, shift_index, best = _assign(x, templates, angles, window, batch_size)
@@ -193,7 +198,7 @@ def aligned_kmeans(
             best[worst] = 1.0
         changed = int((new_labels != labels).sum())
         labels = new_labels
-        if changed == 0 or iteration == iterations:
+        if (changed == 0 and not (given and iteration == 0)) or iteration == iterations:  # a continued run's first round only re-poses
             break
     if fit_rows is not None:  # every patch against the templates the fit rows settled on
         labels, turn_index, shift_index, best = _assign(every, templates, angles, window, batch_size)
