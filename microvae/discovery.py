@@ -285,8 +285,8 @@ def candidate_partitions(
     ``rotation`` or ``translation``, 'aligned_kmeans' is multi-reference alignment
     (:func:`microvae.alignment.aligned_kmeans`) started from each partition of
     :data:`ALIGN_STARTS`, the start with the lowest objective continued to convergence, its
-    templates learned from up to :data:`ALIGN_SAMPLE` patches; its separation is read on PCA scores of the patches
-    turned and moved by the alignment's pose.
+    templates learned from up to :data:`ALIGN_SAMPLE` patches; its separation is read on PCA
+    scores of the patches turned and moved by the alignment's pose.
 
     Parameters
     ----------
