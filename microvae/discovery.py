@@ -17,10 +17,12 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    class templates and the pose of each patch against them, alternated), which finds the classes
    of shapes that the short model's pose does not align (rotated handwritten digits: 0.76–0.87
    against 0.43–0.52). Alignment is a local search, so it is started from each of
-   :data:`ALIGN_STARTS` for :data:`ALIGN_ROUNDS` rounds, and the start with the lowest objective
-   (the patches' mean misfit to their aligned templates) continues until no patch changes class
-   (at most :data:`ALIGN_MORE_ROUNDS` more): ten rounds stop some runs while the objective still
-   falls (bench-size digits seed 1: 0.842 after ten, 0.861 at convergence after 23).
+   :data:`ALIGN_STARTS` for :data:`ALIGN_ROUNDS` rounds on a sample of up to
+   :data:`ALIGN_SAMPLE` patches, and the start with the lowest objective there (the patches' mean
+   misfit to their aligned templates) continues until no patch changes class (at most
+   :data:`ALIGN_MORE_ROUNDS` more): ten rounds stop some runs while the objective still falls
+   (bench-size digits seed 1: 0.842 after ten, 0.861 at convergence after 23). Every patch is
+   then posed against the final templates in one pass.
 3. **Choice** (:func:`choose_candidate`): the candidate whose classes are best separated in its
    own feature space (mean silhouette, Rousseeuw 1987, on one common scale) wins, except that
    among candidates within :data:`CONTENDER_FRACTION` of the best, one whose space holds no more
@@ -87,15 +89,15 @@ __all__ = [
 ]
 
 #: Version of the files under ``init/``; a selection of another version is recomputed.
-SELECTION_VERSION = 6
+SELECTION_VERSION = 7
 #: Each candidate clustering is fitted on this fraction of the patches (drawn from the seed) and
 #: assigns all: runs with other seeds (an ensemble) start from other partitions where the
 #: clusters are not well supported, and from the same where they are.
 FIT_FRACTION = 0.8
 #: The silhouette is computed on at most this many patches (it costs N² distances).
 SEPARATION_SAMPLE = 3000
-#: Multi-reference alignment learns its templates from at most this many patches, then poses and
-#: classifies every patch in one pass.
+#: Multi-reference alignment learns its templates from at most this many patches (its starts run
+#: and are compared on these alone), then poses and classifies every patch in one pass.
 ALIGN_SAMPLE = 3000
 #: The partitions multi-reference alignment starts from; it keeps the one that ends best aligned
 #: (bench-size digits, seeds 0–2, ten rounds: 0.870 / 0.758 / 0.859 from PCA + k-means alone,
@@ -284,9 +286,11 @@ def candidate_partitions(
     model adds 'canonical_kmeans', the clustering of the patches in that model's frame. With
     ``rotation`` or ``translation``, 'aligned_kmeans' is multi-reference alignment
     (:func:`microvae.alignment.aligned_kmeans`) started from each partition of
-    :data:`ALIGN_STARTS`, the start with the lowest objective continued to convergence, its
-    templates learned from up to :data:`ALIGN_SAMPLE` patches; its separation is read on PCA
-    scores of the patches turned and moved by the alignment's pose.
+    :data:`ALIGN_STARTS` on a sample of up to :data:`ALIGN_SAMPLE` patches, the start with the
+    lowest objective on that sample continued to convergence, its templates learned from the
+    sample and every patch then posed against them in one pass (so N patches cost one pass, not
+    one per start); its separation is read on PCA scores of the patches turned and moved by the
+    alignment's pose.
 
     Parameters
     ----------
@@ -327,12 +331,13 @@ def candidate_partitions(
         found[name] = Partition(labels, separation(features, labels, seed), features)
     if rotation or translation:
         fit_rows = np.sort(np.random.default_rng(seed).permutation(len(images))[:ALIGN_SAMPLE])
-        starts = (
-            aligned_kmeans(images, found[name].labels, n_classes, rotation, translation, iterations=ALIGN_ROUNDS, fit_rows=fit_rows) for name in ALIGN_STARTS
-        )
-        best = min(starts, key=lambda result: result.objective)
+        sample = np.asarray(images[fit_rows])
+        starts = (aligned_kmeans(sample, found[name].labels[fit_rows], n_classes, rotation, translation, iterations=ALIGN_ROUNDS) for name in ALIGN_STARTS)
+        best = min(starts, key=lambda result: result.objective)  # compared on the template sample: no pass over every patch per start
+        start_labels = np.zeros(len(images), np.int64)
+        start_labels[fit_rows] = best.labels
         aligned = aligned_kmeans(
-            images, best.labels, n_classes, rotation, translation, iterations=ALIGN_MORE_ROUNDS, fit_rows=fit_rows, templates=best.templates
+            images, start_labels, n_classes, rotation, translation, iterations=ALIGN_MORE_ROUNDS, fit_rows=fit_rows, templates=best.templates
         )
         frame = canonical_patches(images, aligned.angle_rad if rotation else None, aligned.shift_px if translation else None)
         features = pca_features(frame, seed=seed)

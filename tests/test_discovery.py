@@ -100,6 +100,29 @@ def test_alignment_keeps_its_best_start():
     assert matched_accuracy(case.labels, single.labels) < 0.75  # control: one start
 
 
+def test_alignment_poses_every_patch_once(monkeypatch):
+    """Above ALIGN_SAMPLE patches the starts run and are compared on the template sample alone:
+    one pass over all N patches in all (the continuation's), not one per start as well; every
+    patch still gets a class."""
+    import microvae.alignment as alignment
+    from microvae.zoo import make_case
+
+    case = make_case("digits", 0, "ci")
+    monkeypatch.setattr(discovery, "ALIGN_SAMPLE", 200)
+    sizes = []
+    assign = alignment._assign
+
+    def counted(x, *args, **kwargs):
+        sizes.append(len(x))
+        return assign(x, *args, **kwargs)
+
+    monkeypatch.setattr(alignment, "_assign", counted)
+    found = candidate_partitions(case.patches, case.n_classes, 0, rotation=True)
+    assert sizes.count(len(case.patches)) == 1 and max(s for s in sizes if s != len(case.patches)) == 200
+    assert found["aligned_kmeans"].labels.shape == (len(case.patches),)
+    assert matched_accuracy(case.labels, found["aligned_kmeans"].labels) >= 0.6
+
+
 def tiny_configs(**train):
     model = JTRVAEConfig(image_size=20, n_classes=2, encoder_hidden=(32, 32), decoder_hidden=(32, 32))
     return model, TrainConfig(epochs=4, batch_size=32, device="cpu", **train)
