@@ -219,16 +219,7 @@ def template_angle(case, classes: np.ndarray, common: dict) -> dict:
     classes held fixed, started from no pose (:func:`microvae.alignment.align_to_classes`, 72
     turns refined by a parabola, :data:`TEMPLATE_ROUNDS` rounds). Not an output of microvae
     today: it measures what a search-based angle would give the user beside the latent one."""
-    started = time.perf_counter()
-    aligned = align_to_classes(case.patches, classes, None, rotation=True, translation=case.translation, iterations=TEMPLATE_ROUNDS)
-    return {
-        **common,
-        "method": "template_angle",
-        "seconds": time.perf_counter() - started,
-        **score(case, classes, aligned.angle_rad),
-        "accuracy": float("nan"),
-        "ari": float("nan"),
-    }
+    return _alignment_angle_row(case, "template_angle", classes, None, TEMPLATE_ROUNDS, common)
 
 
 def truth_alignment(case, common: dict) -> dict:
@@ -238,13 +229,19 @@ def truth_alignment(case, common: dict) -> dict:
     Not a method a user can run, and no class accuracy (it was given the classes): it measures
     how well the generator's angle can be read from its images by matching a template (shapes
     near-symmetric at this size, shear and scale that also turn the outline)."""
+    return _alignment_angle_row(case, "truth_alignment", case.labels, case.angle_rad, 3, common)
+
+
+def _alignment_angle_row(case, method: str, classes: np.ndarray, start_angle_rad, rounds: int, common: dict) -> dict:
+    """A row scoring the angle of :func:`microvae.alignment.align_to_classes` with ``classes``
+    held fixed (no class accuracy: the classes were given)."""
     started = time.perf_counter()
-    aligned = align_to_classes(case.patches, case.labels, case.angle_rad, rotation=True, translation=case.translation)
+    aligned = align_to_classes(case.patches, classes, start_angle_rad, rotation=True, translation=case.translation, iterations=rounds)
     return {
         **common,
-        "method": "truth_alignment",
+        "method": method,
         "seconds": time.perf_counter() - started,
-        **score(case, aligned.labels, aligned.angle_rad),
+        **score(case, classes, aligned.angle_rad),
         "accuracy": float("nan"),
         "ari": float("nan"),
     }
