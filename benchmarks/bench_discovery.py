@@ -17,8 +17,9 @@ turn or move) multi-reference alignment from the PCA + k-means partition
 (:mod:`microvae.alignment`, cryo-EM's 2D classification). Where objects turn, a reference row
 'truth_alignment': template alignment handed the true classes and true angles, the angle
 correlation that alignment reaches at best on that generator (not a method; no accuracy claim);
-'template_angle': the angle that template alignment reads with the default model's classes (a
-search-based angle microvae does not yet output; no accuracy claim).
+'template_angle': the default run's ``template_angle_rad`` (what `microvae encode` writes beside
+the latent angle: each patch posed against its class's template, :mod:`microvae.templates`; no
+accuracy claim, the classes are the default's).
 'supervised_ceiling' (``--methods ceiling``): the 5-fold cross-validated accuracy of a linear
 discriminant *handed the true classes*, in the best of the feature spaces the default's candidates
 cluster in (PCA scores, the Fourier descriptor, tapered and not) and, where the generator's pose
@@ -48,22 +49,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
 from microvae.alignment import align_to_classes, aligned_kmeans
 from microvae.baselines import baseline_labels, canonical_patches, cluster, fourier_descriptor, pca_features
+from microvae.config import EncodeConfig
 from microvae.discovery import choose_n_classes, class_count_candidates, heldout_neg_elbo, learn_pose
-from microvae.encoding import encode_array
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
 from microvae.run_folder import load_run
-from microvae.stages import run_train
+from microvae.stages import run_encode, run_train
 from microvae.training import configs_from_settings, split_rows
 from microvae.zoo import MEMBERS, make_case
-
-#: Rounds of template building and posing for the 'template_angle' row (bench-size ±120° cards,
-#: seed 0, the model's classes: 0.797 after 3 rounds, 0.877 after 6).
-TEMPLATE_ROUNDS = 6
 
 #: The bars of issue 15 per member family (matched accuracy; the STM case is scored separately).
 BARS = {"cards": 0.97, "glyph_suits": 0.97, "digits": 0.85, "perovskite_film": 0.95, "two_phase": 0.95, "honeycomb_dopants": 0.95, "stm_defects": 0.9}
@@ -117,7 +115,11 @@ def train_default(case, seed: int, epochs: int, device: str, workdir: Path, extr
     model_config, train_config = configs_from_settings(settings)
     result = run_train(patches, workdir / "run", model_config, train_config, force=True)
     model, _ = load_run(workdir / "run", device="cpu")
-    encoded = encode_array(model, case.patches, device=device, recon_error=False)
+    run_encode(
+        workdir / "run", patches, workdir / "encoded.h5", EncodeConfig(device=device, scores=False, template_angle=True)
+    )  # `encode --no-scores --template-angle`
+    with h5py.File(workdir / "encoded.h5", "r") as handle:
+        encoded = {name: handle[name][()] for name in ("class", "class_probs", "angle_rad", "shift_px", "template_angle_rad") if name in handle}
     _, val_rows = split_rows(len(case.patches), train_config.val_fraction, seed)
     encoded["heldout_neg_elbo"] = heldout_neg_elbo(model, case.patches, val_rows, seed)
     return encoded, result.summary.get("verdict", {})
@@ -210,16 +212,24 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
             rows.append({**common, "method": "canonical_kmeans", "seconds": seconds, **score(case, found)})
         if case.rotation and case.angle_rad is not None:
             rows.append(truth_alignment(case, common))
-            rows.append(template_angle(case, encoded["class"], common))
+            rows.append(template_angle(case, encoded, common))
     return rows
 
 
-def template_angle(case, classes: np.ndarray, common: dict) -> dict:
-    """Row 'template_angle': the angle that template alignment reads with the *default model's*
-    classes held fixed, started from no pose (:func:`microvae.alignment.align_to_classes`, 72
-    turns refined by a parabola, :data:`TEMPLATE_ROUNDS` rounds). Not an output of microvae
-    today: it measures what a search-based angle would give the user beside the latent one."""
-    return _alignment_angle_row(case, "template_angle", classes, None, TEMPLATE_ROUNDS, common)
+def template_angle(case, encoded: dict, common: dict) -> dict:
+    """Row 'template_angle': the default run's ``template_angle_rad``, what `microvae encode`
+    writes beside the latent angle (class templates learned at the end of `train` with the model's
+    classes, each patch posed against its class's template: :mod:`microvae.templates`). No class
+    accuracy (the classes are the default row's)."""
+    # its time (template fit in `train`, the pose pass in `encode`) is inside the default row's seconds
+    return {
+        **common,
+        "method": "template_angle",
+        "seconds": 0.0,
+        **score(case, encoded["class"], encoded["template_angle_rad"]),
+        "accuracy": float("nan"),
+        "ari": float("nan"),
+    }
 
 
 def truth_alignment(case, common: dict) -> dict:
@@ -229,19 +239,13 @@ def truth_alignment(case, common: dict) -> dict:
     Not a method a user can run, and no class accuracy (it was given the classes): it measures
     how well the generator's angle can be read from its images by matching a template (shapes
     near-symmetric at this size, shear and scale that also turn the outline)."""
-    return _alignment_angle_row(case, "truth_alignment", case.labels, case.angle_rad, 3, common)
-
-
-def _alignment_angle_row(case, method: str, classes: np.ndarray, start_angle_rad, rounds: int, common: dict) -> dict:
-    """A row scoring the angle of :func:`microvae.alignment.align_to_classes` with ``classes``
-    held fixed (no class accuracy: the classes were given)."""
     started = time.perf_counter()
-    aligned = align_to_classes(case.patches, classes, start_angle_rad, rotation=True, translation=case.translation, iterations=rounds)
+    aligned = align_to_classes(case.patches, case.labels, case.angle_rad, rotation=True, translation=case.translation, iterations=3)
     return {
         **common,
-        "method": method,
+        "method": "truth_alignment",
         "seconds": time.perf_counter() - started,
-        **score(case, classes, aligned.angle_rad),
+        **score(case, case.labels, aligned.angle_rad),
         "accuracy": float("nan"),
         "ari": float("nan"),
     }

@@ -25,9 +25,10 @@ def estimate_line(event: dict) -> str:
     else:
         work = "encoder only"
     members = f", {event['members']} ensemble members" if event["members"] > 1 else ""
+    templates = f"; template search {duration_words(event['template_seconds'])} of it" if event.get("template_seconds") else ""
     return (
         f"{event['patches']:,} patches ({work}{members}): {duration_words(event['seconds'])} on {event['device']} "
-        f"at {event['samples_per_s']:,.0f} patches/s (timed on a few of them)"
+        f"at {event['samples_per_s']:,.0f} patches/s{templates} (timed on a few of them)"
     )
 
 
@@ -84,6 +85,13 @@ def encode_command(
     scores: bool = typer.Option(
         E.scores, "--scores/--no-scores", rich_help_panel="Model", help="Also reconstruction error and −ELBO (1 + K decoder passes; off: encoder only, fast)."
     ),
+    template_angle: bool | None = typer.Option(
+        E.template_angle,
+        "--template-angle/--no-template-angle",
+        rich_help_panel="Model",
+        help="Also the angle found by matching each class's template (runs with rotation; default: with scores).",
+        show_default=False,
+    ),
     refine: int = typer.Option(
         E().refine.steps, "--refine", min=0, metavar="STEPS", rich_help_panel="Model", help="Optimise each patch's posterior for STEPS Adam steps (0: off)."
     ),
@@ -111,6 +119,7 @@ def encode_command(
         batch_size=batch_size,
         scores=scores,
         amp=amp,
+        template_angle=template_angle,
         memory_limit_bytes=int(memory_limit_gb * 1e9),
         refine=RefineConfig(steps=refine, lr=refine_lr),
     )

@@ -95,6 +95,15 @@ def _turned(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return out.view(b, r, c, h, w)
 
 
+def _turned_each(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """(B, C, W, W): each image turned by −its own angle (B,) (as :func:`_turned`, one turn each)."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zero = torch.zeros_like(angles)
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, tuple(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
 def _shift_window(width: int, max_shift_fraction: float) -> torch.Tensor:
     """(W, W) bool: circular shifts (row, col) within ±max_shift_fraction·W."""
     limit = max_shift_fraction * width
@@ -202,11 +211,7 @@ def aligned_kmeans(
             break
     if fit_rows is not None:  # every patch against the templates the fit rows settled on
         labels, turn_index, shift_index, best = _assign(every, templates, angles, window, batch_size)
-    shift_rows = shift_index // width
-    shift_cols = shift_index % width
-    shift = torch.stack(
-        [torch.where(shift_rows > width // 2, shift_rows - width, shift_rows), torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1
-    ).float()
+    shift = _signed_shift(shift_index, width)
     return AlignedClusters(
         labels.numpy().astype(np.int64),
         angles[turn_index].numpy().astype(np.float64),
@@ -264,8 +269,7 @@ def _templates(
     sums = torch.zeros((n_classes,) + tuple(x.shape[1:]))
     for start in range(0, len(x), 1024):
         part = slice(start, start + 1024)
-        turned = _turned(x[part], angles)  # (B, R, C, W, W)
-        aligned = turned[torch.arange(turned.shape[0]), turn_index[part]]  # (B, C, W, W)
+        aligned = _turned_each(x[part], angles[turn_index[part]])  # (B, C, W, W): each member turned by its own angle only
         if shifted:
             rows, cols = shift_index[part] // width, shift_index[part] % width
             aligned = torch.stack([torch.roll(a, (-int(r), -int(c)), (-2, -1)) for a, r, c in zip(aligned, rows, cols)])
@@ -344,29 +348,8 @@ def align_to_classes(
         templates = _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask)
         for first in range(0, n, batch_size):
             part = slice(first, first + batch_size)
-            turned = _turned(x[part], angles)  # (B, R, C, W, W)
-            own = templates[labels_t[part]]  # (B, C, W, W)
-            if window is None:
-                corr = torch.einsum("brp,bp->br", turned.flatten(2), own.flatten(1))
-                where = torch.zeros_like(corr, dtype=torch.long)
-            else:
-                spectra = torch.fft.rfft2(turned) * torch.fft.rfft2(own).conj()[:, None]
-                full = torch.fft.irfft2(spectra.sum(2), s=(width, width)).masked_fill(~window, -math.inf)
-                corr, where = full.flatten(2).max(-1)  # (B, R)
-            turn = corr.argmax(1)
-            rows = torch.arange(len(turn))
-            turn_index[part] = turn
-            shift_index[part] = where[rows, turn]
-            best[part] = corr[rows, turn]
-            if rotations >= 3:
-                before, at, after = corr[rows, (turn - 1) % rotations], corr[rows, turn], corr[rows, (turn + 1) % rotations]
-                curvature = before - 2 * at + after
-                offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(at))
-                fraction[part] = offset.clamp(-0.5, 0.5)
-    shift_rows, shift_cols = shift_index // width, shift_index % width
-    shift = torch.stack(
-        [torch.where(shift_rows > width // 2, shift_rows - width, shift_rows), torch.where(shift_cols > width // 2, shift_cols - width, shift_cols)], 1
-    ).float()
+            turn_index[part], shift_index[part], best[part], fraction[part] = _pose_to_own(x[part], templates[labels_t[part]], angles, window)
+    shift = _signed_shift(shift_index, width)
     angle = torch.remainder((turn_index.float() + fraction) * step, 2 * math.pi) if rotation else torch.zeros(n)
     return AlignedClusters(
         labels_t.numpy().astype(np.int64),
@@ -375,3 +358,37 @@ def align_to_classes(
         float((1 - best).mean()),
         _templates(x, labels_t, turn_index, shift_index, angles, n_classes, window is not None, mask).numpy(),
     )
+
+
+def _pose_to_own(x: torch.Tensor, own: torch.Tensor, angles: torch.Tensor, window: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """Best turn of each prepared patch (B, C, W, W) against its own template ``own`` (B, C, W, W).
+
+    Returns the turn index (B,) into ``angles`` (R evenly spaced over 2π), the flat circular shift
+    index (B,) into W·W (0 without ``window``), the best correlation (B,) and the sub-step offset
+    (B,) in [−0.5, 0.5] turns of the grid, from a parabola through the best turn and its two
+    neighbours (0 with fewer than three turns).
+    """
+    width, rotations = x.shape[-1], len(angles)
+    turned = _turned(x, angles)  # (B, R, C, W, W)
+    if window is None:
+        corr = torch.einsum("brp,bp->br", turned.flatten(2), own.flatten(1))
+        where = torch.zeros_like(corr, dtype=torch.long)
+    else:
+        spectra = torch.fft.rfft2(turned) * torch.fft.rfft2(own).conj()[:, None]
+        full = torch.fft.irfft2(spectra.sum(2), s=(width, width)).masked_fill(~window, -math.inf)
+        corr, where = full.flatten(2).max(-1)  # (B, R)
+    turn = corr.argmax(1)
+    rows = torch.arange(len(turn), device=turn.device)
+    fraction = torch.zeros(len(turn), device=turn.device)
+    if rotations >= 3:
+        before, at, after = corr[rows, (turn - 1) % rotations], corr[rows, turn], corr[rows, (turn + 1) % rotations]
+        curvature = before - 2 * at + after
+        offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(at))
+        fraction = offset.clamp(-0.5, 0.5)
+    return turn, where[rows, turn], corr[rows, turn], fraction
+
+
+def _signed_shift(shift_index: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, 2) float (row, col) shifts in px, in (−W/2, W/2], from flat circular shift indices (N,)."""
+    rows, cols = shift_index // width, shift_index % width
+    return torch.stack([torch.where(rows > width // 2, rows - width, rows), torch.where(cols > width // 2, cols - width, cols)], 1).float()

@@ -593,14 +593,25 @@ class EncodeConfig:
         :data:`microvae.streaming.RESIDENT_LIMIT_BYTES`).
     refine : RefineConfig
         Per-patch posterior refinement against the fixed decoder (steps 0 = off).
+    template_angle : bool or None, default None
+        With a run that has class templates (trained with rotation): also each patch's angle and
+        match against its class template, found by search (:mod:`microvae.templates`; 72 turns
+        and the shifts per patch, about 600 patches/s at 32² on 2 CPU cores). None: with scores
+        only, so that ``scores=False`` stays the encoder alone.
     """
 
     device: str = "auto"
     batch_size: int = 1024
     scores: bool = True
     amp: bool = False
+    template_angle: bool | None = None
     memory_limit_bytes: int = 1_000_000_000  # as microvae.streaming.RESIDENT_LIMIT_BYTES (1 GB)
     refine: RefineConfig = field(default_factory=RefineConfig)
+
+    @property
+    def uses_template_angle(self) -> bool:
+        """Whether encode reads the template angle (``template_angle``, or with scores when None)."""
+        return self.scores if self.template_angle is None else self.template_angle
 
     def validate(self) -> None:
         """Check the settings (and those of ``refine``).

@@ -12,6 +12,8 @@ Map names and contents (float32, NaN where no patch covers the pixel, unless sta
 ``z{d}``                    posterior mean of continuous latent d
 ``z{d}_class{k}``           the same, only where the class is k (the paper's Fig. 5d–e)
 ``angle_rad``               posterior angle, radians in (−π, π]
+``template_angle_rad``      angle found by matching the class template, radians in (−π, π] (runs with rotation)
+``template_match``          correlation of the patch with its posed class template (runs with rotation)
 ``shift_row_px``            posterior shift along rows, pixels
 ``shift_col_px``            posterior shift along columns, pixels
 ``recon_error``             mean squared reconstruction error of the patch (when the encoded artifact has it)
@@ -33,6 +35,7 @@ from .maps import nearest_centre
 MAP_UNITS = {
     "class": "",
     "angle_rad": "rad",
+    "template_angle_rad": "rad",
     "shift_row_px": "px",
     "shift_col_px": "px",
     "recon_error": "normalised intensity²",
@@ -43,6 +46,8 @@ MAP_UNITS = {
     "displacement_angle_rad": "rad",
 }
 OPTIONAL_MAPS = {
+    "template_angle_rad": "turn that takes the class template onto the nearest patch, found by search, radians in (−π, π] (from the template's own orientation)",
+    "template_match": "normalised correlation of the nearest patch with its posed class template (1 = identical up to contrast)",
     "recon_error": "mean squared reconstruction error of the nearest patch",
     "neg_elbo": "negative ELBO of the nearest patch (high: poorly explained by the model)",
     "class_agreement": "fraction of ensemble members whose class equals the consensus class (low: uncertain)",

@@ -175,7 +175,7 @@ def save_map_overlay(
     path : str or path
         The PNG to write.
     name : str
-        The map's name ("class" and "sublattice" are discrete, names starting "angle" are in rad).
+        The map's name ("class" and "sublattice" are discrete, names starting "angle" or "template_angle" are in rad).
     values : ndarray
         (H, W) map; NaN (or −1 for discrete maps) where missing.
     scan : ndarray or None
@@ -212,7 +212,7 @@ def save_map_overlay(
     else:
         finite = values[np.isfinite(values)]
         shown = np.ma.masked_invalid(values)
-        if name.startswith("angle"):
+        if name.startswith(("angle", "template_angle")):
             image = axis.imshow(np.degrees(shown), cmap="twilight", vmin=-180, vmax=180, alpha=0.6 if scan is not None else 1.0, interpolation="nearest")
             label = "angle (degrees)"
         else:

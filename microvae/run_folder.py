@@ -3,7 +3,9 @@
 Layout (``RUN_DIR/``): ``config.json`` (model and training settings), ``provenance.json`` (inputs,
 their hashes, the extraction recipe, the training scans' calibration), ``checkpoints/last.pt`` and
 ``final.pt``, ``log.csv`` and ``loss.png``, ``training_stats.json`` (for out-of-distribution
-checks), ``init/`` (how the classes started) and ``summary.json`` (the verdict). An ensemble's
+checks), ``init/`` (how the classes started), ``class_templates.npz`` (with rotation: each class's
+template, for ``encode``'s template angle, :mod:`microvae.templates`) and ``summary.json`` (the
+verdict). An ensemble's
 folder holds ``member_<i>/`` run folders and ``ensemble.json``.
 """
 
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 RUN_PROVENANCE = "provenance.json"
-RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json", "init", "summary.json")
+RUN_FILES = ("config.json", RUN_PROVENANCE, "log.csv", "loss.png", "checkpoints", "training_stats.json", "init", "class_templates.npz", "summary.json")
 
 
 def prepare_run_dir(run_dir: Path, fingerprint: str, epochs: int, force: bool) -> str:

@@ -296,7 +296,7 @@ def test_distributed_training_with_two_cpu_processes(tmp_path, lattice_tif):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DistributedDataParallel over 2 processes" in done.stdout
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["checkpoints", "config.json", "log.csv", "loss.png", "init", "provenance.json", "training_stats.json", "summary.json"]
+        ["checkpoints", "config.json", "log.csv", "loss.png", "init", "provenance.json", "training_stats.json", "class_templates.npz", "summary.json"]
     )
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["final.pt", "last.pt"]
     more = torchrun(str(driver), str(patches), str(run), "3", str(memory_limit))

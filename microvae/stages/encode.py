@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from ..ensemble import consensus, permute_probs, read_record
 from ..errors import InputError, ParameterError
 from ..images import LENGTH_UNITS_M, file_sha256, read_scans
 from ..run_folder import load_run, member_dir, read_run_provenance, read_training_statistics, run_patch_side
+from ..templates import TEMPLATES_FILE, pose_to_templates, read_class_templates
 from .extract import run_extract
 from .find_atoms import run_find_atoms
 from .inputs import input_kind, load_patch_input, stored_shape
@@ -90,7 +92,9 @@ def run_encode(
     Notes
     -----
     Datasets: ``class_probs`` (N, K), ``class`` (N,), ``z_mean``/``z_sd`` (N, D), ``angle_rad`` (N,)
-    (rad), ``angle_concentration`` (N,), ``shift_px``/``shift_sd_px`` (N, 2) (row, col) px,
+    (rad), ``angle_concentration`` (N,), with a run trained with rotation (and
+    ``config.uses_template_angle``: by default with scores) ``template_angle_rad`` (N,) (rad) and
+    ``template_match`` (N,) (:mod:`microvae.templates`), ``shift_px``/``shift_sd_px`` (N, 2) (row, col) px,
     ``recon_error`` (N,), ``neg_elbo`` (N,) (nats), and for patches artifacts ``coords`` (N, 2)
     (row, col) px, ``image_index`` (N,) and ``/images``. With ``config.refine.steps`` > 0 each patch's posterior is optimised against the fixed decoder
     first (:mod:`microvae.refine`); ``neg_elbo_encoder`` (N,) then keeps the encoder's value beside
@@ -137,8 +141,11 @@ def run_encode(
             raise ParameterError("encode --labels works with a single run and without --refine")
         known = read_labels(labels, len(source.images), model_config.n_classes)
         inputs.append({"path": str(labels), "sha256": file_sha256(Path(labels)), "role": "labels"})
+    templates = read_class_templates(run_dir) if config.uses_template_angle and model_config.rotation else None
+    if templates is not None:
+        inputs.append({"path": str(run_dir / TEMPLATES_FILE), "sha256": file_sha256(run_dir / TEMPLATES_FILE), "role": "class templates"})
     upstream = ([source.header.provenance_record()] if source.header else []) + ([{k: v for k, v in run_record.items() if k != "recipe"}] if run_record else [])
-    parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size, "scores": scores, "amp": amp}
+    parameters = {"run_epoch": configs["epoch"], "batch_size": batch_size, "scores": scores, "amp": amp, "template_angle": templates is not None}
     if ensemble:
         parameters["ensemble"] = {"members": ensemble.members, "permutations": ensemble.permutations}
         inputs += [
@@ -157,7 +164,7 @@ def run_encode(
         return StageResult("up-to-date", output, notes=[plan.reason])
 
     if estimate is not None and len(source.images) >= ESTIMATE_MIN_PATCHES:
-        estimate(encode_estimate(model, source.images, config, members=len(ensemble.members) if ensemble else 1))
+        estimate(encode_estimate(model, source.images, config, members=len(ensemble.members) if ensemble else 1, templates=templates))
     task = "encoding" if not refine.steps else f"encoding, refining {refine.steps} steps"
     encoded = encode_array(
         model,
@@ -175,6 +182,11 @@ def run_encode(
         encoded["neg_elbo"] = encoded["neg_elbo_refined"].astype(np.float64)
     if ensemble:
         encoded.update(_ensemble_classes(ensemble_dir, ensemble, source.images, encoded["class_probs"], batch_size, device, progress))
+    if templates is not None:  # after the classes are final (an ensemble's consensus)
+        poses = pose_to_templates(
+            source.images, encoded["class"], templates, device=resolve_device(device), progress=lambda done, total: progress("template angle", done, total)
+        )
+        encoded["template_angle_rad"], encoded["template_match"] = poses.angle_rad, poses.match
     count = len(source.images)
     training_stats = read_training_statistics(run_dir)
     image_index = source.image_index if source.image_index is not None else np.zeros(count, np.int32)
@@ -198,6 +210,12 @@ def run_encode(
                 "rad",
                 "posterior angle of the patch's rotation relative to the learned canonical frame, in (−π, π], counter-clockwise in (row, col) display coordinates as documented in microvae.nets",
             ),
+            "template_angle_rad": (
+                "rad",
+                "turn that takes the patch's class template onto the patch, found by search over 72 turns and the shifts (refined by a parabola), in (−π, π], "
+                "counter-clockwise as displayed, from the template's own orientation (arbitrary per class; NaN: the class has no template)",
+            ),
+            "template_match": ("", "normalised correlation of the patch with its posed class template (1 = identical up to contrast and offset)"),
             "angle_concentration": ("", "sharpness of q(angle|x): |mean|/sd of the projected-normal's 2D vector (large = certain)"),
             "shift_px": ("px", "posterior mean shift (row, col) of the object relative to the patch centre"),
             "shift_sd_px": ("px", "posterior sd of the shift"),
@@ -239,6 +257,10 @@ def run_encode(
             handle.attrs["training_statistics"] = artifacts.to_json({k: asdict(v) for k, v in training_stats.items()})
     counts = np.bincount(encoded["class"], minlength=max(model_config.n_classes, 1))
     notes = [f"{count} patches encoded; patches per class: {counts.tolist()}"]
+    if templates is not None:
+        notes.append(
+            f"template angle (template_angle_rad) read against each class's template; median match {np.nanmedian(encoded['template_match']):.2f} (1 = identical)"
+        )
     if ensemble:
         notes.append(
             f"ensemble of {len(ensemble.members)}: all members agree on {100 * (encoded['class_agreement'] == 1).mean():.1f}% of patches "
@@ -272,12 +294,12 @@ def run_encode(
 ESTIMATE_MIN_PATCHES = 256
 
 
-def encode_estimate(model, images, config: EncodeConfig, members: int = 1) -> dict:
+def encode_estimate(model, images, config: EncodeConfig, members: int = 1, templates=None) -> dict:
     """How long encoding ``images`` should take here.
 
     The rate is timed on 1/16 of the patches (16 to 256 of them,
     :func:`microvae.encoding.measure_encode_rate`); an ensemble's other members add one
-    encoder-only pass each.
+    encoder-only pass each, class templates one timed template search.
 
     Parameters
     ----------
@@ -289,13 +311,16 @@ def encode_estimate(model, images, config: EncodeConfig, members: int = 1) -> di
         Batch size, device, bf16, scores and refinement, as the encoding will use them.
     members : int, default 1
         The ensemble's number of members.
+    templates : ClassTemplates, optional
+        The run's class templates, when the template angle is computed.
 
     Returns
     -------
     dict
         ``event='estimate'`` with ``patches``, ``decoder_passes`` per patch (0 without scores or
-        with refinement; 1 + K with scores), ``refine_steps``, ``members``, ``samples_per_s``,
-        ``seconds`` (s) and ``device`` (its description).
+        with refinement; 1 + K with scores), ``refine_steps``, ``members``, ``samples_per_s``
+        (the networks' rate), ``template_seconds`` (s: the template search, 0 without),
+        ``seconds`` (s, all of it) and ``device`` (its description).
     """
     count = len(images)
     sample = max(16, min(256, count // 16))
@@ -304,6 +329,11 @@ def encode_estimate(model, images, config: EncodeConfig, members: int = 1) -> di
     seconds = count / rate
     if members > 1:
         seconds += (members - 1) * count / measure_encode_rate(model, images, sample, recon_error=False, **settings)
+    template_seconds = 0.0
+    if templates is not None:
+        started = time.perf_counter()
+        pose_to_templates(images[:sample], np.zeros(sample, np.int64), templates, device=resolve_device(config.device))
+        template_seconds = count * (time.perf_counter() - started) / sample
     return {
         "event": "estimate",
         "patches": int(count),
@@ -311,7 +341,8 @@ def encode_estimate(model, images, config: EncodeConfig, members: int = 1) -> di
         "refine_steps": int(config.refine.steps),
         "members": int(members),
         "samples_per_s": rate,
-        "seconds": seconds,
+        "template_seconds": template_seconds,
+        "seconds": seconds + template_seconds,
         "device": describe_device(resolve_device(config.device)),
     }
 

@@ -15,7 +15,7 @@ from ..images import read_scans
 from ..interop import map_signals, write_hspy, write_tiff_stack
 from .result import ProgressCallback, StageResult, no_progress
 
-PNG_MAPS_PREFIXES = ("class", "angle_rad", "recon_error", "neg_elbo", "z", "sublattice", "displacement_px")
+PNG_MAPS_PREFIXES = ("class", "angle_rad", "template_angle_rad", "recon_error", "neg_elbo", "z", "sublattice", "displacement_px")
 
 
 def run_export(

@@ -29,6 +29,7 @@ from ..errors import InputError, OutputError, ParameterError
 from ..images import file_sha256
 from ..run_folder import RUN_PROVENANCE, load_checkpoint, load_run, member_dir, prepare_run_dir, write_training_statistics
 from ..streaming import RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced
+from ..templates import TEMPLATES_FILE, fit_class_templates
 from ..training import RESUMABLE_CHANGES, check_labels, distributed_world, fit, measure_throughput
 from ..verdict import Verdict, assess
 from .inputs import load_patch_input
@@ -486,15 +487,18 @@ def _choose_class_count(images, model_config, train_config, folder: Path):
 
 def _summarise_training(model, images, run_dir: Path, train_config, initial) -> Verdict:
     """One encoding pass over at most :data:`STATISTICS_SAMPLE` evenly spaced training patches
-    gives both the training statistics (reconstruction error and −ELBO, for the out-of-distribution
-    checks of ``encode``: ``training_stats.json``) and the run's :class:`~microvae.verdict.Verdict`
-    (``summary.json``, written last)."""
+    gives the training statistics (reconstruction error and −ELBO, for the out-of-distribution
+    checks of ``encode``: ``training_stats.json``), with rotation the class templates of the
+    model's classes (``class_templates.npz``, :func:`microvae.templates.fit_class_templates`) and
+    the run's :class:`~microvae.verdict.Verdict` (``summary.json``, written last)."""
 
     rows = np.arange(0, len(images), max(1, -(-len(images) // STATISTICS_SAMPLE)))  # evenly_spaced's rows
     sample = evenly_spaced(images, STATISTICS_SAMPLE)
     encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True)
     write_training_statistics(run_dir, encoded["recon_error"], encoded["neg_elbo"])
     k = model.config.n_classes
+    if model.config.rotation:
+        fit_class_templates(sample, encoded["class"], max(k, 1), True, model.config.translation).save(run_dir / TEMPLATES_FILE)
     pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
     baseline = None
     if k >= 2:

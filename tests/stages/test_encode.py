@@ -62,7 +62,11 @@ def test_encode_states_its_work_and_expected_time_before_it_starts(tmp_path, pat
     estimate = order[0]
     assert isinstance(estimate, dict) and all(step == "batch" for step in order[1:]) and len(order) > 1
     assert estimate["patches"] == len(np.load(stack)) and estimate["decoder_passes"] == 3 and estimate["members"] == 1
-    assert estimate["samples_per_s"] > 0 and estimate["seconds"] == pytest.approx(estimate["patches"] / estimate["samples_per_s"])
+    assert estimate["samples_per_s"] > 0 and estimate["template_seconds"] > 0  # trained with rotation: the template search is timed too
+    assert estimate["seconds"] == pytest.approx(estimate["patches"] / estimate["samples_per_s"] + estimate["template_seconds"])
+    bare = []
+    run_encode(run, stack, tmp_path / "bare.h5", EncodeConfig(device="cpu", batch_size=64, template_angle=False), estimate=bare.append)
+    assert bare[0]["template_seconds"] == 0 and bare[0]["seconds"] == pytest.approx(bare[0]["patches"] / bare[0]["samples_per_s"])
     fast = []
     run_encode(run, stack, tmp_path / "fast.h5", EncodeConfig(device="cpu", scores=False), estimate=fast.append)
     assert fast[0]["decoder_passes"] == 0
@@ -77,5 +81,42 @@ def test_the_encode_estimate_line_names_the_work():
     from microvae.cli.encode import estimate_line
 
     event = {"patches": 20000, "decoder_passes": 3, "refine_steps": 0, "members": 1, "seconds": 72.0, "samples_per_s": 277.8, "device": "cpu (2 threads)"}
-    assert estimate_line(event).startswith("20,000 patches (encoder + 3 decoder passes each): ≈ 1.2 min on cpu (2 threads) at 278 patches/s")
+    assert estimate_line(event).startswith("20,000 patches (encoder + 3 decoder passes each): ≈ 1.2 min on cpu (2 threads) at 278 patches/s (timed")
+    assert "at 278 patches/s; template search ≈ 30 s of it (timed" in estimate_line({**event, "template_seconds": 30.0})
     assert "(encoder + 50 refinement steps each, 3 ensemble members): ≈ 9 s" in estimate_line({**event, "refine_steps": 50, "members": 3, "seconds": 9.0})
+
+
+def test_encode_writes_the_template_angle_and_export_maps_it(tmp_path, patches_file, capsys):
+    """A run trained with rotation keeps its class templates; encode (with scores, or when asked)
+    poses every patch against its class's template (``template_angle_rad`` in rad,
+    ``template_match``) and export maps both; ``--no-scores`` alone (the encoder at full speed),
+    ``--no-template-angle`` and a run without rotation leave them out; a corrupt templates file is
+    named (exit 2)."""
+    from microvae.templates import TEMPLATES_FILE
+
+    run, flat = tmp_path / "run", tmp_path / "flat"
+    assert run_cli(["train", patches_file, "-o", run, "--classes", "2", "--epochs", "1", *TINY], capsys)[0] == 0
+    assert (run / TEMPLATES_FILE).exists()
+    code, _, err = run_cli(["encode", run, patches_file, "-o", tmp_path / "e.h5", "--device", "cpu", "-q"], capsys)
+    assert code == 0, err
+    with h5py.File(tmp_path / "e.h5") as handle:
+        angle, match = handle["template_angle_rad"][()], handle["template_match"][()]
+        assert handle["template_angle_rad"].attrs["units"] == "rad" and len(angle) == len(handle["class"])
+        assert np.all(np.abs(angle) <= np.pi) and np.all((match > -1.0001) & (match < 1.0001)) and np.isfinite(angle).all()
+    code, _, err = run_cli(["export", tmp_path / "e.h5", "-o", tmp_path / "maps", "--format", "h5", "-q"], capsys)
+    assert code == 0, err
+    with h5py.File(tmp_path / "maps" / "maps.h5") as maps:
+        assert {"template_angle_rad", "template_match"} <= set(maps["image_00"])
+    for flags, written in ((["--no-scores"], False), (["--no-scores", "--template-angle"], True), (["--no-template-angle"], False)):
+        target = tmp_path / f"{'_'.join(flags)}.h5"
+        code, _, err = run_cli(["encode", run, patches_file, "-o", target, "--device", "cpu", "-q", *flags], capsys)
+        assert code == 0, err
+        with h5py.File(target) as handle:
+            assert ("template_angle_rad" in handle) == written and "angle_rad" in handle, flags
+            if written:
+                np.testing.assert_allclose(handle["template_angle_rad"][()], angle, atol=1e-6)
+    assert run_cli(["train", patches_file, "-o", flat, "--classes", "2", "--epochs", "1", "--no-rotation", *TINY], capsys)[0] == 0
+    assert not (flat / TEMPLATES_FILE).exists()
+    (run / TEMPLATES_FILE).write_bytes(b"PK garbage")
+    code, _, err = run_cli(["encode", run, patches_file, "-o", tmp_path / "bad.h5", "--force"], capsys)
+    assert code == 2 and TEMPLATES_FILE in err and len(err.strip().splitlines()) == 1, err
