@@ -175,6 +175,7 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         "warning_texts": verdict.get("warnings", []),
         "chosen_start": verdict.get("chosen_start"),
         "start_strength": verdict.get("start_strength"),
+        "angle_agreement": verdict.get("angle_agreement"),
         "heldout_neg_elbo": encoded["heldout_neg_elbo"],
     }
     rows.append(row)

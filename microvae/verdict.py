@@ -5,7 +5,10 @@ the numbers that tell a user whether to believe them: how many patches each clas
 the posterior is, whether the classical candidate partitions of :mod:`microvae.discovery` and a
 fast classical baseline on the same patches agree with it (adjusted Rand index), whether the
 partition the run started from reproduces on held-out halves (prediction strength), and how much
-of the pixel variance the model explains. Warnings name what looks wrong.
+of the pixel variance the model explains. With rotation, it also compares the model's angle latent
+with the angle read by matching each class's template (:mod:`microvae.templates`): two independent
+readings of the same turn that disagree mean that at least one cannot be trusted. Warnings name
+what looks wrong.
 """
 
 from __future__ import annotations
@@ -17,9 +20,19 @@ import numpy as np
 
 from .baselines import STRENGTH_THRESHOLD
 from .errors import ParameterError
-from .metrics import adjusted_rand_index
+from .metrics import adjusted_rand_index, circular_correlation
 
-__all__ = ["DISAGREEMENT_ARI", "DOMINANT_FRACTION", "EMPTY_FRACTION", "LOW_CONFIDENCE", "NOTHING_LEARNED", "Verdict", "assess"]
+__all__ = [
+    "ANGLE_AGREEMENT",
+    "DISAGREEMENT_ARI",
+    "DOMINANT_FRACTION",
+    "EMPTY_FRACTION",
+    "LOW_CONFIDENCE",
+    "NOTHING_LEARNED",
+    "Verdict",
+    "angle_agreement",
+    "assess",
+]
 
 #: A class with fewer than this fraction of the patches is called (nearly) empty.
 EMPTY_FRACTION = 0.005
@@ -31,6 +44,8 @@ LOW_CONFIDENCE = 0.8
 DISAGREEMENT_ARI = 0.5
 #: A model that explains less than this fraction of the pixel variance learned (almost) nothing.
 NOTHING_LEARNED = 0.1
+#: Circular correlation between the angle latent and the template angle below this is called disagreement.
+ANGLE_AGREEMENT = 0.7
 
 
 @dataclass
@@ -62,6 +77,9 @@ class Verdict:
     start_strength : float or None
         Prediction strength of that partition's K groups in its feature space
         (:func:`microvae.baselines.prediction_strength`; None when not known).
+    angle_agreement : float or None
+        With rotation: circular correlation between the angle latent and the template angle,
+        per class (classes with at least 3 patches), weighted by class size (None without).
     warnings : list[str]
         One sentence per problem found.
     """
@@ -76,6 +94,7 @@ class Verdict:
     candidate_agreement: float | None = None
     chosen_start: str | None = None
     start_strength: float | None = None
+    angle_agreement: float | None = None
     warnings: list[str] = field(default_factory=list)
 
     def paragraph(self) -> str:
@@ -106,6 +125,8 @@ class Verdict:
                     + (f" (prediction strength {self.start_strength:.2f})" if self.chosen_start and self.start_strength is not None else "")
                 )
         parts.append(f"the model explains {100 * self.explained_variance:.0f} % of the pixel variance")
+        if self.angle_agreement is not None:
+            parts.append(f"its angle agrees with the template angle at circular correlation {self.angle_agreement:.2f}")
         text = "Verdict: " + "; ".join(parts) + "."
         text += " Warnings: " + " ".join(self.warnings) if self.warnings else " No warnings."
         return text
@@ -129,6 +150,7 @@ def assess(
     candidate_classes: dict[str, np.ndarray] | None = None,
     chosen_start: str | None = None,
     start_strength: float | None = None,
+    angles: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
 ) -> Verdict:
     """The verdict on a trained model's classes over N patches.
 
@@ -150,6 +172,11 @@ def assess(
     start_strength : float or None
         Its prediction strength; below :data:`~microvae.baselines.STRENGTH_THRESHOLD` it is
         named as a warning (its K groups do not reproduce on held-out halves of the patches).
+    angles : tuple of ndarray, optional
+        ``(latent_rad, template_rad, classes)`` of M of the patches: the model's angle latent and
+        the template angle (:func:`microvae.templates.pose_to_templates`), (M,) rad each, and
+        their (M,) classes (or None); their :func:`angle_agreement` below
+        :data:`ANGLE_AGREEMENT` is named as a warning.
 
     Returns
     -------
@@ -178,13 +205,20 @@ def assess(
             f"The model explains only {100 * explained:.0f} % of the pixel variance: it learned (almost) nothing; "
             "train longer, check the patches, or lower --gaussian-sd."
         )
+    agreement = None if angles is None else angle_agreement(*angles)
+    if agreement is not None and agreement < ANGLE_AGREEMENT:
+        warnings.append(
+            f"The angle latent and the angle read by matching each class's template disagree (circular correlation {agreement:.2f}): "
+            "do not read orientation from angle_rad without checking it; template_angle_rad (encode) is the search-based reading, "
+            "and neither means anything for round objects."
+        )
     if class_probs is None or class_probs.shape[1] < 2:
-        return Verdict(n, [], None, explained, warnings=warnings)
+        return Verdict(n, [], None, explained, angle_agreement=agreement, warnings=warnings)
     k = class_probs.shape[1]
     classes = class_probs.argmax(1)
     sizes = np.bincount(classes, minlength=k)
     confidence = float(class_probs.max(1).mean())
-    verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start, start_strength=start_strength)
+    verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start, start_strength=start_strength, angle_agreement=agreement)
     for index, size in enumerate(sizes):
         if size <= EMPTY_FRACTION * n:
             warnings.append(
@@ -218,3 +252,36 @@ def assess(
         )
     verdict.warnings = warnings
     return verdict
+
+
+def angle_agreement(latent_rad: np.ndarray, template_rad: np.ndarray, classes: np.ndarray | None = None) -> float | None:
+    """Circular correlation of two angle readings of the same patches, per class, weighted by size.
+
+    Each class's template has its own orientation, so the two readings differ by a constant per
+    class, which circular correlation ignores.
+
+    Parameters
+    ----------
+    latent_rad : ndarray
+        (M,) the model's angle latent, rad.
+    template_rad : ndarray
+        (M,) the template angle, rad (NaN where the class has no template).
+    classes : ndarray, optional
+        (M,) class of each patch (all one class when None).
+
+    Returns
+    -------
+    float or None
+        The weighted mean correlation over classes with at least 3 finite pairs; None when none.
+    """
+    latent_rad, template_rad = np.asarray(latent_rad, np.float64), np.asarray(template_rad, np.float64)
+    classes = np.zeros(len(latent_rad), np.int64) if classes is None else np.asarray(classes)
+    values, weights = [], []
+    for k in np.unique(classes):
+        members = (classes == k) & np.isfinite(latent_rad) & np.isfinite(template_rad)
+        if members.sum() >= 3:
+            value = circular_correlation(latent_rad[members], template_rad[members])
+            if np.isfinite(value):
+                values.append(value)
+                weights.append(int(members.sum()))
+    return float(np.average(values, weights=weights)) if values else None

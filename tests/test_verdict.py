@@ -460,3 +460,29 @@ def test_start_strength_threshold_is_the_prediction_strength_rule():
     assert has(below, WEAK_START) and not at.warnings
     # without a start (the paper's procedure) a strength is not judged
     assert not assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, start_strength=0.1).warnings
+
+
+ANGLES_DISAGREE = "The angle latent and the angle read by matching each class's template disagree"
+
+
+def test_an_angle_latent_that_disagrees_with_the_template_angle_is_named():
+    """Two readings of the same turns that differ by one constant per class (each class's template
+    has its own orientation) agree (correlation 1, no warning); a latent unrelated to the turns
+    (the control) is named, and so is a latent that reads the turn backwards. NaN template angles
+    (a class without a template) are left out."""
+    rng = np.random.default_rng(0)
+    classes = balanced_classes()
+    turn = rng.uniform(-np.pi, np.pi, N)
+    template = np.angle(np.exp(1j * (turn + np.array([0.3, 2.0, -1.1])[classes])))
+    template[:5] = np.nan
+    latent = np.angle(np.exp(1j * (turn + 0.05 * rng.standard_normal(N))))
+    agreeing = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(latent, template, classes))
+    assert agreeing.angle_agreement > 0.95 and not has(agreeing, ANGLES_DISAGREE)
+    assert "agrees with the template angle at circular correlation" in agreeing.paragraph()
+    unrelated = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(rng.uniform(-np.pi, np.pi, N), template, classes))
+    assert abs(unrelated.angle_agreement) < 0.3 and has(unrelated, ANGLES_DISAGREE)
+    backwards = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(-latent, template, classes))
+    assert backwards.angle_agreement < -0.9 and has(backwards, ANGLES_DISAGREE)
+    without_classes = assess(None, low_error(), PIXEL_VARIANCE, angles=(rng.uniform(-np.pi, np.pi, N), turn, None))
+    assert has(without_classes, ANGLES_DISAGREE) and json.loads(json.dumps(without_classes.to_dict()))["angle_agreement"] is not None
+    assert assess(confident_probs(classes), low_error(), PIXEL_VARIANCE).angle_agreement is None

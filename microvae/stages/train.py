@@ -28,8 +28,8 @@ from ..ensemble import build_record, read_record
 from ..errors import InputError, OutputError, ParameterError
 from ..images import file_sha256
 from ..run_folder import RUN_PROVENANCE, load_checkpoint, load_run, member_dir, prepare_run_dir, write_training_statistics
-from ..streaming import RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced
-from ..templates import TEMPLATES_FILE, fit_class_templates
+from ..streaming import RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced, evenly_spaced_rows
+from ..templates import TEMPLATE_SAMPLE, TEMPLATES_FILE, fit_class_templates, pose_to_templates
 from ..training import RESUMABLE_CHANGES, check_labels, distributed_world, fit, measure_throughput
 from ..verdict import Verdict, assess
 from .inputs import load_patch_input
@@ -497,8 +497,13 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
     encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True)
     write_training_statistics(run_dir, encoded["recon_error"], encoded["neg_elbo"])
     k = model.config.n_classes
-    if model.config.rotation:
-        fit_class_templates(sample, encoded["class"], max(k, 1), True, model.config.translation).save(run_dir / TEMPLATES_FILE)
+    angles = None
+    if model.config.rotation:  # templates of the model's classes; their angle beside the latent's on the templates' sample
+        templates = fit_class_templates(sample, encoded["class"], max(k, 1), True, model.config.translation)
+        templates.save(run_dir / TEMPLATES_FILE)
+        rows = evenly_spaced_rows(len(sample), TEMPLATE_SAMPLE)
+        poses = pose_to_templates(evenly_spaced(sample, TEMPLATE_SAMPLE), encoded["class"][rows], templates, device=resolve_device(train_config.device))
+        angles = (encoded["angle_rad"][rows], poses.angle_rad, encoded["class"][rows])
     pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
     baseline = None
     if k >= 2:
@@ -512,6 +517,7 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
         {name: labels[rows] for name, labels in initial.candidate_labels.items()} if initial else None,
         initial.chosen if initial else None,
         initial.chosen_strength if initial else None,
+        angles,
     )
     with artifacts.atomic_file(run_dir / "summary.json") as temp:
         temp.write_text(json.dumps(verdict.to_dict(), indent=2))
