@@ -165,7 +165,15 @@ def test_restarts_choose_by_heldout_elbo(tmp_path):
     assert result.chosen == min(result.candidates, key=lambda c: c.heldout_neg_elbo).name
 
 
-def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys):
+def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys, monkeypatch):
+    """The verdict of a run started from the candidates; the class templates' sample is made
+    smaller than the patches so that its rows differ from the verdict's (they once overwrote them)."""
+    import microvae.stages.train as train_stage
+    from microvae.encoding import encode_array
+    from microvae.metrics import adjusted_rand_index
+    from microvae.run_folder import load_run
+
+    monkeypatch.setattr(train_stage, "TEMPLATE_SAMPLE", 40)
     images, truth = turned_suits(160)
     np.save(tmp_path / "suits.npy", images)
     run = tmp_path / "run"
@@ -182,6 +190,11 @@ def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys):
     assert all(0.0 <= c["strength"] <= 1.0 for c in selection["candidates"])
     assert summary["start_strength"] == next(c["strength"] for c in selection["candidates"] if c["name"] == selection["chosen"])
     assert summary["baseline"] == "fourier_kmeans" and -1 <= summary["baseline_ari"] <= 1
+    classes = encode_array(load_run(run)[0], images, device="cpu", recon_error=False)["class"]
+    with np.load(run / "init" / "initial_classes.npz") as saved:
+        for name, ari in summary["candidate_ari"].items():
+            assert ari == pytest.approx(adjusted_rand_index(saved[f"candidate_{name}"], classes)), name
+    assert -1 <= summary["angle_agreement"] <= 1  # with rotation: the latent against the template angle
     # rerun: up to date, and it still reports the verdict
     code, out, _ = run_cli(
         ["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32", "--device", "cpu", "--json"], capsys

@@ -499,11 +499,13 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
     k = model.config.n_classes
     angles = None
     if model.config.rotation:  # templates of the model's classes; their angle beside the latent's on the templates' sample
-        templates = fit_class_templates(sample, encoded["class"], max(k, 1), True, model.config.translation)
+        templates = fit_class_templates(sample, encoded["class"], max(k, 1), True, model.config.translation, TEMPLATE_SAMPLE)
         templates.save(run_dir / TEMPLATES_FILE)
-        rows = evenly_spaced_rows(len(sample), TEMPLATE_SAMPLE)
-        poses = pose_to_templates(evenly_spaced(sample, TEMPLATE_SAMPLE), encoded["class"][rows], templates, device=resolve_device(train_config.device))
-        angles = (encoded["angle_rad"][rows], poses.angle_rad, encoded["class"][rows])
+        template_rows = evenly_spaced_rows(len(sample), TEMPLATE_SAMPLE)  # rows of `sample` (not of `images`, as `rows`)
+        poses = pose_to_templates(
+            evenly_spaced(sample, TEMPLATE_SAMPLE), encoded["class"][template_rows], templates, device=resolve_device(train_config.device)
+        )
+        angles = (encoded["angle_rad"][template_rows], poses.angle_rad, encoded["class"][template_rows])
     pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
     baseline = None
     if k >= 2:
