@@ -32,7 +32,7 @@ def test_template_angle_reads_the_turn_of_cards(seed):
     clubs = cards.labels == CLUBS
     offset = np.angle(np.exp(1j * (poses.angle_rad - cards.angle_rad))[clubs])
     spread = np.abs(np.angle(np.exp(1j * (offset - np.angle(np.exp(1j * offset).mean())))))
-    assert np.degrees(np.median(spread)) < 3.0  # measured 1.0–1.3°
+    assert np.degrees(np.median(spread)) < 3.0  # measured 1.0–1.3° on 600 such cards
     assert np.median(poses.match) > 0.85  # measured 0.92
 
     noise = np.random.default_rng(seed).normal(size=templates.templates.shape).astype(np.float32)
