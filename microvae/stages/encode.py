@@ -261,6 +261,8 @@ def run_encode(
         notes.append(
             f"template angle (template_angle_rad) read against each class's template; median match {np.nanmedian(encoded['template_match']):.2f} (1 = identical)"
         )
+    elif config.uses_template_angle and model_config.rotation:
+        notes.append(f"no template angle: {run_dir} has no {TEMPLATES_FILE} (trained by an older microvae); train again to get one")
     if ensemble:
         notes.append(
             f"ensemble of {len(ensemble.members)}: all members agree on {100 * (encoded['class_agreement'] == 1).mean():.1f}% of patches "
