@@ -82,25 +82,29 @@ def _prepare(patches: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
     return x / x.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]
 
 
+def _undo_turn_theta(angles: torch.Tensor) -> torch.Tensor:
+    """(R, 2, 3) ``affine_grid`` matrices that turn content by −angle as displayed (R,) rad.
+
+    affine_grid works in (x=col, y=row); sampling at R(+angle)·u turns the content by −angle as
+    displayed, so that an object turned by +angle comes upright.
+    """
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    zero = torch.zeros_like(angles)
+    return torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)
+
+
 def _turned(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """(B, R, C, W, W): each image turned by −angle (so that an object turned by +angle comes upright)."""
     b, c, h, w = x.shape
     r = len(angles)
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    zero = torch.zeros_like(angles)
-    # affine_grid works in (x=col, y=row); sampling at R(+angle)·u turns the content by −angle as displayed
-    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)  # (R, 2, 3)
-    grid = F.affine_grid(theta, (r, c, h, w), align_corners=True)
+    grid = F.affine_grid(_undo_turn_theta(angles), (r, c, h, w), align_corners=True)
     out = F.grid_sample(x.repeat_interleave(r, 0), grid.repeat(b, 1, 1, 1), mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.view(b, r, c, h, w)
 
 
 def _turned_each(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """(B, C, W, W): each image turned by −its own angle (B,) (as :func:`_turned`, one turn each)."""
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    zero = torch.zeros_like(angles)
-    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)  # (B, 2, 3)
-    grid = F.affine_grid(theta, tuple(x.shape), align_corners=True)
+    grid = F.affine_grid(_undo_turn_theta(angles), tuple(x.shape), align_corners=True)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 

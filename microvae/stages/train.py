@@ -492,8 +492,8 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
     model's classes (``class_templates.npz``, :func:`microvae.templates.fit_class_templates`) and
     the run's :class:`~microvae.verdict.Verdict` (``summary.json``, written last)."""
 
-    rows = np.arange(0, len(images), max(1, -(-len(images) // STATISTICS_SAMPLE)))  # evenly_spaced's rows
-    sample = evenly_spaced(images, STATISTICS_SAMPLE)
+    rows = evenly_spaced_rows(len(images), STATISTICS_SAMPLE)
+    sample = evenly_spaced(images, STATISTICS_SAMPLE)  # those rows, in memory
     encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True)
     write_training_statistics(run_dir, encoded["recon_error"], encoded["neg_elbo"])
     k = model.config.n_classes
