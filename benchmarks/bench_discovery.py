@@ -9,9 +9,12 @@ turn, whether they are off-centre).
 Methods: 'default' is `microvae train` with its defaults (through the same library call as the CLI);
 'none' the same with `--class-init none` (the previous default: classes from random weights);
 'reference' adds only the 'truth_alignment' reference rows below (no training); 'ceiling' only the
-'supervised_ceiling' rows (no training).
+'supervised_ceiling' rows (no training); 'baselines' only the rows of classical baselines that
+OUT.jsonl lacks for a (member, seed) (no training: a baseline added after the default's run).
 Baselines, on the same patches in the same run: PCA + k-means, PCA + Gaussian mixture, the
-rotation- and shift-invariant Fourier descriptor + k-means (:mod:`microvae.baselines`),
+rotation- and shift-invariant Fourier descriptor + k-means (of the patches and of their
+Hann-tapered views), PCA + k-means of the mean-removed, Hann-tapered patches
+(:mod:`microvae.baselines`),
 k-means of the patches turned into the default model's canonical frame, and (where objects
 turn or move) multi-reference alignment from the PCA + k-means partition
 (:mod:`microvae.alignment`, cryo-EM's 2D classification). Where objects turn, a reference row
@@ -22,7 +25,7 @@ the latent angle: each patch posed against its class's template, :mod:`microvae.
 accuracy claim, the classes are the default's).
 'supervised_ceiling' (``--methods ceiling``): the 5-fold cross-validated accuracy of a linear
 discriminant *handed the true classes*, in the best of the feature spaces the default's candidates
-cluster in (PCA scores, the Fourier descriptor, tapered and not) and, where the generator's pose
+cluster in (PCA scores and the Fourier descriptor, of the patches and of their tapered views) and, where the generator's pose
 is known, PCA scores of the patches turned and moved back by the true pose: how far a linear rule
 in those spaces can tell the classes apart at all, the reach of any clustering made in them (not
 a method a user can run).
@@ -157,6 +160,8 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         return [truth_alignment(case, common)] if case.rotation and case.angle_rad is not None else []
     if method == "ceiling":
         return [supervised_ceiling(case, seed, common)]
+    if method == "baselines":  # the training-free classical rows that the file lacks (a baseline added later)
+        return [row for row in classical_rows(case, seed, common)[0] if (member, seed, row["method"], args.size, args.epochs) not in args.done]
     extra = {"class_init": "none"} if method == "none" else {}
     extra.update(args.settings)
     with tempfile.TemporaryDirectory() as folder:
@@ -192,11 +197,9 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
                 "seconds": 0.0,
             }
         )
-        started = time.perf_counter()
-        labels = baseline_labels(case.patches, case.n_classes, seed=seed)
-        seconds = (time.perf_counter() - started) / len(labels)
-        for name, found in labels.items():
-            rows.append({**common, "method": name, "seconds": seconds, **score(case, found)})
+        classical, labels = classical_rows(case, seed, common)
+        rows += classical
+        seconds = classical[-1]["seconds"]
         if case.rotation or case.translation:
             started = time.perf_counter()
             aligned = aligned_kmeans(case.patches, labels["pca_kmeans"], case.n_classes, case.rotation, case.translation)
@@ -215,6 +218,15 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
             rows.append(truth_alignment(case, common))
             rows.append(template_angle(case, encoded, common))
     return rows
+
+
+def classical_rows(case, seed: int, common: dict) -> tuple[list[dict], dict]:
+    """One row per classical baseline of :func:`microvae.baselines.baseline_labels` (no training;
+    seconds: the call's time per baseline), and the baselines' labels by name."""
+    started = time.perf_counter()
+    labels = baseline_labels(case.patches, case.n_classes, seed=seed)
+    seconds = (time.perf_counter() - started) / len(labels)
+    return [{**common, "method": name, "seconds": seconds, **score(case, found)} for name, found in labels.items()], labels
 
 
 def template_angle(case, encoded: dict, common: dict) -> dict:
@@ -263,6 +275,7 @@ def supervised_ceiling(case, seed: int, common: dict) -> dict:
     spaces = {"pca": pca_features(case.patches, seed=seed), "fourier": fourier_descriptor(case.patches)}
     if not case.fft:
         spaces["tapered_fourier"] = fourier_descriptor(case.patches, taper=True)
+        spaces["tapered_pca"] = pca_features(case.patches, seed=seed, taper=True)
     shift = case.extra.get("shift_px") if case.translation else None
     if case.angle_rad is not None or shift is not None:
         spaces["pca_true_frame"] = pca_features(canonical_patches(case.patches, case.angle_rad, shift), seed=seed)
@@ -354,6 +367,7 @@ def main() -> None:
     jsonl = out.with_suffix(".jsonl")
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
     done = {(r["member"], r["seed"], r["method"], r["size"], r["epochs"]) for r in rows}
+    args.done = done
     for member in args.members.split(","):
         for seed in args.seeds:
             for method in args.methods.split(","):

@@ -8,6 +8,9 @@ initialisations its training can start from:
 * ``fourier_kmeans``: k-means of a rotation- and shift-invariant Fourier descriptor
   (:func:`fourier_descriptor`), the textbook answer to objects that turn and move;
   ``tapered_fourier_kmeans`` the same of the Hann-tapered patches (columns of a lattice).
+* ``tapered_pca_kmeans``: PCA + k-means of each patch with its mean removed and Hann-tapered
+  (:func:`pca_features` with ``taper=True``): the object at the centre of an atom-centred patch,
+  without the offset a slow background gives it.
 * ``canonical_kmeans``: PCA + k-means of the patches resampled into a model's canonical frame
   (:func:`canonical_patches`), i.e. with a known (or inferred) pose removed.
 
@@ -114,8 +117,8 @@ def standardize(features: np.ndarray, per_column: bool = True) -> np.ndarray:
     return x / sd
 
 
-def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, max_fit_rows: int | None = None) -> np.ndarray:
-    """PCA scores of the flattened patches (not whitened).
+def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, max_fit_rows: int | None = None, taper: bool = False) -> np.ndarray:
+    """PCA scores of the flattened patches (not whitened), optionally of their centred, tapered views.
 
     Parameters
     ----------
@@ -128,6 +131,15 @@ def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, 
     max_fit_rows : int or None
         Fit the components on at most this many randomly chosen rows (all rows are projected);
         None fits on all rows.
+    taper : bool, default False
+        Subtract each patch's (and channel's) mean, then multiply by the 2D Hann window
+        (as :func:`microvae.patches.hann_window`) before the PCA: what sits at the patch centre
+        (the column an atom-centred patch is cut around) weighs most, its neighbours less, the
+        border nothing, and a slow background's offset between patches is gone. On the zoo's
+        honeycomb, whose 5 % dopants differ from the host only in their centre's brightness under
+        an offset of 0.25 that varies across the scan, PCA's first axis is that offset and k-means
+        splits the host by it (0.73–0.75 matched accuracy at bench size); of the tapered views
+        0.994–0.995 (seeds 0–2).
 
     Returns
     -------
@@ -143,6 +155,9 @@ def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, 
     n = patches.shape[0]
     if n < 2:
         raise ParameterError(f"PCA needs at least 2 patches, got {n}")
+    if taper:
+        views = patches.astype(np.float32) - patches.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
+        patches = views * np.outer(np.hanning(patches.shape[2]), np.hanning(patches.shape[3])).astype(np.float32)
     flat = patches.reshape(n, -1).astype(np.float32, copy=False)
     k = min(int(n_components), n - 1, flat.shape[1])
     if k < 1:
@@ -406,7 +421,7 @@ def baseline_labels(
     dict of str to ndarray, shape (N,), int64
         ``'pca_kmeans'``, ``'pca_gmm'``, ``'fourier_kmeans'``, for real-space patches (not
         :func:`microvae.patches.is_spectra`) ``'tapered_fourier_kmeans'`` (the descriptor with
-        ``taper=True``) and, with ``angle_rad``, ``'canonical_kmeans'`` (PCA + k-means of
+        ``taper=True``) and ``'tapered_pca_kmeans'`` (:func:`pca_features` with ``taper=True``) and, with ``angle_rad``, ``'canonical_kmeans'`` (PCA + k-means of
         :func:`canonical_patches`).
     """
     patches = _check_patches(patches)
@@ -419,6 +434,7 @@ def baseline_labels(
     }
     if not is_spectra(patches):
         labels["tapered_fourier_kmeans"] = cluster(fourier_descriptor(patches, taper=True), n_classes, "kmeans", seed, standardize_columns=False)
+        labels["tapered_pca_kmeans"] = cluster(pca_features(patches, seed=seed, taper=True), n_classes, "kmeans", seed, standardize_columns=False)
     if angle_rad is not None:
         canonical = canonical_patches(patches, angle_rad, shift_px)
         scores = pca_features(canonical, seed=seed)

@@ -61,6 +61,7 @@ from .nets import (
     MLPEncoder,
     SpatialBroadcastDecoder,
     SpatialMLPDecoder,
+    TaperedView,
     coordinate_grid,
     mlp,
     rotated_copies,
@@ -190,7 +191,9 @@ class JTRVAE(nn.Module):
             )
         self._start_at_prior_scale(self.encoder.head)
         self.separate_class_head = (
-            config.n_classes > 0 and config.encoder == "mlp" and (config.class_rotations > 0 or config.canonical_class_head or config.invariant_class_head)
+            config.n_classes > 0
+            and config.encoder == "mlp"
+            and (config.class_rotations > 0 or config.canonical_class_head or config.invariant_class_head or config.tapered_class_head)
         )
         self.invariant_head = self.separate_class_head and config.invariant_class_head and config.class_rotations == 0
         if self.invariant_head:
@@ -199,6 +202,13 @@ class JTRVAE(nn.Module):
                 descriptor,
                 nn.LayerNorm(c * descriptor.out_features_per_channel),
                 mlp(c * descriptor.out_features_per_channel, config.encoder_hidden, config.activation),
+                nn.Linear(config.encoder_hidden[-1], config.n_classes),
+            )
+        elif self.separate_class_head and config.tapered_class_head and config.class_rotations == 0:
+            self.class_encoder = nn.Sequential(
+                TaperedView(c, w),
+                nn.LayerNorm(c * w * w),
+                mlp(c * w * w, config.encoder_hidden, config.activation),
                 nn.Linear(config.encoder_hidden[-1], config.n_classes),
             )
         elif self.separate_class_head:
@@ -250,7 +260,7 @@ class JTRVAE(nn.Module):
             out["class_logits"] = torch.log_softmax(pooled, dim=1).view(x.shape[0], copies, -1).mean(1)
         if self.invariant_head:
             out["class_logits"] = self.class_encoder(x)
-        elif self.separate_class_head and self.config.canonical_class_head and self.config.class_rotations == 0:
+        elif self.separate_class_head and (self.config.canonical_class_head or self.config.tapered_class_head) and self.config.class_rotations == 0:
             angle = None
             if self.config.rotation:
                 m = head["angle_vec_mean"].detach()

@@ -30,6 +30,7 @@ __all__ = [
     "ACTIVATIONS",
     "EquivariantEncoder",
     "FourierDescriptor",
+    "TaperedView",
     "LatentInput",
     "MLPEncoder",
     "SpatialBroadcastDecoder",
@@ -920,3 +921,37 @@ class FourierDescriptor(nn.Module):
         polar = half.reshape(batch * channels, -1) @ self.polar
         polar = polar.view(batch * channels, self.n_radii, self.n_angles)
         return torch.fft.rfft(polar, dim=-1).abs().reshape(batch, -1)
+
+
+class TaperedView(nn.Module):
+    """The view of :func:`microvae.baselines.pca_features` with ``taper=True`` in torch (no learned
+    parameters): each patch (and channel) minus its mean, times the 2D Hann window, flattened.
+
+    Parameters
+    ----------
+    channels, width : int
+        C and W of the (B, C · W · W) flattened patches it reads.
+    """
+
+    def __init__(self, channels: int, width: int):
+        super().__init__()
+        window = torch.outer(torch.hann_window(width, periodic=False, dtype=torch.float64), torch.hann_window(width, periodic=False, dtype=torch.float64))
+        self.register_buffer("window", window.float(), persistent=False)
+        self.channels, self.width = channels, width
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The tapered views of a batch of flattened patches.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C · W · W) patches, flattened (computed in float32).
+
+        Returns
+        -------
+        Tensor
+            (B, C · W · W) float32: mean removed per patch and channel, times the window.
+        """
+        x = x.float().view(-1, self.channels, self.width, self.width)
+        x = x - x.mean(dim=(-2, -1), keepdim=True)
+        return (x * self.window).flatten(1)
