@@ -133,7 +133,7 @@ def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, 
         None fits on all rows.
     taper : bool, default False
         Subtract each patch's (and channel's) mean, then multiply by the 2D Hann window
-        (as :func:`microvae.patches.hann_window`) before the PCA: what sits at the patch centre
+        (:func:`microvae.patches.hann_window`; square patches) before the PCA: what sits at the patch centre
         (the column an atom-centred patch is cut around) weighs most, its neighbours less, the
         border nothing, and a slow background's offset between patches is gone. On the zoo's
         honeycomb, whose 5 % dopants differ from the host only in their centre's brightness under
@@ -157,7 +157,7 @@ def pca_features(patches: np.ndarray, n_components: int = 10, seed: int = 0, *, 
         raise ParameterError(f"PCA needs at least 2 patches, got {n}")
     if taper:
         views = patches.astype(np.float32) - patches.mean(axis=(2, 3), keepdims=True, dtype=np.float32)
-        patches = views * np.outer(np.hanning(patches.shape[2]), np.hanning(patches.shape[3])).astype(np.float32)
+        patches = views * hann_window(patches.shape[-1]).astype(np.float32)
     flat = patches.reshape(n, -1).astype(np.float32, copy=False)
     k = min(int(n_components), n - 1, flat.shape[1])
     if k < 1:

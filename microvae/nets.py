@@ -925,7 +925,8 @@ class FourierDescriptor(nn.Module):
 
 class TaperedView(nn.Module):
     """The view of :func:`microvae.baselines.pca_features` with ``taper=True`` in torch (no learned
-    parameters): each patch (and channel) minus its mean, times the 2D Hann window, flattened.
+    parameters): each patch (and channel) minus its mean, times the 2D Hann window
+    (:func:`microvae.patches.hann_window`), flattened.
 
     Parameters
     ----------
@@ -935,8 +936,9 @@ class TaperedView(nn.Module):
 
     def __init__(self, channels: int, width: int):
         super().__init__()
-        window = torch.outer(torch.hann_window(width, periodic=False, dtype=torch.float64), torch.hann_window(width, periodic=False, dtype=torch.float64))
-        self.register_buffer("window", window.float(), persistent=False)
+        from .patches import hann_window
+
+        self.register_buffer("window", torch.from_numpy(hann_window(width)).float(), persistent=False)
         self.channels, self.width = channels, width
 
     def forward(self, x: Tensor) -> Tensor:
