@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from microvae.alignment import align_to_classes, aligned_kmeans
-from microvae.baselines import baseline_labels, canonical_patches, cluster, fourier_descriptor, pca_features
+from microvae.baselines import baseline_labels, canonical_patches, cluster, fourier_descriptor, object_descriptor, pca_features
 from microvae.config import EncodeConfig
 from microvae.discovery import choose_n_classes, class_count_candidates, heldout_neg_elbo, learn_pose
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
@@ -276,6 +276,7 @@ def supervised_ceiling(case, seed: int, common: dict) -> dict:
     if not case.fft:
         spaces["tapered_fourier"] = fourier_descriptor(case.patches, taper=True)
         spaces["tapered_pca"] = pca_features(case.patches, seed=seed, taper=True)
+        spaces["object"] = object_descriptor(case.patches)
     shift = case.extra.get("shift_px") if case.translation else None
     if case.angle_rad is not None or shift is not None:
         spaces["pca_true_frame"] = pca_features(canonical_patches(case.patches, case.angle_rad, shift), seed=seed)

@@ -109,6 +109,15 @@ class JTRVAEConfig:
         from that candidate (:mod:`microvae.discovery`): on the zoo's honeycomb a class posterior
         that read the plain patch never learned the 5 % dopants of its start (model 0.950 from a
         0.995 partition, bench size, seed 0). ``invariant_class_head`` takes precedence.
+    object_class_head : bool, default False
+        Give q(y|x) its own MLP that reads the rotation-, shift- and scale-invariant descriptor of
+        the object in the patch (:class:`microvae.nets.ObjectDescriptor` with ``object_polarity``,
+        then a LayerNorm): the space of the 'object_kmeans' candidate. Training sets it when the
+        initial classes come from that candidate (:mod:`microvae.discovery`). Takes precedence
+        over every other class head but ``class_rotations``.
+    object_polarity : float, default 1.0
+        +1 (objects brighter than their surround) or −1 (darker), for ``object_class_head``; set
+        with it from the training patches (:func:`microvae.baselines.object_polarity`).
     class_rotations : int, default 0
         R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
         (mean of their log-probabilities), so that it is nearly rotation invariant by
@@ -225,6 +234,8 @@ class JTRVAEConfig:
     canonical_class_head: bool = True
     invariant_class_head: bool = False
     tapered_class_head: bool = False
+    object_class_head: bool = False
+    object_polarity: float = 1.0
     beta_z_start: float | None = 3.0
     beta_z_window: tuple[float, float] | None = (0.1, 0.3)
     beta_tau_window: tuple[float, float] | None = None
@@ -271,6 +282,8 @@ class JTRVAEConfig:
             (0 <= self.anneal_fraction <= 1, f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}"),
             (all(len(w) == 2 and 0 <= w[0] <= w[1] <= 1 for w in windows), "β windows must be (begin, end) with 0 <= begin <= end <= 1"),
             (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
+            (self.object_polarity in (-1.0, 1.0), f"object_polarity must be 1 or -1, got {self.object_polarity}"),
+            (not self.object_class_head or self.image_size >= 5, f"object_class_head needs patches of at least 5 px, got {self.image_size}"),
             (self.class_balance >= 0, f"class_balance must be >= 0, got {self.class_balance}"),
             (self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}"),
             (0 <= self.z_delay < 1, f"z_delay must be in [0, 1), got {self.z_delay}"),

@@ -14,7 +14,12 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    finds the perovskite film's columns, 1.00 against 0.55–0.68 untapered); k-means on PCA scores
    of the patches with their mean removed and Hann-tapered (the honeycomb's 5 % dopants under a
    slow background: 0.995–0.997 at bench size against 0.71–0.79 for PCA of the patches as they
-   are); k-means on PCA scores
+   are); where objects turn, k-means on the rotation-, shift- and scale-invariant descriptor of
+   the one object in each patch (:func:`microvae.baselines.object_descriptor`: outlier pixels and
+   a background plane removed, the object marked by Otsu's threshold, the angular harmonics of
+   the patch on circles about its centroid, at radii scaled by its size), which finds font-drawn
+   suits under salt-and-pepper noise and a gradient (0.985–0.995 at bench size, where no other
+   candidate passes 0.6); k-means on PCA scores
    of the patches turned and moved into the short model's canonical frame (step 1); where objects
    turn or sit off-centre, multi-reference alignment (:func:`microvae.alignment.aligned_kmeans`:
    class templates and the pose of each patch against them, alternated), which finds the classes
@@ -42,7 +47,8 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    right start on the zoo) and learns the pose, the continuous latents within each class and a
    class posterior for new patches. When the winner is the Fourier descriptor's and rotation is
    on, the class posterior reads that descriptor (``invariant_class_head``); when it is the
-   tapered PCA partition, the mean-removed, tapered patch (``tapered_class_head``).
+   tapered PCA partition, the mean-removed, tapered patch (``tapered_class_head``); when it is
+   the object descriptor's, that descriptor (``object_class_head``, with the set's polarity).
 
 ``class_init='restarts'`` replaces step 3 by one short joint run per candidate, scored by its
 held-out −ELBO (kept to measure against); ``'none'`` skips everything (the paper's procedure).
@@ -93,7 +99,7 @@ __all__ = [
 ]
 
 #: Version of the files under ``init/``; a selection of another version is recomputed.
-SELECTION_VERSION = 8
+SELECTION_VERSION = 9
 #: Each candidate clustering is fitted on this fraction of the patches (drawn from the seed) and
 #: assigns all: runs with other seeds (an ensemble) start from other partitions where the
 #: clusters are not well supported, and from the same where they are.
@@ -291,6 +297,8 @@ def candidate_partitions(
     the tapered PCA also where objects turn (``rotation``): in their frame PCA groups by
     orientation, and on the zoo's font-drawn suits it won the choice in 5 of 9 CI-size runs and
     lowered the accuracy by up to 0.12 (the canonical and aligned candidates pose first).
+    With ``rotation``, 'object_kmeans' clusters the object descriptor
+    (:func:`microvae.baselines.object_descriptor`, real-space patches of at least 5 px).
     ``pose`` = (angle_rad (N,) or None, shift_px (N, 2) (row, col) pixels or None) of a class-free
     model adds 'canonical_kmeans', the clustering of the patches in that model's frame. With
     ``rotation`` or ``translation``, 'aligned_kmeans' is multi-reference alignment
@@ -323,11 +331,11 @@ def candidate_partitions(
     -------
     dict of str to Partition
         'pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'tapered_fourier_kmeans' and (without
-        ``rotation``) 'tapered_pca_kmeans' (real-space patches)
+        ``rotation``) 'tapered_pca_kmeans' or (with it) 'object_kmeans' (real-space patches)
         and, with a pose, 'canonical_kmeans'; with ``rotation`` or ``translation``, 'aligned_kmeans'.
     """
     from .alignment import aligned_kmeans
-    from .baselines import canonical_patches, cluster, fourier_descriptor, pca_features
+    from .baselines import canonical_patches, cluster, fourier_descriptor, object_descriptor, pca_features
     from .patches import is_spectra
 
     pca = pca_features(images, seed=seed)
@@ -336,6 +344,8 @@ def candidate_partitions(
         spaces["tapered_fourier_kmeans"] = (fourier_descriptor(images, taper=True), "kmeans")
         if not rotation:  # in the frame of turned objects PCA groups by orientation (the canonical and aligned candidates pose first)
             spaces["tapered_pca_kmeans"] = (pca_features(images, seed=seed, taper=True), "kmeans")
+    if rotation and not is_spectra(images) and images.shape[-1] >= 5:
+        spaces["object_kmeans"] = (object_descriptor(images), "kmeans")
     if pose is not None and (pose[0] is not None or pose[1] is not None):
         spaces["canonical_kmeans"] = (pca_features(canonical_patches(images, pose[0], pose[1]), seed=seed), "kmeans")
     found = {}
@@ -360,7 +370,9 @@ def candidate_partitions(
         key = id(partition.features)
         if key not in further:
             kmeans_at_k = (
-                partition.separation if name in ("pca_kmeans", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "canonical_kmeans") else None
+                partition.separation
+                if name in ("pca_kmeans", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans", "canonical_kmeans")
+                else None
             )
             further[key] = splits_further(partition.features, n_classes, seed, kmeans_at_k)
         partition.over_split = further[key]

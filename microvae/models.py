@@ -59,6 +59,7 @@ from .nets import (
     EquivariantEncoder,
     FourierDescriptor,
     MLPEncoder,
+    ObjectDescriptor,
     SpatialBroadcastDecoder,
     SpatialMLPDecoder,
     TaperedView,
@@ -193,10 +194,24 @@ class JTRVAE(nn.Module):
         self.separate_class_head = (
             config.n_classes > 0
             and config.encoder == "mlp"
-            and (config.class_rotations > 0 or config.canonical_class_head or config.invariant_class_head or config.tapered_class_head)
+            and (
+                config.class_rotations > 0
+                or config.canonical_class_head
+                or config.invariant_class_head
+                or config.tapered_class_head
+                or config.object_class_head
+            )
         )
-        self.invariant_head = self.separate_class_head and config.invariant_class_head and config.class_rotations == 0
-        if self.invariant_head:
+        self.invariant_head = self.separate_class_head and (config.invariant_class_head or config.object_class_head) and config.class_rotations == 0
+        if self.invariant_head and config.object_class_head:
+            descriptor = ObjectDescriptor(w, config.object_polarity)
+            self.class_encoder = nn.Sequential(
+                descriptor,
+                nn.LayerNorm(descriptor.out_features),
+                mlp(descriptor.out_features, config.encoder_hidden, config.activation),
+                nn.Linear(config.encoder_hidden[-1], config.n_classes),
+            )
+        elif self.invariant_head:
             descriptor = FourierDescriptor(w)
             self.class_encoder = nn.Sequential(
                 descriptor,

@@ -32,6 +32,7 @@ __all__ = [
     "FourierDescriptor",
     "LatentInput",
     "MLPEncoder",
+    "ObjectDescriptor",
     "SpatialBroadcastDecoder",
     "SpatialMLPDecoder",
     "TaperedView",
@@ -921,6 +922,199 @@ class FourierDescriptor(nn.Module):
         polar = half.reshape(batch * channels, -1) @ self.polar
         polar = polar.view(batch * channels, self.n_radii, self.n_angles)
         return torch.fft.rfft(polar, dim=-1).abs().reshape(batch, -1)
+
+
+#: Compare-exchanges whose 5th output is the median of 9 values (Paeth's network, as in Devillard's ``opt_med9``).
+_MEDIAN_OF_NINE = (
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 1),
+    (3, 4),
+    (6, 7),
+    (1, 2),
+    (4, 5),
+    (7, 8),
+    (0, 3),
+    (5, 8),
+    (4, 7),
+    (3, 6),
+    (1, 4),
+    (2, 5),
+    (4, 7),
+    (4, 2),
+    (6, 4),
+    (4, 2),
+)
+
+
+def _median_of_nine(values: Sequence[Tensor]) -> Tensor:
+    """The elementwise median of nine equal-shaped tensors (exactly ``torch.stack(values).median(0)``;
+    a min/max network, ten times faster on the CPU than a median along a short axis)."""
+    v = list(values)
+    for a, b in _MEDIAN_OF_NINE:
+        v[a], v[b] = torch.minimum(v[a], v[b]), torch.maximum(v[a], v[b])
+    return v[4]
+
+
+def _quantile(rows: Tensor, q: float) -> Tensor:
+    """``torch.quantile(rows, q, dim=1)`` (linear interpolation) from two order statistics per row:
+    (B, P) → (B,), several times faster than a full sort."""
+    position = q * (rows.shape[1] - 1)
+    below = int(math.floor(position))
+    low = rows.kthvalue(below + 1, dim=1).values
+    if below + 1 >= rows.shape[1]:
+        return low
+    return low + (position - below) * (rows.kthvalue(below + 2, dim=1).values - low)
+
+
+class ObjectDescriptor(nn.Module):
+    """A rotation-, shift- and scale-invariant descriptor of the one object in each patch (no
+    learned parameters): (B, C, W, W) → (B, n_radii · n_harmonics).
+
+    Made to read objects drawn by any means under any contrast, noise and background, the way a
+    microscopist segments a particle before describing its shape:
+
+    1. the channels are averaged; pixels farther from their 3×3 median than six robust sds of the
+       patch (1.4826 · MAD), and at least ``OUTLIER_FLOOR`` of its 0.5–99.5 % range, are replaced by
+       that median (salt-and-pepper, hot pixels, cosmic rays), then a Gaussian blur of
+       ``blur_px`` px;
+    2. a plane fitted (least squares) to the 2 px frame of the patch is subtracted (a slow
+       background), and the result multiplied by ``polarity`` (+1: the object is brighter than
+       its surround; −1: darker, e.g. ink on paper, AFM depressions);
+    3. Otsu's threshold (a 64-bin histogram per patch) marks the object; its positive intensity
+       inside that mask gives the object's centroid and radius of gyration ``r_g``;
+    4. the positive part of the patch, divided by its mean inside the mask (contrast), is read
+       bilinearly on ``n_radii`` circles about the centroid, of radii 0.25…2.2 · ``r_g`` (scale),
+       at ``n_angles`` angles (zero outside the patch), and the modulus of its FFT along the angle
+       (rotation) is kept up to ``n_harmonics`` harmonics, divided by ``n_angles``.
+
+    A patch with nothing above the threshold is read about its centre with ``r_g`` = W / 4.
+
+    Parameters
+    ----------
+    width : int
+        W, the patch side in px (>= 5).
+    polarity : float, default 1.0
+        +1 for objects brighter than their surround, −1 for darker ones
+        (:func:`microvae.baselines.object_polarity` reads it from a set of patches).
+    n_radii, n_angles, n_harmonics : int, default 8, 64, 12
+        The polar grid and the harmonics kept.
+    blur_px : float, default 0.7
+        Gaussian sd of step 1, px.
+    """
+
+    OUTLIER_SDS = 6.0
+    OUTLIER_FLOOR = 0.05
+    FRAME_PX = 2
+    HISTOGRAM_BINS = 64
+    RADII = (0.25, 2.2)
+
+    def __init__(self, width: int, polarity: float = 1.0, n_radii: int = 8, n_angles: int = 64, n_harmonics: int = 12, blur_px: float = 0.7):
+        super().__init__()
+        if width < 5:
+            raise ParameterError(f"ObjectDescriptor needs patches of at least 5 px, got {width}")
+        self.width, self.polarity = int(width), float(polarity)
+        self.n_radii, self.n_angles, self.n_harmonics = int(n_radii), int(n_angles), int(n_harmonics)
+        self.out_features = self.n_radii * self.n_harmonics
+        radius = max(1, int(4.0 * blur_px + 0.5))
+        taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / blur_px) ** 2)
+        self.register_buffer("blur", (taps / taps.sum()).float(), persistent=False)
+        index = torch.arange(width, dtype=torch.float64)
+        rows, cols = torch.meshgrid(index - (width - 1) / 2, index - (width - 1) / 2, indexing="ij")
+        depth = torch.minimum(torch.minimum(index[:, None], index[None, :]), torch.minimum(width - 1 - index[:, None], width - 1 - index[None, :]))
+        frame = (depth < self.FRAME_PX).reshape(-1)
+        design = torch.stack([torch.ones_like(rows), rows, cols], dim=-1).reshape(-1, 3)
+        fit = torch.linalg.pinv(design[frame])  # (3, frame pixels)
+        projector = torch.zeros(3, width * width, dtype=torch.float64)
+        projector[:, frame] = fit
+        self.register_buffer("plane_fit", projector.T.float(), persistent=False)  # (W², 3): x ↦ the frame's plane (offset, row, col slopes)
+        self.register_buffer("plane_basis", design.T.float(), persistent=False)  # (3, W²): the plane's values at every pixel
+        self.register_buffer("index", index.float(), persistent=False)
+        angles = torch.arange(self.n_angles, dtype=torch.float64) * (2 * math.pi / self.n_angles)
+        radii = torch.linspace(self.RADII[0], self.RADII[1], self.n_radii, dtype=torch.float64)
+        self.register_buffer("ring_rows", (radii[:, None] * torch.sin(angles)[None]).float(), persistent=False)
+        self.register_buffer("ring_cols", (radii[:, None] * torch.cos(angles)[None]).float(), persistent=False)
+
+    def flattened(self, x: Tensor) -> Tensor:
+        """Steps 1–2 of the class docstring, without the polarity.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, W, W) patches, any intensity units.
+
+        Returns
+        -------
+        Tensor
+            (B, W, W) float32: the channels' mean, outlier pixels replaced by their 3×3 median,
+            blurred, the plane fitted to the frame subtracted.
+        """
+        x = x.float().mean(dim=1)
+        batch, w = x.shape[0], self.width
+        padded = nn.functional.pad(x[:, None], (1, 1, 1, 1), mode="replicate")
+        median = _median_of_nine(nn.functional.unfold(padded, 3).unbind(1)).view(batch, w, w)
+        deviation = (x - median).abs()
+        flat = x.reshape(batch, -1)
+        spread = _quantile(flat, 0.995) - _quantile(flat, 0.005)
+        mad = deviation.reshape(batch, -1).median(dim=1).values
+        limit = torch.maximum(self.OUTLIER_SDS * 1.4826 * mad, self.OUTLIER_FLOOR * spread)
+        x = torch.where(deviation > limit[:, None, None], median, x)
+        taps = self.blur.numel()
+        x = nn.functional.conv2d(nn.functional.pad(x[:, None], (taps // 2,) * 4, mode="replicate"), self.blur.view(1, 1, 1, -1))
+        x = nn.functional.conv2d(x, self.blur.view(1, 1, -1, 1))[:, 0]
+        flat = x.reshape(batch, -1)
+        return (flat - (flat @ self.plane_fit) @ self.plane_basis).view(batch, w, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The descriptors of a batch of patches.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, W, W) patches, any intensity units (computed in float32).
+
+        Returns
+        -------
+        Tensor
+            (B, n_radii · n_harmonics) float32, ordered radius, harmonic (dimensionless).
+        """
+        y = self.polarity * self.flattened(x)
+        batch, w = y.shape[0], self.width
+        flat = y.reshape(batch, -1)
+        low, high = flat.min(dim=1).values, flat.max(dim=1).values
+        bins = self.HISTOGRAM_BINS
+        step = torch.clamp(high - low, min=1e-12) / bins
+        which = torch.clamp(((flat - low[:, None]) / step[:, None]).long(), 0, bins - 1)
+        counts = torch.zeros(batch, bins, device=y.device).scatter_add_(1, which, torch.ones_like(flat))
+        centres = low[:, None] + step[:, None] * (torch.arange(bins, device=y.device) + 0.5)
+        below = counts.cumsum(1)[:, :-1]
+        above = counts.sum(1, keepdim=True) - below
+        sums = (counts * centres).cumsum(1)[:, :-1]
+        total = (counts * centres).sum(1, keepdim=True)
+        between = below * above * (sums / below.clamp(min=1) - (total - sums) / above.clamp(min=1)) ** 2
+        threshold = centres[:, :-1].gather(1, between.argmax(dim=1, keepdim=True)) + step[:, None] / 2  # Otsu: maximal between-class variance
+        mask = (flat > threshold).view(batch, w, w)
+        positive = y.clamp(min=0)
+        weight = positive * mask
+        mass = weight.sum(dim=(1, 2))
+        found = mass > 1e-12
+        mass = mass.clamp(min=1e-12)
+        row0 = (weight * self.index[:, None]).sum(dim=(1, 2)) / mass
+        col0 = (weight * self.index[None, :]).sum(dim=(1, 2)) / mass
+        spread = (weight * ((self.index[:, None] - row0[:, None, None]) ** 2 + (self.index[None, :] - col0[:, None, None]) ** 2)).sum(dim=(1, 2)) / mass
+        centre = (w - 1) / 2
+        row0 = torch.where(found, row0, torch.full_like(row0, centre))
+        col0 = torch.where(found, col0, torch.full_like(col0, centre))
+        gyration = torch.where(found, spread.clamp(min=1e-6).sqrt(), torch.full_like(spread, w / 4))
+        contrast = (mass / mask.sum(dim=(1, 2)).clamp(min=1)).clamp(min=1e-12)
+        image = (positive / contrast[:, None, None])[:, None]
+        rows = row0[:, None, None] + gyration[:, None, None] * self.ring_rows
+        cols = col0[:, None, None] + gyration[:, None, None] * self.ring_cols
+        grid = torch.stack([cols, rows], dim=-1) * (2.0 / (w - 1)) - 1.0  # grid_sample's (x, y) in [-1, 1]
+        rings = nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
+        harmonics = torch.fft.rfft(rings, dim=-1).abs()[..., : self.n_harmonics] / self.n_angles
+        return harmonics.reshape(batch, -1)
 
 
 class TaperedView(nn.Module):

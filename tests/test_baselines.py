@@ -17,6 +17,8 @@ from microvae.baselines import (
     cluster_stability,
     fast_baseline,
     fourier_descriptor,
+    object_descriptor,
+    object_polarity,
     pca_features,
     standardize,
 )
@@ -121,6 +123,60 @@ def test_fourier_descriptor_of_a_turned_shape_stays_closer_than_another_shape():
     assert relative_difference(upright[0], upright[1]) > 2 * relative_difference(upright[0], turned[0])
 
 
+# --- the object descriptor -------------------------------------------------------------------
+
+
+def font_suits(labels, angle_deg, scale, shift_px, window: int = 32) -> np.ndarray:
+    """The zoo's font-drawn suits (not the project's cards), bright ink on black, (N, 1, W, W)."""
+    from microvae.zoo import GLYPH_ATLAS_SIZE, GLYPH_BASE_EXTENT, glyph_canonical_shapes, render_affine
+
+    n = len(labels)
+    unit = 0.98 * GLYPH_ATLAS_SIZE / (GLYPH_BASE_EXTENT * window)
+    ink = render_affine(
+        glyph_canonical_shapes(),
+        np.asarray(labels),
+        np.deg2rad(np.broadcast_to(np.asarray(angle_deg, float), n)),
+        np.broadcast_to(np.asarray(scale, float), n),
+        np.broadcast_to(np.asarray(shift_px, float), (n, 2)),
+        window,
+        unit,
+    )
+    return ink[:, None].astype(np.float32)
+
+
+def test_object_descriptor_ignores_turn_shift_scale_and_contrast_but_not_shape():
+    """A club turned by 37°, shrunk to 0.8 and moved by (2, −3) px stays within 0.1 (relative; measured
+    0.049) of the upright club; drawn dark on a light, sloping background with noise and
+    salt-and-pepper pixels (polarity read as −1) within 0.15 (0.036–0.051); the other three suits,
+    upright, are at least twice as far as either (0.13–0.27). Control: the pixels themselves
+    (PCA's view) of the moved club are farther from the upright club than the spade is."""
+    upright = font_suits([0, 1, 2, 3], 0.0, 1.0, (0.0, 0.0))
+    moved = font_suits([0], 37.0, 0.8, (2.0, -3.0))
+    rng = np.random.default_rng(0)
+    offsets = np.arange(32) - 15.5
+    dark = 0.8 - 0.5 * font_suits([0] * 8, 37.0, 0.8, (2.0, -3.0)) + 0.004 * offsets[None, None, :, None] + rng.normal(0, 0.03, (8, 1, 32, 32))
+    speckle = rng.random(dark.shape)
+    dark = np.where(speckle < 0.0075, 0.0, np.where(speckle > 0.9925, 1.1, dark)).astype(np.float32)
+    assert object_polarity(upright) == 1.0 and object_polarity(dark) == -1.0
+    reference = object_descriptor(upright, polarity=1.0)
+    nearest_other = min(relative_difference(reference[0], reference[k]) for k in (1, 2, 3))
+    same_moved = relative_difference(reference[0], object_descriptor(moved, polarity=1.0)[0])
+    same_dark = max(relative_difference(reference[0], row) for row in object_descriptor(dark))
+    assert same_moved < 0.1 and same_dark < 0.15
+    assert nearest_other > 2 * max(same_moved, same_dark)
+    assert np.linalg.norm(moved[0] - upright[0]) > np.linalg.norm(upright[1] - upright[0])  # control: pixels move with the pose
+
+
+def test_object_descriptor_edge_cases():
+    """A blank patch is read about its centre (finite, zero); non-square or tiny patches are refused."""
+    blank = object_descriptor(np.zeros((2, 1, 16, 16), np.float32), polarity=1.0)
+    assert blank.shape == (2, 96) and np.all(np.isfinite(blank)) and np.allclose(blank, 0.0)
+    with pytest.raises(ParameterError, match="square"):
+        object_descriptor(np.zeros((2, 1, 16, 12), np.float32))
+    with pytest.raises(ParameterError, match="at least 5"):
+        object_polarity(np.zeros((2, 1, 4, 4), np.float32))
+
+
 # --- the canonical frame ---------------------------------------------------------------------
 
 
@@ -163,7 +219,7 @@ def test_canonical_patches_identity_and_checks():
 def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
     patches, labels = gaussian_blob_patches(seed)
     found = baseline_labels(patches, 2, seed=seed)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans"}
+    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans"}
     for name, predicted in found.items():
         assert predicted.dtype == np.int64 and predicted.shape == labels.shape, name
     assert adjusted_rand_index(labels, found["pca_kmeans"]) > 0.95  # measured 1.0
@@ -189,7 +245,7 @@ def test_canonical_kmeans_separates_suits_once_the_pose_is_known(seed):
     the Fourier baseline gets 0.90 and 0.93)."""
     patches, labels, angle, shift = two_suits_rotating(seed, pair=(1, 3))
     found = baseline_labels(patches, 2, seed=seed, angle_rad=angle, shift_px=shift)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "canonical_kmeans"}
+    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans", "canonical_kmeans"}
     assert adjusted_rand_index(labels, found["canonical_kmeans"]) > 0.9
     assert adjusted_rand_index(labels, found["pca_kmeans"]) < 0.3
 
