@@ -342,7 +342,7 @@ def object_descriptor(patches: np.ndarray, polarity: float | None = None, batch_
     autocorrelation), this keeps each ring's own angular profile about the object, so shapes
     whose spectra are alike stay apart: on the zoo's font-drawn suits under salt-and-pepper noise
     and a gradient, k-means of it reaches 0.985–0.995 at bench size where the spectrum's reaches
-    0.45–0.48 (benchmarks/README.md, "Class discovery").
+    0.45–0.49 (benchmarks/README.md, "Class discovery").
 
     Parameters
     ----------

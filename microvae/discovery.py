@@ -19,7 +19,7 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    a background plane removed, the object marked by Otsu's threshold, the angular harmonics of
    the patch on circles about its centroid, at radii scaled by its size), which finds font-drawn
    suits under salt-and-pepper noise and a gradient (0.985–0.995 at bench size, where no other
-   candidate passes 0.6); k-means on PCA scores
+   candidate passes 0.65); k-means on PCA scores
    of the patches turned and moved into the short model's canonical frame (step 1); where objects
    turn or sit off-centre, multi-reference alignment (:func:`microvae.alignment.aligned_kmeans`:
    class templates and the pose of each patch against them, alternated), which finds the classes

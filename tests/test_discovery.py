@@ -353,6 +353,26 @@ def test_train_classes_auto(tmp_path, capsys):
     assert code == 2 and "is not a number of classes: give K ≥ 0 or 'auto'" in err
 
 
+def assert_class_head_ignores_moves(images: np.ndarray, head: dict, roll: tuple[int, int], atol: float, control_atol: float) -> None:
+    """An untrained model (20 px, K = 2) with the class head ``head`` gives the same class logits,
+    to ``atol``, for (N, 1, 20, 20) ``images`` turned by one and two quarter turns and rolled by
+    ``roll`` px; the plain canonical head (same seed) does not, to ``control_atol`` (control)."""
+    import torch
+
+    from microvae.models import JTRVAE
+
+    x = torch.from_numpy(images)
+    moved = [torch.rot90(x, 1, (2, 3)), torch.rot90(x, 2, (2, 3)), torch.roll(x, roll, (2, 3))]
+    torch.manual_seed(0)
+    model = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2, **head)).eval()
+    torch.manual_seed(0)
+    canonical = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2)).eval()
+    with torch.no_grad():
+        for other in moved:
+            assert torch.allclose(model.posterior(other)["class_logits"], model.posterior(x)["class_logits"], atol=atol)
+        assert not torch.allclose(canonical.posterior(moved[0])["class_logits"], canonical.posterior(x)["class_logits"], atol=control_atol)
+
+
 def test_invariant_class_head_ignores_the_pose():
     """The torch descriptor equals the numpy one, and a model whose class posterior reads it gives
     the same class logits for a patch turned by quarter turns or rolled circularly (the canonical
@@ -360,21 +380,11 @@ def test_invariant_class_head_ignores_the_pose():
     import torch
 
     from microvae.baselines import fourier_descriptor
-    from microvae.models import JTRVAE
     from microvae.nets import FourierDescriptor
 
     images, _ = turned_suits(8)
     np.testing.assert_allclose(FourierDescriptor(20)(torch.from_numpy(images)).numpy(), fourier_descriptor(images), rtol=1e-4, atol=1e-3)
-    x = torch.from_numpy(images)
-    moved = [torch.rot90(x, 1, (2, 3)), torch.rot90(x, 2, (2, 3)), torch.roll(x, (3, -2), (2, 3))]
-    torch.manual_seed(0)
-    invariant = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2, invariant_class_head=True)).eval()
-    torch.manual_seed(0)
-    canonical = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2)).eval()
-    with torch.no_grad():
-        for other in moved:
-            assert torch.allclose(invariant.posterior(other)["class_logits"], invariant.posterior(x)["class_logits"], atol=1e-4)
-        assert not torch.allclose(canonical.posterior(moved[0])["class_logits"], canonical.posterior(x)["class_logits"], atol=1e-3)
+    assert_class_head_ignores_moves(images, {"invariant_class_head": True}, roll=(3, -2), atol=1e-4, control_atol=1e-3)
 
 
 def test_tapered_class_head_reads_the_mean_removed_tapered_patch():
@@ -406,22 +416,9 @@ def test_object_class_head_reads_the_object_descriptor():
     stores) gives the same class logits for patches turned by quarter turns and moved by whole
     pixels inside the window, and the polarity travels with the saved config; the plain canonical
     head of an untrained model does not (control)."""
-    import torch
-
-    from microvae.models import JTRVAE
-
     images, _ = turned_suits(8)
-    x = torch.from_numpy(images)
-    moved = [torch.rot90(x, 1, (2, 3)), torch.rot90(x, 2, (2, 3)), torch.roll(x, (1, -1), (2, 3))]
+    assert_class_head_ignores_moves(images, {"object_class_head": True}, roll=(1, -1), atol=2e-2, control_atol=2e-2)
     config = JTRVAEConfig(image_size=20, n_classes=2, object_class_head=True, object_polarity=-1.0)
     assert JTRVAEConfig.from_dict(config.to_dict()).object_polarity == -1.0
-    torch.manual_seed(0)
-    model = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2, object_class_head=True)).eval()
-    torch.manual_seed(0)
-    canonical = JTRVAE(JTRVAEConfig(image_size=20, n_classes=2)).eval()
-    with torch.no_grad():
-        for other in moved:
-            assert torch.allclose(model.posterior(other)["class_logits"], model.posterior(x)["class_logits"], atol=2e-2)
-        assert not torch.allclose(canonical.posterior(moved[0])["class_logits"], canonical.posterior(x)["class_logits"], atol=2e-2)
     with pytest.raises(ParameterError, match="object_polarity"):
         JTRVAEConfig(image_size=20, n_classes=2, object_polarity=0.5).validate()
