@@ -124,12 +124,17 @@ def _scores(turned: torch.Tensor, templates: torch.Tensor, window: torch.Tensor 
         corr = torch.einsum("brp,kp->bkr", turned.reshape(b, r, -1), templates.reshape(len(templates), -1))
         best, index = corr.max(-1)
         return best, index
+    # the window is a block of row offsets × col offsets: invert the FFT along the rows, keep the
+    # block's rows, then along the cols at those rows only (a third of irfft2's work at 0.2 W)
+    rows, cols = torch.nonzero(window.any(1)).flatten(), torch.nonzero(window.any(0)).flatten()
     spectra = torch.fft.rfft2(turned)  # (B, R, C, H, W//2+1)
     template_spectra = torch.fft.rfft2(templates).conj()  # (K, C, H, W//2+1)
-    corr = torch.fft.irfft2((spectra[:, None] * template_spectra[None, :, None]).sum(3), s=(h, w))  # (B, K, R, H, W)
-    corr = corr.masked_fill(~window, -math.inf)
+    product = (spectra[:, None] * template_spectra[None, :, None]).sum(3)  # (B, K, R, H, W//2+1)
+    corr = torch.fft.irfft(torch.fft.ifft(product, dim=-2)[..., rows, :], n=w, dim=-1)[..., cols]  # (B, K, R, h', w')
     best, index = corr.flatten(2).max(-1)
-    return best, index
+    per_turn = len(rows) * len(cols)
+    turn, within = index // per_turn, index % per_turn
+    return best, turn * (h * w) + rows[within // len(cols)] * w + cols[within % len(cols)]
 
 
 def aligned_kmeans(

@@ -303,36 +303,27 @@ def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
     """The model's default settings trained by :func:`fit` alone, with the classes starting from
     random weights (no class initialisation: ``microvae train``'s default starts them from the
     classical partitions of :mod:`microvae.discovery`, which ``tests/test_zoo_discovery.py``
-    covers), 3000 cards of 28×28, 45 epochs, at training seeds 0, 1 and 2 (about 80 s each on one
-    core): the median seed's matched accuracy of argmax q(y|x) ≥ 0.95, the worst seed's ≥ 0.65,
-    and the learned angle turns with the true one.
+    covers), 3000 cards of 28×28, 45 epochs, training seed 0: matched accuracy of argmax q(y|x)
+    ≥ 0.9, ARI ≥ 0.8, and the learned angle turns with the true one within three suits.
 
+    One seed, as a regression test of the paper's objective from a random start; its spread over
+    seeds is a benchmark's figure (``python benchmarks/bench_cards_quality.py --angles 60``). This
+    test ran seeds 0–2 until 2026-11-30 and then took 322 s of the suite's ~1100 s on CI's 2 cores.
     Measured with this recipe on the CPU (one thread, 2026-11-30), seeds 0–4: accuracy 0.977,
-    0.716, 0.970, 0.929, 0.949 (ARI 0.939, 0.533, 0.922, 0.828, 0.874). A bad seed (1) merges two
-    suits early and does not recover within 45 epochs. The angle follows the true one (circular
-    correlation ≥ 0.9) within two suits at every seed but the bad one, whose second-best suit
-    reads 0.60 (its best 0.92), and within a third at 0.92 / 0.43 / 0.84 at seeds 0–2; the hearts'
-    class tends to learn its canonical heart turned by about 50° and, the heart being nearly
-    three-fold symmetric (two lobes and a point), wraps the angle into ±60° (a sawtooth,
-    correlation ≈ -0.5). These figures move with the floating-point details of the machine (an
-    earlier machine gave 0.987, 0.682, 0.963 and the second-best suit ≥ 0.9 at every seed), so the
-    angle is asserted at the median seed and, for the best suit, at every seed. The untrained
+    0.716, 0.970, 0.929, 0.949 (ARI 0.939, 0.533, 0.922, 0.828, 0.874): a bad seed (1) merges two
+    suits early and does not recover within 45 epochs. Seed 0 with torch's default threads (two
+    on CI, which changes the arithmetic): accuracy 0.943, angle correlations of the best three
+    suits 0.92 / 0.86 / 0.86; the hearts' class tends to learn its canonical heart turned by about
+    50° and, the heart being nearly three-fold symmetric (two lobes and a point), wraps the angle
+    into ±60° (a sawtooth, correlation ≈ -0.5), so the fourth suit is not asserted. The untrained
     controls: accuracy < 0.45, angle correlations ≤ 0.38
-    (``test_untrained_or_collapsed_models_fail_the_metric``). The test runs with torch's default
-    threads (two on CI), which changes the arithmetic again: seed 0 with two threads gave 0.943
-    (angle 0.92 / 0.86 / 0.86). 2000 cards instead of 3000 (to save CI time) fail the bar
-    (accuracy 0.59–0.88 at seeds 0–4, two threads, 2026-11-30): the recipe needs the data."""
-    accuracies, aris, second_best, third_best = [], [], [], []
-    for seed in (0, 1, 2):
-        train = TrainConfig(epochs=EPOCHS, seed=seed, checkpoint_every=EPOCHS, device="cpu", val_fraction=0.0)
-        result = fit(cards.images, JTRVAEConfig(), train, tmp_path / f"run{seed}")
-        encoded = encode_array(result.model, cards.images, device="cpu")
-        accuracies.append(matched_accuracy(cards.labels, encoded["class"]))
-        aris.append(adjusted_rand_index(cards.labels, encoded["class"]))
-        correlations = _suit_angle_correlations(cards, encoded)
-        assert correlations[3] > 0.85, (seed, correlations)  # the best suit, at every seed
-        second_best.append(correlations[2])
-        third_best.append(correlations[1])
-    assert np.median(accuracies) >= 0.95 and min(accuracies) >= 0.65, accuracies
-    assert np.median(aris) > 0.85, aris
-    assert np.median(second_best) > 0.85 and np.median(third_best) > 0.7, (second_best, third_best)
+    (``test_untrained_or_collapsed_models_fail_the_metric``). 2000 cards instead of 3000 fail the
+    bar (accuracy 0.59–0.88 at seeds 0–4, two threads): the recipe needs the data."""
+    train = TrainConfig(epochs=EPOCHS, seed=0, checkpoint_every=EPOCHS, device="cpu", val_fraction=0.0)
+    result = fit(cards.images, JTRVAEConfig(), train, tmp_path / "run")
+    encoded = encode_array(result.model, cards.images, device="cpu")
+    accuracy = matched_accuracy(cards.labels, encoded["class"])
+    ari = adjusted_rand_index(cards.labels, encoded["class"])
+    correlations = _suit_angle_correlations(cards, encoded)
+    assert accuracy >= 0.9 and ari >= 0.8, (accuracy, ari)
+    assert correlations[3] > 0.85 and correlations[2] > 0.8 and correlations[1] > 0.7, correlations
