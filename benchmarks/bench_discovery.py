@@ -3,14 +3,16 @@ seeds per member, the same settings for every member (only what a user knows: K,
 turn, whether they are off-centre).
 
     python benchmarks/bench_discovery.py [--members glyph_suits_60,digits] [--seeds 0 1 2]
-        [--size bench|ci] [--epochs 30] [--methods default,none] [--device auto]
+        [--size bench|ci] [--epochs 30] [--methods default,none,classes_auto] [--device auto]
         [--set class_balance=0] [--out benchmarks/results/discovery] [--quick]
 
 Methods: 'default' is `microvae train` with its defaults (through the same library call as the CLI);
 'none' the same with `--class-init none` (the previous default: classes from random weights);
 'reference' adds only the 'truth_alignment' reference rows below (no training); 'ceiling' only the
 'supervised_ceiling' rows (no training); 'baselines' only the rows of classical baselines that
-OUT.jsonl lacks for a (member, seed) (no training: a baseline added after the default's run).
+OUT.jsonl lacks for a (member, seed) (no training: a baseline added after the default's run);
+'classes_auto' only the row of what `--classes auto` (K in 2…6) chooses, with its class-free pose
+run (also written with every 'default' row; remove a member's old rows to remeasure a changed rule).
 Baselines, on the same patches in the same run: PCA + k-means, PCA + Gaussian mixture, the
 rotation- and shift-invariant Fourier descriptor + k-means (of the patches and of their
 Hann-tapered views), PCA + k-means of the mean-removed, Hann-tapered patches
@@ -59,7 +61,7 @@ import torch
 from microvae.alignment import align_to_classes, aligned_kmeans
 from microvae.baselines import baseline_labels, canonical_patches, cluster, fourier_descriptor, object_descriptor, pca_features
 from microvae.config import EncodeConfig
-from microvae.discovery import choose_n_classes, class_count_candidates, heldout_neg_elbo, learn_pose
+from microvae.discovery import choose_n_classes, class_count_spaces, heldout_neg_elbo, learn_pose
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
 from microvae.run_folder import load_run
 from microvae.stages import run_encode, run_train
@@ -144,7 +146,22 @@ def choose_k(case, seed: int, workdir: Path, args):
     model_config.likelihood = "bernoulli" if case.patches.min() >= 0 and case.patches.max() <= 1 else "gaussian"
     model_config.n_classes = case.n_classes  # the pose run was made with the true K's settings
     pose = learn_pose(case.patches, model_config, train_config, workdir / "run" / "init")
-    return choose_n_classes(lambda k: class_count_candidates(case.patches, k, seed, pose), range(2, 7), seed)
+    return choose_n_classes(class_count_spaces(case.patches, seed, pose, case.rotation), range(2, 7), seed)
+
+
+def classes_auto_row(case, chosen_k, common: dict, seconds: float) -> dict:
+    """Row 'classes_auto': the K that ``--classes auto`` chose, the true K and the table it read."""
+    return {
+        **common,
+        "method": "classes_auto",
+        "chosen_k": chosen_k.n_classes,
+        "true_k": case.n_classes,
+        "space": chosen_k.space,
+        "k_table": chosen_k.rows,
+        "accuracy": float(chosen_k.n_classes == case.n_classes),
+        "ari": float("nan"),
+        "seconds": seconds,
+    }
 
 
 def case_record(member: str, seed: int, case, size: str, epochs: int) -> dict:
@@ -160,6 +177,11 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         return [truth_alignment(case, common)] if case.rotation and case.angle_rad is not None else []
     if method == "ceiling":
         return [supervised_ceiling(case, seed, common)]
+    if method == "classes_auto":  # the `--classes auto` row alone (its pose run, no main run): a K rule changed
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            chosen_k = choose_k(case, seed, Path(folder), args)
+            return [classes_auto_row(case, chosen_k, common, time.perf_counter() - started)]
     if method == "baselines":  # the training-free classical rows that the file lacks (a baseline added later)
         return [row for row in classical_rows(case, seed, common)[0] if (member, seed, row["method"], args.size, args.epochs) not in args.done]
     extra = {"class_init": "none"} if method == "none" else {}
@@ -185,18 +207,7 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
     }
     rows.append(row)
     if method == "default":  # the classical baselines, once per (member, seed)
-        rows.append(
-            {
-                **common,
-                "method": "classes_auto",
-                "chosen_k": chosen_k.n_classes,
-                "true_k": case.n_classes,
-                "k_table": chosen_k.rows,
-                "accuracy": float(chosen_k.n_classes == case.n_classes),
-                "ari": float("nan"),
-                "seconds": 0.0,
-            }
-        )
+        rows.append(classes_auto_row(case, chosen_k, common, 0.0))
         classical, labels = classical_rows(case, seed, common)
         rows += classical
         seconds = classical[-1]["seconds"]
@@ -372,7 +383,7 @@ def main() -> None:
     for member in args.members.split(","):
         for seed in args.seeds:
             for method in args.methods.split(","):
-                name = {"reference": "truth_alignment", "ceiling": "supervised_ceiling"}.get(method, f"microvae_{method}")
+                name = {"reference": "truth_alignment", "ceiling": "supervised_ceiling", "classes_auto": "classes_auto"}.get(method, f"microvae_{method}")
                 if (member, seed, name, args.size, args.epochs) in done:
                     continue
                 new = run_one(member, seed, method, args)

@@ -19,7 +19,7 @@ from ..devices import describe_device, resolve_device
 from ..discovery import (
     choose_initial_classes,
     choose_n_classes,
-    class_count_candidates,
+    class_count_spaces,
     learn_pose,
     restart_epochs,
 )
@@ -228,8 +228,15 @@ def run_train(
         notes.append(f"resumed from epoch {result.resumed_from_epoch}")
     if class_count is not None:
         notes.append(
-            f"--classes auto chose K = {class_count.n_classes} (best-separated classical partition; RUN_DIR/init/classes_auto.json):\n" + class_count.table()
+            f"--classes auto chose K = {class_count.n_classes} (lowest BIC of Gaussian mixtures; RUN_DIR/init/classes_auto.json):\n" + class_count.table()
         )
+        if class_count.one_class_best:
+            notes.append("warning: one Gaussian explains these patches better than any K tried: they may hold no classes")
+        elif class_count.at_largest:
+            notes.append(
+                f"warning: the BIC is lowest at the largest K tried ({class_count.n_classes}): the patches may hold more groups, or groups"
+                " that are not Gaussian there (sub-kinds, a continuum); raise --max-classes or give K, and compare --ensemble runs"
+            )
     if initial is not None:
         how = "best separated, a space with no more than K groups preferred" if initial.criterion == "separation" else "lowest held-out −ELBO of a short run"
         notes.append(f"initial classes: {initial.chosen} ({how}; RUN_DIR/init/selection.json)\n" + initial.table())
@@ -482,11 +489,23 @@ def _choose_class_count(images, model_config, train_config, folder: Path):
     if isinstance(images, PatchFile):
         raise InputError(f"{images.path}: --classes auto needs the patches in memory; raise --memory-limit-gb or give K")
     pose = learn_pose(images, model_config, train_config, folder)
-    choice = choose_n_classes(lambda k: class_count_candidates(images, k, train_config.seed, pose), range(2, train_config.max_classes + 1), train_config.seed)
+    spaces = class_count_spaces(images, train_config.seed, pose, model_config.rotation)
+    choice = choose_n_classes(spaces, range(2, train_config.max_classes + 1), train_config.seed)
 
     if distributed_world(train_config.device).rank == 0:
         with artifacts.atomic_file(folder / "classes_auto.json") as temp:
-            temp.write_text(json.dumps({"n_classes": choice.n_classes, "rows": choice.rows}, indent=2))
+            temp.write_text(
+                json.dumps(
+                    {
+                        "n_classes": choice.n_classes,
+                        "space": choice.space,
+                        "one_class_best": choice.one_class_best,
+                        "at_largest": choice.at_largest,
+                        "rows": choice.rows,
+                    },
+                    indent=2,
+                )
+            )
     return choice
 
 
