@@ -125,7 +125,7 @@ def _scores(turned: torch.Tensor, templates: torch.Tensor, window: torch.Tensor 
         best, index = corr.max(-1)
         return best, index
     # the window is a block of row offsets × col offsets: invert the FFT along the rows, keep the
-    # block's rows, then along the cols at those rows only (a third of irfft2's work at 0.2 W)
+    # block's rows, then along the cols at those rows only (1.4–1.8× faster than irfft2 at 0.2 W)
     rows, cols = torch.nonzero(window.any(1)).flatten(), torch.nonzero(window.any(0)).flatten()
     spectra = torch.fft.rfft2(turned)  # (B, R, C, H, W//2+1)
     template_spectra = torch.fft.rfft2(templates).conj()  # (K, C, H, W//2+1)

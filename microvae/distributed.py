@@ -117,6 +117,6 @@ def distributed_world(device: str = "auto") -> World:
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if use_cuda else "gloo")
         # left alive at exit, the group's threads can abort the process ("terminate called
-        # without an active exception"; seen once in 4 two-rank CPU runs of the tests)
+        # without an active exception"; a two-rank CPU test did so once in a full test run)
         atexit.register(_leave_process_group)
     return World(dist.get_world_size(), dist.get_rank(), torch.device("cuda", local) if use_cuda else torch.device("cpu"))
