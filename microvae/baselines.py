@@ -10,7 +10,9 @@ initialisations its training can start from:
   ``tapered_fourier_kmeans`` the same of the Hann-tapered patches (columns of a lattice).
 * ``tapered_pca_kmeans``: PCA + k-means of each patch with its mean removed and Hann-tapered
   (:func:`pca_features` with ``taper=True``): the object at the centre of an atom-centred patch,
-  without the offset a slow background gives it.
+  without the offset a slow background gives it; ``tapered_pca_tied`` the same k-means partition
+  refined by a Gaussian mixture with one shared covariance (``method='tied_gmm'``), which lets a
+  small class be small (k-means cuts space into cells of about equal extent).
 * ``object_kmeans``: k-means of a rotation-, shift- and scale-invariant descriptor of the one
   object in each patch (:func:`object_descriptor`): the angular harmonics of the patch on circles
   about the object's centroid, after outlier pixels and a background plane are removed.
@@ -55,7 +57,7 @@ __all__ = [
     "standardize",
 ]
 
-METHODS = ("kmeans", "gmm")
+METHODS = ("kmeans", "gmm", "tied_gmm")
 #: A prediction strength (:func:`prediction_strength`) of at least this says the K clusters are real
 #: (Tibshirani & Walther 2005 suggest 0.8–0.9): ``--classes auto`` takes the largest K that reaches
 #: it, and the verdict warns when the partition a run started from does not.
@@ -386,10 +388,14 @@ def cluster(
         Features; standardised first (:func:`standardize`).
     n_classes : int
         Number of clusters, 1 <= n_classes <= N.
-    method : {'kmeans', 'gmm'}
+    method : {'kmeans', 'gmm', 'tied_gmm'}
         ``'kmeans'``: :class:`sklearn.cluster.KMeans`; ``'gmm'``:
         :class:`sklearn.mixture.GaussianMixture` with full covariances when F <= 10, else diagonal
-        (k-means++ initialisations, ``reg_covar=1e-4`` on the standardised scale).
+        (k-means++ initialisations, ``reg_covar=1e-4`` on the standardised scale);
+        ``'tied_gmm'``: k-means, then a Gaussian mixture with one covariance shared by all
+        components started from its centres (weights free: a 5 % class keeps its size, where
+        k-means moves its boundary into the large class next to it; on the zoo's CI honeycomb
+        0.980 / 0.994 / 0.990 against k-means' 0.953 / 0.921 / 0.943).
     seed : int
         Random state of the initialisations.
     restarts : int
@@ -424,11 +430,17 @@ def cluster(
     if fit_fraction < 1:
         keep = max(n_classes, int(round(fit_fraction * len(x))))
         fit_rows = x[np.sort(np.random.default_rng(seed).permutation(len(x))[:keep])]
-    if method == "kmeans":
+    if method in ("kmeans", "tied_gmm"):
         from sklearn.cluster import KMeans
 
         with _one_thread():
-            labels = KMeans(n_clusters=n_classes, n_init=restarts, random_state=seed).fit(fit_rows).predict(x)
+            kmeans = KMeans(n_clusters=n_classes, n_init=restarts, random_state=seed).fit(fit_rows)
+            labels = kmeans.predict(x)
+            if method == "tied_gmm":
+                from sklearn.mixture import GaussianMixture
+
+                tied = GaussianMixture(n_classes, covariance_type="tied", means_init=kmeans.cluster_centers_, reg_covar=1e-4, random_state=seed)
+                labels = tied.fit(fit_rows).predict(x)
     else:
         from sklearn.mixture import GaussianMixture
 
@@ -513,7 +525,8 @@ def baseline_labels(
     dict of str to ndarray, shape (N,), int64
         ``'pca_kmeans'``, ``'pca_gmm'``, ``'fourier_kmeans'``, for real-space patches (not
         :func:`microvae.patches.is_spectra`) ``'tapered_fourier_kmeans'`` (the descriptor with
-        ``taper=True``), ``'tapered_pca_kmeans'`` (:func:`pca_features` with ``taper=True``) and,
+        ``taper=True``), ``'tapered_pca_kmeans'`` (:func:`pca_features` with ``taper=True``),
+        ``'tapered_pca_tied'`` (its partition refined by a tied-covariance mixture) and,
         for square patches of at least 5 px, ``'object_kmeans'`` (:func:`object_descriptor`); with
         ``angle_rad``, ``'canonical_kmeans'`` (PCA + k-means of :func:`canonical_patches`).
     """
@@ -527,7 +540,9 @@ def baseline_labels(
     }
     if not is_spectra(patches):
         labels["tapered_fourier_kmeans"] = cluster(fourier_descriptor(patches, taper=True), n_classes, "kmeans", seed, standardize_columns=False)
-        labels["tapered_pca_kmeans"] = cluster(pca_features(patches, seed=seed, taper=True), n_classes, "kmeans", seed, standardize_columns=False)
+        tapered = pca_features(patches, seed=seed, taper=True)
+        labels["tapered_pca_kmeans"] = cluster(tapered, n_classes, "kmeans", seed, standardize_columns=False)
+        labels["tapered_pca_tied"] = cluster(tapered, n_classes, "tied_gmm", seed, standardize_columns=False)
         if patches.shape[-2] == patches.shape[-1] >= 5:
             labels["object_kmeans"] = cluster(object_descriptor(patches), n_classes, "kmeans", seed, standardize_columns=False)
     if angle_rad is not None:

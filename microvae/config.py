@@ -105,8 +105,8 @@ class JTRVAEConfig:
     tapered_class_head : bool, default False
         Give q(y|x) its own MLP that reads the patch in the canonical frame with its mean
         removed and Hann-tapered (:class:`microvae.nets.TaperedView`, then a LayerNorm): the view
-        of the 'tapered_pca_kmeans' candidate. Training sets it when the initial classes come
-        from that candidate (:mod:`microvae.discovery`): on the zoo's honeycomb a class posterior
+        of the 'tapered_pca_kmeans' and 'tapered_pca_tied' candidates. Training sets it when the
+        initial classes come from one of them (:mod:`microvae.discovery`): on the zoo's honeycomb a class posterior
         that read the plain patch never learned the 5 % dopants of its start (model 0.950 from a
         0.995 partition, bench size, seed 0). ``invariant_class_head`` takes precedence.
     object_class_head : bool, default False

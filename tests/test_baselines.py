@@ -219,7 +219,7 @@ def test_canonical_patches_identity_and_checks():
 def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
     patches, labels = gaussian_blob_patches(seed)
     found = baseline_labels(patches, 2, seed=seed)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans"}
+    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "tapered_pca_tied", "object_kmeans"}
     for name, predicted in found.items():
         assert predicted.dtype == np.int64 and predicted.shape == labels.shape, name
     assert adjusted_rand_index(labels, found["pca_kmeans"]) > 0.95  # measured 1.0
@@ -245,7 +245,16 @@ def test_canonical_kmeans_separates_suits_once_the_pose_is_known(seed):
     the Fourier baseline gets 0.90 and 0.93)."""
     patches, labels, angle, shift = two_suits_rotating(seed, pair=(1, 3))
     found = baseline_labels(patches, 2, seed=seed, angle_rad=angle, shift_px=shift)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans", "canonical_kmeans"}
+    assert set(found) == {
+        "pca_kmeans",
+        "pca_gmm",
+        "fourier_kmeans",
+        "tapered_fourier_kmeans",
+        "tapered_pca_kmeans",
+        "tapered_pca_tied",
+        "object_kmeans",
+        "canonical_kmeans",
+    }
     assert adjusted_rand_index(labels, found["canonical_kmeans"]) > 0.9
     assert adjusted_rand_index(labels, found["pca_kmeans"]) < 0.3
 

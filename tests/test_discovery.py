@@ -73,15 +73,18 @@ def test_the_tapered_pca_candidate_finds_a_five_percent_minority_under_a_slow_ba
     """The zoo's honeycomb at CI size (A host, B host, 5 % dopants on B brighter only at the centre,
     over a background whose offset varies across the scan by more than the dopants' signal): PCA's
     first axis is that offset and its partitions split the host by it (control: < 0.85); the
-    patches with their mean removed and Hann-tapered are clustered right (≥ 0.9) and that
-    candidate is the one chosen."""
+    patches with their mean removed and Hann-tapered are clustered right by k-means (≥ 0.9;
+    measured 0.953 / 0.921) and better still when a tied-covariance mixture refines that
+    partition (≥ 0.97; measured 0.980 / 0.994: a 5 % class keeps its size), which is the one
+    chosen (its separation 0.495 / 0.492 against k-means' 0.459 / 0.451)."""
     from microvae.zoo import make_case
 
     case = make_case("honeycomb_dopants", seed, "ci")
     found = candidate_partitions(case.patches, case.n_classes, seed)
     scored = [discovery.Candidate(name, [], p.separation, p.over_split) for name, p in found.items()]
     chosen = discovery.choose_candidate(scored).name
-    assert chosen == "tapered_pca_kmeans" and matched_accuracy(case.labels, found[chosen].labels) >= 0.9
+    assert chosen == "tapered_pca_tied" and matched_accuracy(case.labels, found[chosen].labels) >= 0.97
+    assert matched_accuracy(case.labels, found["tapered_pca_kmeans"].labels) >= 0.9
     assert max(matched_accuracy(case.labels, found[name].labels) for name in ("pca_kmeans", "pca_gmm")) < 0.85
 
 

@@ -204,7 +204,7 @@ def run_train(
             initial = choose_initial_classes(source.images, model_config, train_config, run_dir / "init", on_candidate)
             if initial.chosen == "fourier_kmeans" and model_config.rotation and model_config.encoder == "mlp":
                 model_config.invariant_class_head = True  # the class posterior reads what the classes were found in
-            if initial.chosen == "tapered_pca_kmeans" and model_config.encoder == "mlp":
+            if initial.chosen in ("tapered_pca_kmeans", "tapered_pca_tied") and model_config.encoder == "mlp":
                 model_config.tapered_class_head = True  # likewise: the mean-removed, tapered patch
             if initial.chosen == "object_kmeans" and model_config.encoder == "mlp":
                 model_config.object_class_head = True  # likewise: the object's invariant descriptor, read with the set's polarity
