@@ -59,8 +59,8 @@ __all__ = [
 
 METHODS = ("kmeans", "gmm", "tied_gmm")
 #: A prediction strength (:func:`prediction_strength`) of at least this says the K clusters are real
-#: (Tibshirani & Walther 2005 suggest 0.8–0.9): ``--classes auto`` takes the largest K that reaches
-#: it, and the verdict warns when the partition a run started from does not.
+#: (Tibshirani & Walther 2005 suggest 0.8–0.9): the verdict warns when the partition a run started
+#: from does not reach it.
 STRENGTH_THRESHOLD = 0.8
 FULL_COVARIANCE_MAX_FEATURES = 10  # GMMs on wider features use diagonal covariances
 _LARGE_N = 2000  # from here on, fast_baseline clusters with fewer k-means restarts
