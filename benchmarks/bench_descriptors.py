@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from microvae.artifacts import atomic_file
 from microvae.baselines import cluster, fourier_descriptor, object_descriptor, pca_features
 from microvae.metrics import adjusted_rand_index, matched_accuracy
 from microvae.patches import normalise
@@ -110,9 +111,9 @@ def make_molecules(seed: int, n: int = 600, window: int = 24, dose: float = 30.0
 
 
 def write_atomically(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    os.replace(part, path)
+    """Write ``text`` to ``path`` through the project's temporary-file-and-rename (:func:`microvae.artifacts.atomic_file`)."""
+    with atomic_file(path) as temp:
+        temp.write_text(text)
 
 
 def main() -> None:
