@@ -39,7 +39,10 @@ modulo each shape's rotational symmetry (n·angle for a shape of order n,
 defined modulo 180°; the bar reads this one); on `stm_defects`
 the fraction of defect and interference patches outside the class that holds most clean patches.
 The default's rows also record the prediction strength of the partition the run started from
-(``start_strength``, the verdict's; below 0.8 the verdict warns) and the verdict's warnings.
+(``start_strength``, the verdict's; below 0.8 the verdict warns), the share of the pixel
+variance the model explains (``explained_variance``, the verdict's: 1 − the mean reconstruction
+error over the patches' per-pixel variance; below 0.1 the verdict says it learned almost
+nothing) and the verdict's warnings.
 One JSON line per (member, seed, method) is appended to OUT.jsonl as it finishes (a rerun skips
 what is there); OUT.md is the table: median and worst seed per member and method, and seconds.
 """
@@ -204,6 +207,7 @@ def run_one(member: str, seed: int, method: str, args) -> list[dict]:
         "start_strength": verdict.get("start_strength"),
         "angle_agreement": verdict.get("angle_agreement"),
         "heldout_neg_elbo": encoded["heldout_neg_elbo"],
+        "explained_variance": verdict.get("explained_variance"),
     }
     rows.append(row)
     if method == "default":  # the classical baselines, once per (member, seed)
@@ -312,8 +316,8 @@ def table(rows: list[dict]) -> str:
     """Markdown: per member and method, median and worst seed of the headline score, and seconds."""
     lines = [
         "| member | method | seeds | accuracy median / worst | ARI median / worst | angle corr median / worst | "
-        "angle corr mod symmetry | defects outside clean | start's prediction strength | meets bar (seeds) | s per run |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "angle corr mod symmetry | defects outside clean | start's prediction strength | pixel variance explained | meets bar (seeds) | s per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
@@ -328,7 +332,7 @@ def table(rows: list[dict]) -> str:
         met = "–" if method in ("truth_alignment", "supervised_ceiling", "template_angle") else f"{sum(passes(member, r) for r in group)}/{len(group)}"
         lines.append(
             f"| {member} | {method} | {len(group)} | {stat('accuracy')} | {stat('ari')} | {stat('angle_corr')} | {stat('angle_corr_sym')} | "
-            f"{stat('defects_outside_clean')} | {stat('start_strength')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |"
+            f"{stat('defects_outside_clean')} | {stat('start_strength')} | {stat('explained_variance')} | {met} | {statistics.median(r['seconds'] for r in group):.1f} |"
         )
     auto = [row for row in rows if row["method"] == "classes_auto"]
     if auto:

@@ -236,6 +236,35 @@ class JTRVAE(nn.Module):
             )
         else:
             self.decoder = SpatialBroadcastDecoder(decoder_latent, config.n_classes, (w, w), c, config.conv_channels, activation=config.activation)
+        # (P, C) per-pixel offset of the decoder's output in the patch frame (config.mean_offset);
+        # zeros here, the training patches' mean when training starts (training.fit)
+        self.mean_offset = nn.Parameter(torch.zeros(w * w, c)) if config.mean_offset else None
+
+    def start_mean_offset(self, mean_patch) -> None:
+        """Set the decoder's per-pixel offset (``config.mean_offset``) to render ``mean_patch``.
+
+        Parameters
+        ----------
+        mean_patch : ndarray or Tensor
+            (C, W, W) the training patches' mean (values in [0, 1] for the Bernoulli
+            likelihood, whose offset is its logit, clipped to 10⁻³…1 − 10⁻³).
+
+        Raises
+        ------
+        ParameterError
+            The model has no offset, or ``mean_patch`` is not (C, W, W).
+        """
+        if self.mean_offset is None:
+            raise ParameterError("this model has no mean offset (config.mean_offset is False)")
+        c, w = self.config.channels, self.config.image_size
+        mean_patch = torch.as_tensor(mean_patch, dtype=torch.float64)
+        if tuple(mean_patch.shape) != (c, w, w):
+            raise ParameterError(f"mean_patch must be ({c}, {w}, {w}), got {tuple(mean_patch.shape)}")
+        values = mean_patch.reshape(c, w * w).T  # (P, C), pixels row-major as the grid
+        if self.config.likelihood == "bernoulli":
+            values = torch.logit(values.clamp(1e-3, 1 - 1e-3))
+        with torch.no_grad():
+            self.mean_offset.copy_(values.to(self.mean_offset))
 
     def _start_at_prior_scale(self, head: nn.Linear) -> None:
         """Start the posterior sd of the shift at the prior's (an sd of 1 grid unit costs ~50 nats)."""
@@ -409,7 +438,10 @@ class JTRVAE(nn.Module):
         """
         grid = self.grid if pixel_index is None else self.grid[pixel_index]
         coords = transform_coordinates(grid, angle_rad, shift)
-        return self.decoder(coords, circular.features(z) if self.circular_latents else z, class_vectors)
+        outputs = self.decoder(coords, circular.features(z) if self.circular_latents else z, class_vectors)
+        if self.mean_offset is not None:  # the patch frame's offset: it does not turn or move with the pose
+            outputs = outputs + (self.mean_offset if pixel_index is None else self.mean_offset[pixel_index])
+        return outputs
 
     def decode(self, z: Tensor, class_onehot: Tensor | None = None, angle_rad: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
         """Image means (B, C, W, W) for latents z (B, D).

@@ -46,7 +46,7 @@ from .errors import MicrovaeError, OutputError, ParameterError
 from .models import JTRVAE, beta_schedule
 from .run_folder import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunPaths, load_checkpoint
 from .streaming import PatchFile
-from .training_data import TrainingData, check_images, check_labels, split_rows
+from .training_data import TrainingData, check_images, check_labels, patch_mean, split_rows
 
 __all__ = [
     "CLASS_INITS",
@@ -188,6 +188,8 @@ def fit(
     noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + 1 + 1000 * world.rank)
     history: list[dict] = []
     start_epoch = 0
+    if checkpoint is None and model.mean_offset is not None:
+        model.start_mean_offset(patch_mean(images))
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])

@@ -17,7 +17,7 @@ from .distributed import World
 from .errors import InputError, ParameterError
 from .streaming import PatchFile, shuffled_batches
 
-__all__ = ["TrainingData", "check_images", "check_labels", "split_rows"]
+__all__ = ["TrainingData", "check_images", "check_labels", "patch_mean", "split_rows"]
 
 
 def check_images(images, config: JTRVAEConfig):
@@ -103,6 +103,28 @@ def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
     if not (labels >= 0).any():
         raise InputError("no image has a label (all −1)")
     return labels.astype(np.int64)
+
+
+def patch_mean(images) -> np.ndarray:
+    """The mean patch (C, W, W) float64 of (N, C, W, W) images, an array or a
+    :class:`~microvae.streaming.PatchFile` (read in slices of its chunk rows).
+
+    Parameters
+    ----------
+    images : (N, C, W, W) ndarray or PatchFile
+        The patches (N ≥ 1).
+
+    Returns
+    -------
+    (C, W, W) float64 ndarray
+        Their mean, pixel by pixel.
+    """
+    if not isinstance(images, PatchFile):
+        return np.asarray(images, np.float64).mean(axis=0)
+    total = np.zeros(images.shape[1:], np.float64)
+    for first in range(0, len(images), images.chunk_rows):
+        total += np.asarray(images[first : min(first + images.chunk_rows, len(images))], np.float64).sum(axis=0)
+    return total / len(images)
 
 
 def split_rows(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -327,3 +327,50 @@ def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
     correlations = _suit_angle_correlations(cards, encoded)
     assert accuracy >= 0.9 and ari >= 0.8, (accuracy, ari)
     assert correlations[3] > 0.85 and correlations[2] > 0.8 and correlations[1] > 0.7, correlations
+
+
+def test_mean_offset_renders_the_mean_patch_in_the_patch_frame(tmp_path):
+    """With ``mean_offset`` the decoder adds a per-pixel offset in the patch's own frame, started
+    at the training patches' mean: a decoder whose network outputs 0 renders exactly that mean
+    (Bernoulli: the offset is its logit), at any angle (the offset does not turn with the
+    pose). ``fit`` starts it from the patches; a wrong-shaped mean and a model without the
+    offset are refused."""
+    from microvae.errors import ParameterError
+    from microvae.training_data import patch_mean
+
+    patches = np.random.default_rng(0).uniform(0.1, 0.9, (20, 1, 9, 9)).astype(np.float32)
+    model = build_model(small_config(mean_offset=True), seed=0)
+    model.start_mean_offset(patch_mean(patches))
+    with torch.no_grad():
+        model.decoder.out.weight.zero_()
+        model.decoder.out.bias.zero_()
+        z, onehot = torch.zeros(2, model.config.latent_dim), torch.eye(model.config.n_classes)[:2]
+        upright = model.decode(z, onehot, angle_rad=torch.zeros(2))
+        turned = model.decode(z, onehot, angle_rad=torch.full((2,), 1.0))
+    np.testing.assert_allclose(upright[0, 0].numpy(), patches.mean(0)[0], atol=1e-5)
+    np.testing.assert_allclose(turned.numpy(), upright.numpy(), atol=1e-6)
+    with pytest.raises(ParameterError, match=r"\(1, 9, 9\)"):
+        model.start_mean_offset(np.zeros((1, 10, 10)))
+    with pytest.raises(ParameterError, match="no mean offset"):
+        build_model(small_config(), seed=0).start_mean_offset(patch_mean(patches))
+    trained = fit(patches, small_config(mean_offset=True), TrainConfig(epochs=1, lr=1e-7, seed=0, device="cpu"), tmp_path / "run").model
+    np.testing.assert_allclose(torch.sigmoid(trained.mean_offset[:, 0]).detach().numpy(), patches.mean(0).ravel(), atol=1e-4)
+
+
+def test_mean_offset_is_on_by_default_exactly_without_pose_latents():
+    """The CLI's settings turn the offset on for centred, upright patches only (with pose
+    latents it competes with them: benchmarks/README.md); an explicit setting wins, and a saved
+    config from before the setting existed loads without it."""
+    from microvae.config import configs_from_settings
+
+    def offset(**settings) -> bool:
+        return configs_from_settings({"classes": 2, **settings})[0].mean_offset
+
+    assert offset(rotation=False, translation=False)
+    assert not offset(rotation=True, translation=False)
+    assert not offset(rotation=False, translation=True)
+    assert not offset()  # the defaults turn and move
+    assert not offset(rotation=False, translation=False, mean_offset=False)
+    saved = small_config().to_dict()
+    saved.pop("mean_offset")
+    assert JTRVAEConfig.from_dict(saved).mean_offset is False

@@ -56,6 +56,16 @@ def test_patch_file_reads_like_the_array(tmp_path):
         view[::2]
 
 
+def test_patch_mean_of_a_streamed_file_is_the_arrays(tmp_path):
+    """The decoder's mean offset starts from the patches' mean, read by slices from a
+    PatchFile (300 rows in chunks of 16: the last slice is short)."""
+    from microvae.training_data import patch_mean
+
+    images, path = patch_file(tmp_path)
+    np.testing.assert_allclose(patch_mean(PatchFile(path)), images.astype(np.float64).mean(axis=0), rtol=1e-12)
+    assert patch_mean(images).shape == (1, 10, 10)
+
+
 def test_shuffled_batches_visit_every_row_once_in_mixed_deterministic_order(tmp_path):
     images, path = patch_file(tmp_path)
     view = PatchFile(path)
