@@ -164,9 +164,14 @@ class JTRVAEConfig:
         (STM FFT patches), 0.14/0.14 to 0.59/0.57 (two-phase) and −0.09/0.42 to 0.56/0.68
         (honeycomb), classes unchanged and at the same time. It does not turn or move with the
         pose, so with pose latents it competes with them (±60° cards: angle correlation
-        0.46/0.42 → 0.21/0.29): :func:`configs_from_settings` (the CLI's and the pipeline's
-        defaults) turns it on exactly for models without rotation and translation. False here
-        keeps run folders written before it loading as they were.
+        0.46/0.42 → 0.21/0.29). Nor does it serve classes learned from random weights
+        (``class_init='none'``, the paper's procedure): with the mean drawn by the offset, the
+        phases recipe's two-phase classes went soft (confidence 0.53, tests/stages/test_pipeline.py)
+        and K = 4 on two suits filled all four classes (tests/test_ensemble.py).
+        :func:`configs_from_settings` (the CLI's and the pipeline's defaults) therefore turns it
+        on exactly for models without rotation and translation whose classes start from a
+        partition (``class_init`` not 'none'). False here keeps run folders written before it
+        loading as they were.
     shift_prior_sd : float, default 0.1
         The sd of the shift prior per axis in grid units, i.e. in units of the
         half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
@@ -528,7 +533,7 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     is absent takes the dataclass default (the validated recipe), so the CLI, a pipeline TOML file
     and the library share one set of defaults. ``likelihood`` defaults to 'auto' (resolved from the
     data by :func:`microvae.stages.run_train`); ``mean_offset`` to on exactly when both
-    ``rotation`` and ``translation`` are off. Unknown keys raise :class:`ParameterError`.
+    ``rotation`` and ``translation`` are off and ``class_init`` is not 'none'. Unknown keys raise :class:`ParameterError`.
 
     Parameters
     ----------
@@ -567,9 +572,9 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     values.setdefault("likelihood", "auto")
     model_fields = {f.name for f in fields(JTRVAEConfig)}
     model = JTRVAEConfig(**{k: v for k, v in values.items() if k in model_fields})
-    if "mean_offset" not in values:  # on for centred, upright patches (lattices, FFT); see JTRVAEConfig
-        model.mean_offset = not (model.rotation or model.translation)
     train = TrainConfig(**{k: v for k, v in values.items() if k not in model_fields})
+    if "mean_offset" not in values:  # on for centred, upright patches (lattices, FFT), off for the paper's procedure; see JTRVAEConfig
+        model.mean_offset = not (model.rotation or model.translation) and train.class_init != "none"
     return model, train
 
 

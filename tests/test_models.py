@@ -359,7 +359,8 @@ def test_mean_offset_renders_the_mean_patch_in_the_patch_frame(tmp_path):
 
 def test_mean_offset_is_on_by_default_exactly_without_pose_latents():
     """The CLI's settings turn the offset on for centred, upright patches only (with pose
-    latents it competes with them: benchmarks/README.md); an explicit setting wins, and a saved
+    latents it competes with them: benchmarks/README.md) whose classes start from a partition
+    (not for the paper's procedure, ``class_init='none'``); an explicit setting wins, and a saved
     config from before the setting existed loads without it."""
     from microvae.config import configs_from_settings
 
@@ -371,6 +372,8 @@ def test_mean_offset_is_on_by_default_exactly_without_pose_latents():
     assert not offset(rotation=False, translation=True)
     assert not offset()  # the defaults turn and move
     assert not offset(rotation=False, translation=False, mean_offset=False)
+    assert not offset(rotation=False, translation=False, class_init="none")
+    assert offset(rotation=False, translation=False, class_init="restarts")
     saved = small_config().to_dict()
     saved.pop("mean_offset")
     assert JTRVAEConfig.from_dict(saved).mean_offset is False
