@@ -170,6 +170,14 @@ def train_command(
     shift_prior_sd: float = typer.Option(
         M.shift_prior_sd, "--shift-prior", min=0, rich_help_panel="Model", help="Prior sd of the shift, in patch half-widths."
     ),
+    mean_offset: bool | None = typer.Option(
+        None,
+        "--mean-offset/--no-mean-offset",
+        rich_help_panel="Model",
+        help="Decoder draws each patch's departure from the mean patch (a learned per-pixel offset) "
+        "[default: on without --rotation/--translation unless --class-init none].",
+        show_default=False,
+    ),
     class_balance: float = typer.Option(
         M.class_balance, "--class-balance", min=0, rich_help_panel="Classes", help="Weight of the penalty on unequal class usage (0: the paper's objective)."
     ),
@@ -301,6 +309,8 @@ def train_command(
     )
     if hidden is not None:
         settings["hidden"] = hidden
+    if mean_offset is not None:
+        settings["mean_offset"] = mean_offset
     model_config, train_config = configs_from_settings(settings)
     from microvae.stages.train import run_train
 

@@ -57,6 +57,24 @@ def test_train_on_a_bare_npy_stack(tmp_path, capsys):
     assert record["input_kind"] == "stack" and record["parameters"]["model"]["image_size"] == 12
 
 
+def test_train_turns_the_mean_offset_on_without_pose_latents(tmp_path, capsys):
+    """--no-rotation --no-translation puts the decoder's mean offset on (config.json); a pose
+    latent, or --no-mean-offset, leaves it off; --mean-offset forces it with a pose."""
+    stack = np.random.default_rng(2).random((64, 10, 10)).astype(np.float32)
+    np.save(tmp_path / "stack.npy", stack)
+    cases = {
+        "centred": (["--no-rotation", "--no-translation"], True),
+        "off": (["--no-rotation", "--no-translation", "--no-mean-offset"], False),
+        "turning": (["--no-translation"], False),
+        "forced": (["--mean-offset"], True),
+    }
+    for name, (flags, expected) in cases.items():
+        run = tmp_path / name
+        code, _, err = run_cli(["train", tmp_path / "stack.npy", "-o", run, "--classes", "0", "--epochs", "1", *flags, *TINY], capsys)
+        assert code == 0, err
+        assert json.loads((run / "config.json").read_text())["model"]["mean_offset"] is expected, name
+
+
 def test_train_states_its_work_and_expected_time_before_it_starts(tmp_path, patches_file):
     """Before training, run_train reports the work (patches × epochs left, plus the pose run's
     epochs) and a time measured on a few steps of the run's own model; a resumed run counts only
