@@ -357,6 +357,31 @@ def test_mean_offset_renders_the_mean_patch_in_the_patch_frame(tmp_path):
     np.testing.assert_allclose(torch.sigmoid(trained.mean_offset[:, 0]).detach().numpy(), patches.mean(0).ravel(), atol=1e-4)
 
 
+@pytest.mark.parametrize("decoder", ["mlp", "conv"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_mean_offset_adds_the_mean_to_every_class_and_pixel(decoder, likelihood, channels):
+    """For both decoders, both likelihoods and several channels the offset is added to every
+    class's output at every pixel (and at a pixel subset): the logit of the mean patch for the
+    Bernoulli likelihood, the mean itself for the Gaussian."""
+    mean_patch = np.random.default_rng(1).uniform(0.2, 0.8, (channels, 9, 9))
+    model = build_model(small_config(mean_offset=True, decoder=decoder, likelihood=likelihood, channels=channels), seed=0)
+    z, angle = torch.randn(3, model.config.latent_dim), torch.tensor([0.0, 0.5, -1.0])
+    with torch.no_grad():
+        before = model.decoder_logits(z, angle, None)
+        model.start_mean_offset(mean_patch)
+        after = model.decoder_logits(z, angle, None)
+    expected = mean_patch.reshape(channels, 81).T
+    if likelihood == "bernoulli":
+        expected = np.log(expected / (1 - expected))
+    np.testing.assert_allclose((after - before).numpy(), np.broadcast_to(expected, after.shape), atol=1e-5)
+    if decoder == "mlp":
+        index = torch.tensor([0, 40, 80])
+        with torch.no_grad():
+            subset = model.decoder_logits(z, angle, None, pixel_index=index)
+        np.testing.assert_allclose(subset.numpy(), after[:, :, index].numpy(), atol=1e-5)
+
+
 def test_mean_offset_is_on_by_default_exactly_without_pose_latents():
     """The CLI's settings turn the offset on for centred, upright patches only (with pose
     latents it competes with them: benchmarks/README.md) whose classes start from a partition
