@@ -188,8 +188,6 @@ def fit(
     noise_gen = torch.Generator(device=device).manual_seed(train_config.seed + 1 + 1000 * world.rank)
     history: list[dict] = []
     start_epoch = 0
-    if checkpoint is None and model.mean_offset is not None:
-        model.start_mean_offset(patch_mean(images))
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
@@ -200,6 +198,8 @@ def fit(
         _set_global_rng_states(checkpoint["rng"])
         history = list(checkpoint["history"])
         start_epoch = int(checkpoint["epoch"])
+    elif model.mean_offset is not None:  # a fresh run: the decoder's offset starts at the mean patch
+        model.start_mean_offset(patch_mean(images))
 
     if train_config.compile:
         model.compile()  # in place: the forward (the loss terms) compiles; weights and their names stay

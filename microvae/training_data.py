@@ -106,8 +106,9 @@ def check_labels(labels: np.ndarray, count: int, n_classes: int) -> np.ndarray:
 
 
 def patch_mean(images) -> np.ndarray:
-    """The mean patch (C, W, W) float64 of (N, C, W, W) images, an array or a
-    :class:`~microvae.streaming.PatchFile` (read in slices of its chunk rows).
+    """The mean patch (C, W, W) float64 of (N, C, W, W) images, an array (accumulated in
+    float64 without a float64 copy) or a :class:`~microvae.streaming.PatchFile` (read block by
+    block).
 
     Parameters
     ----------
@@ -120,10 +121,10 @@ def patch_mean(images) -> np.ndarray:
         Their mean, pixel by pixel.
     """
     if not isinstance(images, PatchFile):
-        return np.asarray(images, np.float64).mean(axis=0)
+        return np.asarray(images).mean(axis=0, dtype=np.float64)
     total = np.zeros(images.shape[1:], np.float64)
-    for first in range(0, len(images), images.chunk_rows):
-        total += np.asarray(images[first : min(first + images.chunk_rows, len(images))], np.float64).sum(axis=0)
+    for _, block in images.blocks():
+        total += block.sum(axis=0, dtype=np.float64)
     return total / len(images)
 
 
