@@ -174,8 +174,7 @@ def train_command(
         None,
         "--mean-offset/--no-mean-offset",
         rich_help_panel="Model",
-        help="Decoder draws each patch's departure from the mean patch (a learned per-pixel offset) "
-        "[default: on without --rotation/--translation unless --class-init none].",
+        help="Learned per-pixel offset from the mean patch [default: on without rotation and translation].",
         show_default=False,
     ),
     class_balance: float = typer.Option(
