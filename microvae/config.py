@@ -159,12 +159,12 @@ class JTRVAEConfig:
         mean (:func:`microvae.training_data.patch_mean`): the spatial decoder then renders how a
         patch departs from the mean patch. A coordinate MLP learns the sharp mean of atom-centred
         or FFT patches slowly, and there the departures are small against it; on the zoo's
-        lattices (CI size, 30 epochs, seeds 0/1) the share of the pixel variance the model
-        explains rose from −1.02/−1.11 to 0.48/0.44 (perovskite film), −1.32/−1.25 to 0.17/0.21
-        (STM FFT patches), 0.14/0.14 to 0.59/0.57 (two-phase) and −0.09/0.42 to 0.56/0.68
-        (honeycomb), classes unchanged and at the same time. It does not turn or move with the
-        pose, so with pose latents it competes with them (±60° cards: angle correlation
-        0.46/0.42 → 0.21/0.29). Nor does it serve classes learned from random weights
+        lattices (``bench_discovery.py --size ci``, 30 epochs, median / worst of seeds 0–2) the
+        share of the pixel variance the model explains is 0.48/0.44 (perovskite film; −1.02/−1.11
+        without), 0.20/0.17 (STM FFT patches; −1.32/−1.41 without), 0.57/0.37 (two-phase) and
+        0.56/0.53 (honeycomb), classes unchanged and at the same time. It does not turn or move
+        with the pose, so with pose latents it competes with them (±60° cards, forced on: angle
+        correlation 0.421/0.294 → 0.213/0.152, ``results/discovery_ci_mean_offset.md``). Nor does it serve classes learned from random weights
         (``class_init='none'``, the paper's procedure): with the mean drawn by the offset, the
         phases recipe's two-phase classes went soft (confidence 0.53, tests/stages/test_pipeline.py)
         and K = 4 on two suits filled all four classes (tests/test_ensemble.py).
