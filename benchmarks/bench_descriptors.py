@@ -5,16 +5,18 @@ under Poisson noise.
     OMP_NUM_THREADS=1 python benchmarks/bench_descriptors.py [--seeds 0 1 2] [--doses 30 10]
         [--n 600] [--threads 1] [--quick]
 
-Generator (:func:`make_molecules`): Gaussian atoms (sigma 1.3 px, amplitude 1), bond length 4 px;
-class 0 a dimer, class 1 a bent trimer (bond angle 120°), class 2 a linear trimer, in shares
-60 / 30 / 10 %. Each molecule turned uniformly in [0, 2π), its bond length scaled by U(0.85, 1.15),
-its centroid moved by U(±2) px in row and col from the window centre; a random plane (range up to
-0.3 across the window, random direction) plus 0.2 below it; Poisson counts at ``dose`` per unit
-intensity; then one global min–max (0.1 / 99.9 percentiles, clipped) over the whole set.
+Generator: the zoo member ``molecules`` (:func:`microvae.zoo.make_molecules`, moved there from
+this file on 2026-11-30; its own random stream, so its draws differ from this file's first
+results): Gaussian atoms (sigma 1.3 px, amplitude 1), bond length 4 px; class 0 a dimer, class 1
+a bent trimer (bond angle 120°), class 2 a linear trimer, in shares 60 / 30 / 10 %. Each molecule
+turned uniformly in [0, 2π), its bond length scaled by U(0.85, 1.15), its centroid moved by U(±2)
+px in row and col from the window centre; a random plane (range up to 0.3 across the window,
+random direction) plus 0.2 below it; Poisson counts at ``dose`` per unit intensity; then one
+global min–max (0.1 / 99.9 percentiles, clipped) over the whole set.
 
 Spaces, each clustered by k-means (K = 3, ``standardize_columns=False``) with the seed:
-:func:`microvae.baselines.object_descriptor`, :func:`microvae.baselines.fourier_descriptor` and
-:func:`microvae.baselines.pca_features`. Scores: matched accuracy and ARI against the generator's
+:func:`microvae.baselines.object_descriptor` (scale-invariant, and sized: ``sized=True``),
+:func:`microvae.baselines.fourier_descriptor` and :func:`microvae.baselines.pca_features`. Scores: matched accuracy and ARI against the generator's
 classes, and the seconds of features + clustering. One row per (dose, seed, space) in
 results/descriptors.json; results/descriptors.md: median and worst seed per (dose, space).
 ``--quick``: seed 0, dose 30, n = 300, to results/descriptors_quick.*.
@@ -36,78 +38,17 @@ import torch
 from microvae.artifacts import atomic_file
 from microvae.baselines import cluster, fourier_descriptor, object_descriptor, pca_features
 from microvae.metrics import adjusted_rand_index, matched_accuracy
-from microvae.patches import normalise
+from microvae.zoo import make_molecules
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-SIGMA_PX = 1.3
-BOND_PX = 4.0
-SHARES = (0.6, 0.3, 0.1)
-CLASS_NAMES = ("dimer", "bent trimer (120°)", "linear trimer")
 SPACES = {
     "object descriptor": lambda patches, seed: object_descriptor(patches),
+    "sized object descriptor": lambda patches, seed: object_descriptor(patches, sized=True),
     "Fourier descriptor": lambda patches, seed: fourier_descriptor(patches),
     "PCA": lambda patches, seed: pca_features(patches, seed=seed),
 }
-
-
-def molecule_atoms(kind: int, bond: float) -> np.ndarray:
-    """Atom positions (row, col) in px of one molecule of ``kind`` along the col axis, centroid at 0."""
-    if kind == 0:
-        atoms = np.array([[0.0, -bond / 2], [0.0, bond / 2]])
-    elif kind == 1:  # the central atom and two neighbours at ±60° from the axis: a 120° bond angle
-        half = np.deg2rad(60.0)
-        atoms = np.array([[0.0, 0.0], [bond * np.sin(half), bond * np.cos(half)], [-bond * np.sin(half), bond * np.cos(half)]])
-    else:
-        atoms = np.array([[0.0, -bond], [0.0, 0.0], [0.0, bond]])
-    return atoms - atoms.mean(axis=0)
-
-
-def make_molecules(seed: int, n: int = 600, window: int = 24, dose: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
-    """Patches of one "molecule" each, made of Gaussian atoms; positions are (row, col) in px.
-
-    Parameters
-    ----------
-    seed : int
-        Seed of :func:`numpy.random.default_rng` (everything below is drawn from it).
-    n : int
-        Number of patches; classes 0 / 1 / 2 (dimer, bent trimer, linear trimer) get
-        round(0.6 n), round(0.3 n) and the rest, in shuffled order.
-    window : int
-        Patch side W in px; the window centre is ((W - 1) / 2, (W - 1) / 2).
-    dose : float
-        Expected counts per unit intensity (Poisson noise): image = poisson(dose · (atoms + background)) / dose.
-
-    Returns
-    -------
-    patches : (N, 1, W, W) float32 ndarray
-        In [0, 1]: one min–max over the whole set at the 0.1 / 99.9 percentiles, clipped.
-    labels : (N,) int64 ndarray
-        The molecule's kind.
-    """
-    rng = np.random.default_rng(seed)
-    counts = [round(SHARES[0] * n), round(SHARES[1] * n)]
-    labels = rng.permutation(np.repeat(np.arange(3), counts + [n - sum(counts)]))
-    centre = (window - 1) / 2
-    rows, cols = np.mgrid[0:window, 0:window].astype(np.float64)
-    raw = np.empty((n, 1, window, window), np.float64)
-    for index, kind in enumerate(labels):
-        turn = rng.uniform(0, 2 * np.pi)
-        atoms = molecule_atoms(int(kind), BOND_PX * rng.uniform(0.85, 1.15))
-        rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-        atoms = atoms @ rotation.T + centre + rng.uniform(-2, 2, size=2)
-        image = np.zeros((window, window))
-        for row, col in atoms:
-            image += np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * SIGMA_PX**2))
-        # background: a plane whose range over the window is U(0, 0.3), in a random direction, plus 0.2
-        direction = rng.uniform(0, 2 * np.pi)
-        plane = np.cos(direction) * (rows - centre) + np.sin(direction) * (cols - centre)
-        plane = rng.uniform(0, 0.3) * (plane - plane.min()) / (plane.max() - plane.min())
-        image += plane - plane.mean() + 0.2
-        raw[index, 0] = rng.poisson(dose * image) / dose
-    patches, _, _ = normalise(raw, np.zeros(n, np.int64), "global")
-    return patches, labels.astype(np.int64)
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -145,7 +86,8 @@ def main() -> None:
     started_all = time.perf_counter()
     for dose in args.doses:
         for seed in args.seeds:
-            patches, labels = make_molecules(seed, n=args.n, dose=dose)
+            case = make_molecules(seed, n=args.n, size="ci", dose=dose)
+            patches, labels = case.patches, case.labels
             for space, features_of in SPACES.items():
                 started = time.perf_counter()
                 predicted = cluster(features_of(patches, seed), 3, method="kmeans", seed=seed, standardize_columns=False)

@@ -71,8 +71,18 @@ from microvae.stages import run_encode, run_train
 from microvae.training import configs_from_settings, split_rows
 from microvae.zoo import MEMBERS, make_case
 
-#: The bars of issue 15 per member family (matched accuracy; the STM case is scored separately).
-BARS = {"cards": 0.97, "glyph_suits": 0.97, "digits": 0.85, "perovskite_film": 0.95, "two_phase": 0.95, "honeycomb_dopants": 0.95, "stm_defects": 0.9}
+#: The bars of issue 15 per member family (matched accuracy; the STM case is scored separately);
+#: 'molecules' (added after the issue) takes the lattices' 0.95, the project's own bar.
+BARS = {
+    "cards": 0.97,
+    "glyph_suits": 0.97,
+    "digits": 0.85,
+    "perovskite_film": 0.95,
+    "two_phase": 0.95,
+    "honeycomb_dopants": 0.95,
+    "stm_defects": 0.9,
+    "molecules": 0.95,
+}
 
 
 def bar_for(member: str) -> float:

@@ -15,7 +15,9 @@ initialisations its training can start from:
   small class be small (k-means cuts space into cells of about equal extent).
 * ``object_kmeans``: k-means of a rotation-, shift- and scale-invariant descriptor of the one
   object in each patch (:func:`object_descriptor`): the angular harmonics of the patch on circles
-  about the object's centroid, after outlier pixels and a background plane are removed.
+  about the object's centroid, after outlier pixels and a background plane are removed;
+  ``sized_object_kmeans`` the same read on circles of one size for every patch (``sized=True``),
+  which keeps the objects' sizes and lengths.
 * ``canonical_kmeans``: PCA + k-means of the patches resampled into a model's canonical frame
   (:func:`canonical_patches`), i.e. with a known (or inferred) pose removed.
 
@@ -51,6 +53,7 @@ __all__ = [
     "fourier_descriptor",
     "object_descriptor",
     "object_polarity",
+    "object_scale",
     "pca_features",
     "polar_interpolation",
     "prediction_strength",
@@ -333,7 +336,48 @@ def object_polarity(patches: np.ndarray, sample: int = 2000, seed: int = 0) -> f
     return -1.0 if np.median(flat[:, centre].mean(axis=1)) < 0 else 1.0
 
 
-def object_descriptor(patches: np.ndarray, polarity: float | None = None, batch_size: int = 4096) -> np.ndarray:
+def object_scale(patches: np.ndarray, polarity: float | None = None, sample: int = 2000, seed: int = 0) -> float:
+    """The size of the larger objects of a patch set, the unit of the sized object descriptor's
+    radii (``object_descriptor(..., sized=True)``): the 90th percentile of the radius of gyration
+    (px) of the object in each of a seeded sample of up to ``sample`` patches
+    (:meth:`microvae.nets.ObjectDescriptor.locate`), so that the outer circle (2.2 units) reaches
+    round the largest kind even when it is rare. On the molecules of
+    ``benchmarks/bench_descriptors.py`` (dose 30, seeds 0–2, k-means) the median as the unit read
+    too short a circle for the 10 % linear trimers: 0.982 / 0.903 / 0.890 against 0.987 / 0.983 /
+    0.970.
+
+    Parameters
+    ----------
+    patches : ndarray, shape (N, C, W, W)
+        Square patches, W >= 5.
+    polarity : float or None
+        +1 or −1; None reads it (:func:`object_polarity`).
+    sample : int, default 2000
+        Patches read at most.
+    seed : int, default 0
+        Seed of the sample.
+
+    Returns
+    -------
+    float
+        The 90th percentile of the radius of gyration, px (> 0).
+    """
+    import torch
+
+    from .nets import ObjectDescriptor
+
+    patches = _check_square(_check_patches(patches))
+    if polarity is None:
+        polarity = object_polarity(patches, sample=sample, seed=seed)
+    rows = np.sort(np.random.default_rng(seed).permutation(len(patches))[:sample])
+    with torch.no_grad():
+        gyration = ObjectDescriptor(patches.shape[-1], polarity).locate(torch.from_numpy(np.ascontiguousarray(patches[rows], dtype=np.float32)))[3]
+    return max(float(np.quantile(gyration.numpy(), 0.9)), 1e-3)
+
+
+def object_descriptor(
+    patches: np.ndarray, polarity: float | None = None, batch_size: int = 4096, sized: bool = False, scale_px: float | None = None
+) -> np.ndarray:
     """Rotation-, shift- and scale-invariant descriptor of the one object in each patch
     (:class:`microvae.nets.ObjectDescriptor`): the patch cleaned of outlier pixels, its frame's
     plane subtracted, the object marked by Otsu's threshold, then the angular harmonics'
@@ -346,6 +390,11 @@ def object_descriptor(patches: np.ndarray, polarity: float | None = None, batch_
     and a gradient, k-means of it reaches 0.985–0.995 at bench size where the spectrum's reaches
     0.45–0.49 (benchmarks/README.md, "Class discovery").
 
+    ``sized`` reads every patch on the same circles, in units of the set's typical object
+    (:func:`object_scale`): blind to turn, shift and brightness but not to size, for kinds that
+    differ in size or length (molecules: a dimer, a bent and a linear trimer of the same atoms,
+    which the scale-invariant reading confuses; benchmarks/README.md).
+
     Parameters
     ----------
     patches : ndarray, shape (N, C, W, W)
@@ -355,6 +404,12 @@ def object_descriptor(patches: np.ndarray, polarity: float | None = None, batch_
         (:func:`object_polarity`).
     batch_size : int
         Patches per torch call.
+    sized : bool, default False
+        Radii in units of ``scale_px`` for every patch instead of each object's own radius of
+        gyration.
+    scale_px : float or None
+        The unit of the sized radii, px; None reads it from the patches (:func:`object_scale`).
+        Ignored unless ``sized``.
 
     Returns
     -------
@@ -368,7 +423,9 @@ def object_descriptor(patches: np.ndarray, polarity: float | None = None, batch_
     patches = _check_square(_check_patches(patches))
     if polarity is None:
         polarity = object_polarity(patches)
-    descriptor = ObjectDescriptor(patches.shape[-1], polarity)
+    if sized and scale_px is None:
+        scale_px = object_scale(patches, polarity)
+    descriptor = ObjectDescriptor(patches.shape[-1], polarity, scale_px=scale_px if sized else None)
     out = np.empty((len(patches), descriptor.out_features), np.float32)
     with torch.no_grad():
         for start in range(0, len(patches), max(1, int(batch_size))):
@@ -527,7 +584,8 @@ def baseline_labels(
         :func:`microvae.patches.is_spectra`) ``'tapered_fourier_kmeans'`` (the descriptor with
         ``taper=True``), ``'tapered_pca_kmeans'`` (:func:`pca_features` with ``taper=True``),
         ``'tapered_pca_tied'`` (its partition refined by a tied-covariance mixture) and,
-        for square patches of at least 5 px, ``'object_kmeans'`` (:func:`object_descriptor`); with
+        for square patches of at least 5 px, ``'object_kmeans'`` and ``'sized_object_kmeans'``
+        (:func:`object_descriptor`, scale-invariant and sized); with
         ``angle_rad``, ``'canonical_kmeans'`` (PCA + k-means of :func:`canonical_patches`).
     """
     patches = _check_patches(patches)
@@ -545,6 +603,7 @@ def baseline_labels(
         labels["tapered_pca_tied"] = cluster(tapered, n_classes, "tied_gmm", seed, standardize_columns=False)
         if patches.shape[-2] == patches.shape[-1] >= 5:
             labels["object_kmeans"] = cluster(object_descriptor(patches), n_classes, "kmeans", seed, standardize_columns=False)
+            labels["sized_object_kmeans"] = cluster(object_descriptor(patches, sized=True), n_classes, "kmeans", seed, standardize_columns=False)
     if angle_rad is not None:
         canonical = canonical_patches(patches, angle_rad, shift_px)
         scores = pca_features(canonical, seed=seed)

@@ -22,6 +22,7 @@ from :mod:`microvae.models` and :mod:`microvae.training` so that reading them (`
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
@@ -118,6 +119,11 @@ class JTRVAEConfig:
     object_polarity : float, default 1.0
         +1 (objects brighter than their surround) or −1 (darker), for ``object_class_head``; set
         with it from the training patches (:func:`microvae.baselines.object_polarity`).
+    object_scale_px : float or None, default None
+        None: ``object_class_head`` reads the scale-invariant descriptor. A number of px: it reads
+        the sized one, radii in that unit for every patch (the space of the
+        'sized_object_kmeans' candidate; set with ``object_class_head`` from the training
+        patches, :func:`microvae.baselines.object_scale`).
     class_rotations : int, default 0
         R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
         (mean of their log-probabilities), so that it is nearly rotation invariant by
@@ -256,6 +262,7 @@ class JTRVAEConfig:
     tapered_class_head: bool = False
     object_class_head: bool = False
     object_polarity: float = 1.0
+    object_scale_px: float | None = None
     beta_z_start: float | None = 3.0
     beta_z_window: tuple[float, float] | None = (0.1, 0.3)
     beta_tau_window: tuple[float, float] | None = None
@@ -303,6 +310,10 @@ class JTRVAEConfig:
             (all(len(w) == 2 and 0 <= w[0] <= w[1] <= 1 for w in windows), "β windows must be (begin, end) with 0 <= begin <= end <= 1"),
             (self.class_rotations >= 0, f"class_rotations must be >= 0, got {self.class_rotations}"),
             (self.object_polarity in (-1.0, 1.0), f"object_polarity must be 1 or -1, got {self.object_polarity}"),
+            (
+                self.object_scale_px is None or (math.isfinite(self.object_scale_px) and self.object_scale_px > 0),
+                f"object_scale_px must be a positive number of pixels or None, got {self.object_scale_px}",
+            ),
             (not self.object_class_head or self.image_size >= 5, f"object_class_head needs patches of at least 5 px, got {self.image_size}"),
             (self.class_balance >= 0, f"class_balance must be >= 0, got {self.class_balance}"),
             (self.label_weight >= 0, f"label_weight must be >= 0, got {self.label_weight}"),

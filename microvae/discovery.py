@@ -21,7 +21,10 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    a background plane removed, the object marked by Otsu's threshold, the angular harmonics of
    the patch on circles about its centroid, at radii scaled by its size), which finds font-drawn
    suits under salt-and-pepper noise and a gradient (0.985–0.995 at bench size, where no other
-   candidate passes 0.65); k-means on PCA scores
+   candidate passes 0.65), and k-means on its sized reading (the same circles for every patch,
+   in units of the set's larger objects, :func:`microvae.baselines.object_scale`), which keeps
+   what the scale-invariant reading discards: the molecules of the zoo, a dimer, a bent and a
+   linear trimer of the same atoms, 0.985–0.988 at CI size against 0.51–0.84; k-means on PCA scores
    of the patches turned and moved into the short model's canonical frame (step 1); where objects
    turn or sit off-centre, multi-reference alignment (:func:`microvae.alignment.aligned_kmeans`:
    class templates and the pose of each patch against them, alternated), which finds the classes
@@ -50,7 +53,8 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    class posterior for new patches. When the winner is the Fourier descriptor's and rotation is
    on, the class posterior reads that descriptor (``invariant_class_head``); when it is a
    tapered PCA partition, the mean-removed, tapered patch (``tapered_class_head``); when it is
-   the object descriptor's, that descriptor (``object_class_head``, with the set's polarity).
+   the object descriptor's, that descriptor (``object_class_head``, with the set's polarity, and
+   for the sized reading its unit, ``object_scale_px``).
 
 ``class_init='restarts'`` replaces step 3 by one short joint run per candidate, scored by its
 held-out −ELBO (kept to measure against); ``'none'`` skips everything (the paper's procedure).
@@ -101,7 +105,7 @@ __all__ = [
 ]
 
 #: Version of the files under ``init/``; a selection of another version is recomputed.
-SELECTION_VERSION = 10
+SELECTION_VERSION = 11
 #: Each candidate clustering is fitted on this fraction of the patches (drawn from the seed) and
 #: assigns all: runs with other seeds (an ensemble) start from other partitions where the
 #: clusters are not well supported, and from the same where they are.
@@ -302,7 +306,9 @@ def candidate_partitions(
     orientation, and on the zoo's font-drawn suits it won the choice in 5 of 9 CI-size runs and
     lowered the accuracy by up to 0.12 (the canonical and aligned candidates pose first).
     With ``rotation``, 'object_kmeans' clusters the object descriptor
-    (:func:`microvae.baselines.object_descriptor`, real-space patches of at least 5 px).
+    (:func:`microvae.baselines.object_descriptor`, real-space patches of at least 5 px) and
+    'sized_object_kmeans' its sized reading (``sized=True``: one radius unit for every patch, so
+    objects that differ in size or length stay apart).
     ``pose`` = (angle_rad (N,) or None, shift_px (N, 2) (row, col) pixels or None) of a class-free
     model adds 'canonical_kmeans', the clustering of the patches in that model's frame. With
     ``rotation`` or ``translation``, 'aligned_kmeans' is multi-reference alignment
@@ -335,7 +341,8 @@ def candidate_partitions(
     -------
     dict of str to Partition
         'pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'tapered_fourier_kmeans' and (without
-        ``rotation``) 'tapered_pca_kmeans' and 'tapered_pca_tied' or (with it) 'object_kmeans' (real-space patches)
+        ``rotation``) 'tapered_pca_kmeans' and 'tapered_pca_tied' or (with it) 'object_kmeans' and
+        'sized_object_kmeans' (real-space patches)
         and, with a pose, 'canonical_kmeans'; with ``rotation`` or ``translation``, 'aligned_kmeans'.
     """
     from .alignment import aligned_kmeans
@@ -351,6 +358,7 @@ def candidate_partitions(
             spaces["tapered_pca_tied"] = (spaces["tapered_pca_kmeans"][0], "tied_gmm")
     if rotation and not is_spectra(images) and images.shape[-1] >= 5:
         spaces["object_kmeans"] = (object_descriptor(images), "kmeans")
+        spaces["sized_object_kmeans"] = (object_descriptor(images, sized=True), "kmeans")
     if pose is not None and (pose[0] is not None or pose[1] is not None):
         spaces["canonical_kmeans"] = (pca_features(canonical_patches(images, pose[0], pose[1]), seed=seed), "kmeans")
     found = {}
@@ -376,7 +384,8 @@ def candidate_partitions(
         if key not in further:
             kmeans_at_k = (
                 partition.separation
-                if name in ("pca_kmeans", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans", "canonical_kmeans")
+                if name
+                in ("pca_kmeans", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans", "sized_object_kmeans", "canonical_kmeans")
                 else None
             )
             further[key] = splits_further(partition.features, n_classes, seed, kmeans_at_k)

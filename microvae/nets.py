@@ -991,6 +991,12 @@ class ObjectDescriptor(nn.Module):
 
     A patch with nothing above the threshold is read about its centre with ``r_g`` = W / 4.
 
+    With ``scale_px`` (the *sized* reading) the circles have the same radii in every patch,
+    0.25…2.2 · ``scale_px`` (:func:`microvae.baselines.object_scale` takes the 90th percentile of
+    the set's ``r_g``): blind to turn, shift and brightness, not to size, so objects that differ in size or
+    length (a dimer and a linear trimer of the same atoms) stay apart, where the scale-invariant
+    reading maps them onto each other.
+
     Parameters
     ----------
     width : int
@@ -1002,6 +1008,9 @@ class ObjectDescriptor(nn.Module):
         The polar grid and the harmonics kept.
     blur_px : float, default 0.7
         Gaussian sd of step 1, px.
+    scale_px : float or None, default None
+        None: radii in units of each object's own ``r_g`` (scale-invariant). A number > 0: radii
+        in units of this many px for every patch (sized).
     """
 
     OUTLIER_SDS = 6.0
@@ -1010,11 +1019,23 @@ class ObjectDescriptor(nn.Module):
     HISTOGRAM_BINS = 64
     RADII = (0.25, 2.2)
 
-    def __init__(self, width: int, polarity: float = 1.0, n_radii: int = 8, n_angles: int = 64, n_harmonics: int = 12, blur_px: float = 0.7):
+    def __init__(
+        self,
+        width: int,
+        polarity: float = 1.0,
+        n_radii: int = 8,
+        n_angles: int = 64,
+        n_harmonics: int = 12,
+        blur_px: float = 0.7,
+        scale_px: float | None = None,
+    ):
         super().__init__()
         if width < 5:
             raise ParameterError(f"ObjectDescriptor needs patches of at least 5 px, got {width}")
+        if scale_px is not None and not (math.isfinite(scale_px) and scale_px > 0):
+            raise ParameterError(f"ObjectDescriptor's scale_px must be a positive number of pixels or None, got {scale_px}")
         self.width, self.polarity = int(width), float(polarity)
+        self.scale_px = None if scale_px is None else float(scale_px)
         self.n_radii, self.n_angles, self.n_harmonics = int(n_radii), int(n_angles), int(n_harmonics)
         self.out_features = self.n_radii * self.n_harmonics
         radius = max(1, int(4.0 * blur_px + 0.5))
@@ -1066,8 +1087,8 @@ class ObjectDescriptor(nn.Module):
         flat = x.reshape(batch, -1)
         return (flat - (flat @ self.plane_fit) @ self.plane_basis).view(batch, w, w)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """The descriptors of a batch of patches.
+    def locate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Steps 1–3 of the class docstring: the object in each patch.
 
         Parameters
         ----------
@@ -1076,8 +1097,12 @@ class ObjectDescriptor(nn.Module):
 
         Returns
         -------
-        Tensor
-            (B, n_radii · n_harmonics) float32, ordered radius, harmonic (dimensionless).
+        image : Tensor
+            (B, 1, W, W) the positive part of the cleaned patch divided by its mean inside the mask.
+        row0, col0 : Tensor
+            (B,) the object's centroid (row, col) in px from the patch's first pixel.
+        gyration : Tensor
+            (B,) its radius of gyration ``r_g`` in px (W / 4 where nothing is above the threshold).
         """
         y = self.polarity * self.flattened(x)
         batch, w = y.shape[0], self.width
@@ -1108,13 +1133,31 @@ class ObjectDescriptor(nn.Module):
         col0 = torch.where(found, col0, torch.full_like(col0, centre))
         gyration = torch.where(found, spread.clamp(min=1e-6).sqrt(), torch.full_like(spread, w / 4))
         contrast = (mass / mask.sum(dim=(1, 2)).clamp(min=1)).clamp(min=1e-12)
-        image = (positive / contrast[:, None, None])[:, None]
+        return (positive / contrast[:, None, None])[:, None], row0, col0, gyration
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The descriptors of a batch of patches.
+
+        Parameters
+        ----------
+        x : Tensor
+            (B, C, W, W) patches, any intensity units (computed in float32).
+
+        Returns
+        -------
+        Tensor
+            (B, n_radii · n_harmonics) float32, ordered radius, harmonic (dimensionless).
+        """
+        image, row0, col0, gyration = self.locate(x)
+        w = self.width
+        if self.scale_px is not None:
+            gyration = torch.full_like(gyration, self.scale_px)
         rows = row0[:, None, None] + gyration[:, None, None] * self.ring_rows
         cols = col0[:, None, None] + gyration[:, None, None] * self.ring_cols
         grid = torch.stack([cols, rows], dim=-1) * (2.0 / (w - 1)) - 1.0  # grid_sample's (x, y) in [-1, 1]
         rings = nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
         harmonics = torch.fft.rfft(rings, dim=-1).abs()[..., : self.n_harmonics] / self.n_angles
-        return harmonics.reshape(batch, -1)
+        return harmonics.reshape(len(image), -1)
 
 
 class TaperedView(nn.Module):

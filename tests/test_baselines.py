@@ -19,6 +19,7 @@ from microvae.baselines import (
     fourier_descriptor,
     object_descriptor,
     object_polarity,
+    object_scale,
     pca_features,
     standardize,
 )
@@ -167,6 +168,29 @@ def test_object_descriptor_ignores_turn_shift_scale_and_contrast_but_not_shape()
     assert np.linalg.norm(moved[0] - upright[0]) > np.linalg.norm(upright[1] - upright[0])  # control: pixels move with the pose
 
 
+def test_sized_object_descriptor_keeps_size_but_ignores_turn_and_shift():
+    """The sized reading (one radius unit for every patch) of a club turned by 37° and moved by
+    (2, −3) px stays within 0.1 of the upright club, but the same club shrunk to 0.8 does not
+    (> 2× that distance), while the scale-invariant reading (control) maps the shrunk club onto
+    the upright one (< 0.1). The unit is the 90th percentile of the set's radius of gyration: a
+    set whose objects are all scaled by 0.8 has a unit 0.8 times as large."""
+    clubs = font_suits([0, 0, 0], [0.0, 37.0, 0.0], [1.0, 1.0, 0.8], [(0.0, 0.0), (2.0, -3.0), (0.0, 0.0)])
+    unit = object_scale(clubs[:1], polarity=1.0)
+    sized = object_descriptor(clubs, polarity=1.0, sized=True, scale_px=unit)
+    invariant = object_descriptor(clubs, polarity=1.0)
+    turned, shrunk = relative_difference(sized[0], sized[1]), relative_difference(sized[0], sized[2])
+    assert turned < 0.1 and shrunk > 2 * turned, (turned, shrunk)
+    assert relative_difference(invariant[0], invariant[2]) < 0.1
+    small = font_suits([0, 1, 2, 3], 0.0, 0.8, (0.0, 0.0))
+    large = font_suits([0, 1, 2, 3], 0.0, 1.0, (0.0, 0.0))
+    assert object_scale(small, polarity=1.0) == pytest.approx(0.8 * object_scale(large, polarity=1.0), rel=0.08)
+    np.testing.assert_allclose(
+        object_descriptor(large, polarity=1.0, sized=True), object_descriptor(large, polarity=1.0, sized=True, scale_px=object_scale(large, 1.0))
+    )
+    with pytest.raises(ParameterError, match="scale_px"):
+        object_descriptor(large, polarity=1.0, sized=True, scale_px=0.0)
+
+
 def test_object_descriptor_edge_cases():
     """A blank patch is read about its centre (finite, zero); non-square or tiny patches are refused."""
     blank = object_descriptor(np.zeros((2, 1, 16, 16), np.float32), polarity=1.0)
@@ -219,7 +243,16 @@ def test_canonical_patches_identity_and_checks():
 def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
     patches, labels = gaussian_blob_patches(seed)
     found = baseline_labels(patches, 2, seed=seed)
-    assert set(found) == {"pca_kmeans", "pca_gmm", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "tapered_pca_tied", "object_kmeans"}
+    assert set(found) == {
+        "pca_kmeans",
+        "pca_gmm",
+        "fourier_kmeans",
+        "tapered_fourier_kmeans",
+        "tapered_pca_kmeans",
+        "tapered_pca_tied",
+        "object_kmeans",
+        "sized_object_kmeans",
+    }
     for name, predicted in found.items():
         assert predicted.dtype == np.int64 and predicted.shape == labels.shape, name
     assert adjusted_rand_index(labels, found["pca_kmeans"]) > 0.95  # measured 1.0
@@ -253,6 +286,7 @@ def test_canonical_kmeans_separates_suits_once_the_pose_is_known(seed):
         "tapered_pca_kmeans",
         "tapered_pca_tied",
         "object_kmeans",
+        "sized_object_kmeans",
         "canonical_kmeans",
     }
     assert adjusted_rand_index(labels, found["canonical_kmeans"]) > 0.9

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import artifacts
 from ..artifacts import Provenance
-from ..baselines import fast_baseline, object_polarity
+from ..baselines import fast_baseline, object_polarity, object_scale
 from ..devices import describe_device, resolve_device
 from ..discovery import (
     choose_initial_classes,
@@ -206,9 +206,11 @@ def run_train(
                 model_config.invariant_class_head = True  # the class posterior reads what the classes were found in
             if initial.chosen in ("tapered_pca_kmeans", "tapered_pca_tied") and model_config.encoder == "mlp":
                 model_config.tapered_class_head = True  # likewise: the mean-removed, tapered patch
-            if initial.chosen == "object_kmeans" and model_config.encoder == "mlp":
-                model_config.object_class_head = True  # likewise: the object's invariant descriptor, read with the set's polarity
+            if initial.chosen in ("object_kmeans", "sized_object_kmeans") and model_config.encoder == "mlp":
+                model_config.object_class_head = True  # likewise: the object's descriptor, read with the set's polarity (and size unit)
                 model_config.object_polarity = object_polarity(np.asarray(source.images))
+                if initial.chosen == "sized_object_kmeans":
+                    model_config.object_scale_px = object_scale(np.asarray(source.images), model_config.object_polarity)
         result = fit(
             source.images, model_config, train_config, run_dir, progress=progress, labels=known, init_labels=None if initial is None else initial.labels
         )

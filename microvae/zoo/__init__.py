@@ -22,6 +22,8 @@ member                noise model                 contrast             object si
                       line offsets + white        magnitudes           FFT patches    offsets, tilt       67/6/27 (bench)
 ``honeycomb_dopants`` Gaussian read noise, scan   low contrast (peaks  columns ≈ 3 px slow gradient +     50/45/5 (5 %
                       drift                       0.4 over a 0.6 bg)                  undulation          minority)
+``molecules``         Poisson at a low dose (30   bright atoms on a    2–3 atoms,     tilted plane        60/30/10 (10 %
+                      counts)                     dim surface          ≈ 25–45 %                          minority)
 ====================  ==========================  ===================  =============  ==================  =================
 
 Every generator has the signature ``generator(seed, n=None, size="bench") -> ZooCase`` and is
@@ -46,8 +48,8 @@ The package, one module per idea (as :mod:`microvae.atoms` is split):
 
 - :mod:`.case` — :class:`ZooCase`, what every member returns, and the checks, random streams and
   normalisation every member shares;
-- :mod:`.shapes` — objects in windows: ``cards_<deg>``, ``glyph_suits_<deg>``, ``digits``, and
-  :func:`render_affine`, which turns, scales and shifts them;
+- :mod:`.shapes` — objects in windows: ``cards_<deg>``, ``glyph_suits_<deg>``, ``digits``,
+  ``molecules``, and :func:`render_affine`, which turns, scales and shifts the first three;
 - :mod:`.crystals` — patches at atomic columns of simulated scans: ``perovskite_film``,
   ``two_phase``, ``honeycomb_dopants``;
 - :mod:`.stm` — ``stm_defects``, FFT patches of an STM topograph;
@@ -69,6 +71,8 @@ from .shapes import (
     make_cards_case,
     make_digits,
     make_glyph_suits,
+    make_molecules,
+    molecule_atoms,
     render_affine,
 )
 from .stm import STM_DECAY_CELLS, STM_R2_DECAYS, STM_RIPPLE, make_stm_defects
@@ -93,8 +97,10 @@ __all__ = [
     "make_digits",
     "make_glyph_suits",
     "make_honeycomb_dopants",
+    "make_molecules",
     "make_perovskite_film",
     "make_stm_defects",
     "make_two_phase_case",
+    "molecule_atoms",
     "render_affine",
 ]

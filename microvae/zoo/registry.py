@@ -8,7 +8,7 @@ from functools import partial
 from ..errors import ParameterError
 from .case import ZooCase
 from .crystals import make_honeycomb_dopants, make_perovskite_film, make_two_phase_case
-from .shapes import make_cards_case, make_digits, make_glyph_suits
+from .shapes import make_cards_case, make_digits, make_glyph_suits, make_molecules
 from .stm import make_stm_defects
 
 __all__ = ["MEMBERS", "ROTATION_DEGREES", "make_case"]
@@ -26,6 +26,7 @@ MEMBERS: dict[str, Callable[..., ZooCase]] = {
     **{f"cards_{deg}": _named(make_cards_case, max_angle_deg=float(deg)) for deg in ROTATION_DEGREES},
     **{f"glyph_suits_{deg}": _named(make_glyph_suits, max_angle_deg=float(deg)) for deg in ROTATION_DEGREES},
     "digits": make_digits,
+    "molecules": make_molecules,
     "perovskite_film": make_perovskite_film,
     "two_phase": make_two_phase_case,
     "stm_defects": make_stm_defects,

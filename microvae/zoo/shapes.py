@@ -1,6 +1,7 @@
 """Zoo members whose patches show one object each, turned in the plane: the project's cards
-(``cards_<deg>``), card suits drawn from a font (``glyph_suits_<deg>``) and rotated handwritten
-digits (``digits``); and :func:`render_affine`, which draws them.
+(``cards_<deg>``), card suits drawn from a font (``glyph_suits_<deg>``), rotated handwritten
+digits (``digits``) and molecules of Gaussian atoms (``molecules``); and :func:`render_affine`,
+which draws the first three.
 
 Conventions: positions are (row, col) in pixels, rows pointing down as displayed; a positive
 ``angle_rad`` turns an object counter-clockwise as displayed (as in :mod:`microvae.cards`).
@@ -13,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ParameterError
 from .case import ZooCase, check_arguments, member_rng, normalise_set, symmetry_orders
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "make_cards_case",
     "make_digits",
     "make_glyph_suits",
+    "make_molecules",
+    "molecule_atoms",
     "render_affine",
 ]
 
@@ -404,4 +408,122 @@ def make_digits(seed: int, n: int | None = None, size: str = "bench") -> ZooCase
             "symmetry_order": symmetry_orders(np.stack([images[target == digit].mean(axis=0) for digit in DIGIT_CLASSES])),
             **norm,
         },
+    )
+
+
+# --- 4. molecules of Gaussian atoms ------------------------------------------------------------
+
+MOLECULE_NAMES = ("dimer", "bent trimer (120°)", "linear trimer")
+MOLECULE_SHARES = (0.6, 0.3, 0.1)
+MOLECULE_SIGMA_PX = 1.3
+MOLECULE_BOND_PX = 4.0
+
+
+def molecule_atoms(kind: int, bond: float) -> np.ndarray:
+    """Atom positions of one molecule of ``kind``, laid along the col axis, centroid at 0.
+
+    Parameters
+    ----------
+    kind : int
+        0 a dimer, 1 a bent trimer (bond angle 120°), 2 a linear trimer.
+    bond : float
+        Bond length, px.
+
+    Returns
+    -------
+    ndarray
+        (A, 2) float64 positions (row, col) in px, A = 2 or 3 atoms.
+    """
+    if kind == 0:
+        atoms = np.array([[0.0, -bond / 2], [0.0, bond / 2]])
+    elif kind == 1:  # the central atom and two neighbours at ±60° from the axis: a 120° bond angle
+        half = np.deg2rad(60.0)
+        atoms = np.array([[0.0, 0.0], [bond * np.sin(half), bond * np.cos(half)], [-bond * np.sin(half), bond * np.cos(half)]])
+    else:
+        atoms = np.array([[0.0, -bond], [0.0, 0.0], [0.0, bond]])
+    return atoms - atoms.mean(axis=0)
+
+
+def make_molecules(seed: int, n: int | None = None, size: str = "bench", *, dose: float = 30.0) -> ZooCase:
+    """Molecules of Gaussian atoms on a surface, turned through any angle: three kinds in 60 / 30 / 10 %.
+
+    Construction: Gaussian atoms (σ = 1.3 px, amplitude 1), bond length 4 px scaled per molecule
+    by U(0.85, 1.15); class 0 a dimer, 1 a bent trimer (bond angle 120°), 2 a linear trimer, in
+    shares :data:`MOLECULE_SHARES` (round(0.6 N), round(0.3 N), the rest; shuffled). Each
+    molecule turned uniformly in [0, 2π) about its centroid and the centroid moved by U(±2) px
+    in row and col from the window centre ((W − 1) / 2). Background: a plane whose range over the
+    window is U(0, 0.3), in a random direction, plus 0.2. Poisson counts at ``dose`` per unit
+    intensity.
+
+    Differs from the project's data and the other members: small objects (≈ 25–45 % of the
+    window) made of a few round atoms, kinds that differ in the number of atoms and in length
+    rather than in outline, a 10 % minority, shot noise at a low dose, a tilted background. Made
+    independently of the object descriptor (``benchmarks/bench_descriptors.py``, which measured
+    its scale-invariant reading on it before the sized one existed; on this member's draws,
+    k-means of it: 0.510 / 0.532 / 0.842 at dose 30, seeds 0–2, ci).
+    Sizes: bench N = 2000, ci N = 600; W = 24 at both. ``extra``: ``shift_px`` (N, 2),
+    ``bond_px`` (N,), ``class_names``, ``symmetry_order`` (2, 1, 2), normalisation.
+
+    Parameters
+    ----------
+    seed : int
+        Random seed, >= 0 (drawn from the member's own stream, :func:`~microvae.zoo.case.member_rng`).
+    n : int, optional
+        Number of patches (at least 8); default the size's N.
+    size : {"bench", "ci"}, default "bench"
+        The preset (see Sizes above).
+    dose : float, default 30.0
+        Expected counts per unit intensity (> 0).
+
+    Returns
+    -------
+    ZooCase
+        ``"molecules"``, K = 3, turned (``angle_rad``) and moved (``translation=True``); no scan.
+
+    Raises
+    ------
+    ParameterError
+        ``seed`` < 0, ``n`` < 8, an unknown ``size`` or ``dose`` <= 0.
+    """
+    check_arguments(seed, size, n)
+    if not dose > 0:
+        raise ParameterError(f"dose must be > 0 counts per unit intensity, got {dose}")
+    window = 24
+    n = int(n) if n is not None else (2000 if size == "bench" else 600)
+    rng = member_rng(seed, "molecules")
+    counts = [round(MOLECULE_SHARES[0] * n), round(MOLECULE_SHARES[1] * n)]
+    labels = rng.permutation(np.repeat(np.arange(3), counts + [n - sum(counts)]))
+    centre = (window - 1) / 2
+    rows, cols = np.mgrid[0:window, 0:window].astype(np.float64)
+    raw = np.empty((n, 1, window, window), np.float64)
+    angle = rng.uniform(0.0, 2 * np.pi, n)
+    bond = MOLECULE_BOND_PX * rng.uniform(0.85, 1.15, n)
+    shift = rng.uniform(-2.0, 2.0, (n, 2))
+    for index, kind in enumerate(labels):
+        # counter-clockwise as displayed (rows point down): row' = c·row − s·col, col' = s·row + c·col
+        c, s = np.cos(angle[index]), np.sin(angle[index])
+        atoms = molecule_atoms(int(kind), bond[index]) @ np.array([[c, -s], [s, c]]).T + centre + shift[index]
+        image = np.zeros((window, window))
+        for row, col in atoms:
+            image += np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * MOLECULE_SIGMA_PX**2))
+        direction = rng.uniform(0, 2 * np.pi)
+        plane = np.cos(direction) * (rows - centre) + np.sin(direction) * (cols - centre)
+        plane = rng.uniform(0, 0.3) * (plane - plane.min()) / (plane.max() - plane.min())
+        image += plane - plane.mean() + 0.2
+        raw[index, 0] = rng.poisson(dose * image) / dose
+    patches, norm = normalise_set(raw)
+    return ZooCase(
+        name="molecules",
+        patches=patches,
+        labels=labels.astype(np.int64),
+        n_classes=3,
+        rotation=True,
+        translation=True,
+        fft=False,
+        angle_rad=(angle + np.pi) % (2 * np.pi) - np.pi,
+        description=(
+            f"molecules of Gaussian atoms (σ 1.3 px, bonds 4 px ± 15 %): dimer / bent trimer / linear trimer in "
+            f"60 / 30 / 10 %, any angle, shift ±2 px, tilted background, Poisson at {dose:g} counts"
+        ),
+        extra={"shift_px": shift, "bond_px": bond, "class_names": MOLECULE_NAMES, "symmetry_order": (2, 1, 2), **norm},
     )
