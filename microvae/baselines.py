@@ -390,8 +390,8 @@ def object_descriptor(
     and a gradient, k-means of it reaches 0.985–0.995 at bench size where the spectrum's reaches
     0.45–0.49 (benchmarks/README.md, "Class discovery").
 
-    ``sized`` reads every patch on the same circles, in units of the set's typical object
-    (:func:`object_scale`): blind to turn, shift and brightness but not to size, for kinds that
+    ``sized`` reads every patch on the same circles, in units of the size of the set's larger
+    objects (:func:`object_scale`): blind to turn, shift and brightness but not to size, for kinds that
     differ in size or length (molecules: a dimer, a bent and a linear trimer of the same atoms,
     which the scale-invariant reading confuses; benchmarks/README.md).
 

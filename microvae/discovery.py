@@ -346,7 +346,7 @@ def candidate_partitions(
         and, with a pose, 'canonical_kmeans'; with ``rotation`` or ``translation``, 'aligned_kmeans'.
     """
     from .alignment import aligned_kmeans
-    from .baselines import canonical_patches, cluster, fourier_descriptor, object_descriptor, pca_features
+    from .baselines import canonical_patches, cluster, fourier_descriptor, object_descriptor, object_polarity, pca_features
     from .patches import is_spectra
 
     pca = pca_features(images, seed=seed)
@@ -357,8 +357,9 @@ def candidate_partitions(
             spaces["tapered_pca_kmeans"] = (pca_features(images, seed=seed, taper=True), "kmeans")
             spaces["tapered_pca_tied"] = (spaces["tapered_pca_kmeans"][0], "tied_gmm")
     if rotation and not is_spectra(images) and images.shape[-1] >= 5:
-        spaces["object_kmeans"] = (object_descriptor(images), "kmeans")
-        spaces["sized_object_kmeans"] = (object_descriptor(images, sized=True), "kmeans")
+        polarity = object_polarity(images)
+        spaces["object_kmeans"] = (object_descriptor(images, polarity), "kmeans")
+        spaces["sized_object_kmeans"] = (object_descriptor(images, polarity, sized=True), "kmeans")
     if pose is not None and (pose[0] is not None or pose[1] is not None):
         spaces["canonical_kmeans"] = (pca_features(canonical_patches(images, pose[0], pose[1]), seed=seed), "kmeans")
     found = {}

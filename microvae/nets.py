@@ -993,9 +993,9 @@ class ObjectDescriptor(nn.Module):
 
     With ``scale_px`` (the *sized* reading) the circles have the same radii in every patch,
     0.25…2.2 · ``scale_px`` (:func:`microvae.baselines.object_scale` takes the 90th percentile of
-    the set's ``r_g``): blind to turn, shift and brightness, not to size, so objects that differ in size or
-    length (a dimer and a linear trimer of the same atoms) stay apart, where the scale-invariant
-    reading maps them onto each other.
+    the set's ``r_g``): blind to turn, shift and brightness, not to size, so objects that differ
+    in size or length (a dimer and a linear trimer of the same atoms) stay apart, where the
+    scale-invariant reading maps them onto each other.
 
     Parameters
     ----------

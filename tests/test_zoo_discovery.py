@@ -1,4 +1,5 @@
-"""Class discovery with the CLI's defaults on CI-sized zoo members (microvae.zoo), two seeds each.
+"""Class discovery with the CLI's defaults on CI-sized zoo members (microvae.zoo): the lattices at
+two seeds each, the turning cards and molecules at one.
 
 The bars are issue 15's scaled to CI size (about 500 patches, 30 epochs on one CPU thread):
 benchmarks/bench_discovery.py measures the full table. Each member has a control that must fail
@@ -60,10 +61,12 @@ def defects_outside_clean(case, classes: np.ndarray) -> float:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_cards_turned_by_any_angle(tmp_path, seed):
-    """±120° cards (4 suits, 24 px): matched accuracy ≥ 0.95 (measured 0.990 / 0.998); an untrained
-    model of the same shape < 0.6."""
+    """±120° cards (4 suits, 24 px): matched accuracy ≥ 0.95 (measured 1.000 at seeds 0–2 in
+    bench_discovery's CI table); an untrained model of the same shape < 0.6. One seed since the
+    molecules (below) also turn end to end: the suite's ~15-minute budget (seed 1 ran until
+    2026-11-30, 43 s)."""
     case = make_case("cards_120", seed, "ci")
     encoded = train_defaults(case, seed, tmp_path)
     assert matched_accuracy(case.labels, encoded["class"]) >= 0.95
