@@ -602,8 +602,9 @@ def baseline_labels(
         labels["tapered_pca_kmeans"] = cluster(tapered, n_classes, "kmeans", seed, standardize_columns=False)
         labels["tapered_pca_tied"] = cluster(tapered, n_classes, "tied_gmm", seed, standardize_columns=False)
         if patches.shape[-2] == patches.shape[-1] >= 5:
-            labels["object_kmeans"] = cluster(object_descriptor(patches), n_classes, "kmeans", seed, standardize_columns=False)
-            labels["sized_object_kmeans"] = cluster(object_descriptor(patches, sized=True), n_classes, "kmeans", seed, standardize_columns=False)
+            polarity = object_polarity(patches)  # read once for both readings
+            labels["object_kmeans"] = cluster(object_descriptor(patches, polarity), n_classes, "kmeans", seed, standardize_columns=False)
+            labels["sized_object_kmeans"] = cluster(object_descriptor(patches, polarity, sized=True), n_classes, "kmeans", seed, standardize_columns=False)
     if angle_rad is not None:
         canonical = canonical_patches(patches, angle_rad, shift_px)
         scores = pca_features(canonical, seed=seed)
