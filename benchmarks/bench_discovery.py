@@ -401,6 +401,9 @@ def main() -> None:
                 if (member, seed, name, args.size, args.epochs) in done:
                     continue
                 new = run_one(member, seed, method, args)
+                new = new[:1] + [
+                    r for r in new[1:] if (r["member"], r["seed"], r["method"], r["size"], r["epochs"]) not in done
+                ]  # a rerun keeps the rows it has
                 if not new:
                     continue
                 with jsonl.open("a") as handle:

@@ -7,10 +7,12 @@ before) or no compression (``extract --compression none``).
 What is timed (``time.perf_counter``, after one warm-up batch; best of 2 runs for reading and the
 encoder-only rows, one run for the rows with scores and for the stage):
 
-- ``microvae.encoding.encode_array``, the function behind ``microvae encode``, for two networks:
+- ``microvae.encoding.encode_array``, the function behind ``microvae encode``, for three networks:
   the default recipe (``JTRVAEConfig()``: encoder 128×128, decoder 3×128 plus the canonical class
   head, K = 2 here) and the paper's network (encoder 2×256, decoder 3×256, K = 4), both at 32×32
-  and with rotation and translation on. Modes: ``latents`` (``--no-scores``: the encoder alone),
+  and with rotation and translation on; and the default recipe with the template pose (what
+  ``train`` builds by default where objects turn: every patch is also searched against each
+  class's template, here untrained). Modes: ``latents`` (``--no-scores``: the encoder alone),
   ``scores`` (the default: also recon_error from one decoder pass and −ELBO from K more).
 - Reading alone: a ``PatchFile`` over the same patches in three files that differ only in their
   compression, read block by block as ``encode`` reads them (file sizes recorded).
@@ -46,6 +48,7 @@ from microvae.training import build_model
 
 NETWORKS = {
     "default recipe, K = 2": dict(image_size=32, n_classes=2),
+    "default recipe with the template pose, K = 2": dict(image_size=32, n_classes=2, template_pose=True),
     "paper, K = 4": dict(image_size=32, n_classes=4, encoder_hidden=(256, 256), decoder_hidden=(256, 256, 256), latent_skips=False, canonical_class_head=False),
 }
 COMPRESSIONS = {

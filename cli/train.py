@@ -106,8 +106,8 @@ def training_progress(quiet: bool, epochs: int | None = None) -> Iterator:
         "  microvae train patches.h5 -o run/ --classes 3 --epochs 200\n"
         "  microvae train patches.h5 -o run/ --classes auto --no-rotation\n"
         "  microvae train patches.h5 -o run/ --classes 2 --no-translation  # on atoms\n"
-        "  microvae train patches.h5 -o run/ --angle-prior 0 --device cuda --amp\n"
-        "  microvae train patches.h5 -o run/ --encoder equivariant --angle-prior 0\n"
+        "  microvae train patches.h5 -o run/ --classes 4 --device cuda --amp\n"
+        "  microvae train patches.h5 -o run/ --no-template-pose --angle-prior 0\n"
         "  microvae train patches.h5 -o ens/ --classes 3 --ensemble 5\n"
         "  microvae train patches.h5 -o semi/ --classes 4 --labels known.csv\n\n"
         "The model: a class y (K = --classes, marginalised exactly), continuous latents z, an angle "
@@ -166,6 +166,13 @@ def train_command(
     ),
     angle_prior: float = typer.Option(
         M.angle_prior_concentration, "--angle-prior", min=0, rich_help_panel="Model", help="Concentration of the angle prior around 0 (0: any orientation)."
+    ),
+    template_pose: bool | None = typer.Option(
+        None,
+        "--template-pose/--no-template-pose",
+        rich_help_panel="Model",
+        help="Start each class's angle at its template's searched turn [default: on with rotation].",
+        show_default=False,
     ),
     shift_prior_sd: float = typer.Option(
         M.shift_prior_sd, "--shift-prior", min=0, rich_help_panel="Model", help="Prior sd of the shift, in patch half-widths."
@@ -310,6 +317,8 @@ def train_command(
         settings["hidden"] = hidden
     if mean_offset is not None:
         settings["mean_offset"] = mean_offset
+    if template_pose is not None:
+        settings["template_pose"] = template_pose
     model_config, train_config = configs_from_settings(settings)
     from microvae.stages.train import run_train
 

@@ -76,7 +76,11 @@ def soft_disk(width: int) -> torch.Tensor:
 
 def _prepare(patches: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
     """Masked, mean-subtracted (under the mask), unit-norm patches (N, C, W, W)."""
-    x = torch.as_tensor(np.ascontiguousarray(patches), dtype=torch.float32)
+    return _prepare_tensor(torch.as_tensor(np.ascontiguousarray(patches), dtype=torch.float32), mask)
+
+
+def _prepare_tensor(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """As :func:`_prepare`, for a float32 tensor (N, C, W, W) on ``mask``'s device."""
     weight = mask / mask.sum()
     x = (x - (x * weight).sum((-2, -1), keepdim=True)) * mask
     return x / x.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None, None]
@@ -388,13 +392,18 @@ def _pose_to_own(x: torch.Tensor, own: torch.Tensor, angles: torch.Tensor, windo
         corr, where = full.flatten(2).max(-1)  # (B, R)
     turn = corr.argmax(1)
     rows = torch.arange(len(turn), device=turn.device)
-    fraction = torch.zeros(len(turn), device=turn.device)
-    if rotations >= 3:
-        before, at, after = corr[rows, (turn - 1) % rotations], corr[rows, turn], corr[rows, (turn + 1) % rotations]
-        curvature = before - 2 * at + after
-        offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(at))
-        fraction = offset.clamp(-0.5, 0.5)
+    fraction = _sub_step(corr, turn) if rotations >= 3 else torch.zeros(len(turn), device=turn.device)
     return turn, where[rows, turn], corr[rows, turn], fraction
+
+
+def _sub_step(corr: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
+    """Offset in [−0.5, 0.5] turns of the grid of the best turn ``turn`` (corr.shape[:-1]) from a
+    parabola through it and its two neighbours along the last axis of ``corr`` (…, R), R ≥ 3."""
+    rotations, best = corr.shape[-1], turn.unsqueeze(-1)
+    before, at, after = corr.gather(-1, (best - 1) % rotations), corr.gather(-1, best), corr.gather(-1, (best + 1) % rotations)
+    curvature = before - 2 * at + after
+    offset = torch.where(curvature < 0, 0.5 * (before - after) / curvature.clamp(max=-1e-12), torch.zeros_like(at))
+    return offset.clamp(-0.5, 0.5).squeeze(-1)
 
 
 def _signed_shift(shift_index: torch.Tensor, width: int) -> torch.Tensor:

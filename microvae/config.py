@@ -178,6 +178,21 @@ class JTRVAEConfig:
         on exactly for models without rotation and translation whose classes start from a
         partition (``class_init`` not 'none'). False here keeps run folders written before it
         loading as they were.
+    template_pose : bool, default False
+        (With ``rotation`` and the MLP decoder.) Each class is rendered at its own template's turn
+        onto the patch plus the angle latent's: the turns are found by search over 72 turns
+        against every class's template (:func:`microvae.templates.turns_to_templates`), learned
+        when training starts from the initial classes (``init_labels`` of
+        :func:`microvae.training.fit`; else one template of all patches) and kept with the
+        weights (``pose_templates``). The model then describes each patch in its class
+        template's frame, as multi-reference alignment does, and the angle prior
+        (``angle_prior_concentration``) is on the turn left after the template's: the search
+        is usually right, and the encoder learns what it left over. The decoder renders each
+        class in one frame, so the turn is carried by the angle, not by z; ``angle_rad`` is the
+        most probable class's. :func:`configs_from_settings` turns it on for models with
+        rotation, the MLP encoder and decoder (the equivariant encoder reads its own angle) and
+        K ≥ 2 classes that start from a partition. Costs one search per patch and class when
+        encoding (``benchmarks/README.md``).
     shift_prior_sd : float, default 0.1
         The sd of the shift prior per axis in grid units, i.e. in units of the
         half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
@@ -248,6 +263,7 @@ class JTRVAEConfig:
     latent_skips: bool = True
     coordinate_gain: float = 5.0
     mean_offset: bool = False
+    template_pose: bool = False
     shift_prior_sd: float = 0.1
     angle_prior_concentration: float = 2.0
     beta_z: float = 1.0
@@ -290,6 +306,7 @@ class JTRVAEConfig:
             (self.gaussian_sd > 0, f"gaussian_sd must be > 0, got {self.gaussian_sd}"),
             (self.shift_prior_sd > 0, f"shift_prior_sd must be > 0, got {self.shift_prior_sd}"),
             (self.angle_prior_concentration >= 0, "angle_prior_concentration must be >= 0"),
+            (not self.template_pose or (self.rotation and self.decoder == "mlp"), "template_pose needs rotation and the MLP decoder"),
             (self.coordinate_gain > 0, f"coordinate_gain must be > 0, got {self.coordinate_gain}"),
             (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
             (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
@@ -544,7 +561,9 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     is absent takes the dataclass default (the validated recipe), so the CLI, a pipeline TOML file
     and the library share one set of defaults. ``likelihood`` defaults to 'auto' (resolved from the
     data by :func:`microvae.stages.run_train`); ``mean_offset`` to on exactly when both
-    ``rotation`` and ``translation`` are off and ``class_init`` is not 'none'. Unknown keys raise :class:`ParameterError`.
+    ``rotation`` and ``translation`` are off and ``class_init`` is not 'none'; ``template_pose``
+    to on exactly for models with ``rotation``, the MLP encoder and decoder and K ≥ 2 whose
+    ``class_init`` is not 'none'. Unknown keys raise :class:`ParameterError`.
 
     Parameters
     ----------
@@ -586,6 +605,8 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
     train = TrainConfig(**{k: v for k, v in values.items() if k not in model_fields})
     if "mean_offset" not in values:  # on for centred, upright patches (lattices, FFT), off for the paper's procedure; see JTRVAEConfig
         model.mean_offset = not (model.rotation or model.translation) and train.class_init != "none"
+    if "template_pose" not in values:  # on where objects turn and the classes start from a partition; see JTRVAEConfig
+        model.template_pose = model.rotation and model.n_classes >= 2 and train.class_init != "none" and model.decoder == model.encoder == "mlp"
     return model, train
 
 

@@ -21,6 +21,13 @@ ELBO on the angle alone by E_q[KL(q(|v| | angle) ‖ p(|v| | angle))] ≥ 0 (dat
 Gaussian KL upper-bounds the KL of the projected distributions). It is analytic (no estimator
 variance) and lets the encoder sharpen the angle by growing |m_v| / sd_v.
 
+With ``template_pose`` (the CLI's default where objects turn) class y is drawn at angle
+atan2(v) + t_y(x), where t_y(x) is the turn that takes class y's template onto x, found by search
+(:func:`microvae.templates.turns_to_templates`; the templates are learned from the initial classes
+and kept with the weights): the model describes each patch in its class template's frame, as
+multi-reference alignment does, and the prior on v is a prior on the turn the search left over.
+The KL terms are unchanged; q(v|x) is the same for every class.
+
 The discrete class is marginalised exactly by parallel enumeration:
 ELBO(x) = Σ_y q(y|x)·E_q[log p(x | z, v, s, y)] - KL_z - KL_v - KL_s - KL_y, with one draw of
 (z, v, s) shared by all K classes and the decoder run for all K classes in one batched pass.
@@ -69,6 +76,7 @@ from .nets import (
     sample_at,
     transform_coordinates,
 )
+from .templates import prepare_templates, turns_to_templates
 
 __all__ = [
     "DECODERS",
@@ -239,6 +247,52 @@ class JTRVAE(nn.Module):
         # (P, C) per-pixel offset of the decoder's output in the patch frame (config.mean_offset);
         # zeros here, the training patches' mean when training starts (training.fit)
         self.mean_offset = nn.Parameter(torch.zeros(w * w, c)) if config.mean_offset else None
+        if config.template_pose:  # (K', C, W, W) prepared templates of the angle's search (config.template_pose); set when training starts
+            self.register_buffer("pose_templates", torch.zeros(self.n_enumerated, c, w, w))
+
+    def start_template_pose(self, templates) -> None:
+        """Set the templates that each patch's angle is searched against (``config.template_pose``).
+
+        Parameters
+        ----------
+        templates : (K'', C, W, W) ndarray or Tensor
+            Class templates (:attr:`microvae.templates.ClassTemplates.templates`), K'' ≤ K' =
+            max(K, 1); rows of zeros (classes without members) never match.
+
+        Raises
+        ------
+        ParameterError
+            The model has no template pose, or the templates do not fit it.
+        """
+        if not self.config.template_pose:
+            raise ParameterError("this model has no template pose (config.template_pose is False)")
+        prepared = prepare_templates(templates)
+        k, c, w = self.n_enumerated, self.config.channels, self.config.image_size
+        if prepared.ndim != 4 or tuple(prepared.shape[1:]) != (c, w, w) or not 1 <= len(prepared) <= k:
+            raise ParameterError(f"pose templates must be (≤{k}, {c}, {w}, {w}), got {tuple(prepared.shape)}")
+        with torch.no_grad():
+            self.pose_templates.zero_()
+            self.pose_templates[: len(prepared)] = prepared.to(self.pose_templates)
+
+    @torch.no_grad()
+    def template_turns(self, x: Tensor, batch_size: int = 64) -> Tensor:
+        """(B, K') each image's turn (rad) against every class's pose template (``config.template_pose``).
+
+        Parameters
+        ----------
+        x : (B, C, W, W) float tensor
+            The images.
+        batch_size : int, default 64
+            Images searched at once.
+
+        Returns
+        -------
+        (B, K') float32 tensor
+            :func:`microvae.templates.turns_to_templates` over ``pose_templates``.
+        """
+        translation = self.config.translation
+        parts = [turns_to_templates(part, self.pose_templates, translation=translation) for part in x.split(batch_size)]
+        return torch.cat(parts) if parts else x.new_zeros(0, self.n_enumerated)
 
     def start_mean_offset(self, mean_patch) -> None:
         """Set the decoder's per-pixel offset (``config.mean_offset``) to render ``mean_patch``.
@@ -274,24 +328,32 @@ class JTRVAE(nn.Module):
 
     # --- inference -------------------------------------------------------------------------
 
-    def posterior(self, x: Tensor) -> dict[str, Tensor]:
+    def posterior(self, x: Tensor, class_turns: Tensor | None = None) -> dict[str, Tensor]:
         """Parameters of q(·|x) for (B, C, W, W) images; shifts in grid units.
 
         Parameters
         ----------
         x : (B, C, W, W) float32 tensor
             The images.
+        class_turns : (B, K') tensor, optional
+            With ``config.template_pose``: the images' turns against every class's template
+            (:meth:`template_turns`), when known already (training computes them once); searched
+            when None.
 
         Returns
         -------
         dict of str to Tensor
             Keys: class_logits (B, K') with K' = max(K, 1) (zeros when K = 0); z_mean, z_sd (B, D)
             (for circular latents: mean angle in radians and the wrapped normal's σ);
-            angle_vec_mean (B, 2), angle_vec_sd (B, 1) when rotation is on; shift_mean, shift_sd
+            angle_vec_mean (B, 2), angle_vec_sd (B, 1) when rotation is on (with
+            ``template_pose`` v's angle is added to class_turns (B, K'), the turn of each
+            class's template; the angle of class y is their sum); shift_mean, shift_sd
             (B, 2) (row, col) in grid units when translation is on.
         """
         head = self.encoder(x)
         out = {"z_mean": head["z_mean"], "z_sd": torch.exp(head["z_log_sd"])}
+        if self.config.template_pose:  # each class's angle: its template's turn, then the encoder's rest (v's angle)
+            out["class_turns"] = self.template_turns(x) if class_turns is None else class_turns.to(x.device, torch.float32)
         if self.circular_latents:  # angles: the direction of the head's 2D vector per latent
             d = self.config.latent_dim
             out["z_mean"] = torch.atan2(head["z_mean"][:, d:], head["z_mean"][:, :d])
@@ -310,7 +372,10 @@ class JTRVAE(nn.Module):
                 m = head["angle_vec_mean"].detach()
                 angle = torch.atan2(m[:, 1], m[:, 0])
             shift = head["shift_mean"].detach() if self.config.translation else None
-            out["class_logits"] = self.class_encoder(self.canonical_view(x, angle, shift).flatten(1))
+            if "class_turns" in out:  # class y's logit is read from the patch seen in y's frame (its own pose)
+                out["class_logits"] = self._logits_in_class_frames(x, angle[:, None] + out["class_turns"], shift)
+            else:
+                out["class_logits"] = self.class_encoder(self.canonical_view(x, angle, shift).flatten(1))
         if self.config.rotation:
             out["angle_vec_mean"] = head["angle_vec_mean"]
             out["angle_vec_sd"] = torch.exp(head["angle_vec_log_sd"])
@@ -318,6 +383,15 @@ class JTRVAE(nn.Module):
             out["shift_mean"] = head["shift_mean"]
             out["shift_sd"] = torch.exp(head["shift_log_sd"])
         return out
+
+    def _logits_in_class_frames(self, x: Tensor, angle_rad: Tensor, shift: Tensor | None) -> Tensor:
+        """(B, K) class logits of the canonical-frame head where class y's logit reads the patch
+        turned back by class y's angle (``angle_rad`` (B, K)): K passes of the head."""
+        batch, k = angle_rad.shape
+        copies = x.repeat_interleave(k, 0)
+        moved = None if shift is None else shift.repeat_interleave(k, 0)
+        logits = self.class_encoder(self.canonical_view(copies, angle_rad.reshape(-1), moved).flatten(1)).view(batch, k, -1)
+        return logits.diagonal(dim1=1, dim2=2)
 
     def canonical_view(self, x: Tensor, angle_rad: Tensor | None, shift: Tensor | None) -> Tensor:
         """(B, C, W, W) images resampled into the decoder's canonical frame: ``g(u) = x(R(angle) u + shift)``.
@@ -378,6 +452,9 @@ class JTRVAE(nn.Module):
         if self.config.rotation:
             m = post["angle_vec_mean"]
             out["angle_rad"] = torch.atan2(m[:, 1], m[:, 0])
+            if "class_turns" in post:  # the most probable class's angle
+                turn = post["class_turns"].gather(1, out["class_probs"].argmax(1, keepdim=True))[:, 0]
+                out["angle_rad"] = circular.wrap(out["angle_rad"] + turn)
             out["angle_concentration"] = m.norm(dim=1) / post["angle_vec_sd"][:, 0]
         else:
             out["angle_rad"] = x.new_zeros(batch)
@@ -423,7 +500,8 @@ class JTRVAE(nn.Module):
         z : (B, D) tensor
             Continuous latents (angles in rad for circular latents).
         angle_rad : (B,) tensor or None
-            Rotation in rad, counter-clockwise as displayed; None for 0.
+            Rotation in rad, counter-clockwise as displayed; (B, K') one per class (MLP decoder
+            only; ``template_pose``); None for 0.
         shift : (B, 2) tensor or None
             Shift (row, col) in grid units; None for 0.
         pixel_index : (P',) int tensor, optional
@@ -490,6 +568,7 @@ class JTRVAE(nn.Module):
         posterior: dict[str, Tensor] | None = None,
         labels: Tensor | None = None,
         use_z: bool = True,
+        class_turns: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Negative-ELBO terms per image, in nats, for (B, C, W, W) images.
 
@@ -525,6 +604,8 @@ class JTRVAE(nn.Module):
         use_z : bool
             False switches the continuous latents off: z = 0 (the prior mean), KL_z = 0 (training's
             ``z_delay``).
+        class_turns : Tensor or None
+            (B, K') the images' turns against every class's template (:meth:`posterior`), when known.
 
         Returns
         -------
@@ -539,7 +620,7 @@ class JTRVAE(nn.Module):
         """
         if kl_estimator not in KL_ESTIMATORS:
             raise ParameterError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
-        post = {name: value.float() for name, value in (posterior or self.posterior(x)).items()}  # KLs in float32 under AMP
+        post = {name: value.float() for name, value in (posterior or self.posterior(x, class_turns)).items()}  # KLs in float32 under AMP
         draws = noise if noise is not None else self.standard_normal_draws(x, generator)
         z = post["z_mean"] + post["z_sd"] * draws["z"]
         if not use_z:
@@ -550,6 +631,8 @@ class JTRVAE(nn.Module):
         if self.config.rotation:  # the posterior has no angle/shift keys when those latents are off
             angle_vec = post["angle_vec_mean"] + post["angle_vec_sd"] * draws["angle_vec"]
             angle_rad = torch.atan2(angle_vec[:, 1], angle_vec[:, 0])
+            if "class_turns" in post:  # (B, K'): each class rendered at its template's turn plus v's angle
+                angle_rad = angle_rad[:, None] + post["class_turns"]
         if self.config.translation:
             shift = post["shift_mean"] + post["shift_sd"] * draws["shift"]
 

@@ -112,20 +112,24 @@ def transform_coordinates(grid: Tensor, angle_rad: Tensor | None = None, shift: 
     grid : Tensor
         (P, 2) output pixel coordinates (row, col) in grid units.
     angle_rad : Tensor or None
-        (B,) rotation of the rendered content, counter-clockwise as displayed, or None.
+        (B,) rotation of the rendered content, counter-clockwise as displayed, or (B, K) one per
+        class; or None.
     shift : Tensor or None
         (B, 2) translation (row, col) of the rendered content in grid units, or None.
 
     Returns
     -------
     Tensor
-        (B, P, 2) canonical coordinates (row, col); B = 1 when both angle and shift are None.
+        (B, P, 2) canonical coordinates (row, col), or (B, K, P, 2) for (B, K) angles; B = 1
+        when both angle and shift are None.
     """
     coords = grid.unsqueeze(0)
     if shift is not None:
         coords = coords - shift.unsqueeze(1)
     if angle_rad is not None:
-        cos, sin = torch.cos(angle_rad)[:, None], torch.sin(angle_rad)[:, None]
+        if angle_rad.ndim == 2:  # one angle per class: (B, K, P, 2)
+            coords = coords.unsqueeze(1)
+        cos, sin = torch.cos(angle_rad)[..., None], torch.sin(angle_rad)[..., None]
         row, col = coords[..., 0], coords[..., 1]
         coords = torch.stack([cos * row + sin * col, -sin * row + cos * col], dim=-1)
     return coords
@@ -443,7 +447,8 @@ class SpatialMLPDecoder(nn.Module):
         Parameters
         ----------
         coords : Tensor
-            (B, P, 2) or (1, P, 2) canonical coordinates (row, col) in grid units, one per pixel.
+            (B, P, 2) or (1, P, 2) canonical coordinates (row, col) in grid units, one per pixel;
+            or (B, K', P, 2), one set per class (each class in its own pose).
         z : Tensor
             (B, D) latents.
         class_vectors : Tensor or None, optional
@@ -454,8 +459,11 @@ class SpatialMLPDecoder(nn.Module):
         Tensor
             Logits (B, K', P, C) without class vectors, (B, 1, P, C) with them.
         """
-        shared = self.from_coords(coords) + self.from_latents(z).unsqueeze(1)  # (B, P, H)
-        h = self.activation(shared.unsqueeze(1) + self.from_latents.class_rows(class_vectors).unsqueeze(2))  # (B, K', P, H)
+        per_class = coords.ndim == 4
+        shared = self.from_coords(coords) + (self.from_latents(z)[:, None, None] if per_class else self.from_latents(z).unsqueeze(1))
+        if not per_class:
+            shared = shared.unsqueeze(1)  # (B, 1, P, H)
+        h = self.activation(shared + self.from_latents.class_rows(class_vectors).unsqueeze(2))  # (B, K', P, H)
         for index, layer in enumerate(self.hidden):
             h = layer(h)
             if self.skips is not None:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import artifacts
-from .alignment import _pose_to_own, _prepare, _shift_window, _signed_shift, align_to_classes, soft_disk
+from .alignment import _pose_to_own, _prepare, _prepare_tensor, _shift_window, _signed_shift, _sub_step, _turned, align_to_classes, soft_disk
 from .errors import InputError
 from .streaming import evenly_spaced, evenly_spaced_rows
 
@@ -43,7 +43,9 @@ __all__ = [
     "TemplatePoses",
     "fit_class_templates",
     "pose_to_templates",
+    "prepare_templates",
     "read_class_templates",
+    "turns_to_templates",
 ]
 
 #: File of a run folder that holds the class templates.
@@ -267,3 +269,62 @@ def pose_to_templates(
     missing = ~templates.has_members[classes]
     angle[missing], shift[missing], match[missing] = np.nan, np.nan, np.nan
     return TemplatePoses(angle, shift, match)
+
+
+def prepare_templates(templates: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(K, C, W, W) templates made ready for :func:`turns_to_templates`: under the soft disk,
+    mean-subtracted and unit-norm (a template of zeros stays zeros and never matches).
+
+    Parameters
+    ----------
+    templates : (K, C, W, W) ndarray or Tensor
+        Class templates (:attr:`ClassTemplates.templates`).
+
+    Returns
+    -------
+    (K, C, W, W) float32 tensor
+    """
+    stored = torch.as_tensor(np.asarray(templates, dtype=np.float32) if not torch.is_tensor(templates) else templates, dtype=torch.float32)
+    return _prepare_tensor(stored, soft_disk(stored.shape[-1]).to(stored.device))
+
+
+def turns_to_templates(x: torch.Tensor, templates: torch.Tensor, turns: int = TEMPLATE_TURNS, translation: bool = False) -> torch.Tensor:
+    """The turn that takes each of several templates onto each image, found by search.
+
+    Each image is compared (under the soft disk, mean-subtracted, unit-norm) with every template
+    turned by ``turns`` evenly spaced angles (and, with ``translation``, at every circular shift up
+    to :data:`TEMPLATE_MAX_SHIFT` of the window); per template the best turn wins, refined below
+    the step by a parabola through its neighbours. The search needs no class: it poses the image
+    as every class would (the start of the angle latent, ``JTRVAEConfig.template_pose``).
+
+    Parameters
+    ----------
+    x : (B, C, W, W) float tensor
+        The images.
+    templates : (K, C, W, W) float32 tensor
+        Prepared templates (:func:`prepare_templates`), on ``x``'s device.
+    turns : int, default TEMPLATE_TURNS
+        Turns tried over 2π (at least 3).
+    translation : bool, default False
+        Also search the circular shifts.
+
+    Returns
+    -------
+    (B, K) float32 tensor
+        Turn in (−π, π] rad, counter-clockwise as displayed, that takes template k onto image b
+        (as :attr:`TemplatePoses.angle_rad`; 0 against a template of zeros).
+    """
+    width = x.shape[-1]
+    step = 2 * math.pi / turns
+    angles = torch.arange(turns, dtype=torch.float32, device=x.device) * step
+    turned = _turned(_prepare_tensor(x.float(), soft_disk(width).to(x.device)), angles)  # (B, R, C, W, W)
+    if translation:
+        window = _shift_window(width, TEMPLATE_MAX_SHIFT).to(x.device)
+        spectra = torch.fft.rfft2(turned)[:, :, None] * torch.fft.rfft2(templates).conj()[None, None]  # (B, R, K, C, W, W/2+1)
+        corr = torch.fft.irfft2(spectra.sum(3), s=(width, width)).masked_fill(~window, -math.inf).flatten(3).amax(-1)  # (B, R, K)
+    else:
+        corr = torch.einsum("brp,kp->brk", turned.flatten(2), templates.flatten(1))
+    corr = corr.transpose(1, 2)  # (B, K, R)
+    turn = corr.argmax(2)
+    turned_by = (turn.float() + _sub_step(corr, turn)) * step
+    return math.pi - torch.remainder(math.pi - turned_by, 2 * math.pi)

@@ -46,6 +46,7 @@ from .errors import MicrovaeError, OutputError, ParameterError
 from .models import JTRVAE, beta_schedule
 from .run_folder import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RunPaths, load_checkpoint
 from .streaming import PatchFile
+from .templates import fit_class_templates
 from .training_data import TrainingData, check_images, check_labels, patch_mean, split_rows
 
 __all__ = [
@@ -147,6 +148,9 @@ def fit(
         Initial classes (from :mod:`microvae.discovery`): during the first
         ``train_config.init_fraction`` of the epochs they act as observed classes where ``labels``
         has none; after that only ``labels`` (if any) are observed and the rest are inferred.
+        With ``model_config.template_pose`` a fresh run also learns the angle's pose templates
+        from them (from ``labels`` without them; from all images as one class without either),
+        and every image's turns against them are searched once before the first epoch.
 
     Returns
     -------
@@ -200,10 +204,13 @@ def fit(
         start_epoch = int(checkpoint["epoch"])
     elif model.mean_offset is not None:  # a fresh run: the decoder's offset starts at the mean patch
         model.start_mean_offset(patch_mean(images))
+    if checkpoint is None and model_config.template_pose:  # a fresh run: the angle's templates, from the initial classes
+        model.start_template_pose(_pose_templates(images, model_config, known if initial is None else initial))
+    turns = _template_turns(model, images, device) if model_config.template_pose else None
 
     if train_config.compile:
         model.compile()  # in place: the forward (the loss terms) compiles; weights and their names stay
-    data = TrainingData(images, known, train_config.val_fraction, train_config.seed, device, world, initial)
+    data = TrainingData(images, known, train_config.val_fraction, train_config.seed, device, world, initial, turns)
     state = _TrainingState(model, world.wrap(model), optimizer, scaler, shuffle_gen, noise_gen, model_config, train_config, history, world)
 
     for epoch in range(start_epoch, train_config.epochs):
@@ -229,6 +236,31 @@ def fit(
     world.barrier()  # final.pt exists for every rank on return
     model.eval()
     return FitResult(model, run_dir, history, len(history), start_epoch if checkpoint is not None else None, paths.final)
+
+
+def _pose_templates(images, model_config: JTRVAEConfig, classes: np.ndarray | None) -> np.ndarray:
+    """(K', C, W, W) templates of the angle's search (``JTRVAEConfig.template_pose``): of the
+    given classes (−1 = unknown, left out), else of all images as one class."""
+    count = max(model_config.n_classes, 1)
+    if classes is None or model_config.n_classes == 0:
+        classes = np.zeros(len(images), np.int64)
+    known = np.asarray(classes) >= 0
+    if not known.any():
+        classes, known = np.zeros(len(images), np.int64), np.ones(len(images), bool)
+    if known.all():
+        return fit_class_templates(images, np.asarray(classes), count, True, model_config.translation).templates
+    rows = np.flatnonzero(known)  # semi-supervised without initial classes: the labelled images
+    chosen = images[rows] if not isinstance(images, PatchFile) else images.take(rows)
+    return fit_class_templates(chosen, np.asarray(classes)[rows], count, True, model_config.translation).templates
+
+
+def _template_turns(model: JTRVAE, images, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """(N, K') float32 every image's turn against every class's template (:meth:`JTRVAE.template_turns`), in rad."""
+    turns = np.zeros((len(images), model.n_enumerated), np.float32)
+    for start in range(0, len(images), batch_size):
+        part = np.asarray(images[start : start + batch_size], dtype=np.float32)
+        turns[start : start + len(part)] = model.template_turns(torch.from_numpy(part).to(device)).cpu().numpy()
+    return turns
 
 
 def _out_of_memory(error: Exception, device: torch.device, batch_size: int, last: Path) -> MicrovaeError:
@@ -280,9 +312,11 @@ def _train_one_epoch(state: _TrainingState, data: TrainingData, epoch: int, use_
     guided = data.initial is not None and epoch < cfg.init_fraction * cfg.epochs
     if guided:
         betas["class_balance"] = 0.0  # the initial classes say how the classes are used
-    for step, (x, y) in enumerate(data.epoch_batches(cfg.batch_size, state.shuffle_gen, guided)):
+    for step, (x, y, turns) in enumerate(data.epoch_batches(cfg.batch_size, state.shuffle_gen, guided)):
         with torch.autocast(device_type=data.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            terms = state.trained(x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()), labels=y, use_z=betas["z_active"] > 0)
+            terms = state.trained(
+                x, state.noise_gen, pixel_fraction=cfg.scored_fraction(x[0, 0].numel()), labels=y, use_z=betas["z_active"] > 0, class_turns=turns
+            )
         loss = model.weighted_loss(terms, betas)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
@@ -325,14 +359,14 @@ def _evaluate(model: JTRVAE, data: TrainingData, epoch: int, state: _TrainingSta
     if len(data.val_rows) > 0:
         gen = torch.Generator(device=data.device).manual_seed(state.train_config.seed * 100_003 + epoch)
         loss_sum = recon_sum = 0.0
-        for x in data.blocks(data.val_rows, batch):
-            terms = model.loss_terms(x, gen, use_z=betas["z_active"] > 0)
+        for x, turns in data.blocks(data.val_rows, batch):
+            terms = model.loss_terms(x, gen, use_z=betas["z_active"] > 0, class_turns=turns)
             loss_sum += float(model.weighted_loss(terms, betas)) * x.shape[0]
             recon_sum += float(terms["recon"].sum())
         out = {"val_loss": loss_sum / len(data.val_rows), "val_recon": recon_sum / len(data.val_rows)}
     counts = torch.zeros(model.n_enumerated, dtype=torch.long, device=data.device)
-    for x in data.blocks(data.count_rows(), batch):
-        counts += torch.bincount(model.posterior(x)["class_logits"].argmax(1), minlength=model.n_enumerated)
+    for x, turns in data.blocks(data.count_rows(), batch):
+        counts += torch.bincount(model.posterior(x, turns)["class_logits"].argmax(1), minlength=model.n_enumerated)
     out.update({f"n_class_{k}": int(c) for k, c in enumerate(counts.cpu().tolist())})
     return out
 
@@ -392,9 +426,10 @@ def measure_throughput(images, model_config: JTRVAEConfig, train_config: TrainCo
         optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
         fraction = train_config.scored_fraction(x[0, 0].numel())
         betas = beta_schedule(0, max(train_config.epochs, 1), model_config)
+        turns = model.template_turns(x) if model_config.template_pose else None  # searched once per run, not per step
 
         def step() -> None:
-            loss = model.weighted_loss(model(x, pixel_fraction=fraction), betas)
+            loss = model.weighted_loss(model(x, pixel_fraction=fraction, class_turns=turns), betas)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -177,15 +177,27 @@ class TrainingData:
     initial : (N,) int ndarray, optional
         Initial classes (:mod:`microvae.discovery`); observed ``labels`` take precedence where
         known.
+    class_turns : (N, K') float32 ndarray, optional
+        Each image's turns against the classes' templates in rad (``JTRVAEConfig.template_pose``),
+        delivered with it.
     """
 
     #: Streamed runs count classes per epoch on at most this many images.
     COUNT_SAMPLE = 20_000
 
     def __init__(
-        self, images, labels: np.ndarray | None, val_fraction: float, seed: int, device: torch.device, world: World, initial: np.ndarray | None = None
+        self,
+        images,
+        labels: np.ndarray | None,
+        val_fraction: float,
+        seed: int,
+        device: torch.device,
+        world: World,
+        initial: np.ndarray | None = None,
+        class_turns: np.ndarray | None = None,
     ):
         self.device, self.world = device, world
+        self.class_turns = None if class_turns is None else torch.from_numpy(np.asarray(class_turns, np.float32)).to(device)
         self.streamed = isinstance(images, PatchFile)
         train_rows, val_rows = split_rows(len(images), val_fraction, seed)
         self.labels = None if labels is None else torch.from_numpy(labels).to(device)
@@ -234,6 +246,8 @@ class TrainingData:
             Images, on the device.
         y : (B,) int64 tensor or None
             Their labels (−1 = unknown), None without labels.
+        class_turns : (B, K') float32 tensor or None
+            Their turns against the classes' templates, None without.
 
         Raises
         ------
@@ -259,8 +273,9 @@ class TrainingData:
                 if not np.isfinite(patches).all():
                     raise InputError(f"{self.source.path}: patches contain NaN or Inf values (near patch {int(rows[0])})")
                 x = self._to_device(patches)
-            y = None if labels is None else labels[torch.as_tensor(rows, device=self.device)]
-            yield x, y
+            index = torch.as_tensor(rows, device=self.device)
+            y = None if labels is None else labels[index]
+            yield x, y, None if self.class_turns is None else self.class_turns[index]
 
     def count_rows(self):
         """Rows whose classes are counted after each epoch.
@@ -288,12 +303,15 @@ class TrainingData:
 
         Yields
         ------
-        (B, C, W, W) float32 tensor
+        x : (B, C, W, W) float32 tensor
             One block, on the device.
+        class_turns : (B, K') float32 tensor or None
+            Its turns against the classes' templates, None without.
         """
         for start in range(0, len(rows), batch_size):
             part = rows[start : start + batch_size]
-            yield self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
+            x = self.resident[part] if not self.streamed else self._to_device(self.source.take(part))
+            yield x, None if self.class_turns is None else self.class_turns[torch.as_tensor(part, device=self.device)]
 
     def _to_device(self, patches: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(patches)

@@ -402,3 +402,67 @@ def test_mean_offset_is_on_by_default_exactly_without_pose_latents():
     saved = small_config().to_dict()
     saved.pop("mean_offset")
     assert JTRVAEConfig.from_dict(saved).mean_offset is False
+
+
+def test_template_pose_is_on_by_default_exactly_where_objects_turn_from_a_partition():
+    """The CLI's settings search each class's turn (``template_pose``) for models with rotation
+    and K ≥ 2 classes that start from a partition, and whose encoder and decoder are the MLPs; an explicit setting wins,
+    it is refused without rotation or with the convolutional decoder, and a saved config from
+    before the setting existed loads without it."""
+    from microvae.config import configs_from_settings
+    from microvae.errors import ParameterError
+
+    def pose(**settings) -> bool:
+        return configs_from_settings({"classes": 2, **settings})[0].template_pose
+
+    assert pose()  # the defaults turn
+    assert pose(translation=False)
+    assert not pose(rotation=False)
+    assert not pose(class_init="none")
+    assert not configs_from_settings({"classes": 0})[0].template_pose
+    assert configs_from_settings({"classes": "auto"})[0].template_pose
+    assert not pose(decoder="conv")
+    assert not pose(encoder="equivariant")  # it reads its own angle
+    assert not pose(template_pose=False)
+    with pytest.raises(ParameterError, match="template_pose"):
+        small_config(rotation=False, template_pose=True).validate()
+    with pytest.raises(ParameterError, match="template_pose"):
+        small_config(decoder="conv", template_pose=True).validate()
+    saved = small_config().to_dict()
+    saved.pop("template_pose")
+    assert JTRVAEConfig.from_dict(saved).template_pose is False
+
+
+def test_template_pose_renders_each_class_at_its_own_turn():
+    """With ``template_pose`` the decoder renders class y at (v's angle + y's template turn):
+    the per-class pass equals K single-class passes at those angles; the reported angle is the
+    most probable class's; the templates are part of the weights; the turns are searched when
+    not given, and given turns are used as they are."""
+    cards = make_cards(24, 16, 120, seed=0)
+    config = small_config(image_size=16, n_classes=3, template_pose=True)
+    model = build_model(config, seed=0)
+    with pytest.raises(Exception, match="pose templates"):
+        model.start_template_pose(np.zeros((4, 1, 16, 16), np.float32))  # more templates than classes
+    model.start_template_pose(cards.images[:3])
+    assert "pose_templates" in model.state_dict()
+    x = torch.from_numpy(cards.images)
+    with torch.no_grad():
+        searched = model.posterior(x)
+        turns = searched["class_turns"]
+        assert turns.shape == (24, 3) and bool((turns.abs() <= math.pi + 1e-6).all())
+        given = torch.full((24, 3), 0.3)
+        assert torch.equal(model.posterior(x, given)["class_turns"], given)
+        z = torch.randn(24, config.latent_dim)
+        angle = torch.rand(24, 3) * 6 - 3
+        every = model.decoder_logits(z, angle, None)
+        for k in range(3):
+            one = model.decoder_logits(z, angle[:, k], None, class_vectors=torch.nn.functional.one_hot(torch.full((24,), k), 3).float())
+            torch.testing.assert_close(every[:, k], one[:, 0], atol=1e-5, rtol=1e-5)
+        summary = model.summarise(searched)
+        m = searched["angle_vec_mean"]
+        expected = torch.atan2(m[:, 1], m[:, 0]) + turns.gather(1, summary["class_probs"].argmax(1, keepdim=True))[:, 0]
+        difference = torch.remainder(summary["angle_rad"] - expected + math.pi, 2 * math.pi) - math.pi
+        assert float(difference.abs().max()) < 1e-5
+    reloaded = build_model(config, seed=1)
+    reloaded.load_state_dict(model.state_dict())
+    torch.testing.assert_close(reloaded.pose_templates, model.pose_templates)

@@ -53,6 +53,36 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, decoder):
     assert [row["loss"] for row in straight.history] == [row["loss"] for row in resumed.history]
 
 
+def test_template_pose_starts_from_the_initial_classes_and_resumes_bit_identically(tmp_path):
+    """``template_pose``: a fresh run learns one pose template per initial class (as
+    fit_class_templates does) and keeps them in the weights; a run interrupted and resumed
+    reads them back (not learned again) and ends bit-identical to an uninterrupted one. Without
+    initial classes, all patches make one template."""
+    from microvae.cards import make_cards
+    from microvae.templates import fit_class_templates, prepare_templates
+
+    cards = make_cards(64, 12, 120, seed=0)
+    model = JTRVAEConfig(image_size=12, n_classes=4, encoder_hidden=(16,), decoder_hidden=(16, 16), template_pose=True)
+    straight = fit(cards.images, model, train_config(), tmp_path / "straight", init_labels=cards.labels)
+    expected = prepare_templates(fit_class_templates(cards.images, cards.labels, 4, True, True).templates)
+    torch.testing.assert_close(straight.model.pose_templates, expected)
+
+    def crash_in_epoch_three(event):
+        if event["event"] == "batch" and event["epoch"] == 3 and event["step"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(cards.images, model, train_config(), tmp_path / "resumed", progress=crash_in_epoch_three, init_labels=cards.labels)
+    resumed = fit(cards.images, model, train_config(), tmp_path / "resumed", init_labels=cards.labels)
+    assert resumed.resumed_from_epoch == 2
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert [row["loss"] for row in straight.history] == [row["loss"] for row in resumed.history]
+
+    alone = fit(cards.images, model, train_config(epochs=1), tmp_path / "alone").model
+    assert float(alone.pose_templates[0].abs().sum()) > 0 and float(alone.pose_templates[1:].abs().sum()) == 0
+
+
 def test_run_folder_contents_and_weights_only_checkpoint(tmp_path):
     images, model = tiny_problem()
     events = []
