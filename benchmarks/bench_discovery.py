@@ -273,7 +273,9 @@ def template_angle(case, encoded: dict, common: dict) -> dict:
 def truth_alignment(case, common: dict) -> dict:
     """Reference row 'truth_alignment': the angle that template alignment over the full circle
     reaches when handed the true classes and the true angles as its start
-    (:func:`microvae.alignment.align_to_classes`, 5° grid refined by a parabola, three rounds).
+    (:func:`microvae.alignment.align_to_classes`, 5° grid refined by a parabola, three rounds,
+    comparing the patches' edges as the default's search does; rows from before 2026-12-01
+    compared the patches themselves).
     Not a method a user can run, and no class accuracy (it was given the classes): it measures
     how well the generator's angle can be read from its images by matching a template (shapes
     near-symmetric at this size, shear and scale that also turn the outline)."""

@@ -10,7 +10,12 @@ template: k-means where two patches that differ by a pose are the same point. Th
 are one member of each starting class (the mean of unaligned turned objects is a featureless blur).
 
 Patches are compared mean-subtracted, unit-norm and under a soft disk (the corners that a turn
-brings in are masked), so contrast and background level do not decide the class.
+brings in are masked), so contrast and background level do not decide the class. The pose
+searches (:func:`align_to_classes` and :mod:`microvae.templates`) compare the patches' edges
+instead (:func:`search_view`: Laplacians of Gaussians at ``edge_sigmas_px``): a plain
+correlation is ruled by an object's body, which a turn of its near-symmetry leaves almost in
+place, and the edges keep the small parts that tell the turns apart (a spade's stem, a heart's
+notch).
 
 Conventions: (N, C, W, W) float32 patches; a patch's ``angle_rad`` is the counter-clockwise turn (as
 displayed) that takes its class template onto it, ``shift_px`` (row, col) the move in pixels.
@@ -25,7 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AlignedClusters", "align_to_classes", "aligned_kmeans", "soft_disk"]
+from .config import EDGE_SIGMAS_PX
+
+__all__ = ["AlignedClusters", "align_to_classes", "aligned_kmeans", "search_view", "soft_disk"]
 
 
 @dataclass
@@ -72,6 +79,54 @@ def soft_disk(width: int) -> torch.Tensor:
     radius = torch.sqrt((row - centre) ** 2 + (col - centre) ** 2) / max(centre, 1.0)
     fall = ((radius - 0.7) / 0.3).clamp(0, 1)
     return 0.5 * (1 + torch.cos(math.pi * fall))
+
+
+def search_view(x: torch.Tensor, mask: torch.Tensor, edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX) -> torch.Tensor:
+    """What the pose searches compare: each image's edges at every scale σ of ``edge_sigmas_px``
+    (−σ²·∇²G_σ, the Laplacian of a Gaussian, mirrored at the border), each as
+    :func:`_prepare_tensor` (under ``mask``, mean-subtracted, unit-norm), side by side as channels
+    and unit-norm together.
+
+    The band-pass drops the background's level and slope and the object's smooth body, and keeps
+    its outline and small parts at the scales of σ.
+
+    Parameters
+    ----------
+    x : (N, C, W, W) float tensor
+        The images.
+    mask : (W, W) tensor
+        The soft disk (:func:`soft_disk`), on ``x``'s device.
+    edge_sigmas_px : tuple of float, default EDGE_SIGMAS_PX
+        The scales σ in px; empty compares the images themselves (as run folders from before the
+        edges).
+
+    Returns
+    -------
+    (N, C·S, W, W) float32 tensor
+        S = len(edge_sigmas_px) (1 when empty).
+    """
+    x = x.float()
+    if not edge_sigmas_px:
+        return _prepare_tensor(x, mask)
+    views = [_prepare_tensor(_laplacian_of_gaussian(x, float(sigma)), mask) for sigma in edge_sigmas_px]
+    return _prepare_tensor(torch.cat(views, 1), mask)
+
+
+def _laplacian_of_gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, W, W) −σ²·∇²(G_σ ∗ x), the image mirrored at its border (a kernel of ±⌈4σ⌉ px, at most W − 1);
+    responses within float32 rounding of the image (a flat image's) are 0."""
+    channels, width = x.shape[1], x.shape[-1]
+    reach = max(1, min(math.ceil(4 * sigma), width - 1))
+    offsets = torch.arange(-reach, reach + 1, dtype=torch.float32, device=x.device)
+    gauss = torch.exp(-(offsets**2) / (2 * sigma**2))
+    gauss = gauss / gauss.sum()
+    second = gauss * (offsets**2 - sigma**2) / sigma**4  # d²/dt² of the normalised Gaussian
+    kernel = -(sigma**2) * (second[:, None] * gauss[None, :] + gauss[:, None] * second[None, :])
+    kernel = (kernel - kernel.mean()).expand(channels, 1, -1, -1)  # zero sum: a flat image gives 0
+    padded = F.pad(x, (reach,) * 4, mode="reflect")
+    edges = F.conv2d(padded, kernel, groups=channels)
+    rounding = 1e-5 * x.flatten(1).abs().amax(1)[:, None, None, None]  # float32 rounding of a flat image's response: none
+    return torch.where(edges.abs() > rounding, edges, torch.zeros_like(edges))
 
 
 def _prepare(patches: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
@@ -301,6 +356,7 @@ def align_to_classes(
     iterations: int = 3,
     max_shift_fraction: float = 0.2,
     batch_size: int = 128,
+    edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX,
 ) -> AlignedClusters:
     """Pose of every patch relative to its class's template, the classes held fixed.
 
@@ -334,16 +390,19 @@ def align_to_classes(
         Largest shift tried per axis, as a fraction of W.
     batch_size : int, default 128
         Patches scored at once.
+    edge_sigmas_px : tuple of float, default EDGE_SIGMAS_PX
+        Compare the patches' edges at these scales (:func:`search_view`); empty: the patches
+        themselves.
 
     Returns
     -------
     AlignedClusters
         ``labels`` as given, ``angle_rad`` (N,) in [0, 2π) rad, ``shift_px`` (N, 2) (row, col)
-        in px, the objective and the (K, C, W, W) templates.
+        in px, the objective and the (K, C·S, W, W) templates (of the search views, S scales).
     """
     width = patches.shape[-1]
     mask = soft_disk(width)
-    x = _prepare(patches, mask)
+    x = search_view(torch.as_tensor(np.ascontiguousarray(patches), dtype=torch.float32), mask, tuple(edge_sigmas_px))
     n = len(x)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     n_classes = int(labels_t.max()) + 1 if n else 0

@@ -32,6 +32,7 @@ from .patches import PatchParams
 
 __all__ = [
     "CLASS_INITS",
+    "EDGE_SIGMAS_PX",
     "DECODERS",
     "DEFAULT_EXPORT_FORMATS",
     "ENCODERS",
@@ -61,6 +62,14 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 DECODERS = ("mlp", "conv")
 ENCODERS = ("mlp", "equivariant")
 KL_ESTIMATORS = ("analytic", "sample")
+
+
+#: Scales (px) of the Laplacians of Gaussians whose responses the pose searches compare
+#: (:func:`microvae.alignment.search_view`). Template alignment handed the true classes and angles
+#: (``bench_discovery`` 'truth_alignment', CI size, median of seeds 0–2, modulo symmetry) read the
+#: ±120° cards at 0.784 from the plain patches and 0.957 from these edges, the ±120° glyph suits
+#: at 0.516 and 0.934, the digits at 0.460 and 0.555 (benchmarks/README.md, "Class discovery").
+EDGE_SIGMAS_PX = (1.0, 2.0)
 
 
 @dataclass
@@ -192,8 +201,15 @@ class JTRVAEConfig:
         most probable class's. :func:`configs_from_settings` turns it on for models with
         rotation, the MLP encoder and decoder (the equivariant encoder reads its own angle) and
         K ≥ 2 classes that start from a partition. Costs one search per patch and class when
-        encoding: 390 patches/s at 32², K = 2 on 2 CPU cores, against 57 000 for the encoder
-        alone (``benchmarks/bench_encode.py --quick``).
+        encoding: 516 patches/s at 32², K = 2 on 2 CPU cores (edges at two scales; 539 with the
+        plain search in the same session), against 68 000 for the encoder alone
+        (``benchmarks/bench_encode.py --quick``, 2026-12-01).
+    pose_edge_sigmas_px : tuple of float, default ()
+        (With ``template_pose``.) The turns are searched on the patches' and templates' edges at
+        these scales in px (:func:`microvae.alignment.search_view`), which tell apart the turns
+        of a near-symmetric shape that a plain correlation confuses; empty searches the patches
+        themselves, as run folders written before it did. :func:`configs_from_settings` sets
+        :data:`EDGE_SIGMAS_PX` with the template pose.
     shift_prior_sd : float, default 0.1
         The sd of the shift prior per axis in grid units, i.e. in units of the
         half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
@@ -265,6 +281,7 @@ class JTRVAEConfig:
     coordinate_gain: float = 5.0
     mean_offset: bool = False
     template_pose: bool = False
+    pose_edge_sigmas_px: tuple[float, ...] = ()
     shift_prior_sd: float = 0.1
     angle_prior_concentration: float = 2.0
     beta_z: float = 1.0
@@ -308,6 +325,7 @@ class JTRVAEConfig:
             (self.shift_prior_sd > 0, f"shift_prior_sd must be > 0, got {self.shift_prior_sd}"),
             (self.angle_prior_concentration >= 0, "angle_prior_concentration must be >= 0"),
             (not self.template_pose or (self.rotation and self.decoder == "mlp"), "template_pose needs rotation and the MLP decoder"),
+            (all(sigma > 0 for sigma in self.pose_edge_sigmas_px), f"pose_edge_sigmas_px must be > 0, got {self.pose_edge_sigmas_px}"),
             (self.coordinate_gain > 0, f"coordinate_gain must be > 0, got {self.coordinate_gain}"),
             (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
             (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
@@ -608,6 +626,8 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
         model.mean_offset = not (model.rotation or model.translation) and train.class_init != "none"
     if "template_pose" not in values:  # on where objects turn and the classes start from a partition; see JTRVAEConfig
         model.template_pose = model.rotation and model.n_classes >= 2 and train.class_init != "none" and model.decoder == model.encoder == "mlp"
+    if "pose_edge_sigmas_px" not in values and model.template_pose:  # the searched turns read edges; see JTRVAEConfig
+        model.pose_edge_sigmas_px = EDGE_SIGMAS_PX
     return model, train
 
 

@@ -247,17 +247,18 @@ class JTRVAE(nn.Module):
         # (P, C) per-pixel offset of the decoder's output in the patch frame (config.mean_offset);
         # zeros here, the training patches' mean when training starts (training.fit)
         self.mean_offset = nn.Parameter(torch.zeros(w * w, c)) if config.mean_offset else None
-        if config.template_pose:  # (K', C, W, W) prepared templates of the angle's search (config.template_pose); set when training starts
-            self.register_buffer("pose_templates", torch.zeros(self.n_enumerated, c, w, w))
+        if config.template_pose:  # (K', C·S, W, W) prepared templates of the angle's search (of S edge scales); set when training starts
+            self.register_buffer("pose_templates", torch.zeros(self.n_enumerated, c * max(1, len(config.pose_edge_sigmas_px)), w, w))
 
     def start_template_pose(self, templates) -> None:
         """Set the templates that each patch's angle is searched against (``config.template_pose``).
 
         Parameters
         ----------
-        templates : (K'', C, W, W) ndarray or Tensor
-            Class templates (:attr:`microvae.templates.ClassTemplates.templates`), K'' ≤ K' =
-            max(K, 1); rows of zeros (classes without members) never match.
+        templates : (K'', C·S, W, W) ndarray or Tensor
+            Class templates (:attr:`microvae.templates.ClassTemplates.templates`) of the search
+            views at the S = len(``config.pose_edge_sigmas_px``) edge scales (S = 1 without), K''
+            ≤ K' = max(K, 1); rows of zeros (classes without members) never match.
 
         Raises
         ------
@@ -267,7 +268,7 @@ class JTRVAE(nn.Module):
         if not self.config.template_pose:
             raise ParameterError("this model has no template pose (config.template_pose is False)")
         prepared = prepare_templates(templates)
-        k, c, w = self.n_enumerated, self.config.channels, self.config.image_size
+        k, c, w = self.n_enumerated, self.pose_templates.shape[1], self.config.image_size
         if prepared.ndim != 4 or tuple(prepared.shape[1:]) != (c, w, w) or not 1 <= len(prepared) <= k:
             raise ParameterError(f"pose templates must be (≤{k}, {c}, {w}, {w}), got {tuple(prepared.shape)}")
         with torch.no_grad():
@@ -291,7 +292,8 @@ class JTRVAE(nn.Module):
             :func:`microvae.templates.turns_to_templates` over ``pose_templates``.
         """
         translation = self.config.translation
-        parts = [turns_to_templates(part, self.pose_templates, translation=translation) for part in x.split(batch_size)]
+        sigmas = self.config.pose_edge_sigmas_px
+        parts = [turns_to_templates(part, self.pose_templates, translation=translation, edge_sigmas_px=sigmas) for part in x.split(batch_size)]
         return torch.cat(parts) if parts else x.new_zeros(0, self.n_enumerated)
 
     def start_mean_offset(self, mean_patch) -> None:

@@ -8,9 +8,11 @@ each class's template is built from a sample of training patches with the model'
 fixed (:func:`fit_class_templates`: multi-reference alignment,
 :func:`microvae.alignment.align_to_classes`), and ``encode`` poses every patch against its own
 class's template over :data:`TEMPLATE_TURNS` turns and the circular shifts, refined below the turn
-step by a parabola (:func:`pose_to_templates`). On the same ±120° cards the template angle
-correlates 0.79 (median of three seeds, modulo symmetry) with the truth; it errs by a turn of a
-shape's near-symmetry, not by degrees.
+step by a parabola (:func:`pose_to_templates`). Patches and templates are compared by their
+edges (:func:`microvae.alignment.search_view`): compared as they are, a heart or a spade turned by
+120° matches its template almost as well as unturned, and the search errs by that turn of the
+shape's near-symmetry rather than by degrees (the ±120° cards' template angle: 0.79 at CI size,
+median of three seeds, modulo symmetry; 0.96 with the edges, ``benchmarks/README.md``).
 
 Conventions: patches (N, C, W, W) float32; ``angle_rad`` is the counter-clockwise turn (as
 displayed) that takes the class template onto the patch, in (−π, π], measured from the
@@ -30,7 +32,8 @@ import numpy as np
 import torch
 
 from . import artifacts
-from .alignment import _pose_to_own, _prepare, _prepare_tensor, _shift_window, _signed_shift, _sub_step, _turned, align_to_classes, soft_disk
+from .alignment import _pose_to_own, _prepare_tensor, _shift_window, _signed_shift, _sub_step, _turned, align_to_classes, search_view, soft_disk
+from .config import EDGE_SIGMAS_PX
 from .errors import InputError
 from .streaming import evenly_spaced, evenly_spaced_rows
 
@@ -80,6 +83,10 @@ class ClassTemplates:
         Largest shift tried per axis, as a fraction of W.
     sample : int
         Patches the templates were learned from.
+    edge_sigmas_px : tuple of float
+        The templates are of the patches' edges at these scales
+        (:func:`microvae.alignment.search_view`; one block of C channels per scale), and patches
+        are posed by theirs; empty: of the patches themselves (files written before the edges).
     """
 
     templates: np.ndarray
@@ -89,6 +96,7 @@ class ClassTemplates:
     turns: int = TEMPLATE_TURNS
     max_shift_fraction: float = TEMPLATE_MAX_SHIFT
     sample: int = 0
+    edge_sigmas_px: tuple[float, ...] = ()
 
     def save(self, path: str | Path) -> None:
         """Write the templates as an ``.npz`` file, atomically.
@@ -108,6 +116,7 @@ class ClassTemplates:
                 turns=self.turns,
                 max_shift_fraction=self.max_shift_fraction,
                 sample=self.sample,
+                edge_sigmas_px=np.asarray(self.edge_sigmas_px, np.float64),
             )
 
 
@@ -132,7 +141,15 @@ class TemplatePoses:
     match: np.ndarray
 
 
-def fit_class_templates(patches, classes: np.ndarray, n_classes: int, rotation: bool, translation: bool, sample: int = TEMPLATE_SAMPLE) -> ClassTemplates:
+def fit_class_templates(
+    patches,
+    classes: np.ndarray,
+    n_classes: int,
+    rotation: bool,
+    translation: bool,
+    sample: int = TEMPLATE_SAMPLE,
+    edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX,
+) -> ClassTemplates:
     """Templates of the given classes, from at most ``sample`` evenly spaced patches.
 
     Parameters
@@ -149,6 +166,9 @@ def fit_class_templates(patches, classes: np.ndarray, n_classes: int, rotation: 
         Search over circular shifts.
     sample : int, default TEMPLATE_SAMPLE
         The most patches the templates are learned from.
+    edge_sigmas_px : tuple of float, default EDGE_SIGMAS_PX
+        Templates of the patches' edges at these scales (:func:`microvae.alignment.search_view`);
+        empty: of the patches themselves.
 
     Returns
     -------
@@ -166,11 +186,14 @@ def fit_class_templates(patches, classes: np.ndarray, n_classes: int, rotation: 
         rotations=TEMPLATE_TURNS,
         iterations=TEMPLATE_ROUNDS,
         max_shift_fraction=TEMPLATE_MAX_SHIFT,
+        edge_sigmas_px=tuple(edge_sigmas_px),
     )
-    templates = np.zeros((n_classes,) + tuple(chosen.shape[1:]), np.float32)
+    templates = np.zeros((n_classes,) + tuple(aligned.templates.shape[1:]), np.float32)
     templates[: len(aligned.templates)] = aligned.templates
     has_members = np.bincount(labels, minlength=n_classes)[:n_classes] > 0
-    return ClassTemplates(templates, has_members, bool(rotation), bool(translation), sample=len(rows))
+    return ClassTemplates(
+        templates, has_members, bool(rotation), bool(translation), sample=len(rows), edge_sigmas_px=tuple(float(sigma) for sigma in edge_sigmas_px)
+    )
 
 
 def read_class_templates(run_dir: str | Path) -> ClassTemplates | None:
@@ -205,6 +228,7 @@ def read_class_templates(run_dir: str | Path) -> ClassTemplates | None:
                 int(data["turns"]),
                 float(data["max_shift_fraction"]),
                 int(data["sample"]),
+                tuple(float(sigma) for sigma in data["edge_sigmas_px"]) if "edge_sigmas_px" in data.files else (),
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: unreadable class templates ({error}); expected the {TEMPLATES_FILE} that 'microvae train' writes") from error
@@ -242,8 +266,10 @@ def pose_to_templates(
     """
     device = torch.device(device)
     count, width = len(patches), templates.templates.shape[-1]
-    if tuple(patches.shape[1:]) != tuple(templates.templates.shape[1:]):
-        raise InputError(f"patches are {'×'.join(map(str, patches.shape[1:]))} but the class templates {'×'.join(map(str, templates.templates.shape[1:]))}")
+    views = max(1, len(templates.edge_sigmas_px))  # the templates hold C channels per edge scale
+    if (patches.shape[1] * views,) + tuple(patches.shape[2:]) != tuple(templates.templates.shape[1:]):
+        expected = (templates.templates.shape[1] // views,) + tuple(templates.templates.shape[2:])
+        raise InputError(f"patches are {'×'.join(map(str, patches.shape[1:]))} but the class templates are for {'×'.join(map(str, expected))}")
     turns = templates.turns if templates.rotation else 1
     step = 2 * math.pi / turns
     angles = (torch.arange(turns, dtype=torch.float32) * step).to(device)
@@ -257,7 +283,7 @@ def pose_to_templates(
     match = np.zeros(count, np.float32)
     for first in range(0, count, batch_size):
         part = slice(first, min(first + batch_size, count))
-        x = _prepare(np.asarray(patches[part], dtype=np.float32), mask).to(device)
+        x = search_view(torch.as_tensor(np.asarray(patches[part], dtype=np.float32)).to(device), mask.to(device), templates.edge_sigmas_px)
         own = stored[torch.as_tensor(classes[part], device=device)]
         turn, shift_index, best, fraction = _pose_to_own(x, own, angles, window)
         turned = (turn.float() + fraction) * step
@@ -288,10 +314,13 @@ def prepare_templates(templates: np.ndarray | torch.Tensor) -> torch.Tensor:
     return _prepare_tensor(stored, soft_disk(stored.shape[-1]).to(stored.device))
 
 
-def turns_to_templates(x: torch.Tensor, templates: torch.Tensor, turns: int = TEMPLATE_TURNS, translation: bool = False) -> torch.Tensor:
+def turns_to_templates(
+    x: torch.Tensor, templates: torch.Tensor, turns: int = TEMPLATE_TURNS, translation: bool = False, edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX
+) -> torch.Tensor:
     """The turn that takes each of several templates onto each image, found by search.
 
-    Each image is compared (under the soft disk, mean-subtracted, unit-norm) with every template
+    Each image's search view (its edges at ``edge_sigmas_px``, under the soft disk,
+    mean-subtracted, unit-norm: :func:`microvae.alignment.search_view`) is compared with every template
     turned by ``turns`` evenly spaced angles (and, with ``translation``, at every circular shift up
     to :data:`TEMPLATE_MAX_SHIFT` of the window); per template the best turn wins, refined below
     the step by a parabola through its neighbours. The search needs no class: it poses the image
@@ -307,6 +336,9 @@ def turns_to_templates(x: torch.Tensor, templates: torch.Tensor, turns: int = TE
         Turns tried over 2π (at least 3).
     translation : bool, default False
         Also search the circular shifts.
+    edge_sigmas_px : tuple of float, default EDGE_SIGMAS_PX
+        Compare the images' edges at these scales (:func:`microvae.alignment.search_view`), as
+        the templates were learned; empty: the images themselves.
 
     Returns
     -------
@@ -317,7 +349,7 @@ def turns_to_templates(x: torch.Tensor, templates: torch.Tensor, turns: int = TE
     width = x.shape[-1]
     step = 2 * math.pi / turns
     angles = torch.arange(turns, dtype=torch.float32, device=x.device) * step
-    turned = _turned(_prepare_tensor(x.float(), soft_disk(width).to(x.device)), angles)  # (B, R, C, W, W)
+    turned = _turned(search_view(x, soft_disk(width).to(x.device), tuple(edge_sigmas_px)), angles)  # (B, R, C, W, W)
     if translation:
         window = _shift_window(width, TEMPLATE_MAX_SHIFT).to(x.device)
         spectra = torch.fft.rfft2(turned)[:, :, None] * torch.fft.rfft2(templates).conj()[None, None]  # (B, R, K, C, W, W/2+1)

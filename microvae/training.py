@@ -248,10 +248,14 @@ def _pose_templates(images, model_config: JTRVAEConfig, classes: np.ndarray | No
     if not known.any():
         classes, known = np.zeros(len(images), np.int64), np.ones(len(images), bool)
     if known.all():
-        return fit_class_templates(images, np.asarray(classes), count, True, model_config.translation).templates
+        return fit_class_templates(
+            images, np.asarray(classes), count, True, model_config.translation, edge_sigmas_px=model_config.pose_edge_sigmas_px
+        ).templates
     rows = np.flatnonzero(known)  # semi-supervised without initial classes: the labelled images
     chosen = images[rows] if not isinstance(images, PatchFile) else images.take(rows)
-    return fit_class_templates(chosen, np.asarray(classes)[rows], count, True, model_config.translation).templates
+    return fit_class_templates(
+        chosen, np.asarray(classes)[rows], count, True, model_config.translation, edge_sigmas_px=model_config.pose_edge_sigmas_px
+    ).templates
 
 
 def _template_turns(model: JTRVAE, images, device: torch.device, batch_size: int = 256) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from microvae.alignment import align_to_classes, aligned_kmeans
+from microvae.alignment import align_to_classes, aligned_kmeans, search_view, soft_disk
 from microvae.metrics import circular_correlation, matched_accuracy
 
 
@@ -76,3 +76,44 @@ def test_a_continued_alignment_equals_one_longer_run():
     assert continued.objective < first.objective
     short = aligned_kmeans(patches, start, 3, rotation=True, translation=False, iterations=2)
     assert short.objective > whole.objective + 1e-3
+
+
+def test_search_view_keeps_edges_and_drops_a_flat_or_sloped_background():
+    """The pose searches' view (edges at the default scales): a flat image gives nothing, a
+    shape on a sloped background reads as the shape alone (correlation > 0.98, measured 0.993–0.997),
+    where the plain view (no scales) is moved by the slope (control, measured 0.25–0.57); one block of
+    channels per scale, unit norm."""
+    import torch
+
+    patches, _, _ = turned_shapes(n=8, seed=0)
+    x = torch.from_numpy(patches)
+    mask = soft_disk(24)
+    rows = torch.arange(24, dtype=torch.float32)
+    slope = 0.15 * (rows[:, None] + 0.5 * rows[None, :])
+    edges, sloped = search_view(x, mask), search_view(x + slope, mask)
+    assert edges.shape == (8, 2, 24, 24)
+    assert torch.allclose(edges.flatten(1).norm(dim=1), torch.ones(8), atol=1e-5)
+    assert float(search_view(torch.full((1, 1, 24, 24), 3.0), mask).abs().max()) < 1e-4
+    assert float((edges * sloped).flatten(1).sum(1).min()) > 0.98
+    plain, plain_sloped = search_view(x, mask, ()), search_view(x + slope, mask, ())
+    assert float((plain * plain_sloped).flatten(1).sum(1).min()) < 0.9
+
+
+def test_edges_tell_apart_the_turns_of_near_symmetric_shapes():
+    """The ±120° zoo cards (sheared, scaled, 24 px: a heart or a spade turned by 120° is nearly
+    itself), posed against templates of the true classes from the true angles: with the default
+    edge scales every suit's angle follows the truth (mean over suits of the circular correlation
+    modulo symmetry > 0.93, measured 0.959); comparing the plain patches (the control) confuses the
+    turns (measured 0.784, bar < 0.85)."""
+    from microvae.zoo import make_case
+
+    case = make_case("cards_120", 0, "ci")
+    orders = case.extra["symmetry_order"]
+
+    def folded(angle_rad: np.ndarray) -> float:
+        return float(np.mean([circular_correlation(n * case.angle_rad[case.labels == k], n * angle_rad[case.labels == k]) for k, n in enumerate(orders)]))
+
+    edges = align_to_classes(case.patches, case.labels, case.angle_rad, rotation=True, translation=True, iterations=3)
+    plain = align_to_classes(case.patches, case.labels, case.angle_rad, rotation=True, translation=True, iterations=3, edge_sigmas_px=())
+    assert folded(edges.angle_rad) > 0.93
+    assert folded(plain.angle_rad) < 0.85

@@ -433,6 +433,25 @@ def test_template_pose_is_on_by_default_exactly_where_objects_turn_from_a_partit
     assert JTRVAEConfig.from_dict(saved).template_pose is False
 
 
+def test_the_template_pose_searches_edges_by_default_and_old_runs_their_patches():
+    """With the template pose the CLI's settings search the turns on the patches' edges
+    (``EDGE_SIGMAS_PX``), without it on nothing; a saved config from before the edges loads
+    searching the patches themselves (its templates were learned so); scales must be positive."""
+    from microvae.config import EDGE_SIGMAS_PX, configs_from_settings
+    from microvae.errors import ParameterError
+
+    assert configs_from_settings({"classes": 2})[0].pose_edge_sigmas_px == EDGE_SIGMAS_PX
+    assert configs_from_settings({"classes": 2, "rotation": False})[0].pose_edge_sigmas_px == ()
+    assert configs_from_settings({"classes": 2, "pose_edge_sigmas_px": (1.5,)})[0].pose_edge_sigmas_px == (1.5,)
+    saved = small_config(template_pose=True, pose_edge_sigmas_px=EDGE_SIGMAS_PX).to_dict()
+    assert JTRVAEConfig.from_dict(saved).pose_edge_sigmas_px == EDGE_SIGMAS_PX
+    saved.pop("pose_edge_sigmas_px")
+    assert JTRVAEConfig.from_dict(saved).pose_edge_sigmas_px == ()
+    assert build_model(JTRVAEConfig.from_dict(saved), seed=0).pose_templates.shape[1] == 1
+    with pytest.raises(ParameterError, match="pose_edge_sigmas_px"):
+        small_config(template_pose=True, pose_edge_sigmas_px=(0.0,)).validate()
+
+
 def test_template_pose_renders_each_class_at_its_own_turn():
     """With ``template_pose`` the decoder renders class y at (v's angle + y's template turn):
     the per-class pass equals K single-class passes at those angles; the reported angle is the

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from microvae.cards import make_cards
+from microvae.config import EDGE_SIGMAS_PX
 from microvae.metrics import circular_correlation
 from microvae.templates import ClassTemplates, fit_class_templates, pose_to_templates, read_class_templates
 
@@ -36,7 +37,7 @@ def test_template_angle_reads_the_turn_of_cards(seed):
     assert np.median(poses.match) > 0.85  # measured 0.92
 
     noise = np.random.default_rng(seed).normal(size=templates.templates.shape).astype(np.float32)
-    untrained = pose_to_templates(cards.images, cards.labels, ClassTemplates(noise, templates.has_members, True, True))
+    untrained = pose_to_templates(cards.images, cards.labels, ClassTemplates(noise, templates.has_members, True, True, edge_sigmas_px=templates.edge_sigmas_px))
     assert _folded_correlation(cards, untrained.angle_rad, CLUBS, 1) < 0.9 or _folded_correlation(cards, untrained.angle_rad, DIAMONDS, 2) < 0.9
     assert np.all(np.abs(untrained.match) <= 1.0 + 1e-5) and np.median(untrained.match) < 0.5
 
@@ -77,7 +78,29 @@ def test_templates_round_trip_and_a_corrupt_file_is_named(tmp_path):
     again = read_class_templates(tmp_path)
     np.testing.assert_array_equal(again.templates, templates.templates)
     assert (again.rotation, again.translation, again.turns, again.sample) == (True, False, templates.turns, 40)
+    assert again.edge_sigmas_px == templates.edge_sigmas_px == EDGE_SIGMAS_PX and again.templates.shape[1] == len(EDGE_SIGMAS_PX)
     assert read_class_templates(tmp_path / "elsewhere") is None
+
+    # a file from before the edges (no edge_sigmas_px): templates of the patches, posed by the patches
+    plain = fit_class_templates(cards.images, cards.labels, 4, rotation=True, translation=False, edge_sigmas_px=())
+    with open(tmp_path / "old.npz", "wb") as handle:
+        np.savez(
+            handle,
+            templates=plain.templates,
+            has_members=plain.has_members,
+            rotation=True,
+            translation=False,
+            turns=plain.turns,
+            max_shift_fraction=plain.max_shift_fraction,
+            sample=40,
+        )
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old.npz").rename(tmp_path / "old" / TEMPLATES_FILE)
+    old = read_class_templates(tmp_path / "old")
+    assert old.edge_sigmas_px == () and old.templates.shape[1] == 1
+    np.testing.assert_array_equal(pose_to_templates(cards.images, cards.labels, old).angle_rad, pose_to_templates(cards.images, cards.labels, plain).angle_rad)
+    with pytest.raises(InputError, match="class templates are for 1×20×20"):
+        pose_to_templates(np.concatenate([cards.images] * 2, 1), cards.labels, templates)
     (tmp_path / TEMPLATES_FILE).write_bytes(b"not an npz")
     with pytest.raises(InputError, match=TEMPLATES_FILE):
         read_class_templates(tmp_path)

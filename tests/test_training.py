@@ -57,14 +57,17 @@ def test_template_pose_starts_from_the_initial_classes_and_resumes_bit_identical
     """``template_pose``: a fresh run learns one pose template per initial class (as
     fit_class_templates does) and keeps them in the weights; a run interrupted and resumed
     reads them back (not learned again) and ends bit-identical to an uninterrupted one. Without
-    initial classes, all patches make one template."""
+    initial classes, all patches make one template; with labels for some patches only, the
+    labelled ones make their classes' templates."""
     from microvae.cards import make_cards
     from microvae.templates import fit_class_templates, prepare_templates
 
     cards = make_cards(64, 12, 120, seed=0)
-    model = JTRVAEConfig(image_size=12, n_classes=4, encoder_hidden=(16,), decoder_hidden=(16, 16), template_pose=True)
+    edges = (1.0, 2.0)
+    model = JTRVAEConfig(image_size=12, n_classes=4, encoder_hidden=(16,), decoder_hidden=(16, 16), template_pose=True, pose_edge_sigmas_px=edges)
     straight = fit(cards.images, model, train_config(), tmp_path / "straight", init_labels=cards.labels)
-    expected = prepare_templates(fit_class_templates(cards.images, cards.labels, 4, True, True).templates)
+    expected = prepare_templates(fit_class_templates(cards.images, cards.labels, 4, True, True, edge_sigmas_px=edges).templates)
+    assert straight.model.pose_templates.shape == (4, 2, 12, 12)  # one block of channels per edge scale
     torch.testing.assert_close(straight.model.pose_templates, expected)
 
     def crash_in_epoch_three(event):
@@ -81,6 +84,12 @@ def test_template_pose_starts_from_the_initial_classes_and_resumes_bit_identical
 
     alone = fit(cards.images, model, train_config(epochs=1), tmp_path / "alone").model
     assert float(alone.pose_templates[0].abs().sum()) > 0 and float(alone.pose_templates[1:].abs().sum()) == 0
+
+    some = np.where(np.arange(64) % 2 == 0, cards.labels, -1)  # semi-supervised: half the patches labelled
+    partly = fit(cards.images, model, train_config(epochs=1), tmp_path / "partly", labels=some).model
+    rows = np.flatnonzero(some >= 0)
+    expected = prepare_templates(fit_class_templates(cards.images[rows], cards.labels[rows], 4, True, True, edge_sigmas_px=edges).templates)
+    torch.testing.assert_close(partly.pose_templates, expected)
 
 
 def test_run_folder_contents_and_weights_only_checkpoint(tmp_path):
