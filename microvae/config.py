@@ -32,14 +32,15 @@ from .patches import PatchParams
 
 __all__ = [
     "CLASS_INITS",
-    "EDGE_SIGMAS_PX",
     "DECODERS",
     "DEFAULT_EXPORT_FORMATS",
+    "EDGE_SIGMAS_PX",
     "ENCODERS",
     "EXPORT_FORMATS",
     "GEOMETRIES",
     "KL_ESTIMATORS",
     "LIKELIHOODS",
+    "POSE_REFINE_STEPS",
     "SETTING_ALIASES",
     "STACK_AS",
     "EncodeConfig",
@@ -70,6 +71,13 @@ KL_ESTIMATORS = ("analytic", "sample")
 #: ±120° cards at 0.784 from the plain patches and 0.957 from these edges, the ±120° glyph suits
 #: at 0.516 and 0.934, the digits at 0.460 and 0.555 (benchmarks/README.md, "Class discovery").
 EDGE_SIGMAS_PX = (1.0, 2.0)
+
+#: Gauss-Newton steps that refine each searched pose (turn and shift) off the search's grid
+#: (:func:`microvae.alignment.refine_poses`): the template, turned and moved continuously, is fitted
+#: to the patch. Truth alignment (``bench_discovery`` 'truth_alignment', CI size, seed 0, modulo
+#: symmetry) read the ±12° glyph suits at 0.665 from the grid (5°, whole pixels, a parabola
+#: between turns) and 0.813 refined; the ±12° cards 0.758 and 0.813 (benchmarks/README.md).
+POSE_REFINE_STEPS = 6
 
 
 @dataclass
@@ -203,13 +211,20 @@ class JTRVAEConfig:
         K ≥ 2 classes that start from a partition. Costs one search per patch and class when
         encoding: 516 patches/s at 32², K = 2 on 2 CPU cores (edges at two scales; 539 with the
         plain search in the same session), against 68 000 for the encoder alone
-        (``benchmarks/bench_encode.py --quick``, 2026-12-01).
+        (``benchmarks/bench_encode.py --quick``, 2026-12-01); with ``pose_refine_steps`` 1.45×
+        that (149 against 216 patches/s on the grid, one later session, a slower machine).
     pose_edge_sigmas_px : tuple of float, default ()
         (With ``template_pose``.) The turns are searched on the patches' and templates' edges at
         these scales in px (:func:`microvae.alignment.search_view`), which tell apart the turns
         of a near-symmetric shape that a plain correlation confuses; empty searches the patches
         themselves, as run folders written before it did. :func:`configs_from_settings` sets
         :data:`EDGE_SIGMAS_PX` with the template pose.
+    pose_refine_steps : int, default 0
+        (With ``template_pose``.) Gauss-Newton steps that refine each searched turn off the
+        search's 5° grid, the template turned and moved continuously onto the patch
+        (:func:`microvae.alignment.refine_poses`); 0 keeps the grid's turn and the parabola
+        between turns, as run folders written before it did. :func:`configs_from_settings` sets
+        :data:`POSE_REFINE_STEPS` with the template pose.
     shift_prior_sd : float, default 0.1
         The sd of the shift prior per axis in grid units, i.e. in units of the
         half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
@@ -282,6 +297,7 @@ class JTRVAEConfig:
     mean_offset: bool = False
     template_pose: bool = False
     pose_edge_sigmas_px: tuple[float, ...] = ()
+    pose_refine_steps: int = 0
     shift_prior_sd: float = 0.1
     angle_prior_concentration: float = 2.0
     beta_z: float = 1.0
@@ -326,6 +342,7 @@ class JTRVAEConfig:
             (self.angle_prior_concentration >= 0, "angle_prior_concentration must be >= 0"),
             (not self.template_pose or (self.rotation and self.decoder == "mlp"), "template_pose needs rotation and the MLP decoder"),
             (all(sigma > 0 for sigma in self.pose_edge_sigmas_px), f"pose_edge_sigmas_px must be > 0, got {self.pose_edge_sigmas_px}"),
+            (self.pose_refine_steps >= 0, f"pose_refine_steps must be >= 0, got {self.pose_refine_steps}"),
             (self.coordinate_gain > 0, f"coordinate_gain must be > 0, got {self.coordinate_gain}"),
             (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
             (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
@@ -628,6 +645,8 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
         model.template_pose = model.rotation and model.n_classes >= 2 and train.class_init != "none" and model.decoder == model.encoder == "mlp"
     if "pose_edge_sigmas_px" not in values and model.template_pose:  # the searched turns read edges; see JTRVAEConfig
         model.pose_edge_sigmas_px = EDGE_SIGMAS_PX
+    if "pose_refine_steps" not in values and model.template_pose:  # the searched turns are refined off the grid; see JTRVAEConfig
+        model.pose_refine_steps = POSE_REFINE_STEPS
     return model, train
 
 

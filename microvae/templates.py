@@ -17,7 +17,9 @@ median of three seeds, modulo symmetry; 0.96 with the edges, ``benchmarks/README
 Conventions: patches (N, C, W, W) float32; ``angle_rad`` is the counter-clockwise turn (as
 displayed) that takes the class template onto the patch, in (−π, π], measured from the
 template's own orientation (arbitrary per class: compare angles within a class, or by circular
-correlation); ``shift_px`` (row, col) in whole pixels.
+correlation); ``shift_px`` (row, col) in pixels. The grid's pose (5° turns, whole pixels, a
+parabola between turns) is refined by Gauss-Newton steps (``refine_steps``,
+:func:`microvae.alignment.refine_poses`).
 """
 
 from __future__ import annotations
@@ -32,8 +34,20 @@ import numpy as np
 import torch
 
 from . import artifacts
-from .alignment import _pose_to_own, _prepare_tensor, _shift_window, _signed_shift, _sub_step, _turned, align_to_classes, search_view, soft_disk
-from .config import EDGE_SIGMAS_PX
+from .alignment import (
+    _placed_shift,
+    _pose_to_own,
+    _prepare_tensor,
+    _shift_window,
+    _signed_shift,
+    _sub_step,
+    _turned,
+    align_to_classes,
+    refine_poses,
+    search_view,
+    soft_disk,
+)
+from .config import EDGE_SIGMAS_PX, POSE_REFINE_STEPS
 from .errors import InputError
 from .streaming import evenly_spaced, evenly_spaced_rows
 
@@ -87,6 +101,10 @@ class ClassTemplates:
         The templates are of the patches' edges at these scales
         (:func:`microvae.alignment.search_view`; one block of C channels per scale), and patches
         are posed by theirs; empty: of the patches themselves (files written before the edges).
+    refine_steps : int
+        Gauss-Newton steps that refine each pose off the search's grid
+        (:func:`microvae.alignment.refine_poses`); 0 in files written before the refinement,
+        whose poses stay on the grid.
     """
 
     templates: np.ndarray
@@ -97,6 +115,7 @@ class ClassTemplates:
     max_shift_fraction: float = TEMPLATE_MAX_SHIFT
     sample: int = 0
     edge_sigmas_px: tuple[float, ...] = ()
+    refine_steps: int = 0
 
     def save(self, path: str | Path) -> None:
         """Write the templates as an ``.npz`` file, atomically.
@@ -117,6 +136,7 @@ class ClassTemplates:
                 max_shift_fraction=self.max_shift_fraction,
                 sample=self.sample,
                 edge_sigmas_px=np.asarray(self.edge_sigmas_px, np.float64),
+                refine_steps=self.refine_steps,
             )
 
 
@@ -130,7 +150,8 @@ class TemplatePoses:
         (N,) float32 turn in (−π, π] rad (counter-clockwise as displayed) that takes the class
         template onto the patch; NaN where the class has no template (0 without rotation).
     shift_px : ndarray
-        (N, 2) float32 (row, col) circular shift in whole px; NaN where the class has no template.
+        (N, 2) float32 (row, col) shift in px (whole px when the templates are not refined); NaN
+        where the class has no template.
     match : ndarray
         (N,) float32 normalised correlation of the patch with its posed template (1 = identical
         up to contrast and offset); NaN where the class has no template.
@@ -149,6 +170,7 @@ def fit_class_templates(
     translation: bool,
     sample: int = TEMPLATE_SAMPLE,
     edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX,
+    refine_steps: int = POSE_REFINE_STEPS,
 ) -> ClassTemplates:
     """Templates of the given classes, from at most ``sample`` evenly spaced patches.
 
@@ -169,6 +191,9 @@ def fit_class_templates(
     edge_sigmas_px : tuple of float, default EDGE_SIGMAS_PX
         Templates of the patches' edges at these scales (:func:`microvae.alignment.search_view`);
         empty: of the patches themselves.
+    refine_steps : int, default POSE_REFINE_STEPS
+        Gauss-Newton steps that refine every pose against the learned templates off the grid
+        (:func:`microvae.alignment.refine_poses`); the templates are learned on the grid.
 
     Returns
     -------
@@ -187,12 +212,19 @@ def fit_class_templates(
         iterations=TEMPLATE_ROUNDS,
         max_shift_fraction=TEMPLATE_MAX_SHIFT,
         edge_sigmas_px=tuple(edge_sigmas_px),
+        refine_steps=0,  # the templates only; their poses are read by pose_to_templates
     )
     templates = np.zeros((n_classes,) + tuple(aligned.templates.shape[1:]), np.float32)
     templates[: len(aligned.templates)] = aligned.templates
     has_members = np.bincount(labels, minlength=n_classes)[:n_classes] > 0
     return ClassTemplates(
-        templates, has_members, bool(rotation), bool(translation), sample=len(rows), edge_sigmas_px=tuple(float(sigma) for sigma in edge_sigmas_px)
+        templates,
+        has_members,
+        bool(rotation),
+        bool(translation),
+        sample=len(rows),
+        edge_sigmas_px=tuple(float(sigma) for sigma in edge_sigmas_px),
+        refine_steps=int(refine_steps),
     )
 
 
@@ -229,6 +261,7 @@ def read_class_templates(run_dir: str | Path) -> ClassTemplates | None:
                 float(data["max_shift_fraction"]),
                 int(data["sample"]),
                 tuple(float(sigma) for sigma in data["edge_sigmas_px"]) if "edge_sigmas_px" in data.files else (),
+                int(data["refine_steps"]) if "refine_steps" in data.files else 0,
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: unreadable class templates ({error}); expected the {TEMPLATES_FILE} that 'microvae train' writes") from error
@@ -286,9 +319,11 @@ def pose_to_templates(
         x = search_view(torch.as_tensor(np.asarray(patches[part], dtype=np.float32)).to(device), mask.to(device), templates.edge_sigmas_px)
         own = stored[torch.as_tensor(classes[part], device=device)]
         turn, shift_index, best, fraction = _pose_to_own(x, own, angles, window)
-        turned = (turn.float() + fraction) * step
-        angle[part] = (math.pi - torch.remainder(math.pi - turned, 2 * math.pi)).cpu().numpy() if templates.rotation else 0.0  # (−π, π]
-        shift[part] = _signed_shift(shift_index, width).cpu().numpy()
+        turned = (turn.float() + fraction) * step if templates.rotation else torch.zeros(len(x), device=device)
+        moved = _placed_shift(_signed_shift(shift_index, width).to(device), turned)
+        turned, moved, best = refine_poses(x, own, turned, moved, mask.to(device), templates.refine_steps, templates.rotation, templates.translation)
+        angle[part] = (math.pi - torch.remainder(math.pi - turned, 2 * math.pi)).cpu().numpy()  # (−π, π]
+        shift[part] = moved.cpu().numpy()
         match[part] = best.cpu().numpy()
         if progress is not None:
             progress(part.stop, count)
@@ -315,7 +350,12 @@ def prepare_templates(templates: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def turns_to_templates(
-    x: torch.Tensor, templates: torch.Tensor, turns: int = TEMPLATE_TURNS, translation: bool = False, edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX
+    x: torch.Tensor,
+    templates: torch.Tensor,
+    turns: int = TEMPLATE_TURNS,
+    translation: bool = False,
+    edge_sigmas_px: tuple[float, ...] = EDGE_SIGMAS_PX,
+    refine_steps: int = POSE_REFINE_STEPS,
 ) -> torch.Tensor:
     """The turn that takes each of several templates onto each image, found by search.
 
@@ -323,8 +363,10 @@ def turns_to_templates(
     mean-subtracted, unit-norm: :func:`microvae.alignment.search_view`) is compared with every template
     turned by ``turns`` evenly spaced angles (and, with ``translation``, at every circular shift up
     to :data:`TEMPLATE_MAX_SHIFT` of the window); per template the best turn wins, refined below
-    the step by a parabola through its neighbours. The search needs no class: it poses the image
-    as every class would (the start of the angle latent, ``JTRVAEConfig.template_pose``).
+    the step by a parabola through its neighbours, then with its shift by ``refine_steps``
+    Gauss-Newton steps (:func:`microvae.alignment.refine_poses`). The search needs no class: it
+    poses the image as every class would (the start of the angle latent,
+    ``JTRVAEConfig.template_pose``).
 
     Parameters
     ----------
@@ -339,6 +381,8 @@ def turns_to_templates(
     edge_sigmas_px : tuple of float, default EDGE_SIGMAS_PX
         Compare the images' edges at these scales (:func:`microvae.alignment.search_view`), as
         the templates were learned; empty: the images themselves.
+    refine_steps : int, default POSE_REFINE_STEPS
+        Gauss-Newton steps per (image, template) pair; 0: the grid's turn and the parabola.
 
     Returns
     -------
@@ -349,14 +393,24 @@ def turns_to_templates(
     width = x.shape[-1]
     step = 2 * math.pi / turns
     angles = torch.arange(turns, dtype=torch.float32, device=x.device) * step
-    turned = _turned(search_view(x, soft_disk(width).to(x.device), tuple(edge_sigmas_px)), angles)  # (B, R, C, W, W)
+    mask = soft_disk(width).to(x.device)
+    views = search_view(x, mask, tuple(edge_sigmas_px))
+    turned = _turned(views, angles)  # (B, R, C, W, W)
     if translation:
         window = _shift_window(width, TEMPLATE_MAX_SHIFT).to(x.device)
         spectra = torch.fft.rfft2(turned)[:, :, None] * torch.fft.rfft2(templates).conj()[None, None]  # (B, R, K, C, W, W/2+1)
-        corr = torch.fft.irfft2(spectra.sum(3), s=(width, width)).masked_fill(~window, -math.inf).flatten(3).amax(-1)  # (B, R, K)
+        corr, where = torch.fft.irfft2(spectra.sum(3), s=(width, width)).masked_fill(~window, -math.inf).flatten(3).max(-1)  # (B, R, K)
     else:
         corr = torch.einsum("brp,kp->brk", turned.flatten(2), templates.flatten(1))
-    corr = corr.transpose(1, 2)  # (B, K, R)
+        where = torch.zeros_like(corr, dtype=torch.long)
+    corr, where = corr.transpose(1, 2), where.transpose(1, 2)  # (B, K, R)
     turn = corr.argmax(2)
     turned_by = (turn.float() + _sub_step(corr, turn)) * step
+    if refine_steps:
+        count, classes = turn.shape
+        shift = _placed_shift(_signed_shift(where.gather(2, turn[:, :, None]).flatten(), width).to(x.device), turned_by.flatten())  # (B·K, 2)
+        paired_views = views[:, None].expand(-1, classes, -1, -1, -1).flatten(0, 1)
+        paired_templates = templates[None].expand(count, -1, -1, -1, -1).flatten(0, 1)
+        refined, _, _ = refine_poses(paired_views, paired_templates, turned_by.flatten(), shift, mask, refine_steps, True, translation)
+        turned_by = refined.view(count, classes)
     return math.pi - torch.remainder(math.pi - turned_by, 2 * math.pi)
