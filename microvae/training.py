@@ -247,27 +247,11 @@ def _pose_templates(images, model_config: JTRVAEConfig, classes: np.ndarray | No
     known = np.asarray(classes) >= 0
     if not known.any():
         classes, known = np.zeros(len(images), np.int64), np.ones(len(images), bool)
-    if known.all():
-        return fit_class_templates(
-            images,
-            np.asarray(classes),
-            count,
-            True,
-            model_config.translation,
-            edge_sigmas_px=model_config.pose_edge_sigmas_px,
-            refine_steps=model_config.pose_refine_steps,
-        ).templates
-    rows = np.flatnonzero(known)  # semi-supervised without initial classes: the labelled images
-    chosen = images[rows] if not isinstance(images, PatchFile) else images.take(rows)
-    return fit_class_templates(
-        chosen,
-        np.asarray(classes)[rows],
-        count,
-        True,
-        model_config.translation,
-        edge_sigmas_px=model_config.pose_edge_sigmas_px,
-        refine_steps=model_config.pose_refine_steps,
-    ).templates
+    if not known.all():  # semi-supervised without initial classes: the labelled images
+        rows = np.flatnonzero(known)
+        images = images[rows] if not isinstance(images, PatchFile) else images.take(rows)
+        classes = np.asarray(classes)[rows]
+    return fit_class_templates(images, np.asarray(classes), count, True, model_config.translation, edge_sigmas_px=model_config.pose_edge_sigmas_px).templates
 
 
 def _template_turns(model: JTRVAE, images, device: torch.device, batch_size: int = 256) -> np.ndarray:
