@@ -712,7 +712,8 @@ class EncodeConfig:
     template_angle : bool or None, default None
         With a run that has class templates (trained with rotation): also each patch's angle and
         match against its class template, found by search (:mod:`microvae.templates`; 72 turns
-        and the shifts per patch, about 700 patches/s at 32² on 2 CPU cores). None: with scores
+        and the shifts per patch, then six Gauss-Newton steps; about 700 patches/s at 32² on 2
+        CPU cores before those steps, not remeasured since). None: with scores
         only, so that ``scores=False`` stays the encoder alone.
     """
 
