@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 import torch
 
-from microvae.config import EDGE_SIGMAS_PX, POSE_REFINE_STEPS, EncodeConfig
+from microvae.config import EDGE_SIGMAS_PX, POSE_CANDIDATES, POSE_REFINE_STEPS, EncodeConfig
 from microvae.encoding import encode_array
 from microvae.models import JTRVAEConfig
 from microvae.streaming import PatchFile
@@ -49,7 +49,12 @@ from microvae.training import build_model
 NETWORKS = {
     "default recipe, K = 2": dict(image_size=32, n_classes=2),
     "default recipe with the template pose, K = 2": dict(
-        image_size=32, n_classes=2, template_pose=True, pose_edge_sigmas_px=EDGE_SIGMAS_PX, pose_refine_steps=POSE_REFINE_STEPS
+        image_size=32,
+        n_classes=2,
+        template_pose=True,
+        pose_edge_sigmas_px=EDGE_SIGMAS_PX,
+        pose_refine_steps=POSE_REFINE_STEPS,
+        pose_candidates=POSE_CANDIDATES,
     ),
     "paper, K = 4": dict(image_size=32, n_classes=4, encoder_hidden=(256, 256), decoder_hidden=(256, 256, 256), latent_skips=False, canonical_class_head=False),
 }

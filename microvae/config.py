@@ -40,6 +40,7 @@ __all__ = [
     "GEOMETRIES",
     "KL_ESTIMATORS",
     "LIKELIHOODS",
+    "POSE_CANDIDATES",
     "POSE_REFINE_STEPS",
     "SETTING_ALIASES",
     "STACK_AS",
@@ -78,6 +79,10 @@ EDGE_SIGMAS_PX = (1.0, 2.0)
 #: symmetry) read the ±12° glyph suits at 0.665 from the grid (5°, whole pixels, a parabola
 #: between turns) and 0.813 refined; the ±12° cards 0.758 and 0.813 (benchmarks/README.md).
 POSE_REFINE_STEPS = 6
+#: Turns read off the grid per pose search: the best local maxima of the correlation over the
+#: turns, each refined, the best refined one kept (:func:`microvae.alignment.best_pose`). A
+#: near-symmetric object's wrong turn can beat the right one on the grid and lose off it.
+POSE_CANDIDATES = 3
 
 
 @dataclass
@@ -212,7 +217,11 @@ class JTRVAEConfig:
         encoding: 516 patches/s at 32², K = 2 on 2 CPU cores (edges at two scales; 539 with the
         plain search in the same session), against 68 000 for the encoder alone
         (``benchmarks/bench_encode.py --quick``, 2026-12-01); with ``pose_refine_steps`` 1.45×
-        that (149 against 216 patches/s on the grid, one later session, a slower machine).
+        that (149 against 216 patches/s on the grid, one later session, a slower machine), and
+        with ``pose_candidates`` 3 about 1.4× more: the same command, a later session, 108
+        patches/s against 23 900 for the encoder alone (a scratch timing of the search alone
+        on 512 cards in that session: 186 patches/s on the grid, 141 refined, 98 with three
+        refined turns).
     pose_edge_sigmas_px : tuple of float, default ()
         (With ``template_pose``.) The turns are searched on the patches' and templates' edges at
         these scales in px (:func:`microvae.alignment.search_view`), which tell apart the turns
@@ -225,6 +234,12 @@ class JTRVAEConfig:
         (:func:`microvae.alignment.refine_poses`); 0 keeps the grid's turn and the parabola
         between turns, as run folders written before it did. :func:`configs_from_settings` sets
         :data:`POSE_REFINE_STEPS` with the template pose.
+    pose_candidates : int, default 1
+        (With ``pose_refine_steps``.) Local maxima over the searched turns that are each refined,
+        the best refined one kept (:func:`microvae.alignment.best_pose`): on the grid a
+        near-symmetric shape's wrong turn can score above the right one. 1 refines the grid's
+        best alone, as run folders written before it did. :func:`configs_from_settings` sets
+        :data:`POSE_CANDIDATES` with the template pose.
     shift_prior_sd : float, default 0.1
         The sd of the shift prior per axis in grid units, i.e. in units of the
         half-width of the patch ((W - 1) / 2 pixels); 0.1 at W = 28 is 1.35 px.
@@ -298,6 +313,7 @@ class JTRVAEConfig:
     template_pose: bool = False
     pose_edge_sigmas_px: tuple[float, ...] = ()
     pose_refine_steps: int = 0
+    pose_candidates: int = 1
     shift_prior_sd: float = 0.1
     angle_prior_concentration: float = 2.0
     beta_z: float = 1.0
@@ -343,6 +359,7 @@ class JTRVAEConfig:
             (not self.template_pose or (self.rotation and self.decoder == "mlp"), "template_pose needs rotation and the MLP decoder"),
             (all(sigma > 0 for sigma in self.pose_edge_sigmas_px), f"pose_edge_sigmas_px must be > 0, got {self.pose_edge_sigmas_px}"),
             (self.pose_refine_steps >= 0, f"pose_refine_steps must be >= 0, got {self.pose_refine_steps}"),
+            (self.pose_candidates >= 1, f"pose_candidates must be >= 1, got {self.pose_candidates}"),
             (self.coordinate_gain > 0, f"coordinate_gain must be > 0, got {self.coordinate_gain}"),
             (len(self.encoder_hidden) >= 1 and min(self.encoder_hidden) >= 1, "encoder_hidden needs positive widths"),
             (len(self.decoder_hidden) >= 1 and min(self.decoder_hidden) >= 1, "decoder_hidden needs positive widths"),
@@ -647,6 +664,8 @@ def configs_from_settings(settings: dict) -> tuple[JTRVAEConfig, TrainConfig]:
         model.pose_edge_sigmas_px = EDGE_SIGMAS_PX
     if "pose_refine_steps" not in values and model.template_pose:  # the searched turns are refined off the grid; see JTRVAEConfig
         model.pose_refine_steps = POSE_REFINE_STEPS
+    if "pose_candidates" not in values and model.template_pose:  # the best few turns are refined; see JTRVAEConfig
+        model.pose_candidates = POSE_CANDIDATES
     return model, train
 
 

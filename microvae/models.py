@@ -293,9 +293,10 @@ class JTRVAE(nn.Module):
         """
         translation = self.config.translation
         sigmas = self.config.pose_edge_sigmas_px
-        steps = self.config.pose_refine_steps
+        steps, candidates = self.config.pose_refine_steps, self.config.pose_candidates
         parts = [
-            turns_to_templates(part, self.pose_templates, translation=translation, edge_sigmas_px=sigmas, refine_steps=steps) for part in x.split(batch_size)
+            turns_to_templates(part, self.pose_templates, translation=translation, edge_sigmas_px=sigmas, refine_steps=steps, candidates=candidates)
+            for part in x.split(batch_size)
         ]
         return torch.cat(parts) if parts else x.new_zeros(0, self.n_enumerated)
 

@@ -251,7 +251,16 @@ def _pose_templates(images, model_config: JTRVAEConfig, classes: np.ndarray | No
         rows = np.flatnonzero(known)
         images = images[rows] if not isinstance(images, PatchFile) else images.take(rows)
         classes = np.asarray(classes)[rows]
-    return fit_class_templates(images, np.asarray(classes), count, True, model_config.translation, edge_sigmas_px=model_config.pose_edge_sigmas_px).templates
+    return fit_class_templates(
+        images,
+        np.asarray(classes),
+        count,
+        True,
+        model_config.translation,
+        edge_sigmas_px=model_config.pose_edge_sigmas_px,
+        refine_steps=model_config.pose_refine_steps,
+        pose_candidates=model_config.pose_candidates,
+    ).templates
 
 
 def _template_turns(model: JTRVAE, images, device: torch.device, batch_size: int = 256) -> np.ndarray:

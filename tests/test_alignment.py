@@ -155,3 +155,63 @@ def test_refine_poses_reads_turns_and_shifts_off_the_grid():
     assert float(at_drawn.min()) > 0.9 and float((corr - at_drawn).min()) > -0.01
     unchanged = refine_poses(views, templates, start_angle, start_shift, mask, steps=0)
     assert torch.equal(unchanged[0], start_angle) and torch.equal(unchanged[1], start_shift)
+
+
+def test_best_pose_keeps_the_turn_that_wins_off_the_grid():
+    """The ±60° zoo clubs (three lobes and a small stem: nearly 3-fold symmetric), each posed
+    against the template of the clubs built from their true poses. On the grid a turn 120° off,
+    at its own best whole-pixel shift, can score above the right one: the grid's best alone (the
+    control, one candidate) is within 30° of the truth for 82–92 % of the clubs at seeds 0–2
+    (bar < 0.95); refining the three best local maxima over the turns and keeping the best refined
+    one, for 99–100 % (bar ≥ 0.98). Seed 1 here: 0.817 and 0.992 measured."""
+    import math
+
+    import torch
+
+    from microvae.alignment import _posed_means, _shift_window, _turn_scores, best_pose
+    from microvae.config import EDGE_SIGMAS_PX
+    from microvae.zoo import make_case
+
+    case = make_case("glyph_suits_60", 1, "ci")
+    clubs = case.labels == 0
+    patches = torch.as_tensor(case.patches[clubs])
+    width = patches.shape[-1]
+    mask = soft_disk(width)
+    views = search_view(patches, mask, EDGE_SIGMAS_PX)
+    true_angle = torch.as_tensor(case.angle_rad[clubs], dtype=torch.float32)
+    true_shift = torch.as_tensor(np.asarray(case.extra["shift_px"])[clubs], dtype=torch.float32)
+    template = _posed_means(views, torch.zeros(len(views), dtype=torch.long), true_angle, true_shift, 1, mask)
+    own = template.expand(len(views), -1, -1, -1)
+    corr, shift_index = _turn_scores(views, own, torch.arange(72) * (2 * math.pi / 72), _shift_window(width, 0.2))
+
+    def within_30_degrees(candidates: int) -> float:
+        angle, _, _ = best_pose(views, own, corr, shift_index, mask, steps=6, candidates=candidates)
+        error = torch.remainder(angle - true_angle + math.pi, 2 * math.pi) - math.pi
+        return float((error.abs() < math.radians(30)).float().mean())
+
+    assert within_30_degrees(1) < 0.95
+    assert within_30_degrees(3) >= 0.98
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_class_templates_settle_on_one_turn_of_a_near_symmetric_shape(seed):
+    """Templates learned from the true classes of the ±60° zoo suits drawn from a font (no start
+    angles): each round refines the three best turns of every patch, and three starts per class
+    keep the one its members match best, so no suit's template settles as a mixture of two turns
+    (which a club or a heart 120° off nearly is). The angle read against them follows the truth
+    (mean over suits of the circular correlation modulo symmetry ≥ 0.95; measured 0.989 and 0.998
+    at seeds 0 and 2); learned on the grid from one start, as before the candidates (the
+    control), the clubs settle on a mixture (measured 0.711 at both seeds, bar < 0.85)."""
+    from microvae.templates import fit_class_templates, pose_to_templates
+    from microvae.zoo import make_case
+
+    case = make_case("glyph_suits_60", seed, "ci")
+    orders = case.extra["symmetry_order"]
+
+    def folded(angle_rad: np.ndarray) -> float:
+        return float(np.mean([circular_correlation(n * case.angle_rad[case.labels == k], n * angle_rad[case.labels == k]) for k, n in enumerate(orders)]))
+
+    templates = fit_class_templates(case.patches, case.labels, case.n_classes, True, True)
+    assert folded(pose_to_templates(case.patches, case.labels, templates).angle_rad) >= 0.95
+    grid = align_to_classes(case.patches, case.labels, rotation=True, translation=True, iterations=6, refine_steps=6, candidates=1, restarts=1)
+    assert folded(grid.angle_rad) < 0.85

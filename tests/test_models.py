@@ -437,7 +437,7 @@ def test_the_template_pose_searches_edges_by_default_and_old_runs_their_patches(
     """With the template pose the CLI's settings search the turns on the patches' edges
     (``EDGE_SIGMAS_PX``), without it on nothing; a saved config from before the edges loads
     searching the patches themselves (its templates were learned so); scales must be positive."""
-    from microvae.config import EDGE_SIGMAS_PX, POSE_REFINE_STEPS, configs_from_settings
+    from microvae.config import EDGE_SIGMAS_PX, POSE_CANDIDATES, POSE_REFINE_STEPS, configs_from_settings
     from microvae.errors import ParameterError
 
     assert configs_from_settings({"classes": 2})[0].pose_edge_sigmas_px == EDGE_SIGMAS_PX
@@ -459,6 +459,15 @@ def test_the_template_pose_searches_edges_by_default_and_old_runs_their_patches(
     assert JTRVAEConfig.from_dict(saved).pose_refine_steps == 0
     with pytest.raises(ParameterError, match="pose_refine_steps"):
         small_config(template_pose=True, pose_refine_steps=-1).validate()
+    # several turns refined per search: set with the template pose, 1 for configs saved before it
+    assert configs_from_settings({"classes": 2})[0].pose_candidates == POSE_CANDIDATES > 1
+    assert configs_from_settings({"classes": 2, "rotation": False})[0].pose_candidates == 1
+    saved = small_config(template_pose=True, pose_candidates=POSE_CANDIDATES).to_dict()
+    assert JTRVAEConfig.from_dict(saved).pose_candidates == POSE_CANDIDATES
+    saved.pop("pose_candidates")
+    assert JTRVAEConfig.from_dict(saved).pose_candidates == 1
+    with pytest.raises(ParameterError, match="pose_candidates"):
+        small_config(template_pose=True, pose_candidates=0).validate()
 
 
 def test_template_pose_renders_each_class_at_its_own_turn():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from microvae.cards import make_cards
-from microvae.config import EDGE_SIGMAS_PX, POSE_REFINE_STEPS
+from microvae.config import EDGE_SIGMAS_PX, POSE_CANDIDATES, POSE_REFINE_STEPS
 from microvae.metrics import circular_correlation
 from microvae.templates import ClassTemplates, fit_class_templates, pose_to_templates, read_class_templates
 
@@ -80,6 +80,7 @@ def test_templates_round_trip_and_a_corrupt_file_is_named(tmp_path):
     assert (again.rotation, again.translation, again.turns, again.sample) == (True, False, templates.turns, 40)
     assert again.edge_sigmas_px == templates.edge_sigmas_px == EDGE_SIGMAS_PX and again.templates.shape[1] == len(EDGE_SIGMAS_PX)
     assert again.refine_steps == templates.refine_steps == POSE_REFINE_STEPS > 0
+    assert again.pose_candidates == templates.pose_candidates == POSE_CANDIDATES > 1
     assert read_class_templates(tmp_path / "elsewhere") is None
 
     # a file from before the edges and the refinement (no edge_sigmas_px, no refine_steps):
@@ -99,7 +100,7 @@ def test_templates_round_trip_and_a_corrupt_file_is_named(tmp_path):
     (tmp_path / "old").mkdir()
     (tmp_path / "old.npz").rename(tmp_path / "old" / TEMPLATES_FILE)
     old = read_class_templates(tmp_path / "old")
-    assert old.edge_sigmas_px == () and old.refine_steps == 0 and old.templates.shape[1] == 1
+    assert old.edge_sigmas_px == () and old.refine_steps == 0 and old.pose_candidates == 1 and old.templates.shape[1] == 1
     np.testing.assert_array_equal(pose_to_templates(cards.images, cards.labels, old).angle_rad, pose_to_templates(cards.images, cards.labels, plain).angle_rad)
     with pytest.raises(InputError, match="class templates are for 1×20×20"):
         pose_to_templates(np.concatenate([cards.images] * 2, 1), cards.labels, templates)

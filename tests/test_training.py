@@ -63,12 +63,21 @@ def test_template_pose_starts_from_the_initial_classes_and_resumes_bit_identical
     from microvae.templates import fit_class_templates, prepare_templates
 
     cards = make_cards(64, 12, 120, seed=0)
-    edges, steps = (1.0, 2.0), 6
+    edges, steps, candidates = (1.0, 2.0), 6, 3
     model = JTRVAEConfig(
-        image_size=12, n_classes=4, encoder_hidden=(16,), decoder_hidden=(16, 16), template_pose=True, pose_edge_sigmas_px=edges, pose_refine_steps=steps
+        image_size=12,
+        n_classes=4,
+        encoder_hidden=(16,),
+        decoder_hidden=(16, 16),
+        template_pose=True,
+        pose_edge_sigmas_px=edges,
+        pose_refine_steps=steps,
+        pose_candidates=candidates,
     )
     straight = fit(cards.images, model, train_config(), tmp_path / "straight", init_labels=cards.labels)
-    expected = prepare_templates(fit_class_templates(cards.images, cards.labels, 4, True, True, edge_sigmas_px=edges, refine_steps=steps).templates)
+    expected = prepare_templates(
+        fit_class_templates(cards.images, cards.labels, 4, True, True, edge_sigmas_px=edges, refine_steps=steps, pose_candidates=candidates).templates
+    )
     assert straight.model.pose_templates.shape == (4, 2, 12, 12)  # one block of channels per edge scale
     torch.testing.assert_close(straight.model.pose_templates, expected)
 
@@ -90,7 +99,11 @@ def test_template_pose_starts_from_the_initial_classes_and_resumes_bit_identical
     some = np.where(np.arange(64) % 2 == 0, cards.labels, -1)  # semi-supervised: half the patches labelled
     partly = fit(cards.images, model, train_config(epochs=1), tmp_path / "partly", labels=some).model
     rows = np.flatnonzero(some >= 0)
-    expected = prepare_templates(fit_class_templates(cards.images[rows], cards.labels[rows], 4, True, True, edge_sigmas_px=edges, refine_steps=steps).templates)
+    expected = prepare_templates(
+        fit_class_templates(
+            cards.images[rows], cards.labels[rows], 4, True, True, edge_sigmas_px=edges, refine_steps=steps, pose_candidates=candidates
+        ).templates
+    )
     torch.testing.assert_close(partly.pose_templates, expected)
 
 
