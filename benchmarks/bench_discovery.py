@@ -39,7 +39,7 @@ a method a user can run).
 Scores: matched accuracy and ARI against the generator's classes; the circular correlation of the
 learned angle with the true one (per true class, averaged) where objects turn, as it is and
 modulo each shape's rotational symmetry (n·angle for a shape of order n,
-``case.extra['symmetry_order']``, :func:`microvae.zoo.case.symmetry_orders`: a diamond's angle is
+``case.extra['symmetry_order']``, :func:`microvae.templates.symmetry_orders`: a diamond's angle is
 defined modulo 180°; the bar reads this one); on `stm_defects`
 the fraction of defect and interference patches outside the class that holds most clean patches.
 The default's rows also record the prediction strength of the partition the run started from
@@ -72,6 +72,7 @@ from microvae.discovery import choose_n_classes, class_count_spaces, heldout_neg
 from microvae.metrics import adjusted_rand_index, circular_correlation, matched_accuracy
 from microvae.run_folder import load_run
 from microvae.stages import run_encode, run_train
+from microvae.templates import TEMPLATE_ROUND_STEPS
 from microvae.training import configs_from_settings, split_rows
 from microvae.zoo import MEMBERS, make_case
 
@@ -279,15 +280,20 @@ def template_angle(case, encoded: dict, common: dict) -> dict:
 def truth_alignment(case, common: dict) -> dict:
     """Reference row 'truth_alignment': the angle that template alignment over the full circle
     reaches when handed the true classes and the true angles as its start
-    (:func:`microvae.alignment.align_to_classes`, 5° grid refined by a parabola and then by
-    Gauss-Newton steps with the shift, three rounds, comparing the patches' edges as the
-    default's search does; rows written before the edges compared the patches themselves, rows
-    written before ``config.POSE_REFINE_STEPS`` stayed on the grid).
+    (:func:`microvae.alignment.align_to_classes`, three rounds whose poses are read off the 5°
+    grid as the template fit reads them: the ``config.POSE_CANDIDATES`` best turns each refined
+    by ``templates.TEMPLATE_ROUND_STEPS`` Gauss-Newton steps with the shift, the last poses by
+    ``config.POSE_REFINE_STEPS``; comparing the patches' edges as the default's search does.
+    Rows written before 2026-12-01's third change kept the rounds on the grid; rows before the
+    edges compared the patches themselves; rows before ``config.POSE_REFINE_STEPS`` stayed on
+    the grid throughout).
     Not a method a user can run, and no class accuracy (it was given the classes): it measures
     how well the generator's angle can be read from its images by matching a template (shapes
     near-symmetric at this size, shear and scale that also turn the outline)."""
     started = time.perf_counter()
-    aligned = align_to_classes(case.patches, case.labels, case.angle_rad, rotation=True, translation=case.translation, iterations=3)
+    aligned = align_to_classes(
+        case.patches, case.labels, case.angle_rad, rotation=True, translation=case.translation, iterations=3, round_steps=TEMPLATE_ROUND_STEPS
+    )
     return {
         **common,
         "method": "truth_alignment",

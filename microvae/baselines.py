@@ -17,7 +17,10 @@ initialisations its training can start from:
   object in each patch (:func:`object_descriptor`): the angular harmonics of the patch on circles
   about the object's centroid, after outlier pixels and a background plane are removed;
   ``sized_object_kmeans`` the same read on circles of one size for every patch (``sized=True``),
-  which keeps the objects' sizes and lengths.
+  which keeps the objects' sizes and lengths; ``object_tied`` and ``sized_object_tied`` the
+  same k-means partitions refined by a tied-covariance mixture (the discovery's candidates:
+  the descriptor's harmonics are correlated and unequally noisy, which k-means' round cells
+  ignore).
 * ``canonical_kmeans``: PCA + k-means of the patches resampled into a model's canonical frame
   (:func:`canonical_patches`), i.e. with a known (or inferred) pose removed.
 
@@ -585,7 +588,8 @@ def baseline_labels(
         ``taper=True``), ``'tapered_pca_kmeans'`` (:func:`pca_features` with ``taper=True``),
         ``'tapered_pca_tied'`` (its partition refined by a tied-covariance mixture) and,
         for square patches of at least 5 px, ``'object_kmeans'`` and ``'sized_object_kmeans'``
-        (:func:`object_descriptor`, scale-invariant and sized); with
+        (:func:`object_descriptor`, scale-invariant and sized) and ``'object_tied'`` and
+        ``'sized_object_tied'`` (those partitions refined by a tied-covariance mixture); with
         ``angle_rad``, ``'canonical_kmeans'`` (PCA + k-means of :func:`canonical_patches`).
     """
     patches = _check_patches(patches)
@@ -603,8 +607,10 @@ def baseline_labels(
         labels["tapered_pca_tied"] = cluster(tapered, n_classes, "tied_gmm", seed, standardize_columns=False)
         if patches.shape[-2] == patches.shape[-1] >= 5:
             polarity = object_polarity(patches)  # read once for both readings
-            labels["object_kmeans"] = cluster(object_descriptor(patches, polarity), n_classes, "kmeans", seed, standardize_columns=False)
-            labels["sized_object_kmeans"] = cluster(object_descriptor(patches, polarity, sized=True), n_classes, "kmeans", seed, standardize_columns=False)
+            for prefix, sized in (("", False), ("sized_", True)):
+                features = object_descriptor(patches, polarity, sized=sized)
+                labels[f"{prefix}object_kmeans"] = cluster(features, n_classes, "kmeans", seed, standardize_columns=False)
+                labels[f"{prefix}object_tied"] = cluster(features, n_classes, "tied_gmm", seed, standardize_columns=False)
     if angle_rad is not None:
         canonical = canonical_patches(patches, angle_rad, shift_px)
         scores = pca_features(canonical, seed=seed)

@@ -135,7 +135,7 @@ class JTRVAEConfig:
     object_class_head : bool, default False
         Give q(y|x) its own MLP that reads the rotation-, shift- and scale-invariant descriptor of
         the object in the patch (:class:`microvae.nets.ObjectDescriptor` with ``object_polarity``,
-        then a LayerNorm): the space of the 'object_kmeans' candidate. Training sets it when the
+        then a LayerNorm): the space of the 'object_tied' candidate. Training sets it when the
         initial classes come from that candidate (:mod:`microvae.discovery`). Takes precedence
         over every other class head but ``class_rotations``.
     object_polarity : float, default 1.0
@@ -144,7 +144,7 @@ class JTRVAEConfig:
     object_scale_px : float or None, default None
         None: ``object_class_head`` reads the scale-invariant descriptor. A number of px: it reads
         the sized one, radii in that unit for every patch (the space of the
-        'sized_object_kmeans' candidate; set with ``object_class_head`` from the training
+        'sized_object_tied' candidate; set with ``object_class_head`` from the training
         patches, :func:`microvae.baselines.object_scale`).
     class_rotations : int, default 0
         R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input

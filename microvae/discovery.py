@@ -16,12 +16,16 @@ sublattices that differ by a turn). The procedure (``class_init='cluster'``, the
    slow background: 0.995–0.997 at bench size against 0.71–0.79 for PCA of the patches as they
    are), and the same partition refined by a tied-covariance Gaussian mixture (a 5 % class keeps
    its size: the CI-size honeycomb 0.980 / 0.994 / 0.990 against k-means' 0.953 / 0.921 / 0.943);
-   where objects turn, k-means on the rotation-, shift- and scale-invariant descriptor of the one
+   k-means refined by a tied-covariance Gaussian mixture
+   (:data:`OBJECT_CANDIDATES`) on the rotation-, shift- and scale-invariant descriptor of the one
    object in each patch (:func:`microvae.baselines.object_descriptor`: outlier pixels and
    a background plane removed, the object marked by Otsu's threshold, the angular harmonics of
-   the patch on circles about its centroid, at radii scaled by its size), which finds font-drawn
-   suits under salt-and-pepper noise and a gradient (0.985–0.995 at bench size, where no other
-   candidate passes 0.65), and k-means on its sized reading (the same circles for every patch,
+   the patch on circles about its centroid, at radii scaled by its size; real-space patches,
+   whether or not the objects turn: on the two-phase lattice, whose columns do not turn, it
+   separates the phases best and finds them, 1.000 at CI size against 0.957–0.966 for the
+   tapered Fourier partition chosen without it), which finds font-drawn
+   suits under salt-and-pepper noise and a gradient (0.996–1.000 at CI size, k-means alone
+   0.940–0.963, where no other candidate passes 0.65), and the same on its sized reading (the same circles for every patch,
    in units of the set's larger objects, :func:`microvae.baselines.object_scale`), which keeps
    what the scale-invariant reading discards: the molecules of the zoo, a dimer, a bent and a
    linear trimer of the same atoms, 0.985–0.988 at CI size against 0.51–0.84; k-means on PCA scores
@@ -84,6 +88,7 @@ __all__ = [
     "ALIGN_STARTS",
     "CONTENDER_FRACTION",
     "FIT_FRACTION",
+    "OBJECT_CANDIDATES",
     "SELECTION_VERSION",
     "SEPARATION_SAMPLE",
     "Candidate",
@@ -105,7 +110,7 @@ __all__ = [
 ]
 
 #: Version of the files under ``init/``; a selection of another version is recomputed.
-SELECTION_VERSION = 11
+SELECTION_VERSION = 13
 #: Each candidate clustering is fitted on this fraction of the patches (drawn from the seed) and
 #: assigns all: runs with other seeds (an ensemble) start from other partitions where the
 #: clusters are not well supported, and from the same where they are.
@@ -126,6 +131,13 @@ ALIGN_ROUNDS = 10
 ALIGN_MORE_ROUNDS = 20
 #: Candidates separated at least this fraction as well as the best contend (:func:`choose_candidate`).
 CONTENDER_FRACTION = 0.8
+#: The candidates in the object descriptor's space (scale-invariant, sized): k-means there, then a
+#: Gaussian mixture with one covariance shared by all classes started from its centres
+#: (``baselines.cluster(method='tied_gmm')``). The descriptor's 96 harmonics are correlated and
+#: unequally noisy, which k-means' round cells ignore: on the zoo's font suits at CI size (seeds
+#: 0–2) k-means reached 0.940–0.963, the tied mixture 0.996–1.000; on the molecules' sized
+#: reading 0.985–0.988 against 0.998 (benchmarks/README.md, "Class discovery").
+OBJECT_CANDIDATES = ("object_tied", "sized_object_tied")
 
 
 @dataclass
@@ -305,10 +317,12 @@ def candidate_partitions(
     the tapered PCA also where objects turn (``rotation``): in their frame PCA groups by
     orientation, and on the zoo's font-drawn suits it won the choice in 5 of 9 CI-size runs and
     lowered the accuracy by up to 0.12 (the canonical and aligned candidates pose first).
-    With ``rotation``, 'object_kmeans' clusters the object descriptor
-    (:func:`microvae.baselines.object_descriptor`, real-space patches of at least 5 px) and
-    'sized_object_kmeans' its sized reading (``sized=True``: one radius unit for every patch, so
-    objects that differ in size or length stay apart).
+    'object_tied' clusters the object descriptor
+    (:func:`microvae.baselines.object_descriptor`, real-space patches of at least 5 px, with or
+    without ``rotation``) and
+    'sized_object_tied' its sized reading (``sized=True``: one radius unit for every patch, so
+    objects that differ in size or length stay apart), each by k-means refined by a
+    tied-covariance mixture (:data:`OBJECT_CANDIDATES`).
     ``pose`` = (angle_rad (N,) or None, shift_px (N, 2) (row, col) pixels or None) of a class-free
     model adds 'canonical_kmeans', the clustering of the patches in that model's frame. With
     ``rotation`` or ``translation``, 'aligned_kmeans' is multi-reference alignment
@@ -340,9 +354,9 @@ def candidate_partitions(
     Returns
     -------
     dict of str to Partition
-        'pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'tapered_fourier_kmeans' and (without
-        ``rotation``) 'tapered_pca_kmeans' and 'tapered_pca_tied' or (with it) 'object_kmeans' and
-        'sized_object_kmeans' (real-space patches)
+        'pca_kmeans', 'pca_gmm', 'fourier_kmeans', 'tapered_fourier_kmeans', (without
+        ``rotation``) 'tapered_pca_kmeans' and 'tapered_pca_tied', and 'object_tied' and
+        'sized_object_tied' (real-space patches)
         and, with a pose, 'canonical_kmeans'; with ``rotation`` or ``translation``, 'aligned_kmeans'.
     """
     from .alignment import aligned_kmeans
@@ -356,10 +370,10 @@ def candidate_partitions(
         if not rotation:  # in the frame of turned objects PCA groups by orientation (the canonical and aligned candidates pose first)
             spaces["tapered_pca_kmeans"] = (pca_features(images, seed=seed, taper=True), "kmeans")
             spaces["tapered_pca_tied"] = (spaces["tapered_pca_kmeans"][0], "tied_gmm")
-    if rotation and not is_spectra(images) and images.shape[-1] >= 5:
+    if not is_spectra(images) and images.shape[-1] >= 5:  # offered with or without turns: the separation decides
         polarity = object_polarity(images)
-        spaces["object_kmeans"] = (object_descriptor(images, polarity), "kmeans")
-        spaces["sized_object_kmeans"] = (object_descriptor(images, polarity, sized=True), "kmeans")
+        spaces[OBJECT_CANDIDATES[0]] = (object_descriptor(images, polarity), "tied_gmm")
+        spaces[OBJECT_CANDIDATES[1]] = (object_descriptor(images, polarity, sized=True), "tied_gmm")
     if pose is not None and (pose[0] is not None or pose[1] is not None):
         spaces["canonical_kmeans"] = (pca_features(canonical_patches(images, pose[0], pose[1]), seed=seed), "kmeans")
     found = {}
@@ -384,10 +398,7 @@ def candidate_partitions(
         key = id(partition.features)
         if key not in further:
             kmeans_at_k = (
-                partition.separation
-                if name
-                in ("pca_kmeans", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "object_kmeans", "sized_object_kmeans", "canonical_kmeans")
-                else None
+                partition.separation if name in ("pca_kmeans", "fourier_kmeans", "tapered_fourier_kmeans", "tapered_pca_kmeans", "canonical_kmeans") else None
             )
             further[key] = splits_further(partition.features, n_classes, seed, kmeans_at_k)
         partition.over_split = further[key]

@@ -50,6 +50,7 @@ from .errors import InputError
 from .streaming import evenly_spaced, evenly_spaced_rows
 
 __all__ = [
+    "SYMMETRY_CORRELATION",
     "TEMPLATES_FILE",
     "TEMPLATE_ROUNDS",
     "TEMPLATE_SAMPLE",
@@ -60,6 +61,7 @@ __all__ = [
     "pose_to_templates",
     "prepare_templates",
     "read_class_templates",
+    "symmetry_orders",
     "turns_to_templates",
 ]
 
@@ -290,6 +292,56 @@ def read_class_templates(run_dir: str | Path) -> ClassTemplates | None:
             )
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise InputError(f"{path}: unreadable class templates ({error}); expected the {TEMPLATES_FILE} that 'microvae train' writes") from error
+
+
+#: A shape is n-fold symmetric when it correlates with itself turned by 360°/n at least this well.
+SYMMETRY_CORRELATION = 0.9
+
+
+def symmetry_orders(shapes: np.ndarray, orders: tuple[int, ...] = (6, 4, 3, 2)) -> tuple[int, ...]:
+    """Rotational symmetry order of each class's shape: the largest n in ``orders`` whose turn by
+    360°/n leaves the shape correlated with itself at :data:`SYMMETRY_CORRELATION` or more
+    (Pearson over all channels, the shape moved first so that its centre of mass is the frame's
+    centre, then turned about it; the mass is each channel's distance from its median, the
+    background, summed over the channels); 1 when none does.
+
+    An object of order n has an angle only modulo 360°/n (a rhombus turned by 180° is the same
+    rhombus), so two readings of its angle are compared as n·angle (the zoo's scores,
+    :func:`microvae.verdict.angle_agreement`).
+
+    Parameters
+    ----------
+    shapes : ndarray
+        (K, A, A) image of each class, or (K, C, A, A) with C channels (a run's
+        :attr:`ClassTemplates.templates`), roughly centred.
+    orders : tuple of int, default (6, 4, 3, 2)
+        The orders tried, largest first.
+
+    Returns
+    -------
+    tuple of int
+        (K,) the order of each class.
+    """
+    from scipy import ndimage
+
+    shapes = np.asarray(shapes, dtype=np.float64)
+    if shapes.ndim == 3:
+        shapes = shapes[:, None]
+    middle = (np.array(shapes.shape[-2:]) - 1) / 2.0
+    out = []
+    for channels in shapes:
+        background = np.median(channels, axis=(1, 2))  # most of the frame: a shape's surround, an edge view's flat 0
+        weight = np.abs(channels - background[:, None, None]).sum(axis=0)
+        centre = np.array(ndimage.center_of_mass(weight)) if weight.sum() > 0 else middle
+        channels = np.stack([ndimage.shift(c, middle - centre, order=1, mode="constant", cval=b) for c, b in zip(channels, background)])
+        found = 1
+        for n in orders:
+            turned = np.stack([ndimage.rotate(c, 360.0 / n, reshape=False, order=1, mode="constant", cval=b) for c, b in zip(channels, background)])
+            if np.corrcoef(channels.ravel(), turned.ravel())[0, 1] >= SYMMETRY_CORRELATION:
+                found = n
+                break
+        out.append(found)
+    return tuple(out)
 
 
 def pose_to_templates(

@@ -79,7 +79,8 @@ class Verdict:
         (:func:`microvae.baselines.prediction_strength`; None when not known).
     angle_agreement : float or None
         With rotation: circular correlation between the angle latent and the template angle,
-        per class (classes with at least 3 patches), weighted by class size (None without).
+        per class (classes with at least 3 patches; modulo the turn of the class template's
+        symmetry), weighted by class size (None without).
     warnings : list[str]
         One sentence per problem found.
     """
@@ -173,9 +174,10 @@ def assess(
         Its prediction strength; below :data:`~microvae.baselines.STRENGTH_THRESHOLD` it is
         named as a warning (its K groups do not reproduce on held-out halves of the patches).
     angles : tuple of ndarray, optional
-        ``(latent_rad, template_rad, classes)`` of M of the patches: the model's angle latent and
-        the template angle (:func:`microvae.templates.pose_to_templates`), (M,) rad each, and
-        their (M,) classes (or None); their :func:`angle_agreement` below
+        ``(latent_rad, template_rad, classes[, orders])`` of M of the patches: the model's angle
+        latent and the template angle (:func:`microvae.templates.pose_to_templates`), (M,) rad
+        each, their (M,) classes (or None) and optionally each class's symmetry order
+        (:func:`microvae.templates.symmetry_orders`); their :func:`angle_agreement` below
         :data:`ANGLE_AGREEMENT` is named as a warning.
 
     Returns
@@ -254,11 +256,14 @@ def assess(
     return verdict
 
 
-def angle_agreement(latent_rad: np.ndarray, template_rad: np.ndarray, classes: np.ndarray | None = None) -> float | None:
+def angle_agreement(latent_rad: np.ndarray, template_rad: np.ndarray, classes: np.ndarray | None = None, orders: tuple[int, ...] | None = None) -> float | None:
     """Circular correlation of two angle readings of the same patches, per class, weighted by size.
 
     Each class's template has its own orientation, so the two readings differ by a constant per
-    class, which circular correlation ignores.
+    class, which circular correlation ignores. A class whose shape has n-fold symmetry has an
+    angle only modulo 360°/n, and two readings may differ by a whole such turn from patch to
+    patch (a dimer read as turned by θ or by θ + 180°) without disagreeing: its readings are
+    compared as n·angle.
 
     Parameters
     ----------
@@ -268,6 +273,9 @@ def angle_agreement(latent_rad: np.ndarray, template_rad: np.ndarray, classes: n
         (M,) the template angle, rad (NaN where the class has no template).
     classes : ndarray, optional
         (M,) class of each patch (all one class when None).
+    orders : tuple of int, optional
+        Symmetry order of each class's shape, indexed by class
+        (:func:`microvae.templates.symmetry_orders` of its template); 1 (no symmetry) when None.
 
     Returns
     -------
@@ -279,8 +287,9 @@ def angle_agreement(latent_rad: np.ndarray, template_rad: np.ndarray, classes: n
     values, weights = [], []
     for k in np.unique(classes):
         members = (classes == k) & np.isfinite(latent_rad) & np.isfinite(template_rad)
+        order = 1 if orders is None or k >= len(orders) else int(orders[k])
         if members.sum() >= 3:
-            value = circular_correlation(latent_rad[members], template_rad[members])
+            value = circular_correlation(order * latent_rad[members], order * template_rad[members])
             if np.isfinite(value):
                 values.append(value)
                 weights.append(int(members.sum()))

@@ -252,6 +252,8 @@ def test_pca_baselines_separate_two_gaussian_blob_classes(seed):
         "tapered_pca_tied",
         "object_kmeans",
         "sized_object_kmeans",
+        "object_tied",
+        "sized_object_tied",
     }
     for name, predicted in found.items():
         assert predicted.dtype == np.int64 and predicted.shape == labels.shape, name
@@ -287,6 +289,8 @@ def test_canonical_kmeans_separates_suits_once_the_pose_is_known(seed):
         "tapered_pca_tied",
         "object_kmeans",
         "sized_object_kmeans",
+        "object_tied",
+        "sized_object_tied",
         "canonical_kmeans",
     }
     assert adjusted_rand_index(labels, found["canonical_kmeans"]) > 0.9

@@ -486,3 +486,22 @@ def test_an_angle_latent_that_disagrees_with_the_template_angle_is_named():
     without_classes = assess(None, low_error(), PIXEL_VARIANCE, angles=(rng.uniform(-np.pi, np.pi, N), turn, None))
     assert has(without_classes, ANGLES_DISAGREE) and json.loads(json.dumps(without_classes.to_dict()))["angle_agreement"] is not None
     assert assess(confident_probs(classes), low_error(), PIXEL_VARIANCE).angle_agreement is None
+
+
+def test_angles_of_a_symmetric_class_are_compared_modulo_its_symmetry():
+    """A two-fold class (a dimer) whose template angle is read as θ or θ + 180° at random agrees
+    with a latent that reads θ once its order is given (orders (2, 1, 2)); without the orders
+    (the control) the same readings are named as disagreeing. An unrelated latent is still
+    named with the orders."""
+    rng = np.random.default_rng(1)
+    classes = balanced_classes()
+    turn = rng.uniform(-np.pi, np.pi, N)
+    flips = np.where(classes != 1, np.pi * rng.integers(0, 2, N), 0.0)
+    template = np.angle(np.exp(1j * (turn + flips + np.array([0.3, 2.0, -1.1])[classes])))
+    latent = np.angle(np.exp(1j * (turn + 0.05 * rng.standard_normal(N))))
+    folded = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(latent, template, classes, (2, 1, 2)))
+    assert folded.angle_agreement > 0.9 and not has(folded, ANGLES_DISAGREE)  # doubled, the 0.05 rad noise lowers it a little
+    unfolded = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(latent, template, classes))
+    assert unfolded.angle_agreement < 0.5 and has(unfolded, ANGLES_DISAGREE)
+    unrelated = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(rng.uniform(-np.pi, np.pi, N), template, classes, (2, 1, 2)))
+    assert abs(unrelated.angle_agreement) < 0.3 and has(unrelated, ANGLES_DISAGREE)

@@ -133,6 +133,8 @@ def test_symmetry_orders_of_known_shapes():
     """A square is 4-fold, a rectangle 2-fold, an equilateral triangle 3-fold, an L 1-fold, off
     the frame's centre as well (the shape is centred on its centre of mass first); the cards' and
     glyphs' diamonds are 2-fold and the other suits 1-fold."""
+    from scipy import ndimage
+
     from microvae.cards import canonical_shapes
     from microvae.zoo.case import symmetry_orders
 
@@ -145,6 +147,8 @@ def test_symmetry_orders_of_known_shapes():
     shapes = np.stack([square, rectangle, triangle, ell]).astype(np.float64)
     assert symmetry_orders(shapes) == (4, 2, 3, 1)
     assert symmetry_orders(np.roll(shapes, (5, -7), axis=(1, 2))) == (4, 2, 3, 1)
+    edges = np.stack([ndimage.gaussian_gradient_magnitude(shape, 1.5) for shape in shapes])
+    assert symmetry_orders(np.stack([shapes, edges], axis=1)) == (4, 2, 3, 1)  # channels (a run's edge templates) read together
     assert symmetry_orders(canonical_shapes()[:, 0].numpy()) == (1, 1, 2, 1)
     assert symmetry_orders(glyph_canonical_shapes(128)) == (1, 1, 2, 1)
 

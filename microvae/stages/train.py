@@ -17,6 +17,7 @@ from ..artifacts import Provenance
 from ..baselines import fast_baseline, object_polarity, object_scale
 from ..devices import describe_device, resolve_device
 from ..discovery import (
+    OBJECT_CANDIDATES,
     choose_initial_classes,
     choose_n_classes,
     class_count_spaces,
@@ -29,7 +30,7 @@ from ..errors import InputError, OutputError, ParameterError
 from ..images import file_sha256
 from ..run_folder import RUN_PROVENANCE, load_checkpoint, load_run, member_dir, prepare_run_dir, write_training_statistics
 from ..streaming import RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced, evenly_spaced_rows
-from ..templates import TEMPLATE_SAMPLE, TEMPLATES_FILE, fit_class_templates, pose_to_templates
+from ..templates import TEMPLATE_SAMPLE, TEMPLATES_FILE, fit_class_templates, pose_to_templates, symmetry_orders
 from ..training import RESUMABLE_CHANGES, check_labels, distributed_world, fit, measure_throughput
 from ..verdict import Verdict, assess
 from .inputs import load_patch_input
@@ -206,10 +207,10 @@ def run_train(
                 model_config.invariant_class_head = True  # the class posterior reads what the classes were found in
             if initial.chosen in ("tapered_pca_kmeans", "tapered_pca_tied") and model_config.encoder == "mlp":
                 model_config.tapered_class_head = True  # likewise: the mean-removed, tapered patch
-            if initial.chosen in ("object_kmeans", "sized_object_kmeans") and model_config.encoder == "mlp":
+            if initial.chosen in OBJECT_CANDIDATES and model_config.encoder == "mlp":
                 model_config.object_class_head = True  # likewise: the object's descriptor, read with the set's polarity (and size unit)
                 model_config.object_polarity = object_polarity(np.asarray(source.images))
-                if initial.chosen == "sized_object_kmeans":
+                if initial.chosen == OBJECT_CANDIDATES[1]:
                     model_config.object_scale_px = object_scale(np.asarray(source.images), model_config.object_polarity)
         result = fit(
             source.images, model_config, train_config, run_dir, progress=progress, labels=known, init_labels=None if initial is None else initial.labels
@@ -531,7 +532,8 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
         poses = pose_to_templates(
             evenly_spaced(sample, TEMPLATE_SAMPLE), encoded["class"][template_rows], templates, device=resolve_device(train_config.device)
         )
-        angles = (encoded["angle_rad"][template_rows], poses.angle_rad, encoded["class"][template_rows])
+        orders = tuple(order if present else 1 for order, present in zip(symmetry_orders(templates.templates), templates.has_members))
+        angles = (encoded["angle_rad"][template_rows], poses.angle_rad, encoded["class"][template_rows], orders)  # compared modulo each shape's symmetry
     pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
     baseline = None
     if k >= 2:

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..patches import normalise
+from ..templates import SYMMETRY_CORRELATION, symmetry_orders  # re-exported: the members score angles modulo their shapes' symmetry
 
 __all__ = ["PERCENTILES", "SIZES", "SYMMETRY_CORRELATION", "ZooCase", "check_arguments", "member_rng", "normalise_set", "symmetry_orders"]
 
@@ -155,45 +156,3 @@ def normalise_set(patches: np.ndarray) -> tuple[np.ndarray, dict]:
     """
     out, offset, scale = normalise(patches.astype(np.float32), np.zeros(len(patches), np.int64), "global", PERCENTILES)
     return out, {"norm_offset": float(offset[0]) if len(offset) else 0.0, "norm_scale": float(scale[0]) if len(scale) else 1.0}
-
-
-#: A shape is n-fold symmetric when it correlates with itself turned by 360°/n at least this well.
-SYMMETRY_CORRELATION = 0.9
-
-
-def symmetry_orders(shapes: np.ndarray, orders: tuple[int, ...] = (6, 4, 3, 2)) -> tuple[int, ...]:
-    """Rotational symmetry order of each class's canonical shape: the largest n in ``orders`` whose
-    turn by 360°/n leaves the shape correlated with itself at :data:`SYMMETRY_CORRELATION` or
-    more (Pearson, the shape moved first so that its centre of mass is the frame's centre, then
-    turned about it); 1 when none does.
-
-    An object of order n has an angle only modulo 360°/n (a rhombus turned by 180° is the same
-    rhombus), so its angle is scored as n·angle.
-
-    Parameters
-    ----------
-    shapes : ndarray
-        (K, A, A) canonical image of each class, centred.
-    orders : tuple of int, default (6, 4, 3, 2)
-        The orders tried, largest first.
-
-    Returns
-    -------
-    tuple of int
-        (K,) the order of each class.
-    """
-    from scipy import ndimage
-
-    out = []
-    for shape in np.asarray(shapes, dtype=np.float64):
-        weight = np.clip(shape - shape.min(), 0, None)
-        centre = np.array(ndimage.center_of_mass(weight)) if weight.sum() > 0 else (np.array(shape.shape) - 1) / 2.0
-        shape = ndimage.shift(shape, (np.array(shape.shape) - 1) / 2.0 - centre, order=1, mode="constant", cval=float(shape.min()))
-        found = 1
-        for n in orders:
-            turned = ndimage.rotate(shape, 360.0 / n, reshape=False, order=1, mode="constant", cval=0.0)
-            if np.corrcoef(shape.ravel(), turned.ravel())[0, 1] >= SYMMETRY_CORRELATION:
-                found = n
-                break
-        out.append(found)
-    return tuple(out)
