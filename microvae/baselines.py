@@ -379,7 +379,12 @@ def object_scale(patches: np.ndarray, polarity: float | None = None, sample: int
 
 
 def object_descriptor(
-    patches: np.ndarray, polarity: float | None = None, batch_size: int = 4096, sized: bool = False, scale_px: float | None = None
+    patches: np.ndarray,
+    polarity: float | None = None,
+    batch_size: int = 4096,
+    sized: bool = False,
+    scale_px: float | None = None,
+    centred: bool = False,
 ) -> np.ndarray:
     """Rotation-, shift- and scale-invariant descriptor of the one object in each patch
     (:class:`microvae.nets.ObjectDescriptor`): the patch cleaned of outlier pixels, its frame's
@@ -413,6 +418,10 @@ def object_descriptor(
     scale_px : float or None
         The unit of the sized radii, px; None reads it from the patches (:func:`object_scale`).
         Ignored unless ``sized``.
+    centred : bool, default False
+        Read the circles about each patch's centre instead of its object's centroid, for
+        patches whose objects sit at their centres (``translation`` off; see
+        :class:`microvae.nets.ObjectDescriptor`).
 
     Returns
     -------
@@ -428,7 +437,7 @@ def object_descriptor(
         polarity = object_polarity(patches)
     if sized and scale_px is None:
         scale_px = object_scale(patches, polarity)
-    descriptor = ObjectDescriptor(patches.shape[-1], polarity, scale_px=scale_px if sized else None)
+    descriptor = ObjectDescriptor(patches.shape[-1], polarity, scale_px=scale_px if sized else None, centred=centred)
     out = np.empty((len(patches), descriptor.out_features), np.float32)
     with torch.no_grad():
         for start in range(0, len(patches), max(1, int(batch_size))):
@@ -562,7 +571,12 @@ def canonical_patches(patches: np.ndarray, angle_rad: np.ndarray | None, shift_p
 
 
 def baseline_labels(
-    patches: np.ndarray, n_classes: int, seed: int = 0, angle_rad: np.ndarray | None = None, shift_px: np.ndarray | None = None
+    patches: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
+    angle_rad: np.ndarray | None = None,
+    shift_px: np.ndarray | None = None,
+    centred: bool = False,
 ) -> dict[str, np.ndarray]:
     """Every classical baseline's partition of the patches, in one call.
 
@@ -579,6 +593,9 @@ def baseline_labels(
         when given, ``'canonical_kmeans'`` is added.
     shift_px : ndarray, shape (N, 2), or None
         Pose shifts (row, col) in pixels, used with ``angle_rad`` for ``'canonical_kmeans'``.
+    centred : bool, default False
+        The objects sit at the patches' centres (``translation`` off): the object descriptor
+        reads about the centre (:func:`object_descriptor`).
 
     Returns
     -------
@@ -608,7 +625,7 @@ def baseline_labels(
         if patches.shape[-2] == patches.shape[-1] >= 5:
             polarity = object_polarity(patches)  # read once for both readings
             for prefix, sized in (("", False), ("sized_", True)):
-                features = object_descriptor(patches, polarity, sized=sized)
+                features = object_descriptor(patches, polarity, sized=sized, centred=centred)
                 labels[f"{prefix}object_kmeans"] = cluster(features, n_classes, "kmeans", seed, standardize_columns=False)
                 labels[f"{prefix}object_tied"] = cluster(features, n_classes, "tied_gmm", seed, standardize_columns=False)
     if angle_rad is not None:

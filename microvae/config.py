@@ -146,6 +146,10 @@ class JTRVAEConfig:
         the sized one, radii in that unit for every patch (the space of the
         'sized_object_tied' candidate; set with ``object_class_head`` from the training
         patches, :func:`microvae.baselines.object_scale`).
+    object_centred : bool, default False
+        ``object_class_head`` reads its descriptor about the patch's centre instead of the
+        object's centroid (``centred`` of :class:`microvae.nets.ObjectDescriptor`); set with it
+        when ``translation`` is off, as the candidate was made.
     class_rotations : int, default 0
         R > 0 gives q(y|x) its own MLP, pooled over R rotated copies of the input
         (mean of their log-probabilities), so that it is nearly rotation invariant by
@@ -329,6 +333,7 @@ class JTRVAEConfig:
     object_class_head: bool = False
     object_polarity: float = 1.0
     object_scale_px: float | None = None
+    object_centred: bool = False
     beta_z_start: float | None = 3.0
     beta_z_window: tuple[float, float] | None = (0.1, 0.3)
     beta_tau_window: tuple[float, float] | None = None

@@ -25,7 +25,32 @@ from .run_folder import ScoreStatistics
 from .streaming import PatchFile
 from .training import check_images
 
-__all__ = ["device_batches", "encode_array", "measure_encode_rate", "observed_classes", "scan_summaries", "store_batch"]
+__all__ = ["device_batches", "encode_array", "measure_encode_rate", "neighbour_product", "observed_classes", "scan_summaries", "store_batch"]
+
+
+def neighbour_product(fields: torch.Tensor) -> torch.Tensor:
+    """Mean product of the values of horizontally and vertically adjacent pixels of each image.
+
+    Of a zero-mean field (a residual, or a patch minus the mean patch) this is its covariance at
+    a lag of one pixel: pixel-independent noise (Poisson, Gaussian, salt-and-pepper) adds nothing
+    to it, while anything drawn over several pixels (an object, a column, a background) does. It
+    separates a model that reproduced the structure of noisy patches, leaving white noise, from
+    one that reproduced nothing.
+
+    Parameters
+    ----------
+    fields : torch.Tensor
+        (N, C, H, W) zero-mean fields, H, W >= 2.
+
+    Returns
+    -------
+    torch.Tensor
+        (N,) the mean over channels and over both directions of the adjacent pixels' products,
+        in the fields' units squared.
+    """
+    down = (fields[..., 1:, :] * fields[..., :-1, :]).flatten(1).mean(1)
+    across = (fields[..., :, 1:] * fields[..., :, :-1]).flatten(1).mean(1)
+    return 0.5 * (down + across)
 
 
 def scan_summaries(
@@ -80,6 +105,7 @@ def encode_array(
     *,
     recon_error: bool = True,
     neg_elbo: bool = False,
+    residual_neighbours: bool = False,
     seed: int = 0,
     amp: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -107,6 +133,8 @@ def encode_array(
         Compute ``recon_error`` (one decoder pass per image).
     neg_elbo : bool, default False
         Compute ``neg_elbo`` (K decoder passes per image).
+    residual_neighbours : bool, default False
+        With ``recon_error``, also ``recon_neighbour_product``.
     seed : int, default 0
         Seed of the generator of the reparametrised draws.
     amp : bool, default False
@@ -123,7 +151,8 @@ def encode_array(
         costs decoder passes over every pixel:
 
         - ``recon_error`` (N,): mean squared error between each image and its reconstruction from
-          the posterior means with the argmax class;
+          the posterior means with the argmax class; with ``residual_neighbours`` also
+          ``recon_neighbour_product`` (N,), the :func:`neighbour_product` of that residual;
         - ``neg_elbo`` (N,) float64: the negative ELBO in nats at β = 1 (recon + KL_z + KL_τ + KL_y,
           analytic KLs, all K classes) at one reparametrised draw per image from a generator seeded
           with ``seed``; deterministic for a fixed ``batch_size``;
@@ -188,7 +217,10 @@ def encode_array(
                 recon = model.decode(
                     enc["z_mean"], onehot, enc["angle_rad"] if model.config.rotation else None, enc["shift"] if model.config.translation else None
                 )
-                batch["recon_error"] = ((recon.float() - x) ** 2).flatten(1).mean(1)
+                residual = recon.float() - x
+                batch["recon_error"] = (residual**2).flatten(1).mean(1)
+                if residual_neighbours and x.shape[-1] >= 2 and x.shape[-2] >= 2:
+                    batch["recon_neighbour_product"] = neighbour_product(residual)
             if neg_elbo:
                 terms = model.loss_terms(x, generator, posterior=posterior, labels=known)
                 batch["neg_elbo"] = model.negative_elbo(terms).double()

@@ -212,7 +212,7 @@ class JTRVAE(nn.Module):
         )
         self.invariant_head = self.separate_class_head and (config.invariant_class_head or config.object_class_head) and config.class_rotations == 0
         if self.invariant_head and config.object_class_head:
-            descriptor = ObjectDescriptor(w, config.object_polarity, scale_px=config.object_scale_px)
+            descriptor = ObjectDescriptor(w, config.object_polarity, scale_px=config.object_scale_px, centred=config.object_centred)
             self.class_encoder = nn.Sequential(
                 descriptor,
                 nn.LayerNorm(descriptor.out_features),

@@ -999,6 +999,13 @@ class ObjectDescriptor(nn.Module):
 
     A patch with nothing above the threshold is read about its centre with ``r_g`` = W / 4.
 
+    With ``centred`` the circles are about the patch's centre instead of the centroid (patches
+    cut around objects that sit at their centres, ``translation`` off): in a patch of a lattice
+    the marked "object" is every column in it, and its centroid moves towards the brighter side
+    of an interface, so that the columns next to it were read as the other side's
+    (the zoo's perovskite film at bench size: 0.975–0.978 about the centroid, 0.999–1.000 about
+    the centre, benchmarks/README.md).
+
     With ``scale_px`` (the *sized* reading) the circles have the same radii in every patch,
     0.25…2.2 · ``scale_px`` (:func:`microvae.baselines.object_scale` takes the 90th percentile of
     the set's ``r_g``): blind to turn, shift and brightness, not to size, so objects that differ
@@ -1019,6 +1026,9 @@ class ObjectDescriptor(nn.Module):
     scale_px : float or None, default None
         None: radii in units of each object's own ``r_g`` (scale-invariant). A number > 0: radii
         in units of this many px for every patch (sized).
+    centred : bool, default False
+        Read the circles about the patch's centre, not the object's centroid (``r_g`` is still
+        the object's, about its centroid).
     """
 
     OUTLIER_SDS = 6.0
@@ -1036,6 +1046,7 @@ class ObjectDescriptor(nn.Module):
         n_harmonics: int = 12,
         blur_px: float = 0.7,
         scale_px: float | None = None,
+        centred: bool = False,
     ):
         super().__init__()
         if width < 5:
@@ -1044,6 +1055,7 @@ class ObjectDescriptor(nn.Module):
             raise ParameterError(f"ObjectDescriptor's scale_px must be a positive number of pixels or None, got {scale_px}")
         self.width, self.polarity = int(width), float(polarity)
         self.scale_px = None if scale_px is None else float(scale_px)
+        self.centred = bool(centred)
         self.n_radii, self.n_angles, self.n_harmonics = int(n_radii), int(n_angles), int(n_harmonics)
         self.out_features = self.n_radii * self.n_harmonics
         radius = max(1, int(4.0 * blur_px + 0.5))
@@ -1158,6 +1170,8 @@ class ObjectDescriptor(nn.Module):
         """
         image, row0, col0, gyration = self.locate(x)
         w = self.width
+        if self.centred:
+            row0 = col0 = torch.full_like(row0, (w - 1) / 2)
         if self.scale_px is not None:
             gyration = torch.full_like(gyration, self.scale_px)
         rows = row0[:, None, None] + gyration[:, None, None] * self.ring_rows

@@ -5,7 +5,9 @@ the numbers that tell a user whether to believe them: how many patches each clas
 the posterior is, whether the classical candidate partitions of :mod:`microvae.discovery` and a
 fast classical baseline on the same patches agree with it (adjusted Rand index), whether the
 partition the run started from reproduces on held-out halves (prediction strength), and how much
-of the pixel variance the model explains. With rotation, it also compares the model's angle latent
+of the pixel variance the model explains, and how much of the part of it shared by neighbouring
+pixels (which pixel noise lacks, so that noisy patches whose objects the model drew faithfully are
+not mistaken for a model that learned nothing). With rotation, it also compares the model's angle latent
 with the angle read by matching each class's template (:mod:`microvae.templates`): two independent
 readings of the same turn that disagree mean that at least one cannot be trusted. Warnings name
 what looks wrong.
@@ -42,7 +44,8 @@ DOMINANT_FRACTION = 0.9
 LOW_CONFIDENCE = 0.8
 #: Adjusted Rand index below this is called disagreement.
 DISAGREEMENT_ARI = 0.5
-#: A model that explains less than this fraction of the pixel variance learned (almost) nothing.
+#: A model that explains less than this fraction of the pixel variance, and of its neighbour
+#: covariance (:func:`microvae.encoding.neighbour_product`), learned (almost) nothing.
 NOTHING_LEARNED = 0.1
 #: Circular correlation between the angle latent and the template angle below this is called disagreement.
 ANGLE_AGREEMENT = 0.7
@@ -63,6 +66,11 @@ class Verdict:
     explained_variance : float
         1 − mean squared reconstruction error / mean per-pixel variance of the patches (1: perfect,
         0: no better than the mean patch).
+    signal_explained : float or None
+        The same share of the patches' covariance between adjacent pixels (their
+        :func:`~microvae.encoding.neighbour_product` about the mean patch): pixel-independent noise
+        has none, so a model that draws every object and leaves only such noise comes near 1
+        however noisy the patches (None when not measured).
     baseline : str or None
         Name of the classical baseline compared with, and ``baseline_ari`` its ARI against the
         model's classes (None when not compared).
@@ -89,6 +97,7 @@ class Verdict:
     class_sizes: list[int]
     mean_confidence: float | None
     explained_variance: float
+    signal_explained: float | None = None
     baseline: str | None = None
     baseline_ari: float | None = None
     candidate_ari: dict[str, float] = field(default_factory=dict)
@@ -125,7 +134,10 @@ class Verdict:
                     + (f", started from {self.chosen_start}" if self.chosen_start else "")
                     + (f" (prediction strength {self.start_strength:.2f})" if self.chosen_start and self.start_strength is not None else "")
                 )
-        parts.append(f"the model explains {100 * self.explained_variance:.0f} % of the pixel variance")
+        parts.append(
+            f"the model explains {100 * self.explained_variance:.0f} % of the pixel variance"
+            + (f" and {100 * self.signal_explained:.0f} % of the neighbour covariance (which pixel noise lacks)" if self.signal_explained is not None else "")
+        )
         if self.angle_agreement is not None:
             parts.append(f"its angle agrees with the template angle at circular correlation {self.angle_agreement:.2f}")
         text = "Verdict: " + "; ".join(parts) + "."
@@ -152,6 +164,7 @@ def assess(
     chosen_start: str | None = None,
     start_strength: float | None = None,
     angles: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    neighbours: tuple[np.ndarray, float] | None = None,
 ) -> Verdict:
     """The verdict on a trained model's classes over N patches.
 
@@ -179,6 +192,12 @@ def assess(
         each, their (M,) classes (or None) and optionally each class's symmetry order
         (:func:`microvae.templates.symmetry_orders`); their :func:`angle_agreement` below
         :data:`ANGLE_AGREEMENT` is named as a warning.
+    neighbours : tuple of (ndarray, float), optional
+        ``(recon_neighbour_product, pixel_neighbour_product)``: the (N,)
+        :func:`~microvae.encoding.neighbour_product` of each patch's reconstruction residual and
+        the mean one of the patches about the mean patch (units of ``pixel_variance``). The model
+        is said to have learned nothing only when it explains less than :data:`NOTHING_LEARNED`
+        of both the pixel variance and this covariance; without it, of the pixel variance alone.
 
     Returns
     -------
@@ -201,11 +220,16 @@ def assess(
         explained = 1.0 if error == 0 else 0.0
     if not np.isfinite(explained):  # a diverged model: NaN errors
         explained = 0.0
+    signal = None
+    if neighbours is not None and neighbours[1] > 0:
+        signal = 1.0 - float(np.mean(neighbours[0])) / float(neighbours[1])
+        signal = signal if np.isfinite(signal) else 0.0
     warnings: list[str] = []
-    if explained < NOTHING_LEARNED:
+    if explained < NOTHING_LEARNED and (signal is None or signal < NOTHING_LEARNED):
         warnings.append(
-            f"The model explains only {100 * explained:.0f} % of the pixel variance: it learned (almost) nothing; "
-            "train longer, check the patches, or lower --gaussian-sd."
+            f"The model explains only {100 * explained:.0f} % of the pixel variance"
+            + (f" and {100 * signal:.0f} % of its neighbour covariance" if signal is not None else "")
+            + ": it learned (almost) nothing; train longer, check the patches, or lower --gaussian-sd."
         )
     agreement = None if angles is None else angle_agreement(*angles)
     if agreement is not None and agreement < ANGLE_AGREEMENT:
@@ -215,12 +239,14 @@ def assess(
             "and neither means anything for round objects."
         )
     if class_probs is None or class_probs.shape[1] < 2:
-        return Verdict(n, [], None, explained, angle_agreement=agreement, warnings=warnings)
+        return Verdict(n, [], None, explained, signal_explained=signal, angle_agreement=agreement, warnings=warnings)
     k = class_probs.shape[1]
     classes = class_probs.argmax(1)
     sizes = np.bincount(classes, minlength=k)
     confidence = float(class_probs.max(1).mean())
-    verdict = Verdict(n, sizes.tolist(), confidence, explained, chosen_start=chosen_start, start_strength=start_strength, angle_agreement=agreement)
+    verdict = Verdict(
+        n, sizes.tolist(), confidence, explained, signal_explained=signal, chosen_start=chosen_start, start_strength=start_strength, angle_agreement=agreement
+    )
     for index, size in enumerate(sizes):
         if size <= EMPTY_FRACTION * n:
             warnings.append(

@@ -366,6 +366,56 @@ def test_length_mismatch_is_a_parameter_error():
     assert assess(None, low_error(N - 1), PIXEL_VARIANCE).n_patches == N - 1
 
 
+def noisy_blobs(n: int, seed: int, salt: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(signal, observed) (n, 1, 16, 16): one Gaussian blob (σ 2 px, brightness 0.5–1.5) at a random
+    place per patch under Gaussian noise of sd 1.2 (ten times the signal's variance), and with
+    ``salt`` a fraction of the pixels set to ±4 (salt-and-pepper)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:16, :16]
+    centres = rng.uniform(4, 12, (n, 2))
+    heights = rng.uniform(0.5, 1.5, n)
+    signal = heights[:, None, None] * np.exp(-((rows - centres[:, 0, None, None]) ** 2 + (cols - centres[:, 1, None, None]) ** 2) / 8.0)
+    observed = signal + 1.2 * rng.standard_normal(signal.shape)
+    if salt:
+        hit = rng.random(signal.shape) < salt
+        observed[hit] = rng.choice([-4.0, 4.0], hit.sum())
+    return signal[:, None], observed[:, None]
+
+
+@pytest.mark.parametrize("salt", [0.0, 0.05])
+def test_a_model_that_drew_noisy_objects_faithfully_did_learn_something(salt):
+    """Patches whose pixel variance is mostly noise: a model that draws every blob exactly explains
+    a few % of the pixel variance, under the 10 % of "learned nothing", but nearly all of the
+    covariance between neighbouring pixels, which pixel-independent noise lacks (so it is not
+    told it learned nothing); a model that draws the mean patch explains neither and is."""
+    import torch
+
+    from microvae.encoding import neighbour_product
+
+    signal, observed = noisy_blobs(2000, seed=3, salt=salt)
+    pixel_variance = float(observed.var(axis=0).mean())
+    data_neighbours = float(neighbour_product(torch.from_numpy(observed - observed.mean(axis=0))).mean())
+    classes = (signal.reshape(len(signal), -1).max(1) > 1.0).astype(int)
+    probs = confident_probs(classes, k=2)
+
+    def verdict_of(reconstruction):
+        residual = reconstruction - observed
+        recon_error = (residual**2).reshape(len(residual), -1).mean(1)
+        return assess(probs, recon_error, pixel_variance, neighbours=(neighbour_product(torch.from_numpy(residual)).numpy(), data_neighbours))
+
+    faithful = verdict_of(signal)
+    assert faithful.explained_variance < NOTHING_LEARNED  # the pixel variance alone would call it a failure
+    assert faithful.signal_explained > 0.8
+    assert not has(faithful, NOTHING)
+    assert "of the neighbour covariance" in faithful.paragraph()
+    # controls: the mean patch, and blobs drawn in the wrong places, explain nothing of either
+    mean_only = verdict_of(np.broadcast_to(observed.mean(axis=0), observed.shape))
+    assert mean_only.signal_explained == pytest.approx(0.0, abs=0.02) and has(mean_only, NOTHING)
+    misplaced = verdict_of(np.roll(signal, 1, axis=0))
+    assert misplaced.signal_explained < NOTHING_LEARNED and has(misplaced, NOTHING)
+    assert "and " in " ".join(w for w in misplaced.warnings if NOTHING in w)  # both shares named
+
+
 def test_nan_errors_learned_nothing_and_serialise_strictly():
     classes = balanced_classes()
     error = low_error()

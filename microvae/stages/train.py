@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import artifacts
 from ..artifacts import Provenance
@@ -24,7 +25,7 @@ from ..discovery import (
     learn_pose,
     restart_epochs,
 )
-from ..encoding import encode_array
+from ..encoding import encode_array, neighbour_product
 from ..ensemble import build_record, read_record
 from ..errors import InputError, OutputError, ParameterError
 from ..images import file_sha256
@@ -210,6 +211,7 @@ def run_train(
             if initial.chosen in OBJECT_CANDIDATES and model_config.encoder == "mlp":
                 model_config.object_class_head = True  # likewise: the object's descriptor, read with the set's polarity (and size unit)
                 model_config.object_polarity = object_polarity(np.asarray(source.images))
+                model_config.object_centred = not model_config.translation  # as the candidate read it
                 if initial.chosen == OBJECT_CANDIDATES[1]:
                     model_config.object_scale_px = object_scale(np.asarray(source.images), model_config.object_polarity)
         result = fit(
@@ -521,7 +523,7 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
 
     rows = evenly_spaced_rows(len(images), STATISTICS_SAMPLE)
     sample = evenly_spaced(images, STATISTICS_SAMPLE)  # those rows, in memory
-    encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True)
+    encoded = encode_array(model, sample, batch_size=1024, device=train_config.device, neg_elbo=True, residual_neighbours=True)
     write_training_statistics(run_dir, encoded["recon_error"], encoded["neg_elbo"])
     k = model.config.n_classes
     angles = None
@@ -534,7 +536,11 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
         )
         orders = tuple(order if present else 1 for order, present in zip(symmetry_orders(templates.templates), templates.has_members))
         angles = (encoded["angle_rad"][template_rows], poses.angle_rad, encoded["class"][template_rows], orders)  # compared modulo each shape's symmetry
-    pixel_variance = float(np.asarray(sample, dtype=np.float64).var(axis=0).mean())
+    values = np.asarray(sample, dtype=np.float64)
+    pixel_variance = float(values.var(axis=0).mean())
+    neighbours = None
+    if "recon_neighbour_product" in encoded:  # the same covariance of the patches about the mean patch: what the residual's is measured against
+        neighbours = (encoded["recon_neighbour_product"], float(neighbour_product(torch.from_numpy(values - values.mean(axis=0))).mean()))
     baseline = None
     if k >= 2:
         name = "fourier_kmeans" if model.config.rotation else "pca_kmeans"
@@ -548,6 +554,7 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
         initial.chosen if initial else None,
         initial.chosen_strength if initial else None,
         angles,
+        neighbours,
     )
     with artifacts.atomic_file(run_dir / "summary.json") as temp:
         temp.write_text(json.dumps(verdict.to_dict(), indent=2))
