@@ -1028,7 +1028,9 @@ class ObjectDescriptor(nn.Module):
         in units of this many px for every patch (sized).
     centred : bool, default False
         Read the circles about the patch's centre, not the object's centroid (``r_g`` is still
-        the object's, about its centroid).
+        the object's, about its centroid). The centre is pixel (W//2, W//2), where
+        :mod:`microvae.patches` puts the atom (for even W half a pixel below and right of the
+        window's middle).
     """
 
     OUTLIER_SDS = 6.0
@@ -1170,8 +1172,8 @@ class ObjectDescriptor(nn.Module):
         """
         image, row0, col0, gyration = self.locate(x)
         w = self.width
-        if self.centred:
-            row0 = col0 = torch.full_like(row0, (w - 1) / 2)
+        if self.centred:  # where microvae.patches puts the object: pixel (W//2, W//2), not the window's middle for even W
+            row0 = col0 = torch.full_like(row0, float(w // 2))
         if self.scale_px is not None:
             gyration = torch.full_like(gyration, self.scale_px)
         rows = row0[:, None, None] + gyration[:, None, None] * self.ring_rows
