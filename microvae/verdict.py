@@ -89,6 +89,9 @@ class Verdict:
         With rotation: circular correlation between the angle latent and the template angle,
         per class (classes with at least 3 patches; modulo the turn of the class template's
         symmetry), weighted by class size (None without).
+    angle_orders : list[int] or None
+        The symmetry order of each class that the angles were compared modulo (the near symmetry
+        of its template, :data:`microvae.templates.NEAR_SYMMETRY_CORRELATION`; None: not given).
     warnings : list[str]
         One sentence per problem found.
     """
@@ -105,6 +108,7 @@ class Verdict:
     chosen_start: str | None = None
     start_strength: float | None = None
     angle_agreement: float | None = None
+    angle_orders: list[int] | None = None
     warnings: list[str] = field(default_factory=list)
 
     def paragraph(self) -> str:
@@ -139,7 +143,11 @@ class Verdict:
             + (f" and {100 * self.signal_explained:.0f} % of the neighbour covariance (which pixel noise lacks)" if self.signal_explained is not None else "")
         )
         if self.angle_agreement is not None:
-            parts.append(f"its angle agrees with the template angle at circular correlation {self.angle_agreement:.2f}")
+            folded = self.angle_orders is not None and max(self.angle_orders, default=1) > 1
+            parts.append(
+                f"its angle agrees with the template angle at circular correlation {self.angle_agreement:.2f}"
+                + (f" (modulo each class's symmetry, orders {'/'.join(map(str, self.angle_orders))})" if folded else "")
+            )
         text = "Verdict: " + "; ".join(parts) + "."
         text += " Warnings: " + " ".join(self.warnings) if self.warnings else " No warnings."
         return text
@@ -232,6 +240,7 @@ def assess(
             + ": it learned (almost) nothing; train longer, check the patches, or lower --gaussian-sd."
         )
     agreement = None if angles is None else angle_agreement(*angles)
+    angle_orders = [int(order) for order in angles[3]] if angles is not None and len(angles) > 3 and angles[3] is not None else None
     if agreement is not None and agreement < ANGLE_AGREEMENT:
         warnings.append(
             f"The angle latent and the angle read by matching each class's template disagree (circular correlation {agreement:.2f}): "
@@ -239,13 +248,21 @@ def assess(
             "and neither means anything for round objects."
         )
     if class_probs is None or class_probs.shape[1] < 2:
-        return Verdict(n, [], None, explained, signal_explained=signal, angle_agreement=agreement, warnings=warnings)
+        return Verdict(n, [], None, explained, signal_explained=signal, angle_agreement=agreement, angle_orders=angle_orders, warnings=warnings)
     k = class_probs.shape[1]
     classes = class_probs.argmax(1)
     sizes = np.bincount(classes, minlength=k)
     confidence = float(class_probs.max(1).mean())
     verdict = Verdict(
-        n, sizes.tolist(), confidence, explained, signal_explained=signal, chosen_start=chosen_start, start_strength=start_strength, angle_agreement=agreement
+        n,
+        sizes.tolist(),
+        confidence,
+        explained,
+        signal_explained=signal,
+        chosen_start=chosen_start,
+        start_strength=start_strength,
+        angle_agreement=agreement,
+        angle_orders=angle_orders,
     )
     for index, size in enumerate(sizes):
         if size <= EMPTY_FRACTION * n:

@@ -277,6 +277,7 @@ def test_train_writes_the_selection_and_a_verdict(tmp_path, capsys, monkeypatch)
         for name, ari in summary["candidate_ari"].items():
             assert ari == pytest.approx(adjusted_rand_index(saved[f"candidate_{name}"], classes)), name
     assert -1 <= summary["angle_agreement"] <= 1  # with rotation: the latent against the template angle
+    assert len(summary["angle_orders"]) == 2 and all(order in (1, 2, 3, 4, 6) for order in summary["angle_orders"])  # modulo each template's near symmetry
     # rerun: up to date, and it still reports the verdict
     code, out, _ = run_cli(
         ["train", tmp_path / "suits.npy", "-o", run, "--classes", "2", "--epochs", "6", "--hidden", "32", "--device", "cpu", "--json"], capsys

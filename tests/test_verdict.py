@@ -551,7 +551,9 @@ def test_angles_of_a_symmetric_class_are_compared_modulo_its_symmetry():
     latent = np.angle(np.exp(1j * (turn + 0.05 * rng.standard_normal(N))))
     folded = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(latent, template, classes, (2, 1, 2)))
     assert folded.angle_agreement > 0.9 and not has(folded, ANGLES_DISAGREE)  # doubled, the 0.05 rad noise lowers it a little
+    assert folded.angle_orders == [2, 1, 2] and "orders 2/1/2" in folded.paragraph()
     unfolded = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(latent, template, classes))
     assert unfolded.angle_agreement < 0.5 and has(unfolded, ANGLES_DISAGREE)
+    assert unfolded.angle_orders is None and "orders" not in unfolded.paragraph()
     unrelated = assess(confident_probs(classes), low_error(), PIXEL_VARIANCE, angles=(rng.uniform(-np.pi, np.pi, N), template, classes, (2, 1, 2)))
     assert abs(unrelated.angle_agreement) < 0.3 and has(unrelated, ANGLES_DISAGREE)

@@ -31,7 +31,7 @@ from ..errors import InputError, OutputError, ParameterError
 from ..images import file_sha256
 from ..run_folder import RUN_PROVENANCE, load_checkpoint, load_run, member_dir, prepare_run_dir, write_training_statistics
 from ..streaming import RESIDENT_LIMIT_BYTES, PatchFile, evenly_spaced, evenly_spaced_rows
-from ..templates import TEMPLATE_SAMPLE, TEMPLATES_FILE, fit_class_templates, pose_to_templates, symmetry_orders
+from ..templates import NEAR_SYMMETRY_CORRELATION, TEMPLATE_SAMPLE, TEMPLATES_FILE, fit_class_templates, pose_to_templates, symmetry_orders
 from ..training import RESUMABLE_CHANGES, check_labels, distributed_world, fit, measure_throughput
 from ..verdict import Verdict, assess
 from .inputs import load_patch_input
@@ -534,8 +534,9 @@ def _summarise_training(model, images, run_dir: Path, train_config, initial) -> 
         poses = pose_to_templates(
             evenly_spaced(sample, TEMPLATE_SAMPLE), encoded["class"][template_rows], templates, device=resolve_device(train_config.device)
         )
-        orders = tuple(order if present else 1 for order, present in zip(symmetry_orders(templates.templates), templates.has_members))
-        angles = (encoded["angle_rad"][template_rows], poses.angle_rad, encoded["class"][template_rows], orders)  # compared modulo each shape's symmetry
+        near_orders = symmetry_orders(templates.templates, threshold=NEAR_SYMMETRY_CORRELATION)  # a search may read a nearly symmetric shape a turn apart
+        orders = tuple(order if present else 1 for order, present in zip(near_orders, templates.has_members))
+        angles = (encoded["angle_rad"][template_rows], poses.angle_rad, encoded["class"][template_rows], orders)  # compared modulo each shape's (near) symmetry
     values = np.asarray(sample, dtype=np.float64)
     pixel_variance = float(values.var(axis=0).mean())
     neighbours = None
