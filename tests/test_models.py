@@ -298,7 +298,7 @@ def _suit_angle_correlations(cards, encoded) -> list[float]:
     return sorted(circular_correlation(cards.angle_rad[cards.labels == suit], encoded["angle_rad"][cards.labels == suit]) for suit in range(4))
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
     """The model's default settings trained by :func:`fit` alone, with the classes starting from
     random weights (no class initialisation: ``microvae train``'s default starts them from the
@@ -318,7 +318,11 @@ def test_jtrvae_separates_the_card_suits_at_60_degrees(cards, tmp_path):
     into ±60° (a sawtooth, correlation ≈ -0.5), so the fourth suit is not asserted. The untrained
     controls: accuracy < 0.45, angle correlations ≤ 0.38
     (``test_untrained_or_collapsed_models_fail_the_metric``). 2000 cards instead of 3000 fail the
-    bar (accuracy 0.59–0.88 at seeds 0–4, two threads): the recipe needs the data."""
+    bar (accuracy 0.59–0.88 at seeds 0–4, two threads): the recipe needs the data.
+
+    Marked ``long`` on 2026-12-02 (``python -m pytest -q -m long`` runs it): it took 112 s of the
+    suite's 1351 s that day; the paper's objective from a random start stays in the default run
+    through ``tests/test_semisupervised.py`` (its unsupervised arm) and the untrained controls."""
     train = TrainConfig(epochs=EPOCHS, seed=0, checkpoint_every=EPOCHS, device="cpu", val_fraction=0.0)
     result = fit(cards.images, JTRVAEConfig(), train, tmp_path / "run")
     encoded = encode_array(result.model, cards.images, device="cpu")

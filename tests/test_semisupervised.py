@@ -36,13 +36,14 @@ def test_labelled_images_use_their_class_only():
     torch.testing.assert_close(known["class_nll"], torch.stack([-log_q[0, 2], torch.tensor(0.0), -log_q[2, 0], torch.tensor(0.0)]))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_five_percent_labels_beat_unsupervised_at_120_degrees(seed):
     """±120° cards (16×16, 1200, 25 epochs): the unsupervised recipe does not learn the angle at this
     range and its classes are poor; labels for 5 % of the cards (60) name the classes (no matching)
     and get more of the other 95 % right than the unsupervised run's best matching does. The
     untrained model (the control) gets a quarter right. Measured (seeds 0, 1, 2): unsupervised
-    0.457 / 0.584 / 0.463 (matched), 5 % labels 0.618 / 0.649 / 0.641 (no matching); untrained 0.25."""
+    0.457 / 0.584 / 0.463 (matched), 5 % labels 0.618 / 0.649 / 0.641 (no matching); untrained 0.25.
+    One seed since 2026-12-02 (seed 1 took 24 s of the suite's budget)."""
     cards = make_cards(1200, size=16, max_angle_deg=120.0, seed=1)
     labelled = np.random.default_rng(0).random(len(cards.labels)) < 0.05
     labels = np.where(labelled, cards.labels, -1)
