@@ -351,7 +351,7 @@ def symmetry_orders(shapes: np.ndarray, orders: tuple[int, ...] = (6, 4, 3, 2), 
         for n in orders:
             turned = np.stack([ndimage.rotate(c, 360.0 / n, reshape=False, order=1, mode="constant", cval=b) for c, b in zip(channels, background)])
             correlations[n] = np.corrcoef(channels.ravel(), turned.ravel())[0, 1]
-        best = max(correlations.values(), default=-1.0)
+        best = max((value for value in correlations.values() if np.isfinite(value)), default=-1.0)  # NaN: a flat shape
         symmetric = [n for n, value in correlations.items() if value >= threshold and value >= best - SYMMETRY_MARGIN]
         out.append(max(symmetric, default=1))
     return tuple(out)
